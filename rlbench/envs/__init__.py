@@ -1,0 +1,49 @@
+"""rlbench's environments, registered with gymnasium when ``rlbench`` is imported.
+
+``gymnasium.make("rlbench/Autoscaling-v0", load="spike")`` gives one copy;
+:func:`make_vec` gives ``N`` copies stepped by one numpy call (an SB3 ``VecEnv``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import gymnasium as gym
+
+# id -> "module:EnvClass"; the class's ``core_cls`` is the batched dynamics.
+ENVIRONMENTS: dict[str, str] = {
+    "rlbench/Autoscaling-v0": "rlbench.envs.autoscaling:AutoscalingEnv",
+    "rlbench/GymScalingCompat-v0": "rlbench.envs.gym_scaling_compat:GymScalingCompatEnv",
+}
+
+
+def register_all() -> None:
+    """Register every rlbench environment with gymnasium (idempotent)."""
+    for env_id, entry_point in ENVIRONMENTS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point)
+
+
+def env_class(env_id: str) -> type:
+    """The gymnasium class registered as ``env_id``; ``ValueError`` listing the known ids."""
+    if env_id not in ENVIRONMENTS:
+        known = ", ".join(sorted(ENVIRONMENTS))
+        raise ValueError(f"unknown environment id {env_id!r}; known: {known}")
+    module, name = ENVIRONMENTS[env_id].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def make_vec(env_id: str, num_envs: int, seed: int | None = None, **kwargs: Any):
+    """``num_envs`` copies of ``env_id`` as one natively batched SB3 ``VecEnv``.
+
+    Copy ``i`` follows the trajectory of ``gymnasium.make(env_id, **kwargs)`` reset with
+    ``seed + i``. The returned env still needs ``reset()``.
+    """
+    from rlbench.envs.batched import BatchedVecEnv
+
+    core = env_class(env_id).core_cls(num_envs=num_envs, **kwargs)
+    venv = BatchedVecEnv(core)
+    if seed is not None:
+        venv.seed(seed)
+    return venv
