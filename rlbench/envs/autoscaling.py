@@ -1,0 +1,340 @@
+"""``rlbench/Autoscaling-v0``: scale a pool of cloud instances to a request load, paying in dollars.
+
+The dynamics are written once in :class:`AutoscalingCore`, vectorised over ``N`` copies;
+:class:`AutoscalingEnv` is its one-copy gymnasium face (documented there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from gymnasium import spaces
+
+from rlbench.envs import load_patterns
+from rlbench.envs.base import Core, CoreEnv, StepResult
+
+REMOVE, HOLD, ADD = 0, 1, 2
+
+
+def _integer(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or int(value) != value or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _number(name: str, value: Any, *, positive: bool = False) -> float:
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(
+            f"{name} must be a finite number {'>' if positive else '>='} 0, got {value!r}"
+        )
+    return value
+
+
+class AutoscalingCore(Core):
+    """The autoscaling dynamics for ``N`` copies; see :class:`AutoscalingEnv` for the model.
+
+    State per copy: step ``t``, running instances, a provisioning pipeline (``pipeline[:, j]``
+    instances become running at the countdown ``j`` steps from now), the queue, and the
+    episode's load series (drawn at reset from the copy's generator).
+    """
+
+    render_keys: ClassVar[tuple[str, ...]] = ("influx", "capacity", "instances", "queue")
+    info_aggregates: ClassVar[dict[str, str]] = {
+        "cost": "sum",
+        "sla_violation": "sum",
+        "dropped": "sum",
+        "scale_action": "sum",
+        "utilisation": "mean",
+        "instances": "mean",
+        "queue": "mean",
+        "load_pct": "mean",
+    }
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        *,
+        load: str = "sine_curve",
+        horizon: int = 288,
+        step_minutes: float = 5.0,
+        initial_instances: int = 10,
+        min_instances: int = 1,
+        max_instances: int = 50,
+        provision_delay: int = 2,
+        capacity: float = 100.0,
+        max_queue: float | None = None,
+        price_per_hour: float = 0.192,
+        sla_penalty: float = 0.5,
+        drop_penalty: float = 5.0,
+        churn_penalty: float = 0.01,
+        invalid_action_penalty: float = 0.0,
+        reward_scale: float = 1.0,
+        base_load: float = 2000.0,
+        amplitude: float = 1500.0,
+        period: float | None = None,
+        harmonic: int = 4,
+        harmonic_weight: float = 0.5,
+        spike_height: float = 2500.0,
+        spike_every: int = 72,
+        spike_ramp: int = 3,
+        random_step: float = 150.0,
+        noise: float = 0.0,
+        trace_path: str | Path | None = None,
+        trace_scale: float = 1.0,
+    ) -> None:
+        super().__init__(num_envs)
+        self.load = load_patterns.pattern_name(load)
+        self.horizon = _integer("horizon", horizon, 1)
+        self.step_minutes = _number("step_minutes", step_minutes, positive=True)
+        self.min_instances = _integer("min_instances", min_instances, 0)
+        self.max_instances = _integer("max_instances", max_instances, 1)
+        if self.min_instances > self.max_instances:
+            raise ValueError(
+                f"min_instances ({min_instances}) must be <= max_instances ({max_instances})"
+            )
+        self.initial_instances = _integer("initial_instances", initial_instances, 0)
+        if not self.min_instances <= self.initial_instances <= self.max_instances:
+            raise ValueError(
+                f"initial_instances ({initial_instances}) must lie in "
+                f"[min_instances, max_instances] = [{min_instances}, {max_instances}]"
+            )
+        self.provision_delay = _integer("provision_delay", provision_delay, 0)
+        self.capacity = _number("capacity", capacity, positive=True)
+        full = self.max_instances * self.capacity
+        self.max_queue = full if max_queue is None else _number("max_queue", max_queue)
+        self.price_per_hour = _number("price_per_hour", price_per_hour)
+        self.sla_penalty = _number("sla_penalty", sla_penalty)
+        self.drop_penalty = _number("drop_penalty", drop_penalty)
+        self.churn_penalty = _number("churn_penalty", churn_penalty)
+        self.invalid_action_penalty = _number("invalid_action_penalty", invalid_action_penalty)
+        self.reward_scale = _number("reward_scale", reward_scale, positive=True)
+        if self.load == "trace" and trace_path is None:
+            trace_path = load_patterns.SAMPLE_TRACE
+        trace = None if trace_path is None else load_patterns.read_trace(trace_path)
+        self.params = load_patterns.LoadParams(
+            base_load=float(base_load),
+            amplitude=float(amplitude),
+            period=float(self.horizon if period is None else period),
+            harmonic=harmonic,
+            harmonic_weight=float(harmonic_weight),
+            spike_height=float(spike_height),
+            spike_every=spike_every,
+            spike_ramp=spike_ramp,
+            random_step=float(random_step),
+            noise=float(noise),
+            trace_scale=float(trace_scale),
+            trace=trace,
+        )
+        self.dollars_per_instance_step = self.price_per_hour * self.step_minutes / 60.0
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(7,), dtype=np.float32)
+        self.action_space = spaces.Discrete(3)
+
+        n = self.num_envs
+        self._rows = np.arange(n)
+        self.t = np.zeros(n, dtype=np.int64)
+        self.running = np.full(n, self.initial_instances, dtype=np.int64)
+        self.pipeline = np.zeros((n, self.provision_delay + 1), dtype=np.int64)
+        self.queue = np.zeros(n)
+        self.arrivals = np.zeros(n)
+        self.utilisation = np.zeros(n)
+        self.loads = np.zeros((n, self.horizon))
+
+    def reset_copies(self, mask: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
+        steps = np.arange(self.horizon)
+        for i in np.flatnonzero(mask):
+            self.loads[i] = load_patterns.generate(self.load, steps, self.params, rngs[i])
+        self.t[mask] = 0
+        self.running[mask] = self.initial_instances
+        self.pipeline[mask] = 0
+        self.queue[mask] = 0.0
+        self.arrivals[mask] = 0.0
+        self.utilisation[mask] = 0.0
+
+    def observe(self) -> np.ndarray:
+        full = self.max_instances * self.capacity
+        phase = 2.0 * np.pi * self.t / self.params.period
+        queue_frac = self.queue / self.max_queue if self.max_queue > 0 else 0.0 * self.queue
+        obs = np.stack(
+            [
+                self.running / self.max_instances,
+                self.pipeline.sum(axis=1) / self.max_instances,
+                self.utilisation,
+                queue_frac,
+                self.arrivals / full,
+                (np.sin(phase) + 1.0) / 2.0,
+                (np.cos(phase) + 1.0) / 2.0,
+            ],
+            axis=1,
+        )
+        return np.clip(obs, 0.0, 1.0).astype(np.float32)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        actions = np.asarray(actions)
+        if ((actions < REMOVE) | (actions > ADD)).any():
+            raise ValueError(f"actions must be 0 (remove), 1 (hold) or 2 (add), got {actions}")
+        # 1. The action: add goes into the pipeline, remove takes a running instance at once;
+        #    one that would cross min/max (running + pending) is a no-op.
+        total = self.running + self.pipeline.sum(axis=1)
+        add = (actions == ADD) & (total < self.max_instances)
+        remove = (actions == REMOVE) & (total > self.min_instances) & (self.running > 0)
+        invalid = (actions != HOLD) & ~add & ~remove
+        self.pipeline[:, -1] += add
+        self.running -= remove
+        # 2. Pending instances count down; those due become running.
+        self.running += self.pipeline[:, 0]
+        self.pipeline[:, :-1] = self.pipeline[:, 1:]
+        self.pipeline[:, -1] = 0
+        # 3. Requests: the queue is served first-come with this step's arrivals.
+        self.arrivals = self.loads[self._rows, self.t % self.horizon]
+        demand = self.queue + self.arrivals
+        capacity = self.running * self.capacity
+        served = np.minimum(demand, capacity)
+        unserved = demand - served
+        self.queue = np.minimum(unserved, self.max_queue)
+        dropped = unserved - self.queue
+        self.utilisation = np.divide(
+            served, capacity, out=np.zeros_like(served), where=capacity > 0
+        )
+        self.t += 1
+        # 4. Money, in dollars: instances billed from launch, waiting and dropped work, churn.
+        pending = self.pipeline.sum(axis=1)
+        cost = (self.running + pending) * self.dollars_per_instance_step
+        sla_cost = (self.sla_penalty * self.queue + self.drop_penalty * dropped) / 1000.0
+        scaled = add | remove
+        churn_cost = self.churn_penalty * scaled + self.invalid_action_penalty * invalid
+        cost_reward = -cost * self.reward_scale
+        sla_reward = -sla_cost * self.reward_scale
+        churn_reward = -churn_cost * self.reward_scale
+        info = {
+            "influx": self.arrivals,
+            "capacity": capacity,
+            "instances": self.running.copy(),
+            "pending": pending,
+            "queue": self.queue,
+            "load_pct": self.utilisation * 100.0,
+            "utilisation": self.utilisation,
+            "cost": cost,
+            "sla_violation": (unserved > 0).astype(np.int64),
+            "dropped": dropped,
+            "scale_action": scaled.astype(np.int64),
+            "invalid_action": invalid.astype(np.int64),
+            "cost_reward": cost_reward,
+            "sla_reward": sla_reward,
+            "churn_reward": churn_reward,
+        }
+        return StepResult(
+            reward=cost_reward + sla_reward + churn_reward,
+            terminated=np.zeros(self.num_envs, dtype=bool),
+            truncated=self.t >= self.horizon,
+            info=info,
+        )
+
+    def signals(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        """Decode observations (``(N, 7)`` or ``(7,)``) into what a threshold rule reads:
+        ``load_pct`` (served / capacity, 0-100) and ``queue`` (requests waiting)."""
+        obs = np.asarray(obs, dtype=np.float64)
+        return {"load_pct": obs[..., 2] * 100.0, "queue": obs[..., 3] * self.max_queue}
+
+    def format_step(self, info: dict[str, Any]) -> str:
+        reward = info["cost_reward"] + info["sla_reward"] + info["churn_reward"]
+        return (
+            f"instances={info['instances']:3d} (+{info['pending']} pending) "
+            f"influx={info['influx']:7.0f} queue={info['queue']:7.0f} "
+            f"dropped={info['dropped']:5.0f} load={info['load_pct']:5.1f}% "
+            f"cost=${info['cost']:.3f} reward={reward:+.4f}"
+        )
+
+
+class AutoscalingEnv(CoreEnv):
+    """Scale a pool of cloud instances to a fluctuating request load at least cost in dollars.
+
+    ## Description
+    Requests arrive every step (``step_minutes``, default 5 minutes) following a load pattern.
+    Each running instance serves ``capacity`` requests per step; requests that cannot be served
+    wait in a queue carried over to the next step, and whatever exceeds ``max_queue`` is
+    dropped. Each step the agent may remove one instance, hold, or add one; an added instance
+    is billed at once but only serves after ``provision_delay`` steps. The agent pays for
+    instances, for waiting and dropped requests, and for changing the pool.
+
+    Each step, in order: (1) the action is applied (an added instance enters the provisioning
+    pipeline, a removed one stops running at once; an action that would take running + pending
+    instances outside ``[min_instances, max_instances]``, or remove when no instance is running,
+    is a no-op); (2) pending instances count down, and those due start running; (3)
+    ``arrivals = load[t]``, ``demand = queue + arrivals``,
+    ``served = min(demand, running * capacity)``, the rest queues up to ``max_queue`` and the
+    excess is dropped.
+
+    ## Action Space
+    ``Discrete(3)``: 0 remove one instance, 1 hold, 2 add one instance. An instance added at
+    step ``s`` serves from step ``s + provision_delay`` (``provision_delay = 0``: in step ``s``).
+
+    ## Observation Space
+    ``Box(0, 1, (7,), float32)``, each entry clipped to [0, 1], describing the state after the
+    step:
+
+    | Num | Observation                                            |
+    |-----|--------------------------------------------------------|
+    | 0   | running instances / max_instances                      |
+    | 1   | pending (provisioning) instances / max_instances       |
+    | 2   | utilisation: served / (running * capacity); 0 if none run |
+    | 3   | queue / max_queue (0 if max_queue = 0)                 |
+    | 4   | arrivals of the last step / (max_instances * capacity) |
+    | 5   | time of day: (sin(2π t / period) + 1) / 2              |
+    | 6   | time of day: (cos(2π t / period) + 1) / 2              |
+
+    ``t`` counts the steps taken in the episode. After reset, utilisation and arrivals are 0.
+
+    ## Rewards
+    All terms are in dollars, multiplied by ``reward_scale``; ``reward = cost_reward +
+    sla_reward + churn_reward`` (each term is in ``info``):
+
+    - ``cost_reward = -(running + pending) * price_per_hour * step_minutes / 60`` (billed from
+      launch);
+    - ``sla_reward = -(sla_penalty * queue + drop_penalty * dropped) / 1000``: dollars per
+      1000 requests left waiting after the step, and per 1000 dropped;
+    - ``churn_reward = -(churn_penalty * scale_action + invalid_action_penalty *
+      invalid_action)``: per instance added or removed, and per no-op caused by a bound.
+
+    ## Starting State
+    ``t = 0``, ``initial_instances`` running, none pending, empty queue. The episode's whole
+    load series (``horizon`` steps) is drawn from the environment's generator, so
+    ``reset(seed=...)`` fixes the episode.
+
+    ## Episode End
+    Never terminated; truncated after ``horizon`` steps (default 288 = one day of 5 minutes).
+
+    ## Info
+    One number each: ``influx`` (arrivals), ``capacity`` (running * capacity), ``instances``
+    (running), ``pending``, ``queue``, ``load_pct`` (utilisation * 100), ``utilisation``,
+    ``cost`` (instance dollars this step), ``sla_violation`` (1 if any request was not served
+    this step: queued or dropped), ``dropped``, ``scale_action`` (1 if an instance was added or
+    removed), ``invalid_action`` (1 if the action was a no-op because of a bound),
+    ``cost_reward``, ``sla_reward``, ``churn_reward``.
+
+    ## Arguments
+    - ``load``: ``steady``, ``sine_curve``, ``sinusoidal``, ``spike``, ``poisson``, ``random``
+      or ``trace`` (upper case accepted); see :mod:`rlbench.envs.load_patterns`.
+    - ``base_load`` (2000), ``amplitude`` (1500): requests per step; ``period`` (steps,
+      default ``horizon``) of the sine patterns and the time-of-day signal; ``harmonic`` (4) and
+      ``harmonic_weight`` (0.5): the faster cycle of ``sinusoidal``; ``spike_height`` (2500),
+      ``spike_every`` (72), ``spike_ramp`` (3); ``random_step`` (150): the random walk's step
+      deviation; ``trace_path`` (a CSV of request counts, default the bundled synthetic
+      ``data/sample_trace.csv``) and ``trace_scale`` (1.0); ``noise`` (0.0): multiplicative
+      Gaussian noise on every pattern.
+    - ``horizon`` (288), ``step_minutes`` (5), ``initial_instances`` (10), ``min_instances``
+      (1), ``max_instances`` (50), ``provision_delay`` (2 steps), ``capacity`` (100 requests per
+      instance per step), ``max_queue`` (default max_instances * capacity).
+    - ``price_per_hour`` (0.192 $), ``sla_penalty`` (0.5 $ per 1000 waiting requests),
+      ``drop_penalty`` (5.0 $ per 1000 dropped), ``churn_penalty`` (0.01 $),
+      ``invalid_action_penalty`` (0.0 $), ``reward_scale`` (1.0).
+    - ``render_mode``: ``"ansi"`` (the last step as one line) or ``"rgb_array"`` (influx,
+      capacity, instances and queue over the episode so far).
+
+    Invalid arguments raise ``ValueError`` naming the argument.
+    """
+
+    core_cls = AutoscalingCore
