@@ -1,0 +1,86 @@
+"""Each figure function writes a readable, non-empty PNG and keeps algorithm colours fixed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rlbench.errors import UserError
+from rlbench.report import plots
+from rlbench.report.stats import compare, performance_profile, probability_of_improvement_table
+
+ALGOS = {"ppo": -10.0, "threshold": -12.0, "random": -50.0}
+LOADS = ("spike", "steady")
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = [
+        {"env": "autoscaling", "load": load, "algo": algo, "seed": s, "score": mu + rng.normal()}
+        for load in LOADS
+        for algo, mu in ALGOS.items()
+        for s in range(4)
+    ]
+    return pd.DataFrame(rows)
+
+
+def assert_png(paths: list[Path], count: int = 1) -> None:
+    assert len(paths) == count
+    for path in paths:
+        data = Path(path).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(data) > 10_000  # a drawn figure, not an empty canvas
+
+
+def test_learning_curves(frame, tmp_path):
+    curves = pd.DataFrame(
+        [
+            {**run, "run_id": f"{run['load']}-{run['algo']}-{run['seed']}", "step": step,
+             "value": run["score"] * (2 - step / 4000)}
+            for run in frame.to_dict("records")
+            for step in range(0, 4001, 1000)
+        ]
+    )  # fmt: skip
+    paths = plots.plot_learning_curves(curves, tmp_path, reps=100)
+    assert [p.name for p in paths] == ["learning_curves_autoscaling.png"]
+    assert_png(paths)
+
+
+def test_interval_plots_per_load_and_overall(frame, tmp_path):
+    assert_png(plots.plot_intervals(compare(frame, reps=100), tmp_path))
+    overall = compare(frame, by=["env"], reps=100)
+    assert_png(plots.plot_intervals(overall, tmp_path, name="intervals_overall"))
+    assert {p.name for p in tmp_path.iterdir()} == {"intervals.png", "intervals_overall.png"}
+
+
+def test_performance_profiles(frame, tmp_path):
+    assert_png(plots.plot_performance_profiles(performance_profile(frame, reps=100), tmp_path))
+
+
+def test_probability_of_improvement_matrix(frame, tmp_path):
+    poi = probability_of_improvement_table(frame, reps=100)
+    assert_png(plots.plot_probability_of_improvement(poi, tmp_path))
+
+
+def test_decisions_panel(tmp_path):
+    t = np.arange(50)
+    episode = pd.DataFrame(
+        {"step": t, "influx": 2000 + 500 * np.sin(t / 8), "capacity": 87.0 * 25,
+         "instances": 25, "queue": np.maximum(0, 300 * np.sin(t / 8))}
+    )  # fmt: skip
+    paths = plots.plot_decisions({"ppo": episode, "random": episode}, tmp_path, load="spike")
+    assert [p.name for p in paths] == ["decisions_autoscaling_spike.png"]
+    assert_png(paths)
+    with pytest.raises(UserError, match="queue"):
+        plots.plot_decisions({"ppo": episode.drop(columns="queue")}, tmp_path, load="spike")
+
+
+def test_colours_are_fixed_per_algorithm_across_subsets():
+    everything = plots.algo_colors(["ppo", "dqn", "random", "mine", "zeta"])
+    subset = plots.algo_colors(["random", "ppo"])
+    assert subset == {"random": everything["random"], "ppo": everything["ppo"]}
+    assert len(set(everything.values())) == 5
