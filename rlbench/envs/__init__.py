@@ -15,6 +15,9 @@ import gymnasium as gym
 ENVIRONMENTS: dict[str, str] = {
     "rlbench/Autoscaling-v0": "rlbench.envs.autoscaling:AutoscalingEnv",
     "rlbench/GymScalingCompat-v0": "rlbench.envs.gym_scaling_compat:GymScalingCompatEnv",
+    "rlbench/ScriptScheduler-v0": "rlbench.envs.scheduler:ScriptSchedulerEnv",
+    "rlbench/Recommender-v0": "rlbench.envs.recommender:RecommenderEnv",
+    "rlbench/SelfHealing-v0": "rlbench.envs.selfhealing:SelfHealingEnv",
 }
 
 
@@ -26,10 +29,10 @@ def register_all() -> None:
 
 
 def env_class(env_id: str) -> type:
-    """The gymnasium class registered as ``env_id``; ``ValueError`` listing the known ids."""
+    """The rlbench class registered as ``env_id``; ``ValueError`` listing the known ids."""
     if env_id not in ENVIRONMENTS:
         known = ", ".join(sorted(ENVIRONMENTS))
-        raise ValueError(f"unknown environment id {env_id!r}; known: {known}")
+        raise ValueError(f"unknown environment id {env_id!r}; rlbench's own: {known}")
     module, name = ENVIRONMENTS[env_id].split(":")
     return getattr(importlib.import_module(module), name)
 
@@ -39,11 +42,25 @@ def make_vec(env_id: str, num_envs: int, seed: int | None = None, **kwargs: Any)
 
     Copy ``i`` follows the trajectory of ``gymnasium.make(env_id, **kwargs)`` reset with
     ``seed + i``. The returned env still needs ``reset()``.
-    """
-    from rlbench.envs.batched import BatchedVecEnv
 
-    core = env_class(env_id).core_cls(num_envs=num_envs, **kwargs)
-    venv = BatchedVecEnv(core)
+    Any other gymnasium id (``Pendulum-v1``, ...) is accepted too and gets SB3's
+    ``DummyVecEnv`` of monitored single copies: slower, but every algorithm can be tried on it.
+    """
+    if env_id in ENVIRONMENTS:
+        from rlbench.envs.batched import BatchedVecEnv
+
+        venv = BatchedVecEnv(env_class(env_id).core_cls(num_envs=num_envs, **kwargs))
+    elif env_id in gym.registry:
+        from stable_baselines3.common.monitor import Monitor
+        from stable_baselines3.common.vec_env import DummyVecEnv
+
+        venv = DummyVecEnv([lambda: Monitor(gym.make(env_id, **kwargs))] * int(num_envs))
+    else:
+        known = ", ".join(sorted(ENVIRONMENTS))
+        raise ValueError(
+            f"unknown environment id {env_id!r}: neither rlbench's ({known}) nor registered "
+            "with gymnasium"
+        )
     if seed is not None:
         venv.seed(seed)
     return venv
