@@ -14,24 +14,11 @@ import numpy as np
 from gymnasium import spaces
 
 from rlbench.envs import load_patterns
+from rlbench.envs._checks import integer as _integer
+from rlbench.envs._checks import number as _number
 from rlbench.envs.base import Core, CoreEnv, StepResult
 
 REMOVE, HOLD, ADD = 0, 1, 2
-
-
-def _integer(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _number(name: str, value: Any, *, positive: bool = False) -> float:
-    value = float(value)
-    if not np.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(
-            f"{name} must be a finite number {'>' if positive else '>='} 0, got {value!r}"
-        )
-    return value
 
 
 class AutoscalingCore(Core):
@@ -105,12 +92,12 @@ class AutoscalingCore(Core):
         self.provision_delay = _integer("provision_delay", provision_delay, 0)
         self.capacity = _number("capacity", capacity, positive=True)
         full = self.max_instances * self.capacity
-        self.max_queue = full if max_queue is None else _number("max_queue", max_queue)
-        self.price_per_hour = _number("price_per_hour", price_per_hour)
-        self.sla_penalty = _number("sla_penalty", sla_penalty)
-        self.drop_penalty = _number("drop_penalty", drop_penalty)
-        self.churn_penalty = _number("churn_penalty", churn_penalty)
-        self.invalid_action_penalty = _number("invalid_action_penalty", invalid_action_penalty)
+        self.max_queue = full if max_queue is None else _number("max_queue", max_queue, 0.0)
+        self.price_per_hour = _number("price_per_hour", price_per_hour, 0.0)
+        self.sla_penalty = _number("sla_penalty", sla_penalty, 0.0)
+        self.drop_penalty = _number("drop_penalty", drop_penalty, 0.0)
+        self.churn_penalty = _number("churn_penalty", churn_penalty, 0.0)
+        self.invalid_action_penalty = _number("invalid_action_penalty", invalid_action_penalty, 0.0)
         self.reward_scale = _number("reward_scale", reward_scale, positive=True)
         if self.load == "trace" and trace_path is None:
             trace_path = load_patterns.SAMPLE_TRACE

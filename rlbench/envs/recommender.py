@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
+from rlbench.envs._checks import number as _number
 from rlbench.envs.base import Core, CoreEnv, StepResult
 
 TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
@@ -65,15 +66,6 @@ def time_of_day(hour: np.ndarray | int) -> np.ndarray:
     return np.select(
         [(h >= 6) & (h < 12), (h >= 12) & (h < 18), (h >= 18) & (h < 22)], [0, 1, 2], 3
     )
-
-
-def _number(name: str, value: Any, low: float | None = None, high: float | None = None) -> float:
-    """A finite float within ``[low, high]`` (either bound optional)."""
-    x = float(value)
-    if not np.isfinite(x) or (low is not None and x < low) or (high is not None and x > high):
-        bounds = f"in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-        raise ValueError(f"{name} must be a finite number {bounds}, got {value!r}")
-    return x
 
 
 def _table(name: str, value: Any, shape: tuple[int, ...], nonnegative: bool = False) -> np.ndarray:

@@ -15,32 +15,12 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
+from rlbench.envs._checks import integer as _integer
+from rlbench.envs._checks import number as _number
 from rlbench.envs.base import Core, CoreEnv, StepResult
 
 DECREASE, KEEP, INCREASE = 0, 1, 2
 REWARD_MODES = ("seed", "regret")
-
-
-def _integer(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _number(name: str, value: Any, low: float | None = None, high: float | None = None) -> float:
-    """A finite float within ``[low, high]`` (either bound optional)."""
-    x = float(value)
-    if not np.isfinite(x) or (low is not None and x < low) or (high is not None and x > high):
-        bounds = f"in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-        raise ValueError(f"{name} must be a finite number {bounds}, got {value!r}")
-    return x
-
-
-def _positive(name: str, value: Any) -> float:
-    x = _number(name, value, low=0.0)
-    if x == 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return x
 
 
 class ScriptSchedulerCore(Core):
@@ -93,8 +73,8 @@ class ScriptSchedulerCore(Core):
     ) -> None:
         super().__init__(num_envs)
         self.horizon = _integer("horizon", horizon, 1)
-        self.step_minutes = _positive("step_minutes", step_minutes)
-        self.min_interval = _positive("min_interval", min_interval)
+        self.step_minutes = _number("step_minutes", step_minutes, positive=True)
+        self.min_interval = _number("min_interval", min_interval, positive=True)
         self.max_interval = _number("max_interval", max_interval, low=self.min_interval)
         if self.max_interval == self.min_interval:
             raise ValueError(f"max_interval must be > min_interval, got {max_interval!r}")
@@ -107,7 +87,7 @@ class ScriptSchedulerCore(Core):
         self.increase_factor = _number("increase_factor", increase_factor, 1.0)
         if self.increase_factor == 1.0:
             raise ValueError(f"increase_factor must be > 1, got {increase_factor!r}")
-        self.ideal_low = _positive("ideal_low", ideal_low)
+        self.ideal_low = _number("ideal_low", ideal_low, positive=True)
         self.ideal_high = _number("ideal_high", ideal_high, low=self.ideal_low)
         self.drift = _number("drift", drift, low=0.0)
         self.manual_rate = _number("manual_rate", manual_rate, low=0.0)

@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
+from rlbench.envs._checks import integer as _integer
+from rlbench.envs._checks import number as _number
 from rlbench.envs.base import Core, CoreEnv, StepResult
 
 FAILURES = ("none", "crash", "memory_leak", "cpu_spike", "dependency_down")
@@ -107,21 +109,6 @@ class RewardConfig:
                 f"reward.{unknown[0]} is not a RewardConfig field; known: {sorted(known)}"
             )
         return cls(**values)
-
-
-def _integer(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _number(name: str, value: Any, low: float | None = None, high: float | None = None) -> float:
-    """A finite float within ``[low, high]`` (either bound optional)."""
-    x = float(value)
-    if not np.isfinite(x) or (low is not None and x < low) or (high is not None and x > high):
-        bounds = f"in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-        raise ValueError(f"{name} must be a finite number {bounds}, got {value!r}")
-    return x
 
 
 def _table(
