@@ -1,0 +1,188 @@
+"""The one protocol every agent follows: ``learn`` / ``predict`` / ``save`` / ``load``.
+
+train.py and evaluate.py only ever talk to :class:`Agent`, so a new algorithm is one subclass
+and one ``conf/algo/<name>.yaml``. The base class also owns the parts every agent shares: turning
+the Hydra ``algo`` group into a checked dict (a misspelt key is a ``UserError`` with a
+suggestion), and the model file: one zip of JSON and arrays (see :mod:`checkpoint_io`) that
+records the algorithm, its config, the seed and the step counter, so that ``load`` can rebuild
+the agent on a new env and refuse a file from another algorithm or another environment shape.
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from gymnasium import spaces
+
+from rlbench.agents.checkpoint_io import Checkpoint, read_checkpoint, require, write_checkpoint
+from rlbench.errors import UserError
+
+if TYPE_CHECKING:  # importing SB3 imports torch, which the baselines do not need
+    from stable_baselines3.common.vec_env import VecEnv
+
+#: ``callback(num_steps, stats)``; returning ``False`` stops learning (``None`` does not).
+LearnCallback = Callable[[int, dict[str, float]], Any]
+
+#: Keys of the ``algo`` group that are ours, not the algorithm's settings.
+META_KEYS = frozenset({"name"})
+
+
+def config_to_dict(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A plain JSON-able ``dict`` of a Hydra ``DictConfig`` or mapping (interpolations resolved)."""
+    if cfg is None:
+        return {}
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        pass
+    return {k: _plain(v) for k, v in dict(cfg).items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def unknown_key_error(algo: str, key: str, known: list[str]) -> UserError:
+    """``UserError`` for a setting ``algo`` lacks, with a "did you mean" when one is close."""
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean algo.{close[0]}?" if close else f"; known: {', '.join(sorted(known))}"
+    return UserError(f"algo.{key} is not a setting of {algo}{hint}")
+
+
+def check_finite_settings(algo: str, settings: Mapping[str, Any], prefix: str = "algo.") -> None:
+    """``UserError`` naming the first float setting that is NaN or infinite (at any depth)."""
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            check_finite_settings(algo, value, f"{prefix}{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{prefix}{key}={value} is not a finite number ({algo})")
+
+
+class Agent(abc.ABC):
+    """A policy that can learn on an SB3 ``VecEnv``, act, and be saved to one file.
+
+    ``num_steps`` counts environment steps learned so far, summed over all copies, and
+    ``learn(total_steps)`` trains until it reaches the ABSOLUTE target ``total_steps``, so a
+    loaded agent continues where the saved one stopped.
+    """
+
+    name: ClassVar[str]
+    #: Suffix for model files of this agent (train.py names its files with it).
+    file_suffix: ClassVar[str] = ".zip"
+    #: Settings this agent understands, with their defaults (``None``: no fixed key list).
+    defaults: ClassVar[dict[str, Any] | None] = None
+
+    def __init__(self, env: VecEnv, cfg: Mapping[str, Any], seed: int, device: str = "cpu") -> None:
+        self.env = env
+        self.cfg = config_to_dict(cfg)
+        self.cfg["name"] = self.name
+        self.seed = int(seed)
+        self.device = device
+        self.num_steps = 0
+
+    # -- the protocol ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def learn(self, total_steps: int, callback: LearnCallback | None = None) -> None:
+        """Train until ``self.num_steps >= total_steps``; ``callback`` after every chunk of work."""
+
+    @abc.abstractmethod
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Actions (shape ``(N,)``, int) for a batch of observations (shape ``(N, *obs_shape)``)."""
+
+    def check_finite(self) -> bool:
+        """False when learning diverged (NaN or inf in what the agent learned)."""
+        return True
+
+    def save(self, path: str | Path) -> None:
+        """Write everything needed to act and to resume learning into ONE file (no pickle)."""
+        state, arrays, blobs = self._state()
+        meta = {
+            "cfg": self.cfg,
+            "seed": self.seed,
+            "num_steps": int(self.num_steps),
+            "env": env_signature(self.env),
+            "state": state,
+        }
+        write_checkpoint(path, self.name, meta, arrays, blobs)
+
+    @classmethod
+    def load(cls, path: str | Path, env: VecEnv, device: str = "cpu") -> Agent:
+        """Rebuild the agent saved at ``path`` on ``env``; ``UserError`` on a wrong or bad file."""
+        ckpt = read_checkpoint(path, expected_algo=cls.name)
+        require(ckpt, path, ["cfg", "seed", "num_steps", "env", "state"])
+        check_env_matches(ckpt, path, env)
+        try:
+            agent = cls(env, ckpt.meta["cfg"], int(ckpt.meta["seed"]), device)
+            agent._restore(ckpt)
+            agent.num_steps = int(ckpt.meta["num_steps"])
+        except UserError:
+            raise
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise UserError(f"{path} is not a valid rlbench {cls.name} model: {exc}") from exc
+        return agent
+
+    # -- what subclasses provide for save/load ----------------------------------------------
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, bytes]]:
+        """JSON-able state, named arrays and named blobs beyond config, seed and step counter."""
+        return {}, {}, {}
+
+    def _restore(self, ckpt: Checkpoint) -> None:  # noqa: B027 - optional hook, no-op default
+        """Take back what :meth:`_state` saved (raise ``KeyError``/``ValueError`` if malformed)."""
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _settings(self) -> dict[str, Any]:
+        """``self.cfg`` minus meta keys, over :attr:`defaults`; unknown keys are a ``UserError``."""
+        given = {k: v for k, v in self.cfg.items() if k not in META_KEYS}
+        if self.defaults is None:
+            return given
+        for key in given:
+            if key not in self.defaults:
+                raise unknown_key_error(self.name, key, list(self.defaults))
+        settings = {**self.defaults, **given}
+        check_finite_settings(self.name, settings)
+        return settings
+
+    def _discrete_actions(self) -> int:
+        """Number of actions; ``UserError`` if the env's action space is not ``Discrete``."""
+        space = self.env.action_space
+        if not isinstance(space, spaces.Discrete):
+            raise UserError(f"{self.name} needs a discrete action space; the env has {space}")
+        return int(space.n)
+
+
+def env_signature(env: VecEnv) -> dict[str, Any]:
+    """What a model depends on in an env: observation shape and action count (or shape)."""
+    act = env.action_space
+    actions = int(act.n) if isinstance(act, spaces.Discrete) else list(act.shape or ())
+    return {"observation_shape": list(env.observation_space.shape or ()), "actions": actions}
+
+
+def check_env_matches(ckpt: Checkpoint, path: str | Path, env: VecEnv) -> None:
+    """``UserError`` if ``env`` has other observation/action shapes than the saved agent's env."""
+    saved, here = ckpt.meta["env"], env_signature(env)
+    if saved != here:
+        raise UserError(
+            f"{path} was trained on an env with observations {saved.get('observation_shape')} "
+            f"and actions {saved.get('actions')}; this env has observations "
+            f"{here['observation_shape']} and actions {here['actions']}"
+        )
+
+
+def call_back(callback: LearnCallback | None, num_steps: int, stats: dict[str, float]) -> bool:
+    """Run the user's callback; ``False`` means stop (only an explicit ``False``)."""
+    if callback is None:
+        return True
+    return callback(int(num_steps), stats) is not False

@@ -1,0 +1,389 @@
+"""PPO and DQN from stable-baselines3 behind the :class:`~rlbench.agents.base.Agent` protocol.
+
+Every key of the ``algo`` group except ``name`` is an SB3 constructor argument
+(``algo.n_steps=2048``); ``policy_kwargs.activation_fn`` and ``policy_kwargs.optimizer_class``
+are names (``tanh``, ``relu``, ``adam``...) mapped to torch classes, so configs stay plain YAML.
+
+Model files never use SB3's ``model.save`` (its zip embeds cloudpickled objects). We store the
+algo config (JSON), the policy and optimizer ``state_dict`` and the torch RNG state (each a
+``torch.save`` blob read back with ``weights_only=True``), numpy's global RNG state (SB3 samples
+minibatches and DQN's random actions from it), and the counters; ``load`` rebuilds the model from
+the config on the given env and loads the state dicts. DQN's replay buffer is NOT saved (it can
+be gigabytes): a resumed DQN first refills it with ``learning_starts`` steps of random actions,
+as a fresh one does, before it updates again. Its exploration rate follows
+SB3's linear schedule over the ``total_steps`` given to ``learn``; a run resumed with the same
+target continues the same schedule.
+
+Seeding: torch, numpy and python are seeded (SB3's ``set_random_seed``) before the networks are
+built, and the action space is seeded; the env is NOT reseeded here (SB3's own ``seed=`` would
+call ``env.seed``), so an agent loaded onto an evaluation env keeps that env's seeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import random
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import set_random_seed
+
+from rlbench.agents.base import (
+    Agent,
+    LearnCallback,
+    call_back,
+    check_finite_settings,
+    unknown_key_error,
+)
+from rlbench.agents.checkpoint_io import Checkpoint
+from rlbench.agents.device import resolve_device
+from rlbench.errors import UserError
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.vec_env import VecEnv
+
+ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
+    "tanh": torch.nn.Tanh,
+    "relu": torch.nn.ReLU,
+    "elu": torch.nn.ELU,
+    "leaky_relu": torch.nn.LeakyReLU,
+    "gelu": torch.nn.GELU,
+    "silu": torch.nn.SiLU,
+    "sigmoid": torch.nn.Sigmoid,
+}
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "sgd": torch.optim.SGD,
+}
+# Constructor arguments we set ourselves, not from config.
+_OURS = {"self", "env", "seed", "device", "_init_setup_model"}
+
+
+def env_name(env: VecEnv) -> str:
+    """A readable name for an env in error messages (its core's class, else the VecEnv's)."""
+    core = getattr(env, "core", None)
+    return type(core if core is not None else env).__name__
+
+
+class SB3Agent(Agent):
+    """Common machinery for an SB3 algorithm; subclasses set ``name`` and ``sb3_class``."""
+
+    sb3_class: ClassVar[type[BaseAlgorithm]]
+    #: Report to the callback at most this often (environment steps; at least one rollout).
+    report_every: ClassVar[int] = 1
+
+    def __init__(self, env: VecEnv, cfg: Mapping[str, Any], seed: int, device: str = "cpu") -> None:
+        super().__init__(env, cfg, seed, device)
+        self.device = resolve_device(device)
+        self._check_env(env)
+        kwargs = self._sb3_kwargs()
+        kwargs.setdefault("policy", "MlpPolicy")
+        kwargs.setdefault("verbose", 0)
+        # Seed the global generators SB3 uses, build, keep the resulting streams as this
+        # agent's own (see _own_rng) and give the caller its generators back untouched.
+        self._rng_live = False
+        outer, outer_py = _capture_rng(), random.getstate()
+        set_random_seed(self.seed, using_cuda=self.device.startswith("cuda"))
+        try:
+            self.model = self.sb3_class(env=env, device=self.device, **kwargs)
+        except (TypeError, ValueError, AssertionError, KeyError) as exc:
+            reason = " ".join(str(exc).split())  # one line, as a UserError must be
+            reason = reason if len(reason) <= 300 else reason[:297] + "..."
+            raise UserError(f"{self.name}: invalid settings ({reason})") from exc
+        finally:
+            self._rng = _capture_rng()
+            _apply_rng(outer)
+            random.setstate(outer_py)
+        self.model.seed = self.seed
+        self.model.action_space.seed(self.seed)
+
+    # num_steps is SB3's own counter, so it cannot drift from what SB3 learned.
+    @property
+    def num_steps(self) -> int:  # type: ignore[override]
+        model = self.__dict__.get("model")
+        return 0 if model is None else int(model.num_timesteps)
+
+    @num_steps.setter
+    def num_steps(self, value: int) -> None:
+        model = self.__dict__.get("model")
+        if model is not None:
+            model.num_timesteps = int(value)
+
+    def _check_env(self, env: VecEnv) -> None:
+        """Hook: refuse envs the algorithm cannot handle with a ``UserError``."""
+
+    def _sb3_kwargs(self) -> dict[str, Any]:
+        """The SB3 constructor arguments from config, checked against its signature."""
+        settings = {k: v for k, v in self.cfg.items() if k != "name"}
+        check_finite_settings(self.name, settings)
+        params = inspect.signature(self.sb3_class.__init__).parameters
+        known = [p for p in params if p not in _OURS]
+        for key, value in list(settings.items()):
+            if key not in known:
+                raise unknown_key_error(self.name, key, known)
+            settings[key] = _coerce(self.name, key, value, params[key].default)
+        if settings.get("policy_kwargs") is not None:
+            settings["policy_kwargs"] = _policy_kwargs(self.name, settings["policy_kwargs"])
+        if isinstance(settings.get("train_freq"), list):  # YAML has no tuples: [4, step]
+            settings["train_freq"] = tuple(settings["train_freq"])
+        return settings
+
+    # -- the protocol ------------------------------------------------------------------------
+    def learn(self, total_steps: int, callback: LearnCallback | None = None) -> None:
+        remaining = int(total_steps) - self.num_steps
+        if remaining <= 0:
+            return
+        forward = _Forward(self, callback, max(self.report_every, 1))
+        with self._own_rng():
+            self.model.learn(total_timesteps=remaining, reset_num_timesteps=False, callback=forward)
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        with contextlib.nullcontext() if deterministic else self._own_rng():
+            actions, _ = self.model.predict(np.asarray(obs), deterministic=deterministic)
+        return np.asarray(actions, dtype=np.int64).reshape(len(obs))
+
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """Run with this agent's own torch/numpy global RNG streams, then give the caller's back.
+
+        SB3 draws from the global generators (minibatch order, action sampling, replay sampling),
+        so without this two agents in one process, or an evaluation between two ``learn``
+        calls, would change each other's results.
+        """
+        if self._rng_live:  # nested (a callback inside learn): the streams are already ours
+            yield
+            return
+        outer = _capture_rng()
+        _apply_rng(self._rng)
+        self._rng_live = True
+        try:
+            yield
+        finally:
+            self._rng_live = False
+            self._rng = _capture_rng()
+            _apply_rng(outer)
+
+    def _current_rng(self) -> dict[str, Any]:
+        """This agent's streams as of now (live in the globals while it is learning)."""
+        return _capture_rng() if self._rng_live else self._rng
+
+    def check_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.policy.parameters())
+
+    def training_stats(self) -> dict[str, float]:
+        """SB3's latest ``train/*`` logger values (losses, learning rate...) as floats."""
+        values = getattr(self.model.logger, "name_to_value", {})
+        stats = {}
+        for key, value in values.items():
+            if key.startswith("train/") and isinstance(value, int | float | np.number):
+                stats[key] = float(value)
+        return stats
+
+    # -- save / load ---------------------------------------------------------------------------
+    def _counters(self) -> list[str]:
+        return ["_n_updates", "_episode_num"]
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, bytes]]:
+        policy = self.model.policy
+        rng = self._current_rng()
+        np_state = rng["numpy"]
+        state = {name: getattr(self.model, name) for name in self._counters()}
+        state["numpy_global"] = [np_state[0], *map(_jsonable, np_state[2:])]
+        state["action_space_rng"] = _space_rng_state(self.model.action_space)
+        blobs = {
+            "policy.pt": _torch_bytes(policy.state_dict()),
+            "optimizer.pt": _torch_bytes(policy.optimizer.state_dict()),
+            "torch_rng.pt": _torch_bytes({"cpu": rng["torch"]}),
+        }
+        return state, {"numpy_global_keys": np_state[1]}, blobs
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        for name in ("policy.pt", "optimizer.pt", "torch_rng.pt"):
+            if name not in ckpt.blobs:
+                raise KeyError(f"missing {name}")
+        policy = self.model.policy
+        policy.load_state_dict(_torch_load(ckpt.blobs["policy.pt"], self.device))
+        policy.optimizer.load_state_dict(_torch_load(ckpt.blobs["optimizer.pt"], self.device))
+        state = ckpt.meta["state"]
+        for name in self._counters():
+            setattr(self.model, name, type(getattr(self.model, name))(state[name]))
+        torch_state = _torch_load(ckpt.blobs["torch_rng.pt"], "cpu")["cpu"]
+        kind, pos, has_gauss, cached = state["numpy_global"]
+        keys = np.asarray(ckpt.arrays["numpy_global_keys"], dtype=np.uint32)
+        numpy_state = (kind, keys, int(pos), int(has_gauss), float(cached))
+        rng = {"torch": torch_state, "numpy": numpy_state}
+        outer = _capture_rng()
+        try:
+            _apply_rng(rng)  # fails here, not later, on a malformed state
+        finally:
+            _apply_rng(outer)
+        self._rng = rng
+        if state.get("action_space_rng") is not None:
+            self.model.action_space.np_random.bit_generator.state = state["action_space_rng"]
+
+
+class PPOAgent(SB3Agent):
+    """Proximal Policy Optimisation (SB3); reports to the callback after every rollout+update."""
+
+    name: ClassVar[str] = "ppo"
+    sb3_class: ClassVar[type[BaseAlgorithm]] = PPO
+
+
+class DQNAgent(SB3Agent):
+    """Deep Q-Network (SB3); reports about every 1000 steps. Discrete actions only."""
+
+    name: ClassVar[str] = "dqn"
+    sb3_class: ClassVar[type[BaseAlgorithm]] = DQN
+    report_every: ClassVar[int] = 1000
+
+    def _check_env(self, env: VecEnv) -> None:
+        if not isinstance(env.action_space, spaces.Discrete):
+            raise UserError(
+                f"dqn needs a discrete action space; {env_name(env)} has {env.action_space}"
+            )
+
+    def _counters(self) -> list[str]:
+        return [*super()._counters(), "_n_calls", "exploration_rate"]
+
+    def learn(self, total_steps: int, callback: LearnCallback | None = None) -> None:
+        warmup = self.model.learning_starts
+        if self.num_steps > 0 and self.model.replay_buffer.size() == 0:  # resumed from a file
+            self.model.learning_starts = self.num_steps + warmup
+        try:
+            super().learn(total_steps, callback)
+        finally:
+            self.model.learning_starts = warmup
+
+    def training_stats(self) -> dict[str, float]:
+        return {**super().training_stats(), "train/epsilon": float(self.model.exploration_rate)}
+
+
+class _Forward(BaseCallback):
+    """Calls our ``callback(num_steps, stats)`` between chunks of SB3 work; stops SB3 on False.
+
+    It reports at the start of a rollout (after the previous update, so a checkpoint written by
+    the callback holds the weights that match ``num_steps``) once ``every`` steps have passed,
+    and once more at the end of training.
+    """
+
+    def __init__(self, agent: SB3Agent, callback: LearnCallback | None, every: int) -> None:
+        super().__init__(verbose=0)
+        self.agent, self.user_callback, self.every = agent, callback, every
+        self.stop = False
+        self.returns: list[float] = []
+        self.lengths: list[float] = []
+
+    def _on_training_start(self) -> None:
+        self.last_steps = self.num_timesteps
+        self.t0 = time.perf_counter()
+
+    def _on_rollout_start(self) -> None:
+        if not self.stop and self.num_timesteps - self.last_steps >= self.every:
+            self._report()
+
+    def _on_step(self) -> bool:
+        dones = self.locals.get("dones")
+        if dones is not None and dones.any():
+            infos = self.locals["infos"]
+            for i in np.flatnonzero(dones):
+                episode = infos[i].get("episode")
+                if episode is not None:
+                    self.returns.append(float(episode["r"]))
+                    self.lengths.append(float(episode["l"]))
+        return not self.stop
+
+    def _on_training_end(self) -> None:
+        if not self.stop and self.num_timesteps > self.last_steps:
+            self._report()
+
+    def _report(self) -> None:
+        now = time.perf_counter()
+        stats = self.agent.training_stats()
+        stats["train/steps_per_second"] = (self.num_timesteps - self.last_steps) / max(
+            now - self.t0, 1e-9
+        )
+        if self.returns:
+            stats["train/episode_return"] = float(np.mean(self.returns))
+            stats["train/episode_length"] = float(np.mean(self.lengths))
+        self.returns, self.lengths = [], []
+        self.last_steps, self.t0 = self.num_timesteps, now
+        if not call_back(self.user_callback, self.num_timesteps, stats):
+            self.stop = True
+
+
+def _policy_kwargs(algo: str, value: Mapping[str, Any]) -> dict[str, Any]:
+    """``policy_kwargs`` with class names turned into torch classes."""
+    kwargs = dict(value)
+    for key, table in (("activation_fn", ACTIVATIONS), ("optimizer_class", OPTIMIZERS)):
+        name = kwargs.get(key)
+        if isinstance(name, str):
+            cls = table.get(name.lower())
+            if cls is None:
+                raise UserError(
+                    f"algo.policy_kwargs.{key}={name!r} is unknown for {algo}; "
+                    f"choose one of {', '.join(table)}"
+                )
+            kwargs[key] = cls
+    return kwargs
+
+
+def _coerce(algo: str, key: str, value: Any, default: Any) -> Any:
+    """Check a setting against the type of its SB3 default: ``UserError`` for a string or bool
+    where SB3 wants a number (or the reverse); ``1e6`` for an integer setting becomes ``1000000``.
+    Values of other types (lists, dicts, schedules) are left to SB3."""
+    if value is None or default is None or default is inspect.Parameter.empty:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise UserError(f"algo.{key}={value!r} must be true or false ({algo})")
+    elif isinstance(default, int | float):
+        if isinstance(value, str | bool):
+            raise UserError(f"algo.{key}={value!r} must be a number ({algo})")
+        if isinstance(default, int) and isinstance(value, float):
+            if not value.is_integer():
+                raise UserError(f"algo.{key}={value!r} must be an integer ({algo})")
+            return int(value)
+    return value
+
+
+def _capture_rng() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+
+
+def _apply_rng(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+
+
+def _torch_bytes(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _torch_load(data: bytes, device: str) -> Any:
+    """``torch.load`` restricted to tensors and plain containers (no arbitrary unpickling)."""
+    try:
+        return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises several types for bad bytes, incl. UnpicklingError
+        raise ValueError(f"unreadable tensor data ({type(exc).__name__}: {exc})") from exc
+
+
+def _jsonable(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _space_rng_state(space: spaces.Space) -> dict[str, Any] | None:
+    rng = getattr(space, "_np_random", None)
+    return None if rng is None else rng.bit_generator.state
