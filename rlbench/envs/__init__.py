@@ -54,6 +54,9 @@ def make_vec(env_id: str, num_envs: int, seed: int | None = None, **kwargs: Any)
         from stable_baselines3.common.monitor import Monitor
         from stable_baselines3.common.vec_env import DummyVecEnv
 
+        horizon = kwargs.pop("horizon", None)  # rlbench's name for gymnasium's time limit
+        if horizon is not None:
+            kwargs["max_episode_steps"] = int(horizon)
         venv = DummyVecEnv([lambda: Monitor(gym.make(env_id, **kwargs))] * int(num_envs))
     else:
         known = ", ".join(sorted(ENVIRONMENTS))

@@ -43,12 +43,15 @@ class Core(abc.ABC):
     ``render_keys`` names the ``info`` entries that the ``rgb_array`` plot draws, one panel each;
     ``info_aggregates`` says how evaluation summarises each ``info`` entry over an episode
     (``"sum"``: totals such as cost or violations; ``"mean"``: levels such as utilisation).
+    ``tabular_hint`` suggests a discretisation for tabular agents (``obs_indices``, ``bins``,
+    ``low``, ``high``, ``q_init``), used where the ``algo`` config leaves them unset.
     """
 
     observation_space: spaces.Box
     action_space: spaces.Discrete
     render_keys: ClassVar[tuple[str, ...]] = ()
     info_aggregates: ClassVar[dict[str, str]] = {}
+    tabular_hint: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, num_envs: int) -> None:
         if int(num_envs) < 1:

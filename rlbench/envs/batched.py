@@ -65,6 +65,8 @@ class BatchedVecEnv(VecEnv):
         obs = self.core.observe()
         infos = self._empty_infos
         if done.any():
+            # a core's info arrays may alias its state, which the reset below overwrites
+            self.last_info = {k: np.array(v, copy=True) for k, v in result.info.items()}
             infos = list(infos)
             idx = np.flatnonzero(done)
             elapsed = round(time.perf_counter() - self._t0, 6)

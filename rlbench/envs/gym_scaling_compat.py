@@ -59,6 +59,14 @@ class GymScalingCompatCore(Core):
         "instances": "mean",
         "queue": "mean",
     }
+    # n/max, load/100 and the raw queue (binned over 0..1000 requests).
+    tabular_hint: ClassVar[dict[str, Any]] = {
+        "obs_indices": [0, 1, 4],
+        "bins": [25, 10, 5],
+        "low": [0.0, 0.0, 0.0],
+        "high": [1.0, 1.0, 1000.0],
+        "q_init": -100.0,
+    }
 
     def __init__(
         self,

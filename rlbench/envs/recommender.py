@@ -101,6 +101,8 @@ class RecommenderCore(Core):
         "match": "mean",
         "best_action": "mean",
     }
+    # every context value is evenly spaced, so these bins give back the seed's discrete state
+    tabular_hint: ClassVar[dict[str, Any]] = {"bins": [5, 5, 5, 5, 5, 3, 5, 4]}
 
     def __init__(
         self,

@@ -155,6 +155,8 @@ class SelfHealingCore(Core):
         "mean_recovery_time": "sum",
         "utilisation": "mean",
     }
+    # the symptoms that tell the failures apart: cpu, memory, error rate, dependency health
+    tabular_hint: ClassVar[dict[str, Any]] = {"obs_indices": [0, 1, 2, 5], "bins": 2}
 
     def __init__(
         self,
