@@ -1,0 +1,131 @@
+"""Where a result came from: git commit and dirty flag, package versions, host, Hydra overrides.
+
+:func:`run_tags` records them as MLflow tags on every run so that a number in a report can be
+traced back to the code, the libraries and the command that produced it. Nothing here imports
+the packages it reports on (versions come from installed metadata): a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# distribution name -> tag suffix; the libraries whose versions change results
+PACKAGES: dict[str, str] = {
+    "torch": "torch",
+    "stable-baselines3": "sb3",
+    "gymnasium": "gymnasium",
+    "mlflow": "mlflow",
+    "optuna": "optuna",
+    "numpy": "numpy",
+}
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    """Output of one git command in ``repo``, or None when git or the repository is missing."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_state(repo: str | Path | None = None) -> tuple[str, str]:
+    """``(commit, dirty)`` of the git checkout holding ``repo``.
+
+    ``repo`` defaults to the checkout that holds the rlbench sources (the code that ran), else
+    the working directory. ``commit`` is ``"unknown"`` outside a repository or before the first
+    commit; ``dirty`` is ``"true"`` when tracked files differ from that commit (untracked files,
+    e.g. ``outputs/``, do not count), ``"false"`` when clean, ``"unknown"`` without git.
+    """
+    if repo is None:
+        here = Path(__file__).resolve().parent
+        repo = here if _git(here, "rev-parse", "--git-dir") is not None else Path.cwd()
+    repo = Path(repo)
+    commit = _git(repo, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+    if not commit:
+        return "unknown", "unknown"
+    changes = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    if changes is None:
+        return commit, "unknown"
+    return commit, "true" if changes else "false"
+
+
+@cache
+def package_versions() -> dict[str, str]:
+    """Installed versions of Python and the result-relevant libraries (``"missing"`` if absent)."""
+    versions = {"python": platform.python_version()}
+    for dist, name in PACKAGES.items():
+        try:
+            versions[name] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
+def hostname() -> str:
+    """This machine's name, as the runs table shows where a run was made."""
+    return socket.gethostname()
+
+
+def _hydra_tags() -> dict[str, str]:
+    """Overrides, chosen options and output dir of the current Hydra job, if there is one."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+    except ImportError:
+        return {}
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    fields: dict[str, Callable[[], str]] = {
+        "hydra.overrides": lambda: " ".join(hc.overrides.task),
+        "hydra.choices": lambda: " ".join(
+            f"{group}={option}"
+            for group, option in hc.runtime.choices.items()
+            if option is not None and not group.startswith("hydra")
+        ),
+        "hydra.output_dir": lambda: str(hc.runtime.output_dir),
+    }
+    if hc.mode == RunMode.MULTIRUN:
+        fields["hydra.job.num"] = lambda: str(hc.job.num)
+    tags = {}
+    for key, read in fields.items():
+        with contextlib.suppress(Exception):  # unset outside @hydra.main (compose API)
+            tags[key] = read()
+    return tags
+
+
+def run_tags(cfg: Any, device: str) -> dict[str, str]:
+    """Provenance tags of a run: git, versions, host, seed, device, Hydra overrides."""
+    import getpass
+
+    commit, dirty = git_state()
+    tags = {"git.commit": commit, "git.dirty": dirty, "host": hostname(), "device": str(device)}
+    tags |= {f"version.{name}": version for name, version in package_versions().items()}
+    seed = cfg.get("seed")
+    if seed is not None:
+        tags["seed"] = str(seed)
+    tags |= _hydra_tags()
+    # MLflow's own keys, so that its UI shows the source, the user and the commit
+    tags["mlflow.source.name"] = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    tags["mlflow.source.type"] = "LOCAL"
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    with contextlib.suppress(Exception):
+        tags["mlflow.user"] = getpass.getuser()
+    return tags
