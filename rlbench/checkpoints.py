@@ -1,0 +1,74 @@
+"""Where a run keeps its checkpoints, so that ``resume=true`` finds them again.
+
+A run's checkpoint folder is named by a hash of its resolved configuration (without the keys
+that do not change what is learned: ``resume``, ``tracking``, ``train.progress``, the sweep's
+``trial`` bookkeeping). Rerunning the same command with ``resume=true`` therefore finds the
+interrupted run's last checkpoint and its MLflow run, wherever Hydra put the new output folder.
+Files are written to a temporary name and renamed, so a kill never leaves half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+VOLATILE_KEYS = ("resume", "tracking", "train.progress", "trial")
+
+
+def run_key(flat_config: Mapping[str, str]) -> str:
+    """A short stable hash of the parts of a flattened config that decide what is learned."""
+    kept = {
+        k: v
+        for k, v in sorted(flat_config.items())
+        if not any(k == p or k.startswith(p + ".") for p in VOLATILE_KEYS)
+    }
+    return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class CheckpointDir:
+    """``<root>/<run key>/``: ``last<suffix>``, ``best<suffix>`` and ``state.json``."""
+
+    def __init__(self, root: str | Path, key: str, suffix: str) -> None:
+        self.path = Path(root) / key
+        self.suffix = suffix
+
+    @property
+    def last(self) -> Path:
+        return self.path / f"last{self.suffix}"
+
+    @property
+    def best(self) -> Path:
+        return self.path / f"best{self.suffix}"
+
+    def read_state(self) -> dict[str, Any] | None:
+        """The saved state, or None when there is no complete checkpoint."""
+        state_file = self.path / "state.json"
+        if not state_file.is_file() or not self.last.is_file():
+            return None
+        try:
+            return json.loads(state_file.read_text())
+        except json.JSONDecodeError:
+            return None
+
+    def save(self, agent: Any, state: Mapping[str, Any], *, best: bool = False) -> None:
+        """Save ``agent`` as the last (or best) checkpoint, then the state that points at it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        target = self.best if best else self.last
+        tmp = target.with_name(f".tmp-{target.name}")
+        agent.save(tmp)
+        os.replace(tmp, target)
+        self.write_state(state)
+
+    def write_state(self, state: Mapping[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / ".state.json.tmp"
+        tmp.write_text(json.dumps(dict(state), indent=2))
+        os.replace(tmp, self.path / "state.json")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,100 @@
+"""What every rlbench command does with a mistake: one line, a suggestion, a non-zero exit.
+
+Hydra prints composition errors over many lines (the config search path, a hint about
+``HYDRA_FULL_ERROR``). :func:`run_app` lets those exceptions reach it instead and says what is
+wrong in one line, with a "did you mean" where a name was misspelt. ``HYDRA_FULL_ERROR=1``
+restores full tracebacks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from rlbench.errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+_user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def wants_traceback() -> bool:
+    """True when the user asked for full tracebacks (``HYDRA_FULL_ERROR=1``)."""
+    return _user_wants_traceback
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe(err: BaseException) -> str:
+    """One line naming what is wrong in ``err`` and, where possible, how to fix it."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, MissingConfigException) and err.options is not None:
+        group, _, option = str(err.missing_cfg_file or "").rpartition("/")
+        known = ", ".join(err.options)
+        return (
+            f"unknown {group or 'config'} option {option!r}{did_you_mean(option, err.options)}; "
+            f"choose one of: {known}"
+        )
+    cause = err.__cause__
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        key = str(cause.full_key)
+        parent = getattr(cause, "parent_node", None)
+        known = [str(k) for k in parent] if parent is not None else []
+        prefix = key.rpartition(".")[0]
+        if "not in struct" in str(cause) or "Could not override" in str(err):
+            dotted = [f"{prefix}.{k}" if prefix else k for k in known]
+            hint = did_you_mean(key, dotted)
+            listing = f"; keys there: {', '.join(known)}" if known and not hint else ""
+            return (
+                f"unknown config key {key!r}{hint}{listing} "
+                f"(to add a key the config does not have, write +{key}=...)"
+            )
+        return f"bad value for {key!r}: {_first_line(cause)}"
+    if isinstance(err, OverrideParseException):
+        return f"malformed override: {_first_line(err)} (see https://hydra.cc/docs/advanced/override_grammar/basic/)"
+    return f"{type(err).__name__}: {_first_line(err)}"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def run_app(app: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` function; print mistakes as one line and exit non-zero."""
+    if _user_wants_traceback:
+        app()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us rather than Hydra's printer
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:  # output piped into `head`: nothing more to say
+        sys.stderr.close()
+        sys.exit(0)
+    except Exception as err:
+        code = EXIT_USER_ERROR if _is_user_error(err) else 1
+        print(f"error: {describe(err)}", file=sys.stderr)
+        if code == 1:
+            print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
+        sys.exit(code)
+
+
+def _is_user_error(err: BaseException) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(err, UserError | HydraException | OmegaConfBaseException)

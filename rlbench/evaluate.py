@@ -1,0 +1,142 @@
+"""The one evaluation protocol every agent goes through.
+
+``episodes`` copies of the environment, each reset with its own evaluation seed (disjoint from
+the training seeds), run side by side in one batched environment until each has finished its
+first episode (the environment's fixed horizon, or termination). Actions are deterministic by
+default. Per-episode returns and the environment's ``info`` aggregates come back together, and
+the first episode's step-by-step trajectory is kept for the decisions plot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from rlbench.envs import make_vec
+
+TRAINING_SEED_SPAN = 1000
+"""Seeds ``seed_offset + 1000 * seed + i`` evaluate a run trained with ``seed``."""
+
+
+class Policy(Protocol):
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray: ...
+
+
+def evaluation_seeds(
+    seed: int, episodes: int, offset: int, *, validation: bool = False
+) -> list[int]:
+    """Seeds for the final evaluation (or, with ``validation``, the periodic one) of a run.
+
+    Training copies use ``seed .. seed + num_envs - 1``; evaluation seeds start at ``offset``
+    (1,000,000 by default), so the two never meet. Periodic (validation) evaluation uses the
+    upper half of the run's block, so choosing the best checkpoint on it does not leak into the
+    final score.
+    """
+    if episodes > TRAINING_SEED_SPAN // 2:
+        raise ValueError(f"eval.episodes must be <= {TRAINING_SEED_SPAN // 2}, got {episodes}")
+    start = offset + TRAINING_SEED_SPAN * seed + (TRAINING_SEED_SPAN // 2 if validation else 0)
+    return list(range(start, start + episodes))
+
+
+@dataclass
+class EvalResult:
+    """Returns and ``info`` aggregates of one evaluation, one entry per episode."""
+
+    seeds: list[int]
+    returns: np.ndarray
+    lengths: np.ndarray
+    per_episode: dict[str, np.ndarray] = field(default_factory=dict)
+    trajectory: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def std_return(self) -> float:
+        return float(np.std(self.returns))
+
+    def metrics(self, prefix: str = "eval/") -> dict[str, float]:
+        """Scalar summary: mean/std return, mean length, and the mean of every aggregate."""
+        out = {
+            f"{prefix}mean_return": self.mean_return,
+            f"{prefix}std_return": self.std_return,
+            f"{prefix}mean_length": float(np.mean(self.lengths)),
+        }
+        out.update({f"{prefix}{k}": float(np.mean(v)) for k, v in self.per_episode.items()})
+        return out
+
+    def episodes_table(self) -> dict[str, list[Any]]:
+        """Columns for the per-episode CSV artifact."""
+        table: dict[str, list[Any]] = {
+            "episode": list(range(len(self.seeds))),
+            "seed": list(self.seeds),
+            "return": self.returns.tolist(),
+            "length": self.lengths.tolist(),
+        }
+        table.update({k: v.tolist() for k, v in self.per_episode.items()})
+        return table
+
+
+def evaluate(
+    policy: Policy,
+    env_id: str,
+    env_kwargs: Mapping[str, Any],
+    seeds: Sequence[int],
+    *,
+    deterministic: bool = True,
+    max_steps: int = 100_000,
+) -> EvalResult:
+    """Run one episode per seed with ``policy`` and summarise it.
+
+    Seeds must be consecutive (copy ``i`` of the batch is seeded ``seeds[0] + i``).
+    ``max_steps`` guards against an environment without a horizon.
+    """
+    seeds = list(seeds)
+    n = len(seeds)
+    if n < 1:
+        raise ValueError("evaluation needs at least one episode")
+    if seeds != list(range(seeds[0], seeds[0] + n)):
+        raise ValueError("evaluation seeds must be consecutive")
+    venv = make_vec(env_id, n, seed=seeds[0], **dict(env_kwargs))
+    how = dict(getattr(getattr(venv, "core", None), "info_aggregates", {}))
+    obs = venv.reset()
+    alive = np.ones(n, dtype=bool)
+    returns = np.zeros(n)
+    lengths = np.zeros(n, dtype=np.int64)
+    sums = {k: np.zeros(n) for k in how}
+    trajectory: dict[str, list[float]] = {"step": [], "action": [], "reward": []}
+    for _ in range(max_steps):
+        actions = np.asarray(policy.predict(obs, deterministic=deterministic)).reshape(n)
+        obs, rewards, dones, _ = venv.step(actions)
+        info = getattr(venv, "last_info", {})
+        returns += np.where(alive, rewards, 0.0)
+        lengths += alive
+        for key in how:
+            sums[key] += np.where(alive, info[key], 0.0)
+        if alive[0]:
+            trajectory["step"].append(int(lengths[0]))
+            trajectory["action"].append(int(actions[0]))
+            trajectory["reward"].append(float(rewards[0]))
+            for key, values in info.items():
+                trajectory.setdefault(key, []).append(float(values[0]))
+        alive &= ~dones
+        if not alive.any():
+            break
+    else:
+        raise RuntimeError(f"evaluation did not finish within max_steps={max_steps}")
+    venv.close()
+    per_episode = {
+        k: (sums[k] / np.maximum(lengths, 1) if mode == "mean" else sums[k])
+        for k, mode in how.items()
+    }
+    return EvalResult(
+        seeds=seeds,
+        returns=returns,
+        lengths=lengths,
+        per_episode=per_episode,
+        trajectory={k: np.asarray(v) for k, v in trajectory.items()},
+    )

@@ -1,0 +1,59 @@
+"""Progress of a long job: a bar on a terminal, a few quiet log lines anywhere else (CI, files)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+log = logging.getLogger("rlbench")
+
+
+class Progress:
+    """Reports ``update(done, **stats)`` calls against a known ``total``.
+
+    ``mode``: ``auto`` (a tqdm bar when stderr is a terminal, log lines otherwise), ``bar``,
+    ``log`` (a line every 10% of the work) or ``off``.
+    """
+
+    def __init__(self, total: int, desc: str, mode: str = "auto", initial: int = 0) -> None:
+        if mode not in {"auto", "bar", "log", "off"}:
+            raise ValueError(f"train.progress must be auto, bar, log or off, got {mode!r}")
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "log"
+        self.mode, self.total, self.desc = mode, max(int(total), 1), desc
+        self._done = int(initial)
+        self._next_log = self._done + self.total // 10
+        self._t0 = time.perf_counter()
+        self._bar: Any = None
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, initial=self._done, desc=desc, unit="step")
+
+    def update(self, done: int, **stats: float) -> None:
+        """Move to ``done`` steps; ``stats`` are shown beside the bar or in the log line."""
+        if self._bar is not None:
+            self._bar.update(max(done - self._done, 0))
+            if stats:
+                self._bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()}, refresh=False)
+        elif self.mode == "log" and (done >= self._next_log or done >= self.total):
+            rate = done / max(time.perf_counter() - self._t0, 1e-9)
+            extra = " ".join(f"{k}={v:.4g}" for k, v in stats.items())
+            log.info(
+                "%s: %d/%d steps (%.0f%%, %.0f steps/s) %s",
+                self.desc,
+                done,
+                self.total,
+                100 * done / self.total,
+                rate,
+                extra,
+            )
+            self._next_log = done + self.total // 10
+        self._done = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,328 @@
+"""``rlbench-train``: compose a config, train, evaluate, track, return the score.
+
+    rlbench-train env=autoscaling env.load=spike algo=ppo seed=3
+    rlbench-train -m algo=threshold,qlearning seed=0,1
+    rlbench-train --cfg job                 # show the composed config
+
+Read top to bottom: build the environment and the agent, learn with periodic evaluation and
+checkpoints, evaluate on held-out seeds, log everything to one MLflow run, return the mean
+evaluation return (the number a sweeper optimises).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from rlbench import cli
+from rlbench.errors import UserError
+
+log = logging.getLogger("rlbench.train")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+TORCH_ALGOS = {"ppo", "dqn", "hybrid"}
+
+
+@dataclass
+class TrainOutcome:
+    score: float
+    run_id: str | None
+    steps: int
+    pruned: bool = False
+
+
+def env_spec(env_cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """The gymnasium id and constructor arguments of the ``env`` config group."""
+    kwargs = OmegaConf.to_container(env_cfg, resolve=True)
+    assert isinstance(kwargs, dict)
+    env_id = kwargs.pop("id", None)
+    kwargs.pop("name", None)
+    if not env_id:
+        raise UserError("env.id is missing: pick an environment with env=<name>")
+    return str(env_id), kwargs
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject budgets and settings that cannot work, before anything is built or logged."""
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
+        raise UserError(f"seed must be an integer >= 0, got {cfg.seed!r}")
+    positive = {
+        "train.total_steps": cfg.train.total_steps,
+        "train.num_envs": cfg.train.num_envs,
+        "eval.episodes": cfg.eval.episodes,
+        "eval.periodic_episodes": cfg.eval.periodic_episodes,
+        "train.threads": cfg.train.threads,
+    }
+    for key, value in positive.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{key} must be a positive integer, got {value!r}")
+    for key in ("train.eval_every", "train.checkpoint_every"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or value < 0:
+            raise UserError(f"{key} must be an integer >= 0 (0 turns it off), got {value!r}")
+    for key, value in _flat_numbers(cfg.algo, "algo"):
+        if math.isnan(value) or math.isinf(value):
+            raise UserError(f"{key} must be a finite number, got {value}")
+
+
+def _flat_numbers(node: Any, prefix: str) -> list[tuple[str, float]]:
+    container = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    found: list[tuple[str, float]] = []
+    if isinstance(container, dict):
+        for k, v in container.items():
+            found += _flat_numbers(v, f"{prefix}.{k}")
+    elif isinstance(container, float):
+        found.append((prefix, container))
+    return found
+
+
+def build_env(env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed: int):
+    """The batched training environment; constructor errors become one-line user errors."""
+    from rlbench.envs import make_vec
+
+    try:
+        return make_vec(env_id, num_envs, seed=seed, **env_kwargs)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"env ({env_id}): {err}") from None
+
+
+def train(cfg: DictConfig) -> TrainOutcome:
+    """Train and evaluate the configured agent; the caller handles errors and exit codes."""
+    check_config(cfg)
+    os.environ.setdefault("OMP_NUM_THREADS", str(cfg.train.threads))
+    from rlbench.tracking import flatten_config, make_tracker, run_tags
+
+    # First, so MLflow warms up in its helper process while torch and the agent load here.
+    tracker = make_tracker(cfg.tracking)
+    from rlbench.agents import build_agent, load_agent
+    from rlbench.checkpoints import CheckpointDir, run_key
+    from rlbench.trial import TrialContext
+
+    env_id, env_kwargs = env_spec(cfg.env)
+    algo_name = str(cfg.algo.name)
+    device = "cpu"
+    if algo_name in TORCH_ALGOS:
+        import torch
+
+        from rlbench.agents.device import resolve_device
+
+        torch.set_num_threads(int(cfg.train.threads))
+        device = resolve_device(str(cfg.device))
+
+    venv = build_env(env_id, env_kwargs, cfg.train.num_envs, cfg.seed)
+    agent = build_agent(cfg.algo, venv, seed=int(cfg.seed), device=device)
+    flat = flatten_config(cfg)
+    ckpt = CheckpointDir(cfg.train.checkpoint_dir, run_key(flat), agent.file_suffix)
+    state = ckpt.read_state() if cfg.resume else None
+    if state is not None:
+        agent = load_agent(ckpt.last, venv, device=device)
+        log.info("resuming from %s at step %d", ckpt.last, agent.num_steps)
+
+    trial = TrialContext.from_cfg(cfg)
+    tags = run_tags(cfg, device) | {"rlbench.run_key": ckpt.path.name}
+    if trial is not None:
+        tags |= trial.mlflow_tags()
+    default_name = f"{algo_name}-{cfg.env.name}-{env_kwargs.get('load', '')}-s{cfg.seed}"
+    run_id = tracker.start(
+        run_name=cfg.tracking.run_name or default_name,
+        params=flat,
+        tags=tags,
+        parent_run_id=trial.parent_run_id if trial else None,
+        resume_run_id=state.get("mlflow_run_id") if state else None,
+    )
+    if state is not None:
+        tracker.set_tags({"rlbench.resumed_from_step": str(agent.num_steps)})
+    status, error = "FAILED", None
+    try:
+        outcome = _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state)
+        status = "FINISHED"
+        return TrainOutcome(outcome[0], run_id, agent.num_steps, pruned=outcome[1])
+    except KeyboardInterrupt:
+        status, error = "KILLED", "interrupted (Ctrl-C)"
+        raise
+    except BaseException as err:  # recorded on the run, then shown by the caller
+        error = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        tracker.end(status, error=error)
+        venv.close()
+
+
+def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state):
+    """The training loop proper: learn, evaluate periodically, checkpoint, final evaluation."""
+    from rlbench.evaluate import evaluate, evaluation_seeds
+    from rlbench.progress import Progress
+
+    total = int(cfg.train.total_steps)
+    eval_every, ckpt_every = int(cfg.train.eval_every), int(cfg.train.checkpoint_every)
+    val_seeds = evaluation_seeds(
+        cfg.seed, cfg.eval.periodic_episodes, cfg.eval.seed_offset, validation=True
+    )
+    saved_best = state.get("best_score") if state else None
+    best = -math.inf if saved_best is None else float(saved_best)
+    marks = {
+        "eval": _next_mark(agent.num_steps, eval_every),
+        "ckpt": _next_mark(agent.num_steps, ckpt_every),
+    }
+    pruned = False
+    last_score = best
+    desc = f"{cfg.algo.name} on {cfg.env.name}"
+    progress = Progress(total, desc, cfg.train.progress, agent.num_steps)
+
+    def callback(steps: int, stats: dict[str, float]) -> bool:
+        nonlocal best, pruned, last_score
+        tracker.log_metrics(stats, step=steps)
+        if eval_every and steps >= marks["eval"] and steps < total:
+            marks["eval"] = _next_mark(steps, eval_every)
+            result = evaluate(
+                agent, env_id, env_kwargs, val_seeds, deterministic=cfg.eval.deterministic
+            )
+            last_score = result.mean_return
+            tracker.log_metrics(result.metrics(), step=steps)
+            if last_score > best:
+                best = last_score
+                ckpt.save(agent, _state(tracker, agent, best), best=True)
+            if trial is not None and trial.report(steps, last_score):
+                pruned = True
+                return False
+        if ckpt_every and steps >= marks["ckpt"] and steps < total:
+            marks["ckpt"] = _next_mark(steps, ckpt_every)
+            ckpt.save(agent, _state(tracker, agent, best))
+        progress.update(steps, **{k.split("/")[-1]: v for k, v in stats.items() if "return" in k})
+        return True
+
+    try:
+        agent.learn(total, callback=callback)
+    finally:
+        progress.close()
+    _check_finite(agent)
+
+    out_dir = _output_dir()
+    model_path = out_dir / f"model{agent.file_suffix}"
+    agent.save(model_path)
+    tracker.log_artifact(model_path, "model")
+    if ckpt.best.is_file():
+        shutil.copyfile(ckpt.best, out_dir / f"best_model{agent.file_suffix}")
+        tracker.log_artifact(out_dir / f"best_model{agent.file_suffix}", "model")
+    config_path = out_dir / "config.yaml"
+    config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    tracker.log_artifact(config_path)
+
+    if pruned:
+        trial.mark_pruned()
+        tracker.set_tags({"pruned": "true", "rlbench.pruned_at_step": str(agent.num_steps)})
+        tracker.log_metrics({"train/total_steps": agent.num_steps}, step=agent.num_steps)
+        log.info("pruned at step %d (last evaluation %.4g)", agent.num_steps, last_score)
+        ckpt.remove()
+        return last_score, True
+
+    seeds = evaluation_seeds(cfg.seed, cfg.eval.episodes, cfg.eval.seed_offset)
+    result = evaluate(agent, env_id, env_kwargs, seeds, deterministic=cfg.eval.deterministic)
+    final = result.metrics() | {"train/total_steps": agent.num_steps}
+    tracker.log_metrics(final, step=agent.num_steps)
+    _log_evaluation_artifacts(result, out_dir, tracker, env_id, env_kwargs, cfg)
+    ckpt.remove()
+    return result.mean_return, False
+
+
+def _next_mark(steps: int, every: int) -> int:
+    return (steps // every + 1) * every if every else sys.maxsize
+
+
+def _state(tracker, agent, best: float) -> dict[str, Any]:
+    return {
+        "mlflow_run_id": tracker.run_id,
+        "steps": agent.num_steps,
+        "algo": agent.name,
+        "best_score": None if math.isinf(best) else best,
+    }
+
+
+def _check_finite(agent) -> None:
+    """Stop with a clear message when training diverged (NaN weights make NaN actions)."""
+    checker = getattr(agent, "check_finite", None)
+    if checker is not None and not checker():
+        raise UserError(
+            f"{agent.name} diverged: its parameters contain NaN or inf; lower the learning rate "
+            "or clip gradients (algo.max_grad_norm)"
+        )
+
+
+def _output_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        path = Path(HydraConfig.get().runtime.output_dir)
+    else:
+        path = Path("outputs/runs/adhoc")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _log_evaluation_artifacts(result, out_dir: Path, tracker, env_id, env_kwargs, cfg) -> None:
+    """Per-episode returns, the first episode's trajectory (CSV and picture)."""
+    import pandas as pd
+
+    from rlbench.envs import ENVIRONMENTS, env_class
+    from rlbench.envs.render import episode_figure
+
+    episodes_csv = out_dir / "eval_episodes.csv"
+    pd.DataFrame(result.episodes_table()).to_csv(episodes_csv, index=False)
+    tracker.log_artifact(episodes_csv, "eval")
+    if not result.trajectory.get("step", []).size:
+        return
+    trajectory_csv = out_dir / "trajectory.csv"
+    pd.DataFrame(result.trajectory).to_csv(trajectory_csv, index=False)
+    tracker.log_artifact(trajectory_csv, "eval")
+    keys = env_class(env_id).core_cls.render_keys if env_id in ENVIRONMENTS else ()
+    keys = (*(k for k in keys if k in result.trajectory), "action")
+    columns = result.trajectory
+    rows = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    title = f"{cfg.algo.name} on {env_id} {env_kwargs.get('load', '')} (seed {result.seeds[0]})"
+    fig = episode_figure(rows, keys, title=title)
+    picture = out_dir / "trajectory.png"
+    fig.savefig(picture)
+    tracker.log_artifact(picture, "eval")
+    (out_dir / "eval_metrics.json").write_text(json.dumps(result.metrics(), indent=2))
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def app(cfg: DictConfig) -> float:
+    """Hydra task: train, print the score and the MLflow run id, return the score."""
+    try:
+        outcome = train(cfg)
+    except UserError as err:
+        if _in_multirun() or cli.wants_traceback():
+            raise  # a sweep records the failed job and goes on
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(cli.EXIT_USER_ERROR)
+    pruned = "  (pruned)" if outcome.pruned else ""
+    print(
+        f"score: {outcome.score:.6g}  steps: {outcome.steps}  mlflow run: {outcome.run_id}{pruned}"
+    )
+    return outcome.score
+
+
+def main() -> None:
+    """The ``rlbench-train`` console script."""
+    cli.run_app(app)
+
+
+if __name__ == "__main__":
+    main()

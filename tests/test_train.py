@@ -1,0 +1,156 @@
+"""``rlbench-train`` end to end: real subprocesses against a temporary MLflow store."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+SCORE_LINE = re.compile(r"^score: (\S+)\s+steps: (\d+)\s+mlflow run: (\w+)", re.M)
+ALGOS = ["random", "static", "threshold", "qlearning", "ppo", "dqn"]
+
+
+def rlbench_train(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [str(BIN / "rlbench-train"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def artifact_paths(client, run_id: str, path: str = "") -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path or None):
+        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+@pytest.mark.slow
+def test_each_algorithm_trains_evaluates_and_tracks_one_finished_run(mlflow_store, tmp_path):
+    proc = rlbench_train(
+        "-m", f"algo={','.join(ALGOS)}", "debug=fast", "env.load=spike", "seed=3",
+        *mlflow_store.overrides(), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = {m[2]: (float(m[0]), int(m[1])) for m in SCORE_LINE.findall(proc.stdout)}
+    assert len(printed) == len(ALGOS), proc.stdout
+    client = mlflow_store.client()
+    runs = mlflow_store.runs()
+    assert sorted(r.data.params["algo.name"] for r in runs) == sorted(ALGOS)
+    for run in runs:
+        algo = run.data.params["algo.name"]
+        assert run.info.status == "FINISHED", algo
+        assert run.data.params["env.load"] == "spike"
+        assert run.data.params["seed"] == "3"
+        score, steps = printed[run.info.run_id]
+        assert math.isclose(run.data.metrics["eval/mean_return"], score, rel_tol=1e-5), algo
+        assert run.data.metrics["train/total_steps"] == steps >= 2048
+        for key in ("eval/std_return", "eval/cost", "eval/sla_violation", "eval/utilisation"):
+            assert key in run.data.metrics, (algo, key)
+        tags = run.data.tags
+        assert tags["seed"] == "3" and tags["device"] == "cpu", tags
+        assert re.fullmatch(r"[0-9a-f]{40}", tags["git.commit"]), tags
+        assert tags["git.dirty"] in ("true", "false")
+        assert tags["version.torch"].startswith("2.13") and "version.sb3" in tags
+        assert "algo=" in tags["hydra.overrides"], tags
+        files = artifact_paths(client, run.info.run_id)
+        suffix = {"qlearning": ".npz"}.get(algo)
+        models = [f for f in files if f.startswith("model/model.")]
+        assert len(models) == 1, (algo, files)
+        if suffix:
+            assert models[0].endswith(suffix)
+        for expected in ("config.yaml", "eval/eval_episodes.csv", "eval/trajectory.png"):
+            assert expected in files, (algo, expected, files)
+
+
+@pytest.mark.slow
+def test_grid_multirun_makes_one_run_per_combination(mlflow_store, tmp_path):
+    proc = rlbench_train(
+        "-m", "algo=threshold,qlearning", "seed=0,1", "debug=fast", *mlflow_store.overrides(),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = mlflow_store.runs()
+    combos = sorted((r.data.params["algo.name"], r.data.params["seed"]) for r in runs)
+    assert combos == [
+        ("qlearning", "0"),
+        ("qlearning", "1"),
+        ("threshold", "0"),
+        ("threshold", "1"),
+    ]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+BAD_INPUTS = {
+    "unknown algorithm": (["algo=sarsa"], "unknown algo option 'sarsa'"),
+    "misspelt algorithm": (["algo=thresold"], "did you mean 'threshold'"),
+    "unknown env": (["env=k8s"], "unknown env option 'k8s'"),
+    "unknown load pattern": (["env.load=tsunami"], "load must be one of"),
+    "negative total_steps": (["train.total_steps=-5"], "train.total_steps must be a positive"),
+    "misspelt key": (["train.totl_steps=5"], "did you mean 'train.total_steps'"),
+    "dqn on a continuous action space": (
+        ["env=gym", "env.id=Pendulum-v1", "algo=dqn"],
+        "dqn needs a discrete action space",
+    ),
+    "unreachable tracking server": (
+        ["tracking.uri=http://127.0.0.1:9"],
+        "http://127.0.0.1:9 is unreachable",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_clear_line_and_nonzero_exit(case, mlflow_store, tmp_path):
+    overrides, message = BAD_INPUTS[case]
+    proc = rlbench_train(*mlflow_store.overrides(), *overrides, "debug=fast", cwd=tmp_path)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert all(r.info.status != "RUNNING" for r in mlflow_store.runs())
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(mlflow_store, tmp_path):
+    args = [
+        "algo=ppo", "train.total_steps=60000", "train.checkpoint_every=4096",
+        "train.eval_every=0", "eval.episodes=2", "env.horizon=64", *mlflow_store.overrides(),
+    ]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(
+        [str(BIN / "rlbench-train"), *args], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    checkpoints = tmp_path / "outputs" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not list(checkpoints.glob("*/state.json")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state_files = list(checkpoints.glob("*/state.json"))
+    assert state_files, "no checkpoint was written before the deadline"
+
+    resumed = rlbench_train(*args, "resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    match = re.search(r"resuming from .* at step (\d+)", resumed.stderr + resumed.stdout)
+    assert match and 0 < int(match[1]) < 60000, resumed.stderr[-2000:]
+    runs = mlflow_store.runs()
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.metrics["train/total_steps"] >= 60000
+    assert runs[0].data.tags["rlbench.resumed_from_step"] == match[1]
+    assert not state_files[0].parent.exists(), "a finished run keeps no checkpoint behind"
