@@ -1,0 +1,389 @@
+"""The sweep loop: ask Optuna for trials, launch them through Hydra's launcher, tell the results.
+
+Jobs receive the trial as ``++trial.*`` overrides (see :mod:`rlbench.trial`) and report
+intermediate values through the storage, so pruning works with any launcher. A multi-objective
+job returns a tuple (or list) with one value per direction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import Trial, TrialState
+
+from rlbench.errors import UserError
+from rlbench.trial import PRUNED_ATTR, PRUNER_ATTR, make_pruner
+
+from ._space import SearchSpace, SweepError, format_value, parse_space
+from ._study import (
+    IGNORED_ATTR,
+    Heartbeat,
+    admitted,
+    claims,
+    fail_stale,
+    make_sampler,
+    open_storage,
+    redact,
+    requeue,
+    trial_seed,
+)
+from ._summary import ParentRun, summary_lines
+
+log = logging.getLogger(__name__)
+
+
+class OptunaSweep:
+    """Settings from ``hydra.sweeper`` (see ``config.py``) and the loop that uses them."""
+
+    def __init__(
+        self,
+        storage: str,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int,
+        direction: Any,
+        sampler: Any,
+        pruner: Any,
+        trial_seeds: int,
+        seed_key: str,
+        heartbeat_interval: int,
+        grace_period: int | None,
+        max_retry: int,
+        params: Any,
+        enqueue_trials: Any = (),
+    ) -> None:
+        for key, value in (
+            ("n_trials", n_trials),
+            ("n_jobs", n_jobs),
+            ("trial_seeds", trial_seeds),
+            ("heartbeat_interval", heartbeat_interval),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SweepError(f"hydra.sweeper.{key} must be a positive integer, got {value!r}")
+        self.storage_url = str(storage)
+        self.study_name = study_name
+        self.n_trials, self.n_jobs, self.trial_seeds = n_trials, n_jobs, trial_seeds
+        self.directions = _directions(direction)
+        self.sampler_cfg = _plain(sampler)
+        self.pruner_spec = {
+            "name": str(_plain(pruner).get("name", "median")),
+            "kwargs": dict(_plain(pruner).get("kwargs") or {}),
+        }
+        self.seed_key = seed_key
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.max_retry = max_retry
+        self.params = _plain(params) or {}
+        self.enqueue_trials = list(_plain(enqueue_trials) or [])
+        self.job_idx = 0
+        self._first_launch = True
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # we say what matters ourselves
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+
+    # -- the sweep -------------------------------------------------------------------------
+    def sweep(self, arguments: list[str]) -> list[JobReturn]:
+        space = parse_space(self.params, arguments)
+        base_seed = self._base_seed(space)
+        sampler_name = str(self.sampler_cfg.get("name", "tpe"))
+        sampler_kwargs = dict(self.sampler_cfg.get("kwargs") or {})
+        sampler_seed = self.sampler_cfg.get("seed", 0)
+        make_sampler(sampler_name, sampler_seed, sampler_kwargs)  # reject bad settings early
+        try:
+            pruner = make_pruner(self.pruner_spec["name"], self.pruner_spec["kwargs"])
+        except UserError as err:
+            raise SweepError(str(err)) from None
+        rdb = open_storage(
+            self.storage_url, self.heartbeat_interval, self.grace_period, self.max_retry
+        )
+        study = self._study(rdb, pruner, make_sampler(sampler_name, sampler_seed, sampler_kwargs))
+        for i, values in enumerate(self.enqueue_trials):
+            fixed = space.fixed_params(dict(values), f"hydra.sweeper.enqueue_trials[{i}]")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.enqueue_trial(fixed, skip_if_exists=True)
+        log.info(
+            "Optuna study %r in %s: %d trials in total, %d at a time, %s sampler, %s pruner",
+            study.study_name, redact(self.storage_url), self.n_trials, self.n_jobs,
+            sampler_name, self.pruner_spec["name"],
+        )  # fmt: skip
+        self.rdb, self.study, self.space, self.base_seed = rdb, study, space, base_seed
+        self.sampler_args = (sampler_name, sampler_seed, sampler_kwargs)
+        returns: list[JobReturn] = []
+        parent = ParentRun.start(self.config, study, self._settings(space))
+        status = "FAILED"
+        try:
+            with Heartbeat(rdb, self.heartbeat_interval) as heartbeat:
+                self._loop(heartbeat, parent.run_id, returns)
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            print(
+                "interrupted: the running trials go back to the queue; run the same command "
+                "again to continue the study",
+                file=sys.stderr,
+            )
+            raise SystemExit(130) from None
+        finally:
+            parent.finish(study, status)
+        for line in summary_lines(study, self.storage_url):
+            print(line)
+        return returns
+
+    def _loop(self, heartbeat: Heartbeat, parent_run_id: str | None, out: list) -> None:
+        waiting_said = False
+        while True:
+            fail_stale(self.study)
+            claimed = claims(self.rdb.get_all_trials(self.study._study_id, deepcopy=False))
+            free = self.n_trials - len(claimed)
+            if free <= 0:
+                running = sum(t.state == TrialState.RUNNING for t in claimed)
+                if not running:
+                    return
+                if not waiting_said:
+                    log.info("waiting for %d trial(s) running in other processes", running)
+                    waiting_said = True
+                time.sleep(min(self.heartbeat_interval, 5))
+                continue
+            batch: list[Trial] = []
+            try:
+                for _ in range(min(self.n_jobs, free)):
+                    trial = self._ask(heartbeat)
+                    if trial is None:
+                        break
+                    batch.append(trial)
+            except BaseException:  # the trials asked so far never ran: queue them again
+                for trial in batch:
+                    requeue(self.study, trial._trial_id, self.max_retry)
+                raise
+            if batch:
+                out.extend(self._run_batch(batch, heartbeat, parent_run_id))
+
+    def _ask(self, heartbeat: Heartbeat) -> Trial | None:
+        """A new (or re-queued) trial with its parameters sampled, or None when over budget."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = self.study.ask()
+        heartbeat.add(trial._trial_id)
+        if not admitted(self.study, self.rdb, trial._trial_id, self.n_trials):
+            heartbeat.discard(trial._trial_id)
+            return None
+        name, seed, kwargs = self.sampler_args
+        try:
+            self.study.sampler = make_sampler(name, trial_seed(seed, trial.number), kwargs)
+            self.rdb.set_trial_system_attr(trial._trial_id, PRUNER_ATTR, self.pruner_spec)
+            for key, param in self.space.params.items():
+                trial._suggest(key, param.distribution)
+        except BaseException as err:  # nothing ran: the trial must not use up the budget
+            requeue(self.study, trial._trial_id, self.max_retry)
+            heartbeat.discard(trial._trial_id)
+            if isinstance(err, ValueError):
+                raise SweepError(f"trial {trial.number}: {err}") from None
+            raise
+        trial.set_user_attr("fixed_overrides", list(self.space.fixed.values()))
+        return trial
+
+    def _run_batch(
+        self, batch: list[Trial], heartbeat: Heartbeat, parent_run_id: str | None
+    ) -> list[JobReturn]:
+        """Launch the batch (once per seed), then tell each trial how it ended."""
+        values: dict[int, list[list[float]]] = {t.number: [] for t in batch}
+        active, returns_all = list(batch), []
+        try:
+            for seed_index in range(self.trial_seeds):
+                overrides = [self._overrides(t, seed_index, parent_run_id) for t in active]
+                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+                self.job_idx += len(returns)
+                returns_all.extend(returns)
+                outcomes = [self._outcome(t, r) for t, r in zip(active, returns, strict=True)]
+                self._stop_if_config_is_broken(active, outcomes)
+                still = []
+                for trial, outcome in zip(active, outcomes, strict=True):
+                    if isinstance(outcome, _Ended):
+                        self._tell(trial, outcome.state)
+                        heartbeat.discard(trial._trial_id)
+                        continue
+                    values[trial.number].append(outcome)
+                    last_seed = seed_index == self.trial_seeds - 1
+                    if not last_seed and len(self.directions) == 1 and trial.should_prune():
+                        self._tell(trial, TrialState.PRUNED)  # pruned between seeds
+                        heartbeat.discard(trial._trial_id)
+                        continue
+                    still.append(trial)
+                active = still
+        except BaseException:
+            for trial in active:  # interrupted: these trials run again in a later sweep
+                if self.rdb.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                    requeue(self.study, trial._trial_id, self.max_retry)
+                heartbeat.discard(trial._trial_id)
+            raise
+        for trial in active:
+            mean = [sum(col) / len(col) for col in zip(*values[trial.number], strict=True)]
+            self._tell(trial, TrialState.COMPLETE, mean)
+            heartbeat.discard(trial._trial_id)
+        return returns_all
+
+    def _stop_if_config_is_broken(self, batch: list[Trial], outcomes: list[Any]) -> None:
+        """Every job of this run's first launch failed with a UserError: a bad config, not bad
+        hyperparameters. Stop with the job's message; those trials do not use up the budget."""
+        first, self._first_launch = self._first_launch, False
+        errors = [o.user_error for o in outcomes if isinstance(o, _Ended) and o.user_error]
+        if not first or len(errors) < len(batch):
+            return
+        for trial in batch:
+            self.rdb.set_trial_system_attr(trial._trial_id, IGNORED_ATTR, True)
+            self._tell(trial, TrialState.FAIL)
+        raise SweepError(f"trial {batch[0].number} failed: {errors[0]}")
+
+    def _outcome(self, trial: Trial, ret: JobReturn) -> list[float] | _Ended:
+        """The job's objective values, or how the trial ended (told to Optuna by the caller)."""
+        if ret.status != JobStatus.COMPLETED:
+            err = ret._return_value
+            first = (str(err).strip().splitlines() or [""])[0]
+            log.warning("trial %d failed: %s: %s", trial.number, type(err).__name__, first)
+            return _Ended(TrialState.FAIL, first if isinstance(err, UserError) else None)
+        if self.rdb.get_trial(trial._trial_id).system_attrs.get(PRUNED_ATTR):
+            return _Ended(TrialState.PRUNED)
+        try:
+            return self._values(ret.return_value)
+        except (TypeError, ValueError) as err:
+            log.warning("trial %d failed: %s", trial.number, err)
+            return _Ended(TrialState.FAIL)
+
+    def _values(self, value: Any) -> list[float]:
+        n = len(self.directions)
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        if len(items) != n:
+            raise ValueError(
+                f"the job returned {value!r}; the study has {n} objective(s) "
+                "(a multi-objective job returns a tuple with one value per direction)"
+            )
+        values = [float(v) for v in items]
+        if any(math.isnan(v) for v in values):
+            raise ValueError(f"the job returned NaN: {value!r}")
+        return values
+
+    def _tell(self, trial: Trial, state: TrialState, values: list[float] | None = None) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            told = self.study.tell(
+                trial,
+                values if state == TrialState.COMPLETE else None,
+                state=state,
+                skip_if_finished=True,
+            )
+        if told.state != state:  # another process took our heartbeat for a dead one
+            log.warning(
+                "trial %d had already ended %s (heartbeat missed for longer than the grace "
+                "period); its result is dropped and its re-queued copy will run",
+                trial.number, told.state.name,
+            )  # fmt: skip
+        elif state == TrialState.PRUNED:
+            log.info("trial %d pruned", trial.number)
+
+    def _overrides(self, trial: Trial, seed_index: int, parent_run_id: str | None) -> list[str]:
+        params = trial.params
+        out = list(self.space.fixed.values())
+        out += [p.override(params[k]) for k, p in self.space.params.items()]
+        out += [
+            f"++trial.storage={format_value(self.storage_url)}",
+            f"++trial.study={format_value(self.study.study_name)}",
+            f"++trial.number={trial.number}",
+            f"++trial.id={trial._trial_id}",
+            f"++trial.parent_run_id={format_value(parent_run_id)}",
+            f"++trial.seed_index={seed_index}",
+        ]
+        if self.trial_seeds > 1:
+            out.append(f"{self.seed_key}={self.base_seed + seed_index}")
+        return out
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _study(self, rdb: Any, pruner: Any, sampler: Any) -> optuna.Study:
+        name = self.study_name or str(OmegaConf.select(self.config, "hydra.job.name") or "rlbench")
+        directions = [d.lower() for d in self.directions]
+        try:
+            study = optuna.create_study(
+                study_name=name,
+                storage=rdb,
+                sampler=sampler,
+                pruner=pruner,
+                directions=directions,
+                load_if_exists=True,
+            )
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise SweepError(f"cannot open study {name!r}: {first}") from None
+        existing = [d.name.lower() for d in study.directions]
+        if existing != directions:
+            raise SweepError(
+                f"study {name!r} in {redact(self.storage_url)} has direction(s) "
+                f"{', '.join(existing)}, not {', '.join(directions)}: pick another "
+                "hydra.sweeper.study_name"
+            )
+        return study
+
+    def _base_seed(self, space: SearchSpace) -> int:
+        """The first training seed of each trial (``trial_seeds`` counts up from it)."""
+        if self.trial_seeds > 1 and self.seed_key in space.params:
+            raise SweepError(f"{self.seed_key} cannot be searched when trial_seeds > 1")
+        line = space.fixed.pop(self.seed_key, None) if self.trial_seeds > 1 else None
+        raw = line.split("=", 1)[1] if line else OmegaConf.select(self.config, self.seed_key)
+        try:
+            return int(raw or 0)
+        except (TypeError, ValueError):
+            raise SweepError(f"{self.seed_key} must be an integer, got {raw!r}") from None
+
+    def _settings(self, space: SearchSpace) -> dict[str, Any]:
+        return {
+            "sweep.storage": redact(self.storage_url),
+            "sweep.n_trials": self.n_trials,
+            "sweep.n_jobs": self.n_jobs,
+            "sweep.directions": ",".join(self.directions),
+            "sweep.sampler": self.sampler_cfg.get("name", "tpe"),
+            "sweep.pruner": self.pruner_spec["name"],
+            "sweep.trial_seeds": self.trial_seeds,
+        } | {f"space.{k}": str(p.distribution) for k, p in space.params.items()}
+
+
+@dataclass
+class _Ended:
+    """A trial that ended without a value: failed (with the job's UserError, if any) or pruned."""
+
+    state: TrialState
+    user_error: str | None = None
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _directions(direction: Any) -> list[str]:
+    items = _plain(direction)
+    items = items if isinstance(items, list | tuple) else [items]
+    out = []
+    for d in items:
+        text = str(getattr(d, "name", d)).lower()
+        if text not in ("maximize", "minimize"):
+            raise SweepError(f"hydra.sweeper.direction: {d!r} is not maximize or minimize")
+        out.append(text)
+    if not out:
+        raise SweepError("hydra.sweeper.direction is empty: give maximize or minimize")
+    return out

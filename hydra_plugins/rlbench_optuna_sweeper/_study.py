@@ -1,0 +1,201 @@
+"""The study in its RDB storage: open it, seed samplers, count claimed trials, keep heartbeats.
+
+How the total ``n_trials`` holds with reruns and with several processes on one storage: a trial
+*claims* a slot when it is running or finished; a trial that failed because its process died
+(heartbeat gone stale, or Ctrl-C) is replaced by a WAITING copy with the same parameters
+(Optuna's ``RetryHeartbeatStaleTrialCallback``) and stops counting. After asking for a trial, a
+process checks that its trial is among the first ``n_trials`` claims ordered by start time; if
+not, another process got there first and the trial goes back to WAITING, unsampled, for a later
+run with a larger budget to pick up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.util
+import random
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from ._space import SweepError
+
+IGNORED_ATTR = "rlbench.not_counted"  # failed for a reason that is not the configuration's fault
+PARENT_RUN_ATTR = "rlbench.mlflow_parent_run_id"
+
+SAMPLERS = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+    "nsgaii": optuna.samplers.NSGAIISampler,
+}
+
+
+def redact(url: str) -> str:
+    """The storage URL with any password masked, for messages and tags."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def open_storage(
+    url: str, heartbeat_interval: int, grace_period: int | None, max_retry: int
+) -> RDBStorage:
+    """An RDB storage with heartbeats; a bad or unreachable URL is one line of explanation."""
+    _make_sqlite_dir(url)
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # several processes share one SQLite file: wait for the write lock instead of failing
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period or 3 * heartbeat_interval,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry),
+                )
+        except Exception as err:
+            # two processes creating the same new database race on its tables: try again
+            racing = "already exists" in str(err) or "UNIQUE constraint" in str(err)
+            if not racing or attempt == 4:
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise SweepError(f"cannot open the Optuna storage {redact(url)}: {first}") from None
+            time.sleep(0.2 + random.random() * 0.3)
+    raise AssertionError("unreachable")
+
+
+def _make_sqlite_dir(url: str) -> None:
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception as err:
+        raise SweepError(f"hydra.sweeper.storage: not a database URL: {url!r} ({err})") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        try:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SweepError(f"cannot create the directory of {url}: {err.strerror}") from None
+
+
+def make_sampler(
+    name: str, seed: int | None, kwargs: dict[str, Any]
+) -> optuna.samplers.BaseSampler:
+    """An Optuna sampler by short name; unknown names and bad arguments are one-line errors."""
+    key = str(name).lower()
+    if key not in SAMPLERS:
+        raise SweepError(
+            f"hydra.sweeper.sampler.name: unknown sampler {name!r}; choose one of "
+            f"{', '.join(SAMPLERS)}"
+        )
+    needs = {"cmaes": "cmaes", "gp": "torch"}.get(key)
+    if needs and importlib.util.find_spec(needs) is None:
+        raise SweepError(f"the {key} sampler needs the {needs} package: pip install {needs}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return SAMPLERS[key](seed=seed, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise SweepError(f"hydra.sweeper.sampler ({key}): {err}") from None
+
+
+def trial_seed(seed: int | None, number: int) -> int | None:
+    """The sampler seed for trial ``number``: reproducible, and distinct for every trial."""
+    return None if seed is None else (int(seed) * 1_000_003 + number) % 2**32
+
+
+def claims(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials that use up the budget, in the order they claimed their slot."""
+    replaced = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    counted = [
+        t
+        for t in trials
+        if t.state != TrialState.WAITING
+        and t.number not in replaced
+        and not t.system_attrs.get(IGNORED_ATTR)
+    ]
+    return sorted(counted, key=lambda t: (t.datetime_start or dt.datetime.min, t.number))
+
+
+def admitted(study: optuna.Study, rdb: RDBStorage, trial_id: int, n_trials: int) -> bool:
+    """Whether the just-started trial is within the budget; if not, put it back to WAITING."""
+    order = [t._trial_id for t in claims(rdb.get_all_trials(study._study_id, deepcopy=False))]
+    if trial_id in order[:n_trials]:
+        return True
+    rdb.set_trial_state_values(trial_id, state=TrialState.WAITING)
+    return False
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail (and re-queue) running trials whose process stopped sending heartbeats."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def requeue(study: optuna.Study, trial_id: int, max_retry: int) -> None:
+    """End a trial interrupted by us as FAIL and queue a copy, as a stale trial would be."""
+    storage = study._storage
+    try:
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry)(study, storage.get_trial(trial_id))
+
+
+class Heartbeat:
+    """Records a heartbeat for each running trial of this process every ``interval`` seconds.
+
+    Jobs may run in other processes (joblib), but they die with the sweeper, so the sweeper's
+    heartbeat stands for all of them.
+    """
+
+    def __init__(self, storage: RDBStorage, interval: int) -> None:
+        self._storage = storage
+        self._interval = interval
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="optuna-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def add(self, trial_id: int) -> None:
+        self._storage.record_heartbeat(trial_id)
+        with self._lock:
+            self._ids.add(trial_id)
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self._ids.discard(trial_id)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                ids = list(self._ids)
+            for trial_id in ids:
+                with contextlib.suppress(Exception):  # a locked SQLite file: the next beat will do
+                    self._storage.record_heartbeat(trial_id)

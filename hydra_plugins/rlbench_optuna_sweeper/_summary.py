@@ -1,0 +1,165 @@
+"""What a sweep leaves behind: the MLflow parent run and the lines printed at the end.
+
+One parent run per study (a rerun of the same study reopens it: its id is the study user attribute
+``rlbench.mlflow_parent_run_id``); trials log nested child runs under it. When the sweep ends the
+parent gets the best value and parameters, the trials table (CSV) and Optuna's
+optimisation-history and parameter-importance plots.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+
+from ._study import PARENT_RUN_ATTR, redact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ParentRun:
+    tracker: Any = None
+    run_id: str | None = None
+    out_dir: Path | None = None
+
+    @classmethod
+    def start(cls, config: DictConfig, study: optuna.Study, settings: dict[str, Any]) -> ParentRun:
+        """Open (or reopen) the study's parent run; no run when the app has no tracking."""
+        tracking = OmegaConf.select(config, "tracking", default=None)
+        if tracking is None or not tracking.get("enabled", True):
+            return cls()
+        from rlbench.tracking import make_tracker
+
+        tracker = make_tracker(tracking)
+        tags = {
+            "rlbench.sweep.study": study.study_name,
+            "rlbench.sweep.role": "parent",
+            "rlbench.sweep.storage": str(settings.get("sweep.storage", "")),
+        }
+        previous = study.user_attrs.get(PARENT_RUN_ATTR)
+        run_id = None
+        if previous:
+            try:
+                run_id = tracker.start(
+                    f"sweep-{study.study_name}", {}, tags, resume_run_id=previous
+                )
+            except Exception as err:  # the tracking store was reset: start a fresh parent
+                log.warning("cannot reopen parent run %s (%s); starting a new one", previous, err)
+        if run_id is None:
+            run_id = tracker.start(f"sweep-{study.study_name}", settings, tags)
+        if run_id and run_id != previous:
+            study.set_user_attr(PARENT_RUN_ATTR, run_id)
+        sweep_dir = OmegaConf.select(config, "hydra.sweep.dir", default="outputs/multirun")
+        return cls(tracker, run_id, Path(str(sweep_dir)) / "optuna")
+
+    def finish(self, study: optuna.Study, status: str) -> None:
+        """Log the study's results on the parent run and close it."""
+        if self.tracker is None:
+            return
+        error = None
+        try:
+            self._log_results(study)
+        except Exception as err:  # never lose the sweep over a plot or a table
+            error = f"{type(err).__name__}: {err}"
+            log.warning("could not log the study summary to MLflow: %s", error)
+        finally:
+            self.tracker.end(status)
+
+    def _log_results(self, study: optuna.Study) -> None:
+        assert self.out_dir is not None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        trials = study.get_trials(deepcopy=False)
+        counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+        metrics = {f"sweep/n_{k}": float(v) for k, v in counts.items() if k != "waiting"}
+        best = best_trials(study)
+        if len(study.directions) == 1 and best:
+            metrics["sweep/best_value"] = float(best[0].value)
+            self.tracker.set_tags(
+                {"rlbench.best.trial_number": str(best[0].number)}
+                | {f"rlbench.best.{k}": str(v) for k, v in best[0].params.items()}
+            )
+        self.tracker.log_metrics(metrics, step=len(trials))
+        best_json = self.out_dir / "best_trials.json"
+        best_json.write_text(json.dumps([_trial_record(t) for t in best], indent=2))
+        self.tracker.log_artifact(best_json, "optuna")
+        table = self.out_dir / "trials.csv"
+        study.trials_dataframe().to_csv(table, index=False)
+        self.tracker.log_artifact(table, "optuna")
+        for path in _plots(study, self.out_dir):
+            self.tracker.log_artifact(path, "optuna")
+
+
+def best_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The best trial (one objective) or the Pareto front (several); empty before any result."""
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return []
+    return [study.best_trial] if len(study.directions) == 1 else list(study.best_trials)
+
+
+def _trial_record(trial: FrozenTrial) -> dict[str, Any]:
+    return {"number": trial.number, "values": trial.values, "params": trial.params}
+
+
+def _plots(study: optuna.Study, out_dir: Path) -> list[Path]:
+    """Optimisation history and parameter importances as PNG files (matplotlib backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        return []
+    target = None if len(study.directions) == 1 else (lambda t: t.values[0])
+    name = None if target is None else "objective 0"
+    jobs = [("optimization_history.png", lambda: ovm.plot_optimization_history(
+        study, target=target, target_name=name or "Objective Value"))]  # fmt: skip
+    if len(complete) >= 2:
+        jobs.append(("param_importances.png", lambda: ovm.plot_param_importances(
+            study, target=target, target_name=name or "Objective Value")))  # fmt: skip
+    paths = []
+    for filename, plot in jobs:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = plot()
+            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            fig.tight_layout()
+            fig.savefig(out_dir / filename, dpi=100, bbox_inches="tight")
+            plt.close(fig)
+            paths.append(out_dir / filename)
+        except Exception as err:  # e.g. importances need parameters that vary
+            log.info("skipped %s: %s", filename, err)
+    return paths
+
+
+def summary_lines(study: optuna.Study, storage_url: str) -> list[str]:
+    """What the user reads when the sweep ends: counts and the best trial(s)."""
+    trials = study.get_trials(deepcopy=False)
+    count = {s: sum(t.state == s for t in trials) for s in TrialState}
+    rerun = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    failed = sum(t.state == TrialState.FAIL and t.number not in rerun for t in trials)
+    lines = [
+        f"study {study.study_name!r} in {redact(storage_url)}: "
+        f"{count[TrialState.COMPLETE]} complete, {count[TrialState.PRUNED]} pruned, "
+        f"{failed} failed" + (f", {len(rerun)} re-run after an interruption" if rerun else "")
+    ]
+    best = best_trials(study)
+    if not best:
+        return [*lines, "no trial completed"]
+    label = "best trial" if len(best) == 1 else "Pareto-optimal trial"
+    for t in best[:10]:
+        values = ", ".join(f"{v:.6g}" if math.isfinite(v) else str(v) for v in t.values)
+        params = "  ".join(f"{k}={v}" for k, v in t.params.items())
+        lines.append(f"{label} {t.number}: value {values}  {params}")
+    return lines

@@ -1,0 +1,163 @@
+"""The job side of an Optuna sweep: report periodic scores, learn whether to stop.
+
+The sweeper (``hydra/sweeper=rlbench_optuna``) runs each trial as an ordinary Hydra job, possibly in
+another process (joblib launcher) or on another machine, so everything goes through the study's
+storage, never through an in-memory object. It passes the trial as job overrides::
+
+    ++trial.storage=<SQLAlchemy URL>   the study's RDB storage
+    ++trial.study=<name>               the study name
+    ++trial.number=<n>                 the trial number (what Optuna and the dashboard show)
+    ++trial.id=<id>                    the storage's trial id
+    ++trial.parent_run_id=<id|null>    the sweep's MLflow parent run, for a nested child run
+    ++trial.seed_index=<i>             which of the trial's ``trial_seeds`` seeds this job trains
+
+A job outside a sweep has no ``trial`` key and :meth:`TrialContext.from_cfg` returns ``None``.
+
+Pruning: :meth:`TrialContext.report` records an intermediate value in the storage and asks the
+study's pruner (the sweeper stores its name and arguments on the trial as the system attribute
+``rlbench.pruner``); a job told to stop calls :meth:`TrialContext.mark_pruned`, which sets the
+system attribute ``rlbench.pruned`` that the sweeper reads to end the trial PRUNED.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rlbench.errors import UserError
+
+log = logging.getLogger("rlbench.trial")
+
+PRUNER_ATTR = "rlbench.pruner"
+PRUNED_ATTR = "rlbench.pruned"
+PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "threshold", "none")
+
+
+def make_pruner(name: str, kwargs: dict[str, Any] | None = None) -> Any:
+    """An Optuna pruner by its short name (``none`` never prunes), with its keyword arguments.
+
+    Arguments that only another pruner takes (a preset's ``n_startup_trials`` for ``median`` when
+    the command line switches to ``threshold``) are dropped; arguments no pruner takes are errors.
+    """
+    import inspect
+
+    import optuna
+
+    classes = {
+        "median": optuna.pruners.MedianPruner,
+        "percentile": optuna.pruners.PercentilePruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "threshold": optuna.pruners.ThresholdPruner,
+        "none": optuna.pruners.NopPruner,
+    }
+    key = str(name).lower()
+    if key not in classes:
+        raise UserError(
+            f"hydra.sweeper.pruner.name: unknown pruner {name!r}; choose one of "
+            f"{', '.join(PRUNERS)}"
+        )
+    accepted = {n: set(inspect.signature(c).parameters) for n, c in classes.items()}
+    anyone = set().union(*accepted.values())
+    kwargs = {k: v for k, v in (kwargs or {}).items() if k in accepted[key] or k not in anyone}
+    try:
+        return classes[key](**kwargs)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"hydra.sweeper.pruner ({key}): {_one_line(err)}") from None
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+@dataclass
+class TrialContext:
+    """One running trial of a sweep, as seen by the job that trains it."""
+
+    storage: str
+    study: str
+    number: int
+    trial_id: int
+    parent_run_id: str | None = None
+    seed_index: int = 0
+    step_offset: int = 0
+    _trial: Any = field(default=None, repr=False, compare=False)
+    _multi: bool = field(default=False, repr=False, compare=False)
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig) -> TrialContext | None:
+        """The trial this job belongs to, or ``None`` when the job is not part of a sweep.
+
+        With several seeds per trial, seed ``i`` reports its steps shifted by
+        ``i * train.total_steps`` so that the same seed of different trials lines up for pruners.
+        """
+        node = OmegaConf.select(cfg, "trial", default=None)
+        if node is None:
+            return None
+        missing = [k for k in ("storage", "study", "number", "id") if node.get(k) is None]
+        if missing:
+            raise UserError(f"trial.{missing[0]} is missing: trial.* is set by the Optuna sweeper")
+        seed_index = int(node.get("seed_index", 0) or 0)
+        stride = int(OmegaConf.select(cfg, "train.total_steps", default=0) or 0)
+        parent = node.get("parent_run_id")
+        return cls(
+            storage=str(node.storage),
+            study=str(node.study),
+            number=int(node.number),
+            trial_id=int(node.id),
+            parent_run_id=str(parent) if parent else None,
+            seed_index=seed_index,
+            step_offset=seed_index * stride,
+        )
+
+    def mlflow_tags(self) -> dict[str, str]:
+        """Tags that tie the job's MLflow run to its study and trial."""
+        return {
+            "rlbench.sweep.study": self.study,
+            "rlbench.sweep.trial_number": str(self.number),
+            "rlbench.sweep.seed_index": str(self.seed_index),
+        }
+
+    def report(self, step: int, value: float) -> bool:
+        """Record ``value`` at ``step`` in the study's storage; ``True`` means stop (prune) now.
+
+        Multi-objective studies cannot prune (Optuna has no intermediate values for them): the
+        call records nothing and returns ``False``.
+        """
+        trial = self._optuna_trial()
+        if self._multi:
+            return False
+        trial.report(float(value), int(step) + self.step_offset)
+        return bool(trial.should_prune())
+
+    def mark_pruned(self) -> None:
+        """Tell the sweeper, through the storage, that this job stopped because it was pruned."""
+        trial = self._optuna_trial()
+        trial.storage.set_trial_system_attr(self.trial_id, PRUNED_ATTR, True)
+
+    def _optuna_trial(self) -> Any:
+        """The live ``optuna.Trial`` over the shared storage, with the sweep's pruner."""
+        if self._trial is not None:
+            return self._trial
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = optuna.storages.RDBStorage(self.storage)
+        frozen = storage.get_trial(self.trial_id)
+        spec = frozen.system_attrs.get(PRUNER_ATTR) or {"name": "none", "kwargs": {}}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study = optuna.load_study(
+                study_name=self.study,
+                storage=storage,
+                sampler=optuna.samplers.RandomSampler(),
+                pruner=make_pruner(spec["name"], spec.get("kwargs")),
+            )
+        self._multi = len(study.directions) > 1
+        self._trial = optuna.Trial(study, self.trial_id)
+        return self._trial
