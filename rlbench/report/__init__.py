@@ -1,31 +1,6 @@
-"""Comparison reports: runs → statistics (:mod:`.stats`) → figures (:mod:`.plots`).
+"""Comparison reports: runs → statistics (:mod:`.stats`) → figures (:mod:`.plots`) → documents.
 
-The statistics are importable without matplotlib; import :mod:`rlbench.report.plots` for figures.
-Notebooks and the report call the same :func:`compare`.
+Import the submodule you need (``from rlbench.report import stats``): this package imports
+nothing itself, so ``rlbench-report --help`` does not pay for scipy and matplotlib.
+Notebooks and the report call the same :func:`rlbench.report.stats.compare`.
 """
-
-from rlbench.report.stats import (
-    METRICS,
-    TASK_COLS,
-    compare,
-    curve_intervals,
-    interval_estimates,
-    iqm,
-    normalise_scores,
-    performance_profile,
-    probability_of_improvement,
-    probability_of_improvement_table,
-)
-
-__all__ = [
-    "METRICS",
-    "TASK_COLS",
-    "compare",
-    "curve_intervals",
-    "interval_estimates",
-    "iqm",
-    "normalise_scores",
-    "performance_profile",
-    "probability_of_improvement",
-    "probability_of_improvement_table",
-]

@@ -134,6 +134,12 @@ def plot_learning_curves(
         for ax, load in zip(axes, loads, strict=True):
             panel = env_bands[env_bands["load"] == load]
             for algo, line in panel.groupby("algo", sort=True):
+                if len(line) == 1:  # an agent that does not learn: its one score as a level
+                    ax.axhline(line["estimate"].iloc[0], color=colors[algo], lw=1.4, ls="--")
+                    ax.axhspan(
+                        line["lo"].iloc[0], line["hi"].iloc[0], color=colors[algo], alpha=0.1
+                    )
+                    continue
                 ax.plot(line["step"], line["estimate"], color=colors[algo], lw=1.8)
                 ax.fill_between(line["step"], line["lo"], line["hi"], color=colors[algo], alpha=0.2)
             ax.set_title(f"load = {load}")

@@ -1,0 +1,604 @@
+"""Finished runs → statistics → figures → ``report.md``, ``report.html``, ``scores.csv``.
+
+:func:`build_report` reads the runs back from MLflow (:mod:`rlbench.analysis`), compares the
+algorithms per load pattern and overall with :mod:`rlbench.report.stats`, draws the figures with
+:mod:`rlbench.report.plots`, and writes the report into a temporary folder that replaces
+``output_dir`` only once everything is written (and logged to an MLflow run tagged
+``rlbench.kind = report``), so a failure never leaves half a report. The first lines of the
+report name the winner per load pattern and overall, with intervals and every tie.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rlbench.analysis import (
+    KIND_TAG,
+    REPORT_KIND,
+    SCORE_METRIC,
+    load_curves,
+    load_runs,
+    mlflow_client,
+    score_table,
+)
+from rlbench.errors import UserError
+from rlbench.report import plots, stats
+from rlbench.report.document import Document
+
+log = logging.getLogger("rlbench.report")
+
+TRAJECTORY_ARTIFACT = "eval/trajectory.csv"
+DECISION_COLUMNS = ("step", "influx", "capacity", "instances", "queue")
+# final eval/* aggregates shown in the operations table when the runs logged them
+OPS_METRICS = ("cost", "sla_violation", "utilisation", "dropped", "instances", "queue")
+
+
+@dataclass
+class ReportSettings:
+    """What to compare and how; the fields of ``conf/report.yaml``."""
+
+    experiment: str = "rlbench"
+    filter: str | None = None
+    name: str = "rlbench"
+    output_dir: str | Path = "outputs/reports/rlbench"
+    tracking_uri: str | None = None
+    metric: str = SCORE_METRIC
+    direction: str = "maximize"
+    baseline: str = "random"
+    min_seeds: int = 3
+    reps: int = stats.DEFAULT_REPS
+    confidence: float = 0.95
+    seed: int = 0
+    log_to_mlflow: bool = True
+
+    def check(self) -> None:
+        if self.direction not in ("maximize", "minimize"):
+            raise UserError(f"direction must be maximize or minimize, got {self.direction!r}")
+        if int(self.reps) < 100:
+            raise UserError(f"bootstrap.reps must be at least 100, got {self.reps}")
+        if not 0.5 < float(self.confidence) < 1.0:
+            raise UserError(f"bootstrap.confidence must be in (0.5, 1), got {self.confidence}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(self.name)):
+            raise UserError(f"name={self.name!r}: use letters, digits, '_', '-' and '.' only")
+
+
+@dataclass
+class ReportData:
+    """Everything read from MLflow: the comparable runs and what was left out (and why)."""
+
+    runs: pd.DataFrame
+    scores: pd.DataFrame
+    excluded: dict[str, int]
+    trajectories: dict[tuple[str, str], dict[str, pd.DataFrame]] = field(default_factory=dict)
+    missing_trajectories: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Analysis:
+    """The statistics tables the report shows."""
+
+    per_load: pd.DataFrame
+    poi_per_load: pd.DataFrame
+    overall: pd.DataFrame | None
+    poi_overall: pd.DataFrame | None
+    profiles: pd.DataFrame | None
+    overall_note: str | None
+
+
+# --------------------------------------------------------------------------- read
+def gather(settings: ReportSettings) -> ReportData:
+    """The runs to compare, or a :class:`UserError` saying why there are none."""
+    where = f"experiment {settings.experiment!r}" + (
+        f" with filter {settings.filter!r}" if settings.filter else ""
+    )
+    runs = load_runs(
+        settings.experiment, settings.filter, settings.tracking_uri, metric=settings.metric
+    )
+    finished = runs[runs["status"] == "FINISHED"]
+    if finished.empty:
+        states = runs["status"].value_counts().to_dict() if len(runs) else {}
+        seen = f" (runs there: {_counts(states)})" if states else ""
+        raise UserError(f"{where} has no finished training runs{seen}")
+    if finished["score"].isna().all():
+        names = sorted({c.removeprefix("metrics.") for c in finished if c.startswith("metrics.")})
+        raise UserError(
+            f"none of the {len(finished)} finished runs of {where} logged the metric "
+            f"{settings.metric!r} (metrics they have: {', '.join(names) or 'none'})"
+        )
+    scores = score_table(runs)
+    if scores.empty:
+        raise UserError(f"no run of {where} can be compared (all pruned or without algo.name)")
+    if settings.direction == "minimize":
+        scores["score"] = -scores["score"]
+    excluded = _excluded(runs, len(scores), settings.metric)
+    data = ReportData(runs=runs, scores=scores, excluded=excluded)
+    _gather_trajectories(data, settings)
+    return data
+
+
+def _excluded(runs: pd.DataFrame, used: int, metric: str) -> dict[str, int]:
+    """How many runs :func:`~rlbench.analysis.score_table` left out, by reason."""
+    finished = runs["status"] == "FINISHED"
+    scored = finished & runs["score"].notna()
+    pruned = runs.get("tags.pruned", pd.Series("", index=runs.index)).fillna("") == "true"
+    named = scored & ~pruned & runs["algo"].notna()
+    counts = {
+        "not finished": int((~finished).sum()),
+        f"without {metric}": int((finished & runs["score"].isna()).sum()),
+        "pruned": int((scored & pruned).sum()),
+        "without algo.name": int((scored & ~pruned & runs["algo"].isna()).sum()),
+        "older runs of the same configuration": int(named.sum()) - used,
+    }
+    return {reason: n for reason, n in counts.items() if n}
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+
+def _representative(cell: pd.DataFrame) -> pd.Series:
+    """The run whose score is closest to its cell's median (lowest seed on a tie)."""
+    distance = (cell["score"] - cell["score"].median()).abs()
+    return cell.assign(_d=distance).sort_values(["_d", "seed", "run_id"]).iloc[0]
+
+
+def _gather_trajectories(data: ReportData, settings: ReportSettings) -> None:
+    """One evaluation episode per (env, load, algo): the representative run's trajectory."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client(data.runs.attrs.get("tracking_uri", settings.tracking_uri))
+    with tempfile.TemporaryDirectory(prefix="rlbench-report-") as tmp:
+        for (env, load, algo), cell in data.scores.groupby(["env", "load", "algo"], sort=True):
+            run = _representative(cell)
+            dst = Path(tmp) / run["run_id"]
+            dst.mkdir()
+            try:
+                path = client.download_artifacts(run["run_id"], TRAJECTORY_ARTIFACT, str(dst))
+                frame = pd.read_csv(path)
+            except (MlflowException, OSError, pd.errors.ParserError):
+                frame = None
+            label = f"{algo} on {_task_label(env, load)} (run {run['run_id']})"
+            if frame is None or not set(DECISION_COLUMNS) <= set(frame.columns):
+                data.missing_trajectories.append(label)
+                continue
+            data.trajectories.setdefault((env, load), {})[algo] = frame
+
+
+# --------------------------------------------------------------------------- statistics
+def analyse(data: ReportData, settings: ReportSettings) -> Analysis:
+    """Per-load and overall comparison tables, probabilities of improvement, profiles."""
+    opts = {
+        "reps": int(settings.reps),
+        "seed": int(settings.seed),
+        "confidence": float(settings.confidence),
+        "min_seeds": int(settings.min_seeds),
+    }
+    scores = data.scores
+    per_load = stats.compare(scores, by=["env", "load"], baseline=settings.baseline, **opts)
+    poi_per_load = stats.probability_of_improvement_table(scores, by=["env", "load"], **opts)
+    tasks = scores.groupby(["env", "load"])["algo"].agg(set)
+    lacking = [
+        f"{env}/{load}" for (env, load), algos in tasks.items() if settings.baseline not in algos
+    ]
+    if lacking:
+        note = (
+            f"No overall ranking: normalised scores need the baseline {settings.baseline!r} on "
+            f"every load pattern, and it is missing on {', '.join(lacking)} (set baseline=<algo>)."
+        )
+        return Analysis(per_load, poi_per_load, None, None, None, note)
+    overall = stats.compare(scores, by=["env"], baseline=settings.baseline, **opts)
+    poi_overall = stats.probability_of_improvement_table(scores, by=["env"], **opts)
+    profiles = stats.performance_profile(
+        scores,
+        by=["env"],
+        baseline=settings.baseline,
+        reps=opts["reps"],
+        seed=opts["seed"],
+        confidence=opts["confidence"],
+    )
+    return Analysis(per_load, poi_per_load, overall, poi_overall, profiles, None)
+
+
+# --------------------------------------------------------------------------- text
+def _num(x: float) -> str:
+    """A number with about four significant digits, never in exponent form."""
+    x = float(x)
+    if not math.isfinite(x):
+        return str(x)
+    digits = 3 if x == 0 else min(3, max(0, 3 - math.floor(math.log10(abs(x)))))
+    text = f"{x:.{digits}f}"
+    return "0" if text in ("-0", "0") else text.replace("-0.000", "0.000")
+
+
+def _interval(row: pd.Series, metric: str = "iqm") -> str:
+    return f"{_num(row[metric])} [{_num(row[f'{metric}_lo'])}, {_num(row[f'{metric}_hi'])}]"
+
+
+def _task_label(env: str, load: str, many_envs: bool = True) -> str:
+    if load == "-":
+        return env
+    return f"{env}/{load}" if many_envs else load
+
+
+def _pair_p(poi: pd.DataFrame, x: str, y: str) -> str:
+    row = poi[(poi["algo_x"] == x) & (poi["algo_y"] == y)].iloc[0]
+    return f"P({x}>{y}) = {row['p']:.2f} [{row['p_lo']:.2f}, {row['p_hi']:.2f}]"
+
+
+MAX_TIES_LISTED = 3  # per summary line; the tables list every tie
+
+
+def _names(algos: Sequence[str]) -> str:
+    bold = [f"**{a}**" for a in algos]
+    return bold[0] if len(bold) == 1 else ", ".join(bold[:-1]) + " and " + bold[-1]
+
+
+def _tied_pairs(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """Pairs (better first, in rank order) that cannot be told apart."""
+    order = list(table["algo"])
+    tied = {
+        a: set(filter(None, t.split(", ")))
+        for a, t in zip(table["algo"], table["tied_with"], strict=True)
+    }
+    return [(x, y) for i, x in enumerate(order) for y in order[i + 1 :] if y in tied[x]]
+
+
+def _listed(items: list[str]) -> str:
+    more = len(items) - MAX_TIES_LISTED
+    shown = "; ".join(items[:MAX_TIES_LISTED])
+    return shown + (f"; and {more} more (see the tables)" if more > 0 else "")
+
+
+def _winner_line(
+    table: pd.DataFrame, poi: pd.DataFrame, label: str, where: str, unit: str
+) -> list[str]:
+    """Markdown bullet lines naming the winner of one comparison, with its interval and ties.
+
+    ``label`` names the comparison (``spike``), ``where`` ends a tie sentence (``on spike``).
+    """
+    table = table.sort_values(["rank", "iqm"], ascending=[True, False])
+    best = table.iloc[0]
+    top = best["algo"]
+    first = list(table.loc[table["rank"] == 1, "algo"])
+    pairs = _tied_pairs(table)
+    score = f"IQM {unit} {_interval(best)} ({int(best['n_runs'])} runs)"
+    n = len(table)
+    if n > 1 and len(pairs) == n * (n - 1) // 2:
+        line = (
+            f"- **{label}**: no two of the {n} algorithms can be told apart {where}; "
+            f"highest IQM: **{top}**, {score}"
+        )
+        return [line + "."]
+    if len(first) == 1:
+        lead = f"**{top}** wins" if not any(top in p for p in pairs) else f"**{top}** ranks first"
+    else:
+        lead = f"{_names(first)} share rank 1; highest IQM **{top}**"
+    ties = [
+        f"{x} and {y} cannot be told apart {where} ({_pair_p(poi, x, y)})"
+        for x, y in pairs
+        if x == top
+    ]
+    line = f"- **{label}**: {lead}, {score}" + ("; " + _listed(ties) if ties else "")
+    lines = [line + "."]
+    others = [f"{x} and {y} ({_pair_p(poi, x, y)})" for x, y in pairs if x != top]
+    if others:
+        lines.append("  - also not distinguishable: " + _listed(others) + ".")
+    return lines
+
+
+def summary_lines(analysis: Analysis, settings: ReportSettings) -> list[str]:
+    """The report's first lines: the winner per load pattern and overall, intervals, ties."""
+    table = analysis.per_load
+    many_envs = table["env"].nunique() > 1
+    lines = []
+    for (env, load), group in table.groupby(["env", "load"], sort=True):
+        poi = analysis.poi_per_load
+        poi = poi[(poi["env"] == env) & (poi["load"] == load)]
+        label = _task_label(env, load, many_envs)
+        lines += _winner_line(group, poi, label, f"on {label}", _unit(settings))
+    if analysis.overall is not None and analysis.poi_overall is not None:
+        for env, group in analysis.overall.groupby("env", sort=True):
+            poi = analysis.poi_overall[analysis.poi_overall["env"] == env]
+            label = f"overall on {env}" if many_envs else "overall"
+            lines += _winner_line(group, poi, label, label, "normalised score")
+    elif analysis.overall_note:
+        lines.append(f"- **overall**: {analysis.overall_note}")
+    return lines
+
+
+def _stats_table(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    header = ["rank", "algorithm", "IQM [95% CI]", "mean [95% CI]", "median [95% CI]", "runs",
+              "cannot be told apart from"]  # fmt: skip
+    rows = [
+        [str(int(r["rank"])), r["algo"], _interval(r, "iqm"), _interval(r, "mean"),
+         _interval(r, "median"), str(int(r["n_runs"])), r["tied_with"] or "-"]
+        for _, r in table.sort_values(["rank", "iqm"], ascending=[True, False]).iterrows()
+    ]  # fmt: skip
+    return header, rows
+
+
+def _ops_table(scores: pd.DataFrame, order: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    cols = [c for c in OPS_METRICS if c in scores.columns and scores[c].notna().any()]
+    means = scores.groupby("algo")[cols].mean()
+    header = ["algorithm", *cols]
+    return header, [[a, *(_num(means.loc[a, c]) for c in cols)] for a in order if a in means.index]
+
+
+# --------------------------------------------------------------------------- figures
+def draw_figures(
+    data: ReportData, analysis: Analysis, settings: ReportSettings, out: Path
+) -> dict[str, list[Path]]:
+    """Every figure of the report, by section."""
+    colors = plots.algo_colors(data.scores["algo"])
+    figures: dict[str, list[Path]] = {}
+    figures["intervals"] = plots.plot_intervals(analysis.per_load, out, colors=colors)
+    figures["poi"] = plots.plot_probability_of_improvement(analysis.poi_per_load, out)
+    if analysis.overall is not None:
+        figures["overall"] = plots.plot_intervals(
+            analysis.overall, out, name="intervals_overall", colors=colors
+        )
+        figures["overall"] += plots.plot_probability_of_improvement(
+            analysis.poi_overall, out, name="probability_of_improvement_overall"
+        )
+        figures["profiles"] = plots.plot_performance_profiles(analysis.profiles, out, colors=colors)
+    curves = load_curves(data.scores, settings.metric, data.runs.attrs.get("tracking_uri"))
+    if settings.direction == "minimize":
+        curves["value"] = -curves["value"]
+    figures["curves"] = (
+        plots.plot_learning_curves(
+            curves,
+            out,
+            reps=int(settings.reps),
+            seed=int(settings.seed),
+            colors=colors,
+            ylabel=_metric_label(settings),
+        )
+        if len(curves)
+        else []
+    )
+    figures["decisions"] = []
+    ranked = analysis.per_load.sort_values(["rank", "iqm"], ascending=[True, False])
+    for (env, load), episodes in sorted(data.trajectories.items()):
+        order = ranked[(ranked["env"] == env) & (ranked["load"] == load)]["algo"]
+        by_rank = {a: episodes[a] for a in order if a in episodes}
+        figures["decisions"] += plots.plot_decisions(
+            by_rank, out, load=str(load), env=str(env), colors=colors
+        )
+    return figures
+
+
+def _unit(settings: ReportSettings) -> str:
+    """What a per-load score is called in the summary lines."""
+    plain = settings.metric == SCORE_METRIC and settings.direction == "maximize"
+    return "return" if plain else _metric_label(settings)
+
+
+def _metric_label(settings: ReportSettings) -> str:
+    if settings.metric == SCORE_METRIC and settings.direction == "maximize":
+        return plots.RETURN_LABEL
+    sign = "minus " if settings.direction == "minimize" else ""
+    return f"{sign}{settings.metric}"
+
+
+# --------------------------------------------------------------------------- assembly
+def compose(
+    data: ReportData,
+    analysis: Analysis,
+    settings: ReportSettings,
+    figures: dict[str, list[Path]],
+    report_run_id: str | None,
+) -> Document:
+    """The report, winners first."""
+    doc = Document()
+    scores = data.scores
+    doc.heading(1, f"rlbench report: {settings.name}")
+    unit = (
+        "the run's final evaluation return on held-out seeds (higher is better)"
+        if settings.metric == SCORE_METRIC and settings.direction == "maximize"
+        else f"{_metric_label(settings)}, the final value of each run (higher is better)"
+    )
+    doc.para(
+        f"Winner per load pattern and overall: IQM over seeds with its "
+        f"{settings.confidence:.0%} stratified bootstrap CI; a score is {unit}."
+    )
+    doc.lines(summary_lines(analysis, settings))
+    too_few = scores.groupby(["env", "load", "algo"]).size()
+    too_few = too_few[too_few < int(settings.min_seeds)]
+    if len(too_few):
+        cells = ", ".join(f"{a} on {_task_label(e, lo)} ({n})" for (e, lo, a), n in too_few.items())
+        doc.para(
+            f"**Too few seeds to tell algorithms apart**: fewer than {settings.min_seeds} runs for "
+            f"{cells}; such pairs are always reported as ties. Train more seeds."
+        )
+
+    doc.heading(2, "What was compared")
+    per_algo = scores.groupby("algo")["seed"].agg(["size", "nunique"])
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    facts = [
+        f"- experiment `{settings.experiment}`"
+        + (f", filter `{settings.filter}`" if settings.filter else ", no filter"),
+        f"- tracking store `{data.runs.attrs.get('tracking_uri')}`",
+        f"- {len(scores)} runs: {scores['algo'].nunique()} algorithms × "
+        f"{scores.groupby(['env', 'load']).ngroups} load patterns; runs (distinct seeds) per "
+        "algorithm: "
+        + ", ".join(f"{a} {r['size']} ({r['nunique']})" for a, r in per_algo.iterrows()),
+        f"- left out: {_counts(data.excluded)}" if data.excluded else "- left out: none",
+        f"- statistics: {settings.reps} bootstrap replicates, seed {settings.seed}, "
+        f"distinguishable when the CI of P(X>Y) excludes 0.5 with ≥ {settings.min_seeds} seeds",
+        f"- generated {when}" + (f"; MLflow run `{report_run_id}`" if report_run_id else ""),
+        "- every run's score: `scores.csv` (one row per run)",
+    ]
+    doc.lines(facts)
+
+    doc.heading(2, "Per load pattern")
+    doc.para(
+        "Ranks come from IQM; algorithms whose difference is not significant share a rank "
+        f"(the last column lists them). Scores: {unit}."
+    )
+    for (env, load), group in analysis.per_load.groupby(["env", "load"], sort=True):
+        doc.heading(3, _task_label(env, load))
+        doc.table(*_stats_table(group))
+        cell = scores[(scores["env"] == env) & (scores["load"] == load)]
+        header, rows = _ops_table(cell, list(group.sort_values("rank")["algo"]))
+        if len(header) > 1:
+            doc.para("Operations metrics of the final evaluation (mean over runs):")
+            doc.table(header, rows)
+    doc.image(figures["intervals"][0], "Final scores per load pattern with 95% CIs")
+
+    doc.heading(2, "Overall")
+    if analysis.overall is not None:
+        doc.para(
+            f"Normalised score per load pattern: 0 = the mean of `{settings.baseline}`, 1 = the "
+            "best algorithm's mean on that load pattern; pooled over load patterns with a "
+            "bootstrap stratified by load pattern. (When the baseline is itself the best, 1 - "
+            "worst maps the worst to -1.)"
+        )
+        for _, group in analysis.overall.groupby("env", sort=True):
+            doc.table(*_stats_table(group))
+        for path in figures["overall"]:
+            doc.image(path, path.stem.replace("_", " "))
+        doc.heading(3, "Performance profile")
+        doc.para("Fraction of runs whose normalised score exceeds each threshold τ.")
+        for path in figures["profiles"]:
+            doc.image(path, "Performance profiles")
+    else:
+        doc.para(analysis.overall_note or "")
+
+    doc.heading(2, "Probability of improvement")
+    doc.para(
+        "P(X > Y): the probability that a run of the row algorithm beats a run of the column "
+        "algorithm (ties count 1/2), with its 95% CI; bold cells can be told apart from 0.5."
+    )
+    doc.image(figures["poi"][0], "Probability of improvement per load pattern")
+
+    doc.heading(2, "Learning curves")
+    if figures["curves"]:
+        doc.para(f"`{settings.metric}` against environment steps: IQM over seeds, 95% CI band.")
+        for path in figures["curves"]:
+            doc.image(path, path.stem.replace("_", " "))
+    else:
+        doc.para(f"No run logged a history of `{settings.metric}`.")
+
+    doc.heading(2, "Decisions")
+    doc.para(
+        "One evaluation episode per algorithm (the run closest to its median score), best "
+        "ranked first: demand against capacity, running instances, queued requests."
+    )
+    for path in figures["decisions"]:
+        doc.image(path, path.stem.replace("_", " "))
+    if data.missing_trajectories:
+        doc.para(
+            f"No `{TRAJECTORY_ARTIFACT}` with columns {', '.join(DECISION_COLUMNS)} for: "
+            + "; ".join(data.missing_trajectories)
+        )
+    doc.heading(2, "Definitions")
+    doc.lines(
+        [
+            "- IQM: mean of the middle 50% of runs; robust to outlier seeds.",
+            "- CIs: percentile bootstrap, resampling runs within each load pattern "
+            "(stratified), never across.",
+            "- Ties: two algorithms tie when the CI of P(X > Y) contains 0.5; no correction "
+            "for multiple comparisons.",
+            "- Statistics: `rlbench.report.stats` (rliable's definitions on numpy/scipy).",
+        ]
+    )
+    return doc
+
+
+def _scores_csv(data: ReportData, path: Path, settings: ReportSettings) -> None:
+    frame = data.scores.copy()
+    if settings.direction == "minimize":
+        frame[settings.metric] = -frame["score"]
+    start = data.runs.set_index("run_id")["start_time"]
+    frame["start_time"] = frame["run_id"].map(start)
+    frame.to_csv(path, index=False)
+
+
+# --------------------------------------------------------------------------- publish
+def build_report(settings: ReportSettings) -> Path:
+    """Build the report of ``settings`` into ``settings.output_dir``; returns ``report.md``.
+
+    Raises :class:`UserError` (nothing written) when there is nothing to compare or the store
+    cannot be read.
+    """
+    settings.check()
+    final = Path(settings.output_dir)
+    data = gather(settings)
+    log.info("comparing %d runs", len(data.scores))
+    analysis = analyse(data, settings)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    run = None
+    try:
+        figures = draw_figures(data, analysis, settings, tmp)
+        if settings.log_to_mlflow:
+            run = _start_report_run(data, settings)
+        doc = compose(data, analysis, settings, figures, run[1] if run else None)
+        (tmp / "report.md").write_text(doc.markdown(), encoding="utf-8")
+        (tmp / "report.html").write_text(doc.html(f"rlbench report: {settings.name}"), "utf-8")
+        _scores_csv(data, tmp / "scores.csv", settings)
+        if run:
+            client, run_id = run
+            client.log_artifacts(run_id, str(tmp))
+            client.set_terminated(run_id, "FINISHED")
+            run = None
+        _replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if run:
+            run[0].set_terminated(run[1], "FAILED")
+        raise
+    return final / "report.md"
+
+
+def _start_report_run(data: ReportData, settings: ReportSettings) -> tuple[Any, str]:
+    from rlbench.provenance import git_state
+
+    client = mlflow_client(data.runs.attrs.get("tracking_uri"))
+    exp_id = str(data.runs.attrs["experiment_id"])
+    commit, dirty = git_state()
+    tags = {
+        KIND_TAG: REPORT_KIND,
+        "rlbench.report.name": settings.name,
+        "rlbench.report.filter": settings.filter or "",
+        "git.commit": commit,
+        "git.dirty": dirty,
+    }
+    run = client.create_run(exp_id, run_name=f"report-{settings.name}", tags=tags)
+    params = {
+        "experiment": settings.experiment,
+        "filter": settings.filter or "",
+        "metric": settings.metric,
+        "direction": settings.direction,
+        "baseline": settings.baseline,
+        "bootstrap.reps": settings.reps,
+        "seed": settings.seed,
+        "n_runs": len(data.scores),
+    }
+    from mlflow.entities import Param
+
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    return client, run.info.run_id
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Put ``new`` at ``final``; an earlier report there is removed only after the swap."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        final.rename(old)
+    new.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

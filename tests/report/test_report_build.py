@@ -1,0 +1,333 @@
+"""``rlbench-report`` end to end on a store with known runs: ranking, ties, sections, atomicity.
+
+The fixture logs runs straight through ``MlflowClient`` with scores chosen by hand:
+
+- steady: ppo -5.0..-5.4 > dqn -8.0..-8.4 > threshold -20..-20.4 > random -40..-40.4, every
+  pair fully separated (P = 1, CI [1, 1]): four distinct ranks, ppo wins with IQM -5.2
+  (the mean of the middle three of five).
+- spike: ppo {-10, -12, -14, -16, -18} and dqn {-9, -11, -13, -15, -17} interleave, as two
+  samples of one distribution: P(dqn > ppo) = 15/25 = 0.60 (pairs: -9 beats all 5, -11 beats 4,
+  -13 beats 3, -15 beats 2, -17 beats 1), whose CI with five seeds contains 0.5: a tie. By IQM
+  dqn (-13) leads ppo (-14). threshold (-30..-34) and random (-50..-54) are separated.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rlbench.errors import UserError
+from rlbench.report.build import ReportData, ReportSettings, analyse, build_report, summary_lines
+
+SCORES = {
+    ("steady", "ppo"): [-5.0, -5.1, -5.2, -5.3, -5.4],
+    ("steady", "dqn"): [-8.0, -8.1, -8.2, -8.3, -8.4],
+    ("steady", "threshold"): [-20.0, -20.1, -20.2, -20.3, -20.4],
+    ("steady", "random"): [-40.0, -40.1, -40.2, -40.3, -40.4],
+    ("spike", "ppo"): [-10.0, -12.0, -14.0, -16.0, -18.0],
+    ("spike", "dqn"): [-9.0, -11.0, -13.0, -15.0, -17.0],
+    ("spike", "threshold"): [-30.0, -31.0, -32.0, -33.0, -34.0],
+    ("spike", "random"): [-50.0, -51.0, -52.0, -53.0, -54.0],
+}
+STEPS = (1000, 2000, 3000)
+
+
+def _trajectory(tmp: Path, instances: int) -> Path:
+    frame = pd.DataFrame(
+        {
+            "step": range(1, 21),
+            "action": [1] * 20,
+            "reward": [-1.0] * 20,
+            "influx": [900.0 + 10 * t for t in range(20)],
+            "capacity": [100.0 * instances] * 20,
+            "instances": [instances] * 20,
+            "queue": [max(0.0, 10.0 * t - 50) for t in range(20)],
+        }
+    )
+    path = tmp / "trajectory.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def log_run(client, exp_id, tmp, *, algo, load, seed, score, status="FINISHED", tags=None,
+            metric=True, trajectory=True) -> str:  # fmt: skip
+    """One training run as rlbench-train logs it (the parts the report reads)."""
+    from mlflow.entities import Metric, Param
+
+    tags = {"rlbench.run_key": f"{algo}-{load}-{seed}", **(tags or {})}
+    run_id = client.create_run(exp_id, run_name=f"{algo}-{load}-s{seed}", tags=tags).info.run_id
+    params = {"algo.name": algo, "env.name": "autoscaling", "env.load": load, "seed": seed,
+              "env.id": "rlbench/Autoscaling-v0", "train.total_steps": STEPS[-1]}  # fmt: skip
+    metrics = []
+    if metric:
+        # a learning curve rising to the final score; the last value is the score
+        metrics = [Metric("eval/mean_return", score * (1 + 0.5 * (3 - i)), 0, s)
+                   for i, s in enumerate(STEPS, start=1)]  # fmt: skip
+        metrics += [Metric("eval/cost", -score / 2, 0, STEPS[-1])]
+    client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
+    if trajectory:
+        client.log_artifact(run_id, str(_trajectory(tmp, 10 + seed)), "eval")
+    if status != "RUNNING":
+        client.set_terminated(run_id, status)
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def store(mlflow_template, tmp_path_factory):
+    """A copy of the migrated template store holding the runs above, plus runs to leave out."""
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path_factory.mktemp("report-store")
+    db = root / "mlflow.db"
+    shutil.copyfile(mlflow_template, db)
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("rlbench", artifact_location=(root / "art").as_uri())
+    tmp = root / "files"
+    tmp.mkdir()
+    # an older run of a configuration retrained later: replaced by the newer one (same run key)
+    older = log_run(client, exp_id, tmp, algo="random", load="steady", seed=0, score=99.0)
+    for (load, algo), values in SCORES.items():
+        for seed, score in enumerate(values):
+            log_run(client, exp_id, tmp, algo=algo, load=load, seed=seed, score=score)
+    # runs a comparison must not use
+    log_run(client, exp_id, tmp, algo="ppo", load="spike", seed=9, score=500.0, status="RUNNING")
+    log_run(client, exp_id, tmp, algo="ppo", load="spike", seed=8, score=500.0, status="FAILED")
+    log_run(client, exp_id, tmp, algo="ppo", load="spike", seed=7, score=500.0,
+            tags={"pruned": "true"})  # fmt: skip
+    log_run(client, exp_id, tmp, algo="dqn", load="spike", seed=6, score=0.0, metric=False)
+    log_run(client, exp_id, tmp, algo="ppo", load="spike", seed=5, score=500.0,
+            tags={"rlbench.kind": "report"})  # fmt: skip
+    return {"uri": uri, "root": root, "older": older}
+
+
+def settings(store, tmp_path, **kw) -> ReportSettings:
+    base = {"name": "t", "output_dir": tmp_path / "reports" / "t", "tracking_uri": store["uri"],
+            "reps": 500}  # fmt: skip
+    return ReportSettings(**(base | kw))
+
+
+@pytest.fixture(scope="module")
+def report(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    path = build_report(settings(store, out))
+    return path, path.read_text()
+
+
+def summary(text: str) -> list[str]:
+    """The report's lines before its first section."""
+    return text.split("\n## ")[0].splitlines()
+
+
+def table_rows(text: str, heading: str) -> list[tuple[int, str]]:
+    """(rank, algorithm) rows of the first table under ``heading``."""
+    section = text.split(f"\n{heading}\n", 1)[1]
+    rows = section.lstrip("\n").split("\n\n")[0].splitlines()[2:]
+    return [(int(r.split("|")[1]), r.split("|")[2].strip()) for r in rows]
+
+
+def test_first_lines_name_the_winner_per_load_and_overall_and_the_tie(report):
+    _, text = report
+    lines = summary(text)
+    assert len(lines) <= 8
+    spike = next(line for line in lines if line.startswith("- **spike**"))
+    assert spike.startswith(
+        "- **spike**: **dqn** and **ppo** share rank 1; highest IQM **dqn**, IQM return -13.00 ["
+    )
+    assert "dqn and ppo cannot be told apart on spike (P(dqn>ppo) = 0.60 [" in spike
+    steady = next(line for line in lines if line.startswith("- **steady**"))
+    assert steady.startswith("- **steady**: **ppo** wins, IQM return -5.200 [")
+    assert "cannot be told apart" not in steady
+    overall = next(line for line in lines if line.startswith("- **overall**"))
+    assert overall.startswith("- **overall**: **ppo** ")
+    assert "normalised score" in overall
+
+
+def test_ranking_per_load_pattern(report):
+    _, text = report
+    assert table_rows(text, "### autoscaling/steady") == [
+        (1, "ppo"), (2, "dqn"), (3, "threshold"), (4, "random")
+    ]  # fmt: skip
+    assert table_rows(text, "### autoscaling/spike") == [
+        (1, "dqn"), (1, "ppo"), (3, "threshold"), (4, "random")
+    ]  # fmt: skip
+
+
+def test_every_section_and_image_in_markdown_and_html(report):
+    path, text = report
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings == [
+        "## What was compared", "## Per load pattern", "## Overall",
+        "## Probability of improvement", "## Learning curves", "## Decisions", "## Definitions",
+    ]  # fmt: skip
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert sorted(images) == sorted(
+        [
+            "intervals.png", "intervals_overall.png", "probability_of_improvement_overall.png",
+            "performance_profiles.png", "probability_of_improvement.png",
+            "learning_curves_autoscaling.png", "decisions_autoscaling_spike.png",
+            "decisions_autoscaling_steady.png",
+        ]
+    )  # fmt: skip
+    for name in images:
+        assert (path.parent / name).read_bytes()[:4] == b"\x89PNG"
+    page = (path.parent / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(images)
+    assert not re.search(r'src="(?!data:)', page)  # self-contained: no external image
+    for heading in headings:
+        assert f"<h2>{heading[3:]}</h2>" in page
+    assert "<strong>dqn</strong> and <strong>ppo</strong> share rank 1" in page
+
+
+def test_scores_csv_has_one_row_per_used_run(report, store):
+    path, text = report
+    scores = pd.read_csv(path.parent / "scores.csv")
+    assert len(scores) == 40
+    assert scores["run_id"].is_unique and store["older"] not in set(scores["run_id"])
+    assert scores["score"].max() < 0  # none of the left-out runs (score 500, 99) slipped in
+    cell = scores[(scores["load"] == "spike") & (scores["algo"] == "ppo")]
+    assert sorted(cell["score"]) == sorted(SCORES[("spike", "ppo")])
+    assert list(scores.columns[:7]) == [
+        "run_id",
+        "run_name",
+        "env",
+        "load",
+        "algo",
+        "seed",
+        "score",
+    ]
+    left_out = "left out: 2 not finished, 1 older runs of the same configuration, 1 pruned, "
+    assert left_out + "1 without eval/mean_return" in text
+
+
+def test_report_is_logged_as_a_report_run(report, store):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store["uri"])
+    exp = client.get_experiment_by_name("rlbench")
+    runs = client.search_runs(
+        [exp.experiment_id], "tags.`rlbench.kind` = 'report' and tags.`rlbench.report.name` = 't'"
+    )
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    logged = {f.path for f in client.list_artifacts(runs[0].info.run_id)}
+    assert {"report.md", "report.html", "scores.csv", "intervals.png"} <= logged
+    assert f"MLflow run `{runs[0].info.run_id}`" in report[1]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"experiment": "empty"}, "experiment 'empty' has no finished training runs"),
+        ({"experiment": "absent"}, "no MLflow experiment 'absent' in sqlite:///"),
+        ({"metric": "eval/nope"}, "none of the 43 finished runs of experiment 'rlbench' logged "
+                                  "the metric 'eval/nope' (metrics they have: eval/cost, "),
+        ({"filter": "tags.benchmark = 'none'"}, "with filter \"tags.benchmark = 'none'\" has no "
+                                                 "finished training runs"),
+        ({"tracking_uri": "http://127.0.0.1:9"}, "MLflow tracking server http://127.0.0.1:9 is "
+                                                  "unreachable"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_clear_error_and_writes_nothing(store, tmp_path, overrides, message):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store["uri"])
+    if client.get_experiment_by_name("empty") is None:
+        client.create_experiment("empty")
+    with pytest.raises(UserError) as err:
+        build_report(settings(store, tmp_path, **overrides))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+
+
+def test_missing_store_file_is_an_error_not_a_new_store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'nothing.db'}"
+    with pytest.raises(UserError, match="no MLflow store at"):
+        build_report(ReportSettings(tracking_uri=uri, output_dir=tmp_path / "r"))
+    assert not (tmp_path / "nothing.db").exists()
+
+
+def test_a_failure_while_writing_keeps_the_previous_report(store, tmp_path, monkeypatch):
+    out = tmp_path / "reports" / "t"
+    out.mkdir(parents=True)
+    (out / "report.md").write_text("previous report\n")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("rlbench.report.plots.plot_decisions", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_report(settings(store, tmp_path, log_to_mlflow=False))
+    assert [p.name for p in (tmp_path / "reports").iterdir()] == ["t"]  # no temporary folder
+    assert (out / "report.md").read_text() == "previous report\n"
+
+
+def test_cli_prints_the_report_path_and_errors_in_one_line(store, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    exe = str(Path(sys.executable).parent / "rlbench-report")
+    common = [f"tracking.uri={store['uri']}", "bootstrap.reps=200", "log_to_mlflow=false"]
+    done = subprocess.run(
+        [exe, *common, "name=cli"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    path = tmp_path / "outputs" / "reports" / "cli" / "report.md"
+    assert done.stdout.strip().splitlines()[-1] == f"report: {path}"
+    assert path.read_text().startswith("# rlbench report: cli\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]  # Hydra wrote nothing else
+
+    done = subprocess.run(
+        [exe, *common, "tracking.experiment=absent"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: no MLflow experiment 'absent'")
+    assert done.stderr.count("\n") == 1
+
+
+def test_summary_says_when_no_two_algorithms_differ():
+    # a and b: the same three scores (P = 0.5 exactly); random lower but within the spread
+    values = {"a": [1.0, 2.0, 3.0], "b": [3.0, 2.0, 1.0], "random": [0.5, 1.5, 2.5]}
+    scores = pd.DataFrame(
+        [{"env": "autoscaling", "load": "steady", "algo": algo, "seed": seed, "score": v}
+         for algo, vs in values.items() for seed, v in enumerate(vs)]
+    )  # fmt: skip
+    data = ReportData(runs=pd.DataFrame(), scores=scores, excluded={})
+    lines = summary_lines(analyse(data, ReportSettings(reps=500)), ReportSettings())
+    assert lines[0].startswith(
+        "- **steady**: no two of the 3 algorithms can be told apart on steady; highest IQM: **a**"
+    )
+
+
+@pytest.mark.slow
+def test_report_and_verify_on_real_tiny_training_runs(mlflow_store, tmp_path):
+    """Nine real runs (threshold, random, static × 3 seeds on spike), reported and verified.
+
+    On spike the threshold rule scales with the load, random wanders and static keeps 10
+    instances under a 2000-request load: every seed of threshold beats every seed of random,
+    which beats every seed of static, so P = 1 for each pair and the ranks are 1, 2, 3.
+    """
+    from rlbench.verify import main as verify_main
+
+    exe = str(Path(sys.executable).parent / "rlbench-train")
+    args = ["-m", "algo=threshold,random,static", "seed=0,1,2", "env.load=spike",
+            "train.total_steps=600", "train.eval_every=300", "eval.episodes=3",
+            "train.progress=off", *mlflow_store.overrides()]  # fmt: skip
+    done = subprocess.run([exe, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    path = build_report(
+        ReportSettings(tracking_uri=mlflow_store.uri, output_dir=tmp_path / "r", reps=500)
+    )
+    text = path.read_text()
+    spike = next(line for line in summary(text) if line.startswith("- **spike**"))
+    assert spike.startswith("- **spike**: **threshold** wins, IQM return ")
+    assert table_rows(text, "### autoscaling/spike") == [
+        (1, "threshold"), (2, "random"), (3, "static")
+    ]  # fmt: skip
+    assert "decisions_autoscaling_spike.png" in text
+    assert verify_main(["--tracking-uri", mlflow_store.uri]) == 0
