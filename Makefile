@@ -18,10 +18,13 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m rlbench.demo
+	$(BIN)/rlbench-train -m algo=threshold,qlearning env=autoscaling env.load=sine_curve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

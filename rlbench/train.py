@@ -129,6 +129,7 @@ def train(cfg: DictConfig) -> TrainOutcome:
 
     trial = TrialContext.from_cfg(cfg)
     tags = run_tags(cfg, device) | {"rlbench.run_key": ckpt.path.name}
+    tags |= {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
     if trial is not None:
         tags |= trial.mlflow_tags()
     default_name = f"{algo_name}-{cfg.env.name}-{env_kwargs.get('load', '')}-s{cfg.seed}"
