@@ -222,7 +222,14 @@ class _Store:
 
         self.uri = uri
         try:
-            self.client = MlflowClient(tracking_uri=uri)
+            # Opening a new SQLite store runs MLflow's schema migrations (in the client's
+            # constructor, and again for the model registry); two processes doing that at once
+            # (joblib workers of one multirun) collide ("_alembic_tmp_experiments already
+            # exists"), so opening a SQLite store is serialised by a file lock beside it.
+            with _first_open_lock(uri):
+                self.client = MlflowClient(tracking_uri=uri)
+                self.client.search_experiments(max_results=1)
+                self.client.search_registered_models(max_results=1)
         except MlflowException as err:
             raise UserError(f"cannot open the MLflow store {uri}: {_first_line(err)}") from None
         self._experiments: dict[str, str] = {}
@@ -355,6 +362,16 @@ def _first_line(err: BaseException) -> str:
 
 
 _STORES: dict[str, _Store] = {}
+
+
+def _first_open_lock(uri: str) -> contextlib.AbstractContextManager[Any]:
+    """A lock file beside a SQLite store (``<db>.lock``); nothing for other stores."""
+    path = _sqlite_path(uri)
+    if path is None:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(str(path) + ".lock", timeout=120)
 
 
 def _store_for(uri: str) -> _Store:
