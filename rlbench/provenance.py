@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 # distribution name -> tag suffix; the libraries whose versions change results
+ALGO_PRESET_TAG = "rlbench.algo_preset"
 PACKAGES: dict[str, str] = {
     "torch": "torch",
     "stable-baselines3": "sb3",
@@ -100,6 +101,9 @@ def _hydra_tags() -> dict[str, str]:
             if option is not None and not group.startswith("hydra")
         ),
         "hydra.output_dir": lambda: str(hc.runtime.output_dir),
+        # the algo option the user chose (ppo_seed is algo.name ppo with other settings):
+        # reports compare presets, not only algorithm classes
+        ALGO_PRESET_TAG: lambda: str(hc.runtime.choices["algo"]),
     }
     if hc.mode == RunMode.MULTIRUN:
         fields["hydra.job.num"] = lambda: str(hc.job.num)

@@ -10,9 +10,7 @@ import numpy as np
 
 def episode_figure(history: Sequence[dict[str, Any]], keys: Sequence[str], title: str = ""):
     """A figure with one panel per ``key`` of the step ``history`` (a list of info dicts)."""
-    import matplotlib
 
-    matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
     keys = list(keys) or sorted({k for step in history for k in step})

@@ -30,7 +30,9 @@ from rlbench.analysis import (
     SCORE_METRIC,
     load_curves,
     load_runs,
+    load_trajectories,
     mlflow_client,
+    representative_runs,
     score_table,
 )
 from rlbench.errors import UserError
@@ -43,6 +45,18 @@ TRAJECTORY_ARTIFACT = "eval/trajectory.csv"
 DECISION_COLUMNS = ("step", "influx", "capacity", "instances", "queue")
 # final eval/* aggregates shown in the operations table when the runs logged them
 OPS_METRICS = ("cost", "sla_violation", "utilisation", "dropped", "instances", "queue")
+# score_table columns that are not an environment aggregate
+NOT_OPS = {
+    "run_id",
+    "run_name",
+    "env",
+    "load",
+    "algo",
+    "seed",
+    "score",
+    "std_return",
+    "mean_length",
+}
 
 
 @dataclass
@@ -117,7 +131,7 @@ def gather(settings: ReportSettings) -> ReportData:
             f"none of the {len(finished)} finished runs of {where} logged the metric "
             f"{settings.metric!r} (metrics they have: {', '.join(names) or 'none'})"
         )
-    scores = score_table(runs)
+    scores = score_table(runs, sweep_trials=False)  # a trial is not a seed
     if scores.empty:
         raise UserError(f"no run of {where} can be compared (all pruned or without algo.name)")
     if settings.direction == "minimize":
@@ -148,32 +162,20 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
 
-def _representative(cell: pd.DataFrame) -> pd.Series:
-    """The run whose score is closest to its cell's median (lowest seed on a tie)."""
-    distance = (cell["score"] - cell["score"].median()).abs()
-    return cell.assign(_d=distance).sort_values(["_d", "seed", "run_id"]).iloc[0]
-
-
 def _gather_trajectories(data: ReportData, settings: ReportSettings) -> None:
     """One evaluation episode per (env, load, algo): the representative run's trajectory."""
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow_client(data.runs.attrs.get("tracking_uri", settings.tracking_uri))
-    with tempfile.TemporaryDirectory(prefix="rlbench-report-") as tmp:
-        for (env, load, algo), cell in data.scores.groupby(["env", "load", "algo"], sort=True):
-            run = _representative(cell)
-            dst = Path(tmp) / run["run_id"]
-            dst.mkdir()
-            try:
-                path = client.download_artifacts(run["run_id"], TRAJECTORY_ARTIFACT, str(dst))
-                frame = pd.read_csv(path)
-            except (MlflowException, OSError, pd.errors.ParserError):
-                frame = None
-            label = f"{algo} on {_task_label(env, load)} (run {run['run_id']})"
-            if frame is None or not set(DECISION_COLUMNS) <= set(frame.columns):
-                data.missing_trajectories.append(label)
-                continue
-            data.trajectories.setdefault((env, load), {})[algo] = frame
+    uri = data.runs.attrs.get("tracking_uri", settings.tracking_uri)
+    episodes = load_trajectories(data.scores, uri)
+    chosen = representative_runs(data.scores)
+    for run in chosen.itertuples(index=False):
+        frame = episodes[episodes["run_id"] == run.run_id]
+        if frame.empty or not set(DECISION_COLUMNS) <= set(frame.columns):
+            label = f"{run.algo} on {_task_label(run.env, run.load)} (run {run.run_id})"
+            data.missing_trajectories.append(label)
+            continue
+        data.trajectories.setdefault((run.env, run.load), {})[run.algo] = frame.reset_index(
+            drop=True
+        )
 
 
 # --------------------------------------------------------------------------- statistics
@@ -330,7 +332,11 @@ def _stats_table(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def _ops_table(scores: pd.DataFrame, order: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    cols = [c for c in OPS_METRICS if c in scores.columns and scores[c].notna().any()]
+    """Mean of every environment aggregate the runs logged (cost, like rate, recovery time...)."""
+    first = [c for c in OPS_METRICS if c in scores.columns]
+    rest = sorted(c for c in scores.columns if c not in NOT_OPS and c not in first)
+    cols = [c for c in [*first, *rest] if pd.api.types.is_numeric_dtype(scores[c])]
+    cols = [c for c in cols if scores[c].notna().any()]
     means = scores.groupby("algo")[cols].mean()
     header = ["algorithm", *cols]
     return header, [[a, *(_num(means.loc[a, c]) for c in cols)] for a in order if a in means.index]
@@ -500,7 +506,8 @@ def compose(
         doc.image(path, path.stem.replace("_", " "))
     if data.missing_trajectories:
         doc.para(
-            f"No `{TRAJECTORY_ARTIFACT}` with columns {', '.join(DECISION_COLUMNS)} for: "
+            "Decision panels plot autoscaling episodes (columns "
+            f"{', '.join(DECISION_COLUMNS)} of `{TRAJECTORY_ARTIFACT}`); none for: "
             + "; ".join(data.missing_trajectories)
         )
     doc.heading(2, "Definitions")

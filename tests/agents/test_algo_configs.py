@@ -13,10 +13,19 @@ from rlbench.envs import make_vec
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "algo"
 OPTIONS = ["random", "static", "threshold", "qlearning", "ppo", "ppo_seed", "dqn", "dqn_seed"]
+# agents for the other seed environments, tested on those in tests/agents/test_{hybrid,ucb,rules}
+OTHER_ENV_OPTIONS = [
+    "hybrid",
+    "qlearning_seed",
+    "recommender_rule",
+    "runbook",
+    "ucb",
+    "user_feedback",
+]
 
 
 def test_every_option_users_type_exists():
-    assert sorted(p.stem for p in CONF.glob("*.yaml")) == sorted(OPTIONS)
+    assert sorted(p.stem for p in CONF.glob("*.yaml")) == sorted(OPTIONS + OTHER_ENV_OPTIONS)
 
 
 @pytest.mark.parametrize("option", OPTIONS)

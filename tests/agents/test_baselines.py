@@ -78,7 +78,7 @@ def test_threshold_needs_an_env_with_signals():
         ({"name": "threshold", "cooldown": -1}, "cooldown must be >= 0"),
         ({"name": "threshold", "upper": float("nan")}, "not a finite number"),
         ({"name": "static", "action": 3}, "not an action"),
-        ({"name": "nope"}, "unknown algorithm 'nope'; known: dqn, ppo, qlearning, random"),
+        ({"name": "nope"}, "unknown algorithm 'nope'; known: dqn, hybrid, ppo, qlearning"),
     ],
 )
 def test_bad_settings_are_one_clear_user_error(cfg, message):
