@@ -4,6 +4,8 @@
     runs = load_runs(filter="tags.benchmark = 'quick'")    # one row per run
     table = compare(score_table(runs))                      # ranks with bootstrap intervals
     curves = load_curves(runs)                              # learning curves, long format
+    episodes = load_trajectories(score_table(runs))         # one evaluation episode per cell
+    study, trials = load_study()                            # the newest Optuna study
 
 Everything is read through MLflow's and Optuna's client APIs (never from files under
 ``outputs/``), from the embedded stores by default: ``sqlite:///outputs/mlflow.db`` (or
@@ -13,7 +15,9 @@ here: :func:`compare` is :func:`rlbench.report.stats.compare`, the one the repor
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,17 +27,22 @@ import numpy as np
 import pandas as pd
 
 from rlbench.errors import UserError
+from rlbench.provenance import ALGO_PRESET_TAG
 from rlbench.tracking import DEFAULT_EXPERIMENT, HTTP_ENV_DEFAULTS, check_store, resolve_uri
 
 if TYPE_CHECKING:
     import optuna
     from mlflow.tracking import MlflowClient
+    from omegaconf import DictConfig
 
 DEFAULT_STORAGE = "sqlite:///outputs/optuna.db"
 SCORE_METRIC = "eval/mean_return"
 KIND_TAG = "rlbench.kind"
 REPORT_KIND = "report"
 RUN_KEY_TAG = "rlbench.run_key"
+SWEEP_STUDY_TAG = "rlbench.sweep.study"  # set on a sweep's parent run and on each trial's run
+TRAJECTORY_ARTIFACT = "eval/trajectory.csv"
+FIXED_OVERRIDES_ATTR = "fixed_overrides"  # trial user attribute: the sweep's non-searched overrides
 PAGE_SIZE = 1000
 #: Tidy column -> the param it comes from (the config keys every training run logs).
 GROUP_PARAMS: dict[str, str] = {
@@ -213,6 +222,9 @@ def _runs_frame(rows: list[dict[str, Any]], metric: str) -> pd.DataFrame:
             frame[col] = _maybe_numeric(frame[col])
     for col, param in GROUP_PARAMS.items():
         frame[col] = frame.get(f"params.{param}", pd.Series(pd.NA, index=frame.index))
+    preset = frame.get(f"tags.{ALGO_PRESET_TAG}")
+    if preset is not None:  # algo=ppo_seed is its own entry, not more seeds of ppo
+        frame["algo"] = preset.where(preset.notna() & (preset != "None"), frame["algo"])
     frame["load"] = frame["load"].astype(object).where(frame["load"].notna(), NO_LOAD)
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
     score = frame.get(f"metrics.{metric}", pd.Series(np.nan, index=frame.index))
@@ -232,12 +244,16 @@ def _maybe_numeric(column: pd.Series) -> pd.Series:
     return out.astype("Int64") if integral else out.astype(float)
 
 
-def score_table(runs: pd.DataFrame, *, latest_per_config: bool = True) -> pd.DataFrame:
+def score_table(
+    runs: pd.DataFrame, *, latest_per_config: bool = True, sweep_trials: bool = True
+) -> pd.DataFrame:
     """The runs a comparison may use, as the tidy frame :func:`compare` takes: one row per run.
 
     Keeps runs that FINISHED, were not pruned, logged the score metric and name an algorithm
     (a sweep's parent run names none). With ``latest_per_config``, a configuration trained
     twice (same ``rlbench.run_key`` tag: same config and seed) counts once, by its newest run.
+    ``sweep_trials=False`` also leaves out the runs of Optuna trials (tag
+    ``rlbench.sweep.study``): each tries other settings, so they are not seeds of one algorithm.
     Columns: ``run_id``, ``run_name``, ``env``, ``load``, ``algo``, ``seed``, ``score``, then
     the other final ``eval/*`` metrics without their prefix (``cost``, ``sla_violation``, ...).
     """
@@ -245,6 +261,8 @@ def score_table(runs: pd.DataFrame, *, latest_per_config: bool = True) -> pd.Dat
     keep &= np.isfinite(runs["score"].astype(float))
     if "tags.pruned" in runs:
         keep &= runs["tags.pruned"].fillna("false").astype(str).str.lower() != "true"
+    if not sweep_trials and f"tags.{SWEEP_STUDY_TAG}" in runs:
+        keep &= runs[f"tags.{SWEEP_STUDY_TAG}"].isna()
     used = runs[keep]
     if latest_per_config and f"tags.{RUN_KEY_TAG}" in used:
         key = used[f"tags.{RUN_KEY_TAG}"].fillna(used["run_id"])
@@ -310,12 +328,72 @@ def load_curves(
     return curves[["run_id", *groups, "step", "value", "timestamp"]].reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------- Optuna
-def load_study(name: str, storage: str | None = None) -> tuple[optuna.Study, pd.DataFrame]:
-    """The Optuna study ``name`` and its trials (``study.trials_dataframe()``).
+# --------------------------------------------------------------------------- episodes
+def representative_runs(scores: pd.DataFrame) -> pd.DataFrame:
+    """One run per (``env``, ``load``, ``algo``): the one whose score is closest to the cell's
+    median (lowest seed, then run id, on a tie), so a picture of one run shows a typical seed
+    rather than the luckiest. ``scores`` is a :func:`score_table` frame; the result has its
+    columns, sorted by ``env``, ``load``, ``algo``."""
+    cell = ["env", "load", "algo"]
+    missing = [c for c in [*cell, "run_id", "seed", "score"] if c not in scores.columns]
+    if missing:
+        raise UserError(f"the runs frame lacks column(s) {missing}; use score_table(load_runs())")
+    distance = (scores["score"] - scores.groupby(cell)["score"].transform("median")).abs()
+    ranked = scores.assign(_d=distance).sort_values([*cell, "_d", "seed", "run_id"])
+    return ranked.drop_duplicates(cell).drop(columns="_d").reset_index(drop=True)
 
-    ``storage`` defaults to the sweeper's ``sqlite:///outputs/optuna.db``. Trial parameters are
-    the ``params_<name>`` columns, the objective ``value`` (``values_<i>`` for several).
+
+def load_trajectories(
+    runs: pd.DataFrame,
+    tracking_uri: str | None = None,
+    *,
+    representative: bool = True,
+    artifact: str = TRAJECTORY_ARTIFACT,
+) -> pd.DataFrame:
+    """The first final-evaluation episode of runs, step by step, long: one row per (run, step).
+
+    ``runs`` is a :func:`score_table` frame (a :func:`load_runs` frame is reduced with it
+    first); with ``representative``, only :func:`representative_runs` of it, one per
+    (env, load, algo). Columns: ``run_id``, ``env``, ``load``, ``algo``, ``seed``, then the
+    artifact's: ``step``, ``action``, ``reward`` and the environment's ``info`` entries
+    (autoscaling: ``influx``, ``capacity``, ``instances``, ``queue``, ``cost``, ...; columns
+    another environment lacks are NaN). Runs that logged no such artifact are left out and
+    their ids listed in ``attrs["missing"]``.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if "status" in runs.columns:
+        runs = score_table(runs)
+    chosen = representative_runs(runs) if representative else runs
+    uri = resolve_tracking_uri(tracking_uri or runs.attrs.get("tracking_uri"))
+    client = mlflow_client(uri)
+    keys = [c for c in ("run_id", *GROUP_PARAMS) if c in chosen.columns]
+    parts, missing = [], []
+    with tempfile.TemporaryDirectory(prefix="rlbench-trajectories-") as tmp:
+        for row in chosen[keys].itertuples(index=False):
+            dst = Path(tmp) / row.run_id
+            dst.mkdir()
+            try:
+                episode = pd.read_csv(client.download_artifacts(row.run_id, artifact, str(dst)))
+            except (MlflowException, OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+                missing.append(row.run_id)
+                continue
+            episode = episode.drop(columns=[c for c in keys if c in episode])
+            parts.append(episode.assign(**dict(zip(keys, row, strict=True)))[[*keys, *episode]])
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=keys)
+    frame.attrs["missing"] = missing
+    return frame
+
+
+# --------------------------------------------------------------------------- Optuna
+def load_study(
+    name: str | None = None, storage: str | None = None
+) -> tuple[optuna.Study, pd.DataFrame]:
+    """The Optuna study ``name`` (default: the one started last) and its trials as a frame.
+
+    ``storage`` defaults to the sweeper's ``sqlite:///outputs/optuna.db``. The frame is
+    ``study.trials_dataframe()``: trial parameters are the ``params_<name>`` columns, the
+    objective ``value`` (``values_<i>`` for several).
     """
     import optuna
 
@@ -324,12 +402,19 @@ def load_study(name: str, storage: str | None = None) -> tuple[optuna.Study, pd.
         path = Path(storage.removeprefix("sqlite:///").partition("?")[0])
         if not path.is_file():
             raise UserError(
-                f"no Optuna storage at {path}: run a sweep first (rlbench-train -m +search=...)"
+                f"no Optuna storage at {path}: run a sweep first (rlbench-train -m search=...)"
             )
     try:
-        names = optuna.get_all_study_names(storage)
+        summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
     except Exception as err:  # SQLAlchemy / connection errors have no common base we import
         raise UserError(f"cannot open the Optuna storage {storage}: {_first_line(err)}") from None
+    if name is None:
+        if not summaries:
+            raise UserError(f"no Optuna study in {storage}: run a sweep first")
+        earliest = dt.datetime.min
+        newest = max(summaries, key=lambda s: (s.datetime_start or earliest, s.study_name))
+        name = newest.study_name
+    names = {s.study_name for s in summaries}
     if name not in names:
         raise UserError(
             f"no Optuna study {name!r} in {storage} (studies there: "
@@ -337,6 +422,97 @@ def load_study(name: str, storage: str | None = None) -> tuple[optuna.Study, pd.
         )
     study = optuna.load_study(study_name=name, storage=storage)
     return study, study.trials_dataframe()
+
+
+def trial_overrides(trial: optuna.trial.FrozenTrial, *, params: bool = True) -> list[str]:
+    """The ``rlbench-train`` overrides that reproduce ``trial`` of one of rlbench's sweeps.
+
+    First the sweep's fixed overrides (its command line without the searched keys, kept by the
+    sweeper as the trial's ``fixed_overrides`` attribute), then, with ``params``, the trial's
+    sampled values. Without ``params`` they give the configuration the search varied: the
+    searched keys at their defaults in that setting. :func:`compose_train_config` turns them
+    into the config the job saw; drop ``search=...`` to train it outside the sweep.
+    """
+    from hydra_plugins.rlbench_optuna_sweeper._space import format_value
+
+    fixed = trial.user_attrs.get(FIXED_OVERRIDES_ATTR)
+    if fixed is None:
+        raise UserError(
+            f"trial {trial.number} has no {FIXED_OVERRIDES_ATTR!r} attribute: it was not run by "
+            "rlbench's sweeper (rlbench-train -m search=...)"
+        )
+    out = [str(o) for o in fixed]
+    if params:
+        for key, value in trial.params.items():
+            # the sweeper stores list and dict choices as their override text, e.g. "[64,64]"
+            structured = isinstance(value, str) and value[:1] in ("[", "{")
+            out.append(f"{key}={value if structured else format_value(value)}")
+    return out
+
+
+def retrain_overrides(trial: optuna.trial.FrozenTrial, *, params: bool = True) -> list[str]:
+    """Overrides that train ``trial``'s configuration as ordinary runs, outside the sweep.
+
+    :func:`trial_overrides` without ``search=...``, plus the config-group choices the search
+    preset made (``algo=ppo`` for ``search=ppo``), so ``rlbench-train -m <these> seed=0,1,2``
+    trains exactly the trial's configuration on new seeds. A :class:`UserError` if the two do
+    not compose to the same config (a preset that sets more than groups and ``hydra.*``).
+    """
+    overrides = trial_overrides(trial, params=params)
+    kept = [o for o in overrides if _override_key(o) != "search"]
+    if len(kept) == len(overrides):
+        return overrides
+    swept = compose_train_config(overrides, hydra=True)
+    # the groups without the preset, from the fixed overrides only: the trial's values may not
+    # fit the default algorithm (algo.n_steps on threshold)
+    fixed = [o for o in trial_overrides(trial, params=False) if _override_key(o) != "search"]
+    plain = compose_train_config(fixed, hydra=True).hydra.runtime.choices
+    groups = [
+        f"{group}={choice}"
+        for group, choice in swept.hydra.runtime.choices.items()
+        if choice is not None
+        and group != "search"
+        and not group.startswith("hydra/")
+        and plain.get(group) != choice
+    ]
+    out = [*groups, *kept]
+    if _job_config(compose_train_config(out)) != _job_config(swept):
+        raise UserError(
+            f"the search preset of trial {trial.number} sets more than config groups: train "
+            f"{' '.join(overrides)} by hand"
+        )
+    return out
+
+
+def _override_key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def _job_config(cfg: DictConfig) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(container, dict)
+    container.pop("hydra", None)
+    return container
+
+
+def compose_train_config(overrides: Sequence[str] = (), *, hydra: bool = False) -> DictConfig:
+    """``rlbench-train``'s config for ``overrides``, composed as a run of them would see it
+    (``conf/train.yaml``; with ``hydra``, also the ``hydra`` node, whose ``runtime.choices``
+    names the option picked in each config group). Bad overrides raise :class:`UserError`."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from rlbench.train import CONF_DIR
+
+    try:
+        with initialize_config_dir(CONF_DIR, version_base="1.3", job_name="rlbench-analysis"):
+            return compose("train", overrides=list(overrides), return_hydra_config=hydra)
+    except (HydraException, OmegaConfBaseException) as err:
+        what = " ".join(overrides) or "no overrides"
+        raise UserError(f"cannot compose the config for {what}: {_first_line(err)}") from None
 
 
 # --------------------------------------------------------------------------- statistics

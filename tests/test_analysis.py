@@ -16,10 +16,17 @@ PPO_PARAMS = {"algo.name": "ppo", "algo.learning_rate": "0.0003", "algo.net_arch
               "train.total_steps": "3000"}  # fmt: skip
 
 
+TRAJECTORY_CSV = (
+    "step,action,reward,influx,capacity,instances\n"
+    "1,2,-1.5,900.0,1000.0,10\n"
+    "2,1,-0.5,1200.0,1100.0,11\n"
+)
+
+
 @pytest.fixture(scope="module")
 def store(mlflow_template, tmp_path_factory):
-    """Experiment rlbench: a finished ppo run, a failed dqn run, a threshold run without a score
-    and a report run; experiment other: one run."""
+    """Experiment rlbench: a finished ppo run (with an eval/trajectory.csv artifact), a failed dqn
+    run, a threshold run without a score and a report run; experiment other: one run."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
@@ -29,6 +36,9 @@ def store(mlflow_template, tmp_path_factory):
     client = MlflowClient(uri)
     exp = client.create_experiment("rlbench", artifact_location=(root / "a").as_uri())
     other = client.create_experiment("other", artifact_location=(root / "o").as_uri())
+
+    trajectory = root / "trajectory.csv"
+    trajectory.write_text(TRAJECTORY_CSV)
 
     def run(exp_id, params, metrics, tags, status):
         run_id = client.create_run(exp_id, tags=tags).info.run_id
@@ -67,6 +77,7 @@ def store(mlflow_template, tmp_path_factory):
         "report": run(exp, {}, [], {"rlbench.kind": "report"}, "FINISHED"),
         "other": run(other, PPO_PARAMS, curve, {}, "FINISHED"),
     }
+    client.log_artifact(ids["ppo"], str(trajectory), "eval")
     return {"uri": uri, "ids": ids, "root": root}
 
 
@@ -178,3 +189,141 @@ def test_load_study_returns_study_and_trials(tmp_path):
         analysis.load_study("dqn", storage)
     with pytest.raises(UserError, match="no Optuna storage at"):
         analysis.load_study("ppo-spike", f"sqlite:///{tmp_path / 'none.db'}")
+
+
+def runs_frame(rows):
+    """A load_runs-shaped frame: (algo, load, seed, score, sweep study or None) per run."""
+    return pd.DataFrame(
+        {
+            "run_id": [f"r{i}" for i in range(len(rows))],
+            "run_name": [f"run-{i}" for i in range(len(rows))],
+            "status": "FINISHED",
+            "start_time": pd.to_datetime(range(len(rows)), unit="s", utc=True),
+            "env": "autoscaling",
+            "load": [r[1] for r in rows],
+            "algo": [r[0] for r in rows],
+            "seed": pd.array([r[2] for r in rows], dtype="Int64"),
+            "score": [r[3] for r in rows],
+            "tags.rlbench.sweep.study": [r[4] for r in rows],
+        }
+    )
+
+
+def test_score_table_can_leave_out_sweep_trials():
+    runs = runs_frame(
+        [("threshold", "spike", 0, -5.0, None), ("threshold", "spike", 0, -3.0, "study-a"),
+         ("threshold", "spike", 0, -4.0, "study-a"), ("random", "spike", 0, -9.0, None)]
+    )  # fmt: skip
+    assert sorted(analysis.score_table(runs)["run_id"]) == ["r0", "r1", "r2", "r3"]
+    kept = analysis.score_table(runs, sweep_trials=False)
+    assert sorted(kept["run_id"]) == ["r0", "r3"]
+
+
+def test_representative_runs_pick_the_seed_closest_to_the_median():
+    scores = runs_frame(
+        [("ppo", "spike", 0, 1.0, None), ("ppo", "spike", 1, 9.0, None),
+         ("ppo", "spike", 2, 5.0, None), ("dqn", "spike", 3, 2.0, None),
+         ("dqn", "spike", 1, 4.0, None), ("ppo", "steady", 4, 7.0, None)]
+    )  # fmt: skip
+    chosen = analysis.representative_runs(scores)
+    # ppo/spike: median 5 -> seed 2; dqn/spike: median 3, seeds 3 and 1 both 1 away -> seed 1
+    assert list(zip(chosen["algo"], chosen["load"], chosen["seed"], strict=True)) == [
+        ("dqn", "spike", 1), ("ppo", "spike", 2), ("ppo", "steady", 4),
+    ]  # fmt: skip
+    with pytest.raises(UserError, match=r"lacks column\(s\) \['score'\]"):
+        analysis.representative_runs(scores.drop(columns="score"))
+
+
+def test_load_trajectories_reads_the_logged_episode(store):
+    runs = analysis.load_runs(tracking_uri=store["uri"])
+    episodes = analysis.load_trajectories(runs)  # reduced to the comparable runs: ppo only
+    assert list(episodes.columns) == [
+        "run_id", "env", "load", "algo", "seed",
+        "step", "action", "reward", "influx", "capacity", "instances",
+    ]  # fmt: skip
+    assert set(episodes["run_id"]) == {store["ids"]["ppo"]} and episodes.attrs["missing"] == []
+    assert list(episodes["step"]) == [1, 2] and list(episodes["influx"]) == [900.0, 1200.0]
+    assert list(episodes["algo"]) == ["ppo", "ppo"] and list(episodes["seed"]) == [0, 0]
+    both = pd.DataFrame(
+        {"run_id": [store["ids"]["ppo"], store["ids"]["other"]], "env": "autoscaling",
+         "load": ["spike", "steady"], "algo": "ppo", "seed": [0, 1], "score": [-10.0, -10.0]}
+    )  # fmt: skip
+    found = analysis.load_trajectories(both, store["uri"], representative=False)
+    assert len(found) == 2 and found.attrs["missing"] == [store["ids"]["other"]]
+
+
+def test_load_study_defaults_to_the_study_started_last(tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.storages.RDBStorage(storage)  # the tables, no study
+    with pytest.raises(UserError, match="no Optuna study in"):
+        analysis.load_study(storage=storage)
+    for name in ("first", "second"):
+        study = optuna.create_study(study_name=name, storage=storage)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    optuna.create_study(study_name="empty", storage=storage)  # created last, never started
+    study, trials = analysis.load_study(storage=storage)
+    assert study.study_name == "second" and len(trials) == 1
+
+
+@pytest.fixture
+def ppo_trial():
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    arch, activation = "algo.policy_kwargs.net_arch", "algo.policy_kwargs.activation_fn"
+    return optuna.trial.create_trial(
+        params={"algo.n_steps": 64, "algo.gamma": 0.99, arch: "[256,256]", activation: "relu"},
+        distributions={"algo.n_steps": IntDistribution(64, 512),
+                       "algo.gamma": FloatDistribution(0.9, 0.9999),
+                       arch: CategoricalDistribution(["[64]", "[256,256]"]),
+                       activation: CategoricalDistribution(["tanh", "relu"])},
+        value=-1.0,
+        user_attrs={"fixed_overrides": ["search=ppo", "env.load=spike", "debug=fast"]},
+    )  # fmt: skip
+
+
+def test_trial_overrides_compose_the_trial_and_its_defaults(ppo_trial):
+    overrides = analysis.trial_overrides(ppo_trial)
+    assert overrides == [
+        "search=ppo", "env.load=spike", "debug=fast", "algo.n_steps=64", "algo.gamma=0.99",
+        "algo.policy_kwargs.net_arch=[256,256]", "algo.policy_kwargs.activation_fn='relu'",
+    ]  # fmt: skip
+    cfg = analysis.compose_train_config(overrides)
+    assert cfg.algo.name == "ppo" and cfg.env.load == "spike" and cfg.train.total_steps == 2048
+    assert (cfg.algo.n_steps, cfg.algo.gamma) == (64, 0.99)
+    assert list(cfg.algo.policy_kwargs.net_arch) == [256, 256]
+    assert cfg.algo.policy_kwargs.activation_fn == "relu" and "hydra" not in cfg
+    defaults = analysis.compose_train_config(analysis.trial_overrides(ppo_trial, params=False))
+    # conf/algo/ppo.yaml: n_steps 128, gamma 0.95, net_arch [64, 64], tanh
+    assert (defaults.algo.n_steps, defaults.algo.gamma) == (128, 0.95)
+    assert list(defaults.algo.policy_kwargs.net_arch) == [64, 64]
+    assert defaults.algo.policy_kwargs.activation_fn == "tanh"
+
+
+def test_retrain_overrides_train_the_same_config_outside_the_sweep(ppo_trial):
+    from omegaconf import OmegaConf
+
+    retrain = analysis.retrain_overrides(ppo_trial)
+    # search=ppo chose algo=ppo; without it rlbench-train would train the default algo
+    assert retrain[0] == "algo=ppo" and not any(o.startswith("search=") for o in retrain)
+    swept = analysis.compose_train_config(analysis.trial_overrides(ppo_trial))
+    assert OmegaConf.to_container(analysis.compose_train_config(retrain)) == (
+        OmegaConf.to_container(swept)
+    )
+    defaults = analysis.retrain_overrides(ppo_trial, params=False)
+    assert defaults == ["algo=ppo", "env.load=spike", "debug=fast"]
+
+
+def test_trial_and_compose_errors_are_one_line(ppo_trial):
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    foreign = optuna.trial.create_trial(
+        params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)}, value=1.0
+    )
+    with pytest.raises(UserError, match="no 'fixed_overrides' attribute"):
+        analysis.trial_overrides(foreign)
+    with pytest.raises(UserError, match=r"cannot compose the config for algo=sarsa: .*algo/sarsa"):
+        analysis.compose_train_config(["algo=sarsa"])
