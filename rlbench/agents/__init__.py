@@ -28,6 +28,11 @@ AGENTS: dict[str, str] = {
     "qlearning": "rlbench.agents.qlearning:QLearningAgent",
     "ppo": "rlbench.agents.sb3_agents:PPOAgent",
     "dqn": "rlbench.agents.sb3_agents:DQNAgent",
+    "hybrid": "rlbench.agents.hybrid:HybridAgent",
+    "ucb": "rlbench.agents.ucb:UCBAgent",
+    "user_feedback": "rlbench.agents.rules:UserFeedbackAgent",
+    "recommender_rule": "rlbench.agents.rules:RecommenderRuleAgent",
+    "runbook": "rlbench.agents.rules:RunbookAgent",
 }
 
 __all__ = ["AGENTS", "Agent", "agent_class", "build_agent", "load_agent", "resolve_device"]
