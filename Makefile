@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/rlbench-train -m algo=threshold,qlearning env=autoscaling env.load=sine_curve
+	$(BIN)/rlbench-train experiment=quick
+	$(BIN)/rlbench-report benchmark=quick
+	@echo "browse the runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

@@ -1,6 +1,7 @@
 """``rlbench-report``: build the comparison report of finished runs (see ``conf/report.yaml``).
 
-    rlbench-report name=quick "filter=\"tags.benchmark = 'quick'\""
+    rlbench-report benchmark=quick          # the runs of `rlbench-train experiment=quick`
+    rlbench-report name=spike "filter=\"params.`env.load` = 'spike'\""
 
 Bad input (no runs, no such metric, an unreachable store) is one line on stderr and exit code 2;
 the report's path is printed last on success.
@@ -9,20 +10,24 @@ the report's path is printed last on success.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from rlbench import cli
 from rlbench.errors import UserError
 
 if TYPE_CHECKING:
     from rlbench.report.build import ReportSettings
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# ${coalesce:a,b}: the first value that is set (conf/report.yaml names the report after it)
+OmegaConf.register_new_resolver(
+    "coalesce", lambda *values: next((v for v in values if v is not None), None), replace=True
+)
 
 
 def settings_from(cfg: DictConfig) -> ReportSettings:
@@ -32,7 +37,7 @@ def settings_from(cfg: DictConfig) -> ReportSettings:
 
     return ReportSettings(
         experiment=str(cfg.tracking.experiment),
-        filter=str(cfg.filter) if cfg.filter else None,
+        filter=run_filter(cfg),
         name=str(cfg.name),
         output_dir=str(cfg.output_dir),
         tracking_uri=resolve_uri(cfg.tracking.uri),
@@ -47,8 +52,16 @@ def settings_from(cfg: DictConfig) -> ReportSettings:
     )
 
 
+def run_filter(cfg: DictConfig) -> str | None:
+    """The MLflow filter: ``filter`` AND the ``benchmark`` tag shortcut, either optional."""
+    parts = [str(cfg.filter)] if cfg.filter else []
+    if cfg.get("benchmark"):
+        parts.append(f"tags.benchmark = '{cfg.benchmark}'")
+    return " and ".join(parts) or None
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
-def main(cfg: DictConfig) -> None:
+def app(cfg: DictConfig) -> None:
     """Build the report, print its path; user errors are one line and exit code 2."""
     for noisy in ("mlflow", "alembic", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -57,11 +70,16 @@ def main(cfg: DictConfig) -> None:
 
         path = build_report(settings_from(cfg))
     except UserError as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if cli.wants_traceback():
             raise
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(cli.EXIT_USER_ERROR)
     print(f"report: {path.resolve()}")
+
+
+def main() -> None:
+    """The ``rlbench-report`` console script."""
+    cli.run_app(app)
 
 
 if __name__ == "__main__":
