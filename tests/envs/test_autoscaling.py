@@ -8,6 +8,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from env_checks import run_batched_against_singles
 from gymnasium.utils.env_checker import check_env
 from omegaconf import OmegaConf
 
@@ -243,23 +244,7 @@ def test_render_modes() -> None:
 def test_batched_equals_single_copies() -> None:
     n, steps, seed = 16, 500, 123
     kwargs = dict(load="random", noise=0.1, horizon=37, provision_delay=1)
-    venv = make_vec("rlbench/Autoscaling-v0", n, seed=seed, **kwargs)
-    singles = [gym.make("rlbench/Autoscaling-v0", **kwargs) for _ in range(n)]
-    obs = venv.reset()
-    single_obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(singles)])
-    np.testing.assert_array_equal(obs, single_obs)
-    actions = np.random.default_rng(0).integers(0, 3, size=(steps, n))
-    episodes = 0
-    for a in actions:
-        obs, rewards, dones, infos = venv.step(a)
-        for i, env in enumerate(singles):
-            o, r, term, trunc, _ = env.step(int(a[i]))
-            assert r == rewards[i] and (term or trunc) == dones[i]
-            if dones[i]:
-                np.testing.assert_array_equal(infos[i]["terminal_observation"], o)
-                o, _ = env.reset()
-                episodes += 1
-            np.testing.assert_array_equal(obs[i], o)
+    episodes = run_batched_against_singles("rlbench/Autoscaling-v0", n, steps, seed, 3, **kwargs)
     assert episodes == n * (steps // 37)  # every copy auto-reset 13 times
 
 

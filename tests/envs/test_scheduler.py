@@ -9,6 +9,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from env_checks import episode_signature, run_batched_against_singles
 from gymnasium.utils.env_checker import check_env
 from omegaconf import OmegaConf
 
@@ -167,40 +168,16 @@ def test_check_env_passes() -> None:
 
 def test_reset_seed_determines_the_episode() -> None:
     def episode(seed: int) -> np.ndarray:
-        env = gym.make(ENV_ID, horizon=30)
-        obs, _ = env.reset(seed=seed)
-        rng = np.random.default_rng(9)
-        rows = [obs]
-        for _ in range(30):
-            obs, reward, *_ = env.step(int(rng.integers(3)))
-            rows.append(np.r_[obs, reward])
-        return np.concatenate(rows)
+        return episode_signature(ENV_ID, seed, 30, 3, horizon=30)
 
     np.testing.assert_array_equal(episode(4), episode(4))
     assert not np.array_equal(episode(4), episode(5))
 
 
 def test_batched_equals_single_copies() -> None:
-    n, steps, seed, horizon = 16, 300, 11, 37
+    n, steps, horizon = 16, 300, 37
     kwargs = dict(horizon=horizon, drift=0.2, initial_interval=30.0)
-    venv = BatchedVecEnv(ScriptSchedulerCore(num_envs=n, **kwargs))
-    venv.seed(seed)
-    singles = [gym.make(ENV_ID, **kwargs) for _ in range(n)]
-    obs = venv.reset()
-    np.testing.assert_array_equal(
-        obs, np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(singles)])
-    )
-    episodes = 0
-    for a in np.random.default_rng(0).integers(0, 3, size=(steps, n)):
-        obs, rewards, dones, infos = venv.step(a)
-        for i, env in enumerate(singles):
-            o, r, term, trunc, _ = env.step(int(a[i]))
-            assert r == rewards[i] and (term or trunc) == dones[i]
-            if dones[i]:
-                np.testing.assert_array_equal(infos[i]["terminal_observation"], o)
-                o, _ = env.reset()
-                episodes += 1
-            np.testing.assert_array_equal(obs[i], o)
+    episodes = run_batched_against_singles(ENV_ID, n, steps, 11, 3, **kwargs)
     assert episodes == n * (steps // horizon)
 
 
