@@ -9,6 +9,7 @@ restores full tracebacks.
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -16,14 +17,20 @@ from typing import Any
 
 from rlbench.errors import UserError
 
+EXIT_FAILED = 1  # an unexpected error (a bug, or a result that did not reproduce)
 EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3  # training produced NaN or inf: see rlbench.divergence.TrainingDiverged
 EXIT_INTERRUPTED = 130
-_user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+# an output folder that cannot be written: read-only, full, or a file in the way
+_WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR, errno.EEXIST}
+_user_wants_traceback: bool | None = None  # while run_app runs: what the user asked for
 
 
 def wants_traceback() -> bool:
     """True when the user asked for full tracebacks (``HYDRA_FULL_ERROR=1``)."""
-    return _user_wants_traceback
+    if _user_wants_traceback is not None:
+        return _user_wants_traceback
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -63,6 +70,14 @@ def describe(err: BaseException) -> str:
         return f"bad value for {key!r}: {_first_line(cause)}"
     if isinstance(err, OverrideParseException):
         return f"malformed override: {_first_line(err)} (see https://hydra.cc/docs/advanced/override_grammar/basic/)"
+    if isinstance(err, OSError) and err.filename is not None:
+        text = f"cannot use {err.filename}: {err.strerror or _first_line(err)}"
+        if err.errno in _WRITE_ERRORS:
+            text += (
+                " (is the folder writable? run from another directory, or set hydra.run.dir / "
+                "hydra.sweep.dir / train.checkpoint_dir)"
+            )
+        return text
     return f"{type(err).__name__}: {_first_line(err)}"
 
 
@@ -72,9 +87,20 @@ def _first_line(err: BaseException) -> str:
 
 
 def run_app(app: Callable[[], Any]) -> None:
-    """Run a ``@hydra.main`` function; print mistakes as one line and exit non-zero."""
+    """Run a ``@hydra.main`` function; print mistakes as one line and exit non-zero.
+
+    Exit codes: 2 bad input (config, files, services), 3 training diverged, 1 anything else,
+    130 Ctrl-C. ``HYDRA_FULL_ERROR`` is restored afterwards, so in-process callers (tests, a
+    notebook) see the environment they had.
+    """
+    global _user_wants_traceback
+    saved = os.environ.get("HYDRA_FULL_ERROR")
+    _user_wants_traceback = saved == "1"
     if _user_wants_traceback:
-        app()
+        try:
+            app()
+        finally:
+            _user_wants_traceback = None
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us rather than Hydra's printer
     try:
@@ -86,15 +112,28 @@ def run_app(app: Callable[[], Any]) -> None:
         sys.stderr.close()
         sys.exit(0)
     except Exception as err:
-        code = EXIT_USER_ERROR if _is_user_error(err) else 1
+        code = exit_code(err)
         print(f"error: {describe(err)}", file=sys.stderr)
-        if code == 1:
+        if code == EXIT_FAILED:
             print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
         sys.exit(code)
+    finally:
+        _user_wants_traceback = None
+        if saved is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved
 
 
-def _is_user_error(err: BaseException) -> bool:
+def exit_code(err: BaseException) -> int:
+    """The exit code for a command that ended with ``err`` (see :func:`run_app`)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    return isinstance(err, UserError | HydraException | OmegaConfBaseException)
+    if getattr(err, "exit_code", None) is not None:  # e.g. rlbench.divergence.TrainingDiverged
+        return int(err.exit_code)
+    if isinstance(err, UserError | HydraException | OmegaConfBaseException):
+        return EXIT_USER_ERROR
+    if isinstance(err, OSError) and err.filename is not None:  # an unwritable path
+        return EXIT_USER_ERROR
+    return EXIT_FAILED

@@ -217,7 +217,6 @@ class _Store:
     """
 
     def __init__(self, uri: str) -> None:
-        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
@@ -230,7 +229,7 @@ class _Store:
                 self.client = MlflowClient(tracking_uri=uri)
                 self.client.search_experiments(max_results=1)
                 self.client.search_registered_models(max_results=1)
-        except MlflowException as err:
+        except Exception as err:  # MLflow's errors, a missing database driver, a refused socket
             raise UserError(f"cannot open the MLflow store {uri}: {_first_line(err)}") from None
         self._experiments: dict[str, str] = {}
         self.open_runs: set[str] = set()
@@ -259,7 +258,9 @@ class _Store:
                         "(mlflow experiments restore) or choose tracking.experiment=<new name>"
                     )
                 exp_id = found.experiment_id
-        except MlflowException as err:
+        except UserError:
+            raise
+        except Exception as err:  # MLflow's errors, a missing database driver, a refused socket
             raise UserError(f"cannot use the MLflow store {self.uri}: {_first_line(err)}") from None
         self._experiments[experiment] = exp_id
         return exp_id
@@ -349,6 +350,21 @@ class _Store:
                 f"run {run_id} ended {status} without its last metrics: {_first_line(lost)}"
             )
 
+    def running_runs(self, experiment: str, filter_string: str) -> list[dict[str, Any]]:
+        """``{"run_id", "tags"}`` of the experiment's RUNNING runs that match ``filter_string``."""
+        found = _retry_locked(self.client.get_experiment_by_name, experiment)
+        if found is None:
+            return []
+        query = " and ".join(f for f in (filter_string, "attributes.status = 'RUNNING'") if f)
+        runs = _retry_locked(self.client.search_runs, [found.experiment_id], query)
+        return [{"run_id": r.info.run_id, "tags": dict(r.data.tags)} for r in runs]
+
+    def delete_run(self, run_id: str) -> None:
+        """End the run KILLED and move it to MLflow's trash (``mlflow gc`` removes it)."""
+        _retry_locked(self.client.set_terminated, run_id, "KILLED")
+        _retry_locked(self.client.delete_run, run_id)
+        self.open_runs.discard(run_id)
+
     def end_open_runs(self, status: str, error: str) -> None:
         """End every run this store opened and nobody ended (their job died)."""
         for run_id in list(self.open_runs):
@@ -384,7 +400,10 @@ def _store_for(uri: str) -> _Store:
 # --------------------------------------------------------------------------- transports
 
 # operations a tracker sends; the helper runs nothing else
-_OPS = ("prepare", "start_run", "log_batch", "log_artifact", "log_text", "end_run")
+_OPS = (
+    "prepare", "start_run", "log_batch", "log_artifact", "log_text", "end_run", "running_runs",
+    "delete_run",
+)  # fmt: skip
 
 
 class _LocalTransport:
@@ -619,6 +638,16 @@ class Tracker:
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         """Flush and close the run as FINISHED, FAILED or KILLED; idempotent, never raises."""
 
+    def discard(self) -> None:
+        """Close the run and move it to MLflow's trash (a duplicate nobody should see)."""
+
+    def running_runs(self, filter_string: str = "") -> list[dict[str, Any]]:
+        """``{"run_id", "tags"}`` of this experiment's RUNNING runs matching ``filter_string``."""
+        return []
+
+    def end_other_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        """End a run this tracker did not start (one its dead job left RUNNING)."""
+
     def __enter__(self) -> Tracker:
         return self
 
@@ -742,6 +771,24 @@ class MlflowTracker(Tracker):
             )
         except Exception as err:  # called from `finally`: must not hide the job's own error
             log.error("could not end MLflow run %s as %s: %s", self.run_id, status, err)
+
+    def discard(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        _LIVE.discard(self)
+        self._buffer = []
+        self._transport.call("delete_run", run_id=self.run_id)
+
+    def running_runs(self, filter_string: str = "") -> list[dict[str, Any]]:
+        return self._transport.call(
+            "running_runs", experiment=self._experiment, filter_string=filter_string
+        )
+
+    def end_other_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        self._transport.call("end_run", run_id=run_id, status=status, error=error)
 
 
 _AT_EXIT_REGISTERED = False

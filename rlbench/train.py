@@ -3,10 +3,15 @@
     rlbench-train env=autoscaling env.load=spike algo=ppo seed=3
     rlbench-train -m algo=threshold,qlearning seed=0,1
     rlbench-train --cfg job                 # show the composed config
+    rlbench-train +reproduce=<run id>       # rerun a logged run, say whether it matched
 
 Read top to bottom: build the environment and the agent, learn with periodic evaluation and
 checkpoints, evaluate on held-out seeds, log everything to one MLflow run, return the mean
 evaluation return (the number a sweeper optimises).
+
+Training that produces NaN or inf (a loss, the network's weights, an observation or a reward)
+stops at once (:mod:`rlbench.divergence`): one line and exit code 3 for a single run; inside a
+sweep the trial ends FAILED and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rlbench import cli
+from rlbench import cli, divergence
 from rlbench.errors import UserError
 
 log = logging.getLogger("rlbench.train")
@@ -38,6 +43,7 @@ class TrainOutcome:
     run_id: str | None
     steps: int
     pruned: bool = False
+    returns: list[float] | None = None  # per-episode final evaluation returns (None if pruned)
 
 
 def env_spec(env_cfg: DictConfig) -> tuple[str, dict[str, Any]]:
@@ -53,8 +59,17 @@ def env_spec(env_cfg: DictConfig) -> tuple[str, dict[str, Any]]:
 
 def check_config(cfg: DictConfig) -> None:
     """Reject budgets and settings that cannot work, before anything is built or logged."""
+    for group in ("env", "algo", "train", "eval", "tracking"):
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig):
+            raise UserError(
+                f"{group} must be a group of settings ({group}=<option> or {group}.<key>=...), "
+                f"got {node!r}"
+            )
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
         raise UserError(f"seed must be an integer >= 0, got {cfg.seed!r}")
+    if not isinstance(cfg.get("resume"), bool):
+        raise UserError(f"resume must be true or false, got {cfg.get('resume')!r}")
     positive = {
         "train.total_steps": cfg.train.total_steps,
         "train.num_envs": cfg.train.num_envs,
@@ -95,15 +110,54 @@ def build_env(env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed: int)
         raise UserError(f"env ({env_id}): {err}") from None
 
 
+def _build_agent(algo_cfg: DictConfig, venv, seed: int, device: str):
+    """The agent; settings its constructor rejects (wrong types, impossible sizes) as one line."""
+    from rlbench.agents import build_agent
+
+    try:
+        return build_agent(algo_cfg, venv, seed=seed, device=device)
+    except UserError:
+        raise
+    except (ValueError, TypeError, RuntimeError) as err:
+        reason = " ".join(str(err).split())[:300]
+        raise UserError(f"algo ({algo_cfg.name}): invalid settings ({reason})") from None
+
+
+def _resume_agent(ckpt, state: dict[str, Any], algo_name: str, venv, device: str):
+    """The agent saved in this run's checkpoint folder, which must hold this algorithm."""
+    from rlbench.agents import agent_class
+
+    fix = f"delete {ckpt.path} to start afresh, or run without resume=true"
+    saved = state.get("algo")
+    if saved is not None and saved != algo_name:
+        raise UserError(
+            f"cannot resume: {ckpt.path} holds a {saved} checkpoint, not {algo_name}; {fix}"
+        )
+    try:
+        return agent_class(algo_name).load(ckpt.last, venv, device=device)
+    except UserError as err:
+        raise UserError(f"cannot resume: {err}; {fix}") from None
+
+
+def _check_writable(folder: Path, key: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        ok = os.access(folder, os.W_OK)
+    except OSError as err:
+        raise UserError(f"{key}={folder}: cannot create it ({err.strerror or err})") from None
+    if not ok:
+        raise UserError(f"{key}={folder} is not writable: choose another folder")
+
+
 def train(cfg: DictConfig) -> TrainOutcome:
     """Train and evaluate the configured agent; the caller handles errors and exit codes."""
     check_config(cfg)
+    _check_writable(Path(cfg.train.checkpoint_dir), "train.checkpoint_dir")
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.train.threads))
     from rlbench.tracking import flatten_config, make_tracker, run_tags
 
     # First, so MLflow warms up in its helper process while torch and the agent load here.
     tracker = make_tracker(cfg.tracking)
-    from rlbench.agents import build_agent, load_agent
     from rlbench.checkpoints import CheckpointDir, run_key
     from rlbench.trial import TrialContext
 
@@ -118,14 +172,16 @@ def train(cfg: DictConfig) -> TrainOutcome:
         torch.set_num_threads(int(cfg.train.threads))
         device = resolve_device(str(cfg.device))
 
-    venv = build_env(env_id, env_kwargs, cfg.train.num_envs, cfg.seed)
-    agent = build_agent(cfg.algo, venv, seed=int(cfg.seed), device=device)
+    venv = divergence.finite_env(build_env(env_id, env_kwargs, cfg.train.num_envs, cfg.seed))
+    agent = _build_agent(cfg.algo, venv, int(cfg.seed), device)
     flat = flatten_config(cfg)
     ckpt = CheckpointDir(cfg.train.checkpoint_dir, run_key(flat), agent.file_suffix)
     state = ckpt.read_state() if cfg.resume else None
     if state is not None:
-        agent = load_agent(ckpt.last, venv, device=device)
+        agent = _resume_agent(ckpt, state, algo_name, venv, device)
         log.info("resuming from %s at step %d", ckpt.last, agent.num_steps)
+    elif cfg.resume:
+        log.info("resume=true: no checkpoint in %s, starting from step 0", ckpt.path)
 
     trial = TrialContext.from_cfg(cfg)
     tags = run_tags(cfg, device) | {"rlbench.run_key": ckpt.path.name}
@@ -144,11 +200,18 @@ def train(cfg: DictConfig) -> TrainOutcome:
         tracker.set_tags({"rlbench.resumed_from_step": str(agent.num_steps)})
     status, error = "FAILED", None
     try:
-        outcome = _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state)
+        score, pruned, returns = _learn_and_evaluate(
+            cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state
+        )
         status = "FINISHED"
-        return TrainOutcome(outcome[0], run_id, agent.num_steps, pruned=outcome[1])
+        return TrainOutcome(score, run_id, agent.num_steps, pruned=pruned, returns=returns)
     except KeyboardInterrupt:
         status, error = "KILLED", "interrupted (Ctrl-C)"
+        raise
+    except divergence.TrainingDiverged as err:
+        error = f"TrainingDiverged: {err}"
+        tracker.set_tags({"rlbench.diverged": "true"})
+        ckpt.remove()  # resuming would diverge again: the same config, the same seed
         raise
     except BaseException as err:  # recorded on the run, then shown by the caller
         error = f"{type(err).__name__}: {err}"
@@ -179,14 +242,19 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
     desc = f"{cfg.algo.name} on {cfg.env.name}"
     progress = Progress(total, desc, cfg.train.progress, agent.num_steps)
 
+    policy = divergence.FinitePolicy(agent)
+
     def callback(steps: int, stats: dict[str, float]) -> bool:
         nonlocal best, pruned, last_score
+        divergence.check_stats(agent, steps, stats)
         tracker.log_metrics(stats, step=steps)
         if eval_every and steps >= marks["eval"] and steps < total:
             marks["eval"] = _next_mark(steps, eval_every)
+            divergence.check_parameters(agent, steps)
             result = evaluate(
-                agent, env_id, env_kwargs, val_seeds, deterministic=cfg.eval.deterministic
+                policy, env_id, env_kwargs, val_seeds, deterministic=cfg.eval.deterministic
             )
+            divergence.check_returns(agent, steps, result.returns)
             last_score = result.mean_return
             tracker.log_metrics(result.metrics(), step=steps)
             if last_score > best:
@@ -203,9 +271,16 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
 
     try:
         agent.learn(total, callback=callback)
+    except (ValueError, RuntimeError) as err:
+        if isinstance(err, UserError | divergence.TrainingDiverged) or agent.check_finite():
+            raise
+        # e.g. torch refusing a distribution whose logits are NaN
+        raise divergence.TrainingDiverged(
+            divergence.message(agent, agent.num_steps, "its parameters")
+        ) from err
     finally:
         progress.close()
-    _check_finite(agent)
+    divergence.check_parameters(agent, agent.num_steps)
 
     out_dir = _output_dir()
     model_path = out_dir / f"model{agent.file_suffix}"
@@ -224,15 +299,16 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
         tracker.log_metrics({"train/total_steps": agent.num_steps}, step=agent.num_steps)
         log.info("pruned at step %d (last evaluation %.4g)", agent.num_steps, last_score)
         ckpt.remove()
-        return last_score, True
+        return last_score, True, None
 
     seeds = evaluation_seeds(cfg.seed, cfg.eval.episodes, cfg.eval.seed_offset)
-    result = evaluate(agent, env_id, env_kwargs, seeds, deterministic=cfg.eval.deterministic)
+    result = evaluate(policy, env_id, env_kwargs, seeds, deterministic=cfg.eval.deterministic)
+    divergence.check_returns(agent, agent.num_steps, result.returns)
     final = result.metrics() | {"train/total_steps": agent.num_steps}
     tracker.log_metrics(final, step=agent.num_steps)
     _log_evaluation_artifacts(result, out_dir, tracker, env_id, env_kwargs, cfg)
     ckpt.remove()
-    return result.mean_return, False
+    return result.mean_return, False, [float(r) for r in result.returns]
 
 
 def _next_mark(steps: int, every: int) -> int:
@@ -246,16 +322,6 @@ def _state(tracker, agent, best: float) -> dict[str, Any]:
         "algo": agent.name,
         "best_score": None if math.isinf(best) else best,
     }
-
-
-def _check_finite(agent) -> None:
-    """Stop with a clear message when training diverged (NaN weights make NaN actions)."""
-    checker = getattr(agent, "check_finite", None)
-    if checker is not None and not checker():
-        raise UserError(
-            f"{agent.name} diverged: its parameters contain NaN or inf; lower the learning rate "
-            "or clip gradients (algo.max_grad_norm)"
-        )
 
 
 def _output_dir() -> Path:
@@ -284,6 +350,10 @@ def _log_evaluation_artifacts(result, out_dir: Path, tracker, env_id, env_kwargs
     trajectory_csv = out_dir / "trajectory.csv"
     pd.DataFrame(result.trajectory).to_csv(trajectory_csv, index=False)
     tracker.log_artifact(trajectory_csv, "eval")
+    (out_dir / "eval_metrics.json").write_text(json.dumps(result.metrics(), indent=2))
+    # the picture costs more than a threshold trial's training: sweeps may turn it off
+    if not OmegaConf.select(cfg, "eval.trajectory_plot", default=True):
+        return
     keys = env_class(env_id).core_cls.render_keys if env_id in ENVIRONMENTS else ()
     keys = (*(k for k in keys if k in result.trajectory), "action")
     columns = result.trajectory
@@ -293,7 +363,6 @@ def _log_evaluation_artifacts(result, out_dir: Path, tracker, env_id, env_kwargs
     picture = out_dir / "trajectory.png"
     fig.savefig(picture)
     tracker.log_artifact(picture, "eval")
-    (out_dir / "eval_metrics.json").write_text(json.dumps(result.metrics(), indent=2))
 
 
 def _in_multirun() -> bool:
@@ -307,17 +376,32 @@ def _in_multirun() -> bool:
 def app(cfg: DictConfig) -> float:
     """Hydra task: train, print the score and the MLflow run id, return the score."""
     try:
+        if OmegaConf.select(cfg, "reproduce") is not None:
+            return _reproduce(cfg)
         outcome = train(cfg)
-    except UserError as err:
+    except (UserError, divergence.TrainingDiverged) as err:
         if _in_multirun() or cli.wants_traceback():
             raise  # a sweep records the failed job and goes on
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(cli.EXIT_USER_ERROR)
+        sys.exit(cli.exit_code(err))
     pruned = "  (pruned)" if outcome.pruned else ""
     print(
         f"score: {outcome.score:.6g}  steps: {outcome.steps}  mlflow run: {outcome.run_id}{pruned}"
     )
     return outcome.score
+
+
+def _reproduce(cfg: DictConfig) -> float:
+    """``+reproduce=<run id>``: exit 0 when the rerun matched the logged run, else 1."""
+    from rlbench.reproduce import reproduce
+
+    if _in_multirun():
+        raise UserError("+reproduce reruns one logged run: drop -m/--multirun")
+    result = reproduce(cfg)
+    print(result.summary())
+    if not result.matched:
+        sys.exit(cli.EXIT_FAILED)
+    return result.score
 
 
 def main() -> None:

@@ -35,6 +35,24 @@ log = logging.getLogger("rlbench.trial")
 PRUNER_ATTR = "rlbench.pruner"
 PRUNED_ATTR = "rlbench.pruned"
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "threshold", "none")
+# Several processes write one SQLite file (sweepers, their jobs): a writer waits this long for
+# the lock instead of failing with "database is locked" after sqlite3's default 5 s.
+SQLITE_BUSY_TIMEOUT_S = 60.0
+_STORAGES: dict[str, Any] = {}  # one engine per storage URL and process, shared by its jobs
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine arguments for an Optuna storage URL (a busy timeout for SQLite)."""
+    return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if url.startswith("sqlite") else {}
+
+
+def job_storage(url: str) -> Any:
+    """The RDB storage a job reports to: created once per process (it checks the schema)."""
+    if url not in _STORAGES:
+        import optuna
+
+        _STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+    return _STORAGES[url]
 
 
 def make_pruner(name: str, kwargs: dict[str, Any] | None = None) -> Any:
@@ -147,7 +165,7 @@ class TrialContext:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = optuna.storages.RDBStorage(self.storage)
+        storage = job_storage(self.storage)
         frozen = storage.get_trial(self.trial_id)
         spec = frozen.system_attrs.get(PRUNER_ATTR) or {"name": "none", "kwargs": {}}
         with warnings.catch_warnings():

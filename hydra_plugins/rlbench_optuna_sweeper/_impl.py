@@ -27,15 +27,18 @@ from rlbench.trial import PRUNED_ATTR, PRUNER_ATTR, make_pruner
 
 from ._space import SearchSpace, SweepError, format_value, parse_space
 from ._study import (
+    DUPLICATE_ATTR,
     IGNORED_ATTR,
     Heartbeat,
     admitted,
     claims,
+    duplicate_of,
     fail_stale,
     make_sampler,
     open_storage,
     redact,
     requeue,
+    storage_lock,
     trial_seed,
 )
 from ._summary import ParentRun, summary_lines
@@ -115,11 +118,12 @@ class OptunaSweep:
             self.storage_url, self.heartbeat_interval, self.grace_period, self.max_retry
         )
         study = self._study(rdb, pruner, make_sampler(sampler_name, sampler_seed, sampler_kwargs))
-        for i, values in enumerate(self.enqueue_trials):
-            fixed = space.fixed_params(dict(values), f"hydra.sweeper.enqueue_trials[{i}]")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.enqueue_trial(fixed, skip_if_exists=True)
+        with storage_lock(self.storage_url):  # parallel starters: each configuration once
+            for i, values in enumerate(self.enqueue_trials):
+                fixed = space.fixed_params(dict(values), f"hydra.sweeper.enqueue_trials[{i}]")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.enqueue_trial(fixed, skip_if_exists=True)
         log.info(
             "Optuna study %r in %s: %d trials in total, %d at a time, %s sampler, %s pruner",
             study.study_name, redact(self.storage_url), self.n_trials, self.n_jobs,
@@ -128,7 +132,7 @@ class OptunaSweep:
         self.rdb, self.study, self.space, self.base_seed = rdb, study, space, base_seed
         self.sampler_args = (sampler_name, sampler_seed, sampler_kwargs)
         returns: list[JobReturn] = []
-        parent = ParentRun.start(self.config, study, self._settings(space))
+        parent = ParentRun.start(self.config, study, self._settings(space), self.storage_url)
         status = "FAILED"
         try:
             with Heartbeat(rdb, self.heartbeat_interval) as heartbeat:
@@ -151,7 +155,7 @@ class OptunaSweep:
     def _loop(self, heartbeat: Heartbeat, parent_run_id: str | None, out: list) -> None:
         waiting_said = False
         while True:
-            fail_stale(self.study)
+            fail_stale(self.study, self.rdb, self.max_retry)
             claimed = claims(self.rdb.get_all_trials(self.study._study_id, deepcopy=False))
             free = self.n_trials - len(claimed)
             if free <= 0:
@@ -183,6 +187,15 @@ class OptunaSweep:
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = self.study.ask()
         heartbeat.add(trial._trial_id)
+        all_trials = self.rdb.get_all_trials(self.study._study_id, deepcopy=False)
+        twin = duplicate_of(all_trials, self.rdb.get_trial(trial._trial_id))
+        if twin is not None:  # queued twice by processes that started together: skip this copy
+            self.rdb.set_trial_system_attr(trial._trial_id, IGNORED_ATTR, True)
+            self.rdb.set_trial_system_attr(trial._trial_id, DUPLICATE_ATTR, twin)
+            self.rdb.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            heartbeat.discard(trial._trial_id)
+            log.info("trial %d repeats the enqueued trial %d: skipped", trial.number, twin)
+            return self._ask(heartbeat)
         if not admitted(self.study, self.rdb, trial._trial_id, self.n_trials):
             heartbeat.discard(trial._trial_id)
             return None

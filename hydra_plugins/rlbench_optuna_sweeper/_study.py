@@ -25,9 +25,12 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from rlbench.trial import engine_kwargs
+
 from ._space import SweepError
 
 IGNORED_ATTR = "rlbench.not_counted"  # failed for a reason that is not the configuration's fault
+DUPLICATE_ATTR = "rlbench.duplicate_of"  # an enqueued configuration two processes queued at once
 PARENT_RUN_ATTR = "rlbench.mlflow_parent_run_id"
 
 SAMPLERS = {
@@ -54,21 +57,19 @@ def open_storage(
 ) -> RDBStorage:
     """An RDB storage with heartbeats; a bad or unreachable URL is one line of explanation."""
     _make_sqlite_dir(url)
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        # several processes share one SQLite file: wait for the write lock instead of failing
-        engine_kwargs["connect_args"] = {"timeout": 60}
     for attempt in range(5):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(
+                rdb = RDBStorage(
                     url,
-                    engine_kwargs=engine_kwargs,
+                    engine_kwargs=engine_kwargs(url),
                     heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period or 3 * heartbeat_interval,
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry),
                 )
+            _write_ahead_log(rdb)
+            return rdb
         except Exception as err:
             # two processes creating the same new database race on its tables: try again
             racing = "already exists" in str(err) or "UNIQUE constraint" in str(err)
@@ -77,6 +78,67 @@ def open_storage(
                 raise SweepError(f"cannot open the Optuna storage {redact(url)}: {first}") from None
             time.sleep(0.2 + random.random() * 0.3)
     raise AssertionError("unreachable")
+
+
+def _write_ahead_log(rdb: RDBStorage) -> None:
+    """Switch a SQLite storage to write-ahead logging (kept in the file from then on).
+
+    Measured with 8 processes writing one study (ask, 5 reports, tell; 320 trials): with a 60 s
+    busy timeout both modes had no lock errors, but WAL took 15 s against 45 s, since readers no
+    longer block the writer. WAL needs a local disk: share a study between machines through a
+    database server instead (the storage URL), as Optuna recommends anyway.
+    """
+    if rdb.engine.dialect.name != "sqlite":
+        return
+    # e.g. a read-only file: stay in the default mode
+    with contextlib.suppress(Exception), rdb.engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
+def storage_lock(url: str) -> contextlib.AbstractContextManager[Any]:
+    """A lock file beside a SQLite storage (``<db>.lock``), shared by every process of this
+    machine, for the one-off work of a sweep's start; nothing for a server storage."""
+    db = sqlite_path(url)
+    if db is None:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(f"{db}.lock", timeout=120)
+
+
+def duplicate_of(trials: list[FrozenTrial], trial: FrozenTrial) -> int | None:
+    """The earlier trial enqueued with the same parameters as ``trial``, or None.
+
+    Processes starting together on a server storage may each enqueue the preset's first
+    configurations (``skip_if_exists`` is check-then-write); the later copy must not run again.
+    Retries of a dead trial keep their parameters on purpose and are not duplicates.
+    """
+    fixed = trial.system_attrs.get("fixed_params")
+    if fixed is None or "retry_history" in trial.system_attrs:
+        return None
+    for other in trials:
+        attrs = other.system_attrs
+        if (
+            other.number < trial.number
+            and attrs.get("fixed_params") == fixed
+            and "retry_history" not in attrs
+            and not attrs.get(IGNORED_ATTR)
+        ):
+            return other.number
+    return None
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for other storages (and in-memory SQLite)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).resolve()
 
 
 def _make_sqlite_dir(url: str) -> None:
@@ -141,11 +203,34 @@ def admitted(study: optuna.Study, rdb: RDBStorage, trial_id: int, n_trials: int)
     return False
 
 
-def fail_stale(study: optuna.Study) -> None:
-    """Fail (and re-queue) running trials whose process stopped sending heartbeats."""
+def fail_stale(study: optuna.Study, rdb: RDBStorage | None = None, max_retry: int = 2) -> None:
+    """Fail (and re-queue) running trials whose process stopped sending heartbeats.
+
+    With ``rdb``, also the running trials that never sent one and started more than the grace
+    period ago: their process died between creating the trial and its first heartbeat, a case
+    Optuna never fails, so the study would wait for them forever.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    if rdb is None or rdb.grace_period is None:
+        return
+    cutoff = dt.datetime.now() - dt.timedelta(seconds=rdb.grace_period)
+    running = rdb.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
+        started = trial.datetime_start
+        if started is not None and started < cutoff and not _has_heartbeat(rdb, trial._trial_id):
+            requeue(study, trial._trial_id, max_retry)
+
+
+def _has_heartbeat(rdb: RDBStorage, trial_id: int) -> bool:
+    from optuna.storages._rdb import models  # Optuna has no public "has a heartbeat" query
+
+    session = rdb.scoped_session()
+    try:
+        return session.query(models.TrialHeartbeatModel).filter_by(trial_id=trial_id).count() > 0
+    finally:
+        session.close()
 
 
 def requeue(study: optuna.Study, trial_id: int, max_retry: int) -> None:

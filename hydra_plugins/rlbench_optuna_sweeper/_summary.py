@@ -4,13 +4,21 @@ One parent run per study (a rerun of the same study reopens it: its id is the st
 ``rlbench.mlflow_parent_run_id``); trials log nested child runs under it. When the sweep ends the
 parent gets the best value and parameters, the trials table (CSV) and Optuna's
 optimisation-history and parameter-importance plots.
+
+Several processes on one study (parallel workers) share one parent: on a SQLite storage its
+creation is serialised by a lock file beside the database; on a server storage a process that
+created a parent checks a second later which one the study kept and discards its own if it lost.
+A child run left RUNNING by a process that died with its MLflow helper (power loss, OOM killer)
+is ended FAILED once its trial is no longer running, when a sweep starts and when it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +28,11 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from ._study import PARENT_RUN_ATTR, redact
+from ._study import DUPLICATE_ATTR, PARENT_RUN_ATTR, redact, sqlite_path, storage_lock
 
 log = logging.getLogger(__name__)
+ABANDONED = "its sweep process died before ending the run"
+SETTLE_S = 1.0  # server storages: how long parallel starters may race to create the parent
 
 
 @dataclass
@@ -32,7 +42,13 @@ class ParentRun:
     out_dir: Path | None = None
 
     @classmethod
-    def start(cls, config: DictConfig, study: optuna.Study, settings: dict[str, Any]) -> ParentRun:
+    def start(
+        cls,
+        config: DictConfig,
+        study: optuna.Study,
+        settings: dict[str, Any],
+        storage_url: str = "",
+    ) -> ParentRun:
         """Open (or reopen) the study's parent run; no run when the app has no tracking."""
         tracking = OmegaConf.select(config, "tracking", default=None)
         if tracking is None or not tracking.get("enabled", True):
@@ -45,21 +61,47 @@ class ParentRun:
             "rlbench.sweep.role": "parent",
             "rlbench.sweep.storage": str(settings.get("sweep.storage", "")),
         }
-        previous = study.user_attrs.get(PARENT_RUN_ATTR)
-        run_id = None
-        if previous:
-            try:
-                run_id = tracker.start(
-                    f"sweep-{study.study_name}", {}, tags, resume_run_id=previous
-                )
-            except Exception as err:  # the tracking store was reset: start a fresh parent
-                log.warning("cannot reopen parent run %s (%s); starting a new one", previous, err)
-        if run_id is None:
-            run_id = tracker.start(f"sweep-{study.study_name}", settings, tags)
-        if run_id and run_id != previous:
-            study.set_user_attr(PARENT_RUN_ATTR, run_id)
+        name = f"sweep-{study.study_name}"
+        db = sqlite_path(storage_url)
+        with storage_lock(storage_url):
+            previous = study.user_attrs.get(PARENT_RUN_ATTR)
+            run_id = _reopen(tracker, name, tags, previous)
+            if run_id is None:
+                run_id = tracker.start(name, settings, tags)
+            if run_id and run_id != previous:
+                study.set_user_attr(PARENT_RUN_ATTR, run_id)
+        if db is None and run_id and run_id != previous:  # a race no lock file can settle
+            time.sleep(SETTLE_S)
+            kept = study.user_attrs.get(PARENT_RUN_ATTR)
+            if kept and kept != run_id:
+                tracker.discard()
+                run_id = _reopen(tracker, name, tags, kept) or run_id
         sweep_dir = OmegaConf.select(config, "hydra.sweep.dir", default="outputs/multirun")
-        return cls(tracker, run_id, Path(str(sweep_dir)) / "optuna")
+        parent = cls(tracker, run_id, Path(str(sweep_dir)) / "optuna")
+        parent.end_abandoned_children(study)
+        return parent
+
+    def end_abandoned_children(self, study: optuna.Study) -> list[str]:
+        """End FAILED the child runs left RUNNING whose trial is no longer running."""
+        if self.tracker is None or not self.run_id:
+            return []
+        try:
+            runs = self.tracker.running_runs(f"tags.`mlflow.parentRunId` = '{self.run_id}'")
+        except Exception as err:  # housekeeping must not stop a sweep
+            log.warning("could not look for abandoned child runs: %s", err)
+            return []
+        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+        ended = []
+        for run in runs:
+            number = run["tags"].get("rlbench.sweep.trial_number")
+            if number is None or states.get(int(number)) == TrialState.RUNNING:
+                continue  # its job may be alive in another process
+            with contextlib.suppress(Exception):
+                self.tracker.end_other_run(run["run_id"], "FAILED", ABANDONED)
+                ended.append(run["run_id"])
+        if ended:
+            log.info("ended %d child run(s) left RUNNING by a dead process", len(ended))
+        return ended
 
     def finish(self, study: optuna.Study, status: str) -> None:
         """Log the study's results on the parent run and close it."""
@@ -67,6 +109,7 @@ class ParentRun:
             return
         error = None
         try:
+            self.end_abandoned_children(study)
             self._log_results(study)
         except Exception as err:  # never lose the sweep over a plot or a table
             error = f"{type(err).__name__}: {err}"
@@ -96,6 +139,17 @@ class ParentRun:
         self.tracker.log_artifact(table, "optuna")
         for path in _plots(study, self.out_dir):
             self.tracker.log_artifact(path, "optuna")
+
+
+def _reopen(tracker: Any, name: str, tags: dict[str, str], run_id: str | None) -> str | None:
+    """``run_id`` set RUNNING again, or None (no id, or the store no longer has that run)."""
+    if not run_id:
+        return None
+    try:
+        return tracker.start(name, {}, tags, resume_run_id=run_id)
+    except Exception as err:  # the tracking store was reset: the caller starts a fresh parent
+        log.warning("cannot reopen parent run %s (%s); starting a new one", run_id, err)
+        return None
 
 
 def best_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -148,7 +202,8 @@ def summary_lines(study: optuna.Study, storage_url: str) -> list[str]:
     trials = study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in TrialState}
     rerun = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    failed = sum(t.state == TrialState.FAIL and t.number not in rerun for t in trials)
+    skipped = {t.number for t in trials if DUPLICATE_ATTR in t.system_attrs}
+    failed = sum(t.state == TrialState.FAIL and t.number not in rerun | skipped for t in trials)
     lines = [
         f"study {study.study_name!r} in {redact(storage_url)}: "
         f"{count[TrialState.COMPLETE]} complete, {count[TrialState.PRUNED]} pruned, "

@@ -1,0 +1,184 @@
+"""``rlbench-train +reproduce=<run id>``: rerun a logged run from its logged config, compare.
+
+A run's ``config.yaml`` artifact is its fully resolved configuration, and its
+``eval/eval_episodes.csv`` artifact holds the return of every final evaluation episode. The
+rerun trains that configuration again (same seed, same budget, same device if available), with
+tracking off so the record is not duplicated and in a checkpoint folder of its own so a run in
+progress is never disturbed, then compares the returns episode by episode, bit for bit.
+
+    rlbench-train +reproduce=9743cab8edc847a183c0ae3bcfd3b72a
+    rlbench-train +reproduce=9743cab8... tracking.uri=http://127.0.0.1:5000
+
+Only ``tracking.*`` (where to read the run), ``device`` and ``hydra.*`` may be given beside it;
+anything else would change what is rerun. Exit code 0 when every return matched, 1 when not.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from rlbench.errors import UserError
+
+CONFIG_ARTIFACT = "config.yaml"
+EPISODES_ARTIFACT = "eval/eval_episodes.csv"
+# keys of a logged config that describe the bookkeeping of the original job, not what it learned
+DROPPED_KEYS = ("trial", "reproduce")
+ALLOWED_OVERRIDES = ("tracking.", "device", "hydra.", "reproduce")
+
+
+@dataclass
+class Reproduction:
+    """The logged and the rerun evaluation of one run."""
+
+    run_id: str
+    seeds: list[int]
+    logged: np.ndarray
+    rerun: np.ndarray
+
+    @property
+    def matched(self) -> bool:
+        """Every episode's return is the same float64, bit for bit."""
+        return self.logged.shape == self.rerun.shape and bool(
+            np.array_equal(self.logged.view(np.uint64), self.rerun.view(np.uint64))
+        )
+
+    @property
+    def score(self) -> float:
+        return float(np.mean(self.rerun))
+
+    def summary(self) -> str:
+        """One line: the verdict, and the first episode that differs."""
+        n = len(self.logged)
+        if self.matched:
+            return (
+                f"reproduced run {self.run_id}: all {n} evaluation returns identical "
+                f"(mean {self.score:.6g})"
+            )
+        if self.logged.shape != self.rerun.shape:
+            detail = f"{len(self.rerun)} episodes rerun, {n} logged"
+        else:
+            i = int(np.flatnonzero(self.logged.view(np.uint64) != self.rerun.view(np.uint64))[0])
+            detail = (
+                f"episode {i} (seed {self.seeds[i]}) returned {float(self.rerun[i])!r}, "
+                f"logged {float(self.logged[i])!r}"
+            )
+        return (
+            f"run {self.run_id} did NOT reproduce: {detail}; mean {self.score:.6g}, logged "
+            f"{float(np.mean(self.logged)):.6g}"
+        )
+
+
+def reproduce(cfg: DictConfig) -> Reproduction:
+    """Rerun the run ``cfg.reproduce`` names (read from ``cfg.tracking``) and compare."""
+    from rlbench.train import train
+
+    run_id = str(cfg.reproduce).strip()
+    _refuse_other_overrides()
+    logged_cfg, seeds, returns = _logged_run(run_id, cfg.tracking)
+    with tempfile.TemporaryDirectory(prefix="rlbench-reproduce-") as tmp:
+        rerun_cfg = _rerun_config(logged_cfg, cfg, Path(tmp))
+        outcome = train(rerun_cfg)
+    if outcome.returns is None:
+        raise UserError(f"the rerun of {run_id} was pruned: it has no final evaluation")
+    return Reproduction(run_id, seeds, returns, np.asarray(outcome.returns, dtype=np.float64))
+
+
+def _refuse_other_overrides() -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    for override in HydraConfig.get().overrides.task:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if not key.startswith(ALLOWED_OVERRIDES):
+            raise UserError(
+                f"+reproduce reruns the logged config as it was: drop {override!r} "
+                "(only tracking.*, device and hydra.* may be given with it)"
+            )
+
+
+def _logged_run(run_id: str, tracking: DictConfig) -> tuple[DictConfig, list[int], np.ndarray]:
+    """The run's logged config, evaluation seeds and returns, read from its MLflow store."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    uri, client = _client(tracking)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise UserError(f"no MLflow run {run_id!r} in {uri}") from None
+        raise UserError(f"cannot read MLflow run {run_id!r} from {uri}: {_first(err)}") from None
+    except OSError as err:  # requests' connection errors derive from OSError
+        raise UserError(f"the MLflow store {uri} is unreachable ({_first(err)})") from None
+    if run.info.status != "FINISHED":
+        raise UserError(f"run {run_id} is {run.info.status}, not FINISHED: nothing to compare")
+    if run.data.tags.get("pruned") == "true":
+        raise UserError(f"run {run_id} was pruned: it has no final evaluation to compare")
+    with tempfile.TemporaryDirectory(prefix="rlbench-logged-") as tmp:
+        try:
+            config_path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
+            episodes_path = client.download_artifacts(run_id, EPISODES_ARTIFACT, tmp)
+        except Exception as err:  # MLflow says "not found" in several ways
+            raise UserError(
+                f"run {run_id} lacks its {CONFIG_ARTIFACT} or {EPISODES_ARTIFACT} artifact "
+                f"(was it logged by rlbench-train?): {_first(err)}"
+            ) from None
+        try:
+            logged_cfg = OmegaConf.load(config_path)
+            # round_trip: the float64 written by to_csv, read back exactly
+            episodes = pd.read_csv(episodes_path, float_precision="round_trip")
+            seeds = [int(s) for s in episodes["seed"]]
+            returns = episodes["return"].to_numpy(dtype=np.float64)
+        except Exception as err:  # a damaged or hand-edited artifact
+            raise UserError(
+                f"run {run_id}: its logged artifacts are unreadable ({_first(err)})"
+            ) from None
+    if not isinstance(logged_cfg, DictConfig) or "algo" not in logged_cfg:
+        raise UserError(f"run {run_id}: {CONFIG_ARTIFACT} is not an rlbench-train config")
+    return logged_cfg, seeds, returns
+
+
+def _client(tracking: DictConfig) -> tuple[str, Any]:
+    """The store ``tracking.uri`` (or ``MLFLOW_TRACKING_URI``) names, which must exist."""
+    import os
+
+    from rlbench.tracking import HTTP_ENV_DEFAULTS, _sqlite_path, check_store, resolve_uri
+
+    uri = resolve_uri(str(tracking.uri) if tracking.get("uri") else None)
+    db = _sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise UserError(f"no MLflow store at {db}: point tracking.uri at the store of the run")
+    check_store(uri)  # a server that does not answer fails in seconds
+    for key, value in HTTP_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.tracking import MlflowClient
+
+    return uri, MlflowClient(tracking_uri=uri)
+
+
+def _rerun_config(logged: DictConfig, current: DictConfig, tmp: Path) -> DictConfig:
+    """The logged config, minus sweep bookkeeping, untracked, checkpointing into ``tmp``."""
+    plain: dict[str, Any] = OmegaConf.to_container(logged, resolve=True)  # type: ignore[assignment]
+    for key in DROPPED_KEYS:
+        plain.pop(key, None)
+    cfg = OmegaConf.create(plain)
+    with open_dict(cfg):
+        cfg.resume = False
+        cfg.tracking.enabled = False
+        cfg.train.checkpoint_dir = str(tmp / "checkpoints")
+        if OmegaConf.select(current, "device") is not None:
+            cfg.device = current.device
+    return cfg
+
+
+def _first(err: BaseException) -> str:
+    text = str(getattr(err, "message", None) or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
