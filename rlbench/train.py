@@ -170,7 +170,7 @@ def train(cfg: DictConfig) -> TrainOutcome:
         from rlbench.agents.device import resolve_device
 
         torch.set_num_threads(int(cfg.train.threads))
-        device = resolve_device(str(cfg.device))
+        device = resolve_device(str(cfg.device), cfg.algo)
 
     venv = divergence.finite_env(build_env(env_id, env_kwargs, cfg.train.num_envs, cfg.seed))
     agent = _build_agent(cfg.algo, venv, int(cfg.seed), device)

@@ -128,7 +128,7 @@ def test_bad_input_is_one_clear_line_and_nonzero_exit(case, mlflow_store, tmp_pa
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(mlflow_store, tmp_path):
     args = [
-        "algo=ppo", "train.total_steps=60000", "train.checkpoint_every=4096",
+        "algo=ppo", "algo.n_steps=128", "train.total_steps=60000", "train.checkpoint_every=4096",
         "train.eval_every=0", "eval.episodes=2", "env.horizon=64", *mlflow_store.overrides(),
     ]  # fmt: skip
     env = os.environ | {"OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}

@@ -40,6 +40,7 @@ from rlbench.errors import UserError
 if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
 
+BINCOUNT_TABLE_FACTOR = 64  # bincount over the whole table when it is this small per batch
 MAX_STATES = 10_000_000  # 10M states x actions x 8 bytes is already hundreds of MB
 
 
@@ -138,7 +139,14 @@ class QLearningAgent(Agent):
         flat = states * self.n_actions + actions
         qflat = self.q.reshape(-1)
         delta = rewards + self.gamma * bootstrap - qflat[flat]
-        # Group equal (state, action) pairs by sorting (cheaper than np.unique for small N).
+        # Copies that visit the same (state, action) in one step share one averaged update.
+        if qflat.size <= BINCOUNT_TABLE_FACTOR * len(flat):  # small table: one pass over it
+            sums = np.bincount(flat, weights=delta, minlength=qflat.size)
+            counts = np.bincount(flat, minlength=qflat.size)
+            qflat += self.lr * sums / np.maximum(counts, 1)
+            self.visited[states] = True
+            return float(np.abs(delta).mean())
+        # large table: group equal pairs by sorting (cheaper than np.unique for small batches)
         order = np.argsort(flat, kind="stable")
         pairs = flat[order]
         new_pair = pairs[1:] != pairs[:-1]
