@@ -296,8 +296,8 @@ def test_trial_overrides_compose_the_trial_and_its_defaults(ppo_trial):
     assert list(cfg.algo.policy_kwargs.net_arch) == [256, 256]
     assert cfg.algo.policy_kwargs.activation_fn == "relu" and "hydra" not in cfg
     defaults = analysis.compose_train_config(analysis.trial_overrides(ppo_trial, params=False))
-    # conf/algo/ppo.yaml: n_steps 128, gamma 0.95, net_arch [64, 64], tanh
-    assert (defaults.algo.n_steps, defaults.algo.gamma) == (128, 0.95)
+    # conf/algo/ppo.yaml: n_steps 256, gamma 0.95, net_arch [64, 64], tanh
+    assert (defaults.algo.n_steps, defaults.algo.gamma) == (256, 0.95)
     assert list(defaults.algo.policy_kwargs.net_arch) == [64, 64]
     assert defaults.algo.policy_kwargs.activation_fn == "tanh"
 

@@ -42,11 +42,15 @@ if NAN_ENV not in gym.registry:
 
 @pytest.mark.slow
 def test_a_nan_loss_stops_the_run_with_one_line(cli, mlflow_store):
-    result = cli(*mlflow_store.overrides(), "algo=ppo", "algo.learning_rate=1e30", "debug=fast")
+    result = cli(
+        *mlflow_store.overrides(), "algo=ppo", "algo.n_steps=128", "algo.learning_rate=1e30",
+        "debug=fast",
+    )  # fmt: skip
     assert result.code == 3, result.err[-2000:]
     (line,) = result.error_lines()
-    # the first report after one rollout of 128 steps x 4 copies
-    assert line.startswith("error: ppo diverged at step 512: its parameters became NaN or inf;")
+    # the first report after one rollout of 128 steps x 4 copies: a NaN loss or NaN weights
+    assert line.startswith("error: ppo diverged at step 512: "), line
+    assert "became NaN or inf;" in line
     assert "lower algo.learning_rate" in line and "Traceback" not in result.err
     (run,) = mlflow_store.runs()
     assert run.info.status == "FAILED"
