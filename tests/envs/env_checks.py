@@ -46,3 +46,15 @@ def episode_signature(env_id: str, seed: int, steps: int, n_actions: int, **kwar
         obs, reward, *_ = env.step(int(rng.integers(n_actions)))
         rows.append(np.r_[obs, reward])
     return np.concatenate(rows)
+
+
+def play(env: gym.Env, actions: list[int]) -> list[tuple[np.ndarray, float, dict]]:
+    """Reset with seed 0, take ``actions``, and return each step's (obs, reward, info);
+    the hand-worked dynamics tests read their numbers from it."""
+    env.reset(seed=0)
+    out = []
+    for a in actions:
+        obs, reward, terminated, _, info = env.step(a)
+        assert not terminated
+        out.append((obs, reward, info))
+    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from env_checks import run_batched_against_singles
+from env_checks import play, run_batched_against_singles
 from gymnasium.utils.env_checker import check_env
 from omegaconf import OmegaConf
 
@@ -23,21 +23,11 @@ CONF = Path(__file__).parents[2] / "conf" / "env" / "autoscaling.yaml"
 HAND = dict(load="steady", base_load=250, capacity=100, price_per_hour=0.6, step_minutes=5)
 
 
-def run(env: AutoscalingEnv, actions: list[int]) -> list[tuple[np.ndarray, float, dict]]:
-    env.reset(seed=0)
-    out = []
-    for a in actions:
-        obs, reward, terminated, _, info = env.step(a)
-        assert not terminated
-        out.append((obs, reward, info))
-    return out
-
-
 def test_queue_carry_over_and_provisioning_delay() -> None:
     env = AutoscalingEnv(
         **HAND, initial_instances=2, provision_delay=2, sla_penalty=0.5, churn_penalty=0.02
     )
-    steps = run(env, [HOLD, ADD, HOLD, HOLD, HOLD, HOLD, HOLD])
+    steps = play(env, [HOLD, ADD, HOLD, HOLD, HOLD, HOLD, HOLD])
     info = [s[2] for s in steps]
     # (running, pending, queue): 250 arrive each step, 100 served per running instance.
     # 1: 2 serve 200 of 250 -> 50 wait.  2: add (pending, due at step 4); 300 -> 100 wait.
@@ -61,14 +51,14 @@ def test_queue_carry_over_and_provisioning_delay() -> None:
 
 def test_zero_provision_delay_serves_at_once() -> None:
     env = AutoscalingEnv(**HAND, initial_instances=2, provision_delay=0)
-    ((_, _, info),) = run(env, [ADD])
+    ((_, _, info),) = play(env, [ADD])
     assert (info["instances"], info["pending"], info["queue"]) == (3, 0, 0)
     assert info["utilisation"] == pytest.approx(250 / 300)
 
 
 def test_remove_takes_a_running_instance_at_once() -> None:
     env = AutoscalingEnv(**HAND, initial_instances=3, churn_penalty=0.01)
-    ((_, reward, info),) = run(env, [REMOVE])
+    ((_, reward, info),) = play(env, [REMOVE])
     assert (info["instances"], info["queue"], info["cost"]) == (2, 50, pytest.approx(0.10))
     assert reward == pytest.approx(-(0.10 + 0.5 * 50 / 1000 + 0.01))
 
@@ -77,7 +67,7 @@ def test_max_bound_counts_pending_instances() -> None:
     env = AutoscalingEnv(
         **HAND, initial_instances=2, max_instances=3, provision_delay=2, invalid_action_penalty=0.3
     )
-    steps = run(env, [ADD, ADD])
+    steps = play(env, [ADD, ADD])
     first, second = steps[0][2], steps[1][2]
     assert (first["pending"], first["invalid_action"]) == (1, 0)
     assert (second["instances"], second["pending"]) == (2, 1)
@@ -87,13 +77,13 @@ def test_max_bound_counts_pending_instances() -> None:
 
 def test_min_bound_is_a_noop() -> None:
     env = AutoscalingEnv(**HAND, initial_instances=2, min_instances=2, churn_penalty=0.01)
-    ((_, _, info),) = run(env, [REMOVE])
+    ((_, _, info),) = play(env, [REMOVE])
     assert (info["instances"], info["invalid_action"], info["churn_reward"]) == (2, 1, 0.0)
 
 
 def test_remove_needs_a_running_instance() -> None:
     env = AutoscalingEnv(**HAND, initial_instances=1, min_instances=0, provision_delay=5)
-    steps = run(env, [REMOVE, ADD, REMOVE])
+    steps = play(env, [REMOVE, ADD, REMOVE])
     info = [s[2] for s in steps]
     assert (info[0]["instances"], info[0]["queue"], info[0]["utilisation"]) == (0, 250, 0.0)
     assert (info[1]["instances"], info[1]["pending"]) == (0, 1)
@@ -104,7 +94,7 @@ def test_overflow_beyond_max_queue_is_dropped() -> None:
     env = AutoscalingEnv(
         **HAND, initial_instances=1, max_queue=120, sla_penalty=0.5, drop_penalty=2.0
     )
-    steps = run(env, [HOLD, HOLD])
+    steps = play(env, [HOLD, HOLD])
     (_, r1, i1), (_, r2, i2) = steps
     # 1: 250 arrive, 100 served, 150 left: 120 wait, 30 dropped.
     assert (i1["queue"], i1["dropped"]) == (120, 30)
@@ -127,7 +117,7 @@ def test_default_cost_is_instance_dollars() -> None:
 def test_reward_scale_scales_every_term() -> None:
     kwargs = dict(load="poisson", noise=0.1, horizon=20)
     a, b = AutoscalingEnv(**kwargs), AutoscalingEnv(**kwargs, reward_scale=10.0)
-    ra, rb = run(a, [ADD, HOLD, REMOVE]), run(b, [ADD, HOLD, REMOVE])
+    ra, rb = play(a, [ADD, HOLD, REMOVE]), play(b, [ADD, HOLD, REMOVE])
     for (_, x, ix), (_, y, iy) in zip(ra, rb, strict=True):
         assert y == pytest.approx(10 * x)
         assert iy["sla_reward"] == pytest.approx(10 * ix["sla_reward"])
@@ -172,7 +162,7 @@ def test_signals_decode_a_batch() -> None:
 
 def test_observation_is_clipped_to_unit_box() -> None:
     env = AutoscalingEnv(load="steady", base_load=9000, initial_instances=2, max_instances=5)
-    obs, *_ = run(env, [HOLD])[0]
+    obs, *_ = play(env, [HOLD])[0]
     assert obs[4] == 1.0  # 9000 arrivals > 5 * 100
     assert obs.min() >= 0 and obs.max() <= 1
 
@@ -186,13 +176,13 @@ def test_fixed_horizon_truncates_never_terminates() -> None:
 
 def test_trace_replay_from_the_bundled_sample() -> None:
     env = AutoscalingEnv(load="TRACE", trace_scale=2.0)
-    ((_, _, info),) = run(env, [HOLD])
+    ((_, _, info),) = play(env, [HOLD])
     assert info["influx"] == 2 * 599  # the sample's first count, scaled
 
 
 def test_info_keys_and_aggregates() -> None:
     env = AutoscalingEnv()
-    ((_, reward, info),) = run(env, [ADD])
+    ((_, reward, info),) = play(env, [ADD])
     contract = {
         "influx", "capacity", "instances", "pending", "queue", "load_pct", "utilisation",
         "cost", "sla_violation", "dropped", "scale_action",
@@ -301,7 +291,7 @@ def test_actions_out_of_range_raise() -> None:
 
 def test_dropped_requests_count_as_sla_violation() -> None:
     env = AutoscalingEnv(**HAND, initial_instances=2, max_queue=0)
-    ((obs, _, info),) = run(env, [HOLD])
+    ((obs, _, info),) = play(env, [HOLD])
     # 200 of 250 served, nothing may wait: 50 dropped, the queue stays empty.
     assert (info["queue"], info["dropped"], info["sla_violation"]) == (0, 50, 1)
     assert obs[3] == 0.0

@@ -9,7 +9,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from env_checks import episode_signature, run_batched_against_singles
+from env_checks import episode_signature, play, run_batched_against_singles
 from gymnasium.utils.env_checker import check_env
 from omegaconf import OmegaConf
 
@@ -22,16 +22,6 @@ DECREASE, KEEP, INCREASE = 0, 1, 2
 CONF = Path(__file__).parents[2] / "conf" / "env" / "scheduler.yaml"
 # A user whose ideal is fixed at 40 minutes; half-weight gap averaging; 30-minute steps.
 FIXED_USER = dict(ideal_low=40.0, ideal_high=40.0, drift=0.0, gap_smoothing=0.5, step_minutes=30.0)
-
-
-def play(env: ScriptSchedulerEnv, actions: list[int]) -> list[tuple[np.ndarray, float, dict]]:
-    env.reset(seed=0)
-    out = []
-    for a in actions:
-        obs, reward, terminated, _, info = env.step(a)
-        assert not terminated
-        out.append((obs, reward, info))
-    return out
 
 
 def test_scheduled_runs_average_gap_and_seed_reward() -> None:
