@@ -28,7 +28,8 @@ import pandas as pd
 
 from rlbench.errors import UserError
 from rlbench.provenance import ALGO_PRESET_TAG
-from rlbench.tracking import DEFAULT_EXPERIMENT, HTTP_ENV_DEFAULTS, check_store, resolve_uri
+from rlbench.tracking import DEFAULT_EXPERIMENT
+from rlbench.tracking_store import HTTP_ENV_DEFAULTS, check_store, resolve_uri
 
 if TYPE_CHECKING:
     import optuna

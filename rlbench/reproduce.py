@@ -149,7 +149,7 @@ def _client(tracking: DictConfig) -> tuple[str, Any]:
     """The store ``tracking.uri`` (or ``MLFLOW_TRACKING_URI``) names, which must exist."""
     import os
 
-    from rlbench.tracking import HTTP_ENV_DEFAULTS, _sqlite_path, check_store, resolve_uri
+    from rlbench.tracking_store import HTTP_ENV_DEFAULTS, _sqlite_path, check_store, resolve_uri
 
     uri = resolve_uri(str(tracking.uri) if tracking.get("uri") else None)
     db = _sqlite_path(uri)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from rlbench import tracking
+from rlbench import tracking, tracking_helper
 from rlbench.errors import UserError
 from rlbench.provenance import git_state
 from rlbench.tracking import flatten_config, make_tracker, mark_stale_runs_failed, run_tags
@@ -324,7 +324,7 @@ def test_git_state_reports_commit_and_dirty_flag(tmp_path):
 
 def test_the_background_helper_records_a_run(mlflow_store, tmp_path):
     tracker = make_tracker(mlflow_store.tracking_cfg())  # background: the default
-    helper = tracking._HELPER
+    helper = tracking_helper._HELPER
     try:
         run_id = tracker.start("bg", {"seed": 5}, {"device": "cpu"})
         for step in (10, 20, 30):

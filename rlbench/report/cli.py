@@ -33,7 +33,7 @@ OmegaConf.register_new_resolver(
 def settings_from(cfg: DictConfig) -> ReportSettings:
     """The :class:`~rlbench.report.build.ReportSettings` of a composed ``report`` config."""
     from rlbench.report.build import ReportSettings
-    from rlbench.tracking import resolve_uri
+    from rlbench.tracking_store import resolve_uri
 
     return ReportSettings(
         experiment=str(cfg.tracking.experiment),

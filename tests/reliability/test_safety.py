@@ -152,7 +152,7 @@ def test_we_start_no_network_server():
     assert hits == []
     # the one process we start is the MLflow helper, spoken to through pipes
     popens = [(p.name, f) for p in SOURCES for f, _, _ in calls(p) if "Popen" in f]
-    assert popens == [("tracking.py", "subprocess.Popen")]
+    assert popens == [("tracking_helper.py", "subprocess.Popen")]
 
 
 @pytest.mark.slow

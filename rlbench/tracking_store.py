@@ -1,0 +1,309 @@
+"""MLflow operations on one tracking store: where it is, whether it can be used, and the writes.
+
+Runs wherever the tracker's work runs: in the helper process (:mod:`rlbench.tracking_helper`)
+or in the job itself (``tracking.background=false``). Keeps MLflow's limits, retries SQLite's
+"database is locked" with backoff, and serialises opening a new SQLite store across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rlbench.errors import UserError
+
+log = logging.getLogger("rlbench.tracking")
+
+DEFAULT_URI = "sqlite:///outputs/mlflow.db"
+STATUSES = ("FINISHED", "FAILED", "KILLED")
+# MLflow's limits (mlflow.utils.validation): it rejects longer values and larger batches
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 8000
+MAX_METRICS_PER_BATCH = 1000
+FLUSH_EVERY_S = 10.0
+TRUNCATED = "...[truncated]"
+# the helper's HTTP client gives up after seconds, not MLflow's default of minutes of retries
+HTTP_ENV_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+HELP = "or tracking.uri=sqlite:///outputs/mlflow.db, or tracking.enabled=false"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
+
+
+# --------------------------------------------------------------------------- store checks
+
+
+def resolve_uri(uri: str | None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``uri``; a relative SQLite path made absolute."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or uri or DEFAULT_URI
+    if uri.startswith("sqlite:///"):
+        path, sep, query = uri.removeprefix("sqlite:///").partition("?")
+        if path and path != ":memory:" and not Path(path).is_absolute():
+            uri = "sqlite:///" + str(Path.cwd() / path) + sep + query
+    return uri
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").partition("?")[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def check_store(uri: str, timeout: float = 3.0) -> None:
+    """Fail in a second, with one line saying what to do, if the store cannot be used."""
+    db = _sqlite_path(uri)
+    if db is not None:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(
+                f"cannot create {db.parent} for the MLflow store tracking.uri={uri} "
+                f"({err.strerror or err}): choose a writable path, {HELP}"
+            ) from None
+        if not os.access(db if db.exists() else db.parent, os.W_OK):
+            raise UserError(f"the MLflow store tracking.uri={uri} is not writable: {HELP}")
+    elif uri.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+        except urllib.error.HTTPError:
+            return  # a server answered
+        except (OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise UserError(
+                f"MLflow tracking server {uri} is unreachable ({reason}): start it "
+                f"(mlflow server --host 127.0.0.1 --port PORT), {HELP}"
+            ) from None
+
+
+def _artifact_uri(location: str | None, tracking_uri: str) -> str | None:
+    """Where a new experiment keeps artifacts: a server decides itself; else a file URI."""
+    if not location or tracking_uri.startswith(("http://", "https://", "databricks")):
+        return None
+    if "://" in location or location.startswith("file:"):
+        return location
+    path = Path(location).expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"cannot create tracking.artifact_location={location} ({err.strerror or err}): "
+            "choose a writable directory, or tracking.enabled=false"
+        ) from None
+    return path.as_uri()
+
+
+# --------------------------------------------------------------------------- MLflow operations
+
+
+def _retry_locked(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn`` retried with backoff while SQLite says "database is locked" (parallel writers)."""
+    delay = 0.05
+    for attempt in range(12):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            if "database is locked" not in str(err) or attempt == 11:
+                raise
+            time.sleep(delay * (1.0 + random.random()))
+            delay = min(2.0 * delay, 2.0)
+    raise AssertionError("unreachable")
+
+
+class _Store:
+    """MLflow operations on one tracking URI through one reused ``MlflowClient``.
+
+    Runs in the helper process (or in-process with ``background=false``); remembers the runs it
+    opened so that they can be ended if their job dies.
+    """
+
+    def __init__(self, uri: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        try:
+            # Opening a new SQLite store runs MLflow's schema migrations (in the client's
+            # constructor, and again for the model registry); two processes doing that at once
+            # (joblib workers of one multirun) collide ("_alembic_tmp_experiments already
+            # exists"), so opening a SQLite store is serialised by a file lock beside it.
+            with _first_open_lock(uri):
+                self.client = MlflowClient(tracking_uri=uri)
+                self.client.search_experiments(max_results=1)
+                self.client.search_registered_models(max_results=1)
+        except Exception as err:  # MLflow's errors, a missing database driver, a refused socket
+            raise UserError(f"cannot open the MLflow store {uri}: {_first_line(err)}") from None
+        self._experiments: dict[str, str] = {}
+        self.open_runs: set[str] = set()
+
+    def prepare(self, experiment: str, artifact_location: str | None) -> str:
+        """The experiment's id, creating it (with its artifact location) if it is new."""
+        if experiment in self._experiments:
+            return self._experiments[experiment]
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = _retry_locked(self.client.get_experiment_by_name, experiment)
+            if found is None:
+                try:
+                    exp_id = _retry_locked(
+                        self.client.create_experiment, experiment, artifact_location
+                    )
+                except MlflowException as err:  # a parallel job created it first
+                    if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                    found = self.client.get_experiment_by_name(experiment)
+            if found is not None:
+                if found.lifecycle_stage == "deleted":
+                    raise UserError(
+                        f"MLflow experiment {experiment!r} in {self.uri} is deleted: restore it "
+                        "(mlflow experiments restore) or choose tracking.experiment=<new name>"
+                    )
+                exp_id = found.experiment_id
+        except UserError:
+            raise
+        except Exception as err:  # MLflow's errors, a missing database driver, a refused socket
+            raise UserError(f"cannot use the MLflow store {self.uri}: {_first_line(err)}") from None
+        self._experiments[experiment] = exp_id
+        return exp_id
+
+    def start_run(
+        self,
+        experiment: str,
+        artifact_location: str | None,
+        run_name: str | None,
+        params: dict[str, str],
+        tags: dict[str, str],
+        resume_run_id: str | None = None,
+    ) -> str:
+        """A new run (or ``resume_run_id`` set RUNNING again) with its params and tags."""
+        from mlflow.exceptions import MlflowException
+
+        params = {k: _clip(v, MAX_PARAM_LENGTH) for k, v in params.items()}
+        if resume_run_id:
+            try:
+                run = _retry_locked(self.client.get_run, resume_run_id)
+            except MlflowException:
+                raise UserError(
+                    f"cannot resume MLflow run {resume_run_id}: not found in {self.uri}"
+                ) from None
+            _retry_locked(self.client.update_run, resume_run_id, "RUNNING")
+            run_id, logged = resume_run_id, run.data.params
+            # MLflow refuses to change a logged param: keep the first values, name the changes
+            changed = sorted(k for k, v in params.items() if k in logged and logged[k] != v)
+            params = {k: v for k, v in params.items() if k not in logged}
+            tags = {**tags, "rlbench.resumed": "true"}
+            if changed:
+                tags["rlbench.params_changed_on_resume"] = ", ".join(changed)
+        else:
+            exp_id = self.prepare(experiment, artifact_location)
+            try:
+                run = _retry_locked(self.client.create_run, exp_id, run_name=run_name)
+            except MlflowException:  # the remembered experiment may have been deleted since
+                self._experiments.pop(experiment, None)
+                exp_id = self.prepare(experiment, artifact_location)
+                run = _retry_locked(self.client.create_run, exp_id, run_name=run_name)
+            run_id = run.info.run_id
+        self.open_runs.add(run_id)
+        self.log_batch(run_id, params=params, tags=tags)
+        return run_id
+
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: list[list[Any]] | None = None,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """Metrics ``[key, value, timestamp_ms, step]``, params and tags in MLflow-sized batches."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        p = [Param(k, _clip(v, MAX_PARAM_LENGTH)) for k, v in (params or {}).items()]
+        t = [RunTag(k, _clip(v, MAX_TAG_LENGTH)) for k, v in (tags or {}).items()]
+        n = MAX_PARAMS_PER_BATCH
+        for i in range(0, max(len(p), len(t)), n):
+            _retry_locked(self.client.log_batch, run_id, params=p[i : i + n], tags=t[i : i + n])
+        m = [Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in metrics or ()]
+        for i in range(0, len(m), MAX_METRICS_PER_BATCH):
+            _retry_locked(self.client.log_batch, run_id, metrics=m[i : i + MAX_METRICS_PER_BATCH])
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None) -> None:
+        if Path(local_path).is_dir():
+            self.client.log_artifacts(run_id, local_path, artifact_path)
+        else:
+            self.client.log_artifact(run_id, local_path, artifact_path)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def end_run(
+        self, run_id: str, status: str, error: str | None, metrics: list[list[Any]] | None = None
+    ) -> None:
+        """Write the last metrics and the error tag, then the final status (always attempted)."""
+        lost: Exception | None = None
+        try:
+            self.log_batch(run_id, metrics=metrics, tags={"error": error} if error else None)
+        except Exception as err:
+            lost = err
+        _retry_locked(self.client.set_terminated, run_id, status)
+        self.open_runs.discard(run_id)
+        if lost is not None:
+            raise RuntimeError(
+                f"run {run_id} ended {status} without its last metrics: {_first_line(lost)}"
+            )
+
+    def running_runs(self, experiment: str, filter_string: str) -> list[dict[str, Any]]:
+        """``{"run_id", "tags"}`` of the experiment's RUNNING runs that match ``filter_string``."""
+        found = _retry_locked(self.client.get_experiment_by_name, experiment)
+        if found is None:
+            return []
+        query = " and ".join(f for f in (filter_string, "attributes.status = 'RUNNING'") if f)
+        runs = _retry_locked(self.client.search_runs, [found.experiment_id], query)
+        return [{"run_id": r.info.run_id, "tags": dict(r.data.tags)} for r in runs]
+
+    def delete_run(self, run_id: str) -> None:
+        """End the run KILLED and move it to MLflow's trash (``mlflow gc`` removes it)."""
+        _retry_locked(self.client.set_terminated, run_id, "KILLED")
+        _retry_locked(self.client.delete_run, run_id)
+        self.open_runs.discard(run_id)
+
+    def end_open_runs(self, status: str, error: str) -> None:
+        """End every run this store opened and nobody ended (their job died)."""
+        for run_id in list(self.open_runs):
+            with contextlib.suppress(Exception):
+                self.end_run(run_id, status, error)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(getattr(err, "message", None) or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+_STORES: dict[str, _Store] = {}
+
+
+def _first_open_lock(uri: str) -> contextlib.AbstractContextManager[Any]:
+    """A lock file beside a SQLite store (``<db>.lock``); nothing for other stores."""
+    path = _sqlite_path(uri)
+    if path is None:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(str(path) + ".lock", timeout=120)
+
+
+def _store_for(uri: str) -> _Store:
+    """One store (client, engine, experiment ids) per URI and process, reused across jobs."""
+    if uri not in _STORES:
+        _STORES[uri] = _Store(uri)
+    return _STORES[uri]
