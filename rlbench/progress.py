@@ -23,7 +23,7 @@ class Progress:
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "log"
         self.mode, self.total, self.desc = mode, max(int(total), 1), desc
-        self._done = int(initial)
+        self._done = self._initial = int(initial)
         self._next_log = self._done + self.total // 10
         self._t0 = time.perf_counter()
         self._bar: Any = None
@@ -39,10 +39,12 @@ class Progress:
             if stats:
                 self._bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()}, refresh=False)
         elif self.mode == "log" and (done >= self._next_log or done >= self.total):
-            rate = done / max(time.perf_counter() - self._t0, 1e-9)
+            elapsed = time.perf_counter() - self._t0
+            # a rate over a few milliseconds (an agent that does not learn) means nothing
+            rate = f"{(done - self._initial) / elapsed:.0f} steps/s" if elapsed > 0.1 else "at once"
             extra = " ".join(f"{k}={v:.4g}" for k, v in stats.items())
             log.info(
-                "%s: %d/%d steps (%.0f%%, %.0f steps/s) %s",
+                "%s: %d/%d steps (%.0f%%, %s) %s",
                 self.desc,
                 done,
                 self.total,

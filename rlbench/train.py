@@ -386,7 +386,8 @@ def app(cfg: DictConfig) -> float:
         sys.exit(cli.exit_code(err))
     pruned = "  (pruned)" if outcome.pruned else ""
     print(
-        f"score: {outcome.score:.6g}  steps: {outcome.steps}  mlflow run: {outcome.run_id}{pruned}"
+        f"score: {outcome.score:.6g}  steps: {outcome.steps}  "
+        f"mlflow run: {outcome.run_id or '(tracking off)'}{pruned}"
     )
     return outcome.score
 
