@@ -28,6 +28,7 @@ from rlbench.analysis import (
     KIND_TAG,
     REPORT_KIND,
     SCORE_METRIC,
+    TRAJECTORY_ARTIFACT,
     load_curves,
     load_runs,
     load_trajectories,
@@ -41,7 +42,6 @@ from rlbench.report.document import Document
 
 log = logging.getLogger("rlbench.report")
 
-TRAJECTORY_ARTIFACT = "eval/trajectory.csv"
 DECISION_COLUMNS = ("step", "influx", "capacity", "instances", "queue")
 # final eval/* aggregates shown in the operations table when the runs logged them
 OPS_METRICS = ("cost", "sla_violation", "utilisation", "dropped", "instances", "queue")
