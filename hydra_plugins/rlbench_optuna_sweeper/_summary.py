@@ -9,7 +9,7 @@ Several processes on one study (parallel workers) share one parent: on a SQLite 
 creation is serialised by a lock file beside the database; on a server storage a process that
 created a parent checks a second later which one the study kept and discards its own if it lost.
 A child run left RUNNING by a process that died with its MLflow helper (power loss, OOM killer)
-is ended FAILED once its trial is no longer running, when a sweep starts and when it ends.
+is ended FAILED once its trial has finished, when a sweep starts and when it ends.
 """
 
 from __future__ import annotations
@@ -82,19 +82,26 @@ class ParentRun:
         return parent
 
     def end_abandoned_children(self, study: optuna.Study) -> list[str]:
-        """End FAILED the child runs left RUNNING whose trial is no longer running."""
+        """End FAILED the child runs left RUNNING whose trial had already finished.
+
+        The trial states are read *before* the runs: a job ends its run and only then is its
+        trial told, so a run still RUNNING after its trial was seen finished was abandoned. Read
+        the other way round, a job in another process could end its run and its trial between
+        the two reads, and a healthy run would be ended FAILED.
+        """
         if self.tracker is None or not self.run_id:
             return []
+        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
         try:
             runs = self.tracker.running_runs(f"tags.`mlflow.parentRunId` = '{self.run_id}'")
         except Exception as err:  # housekeeping must not stop a sweep
             log.warning("could not look for abandoned child runs: %s", err)
             return []
-        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
         ended = []
         for run in runs:
             number = run["tags"].get("rlbench.sweep.trial_number")
-            if number is None or states.get(int(number)) == TrialState.RUNNING:
+            state = states.get(int(number)) if number is not None else None
+            if state is None or not state.is_finished():
                 continue  # its job may be alive in another process
             with contextlib.suppress(Exception):
                 self.tracker.end_other_run(run["run_id"], "FAILED", ABANDONED)

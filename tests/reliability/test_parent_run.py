@@ -75,3 +75,31 @@ def test_children_left_running_are_ended_once_their_trial_is_over(mlflow_store, 
     parent.finish(study, "FINISHED")  # the sweep's end looks again
     assert client.get_run(orphans[alive.number]).info.status == "FAILED"
     assert client.get_run(parent.run_id).info.status == "FINISHED"
+
+
+def test_a_child_that_ends_while_another_worker_looks_is_not_failed(
+    mlflow_store, tmp_path, monkeypatch
+):
+    """Parallel workers: while one looks for abandoned children, a job in another process ends
+    its run and then its trial. The run was RUNNING when listed and its trial is COMPLETE a moment
+    later; it must stay FINISHED (CI once saw such a healthy child ended FAILED)."""
+    study = optuna.create_study(study_name="s")
+    trial = study.ask()
+    parent = ParentRun.start(sweep_config(mlflow_store, tmp_path), study, {}, "")
+    child = make_tracker(mlflow_store.tracking_cfg(background=False))
+    run_id = child.start(
+        "child", {}, {"rlbench.sweep.trial_number": str(trial.number)},
+        parent_run_id=parent.run_id,
+    )  # fmt: skip
+    listed = parent.tracker.running_runs
+
+    def listed_then_the_job_ends(filter_string=""):
+        runs = listed(filter_string)  # the run is RUNNING as the query reads it ...
+        child.end("FINISHED")  # ... then the job in the other process ends it,
+        study.tell(trial, 1.0)  # and its sweeper tells the trial
+        return runs
+
+    monkeypatch.setattr(parent.tracker, "running_runs", listed_then_the_job_ends)
+    assert parent.end_abandoned_children(study) == []
+    assert mlflow_store.client().get_run(run_id).info.status == "FINISHED"
+    parent.tracker.end("FINISHED")
