@@ -132,8 +132,8 @@ def _logged_run(run_id: str, tracking: DictConfig) -> tuple[DictConfig, list[int
             ) from None
         try:
             logged_cfg = OmegaConf.load(config_path)
-            # round_trip: the float64 written by to_csv, read back exactly
-            episodes = pd.read_csv(episodes_path, float_precision="round_trip")
+            # pandas 3 reads back exactly the float64 that to_csv wrote (round trip)
+            episodes = pd.read_csv(episodes_path)
             seeds = [int(s) for s in episodes["seed"]]
             returns = episodes["return"].to_numpy(dtype=np.float64)
         except Exception as err:  # a damaged or hand-edited artifact
