@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rlbench.provenance import run_tags
+from rlbench.redaction import mask_passwords, mask_values
 from rlbench.tracking_helper import _HelperTransport, _LocalTransport, stop_helper
 from rlbench.tracking_store import (  # re-exported: callers read stores through this module
     FLUSH_EVERY_S,
@@ -223,7 +224,7 @@ class MlflowTracker(Tracker):
     ) -> str:
         if self._open:
             raise RuntimeError(f"MLflow run {self.run_id} is still open: end() it first")
-        tags = {str(k): str(v) for k, v in tags.items()}
+        tags = mask_values(tags)
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         self.run_id = self._transport.call(
@@ -231,7 +232,7 @@ class MlflowTracker(Tracker):
             experiment=self._experiment,
             artifact_location=self._artifact_location,
             run_name=run_name or self._default_name,
-            params={check_name(str(k)): format_value(v) for k, v in params.items()},
+            params={check_name(str(k)): mask_passwords(format_value(v)) for k, v in params.items()},
             tags=tags,
             resume_run_id=resume_run_id,
         )
@@ -278,8 +279,7 @@ class MlflowTracker(Tracker):
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._check_open()
-        tags = {str(k): str(v) for k, v in tags.items()}
-        self._transport.cast("log_batch", run_id=self.run_id, tags=tags)
+        self._transport.cast("log_batch", run_id=self.run_id, tags=mask_values(tags))
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         if status not in STATUSES:
@@ -291,7 +291,7 @@ class MlflowTracker(Tracker):
         batch, self._buffer = self._buffer, []
         try:
             self._transport.call(
-                "end_run", run_id=self.run_id, status=status, error=error, metrics=batch
+                "end_run", run_id=self.run_id, status=status, error=_masked(error), metrics=batch
             )
         except Exception as err:  # called from `finally`: must not hide the job's own error
             log.error("could not end MLflow run %s as %s: %s", self.run_id, status, err)
@@ -312,7 +312,11 @@ class MlflowTracker(Tracker):
     def end_other_run(self, run_id: str, status: str, error: str | None = None) -> None:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
-        self._transport.call("end_run", run_id=run_id, status=status, error=error)
+        self._transport.call("end_run", run_id=run_id, status=status, error=_masked(error))
+
+
+def _masked(error: str | None) -> str | None:
+    return None if error is None else mask_passwords(error)
 
 
 _AT_EXIT_REGISTERED = False

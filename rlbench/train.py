@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlbench import cli, divergence
 from rlbench.errors import UserError
+from rlbench.redaction import mask_passwords
 
 log = logging.getLogger("rlbench.train")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -290,7 +291,8 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
         shutil.copyfile(ckpt.best, out_dir / f"best_model{agent.file_suffix}")
         tracker.log_artifact(out_dir / f"best_model{agent.file_suffix}", "model")
     config_path = out_dir / "config.yaml"
-    config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    # storage and server passwords stay out of the artifact the team reads
+    config_path.write_text(mask_passwords(OmegaConf.to_yaml(cfg, resolve=True)))
     tracker.log_artifact(config_path)
 
     if pruned:

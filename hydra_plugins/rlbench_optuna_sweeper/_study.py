@@ -25,6 +25,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from rlbench.redaction import mask_passwords
 from rlbench.trial import engine_kwargs
 
 from ._space import SweepError
@@ -44,12 +45,7 @@ SAMPLERS = {
 
 def redact(url: str) -> str:
     """The storage URL with any password masked, for messages and tags."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
+    return mask_passwords(url)
 
 
 def open_storage(

@@ -1,0 +1,60 @@
+"""Passwords in storage or server URLs never reach MLflow, where the whole team reads runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_train import artifact_paths, rlbench_train
+
+from rlbench.redaction import mask_passwords
+from rlbench.tracking import make_tracker
+
+SECRET_URL = "postgresql+psycopg2://alice:s3cr%40t@db.example.org:5432/optuna"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (SECRET_URL, "postgresql+psycopg2://alice:***@db.example.org:5432/optuna"),
+        ("++trial.storage='mysql://root:pw@127.0.0.1/x' seed=3",
+         "++trial.storage='mysql://root:***@127.0.0.1/x' seed=3"),
+        ("a http://u:p@h:5000 and https://v:q@k/", "a http://u:***@h:5000 and https://v:***@k/"),
+        ("sqlite:///outputs/optuna.db", "sqlite:///outputs/optuna.db"),  # nothing to hide
+        ("http://127.0.0.1:5000/path@x", "http://127.0.0.1:5000/path@x"),  # a port, not a password
+        ("https://user@host/x", "https://user@host/x"),  # a user without a password
+    ],
+)  # fmt: skip
+def test_mask_passwords(text, expected):
+    assert mask_passwords(text) == expected
+
+
+def test_the_tracker_masks_params_tags_and_errors(mlflow_store):
+    tracker = make_tracker(mlflow_store.tracking_cfg(background=False))
+    run_id = tracker.start(
+        "job", params={"trial.storage": SECRET_URL}, tags={"hydra.overrides": f"x={SECRET_URL}"}
+    )
+    tracker.set_tags({"later": SECRET_URL})
+    tracker.end("FAILED", f"OperationalError: cannot connect to {SECRET_URL}")
+    run = mlflow_store.client().get_run(run_id)
+    recorded = [*run.data.params.values(), *run.data.tags.values()]
+    assert not [v for v in recorded if "s3cr" in v], recorded
+    assert run.data.params["trial.storage"] == mask_passwords(SECRET_URL)
+    assert run.data.tags["error"].endswith(mask_passwords(SECRET_URL))
+
+
+@pytest.mark.slow
+def test_a_training_run_records_no_password(mlflow_store, tmp_path):
+    proc = rlbench_train(
+        "algo=threshold", "debug=fast", f"+tracking.tags.source={SECRET_URL}",
+        *mlflow_store.overrides(), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = mlflow_store.runs()
+    recorded = {**run.data.params, **run.data.tags}
+    assert {k: v for k, v in recorded.items() if "s3cr" in v} == {}
+    assert run.data.tags["source"] == mask_passwords(SECRET_URL)  # masked, not dropped
+    client = mlflow_store.client()
+    assert "config.yaml" in artifact_paths(client, run.info.run_id)
+    config = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
+    assert "s3cr" not in config.read_text() and "alice:***@" in config.read_text()
