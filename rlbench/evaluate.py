@@ -102,33 +102,35 @@ def evaluate(
     if seeds != list(range(seeds[0], seeds[0] + n)):
         raise ValueError("evaluation seeds must be consecutive")
     venv = make_vec(env_id, n, seed=seeds[0], **dict(env_kwargs))
-    how = dict(getattr(getattr(venv, "core", None), "info_aggregates", {}))
-    obs = venv.reset()
-    alive = np.ones(n, dtype=bool)
-    returns = np.zeros(n)
-    lengths = np.zeros(n, dtype=np.int64)
-    sums = {k: np.zeros(n) for k in how}
-    trajectory: dict[str, list[float]] = {"step": [], "action": [], "reward": []}
-    for _ in range(max_steps):
-        actions = np.asarray(policy.predict(obs, deterministic=deterministic)).reshape(n)
-        obs, rewards, dones, _ = venv.step(actions)
-        info = getattr(venv, "last_info", {})
-        returns += np.where(alive, rewards, 0.0)
-        lengths += alive
-        for key in how:
-            sums[key] += np.where(alive, info[key], 0.0)
-        if alive[0]:
-            trajectory["step"].append(int(lengths[0]))
-            trajectory["action"].append(int(actions[0]))
-            trajectory["reward"].append(float(rewards[0]))
-            for key, values in info.items():
-                trajectory.setdefault(key, []).append(float(values[0]))
-        alive &= ~dones
-        if not alive.any():
-            break
-    else:
-        raise RuntimeError(f"evaluation did not finish within max_steps={max_steps}")
-    venv.close()
+    try:  # closed even when the policy raises (a diverged network, Ctrl-C)
+        how = dict(getattr(getattr(venv, "core", None), "info_aggregates", {}))
+        obs = venv.reset()
+        alive = np.ones(n, dtype=bool)
+        returns = np.zeros(n)
+        lengths = np.zeros(n, dtype=np.int64)
+        sums = {k: np.zeros(n) for k in how}
+        trajectory: dict[str, list[float]] = {"step": [], "action": [], "reward": []}
+        for _ in range(max_steps):
+            actions = np.asarray(policy.predict(obs, deterministic=deterministic)).reshape(n)
+            obs, rewards, dones, _ = venv.step(actions)
+            info = getattr(venv, "last_info", {})
+            returns += np.where(alive, rewards, 0.0)
+            lengths += alive
+            for key in how:
+                sums[key] += np.where(alive, info[key], 0.0)
+            if alive[0]:
+                trajectory["step"].append(int(lengths[0]))
+                trajectory["action"].append(int(actions[0]))
+                trajectory["reward"].append(float(rewards[0]))
+                for key, values in info.items():
+                    trajectory.setdefault(key, []).append(float(values[0]))
+            alive &= ~dones
+            if not alive.any():
+                break
+        else:
+            raise RuntimeError(f"evaluation did not finish within max_steps={max_steps}")
+    finally:
+        venv.close()
     per_episode = {
         k: (sums[k] / np.maximum(lengths, 1) if mode == "mean" else sums[k])
         for k, mode in how.items()
