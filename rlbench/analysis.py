@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from rlbench.errors import UserError
-from rlbench.provenance import ALGO_PRESET_TAG
+from rlbench.provenance import ALGO_PRESET_TAG, RUN_KEY_TAG
 from rlbench.tracking import DEFAULT_EXPERIMENT
 from rlbench.tracking_store import HTTP_ENV_DEFAULTS, check_store, resolve_uri
 
@@ -40,7 +40,6 @@ DEFAULT_STORAGE = "sqlite:///outputs/optuna.db"
 SCORE_METRIC = "eval/mean_return"
 KIND_TAG = "rlbench.kind"
 REPORT_KIND = "report"
-RUN_KEY_TAG = "rlbench.run_key"
 SWEEP_STUDY_TAG = "rlbench.sweep.study"  # set on a sweep's parent run and on each trial's run
 TRAJECTORY_ARTIFACT = "eval/trajectory.csv"
 FIXED_OVERRIDES_ATTR = "fixed_overrides"  # trial user attribute: the sweep's non-searched overrides

@@ -20,6 +20,8 @@ from typing import Any
 
 # distribution name -> tag suffix; the libraries whose versions change results
 ALGO_PRESET_TAG = "rlbench.algo_preset"
+CODE_TAG = "rlbench.code"  # see code_version()
+RUN_KEY_TAG = "rlbench.run_key"  # the configuration's hash: see rlbench.checkpoints.run_key
 PACKAGES: dict[str, str] = {
     "torch": "torch",
     "stable-baselines3": "sb3",
@@ -64,6 +66,23 @@ def git_state(repo: str | Path | None = None) -> tuple[str, str]:
     if changes is None:
         return commit, "unknown"
     return commit, "true" if changes else "false"
+
+
+def code_version(commit: str | None = None, dirty: str | None = None) -> str | None:
+    """One string for the code that makes a run, or None when it cannot be named.
+
+    The commit of a clean checkout; ``rlbench==<version>`` for an installed package outside git;
+    None for a checkout with uncommitted changes (two runs of it may have run different code).
+    ``resume=true`` reuses a finished run only when its code has the same name as ours.
+    """
+    if commit is None or dirty is None:
+        commit, dirty = git_state()
+    if commit == "unknown":
+        try:
+            return f"rlbench=={metadata.version('rlbench')}"
+        except metadata.PackageNotFoundError:
+            return None
+    return commit if dirty == "false" else None
 
 
 @cache
@@ -120,6 +139,9 @@ def run_tags(cfg: Any, device: str) -> dict[str, str]:
 
     commit, dirty = git_state()
     tags = {"git.commit": commit, "git.dirty": dirty, "host": hostname(), "device": str(device)}
+    code = code_version(commit, dirty)
+    if code is not None:
+        tags[CODE_TAG] = code
     tags |= {f"version.{name}": version for name, version in package_versions().items()}
     seed = cfg.get("seed")
     if seed is not None:

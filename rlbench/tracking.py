@@ -159,7 +159,13 @@ class Tracker:
         """Close the run and move it to MLflow's trash (a duplicate nobody should see)."""
 
     def running_runs(self, filter_string: str = "") -> list[dict[str, Any]]:
-        """``{"run_id", "tags"}`` of this experiment's RUNNING runs matching ``filter_string``."""
+        """``{"run_id", "tags", "metrics"}`` of this experiment's RUNNING runs matching
+        ``filter_string``."""
+        return self.find_runs(filter_string, "RUNNING")
+
+    def find_runs(self, filter_string: str = "", status: str = "FINISHED") -> list[dict[str, Any]]:
+        """``{"run_id", "tags", "metrics"}`` of this experiment's runs in ``status`` matching
+        ``filter_string`` (an MLflow search filter), newest first."""
         return []
 
     def end_other_run(self, run_id: str, status: str, error: str | None = None) -> None:
@@ -304,9 +310,9 @@ class MlflowTracker(Tracker):
         self._buffer = []
         self._transport.call("delete_run", run_id=self.run_id)
 
-    def running_runs(self, filter_string: str = "") -> list[dict[str, Any]]:
+    def find_runs(self, filter_string: str = "", status: str = "FINISHED") -> list[dict[str, Any]]:
         return self._transport.call(
-            "running_runs", experiment=self._experiment, filter_string=filter_string
+            "find_runs", experiment=self._experiment, filter_string=filter_string, status=status
         )
 
     def end_other_run(self, run_id: str, status: str, error: str | None = None) -> None:

@@ -28,7 +28,7 @@ log = logging.getLogger("rlbench.tracking")
 
 # operations a tracker sends; the helper runs nothing else
 _OPS = (
-    "prepare", "start_run", "log_batch", "log_artifact", "log_text", "end_run", "running_runs",
+    "prepare", "start_run", "log_batch", "log_artifact", "log_text", "end_run", "find_runs",
     "delete_run",
 )  # fmt: skip
 

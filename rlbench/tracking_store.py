@@ -262,14 +262,20 @@ class _Store:
                 f"run {run_id} ended {status} without its last metrics: {_first_line(lost)}"
             )
 
-    def running_runs(self, experiment: str, filter_string: str) -> list[dict[str, Any]]:
-        """``{"run_id", "tags"}`` of the experiment's RUNNING runs that match ``filter_string``."""
+    def find_runs(
+        self, experiment: str, filter_string: str, status: str = "RUNNING"
+    ) -> list[dict[str, Any]]:
+        """``{"run_id", "tags", "metrics"}`` of the experiment's runs in ``status`` that match
+        ``filter_string``, newest first."""
         found = _retry_locked(self.client.get_experiment_by_name, experiment)
         if found is None:
             return []
-        query = " and ".join(f for f in (filter_string, "attributes.status = 'RUNNING'") if f)
+        query = " and ".join(f for f in (filter_string, f"attributes.status = '{status}'") if f)
         runs = _retry_locked(self.client.search_runs, [found.experiment_id], query)
-        return [{"run_id": r.info.run_id, "tags": dict(r.data.tags)} for r in runs]
+        return [
+            {"run_id": r.info.run_id, "tags": dict(r.data.tags), "metrics": dict(r.data.metrics)}
+            for r in runs
+        ]
 
     def delete_run(self, run_id: str) -> None:
         """End the run KILLED and move it to MLflow's trash (``mlflow gc`` removes it)."""

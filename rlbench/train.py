@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlbench import cli, divergence
 from rlbench.errors import UserError
+from rlbench.provenance import CODE_TAG, RUN_KEY_TAG, code_version
 from rlbench.redaction import mask_passwords
 
 log = logging.getLogger("rlbench.train")
@@ -45,6 +46,7 @@ class TrainOutcome:
     steps: int
     pruned: bool = False
     returns: list[float] | None = None  # per-episode final evaluation returns (None if pruned)
+    reused: bool = False  # resume=true found this configuration finished: nothing was trained
 
 
 def env_spec(env_cfg: DictConfig) -> tuple[str, dict[str, Any]]:
@@ -162,6 +164,12 @@ def train(cfg: DictConfig) -> TrainOutcome:
     from rlbench.checkpoints import CheckpointDir, run_key
     from rlbench.trial import TrialContext
 
+    flat = flatten_config(cfg)
+    trial = TrialContext.from_cfg(cfg)
+    if cfg.resume and trial is None:  # a rerun grid skips the jobs that finished
+        done = _finished_before(tracker, run_key(flat))
+        if done is not None:
+            return done
     env_id, env_kwargs = env_spec(cfg.env)
     algo_name = str(cfg.algo.name)
     device = "cpu"
@@ -175,7 +183,6 @@ def train(cfg: DictConfig) -> TrainOutcome:
 
     venv = divergence.finite_env(build_env(env_id, env_kwargs, cfg.train.num_envs, cfg.seed))
     agent = _build_agent(cfg.algo, venv, int(cfg.seed), device)
-    flat = flatten_config(cfg)
     ckpt = CheckpointDir(cfg.train.checkpoint_dir, run_key(flat), agent.file_suffix)
     state = ckpt.read_state() if cfg.resume else None
     if state is not None:
@@ -184,8 +191,7 @@ def train(cfg: DictConfig) -> TrainOutcome:
     elif cfg.resume:
         log.info("resume=true: no checkpoint in %s, starting from step 0", ckpt.path)
 
-    trial = TrialContext.from_cfg(cfg)
-    tags = run_tags(cfg, device) | {"rlbench.run_key": ckpt.path.name}
+    tags = run_tags(cfg, device) | {RUN_KEY_TAG: ckpt.path.name}
     tags |= {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
     if trial is not None:
         tags |= trial.mlflow_tags()
@@ -313,6 +319,32 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
     return result.mean_return, False, [float(r) for r in result.returns]
 
 
+def _finished_before(tracker, key: str) -> TrainOutcome | None:
+    """``resume=true``: the newest FINISHED, unpruned run of this configuration (same run key)
+    made by the same code (same ``rlbench.code`` tag), or None: then the job trains.
+
+    This is what makes a killed grid (``experiment=benchmark``) resumable: rerun it with
+    ``resume=true`` and only the jobs that did not finish train. Uncommitted changes in the
+    checkout never match, so edited code is always trained afresh.
+    """
+    code = code_version()
+    if code is None:
+        log.info("resume=true: uncommitted changes in the checkout, so no finished run is reused")
+        return None
+    query = f"tags.`{RUN_KEY_TAG}` = '{key}' and tags.`{CODE_TAG}` = '{code}'"
+    for run in tracker.find_runs(query, status="FINISHED"):
+        score = run["metrics"].get("eval/mean_return")
+        if score is None or run["tags"].get("pruned") == "true":
+            continue
+        log.info(
+            "resume=true: this configuration already finished as run %s with this code; "
+            "not trained again (resume=false trains it anew)", run["run_id"],
+        )  # fmt: skip
+        steps = int(run["metrics"].get("train/total_steps", 0))
+        return TrainOutcome(float(score), run["run_id"], steps, reused=True)
+    return None
+
+
 def _next_mark(steps: int, every: int) -> int:
     return (steps // every + 1) * every if every else sys.maxsize
 
@@ -386,10 +418,10 @@ def app(cfg: DictConfig) -> float:
             raise  # a sweep records the failed job and goes on
         print(f"error: {err}", file=sys.stderr)
         sys.exit(cli.exit_code(err))
-    pruned = "  (pruned)" if outcome.pruned else ""
+    note = "  (pruned)" if outcome.pruned else "  (finished before)" if outcome.reused else ""
     print(
         f"score: {outcome.score:.6g}  steps: {outcome.steps}  "
-        f"mlflow run: {outcome.run_id or '(tracking off)'}{pruned}"
+        f"mlflow run: {outcome.run_id or '(tracking off)'}{note}"
     )
     return outcome.score
 

@@ -1,0 +1,87 @@
+"""``resume=true`` on a configuration that already finished: reuse the run, train nothing.
+
+A killed grid (``experiment=benchmark``, 180 jobs) is rerun with ``resume=true``: the jobs that
+finished are not trained again, the interrupted one continues from its checkpoint. A finished run
+is reused only when the code that made it is the code that runs now (same clean commit).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rlbench import provenance
+from rlbench.provenance import CODE_TAG, RUN_KEY_TAG
+
+COMMIT = "c0ffee" * 6 + "c0fe"
+
+
+def compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from rlbench.train import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.fixture
+def job(mlflow_store, tmp_path, monkeypatch):
+    """Run one threshold job in-process against the test store; ``git`` sets the checkout."""
+    from rlbench.train import train
+
+    monkeypatch.chdir(tmp_path)
+    checkout = {"commit": COMMIT, "dirty": "false"}
+    monkeypatch.setattr(provenance, "git_state", lambda repo=None: tuple(checkout.values()))
+
+    def run(*overrides: str, **git: str):
+        checkout.update(git)
+        cfg = compose(
+            "algo=threshold", "debug=fast", f"train.checkpoint_dir={tmp_path}/ck",
+            *(f"tracking.{k}={v}" for k, v in mlflow_store.tracking_cfg().items() if v),
+            *overrides,
+        )  # fmt: skip
+        return train(cfg)
+
+    return run
+
+
+def test_a_finished_configuration_is_reused_not_retrained(job, mlflow_store):
+    first = job("seed=1")
+    again = job("seed=1", "resume=true")
+    assert again.reused and not first.reused
+    assert (again.run_id, again.score, again.steps) == (first.run_id, first.score, first.steps)
+    (run,) = mlflow_store.runs()
+    assert run.data.tags[CODE_TAG] == COMMIT and RUN_KEY_TAG in run.data.tags
+
+
+def test_without_resume_the_configuration_trains_again(job, mlflow_store):
+    job("seed=1")
+    assert not job("seed=1").reused
+    assert len(mlflow_store.runs()) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"commit": "d" * 40}, "another commit made the finished run"),
+        ({"dirty": "true"}, "the checkout has uncommitted changes"),
+    ],
+)
+def test_other_code_is_trained_afresh(job, mlflow_store, change, why):
+    job("seed=1")
+    assert not job("seed=1", "resume=true", **change).reused, why
+    assert len(mlflow_store.runs()) == 2
+
+
+def test_another_configuration_is_trained(job, mlflow_store):
+    job("seed=1")
+    assert not job("seed=2", "resume=true").reused
+    assert not job("seed=1", "algo.lower=30", "resume=true").reused
+    assert len(mlflow_store.runs()) == 3
+
+
+def test_a_failed_run_is_not_reused(job, mlflow_store):
+    job("seed=1")
+    (run,) = mlflow_store.runs()
+    mlflow_store.client().set_terminated(run.info.run_id, "FAILED")
+    assert not job("seed=1", "resume=true").reused
