@@ -336,10 +336,7 @@ def _finished_before(tracker, key: str) -> TrainOutcome | None:
         score = run["metrics"].get("eval/mean_return")
         if score is None or run["tags"].get("pruned") == "true":
             continue
-        log.info(
-            "resume=true: this configuration already finished as run %s with this code; "
-            "not trained again (resume=false trains it anew)", run["run_id"],
-        )  # fmt: skip
+        log.info("resume=true: finished before as run %s (same config and commit)", run["run_id"])
         steps = int(run["metrics"].get("train/total_steps", 0))
         return TrainOutcome(float(score), run["run_id"], steps, reused=True)
     return None

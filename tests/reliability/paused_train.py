@@ -11,7 +11,10 @@ until it is killed. Moments:
 * ``parent``: while the sweep's summary is written to its MLflow parent run (after its first
   artifact).
 
-Without ``RLBENCH_TEST_PAUSE`` this is exactly ``rlbench-train``: the patches only wrap.
+``RLBENCH_TEST_COMMIT=<sha>`` makes the process see a clean checkout at ``<sha>`` (what
+``resume=true`` compares), whatever state the developer's checkout is in.
+
+Without these variables this is exactly ``rlbench-train``: the patches only wrap.
 """
 
 from __future__ import annotations
@@ -71,6 +74,11 @@ def _install(moment: str, nth: int) -> None:
 
 
 if __name__ == "__main__":
+    commit = os.environ.get("RLBENCH_TEST_COMMIT")
+    if commit:
+        from rlbench import provenance
+
+        provenance.git_state = lambda repo=None: (commit, "false")
     spec = os.environ.get("RLBENCH_TEST_PAUSE")
     if spec:
         moment, _, nth = spec.partition(":")

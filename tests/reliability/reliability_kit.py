@@ -52,12 +52,12 @@ def children_of(pid: int) -> list[int]:
 
 
 def start_paused(
-    cwd: Path, args: list[str], moment: str, logs: Path
+    cwd: Path, args: list[str], moment: str, logs: Path, **env_extra: str
 ) -> tuple[subprocess.Popen, Path]:
     """``rlbench-train *args`` that stops at ``moment`` (see ``paused_train.py``); its marker."""
     marker = cwd / f"paused-{moment.replace(':', '-')}"
     marker.unlink(missing_ok=True)
-    env = child_env(RLBENCH_TEST_PAUSE=moment, RLBENCH_TEST_PAUSE_MARKER=str(marker))
+    env = child_env(RLBENCH_TEST_PAUSE=moment, RLBENCH_TEST_PAUSE_MARKER=str(marker), **env_extra)
     with open(logs, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, str(PAUSED_TRAIN), *args],
