@@ -262,9 +262,7 @@ class _Store:
                 f"run {run_id} ended {status} without its last metrics: {_first_line(lost)}"
             )
 
-    def find_runs(
-        self, experiment: str, filter_string: str, status: str = "RUNNING"
-    ) -> list[dict[str, Any]]:
+    def find_runs(self, experiment: str, filter_string: str, status: str) -> list[dict[str, Any]]:
         """``{"run_id", "tags", "metrics"}`` of the experiment's runs in ``status`` that match
         ``filter_string``, newest first."""
         found = _retry_locked(self.client.get_experiment_by_name, experiment)

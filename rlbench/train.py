@@ -188,8 +188,11 @@ def train(cfg: DictConfig) -> TrainOutcome:
     if state is not None:
         agent = _resume_agent(ckpt, state, algo_name, venv, device)
         log.info("resuming from %s at step %d", ckpt.last, agent.num_steps)
-    elif cfg.resume:
-        log.info("resume=true: no checkpoint in %s, starting from step 0", ckpt.path)
+    elif cfg.resume:  # said once per job of a grid would drown the scores: debug there
+        log.log(
+            logging.DEBUG if _in_multirun() else logging.INFO,
+            "resume=true: no checkpoint in %s, starting from step 0", ckpt.path,
+        )  # fmt: skip
 
     tags = run_tags(cfg, device) | {RUN_KEY_TAG: ckpt.path.name}
     tags |= {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
