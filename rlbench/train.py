@@ -16,6 +16,7 @@ sweep the trial ends FAILED and the sweep goes on.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -31,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlbench import cli, divergence
 from rlbench.errors import UserError
-from rlbench.provenance import CODE_TAG, RUN_KEY_TAG, code_version
+from rlbench.provenance import CODE_TAG, RUN_KEY_TAG, code_version, package_versions
 from rlbench.redaction import mask_passwords
 
 log = logging.getLogger("rlbench.train")
@@ -324,7 +325,8 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
 
 def _finished_before(tracker, key: str) -> TrainOutcome | None:
     """``resume=true``: the newest FINISHED, unpruned run of this configuration (same run key)
-    made by the same code (same ``rlbench.code`` tag), or None: then the job trains.
+    made by the same code and libraries (same ``rlbench.code`` and ``version.*`` tags), or None:
+    then the job trains.
 
     This is what makes a killed grid (``experiment=benchmark``) resumable: rerun it with
     ``resume=true`` and only the jobs that did not finish train. Uncommitted changes in the
@@ -332,17 +334,25 @@ def _finished_before(tracker, key: str) -> TrainOutcome | None:
     """
     code = code_version()
     if code is None:
-        log.info("resume=true: uncommitted changes in the checkout, so no finished run is reused")
+        _say_once("resume=true: the checkout has uncommitted changes: finished runs are not reused")
         return None
-    query = f"tags.`{RUN_KEY_TAG}` = '{key}' and tags.`{CODE_TAG}` = '{code}'"
+    same = {RUN_KEY_TAG: key, CODE_TAG: code}
+    same |= {f"version.{name}": version for name, version in package_versions().items()}
+    query = " and ".join(f"tags.`{tag}` = '{value}'" for tag, value in same.items())
     for run in tracker.find_runs(query, status="FINISHED"):
         score = run["metrics"].get("eval/mean_return")
         if score is None or run["tags"].get("pruned") == "true":
             continue
-        log.info("resume=true: finished before as run %s (same config and commit)", run["run_id"])
+        log.info("resume=true: finished before as run %s (same config and code)", run["run_id"])
         steps = int(run["metrics"].get("train/total_steps", 0))
         return TrainOutcome(float(score), run["run_id"], steps, reused=True)
     return None
+
+
+@functools.cache
+def _say_once(message: str) -> None:
+    """Log ``message`` once per process (not once per job of a grid)."""
+    log.info(message)
 
 
 def _next_mark(steps: int, every: int) -> int:
