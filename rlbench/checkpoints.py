@@ -36,6 +36,7 @@ class CheckpointDir:
     def __init__(self, root: str | Path, key: str, suffix: str) -> None:
         self.path = Path(root) / key
         self.suffix = suffix
+        self.stamp: dict[str, Any] = {}  # written into every state (e.g. the code that trained)
 
     @property
     def last(self) -> Path:
@@ -67,7 +68,7 @@ class CheckpointDir:
     def write_state(self, state: Mapping[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.path / ".state.json.tmp"
-        tmp.write_text(json.dumps(dict(state), indent=2))
+        tmp.write_text(json.dumps(dict(state) | self.stamp, indent=2))
         os.replace(tmp, self.path / "state.json")
 
     def remove(self) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 # distribution name -> tag suffix; the libraries whose versions change results
 ALGO_PRESET_TAG = "rlbench.algo_preset"
 CODE_TAG = "rlbench.code"  # see code_version()
+MIXED_CODE = "mixed"  # CODE_TAG of a run resumed under other code or libraries: never reused
 RUN_KEY_TAG = "rlbench.run_key"  # the configuration's hash: see rlbench.checkpoints.run_key
 PACKAGES: dict[str, str] = {
     "torch": "torch",

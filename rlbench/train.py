@@ -32,7 +32,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlbench import cli, divergence
 from rlbench.errors import UserError
-from rlbench.provenance import CODE_TAG, RUN_KEY_TAG, code_version, package_versions
+from rlbench.provenance import (
+    CODE_TAG,
+    MIXED_CODE,
+    RUN_KEY_TAG,
+    code_version,
+    package_versions,
+)
 from rlbench.redaction import mask_passwords
 
 log = logging.getLogger("rlbench.train")
@@ -168,7 +174,8 @@ def train(cfg: DictConfig) -> TrainOutcome:
     flat = flatten_config(cfg)
     trial = TrialContext.from_cfg(cfg)
     if cfg.resume and trial is None:  # a rerun grid skips the jobs that finished
-        done = _finished_before(tracker, run_key(flat))
+        user_tags = {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
+        done = _finished_before(tracker, run_key(flat), user_tags)
         if done is not None:
             return done
     env_id, env_kwargs = env_spec(cfg.env)
@@ -199,6 +206,13 @@ def train(cfg: DictConfig) -> TrainOutcome:
     tags |= {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
     if trial is not None:
         tags |= trial.mlflow_tags()
+    ckpt.stamp = {"code": tags.get(CODE_TAG), "versions": package_versions()}
+    if state is not None and {k: state.get(k) for k in ckpt.stamp} != ckpt.stamp:
+        log.warning(
+            "resuming a checkpoint made by other code or library versions: the run is tagged "
+            "%s=%s, and resume=true will never reuse it as finished", CODE_TAG, MIXED_CODE,
+        )  # fmt: skip
+        tags[CODE_TAG] = ckpt.stamp["code"] = MIXED_CODE
     default_name = f"{algo_name}-{cfg.env.name}-{env_kwargs.get('load', '')}-s{cfg.seed}"
     run_id = tracker.start(
         run_name=cfg.tracking.run_name or default_name,
@@ -323,10 +337,11 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
     return result.mean_return, False, [float(r) for r in result.returns]
 
 
-def _finished_before(tracker, key: str) -> TrainOutcome | None:
-    """``resume=true``: the newest FINISHED, unpruned run of this configuration (same run key)
-    made by the same code and libraries (same ``rlbench.code`` and ``version.*`` tags), or None:
-    then the job trains.
+def _finished_before(tracker, key: str, user_tags: dict[str, str]) -> TrainOutcome | None:
+    """``resume=true``: the newest FINISHED run of this configuration (same run key) made by the
+    same code and libraries (same ``rlbench.code`` and ``version.*`` tags), or None: then the
+    job trains. Only a complete stand-alone run counts: not pruned, with its final metrics, not
+    a sweep's trial, and carrying the job's ``tracking.tags`` (the report selects runs by them).
 
     This is what makes a killed grid (``experiment=benchmark``) resumable: rerun it with
     ``resume=true`` and only the jobs that did not finish train. Uncommitted changes in the
@@ -340,11 +355,18 @@ def _finished_before(tracker, key: str) -> TrainOutcome | None:
     same |= {f"version.{name}": version for name, version in package_versions().items()}
     query = " and ".join(f"tags.`{tag}` = '{value}'" for tag, value in same.items())
     for run in tracker.find_runs(query, status="FINISHED"):
-        score = run["metrics"].get("eval/mean_return")
-        if score is None or run["tags"].get("pruned") == "true":
+        tags, metrics = run["tags"], run["metrics"]
+        score = metrics.get("eval/mean_return")
+        if (
+            score is None
+            or "train/total_steps" not in metrics  # logged with the final evaluation only
+            or tags.get("pruned") == "true"
+            or "mlflow.parentRunId" in tags  # a sweep's trial
+            or any(tags.get(k) != v for k, v in user_tags.items())
+        ):
             continue
         log.info("resume=true: finished before as run %s (same config and code)", run["run_id"])
-        steps = int(run["metrics"].get("train/total_steps", 0))
+        steps = int(metrics["train/total_steps"])
         return TrainOutcome(float(score), run["run_id"], steps, reused=True)
     return None
 

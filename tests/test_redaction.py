@@ -58,3 +58,24 @@ def test_a_training_run_records_no_password(mlflow_store, tmp_path):
     assert "config.yaml" in artifact_paths(client, run.info.run_id)
     config = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
     assert "s3cr" not in config.read_text() and "alice:***@" in config.read_text()
+
+
+@pytest.mark.slow
+def test_a_sweep_records_no_password(mlflow_store, tmp_path):
+    """The fixed overrides of a sweep reach each trial's run and the parent's trials.csv."""
+    proc = rlbench_train(
+        "-m", "search=threshold", "hydra.sweeper.n_trials=2", "debug=fast",
+        "++eval.trajectory_plot=false", f"+tracking.tags.source={SECRET_URL}",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db", *mlflow_store.overrides(),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = mlflow_store.client()
+    runs = mlflow_store.runs()
+    assert len(runs) == 3  # the parent and two trials
+    for run in runs:
+        recorded = {**run.data.params, **run.data.tags}
+        assert {k: v for k, v in recorded.items() if "s3cr" in v} == {}
+    (parent,) = [r for r in runs if r.data.tags.get("rlbench.sweep.role") == "parent"]
+    table = Path(client.download_artifacts(parent.info.run_id, "optuna/trials.csv", str(tmp_path)))
+    assert "alice:***@" in table.read_text() and "s3cr" not in table.read_text()

@@ -35,8 +35,9 @@ def job(mlflow_store, tmp_path, monkeypatch):
 
     def run(*overrides: str, **git: str):
         checkout.update(git)
+        algo = [] if any(o.startswith("algo=") for o in overrides) else ["algo=threshold"]
         cfg = compose(
-            "algo=threshold", "debug=fast", f"train.checkpoint_dir={tmp_path}/ck",
+            *algo, "debug=fast", f"train.checkpoint_dir={tmp_path}/ck",
             *(f"tracking.{k}={v}" for k, v in mlflow_store.tracking_cfg().items() if v),
             *overrides,
         )  # fmt: skip
@@ -94,3 +95,71 @@ def test_other_library_versions_are_trained_afresh(job, mlflow_store, monkeypatc
     versions = provenance.package_versions() | {"torch": "9.9.9"}
     monkeypatch.setattr(rlbench.train, "package_versions", lambda: versions)
     assert not job("seed=1", "resume=true").reused  # results may differ under another torch
+
+
+def test_a_run_without_its_final_metrics_is_not_reused(job, mlflow_store):
+    """Its last batch (final evaluation, ``train/total_steps``) was lost: a periodic score is
+    not the run's result."""
+    first = job("seed=1")
+    client = mlflow_store.client()
+    run = client.get_run(first.run_id)
+    damaged = client.create_run(run.info.experiment_id, tags=dict(run.data.tags))
+    client.log_metric(damaged.info.run_id, "eval/mean_return", 1e9, step=1024)
+    client.set_terminated(damaged.info.run_id, "FINISHED")
+    client.delete_tag(first.run_id, RUN_KEY_TAG)  # only the damaged copy matches now
+    assert not job("seed=1", "resume=true").reused
+
+
+def test_a_sweep_trial_is_not_reused(job, mlflow_store):
+    """A trial's run is the sweep's (the report leaves it out), even with the same config."""
+    from rlbench.tracking import make_tracker
+
+    parent = make_tracker(mlflow_store.tracking_cfg(background=False))
+    parent_id = parent.start("sweep", {}, {"rlbench.sweep.role": "parent"})
+    first = job("seed=1")
+    mlflow_store.client().set_tag(first.run_id, "mlflow.parentRunId", parent_id)
+    assert not job("seed=1", "resume=true").reused
+    parent.end("FINISHED")
+
+
+def test_a_run_without_the_jobs_tracking_tags_is_not_reused(job):
+    """``rlbench-report benchmark=X`` selects runs by tag: a reused run must carry it."""
+    job("seed=1")
+    assert not job("seed=1", "resume=true", "+tracking.tags.benchmark=X").reused
+    assert job("seed=1", "resume=true", "+tracking.tags.benchmark=X").reused
+
+
+QLEARNING = ("algo=qlearning", "train.checkpoint_every=512", "train.eval_every=0")
+
+
+def killed_after_first_checkpoint(job, monkeypatch) -> None:
+    """A Q-learning job that dies right after writing its first checkpoint."""
+    from rlbench.checkpoints import CheckpointDir
+
+    save = CheckpointDir.save
+
+    def save_then_die(self, agent, state, *, best=False):
+        save(self, agent, state, best=best)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CheckpointDir, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        job(*QLEARNING)
+    monkeypatch.setattr(CheckpointDir, "save", save)
+
+
+def test_a_run_resumed_under_other_code_is_never_reused(job, mlflow_store, monkeypatch):
+    """Killed after a checkpoint at one commit, resumed at another: the run mixes two codes."""
+    killed_after_first_checkpoint(job, monkeypatch)
+    resumed = job(*QLEARNING, "resume=true", commit="e" * 40)
+    tags = mlflow_store.client().get_run(resumed.run_id).data.tags
+    assert tags["rlbench.resumed_from_step"] != "0"
+    assert tags[CODE_TAG] == "mixed"
+    assert not job(*QLEARNING, "resume=true", commit="e" * 40).reused  # no one code made it
+
+
+def test_a_run_resumed_under_the_same_code_is_reused(job, monkeypatch):
+    killed_after_first_checkpoint(job, monkeypatch)
+    resumed = job(*QLEARNING, "resume=true")
+    again = job(*QLEARNING, "resume=true")
+    assert again.reused and again.run_id == resumed.run_id

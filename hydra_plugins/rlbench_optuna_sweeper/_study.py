@@ -44,8 +44,17 @@ SAMPLERS = {
 
 
 def redact(url: str) -> str:
-    """The storage URL with any password masked, for messages and tags."""
-    return mask_passwords(url)
+    """The storage URL with any password masked, for messages and tags.
+
+    SQLAlchemy's parser first (it copes with a raw ``/`` in a password); then the pattern that
+    masks passwords in any text.
+    """
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return mask_passwords(url)
 
 
 def open_storage(

@@ -28,6 +28,8 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
+from rlbench.redaction import mask_passwords
+
 from ._study import DUPLICATE_ATTR, PARENT_RUN_ATTR, redact, sqlite_path, storage_lock
 
 log = logging.getLogger(__name__)
@@ -142,7 +144,13 @@ class ParentRun:
         best_json.write_text(json.dumps([_trial_record(t) for t in best], indent=2))
         self.tracker.log_artifact(best_json, "optuna")
         table = self.out_dir / "trials.csv"
-        study.trials_dataframe().to_csv(table, index=False)
+        frame = study.trials_dataframe()
+        for column in frame.select_dtypes(include=["object", "string"]).columns:
+            # e.g. the user attribute fixed_overrides: ["tracking.uri=https://u:pw@host", ...]
+            frame[column] = frame[column].map(
+                lambda v: mask_passwords(str(v)) if isinstance(v, str | list) else v
+            )
+        frame.to_csv(table, index=False)
         self.tracker.log_artifact(table, "optuna")
         for path in _plots(study, self.out_dir):
             self.tracker.log_artifact(path, "optuna")

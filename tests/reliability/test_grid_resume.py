@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
@@ -19,6 +20,10 @@ pytestmark = pytest.mark.slow
 
 SEEDS = [0, 1, 2, 3]
 COMMIT = "ab" * 20
+
+
+def statuses(mlflow_store) -> dict[str, str]:
+    return {r.info.run_id: r.info.status for r in mlflow_store.runs()}
 
 
 def test_a_killed_grid_rerun_trains_only_what_did_not_finish(mlflow_store, tmp_path):
@@ -32,8 +37,13 @@ def test_a_killed_grid_rerun_trains_only_what_did_not_finish(mlflow_store, tmp_p
         tmp_path, args, "trial:3", logs / "1.txt", RLBENCH_TEST_COMMIT=COMMIT
     )  # paused in the third job's final evaluation
     wait_for(marker, proc, logs / "1.txt")
-    kill_9(proc, with_helper=False)  # the helper lives on and ends the open run KILLED
-    first = {r.info.run_id: r.info.status for r in mlflow_store.runs()}
+    kill_9(proc, with_helper=False)  # the helper lives on and ends the open run KILLED ...
+    deadline = time.monotonic() + 60  # ... once it has noticed (a loaded machine: a while)
+    first = statuses(mlflow_store)
+    while "RUNNING" in first.values():
+        assert time.monotonic() < deadline, first
+        time.sleep(0.2)
+        first = statuses(mlflow_store)
     assert sorted(first.values()) == ["FINISHED", "FINISHED", "KILLED"], first
 
     rerun = subprocess.run(
@@ -47,8 +57,8 @@ def test_a_killed_grid_rerun_trains_only_what_did_not_finish(mlflow_store, tmp_p
     assert sorted(reused) == sorted(i for i, s in first.items() if s == "FINISHED")
 
     runs = mlflow_store.runs()
-    statuses = Counter(r.info.status for r in runs)
-    assert statuses == {"FINISHED": len(SEEDS), "KILLED": 1}, statuses
+    counts = Counter(r.info.status for r in runs)
+    assert counts == {"FINISHED": len(SEEDS), "KILLED": 1}, counts
     finished = [r for r in runs if r.info.status == "FINISHED"]
     assert sorted(int(r.data.params["seed"]) for r in finished) == SEEDS  # each seed once
     assert len({r.data.tags["rlbench.run_key"] for r in finished}) == len(SEEDS)
