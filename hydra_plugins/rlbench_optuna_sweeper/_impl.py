@@ -38,6 +38,7 @@ from ._study import (
     open_storage,
     redact,
     requeue,
+    storage_for_jobs,
     storage_lock,
     trial_seed,
 )
@@ -317,7 +318,7 @@ class OptunaSweep:
         out = list(self.space.fixed.values())
         out += [p.override(params[k]) for k, p in self.space.params.items()]
         out += [
-            f"++trial.storage={format_value(self.storage_url)}",
+            f"++trial.storage={format_value(storage_for_jobs(self.storage_url))}",
             f"++trial.study={format_value(self.study.study_name)}",
             f"++trial.number={trial.number}",
             f"++trial.id={trial._trial_id}",

@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib.util
+import os
 import random
 import threading
 import time
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -55,6 +57,31 @@ def redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return mask_passwords(url)
+
+
+PASSWORD_ENV = "RLBENCH_STORAGE_PASSWORD"
+_PLACEHOLDER = "RLBENCHSTORAGEPASSWORD"
+
+
+def storage_for_jobs(url: str) -> str:
+    """The storage URL as each job's ``++trial.storage`` override carries it.
+
+    A password is moved into the environment variable ``RLBENCH_STORAGE_PASSWORD`` (set here;
+    launched jobs inherit it) and the URL names it as ``${oc.env:RLBENCH_STORAGE_PASSWORD}``:
+    Hydra prints every job's overrides and saves them in its output folder, and those must not
+    show the password. The job's config resolves the interpolation back to the same URL.
+    """
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:
+        return url
+    if not parsed.password:
+        return url
+    os.environ[PASSWORD_ENV] = quote(str(parsed.password), safe="")  # as it stands in a URL
+    text = parsed.set(password=_PLACEHOLDER).render_as_string(hide_password=False)
+    return text.replace(_PLACEHOLDER, "${oc.env:" + PASSWORD_ENV + "}")
 
 
 def open_storage(
