@@ -64,7 +64,16 @@ def test_four_workers_share_forty_trials_without_lock_errors(mlflow_store, tmp_p
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
     assert len(children) == N_TRIALS == len(runs) - 1
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
-    assert {r.info.status for r in runs} == {"FINISHED"}
+    not_finished = {
+        r.info.run_id: (
+            r.info.status,
+            r.data.tags.get("error"),
+            r.data.tags.get("rlbench.sweep.trial_number"),
+        )
+        for r in runs
+        if r.info.status != "FINISHED"
+    }
+    assert not_finished == {}, not_finished  # status, error tag, trial: why, if it ever fails
     assert sorted(int(r.data.tags["rlbench.sweep.trial_number"]) for r in children) == sorted(
         t.number for t in done
     )
