@@ -44,6 +44,7 @@ from rlbench.redaction import mask_passwords
 log = logging.getLogger("rlbench.train")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 TORCH_ALGOS = {"ppo", "dqn", "hybrid"}
+PROGRESS_MODES = ("auto", "bar", "log", "off")
 
 
 @dataclass
@@ -94,6 +95,12 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or value < 0:
             raise UserError(f"{key} must be an integer >= 0 (0 turns it off), got {value!r}")
+    progress = OmegaConf.select(cfg, "train.progress", default="auto")
+    if progress not in PROGRESS_MODES and not isinstance(progress, bool):
+        raise UserError(
+            f"train.progress must be one of {', '.join(PROGRESS_MODES)} (or true/false), "
+            f"got {progress!r}"
+        )
     for key, value in _flat_numbers(cfg.algo, "algo"):
         if math.isnan(value) or math.isinf(value):
             raise UserError(f"{key} must be a finite number, got {value}")
@@ -265,7 +272,10 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
     pruned = False
     last_score = best
     desc = f"{cfg.algo.name} on {cfg.env.name}"
-    progress = Progress(total, desc, cfg.train.progress, agent.num_steps)
+    mode = cfg.train.progress
+    if isinstance(mode, bool):  # train.progress=false is what people type
+        mode = "auto" if mode else "off"
+    progress = Progress(total, desc, mode, agent.num_steps)
 
     policy = divergence.FinitePolicy(agent)
 

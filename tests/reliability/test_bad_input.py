@@ -39,6 +39,9 @@ CASES: dict[str, tuple[list[str], str, int]] = {
     ),
     "a group replaced by a value": (["train=5"], "train must be a group of settings", 2),
     "resume that is not a boolean": (["resume=maybe"], "resume must be true or false", 2),
+    "a setting outside its choices": (
+        ["train.progress=fast"], "train.progress must be one of auto, bar, log, off", 2,
+    ),
     "zero budget": (["eval.episodes=0"], "eval.episodes must be a positive integer, got 0", 2),
     "zero parallel copies": (["train.num_envs=0"], "train.num_envs must be a positive", 2),
     "negative seed": (["seed=-1"], "seed must be an integer >= 0, got -1", 2),
