@@ -240,6 +240,7 @@ def _pair_p(poi: pd.DataFrame, x: str, y: str) -> str:
 
 
 MAX_TIES_LISTED = 3  # per summary line; the tables list every tie
+MAX_OUTLIER_ROWS = 20  # the rest are in scores.csv
 
 
 def _names(algos: Sequence[str]) -> str:
@@ -429,6 +430,7 @@ def compose(
             f"{cells}; such pairs are always reported as ties. Train more seeds."
         )
 
+    outliers = stats.outlier_runs(scores)
     doc.heading(2, "What was compared")
     per_algo = scores.groupby("algo")["seed"].agg(["size", "nunique"])
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -441,6 +443,7 @@ def compose(
         "algorithm: "
         + ", ".join(f"{a} {r['size']} ({r['nunique']})" for a, r in per_algo.iterrows()),
         f"- left out: {_counts(data.excluded)}" if data.excluded else "- left out: none",
+        f"- outlier runs: {len(outliers)}" + (" (see *Outlier runs*)" if len(outliers) else ""),
         f"- statistics: {settings.reps} bootstrap replicates, seed {settings.seed}, "
         f"distinguishable when the CI of P(X>Y) excludes 0.5 with ≥ {settings.min_seeds} seeds",
         f"- generated {when}" + (f"; MLflow run `{report_run_id}`" if report_run_id else ""),
@@ -462,6 +465,7 @@ def compose(
             doc.para("Operations metrics of the final evaluation (mean over runs):")
             doc.table(header, rows)
     doc.image(figures["intervals"][0], "Final scores per load pattern with 95% CIs")
+    _outlier_section(doc, outliers, many_envs=scores["env"].nunique() > 1)
 
     doc.heading(2, "Overall")
     if analysis.overall is not None:
@@ -522,6 +526,36 @@ def compose(
         ]
     )
     return doc
+
+
+def _outlier_section(doc: Document, outliers: pd.DataFrame, many_envs: bool) -> None:
+    """Runs far from their algorithm's median: a collapsed (or lucky) seed a reader should see."""
+    doc.heading(2, "Outlier runs")
+    rule = (
+        "more than 5 robust standard deviations (1.4826 · MAD) and 25% of the median away from "
+        "their algorithm's median on their load pattern"
+    )
+    if outliers.empty:
+        doc.para(f"None: no run lies {rule}.")
+        return
+    doc.para(
+        f"{len(outliers)} run(s) lie {rule}: a collapsed or lucky seed, worth a look at its "
+        "learning curve in MLflow. IQM and the intervals above already account for them."
+    )
+    rows = [
+        [
+            _task_label(r.env, r.load, many_envs),
+            str(r.algo),
+            str(r.seed),
+            _num(r.score),
+            f"{_num(r.median)} ({r.runs})",
+            f"`{r.run_id}`",
+        ]
+        for r in outliers.head(MAX_OUTLIER_ROWS).itertuples(index=False)
+    ]
+    doc.table(["load pattern", "algorithm", "seed", "score", "median (runs)", "MLflow run"], rows)
+    if len(outliers) > MAX_OUTLIER_ROWS:
+        doc.para(f"... and {len(outliers) - MAX_OUTLIER_ROWS} more (see `scores.csv`).")
 
 
 def _scores_csv(data: ReportData, path: Path, settings: ReportSettings) -> None:

@@ -37,6 +37,10 @@ Definitions (all intervals are percentile bootstrap intervals, 95 % by default):
   algorithm maps to -1); when all algorithms have the same mean, the scale is 1 (plain offsets).
 - **performance profile**: the fraction of runs whose normalised score exceeds τ, for a grid of τ
   (rliable's run-score distribution), with stratified bootstrap bands.
+- **outlier run**: a run whose score lies further from its algorithm's median on its task than
+  both ``z`` robust standard deviations (1.4826 · MAD) and ``rel`` · |median| (the second keeps
+  tiny spreads of near-deterministic baselines quiet). A diagnostic for a collapsed seed, not a
+  test: IQM and the intervals already account for such runs.
 """
 
 from __future__ import annotations
@@ -398,6 +402,33 @@ def compare(
 
 
 # --------------------------------------------------------------------------- profiles, curves
+def outlier_runs(
+    frame: pd.DataFrame,
+    *,
+    z: float = 5.0,
+    rel: float = 0.25,
+    min_runs: int = 4,
+    task_cols: Sequence[str] = TASK_COLS,
+) -> pd.DataFrame:
+    """Runs far from their (task, algorithm) median (see *outlier run* above), worst first.
+
+    Groups with fewer than ``min_runs`` runs have no meaningful median and are skipped. Columns:
+    the frame's columns plus ``median`` (of the run's group), ``runs`` (its size) and ``gap``
+    (``score - median``).
+    """
+    _check_frame(frame, [*task_cols, "algo", "score"])
+    keys = [*task_cols, "algo"]
+    scores = frame["score"].astype(float)
+    groups = scores.groupby([frame[k] for k in keys])
+    median = groups.transform("median")
+    mad = (scores - median).abs().groupby([frame[k] for k in keys]).transform("median")
+    runs = groups.transform("size")
+    gap = scores - median
+    far = gap.abs() > np.maximum(z * 1.4826 * mad, rel * median.abs())
+    out = frame.assign(median=median, runs=runs, gap=gap)[far & (runs >= min_runs)]
+    return out.reindex(out["gap"].abs().sort_values(ascending=False).index)
+
+
 def performance_profile(
     frame: pd.DataFrame,
     by: Sequence[str] = ("env",),

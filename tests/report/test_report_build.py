@@ -163,9 +163,10 @@ def test_every_section_and_image_in_markdown_and_html(report):
     path, text = report
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings == [
-        "## What was compared", "## Per load pattern", "## Overall",
+        "## What was compared", "## Per load pattern", "## Outlier runs", "## Overall",
         "## Probability of improvement", "## Learning curves", "## Decisions", "## Definitions",
     ]  # fmt: skip
+    assert "- outlier runs: 0" in text and "None: no run lies more than 5 robust" in text
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert sorted(images) == sorted(
         [

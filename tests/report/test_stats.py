@@ -14,6 +14,7 @@ from rlbench.report.stats import (
     interval_estimates,
     iqm,
     normalise_scores,
+    outlier_runs,
     performance_profile,
     probability_of_improvement,
     probability_of_improvement_table,
@@ -244,3 +245,32 @@ def test_bad_frames_are_user_errors():
         compare(frame, by=["algo"])
     with pytest.raises(UserError, match="finite"):
         compare(frame.assign(score=[1.0, np.nan]))
+
+
+def test_outlier_runs_worked_by_hand():
+    frame = runs(
+        {
+            # median -170, |deviations| 0 4 10 3 1150 -> MAD 4: 5 x 1.4826 x 4 = 29.7, and
+            # 25% of 170 = 42.5; only -1320 (gap -1150) is further than both
+            ("steady", "qlearning"): [-170.0, -166.0, -160.0, -173.0, -1320.0],
+            # near-deterministic: MAD 0, but the 0.01 spread is far below 25% of the median
+            ("steady", "threshold"): [-241.3, -241.3, -241.31, -241.3, -241.3],
+            # a majority that collapsed: the one good seed is the outlier (far above)
+            ("spike", "qlearning"): [-1900.0, -1850.0, -1880.0, -300.0, -1910.0],
+            ("spike", "random"): [-50.0, -900.0, -60.0],  # too few runs for a median
+        }
+    )
+    found = outlier_runs(frame)
+    assert list(zip(found["load"], found["algo"], found["seed"], strict=True)) == [
+        ("spike", "qlearning", 3),
+        ("steady", "qlearning", 4),
+    ]  # worst first: gaps 1580 and 1150
+    assert found["median"].tolist() == [-1880.0, -170.0]
+    assert found["gap"].tolist() == [1580.0, -1150.0]
+    assert found["runs"].tolist() == [5, 5]
+    assert outlier_runs(frame, min_runs=3)["seed"].tolist() == [3, 4, 1]  # random's -900 now
+
+
+def test_no_outlier_gives_an_empty_frame():
+    frame = runs({("steady", "ppo"): [-5.0, -5.1, -5.2, -5.3, -5.4]})
+    assert outlier_runs(frame).empty
