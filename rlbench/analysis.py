@@ -531,3 +531,14 @@ def compare(
     if "status" in frame.columns:
         frame = score_table(frame)
     return _compare(frame, by=list(by), **kwargs)
+
+
+def outliers(frame: pd.DataFrame, **kwargs: Any) -> pd.DataFrame:
+    """The report's outlier runs (:func:`rlbench.report.stats.outlier_runs`): seeds far from
+    their algorithm's median on their load pattern, worst first. ``frame`` as for
+    :func:`compare`; keyword arguments (``z``, ``rel``, ``min_runs``) go to the statistics."""
+    from rlbench.report.stats import outlier_runs
+
+    if "status" in frame.columns:
+        frame = score_table(frame)
+    return outlier_runs(frame, **kwargs)

@@ -168,6 +168,16 @@ def test_score_table_keeps_comparable_runs_and_compare_delegates(store):
     assert list(ours["algo"]) == ["a", "random"] and ours["iqm"].iloc[0] == pytest.approx(1.0)
 
 
+def test_outliers_delegates_to_the_reports_statistics():
+    frame = pd.DataFrame(
+        {"env": "autoscaling", "load": "steady", "algo": "qlearning", "seed": range(5),
+         "score": [-170.0, -166.0, -160.0, -173.0, -1320.0]}
+    )  # fmt: skip
+    found = analysis.outliers(frame)
+    pd.testing.assert_frame_equal(found, stats.outlier_runs(frame))
+    assert found["seed"].tolist() == [4]
+
+
 def test_load_study_returns_study_and_trials(tmp_path):
     import optuna
     from optuna.distributions import FloatDistribution
