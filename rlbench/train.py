@@ -180,7 +180,8 @@ def train(cfg: DictConfig) -> TrainOutcome:
 
     flat = flatten_config(cfg)
     trial = TrialContext.from_cfg(cfg)
-    if cfg.resume and trial is None:  # a rerun grid skips the jobs that finished
+    if cfg.resume and trial is None and cfg.tracking.get("enabled", True):
+        # a rerun grid skips the jobs that finished (their runs are in MLflow)
         user_tags = {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
         done = _finished_before(tracker, run_key(flat), user_tags)
         if done is not None:
