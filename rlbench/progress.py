@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 log = logging.getLogger("rlbench")
+MODES = ("auto", "bar", "log", "off")  # train.progress
 
 
 class Progress:
@@ -18,8 +19,8 @@ class Progress:
     """
 
     def __init__(self, total: int, desc: str, mode: str = "auto", initial: int = 0) -> None:
-        if mode not in {"auto", "bar", "log", "off"}:
-            raise ValueError(f"train.progress must be auto, bar, log or off, got {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"train.progress must be one of {', '.join(MODES)}, got {mode!r}")
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "log"
         self.mode, self.total, self.desc = mode, max(int(total), 1), desc

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlbench import cli, divergence
 from rlbench.errors import UserError
+from rlbench.progress import MODES as PROGRESS_MODES
 from rlbench.provenance import (
     CODE_TAG,
     MIXED_CODE,
@@ -44,7 +45,6 @@ from rlbench.redaction import mask_passwords
 log = logging.getLogger("rlbench.train")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 TORCH_ALGOS = {"ppo", "dqn", "hybrid"}
-PROGRESS_MODES = ("auto", "bar", "log", "off")
 
 
 @dataclass
@@ -180,9 +180,9 @@ def train(cfg: DictConfig) -> TrainOutcome:
 
     flat = flatten_config(cfg)
     trial = TrialContext.from_cfg(cfg)
+    user_tags = {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
     if cfg.resume and trial is None and cfg.tracking.get("enabled", True):
         # a rerun grid skips the jobs that finished (their runs are in MLflow)
-        user_tags = {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
         done = _finished_before(tracker, run_key(flat), user_tags)
         if done is not None:
             return done
@@ -211,7 +211,7 @@ def train(cfg: DictConfig) -> TrainOutcome:
         )  # fmt: skip
 
     tags = run_tags(cfg, device) | {RUN_KEY_TAG: ckpt.path.name}
-    tags |= {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
+    tags |= user_tags
     if trial is not None:
         tags |= trial.mlflow_tags()
     ckpt.stamp = {"code": tags.get(CODE_TAG), "versions": package_versions()}
