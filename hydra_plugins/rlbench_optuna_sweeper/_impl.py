@@ -131,6 +131,7 @@ class OptunaSweep:
             sampler_name, self.pruner_spec["name"],
         )  # fmt: skip
         self.rdb, self.study, self.space, self.base_seed = rdb, study, space, base_seed
+        self.job_storage = format_value(storage_for_jobs(self.storage_url))  # no password in it
         self.sampler_args = (sampler_name, sampler_seed, sampler_kwargs)
         returns: list[JobReturn] = []
         parent = ParentRun.start(self.config, study, self._settings(space), self.storage_url)
@@ -318,7 +319,7 @@ class OptunaSweep:
         out = list(self.space.fixed.values())
         out += [p.override(params[k]) for k, p in self.space.params.items()]
         out += [
-            f"++trial.storage={format_value(storage_for_jobs(self.storage_url))}",
+            f"++trial.storage={self.job_storage}",
             f"++trial.study={format_value(self.study.study_name)}",
             f"++trial.number={trial.number}",
             f"++trial.id={trial._trial_id}",
