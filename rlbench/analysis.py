@@ -528,9 +528,7 @@ def compare(
     """
     from rlbench.report.stats import compare as _compare
 
-    if "status" in frame.columns:
-        frame = score_table(frame)
-    return _compare(frame, by=list(by), **kwargs)
+    return _compare(_scores(frame), by=list(by), **kwargs)
 
 
 def outliers(frame: pd.DataFrame, **kwargs: Any) -> pd.DataFrame:
@@ -539,6 +537,10 @@ def outliers(frame: pd.DataFrame, **kwargs: Any) -> pd.DataFrame:
     :func:`compare`; keyword arguments (``z``, ``rel``, ``min_runs``) go to the statistics."""
     from rlbench.report.stats import outlier_runs
 
-    if "status" in frame.columns:
-        frame = score_table(frame)
-    return outlier_runs(frame, **kwargs)
+    return outlier_runs(_scores(frame), **kwargs)
+
+
+def _scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`load_runs` frame (it has ``status``) reduced by :func:`score_table`; a score
+    frame as it is."""
+    return score_table(frame) if "status" in frame.columns else frame

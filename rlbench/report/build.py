@@ -109,6 +109,7 @@ class Analysis:
     poi_overall: pd.DataFrame | None
     profiles: pd.DataFrame | None
     overall_note: str | None
+    outliers: pd.DataFrame  # runs far from their algorithm's median (stats.outlier_runs)
 
 
 # --------------------------------------------------------------------------- read
@@ -190,6 +191,7 @@ def analyse(data: ReportData, settings: ReportSettings) -> Analysis:
     scores = data.scores
     per_load = stats.compare(scores, by=["env", "load"], baseline=settings.baseline, **opts)
     poi_per_load = stats.probability_of_improvement_table(scores, by=["env", "load"], **opts)
+    outliers = stats.outlier_runs(scores)
     tasks = scores.groupby(["env", "load"])["algo"].agg(set)
     lacking = [
         f"{env}/{load}" for (env, load), algos in tasks.items() if settings.baseline not in algos
@@ -199,7 +201,7 @@ def analyse(data: ReportData, settings: ReportSettings) -> Analysis:
             f"No overall ranking: normalised scores need the baseline {settings.baseline!r} on "
             f"every load pattern, and it is missing on {', '.join(lacking)} (set baseline=<algo>)."
         )
-        return Analysis(per_load, poi_per_load, None, None, None, note)
+        return Analysis(per_load, poi_per_load, None, None, None, note, outliers)
     overall = stats.compare(scores, by=["env"], baseline=settings.baseline, **opts)
     poi_overall = stats.probability_of_improvement_table(scores, by=["env"], **opts)
     profiles = stats.performance_profile(
@@ -210,7 +212,7 @@ def analyse(data: ReportData, settings: ReportSettings) -> Analysis:
         seed=opts["seed"],
         confidence=opts["confidence"],
     )
-    return Analysis(per_load, poi_per_load, overall, poi_overall, profiles, None)
+    return Analysis(per_load, poi_per_load, overall, poi_overall, profiles, None, outliers)
 
 
 # --------------------------------------------------------------------------- text
@@ -430,7 +432,7 @@ def compose(
             f"{cells}; such pairs are always reported as ties. Train more seeds."
         )
 
-    outliers = stats.outlier_runs(scores)
+    outliers = analysis.outliers
     doc.heading(2, "What was compared")
     per_algo = scores.groupby("algo")["seed"].agg(["size", "nunique"])
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
