@@ -24,7 +24,7 @@ def train(copies: int, episodes: int, seed: int = 0) -> tuple[float, float, floa
     held-out return."""
     from rlbench.agents import build_agent
     from rlbench.envs import make_vec
-    from rlbench.train import env_spec
+    from rlbench.config import env_spec
 
     cfg = compose(["algo=qlearning", f"seed={seed}", f"env.horizon={HORIZON}"])
     env_id, env_kwargs = env_spec(cfg.env)

@@ -5,7 +5,7 @@ algorithms x 5 load patterns x 20 seeds), each written through ``MlflowClient.lo
 rlbench-train would leave it: the params ``algo.name``, ``env.name``, ``env.load``, ``seed``, a
 run-key tag, an ``eval/mean_return`` learning curve (10 points, the last one the score), final
 ``eval/cost`` and ``eval/sla_violation``, and an ``eval/trajectory.csv`` artifact. Then times
-``rlbench.report.build.build_report`` with ``rlbench-report``'s defaults (2000 bootstrap
+``rlbench.results.report.build_report`` with ``rlbench-report``'s defaults (2000 bootstrap
 resamples, the report logged back to MLflow). Building the store is not timed: its database is
 written on a RAM disk (``/dev/shm``, where there is one; SQLite's per-commit syncs make 2,000
 writes take over a minute on an ordinary disk) and copied next to the artifacts before timing.
@@ -77,7 +77,7 @@ def make_store(uri: str, artifacts: Path, seeds: int, tmp: Path) -> int:
 
 
 def run(quick: bool = False) -> list[Row]:
-    from rlbench.report.build import ReportSettings, build_report
+    from rlbench.results.report import ReportSettings, build_report
 
     seeds = 4 if quick else 20
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -1,6 +1,6 @@
 """What MLflow tracking adds to a run: the same short PPO run with tracking on and off.
 
-Two ways a run happens, both measured: ``rlbench.train.train(cfg)`` called in this process with
+Two ways a run happens, both measured: ``rlbench.run.train.train(cfg)`` called in this process with
 a config composed by Hydra's compose API (as a sweep's jobs run: the tracking helper process is
 started by the first run and reused by the next ones), and ``rlbench-train`` as a fresh
 subprocess (one run per process, as a user types it; wall time of the whole command). The store
@@ -85,7 +85,7 @@ def _blocked_time(totals: list[float]):
 
 def _in_process_seconds(tmp: Path, steps: int, enabled: bool) -> tuple[float, float]:
     """Wall seconds of one ``train(cfg)`` and the seconds it was blocked in tracker calls."""
-    from rlbench.train import train
+    from rlbench.run.train import train
 
     cfg = compose(_overrides(tmp, steps, enabled))
     blocked = [0.0]

@@ -6,7 +6,7 @@ periodic evaluation, which the tracking benchmark measures). Reference: stable-b
 directly, as the seed project did: ``PPO``/``DQN`` with ``conf/algo/{ppo,dqn}_seed.yaml`` (SB3's
 own defaults) on a ``DummyVecEnv`` of ONE ``gymnasium.make`` environment. Wall time covers
 building the model and ``learn``; both sides run with one torch thread on the CPU. Both
-policies are then judged by ``rlbench.evaluate.evaluate`` on the same held-out seeds (those
+policies are then judged by ``rlbench.run.evaluate.evaluate`` on the same held-out seeds (those
 ``rlbench-train`` would use for that training seed), acting deterministically.
 """
 
@@ -34,7 +34,7 @@ def compose(overrides: list[str]) -> Any:
 
 
 class _SB3Policy:
-    """An SB3 model behind the ``predict`` that ``rlbench.evaluate`` expects."""
+    """An SB3 model behind the ``predict`` that ``rlbench.run.evaluate`` expects."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -63,7 +63,7 @@ def train_ours(algo: str, seed: int, steps: int) -> tuple[float, float, Any, Any
     """Wall and CPU seconds to build and train ``algo=<algo>`` as configured; agent; config."""
     from rlbench.agents import build_agent
     from rlbench.envs import make_vec
-    from rlbench.train import env_spec
+    from rlbench.config import env_spec
 
     cfg = compose([f"algo={algo}", f"seed={seed}"])
     env_id, env_kwargs = env_spec(cfg.env)
@@ -87,7 +87,7 @@ def train_plain_sb3(algo: str, seed: int, steps: int) -> tuple[float, float, Any
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     import rlbench  # noqa: F401 - registers the environments
-    from rlbench.train import env_spec
+    from rlbench.config import env_spec
 
     cfg = compose([f"algo={algo}_seed", f"seed={seed}"])
     env_id, env_kwargs = env_spec(cfg.env)
@@ -106,8 +106,8 @@ def train_plain_sb3(algo: str, seed: int, steps: int) -> tuple[float, float, Any
 
 def held_out_return(policy: Any, cfg: Any) -> float:
     """Mean return over ``cfg.eval.episodes`` held-out episodes (rlbench-train's final score)."""
-    from rlbench.evaluate import evaluate, evaluation_seeds
-    from rlbench.train import env_spec
+    from rlbench.run.evaluate import evaluate, evaluation_seeds
+    from rlbench.config import env_spec
 
     env_id, env_kwargs = env_spec(cfg.env)
     seeds = evaluation_seeds(int(cfg.seed), int(cfg.eval.episodes), int(cfg.eval.seed_offset))

@@ -15,11 +15,11 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from rlbench.errors import UserError
+from rlbench.errors import UserError, first_line
 
 EXIT_FAILED = 1  # an unexpected error (a bug, or a result that did not reproduce)
 EXIT_USER_ERROR = 2
-EXIT_DIVERGED = 3  # training produced NaN or inf: see rlbench.divergence.TrainingDiverged
+EXIT_DIVERGED = 3  # training produced NaN or inf: see rlbench.run.divergence.TrainingDiverged
 EXIT_INTERRUPTED = 130
 # an output folder that cannot be written: read-only, full, or a file in the way
 _WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR, errno.EEXIST}
@@ -67,23 +67,18 @@ def describe(err: BaseException) -> str:
                 f"unknown config key {key!r}{hint}{listing} "
                 f"(to add a key the config does not have, write +{key}=...)"
             )
-        return f"bad value for {key!r}: {_first_line(cause)}"
+        return f"bad value for {key!r}: {first_line(cause)}"
     if isinstance(err, OverrideParseException):
-        return f"malformed override: {_first_line(err)} (see https://hydra.cc/docs/advanced/override_grammar/basic/)"
+        return f"malformed override: {first_line(err)} (see https://hydra.cc/docs/advanced/override_grammar/basic/)"
     if isinstance(err, OSError) and err.filename is not None:
-        text = f"cannot use {err.filename}: {err.strerror or _first_line(err)}"
+        text = f"cannot use {err.filename}: {err.strerror or first_line(err)}"
         if err.errno in _WRITE_ERRORS:
             text += (
                 " (is the folder writable? run from another directory, or set hydra.run.dir / "
                 "hydra.sweep.dir / train.checkpoint_dir)"
             )
         return text
-    return f"{type(err).__name__}: {_first_line(err)}"
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    return f"{type(err).__name__}: {first_line(err)}"
 
 
 def run_app(app: Callable[[], Any]) -> None:
@@ -130,7 +125,7 @@ def exit_code(err: BaseException) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    if getattr(err, "exit_code", None) is not None:  # e.g. rlbench.divergence.TrainingDiverged
+    if getattr(err, "exit_code", None) is not None:  # e.g. rlbench.run.divergence.TrainingDiverged
         return int(err.exit_code)
     if isinstance(err, UserError | HydraException | OmegaConfBaseException):
         return EXIT_USER_ERROR

@@ -1,4 +1,4 @@
-"""``rlbench.analysis`` against stores with known contents: columns, row counts, values."""
+"""``rlbench.results.analysis`` against stores with known contents: columns, row counts, values."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from rlbench import analysis
 from rlbench.errors import UserError
-from rlbench.report import stats
+from rlbench.results import analysis, stats
 
 PPO_PARAMS = {"algo.name": "ppo", "algo.learning_rate": "0.0003", "algo.net_arch": "[64, 64]",
               "env.name": "autoscaling", "env.load": "spike", "seed": "0",

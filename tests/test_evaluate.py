@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlbench import evaluate as evaluation
+from rlbench.run import evaluate as evaluation
 
 ENV = "rlbench/Autoscaling-v0"
 KWARGS = {"load": "poisson", "horizon": 50}  # random load: seeds matter

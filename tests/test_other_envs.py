@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from rlbench.agents import build_agent
 from rlbench.envs import make_vec
-from rlbench.evaluate import evaluate, evaluation_seeds
+from rlbench.run.evaluate import evaluate, evaluation_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -125,7 +125,7 @@ def test_multirun_over_the_three_envs_finishes_six_runs_that_the_report_compares
     for r in runs:
         assert f"eval/{own_metric[r.data.params['env.name']]}" in r.data.metrics, r.data.params
 
-    from rlbench.report.build import ReportSettings, build_report
+    from rlbench.results.report import ReportSettings, build_report
 
     settings = ReportSettings(
         tracking_uri=mlflow_store.uri, output_dir=tmp_path / "report", min_seeds=1, reps=100,

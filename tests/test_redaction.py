@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from test_train import artifact_paths, rlbench_train
 
-from rlbench.redaction import mask_passwords
 from rlbench.tracking import make_tracker
+from rlbench.tracking.redaction import mask_passwords
 
 SECRET_URL = "postgresql+psycopg2://alice:s3cr%40t@db.example.org:5432/optuna"
 

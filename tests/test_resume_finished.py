@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from rlbench import provenance
-from rlbench.provenance import CODE_TAG, RUN_KEY_TAG
+from rlbench.tracking import provenance
+from rlbench.tracking.schema import CODE_TAG, RUN_KEY_TAG
 
 COMMIT = "c0ffee" * 6 + "c0fe"
 
@@ -18,7 +18,7 @@ COMMIT = "c0ffee" * 6 + "c0fe"
 def compose(*overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from rlbench.train import CONF_DIR
+    from rlbench.config import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("train", overrides=list(overrides))
@@ -27,7 +27,7 @@ def compose(*overrides: str):
 @pytest.fixture
 def job(mlflow_store, tmp_path, monkeypatch):
     """Run one threshold job in-process against the test store; ``git`` sets the checkout."""
-    from rlbench.train import train
+    from rlbench.run.train import train
 
     monkeypatch.chdir(tmp_path)
     checkout = {"commit": COMMIT, "dirty": "false"}
@@ -89,11 +89,9 @@ def test_a_failed_run_is_not_reused(job, mlflow_store):
 
 
 def test_other_library_versions_are_trained_afresh(job, mlflow_store, monkeypatch):
-    import rlbench.train
-
     job("seed=1")
     versions = provenance.package_versions() | {"torch": "9.9.9"}
-    monkeypatch.setattr(rlbench.train, "package_versions", lambda: versions)
+    monkeypatch.setattr(provenance, "package_versions", lambda: versions)
     assert not job("seed=1", "resume=true").reused  # results may differ under another torch
 
 
@@ -134,7 +132,7 @@ QLEARNING = ("algo=qlearning", "train.checkpoint_every=512", "train.eval_every=0
 
 def killed_after_first_checkpoint(job, monkeypatch) -> None:
     """A Q-learning job that dies right after writing its first checkpoint."""
-    from rlbench.checkpoints import CheckpointDir
+    from rlbench.run.checkpoints import CheckpointDir
 
     save = CheckpointDir.save
 

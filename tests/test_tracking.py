@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from rlbench import tracking, tracking_helper
+from rlbench import tracking
 from rlbench.errors import UserError
-from rlbench.provenance import git_state
 from rlbench.tracking import flatten_config, make_tracker, mark_stale_runs_failed, run_tags
+from rlbench.tracking import helper as tracking_helper
+from rlbench.tracking.provenance import git_state
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from rlbench.verify import main, verify_experiment
+from rlbench.results.verify import main, verify_experiment
 
 ENV = {"id": "rlbench/Autoscaling-v0", "name": "autoscaling", "load": "spike", "horizon": 40}
 EVAL_SEEDS = [1_000_000, 1_000_001, 1_000_002]
@@ -22,7 +22,7 @@ def log_model_run(client, exp_id, tmp, algo, *, corrupt=False, tamper=False, con
 
     from rlbench.agents import build_agent
     from rlbench.envs import make_vec
-    from rlbench.evaluate import evaluate
+    from rlbench.run.evaluate import evaluate
 
     run_id = client.create_run(exp_id, run_name=f"{algo}-spike-s0").info.run_id
     params = {"algo.name": algo, "seed": "0", **{f"env.{k}": str(v) for k, v in ENV.items()}}
@@ -120,7 +120,7 @@ def test_nothing_to_verify_is_one_line_and_exit_2(store, capsys, experiment, mes
 
 def test_console_script_help():
     done = subprocess.run(
-        [sys.executable, "-m", "rlbench.verify", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "rlbench.results.verify", "--help"], capture_output=True, text=True
     )
     assert done.returncode == 0
     assert "--experiment" in done.stdout and "--filter" in done.stdout

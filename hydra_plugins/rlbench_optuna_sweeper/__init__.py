@@ -3,5 +3,10 @@
 Hydra's own hydra-optuna-sweeper pins ``optuna<3`` and cannot persist studies under SQLAlchemy 2;
 this one runs on current Optuna, prunes through the study's storage, resumes a study up to its
 total ``n_trials`` and shares it between processes. Hydra imports ``config`` and
-``rlbench_optuna_sweeper`` when it scans plugins; Optuna itself is imported only in ``_impl``.
+``rlbench_optuna_sweeper`` when it scans plugins; Optuna itself is imported only in ``_sweep``.
+
+Modules: ``_sweep`` (the study loop), ``_space`` (the search-space grammar), ``_study`` (storage,
+samplers, claims), ``_parent_run`` (the sweep's MLflow parent run). May import from rlbench only
+:mod:`rlbench.errors`, :mod:`rlbench.config`, ``rlbench.tracking`` and the job side of a trial,
+:mod:`rlbench.run.trial` (tests/test_layout.py checks it).
 """

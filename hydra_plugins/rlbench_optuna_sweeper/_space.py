@@ -9,7 +9,6 @@ that is not a sweep is a fixed override passed unchanged to every job.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from rlbench.errors import UserError
+from rlbench.config import override_value as format_value  # re-exported: the sweeper's name
+from rlbench.errors import UserError, first_line
 
 
 class SweepError(UserError):
@@ -100,7 +100,7 @@ def _parse(lines: list[str], where: str) -> list[Override]:
             result.extend(parser.parse_overrides([line]))
         except Exception as err:
             detail = [s for s in str(err).splitlines()[1:] if not s.startswith("See https")]
-            reason = detail[0] if detail else str(err).splitlines()[0]
+            reason = detail[0] if detail else first_line(err)
             raise SweepError(
                 f"cannot parse search expression {line!r} in {where}: {reason}"
             ) from None
@@ -162,16 +162,3 @@ def _structured_text(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ",".join(f"{k}:{_structured_text(v)}" for k, v in value.items()) + "}"
     return format_value(value)
-
-
-def format_value(value: Any) -> str:
-    """Override text that Hydra parses back to exactly ``value`` (strings are quoted)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    # Hydra unescapes backslashes only before a quote or at the end of a quoted string
-    text = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, str(value))
-    return "'" + text.replace("'", "\\'") + "'"

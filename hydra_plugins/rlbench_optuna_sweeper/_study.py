@@ -27,14 +27,12 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from rlbench.redaction import mask_passwords
-from rlbench.trial import engine_kwargs
+from rlbench.errors import first_line
+from rlbench.run.trial import engine_kwargs
+from rlbench.tracking.redaction import mask_passwords
+from rlbench.tracking.schema import IGNORED_ATTR
 
 from ._space import SweepError
-
-IGNORED_ATTR = "rlbench.not_counted"  # failed for a reason that is not the configuration's fault
-DUPLICATE_ATTR = "rlbench.duplicate_of"  # an enqueued configuration two processes queued at once
-PARENT_RUN_ATTR = "rlbench.mlflow_parent_run_id"
 
 SAMPLERS = {
     "tpe": optuna.samplers.TPESampler,
@@ -106,8 +104,9 @@ def open_storage(
             # two processes creating the same new database race on its tables: try again
             racing = "already exists" in str(err) or "UNIQUE constraint" in str(err)
             if not racing or attempt == 4:
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                raise SweepError(f"cannot open the Optuna storage {redact(url)}: {first}") from None
+                raise SweepError(
+                    f"cannot open the Optuna storage {redact(url)}: {first_line(err)}"
+                ) from None
             time.sleep(0.2 + random.random() * 0.3)
     raise AssertionError("unreachable")
 

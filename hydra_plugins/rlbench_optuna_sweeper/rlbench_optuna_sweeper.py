@@ -1,4 +1,4 @@
-"""The ``Sweeper`` Hydra instantiates; it hands over to ``_impl``, which imports Optuna."""
+"""The ``Sweeper`` Hydra instantiates; it hands over to ``_sweep``, which imports Optuna."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class RlbenchOptunaSweeper(Sweeper):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         def start() -> None:
-            from ._impl import OptunaSweep
+            from ._sweep import OptunaSweep
 
             self._impl = OptunaSweep(**self._settings)
             self._impl.setup(

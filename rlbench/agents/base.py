@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # importing SB3 imports torch, which the baselines do not nee
     from stable_baselines3.common.vec_env import VecEnv
 
 #: ``callback(num_steps, stats)``; returning ``False`` stops learning (``None`` does not).
+#: ``stats`` are plain names (``episode_return``, ``loss``): the run logs them as ``train/<name>``.
 LearnCallback = Callable[[int, dict[str, float]], Any]
 
 #: Keys of the ``algo`` group that are ours, not the algorithm's settings.

@@ -15,6 +15,7 @@ import numpy as np
 
 from rlbench.agents.base import Agent, LearnCallback, call_back
 from rlbench.agents.checkpoint_io import Checkpoint
+from rlbench.envs import core_of
 from rlbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ class ThresholdAgent(_FixedPolicy):
             raise UserError(
                 f"threshold needs 3 actions (remove, hold, add); the env has {env.action_space}"
             )
-        core = getattr(env, "core", None)
+        core = core_of(env)
         self._signals = getattr(core, "signals", None)
         if not callable(self._signals):
             what = type(core).__name__ if core is not None else type(env).__name__

@@ -35,6 +35,7 @@ from gymnasium import spaces
 
 from rlbench.agents.base import Agent, LearnCallback, call_back
 from rlbench.agents.checkpoint_io import Checkpoint
+from rlbench.envs import core_of
 from rlbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -204,13 +205,13 @@ class QLearningAgent(Agent):
             if self.num_steps - last_steps >= report_every or self.num_steps >= total_steps:
                 elapsed = max(time.perf_counter() - t0, 1e-9)
                 stats = {
-                    "train/epsilon": self.epsilon,
-                    "train/td_error": td_sum / updates,
-                    "train/states_visited": float(self.visited.mean()),
-                    "train/steps_per_second": (self.num_steps - last_steps) / elapsed,
+                    "epsilon": self.epsilon,
+                    "td_error": td_sum / updates,
+                    "states_visited": float(self.visited.mean()),
+                    "steps_per_second": (self.num_steps - last_steps) / elapsed,
                 }
                 if returns:
-                    stats["train/episode_return"] = float(np.mean(returns))
+                    stats["episode_return"] = float(np.mean(returns))
                 if not call_back(callback, self.num_steps, stats):
                     return
                 returns, td_sum, updates = [], 0.0, 0
@@ -275,7 +276,7 @@ def _with_env_hint(settings: dict[str, Any], env: VecEnv) -> dict[str, Any]:
     Which observation dimensions carry the decision, and in how many bins, is knowledge about
     the environment, so each environment states it once instead of every preset repeating it.
     """
-    hint = dict(getattr(getattr(env, "core", None), "tabular_hint", None) or {})
+    hint = dict(getattr(core_of(env), "tabular_hint", None) or {})
     fallback = {"bins": 10, "q_init": 0.0}
     out = dict(settings)
     for key in ("bins", "obs_indices", "low", "high", "q_init"):

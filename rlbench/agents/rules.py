@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from rlbench.agents.baselines import _FixedPolicy
+from rlbench.envs import core_of
 from rlbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 def require_core(agent: str, env: VecEnv, core_cls: type, env_name: str) -> Any:
     """The env's core if it is a ``core_cls``; else a one-line ``UserError`` naming the env."""
-    core = getattr(env, "core", None)
+    core = core_of(env)
     if not isinstance(core, core_cls):
         what = type(core if core is not None else env).__name__
         raise UserError(f"{agent} needs the {env_name} environment (env={env_name}); got {what}")

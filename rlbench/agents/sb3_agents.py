@@ -46,6 +46,7 @@ from rlbench.agents.base import (
 )
 from rlbench.agents.checkpoint_io import Checkpoint
 from rlbench.agents.device import resolve_device
+from rlbench.envs import core_of
 from rlbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
     "sgd": torch.optim.SGD,
 }
+SB3_TRAIN_GROUP = "train"  # SB3 logs losses as "train/<name>"; we pass on the names
 # Constructor arguments we set ourselves, not from config.
 _OURS = {"self", "env", "seed", "device", "_init_setup_model"}
 
@@ -74,7 +76,7 @@ _OURS = {"self", "env", "seed", "device", "_init_setup_model"}
 def _no_distribution_checks() -> Iterator[None]:
     """Skip torch.distributions' argument validation (a simplex check of every categorical's
     probabilities per call): 0.9-1.8 s of CPU in a 100k-step PPO run, results bit-identical.
-    NaN parameters are still caught, by rlbench.divergence. The caller's setting comes back."""
+    NaN parameters are still caught, by rlbench.run.divergence. The caller's setting comes back."""
     from torch.distributions import Distribution
 
     previous = Distribution._validate_args
@@ -88,7 +90,7 @@ def _no_distribution_checks() -> Iterator[None]:
 def env_name(env: VecEnv) -> str:
     """A readable name for an env in error messages (its core's class, else the VecEnv's)."""
     env = getattr(env, "unwrapped", env)
-    core = getattr(env, "core", None)
+    core = core_of(env)
     return type(core if core is not None else env).__name__
 
 
@@ -201,12 +203,13 @@ class SB3Agent(Agent):
         return all(bool(torch.isfinite(p).all()) for p in self.model.policy.parameters())
 
     def training_stats(self) -> dict[str, float]:
-        """SB3's latest ``train/*`` logger values (losses, learning rate...) as floats."""
+        """SB3's latest ``train`` logger values (losses, learning rate...) as floats, by name."""
         values = getattr(self.model.logger, "name_to_value", {})
         stats = {}
         for key, value in values.items():
-            if key.startswith("train/") and isinstance(value, int | float | np.number):
-                stats[key] = float(value)
+            group, _, name = key.partition("/")
+            if group == SB3_TRAIN_GROUP and name and isinstance(value, int | float | np.number):
+                stats[name] = float(value)
         return stats
 
     # -- save / load ---------------------------------------------------------------------------
@@ -285,7 +288,7 @@ class DQNAgent(SB3Agent):
             self.model.learning_starts = warmup
 
     def training_stats(self) -> dict[str, float]:
-        return {**super().training_stats(), "train/epsilon": float(self.model.exploration_rate)}
+        return {**super().training_stats(), "epsilon": float(self.model.exploration_rate)}
 
 
 class _Forward(BaseCallback):
@@ -329,12 +332,12 @@ class _Forward(BaseCallback):
     def _report(self) -> None:
         now = time.perf_counter()
         stats = self.agent.training_stats()
-        stats["train/steps_per_second"] = (self.num_timesteps - self.last_steps) / max(
+        stats["steps_per_second"] = (self.num_timesteps - self.last_steps) / max(
             now - self.t0, 1e-9
         )
         if self.returns:
-            stats["train/episode_return"] = float(np.mean(self.returns))
-            stats["train/episode_length"] = float(np.mean(self.lengths))
+            stats["episode_return"] = float(np.mean(self.returns))
+            stats["episode_length"] = float(np.mean(self.lengths))
         self.returns, self.lengths = [], []
         self.last_steps, self.t0 = self.num_timesteps, now
         if not call_back(self.user_callback, self.num_timesteps, stats):

@@ -163,12 +163,12 @@ class UCBAgent(Agent):
             if self.num_steps - last >= report_every or self.num_steps >= total_steps:
                 elapsed = max(time.perf_counter() - t0, 1e-9)
                 stats = {
-                    "train/mean_reward": reward_sum / pulls,
-                    "train/contexts_seen": float(len(self.ids)),
-                    "train/steps_per_second": (self.num_steps - last) / elapsed,
+                    "mean_reward": reward_sum / pulls,
+                    "contexts_seen": float(len(self.ids)),
+                    "steps_per_second": (self.num_steps - last) / elapsed,
                 }
                 if returns:
-                    stats["train/episode_return"] = float(np.mean(returns))
+                    stats["episode_return"] = float(np.mean(returns))
                 if not call_back(callback, self.num_steps, stats):
                     return
                 reward_sum, pulls, returns = 0.0, 0, []

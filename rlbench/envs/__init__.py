@@ -1,5 +1,7 @@
 """rlbench's environments, registered with gymnasium when ``rlbench`` is imported.
 
+The lowest layer above :mod:`rlbench.errors`: imports nothing else of rlbench.
+
 ``gymnasium.make("rlbench/Autoscaling-v0", load="spike")`` gives one copy;
 :func:`make_vec` gives ``N`` copies stepped by one numpy call (an SB3 ``VecEnv``).
 """
@@ -7,9 +9,12 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
+
+if TYPE_CHECKING:
+    from rlbench.envs.base import Core
 
 # id -> "module:EnvClass"; the class's ``core_cls`` is the batched dynamics.
 ENVIRONMENTS: dict[str, str] = {
@@ -35,6 +40,16 @@ def env_class(env_id: str) -> type:
         raise ValueError(f"unknown environment id {env_id!r}; rlbench's own: {known}")
     module, name = ENVIRONMENTS[env_id].split(":")
     return getattr(importlib.import_module(module), name)
+
+
+def core_of(env: Any) -> Core | None:
+    """The numpy :class:`~rlbench.envs.base.Core` behind ``env``: a :func:`make_vec` env or a
+    single copy, also inside SB3 ``VecEnv`` wrappers (they forward attributes); None for any
+    other environment (a gymnasium id run through ``DummyVecEnv``)."""
+    from rlbench.envs.base import Core
+
+    core = getattr(env, "core", None)
+    return core if isinstance(core, Core) else None
 
 
 def make_vec(env_id: str, num_envs: int, seed: int | None = None, **kwargs: Any):

@@ -73,7 +73,7 @@ def test_time_limit_truncation_bootstraps_from_the_final_observation():
     agent.learn(1, lambda n, stats: seen.append(stats))
     changed = np.argwhere(agent.q != 10.0)
     assert len(changed) == 1
-    r = seen[-1]["train/episode_return"]
+    r = seen[-1]["episode_return"]
     assert agent.q[tuple(changed[0])] == pytest.approx(r + 0.5 * 10.0)
 
 
@@ -98,9 +98,7 @@ def test_learn_reports_stats_and_predicts_valid_actions():
     agent.learn(3000, lambda n, stats: reports.append((n, stats)))
     assert agent.num_steps == 3000
     assert [n for n, _ in reports] == [1000, 2000, 3000]
-    assert {"train/epsilon", "train/episode_return", "train/steps_per_second"} <= set(
-        reports[-1][1]
-    )
+    assert {"epsilon", "episode_return", "steps_per_second"} <= set(reports[-1][1])
     actions = agent.predict(np.random.default_rng(0).random((7, 2)))
     assert actions.shape == (7,) and actions.dtype == np.int64
     assert set(actions.tolist()) <= {0, 1, 2}

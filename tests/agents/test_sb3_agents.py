@@ -28,10 +28,10 @@ def test_learns_to_the_absolute_target_and_predicts_valid_actions(algo):
     agent.learn(200, lambda n, stats: reports.append((n, stats)))
     assert agent.num_steps >= 200
     assert reports[-1][0] == agent.num_steps
-    assert "train/steps_per_second" in reports[-1][1]
-    assert "train/episode_return" in {k for _, s in reports for k in s}
+    assert "steps_per_second" in reports[-1][1]
+    assert "episode_return" in {k for _, s in reports for k in s}
     if algo == "dqn":
-        assert 0.05 <= reports[-1][1]["train/epsilon"] <= 1.0
+        assert 0.05 <= reports[-1][1]["epsilon"] <= 1.0
     actions = agent.predict(OBS)
     assert actions.shape == (9,) and actions.dtype == np.int64
     assert set(actions.tolist()) <= {0, 1, 2}
@@ -46,7 +46,7 @@ def test_ppo_reports_after_every_rollout_with_its_losses():
     agent.learn(256, lambda n, stats: reports.append((n, stats)))
     assert [n for n, _ in reports] == [64, 128, 192, 256]
     # from the second report on, the previous rollout's update has run
-    assert {"train/loss", "train/value_loss", "train/entropy_loss"} <= set(reports[1][1])
+    assert {"loss", "value_loss", "entropy_loss"} <= set(reports[1][1])
 
 
 @pytest.mark.parametrize("algo", ["ppo", "dqn"])

@@ -18,7 +18,7 @@ def cli(
     """``cli(*args)``: ``rlbench-train *args`` in this process (in ``tmp_path``), as a user
     would run it: returns the exit code and what it printed. A few ms instead of a 3 s process.
     """
-    from rlbench import train
+    from rlbench.run import main as train
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)

@@ -51,24 +51,24 @@ def _after_nth_call(owner: object, name: str, nth: int, *, before: bool = False)
 
 def _install(moment: str, nth: int) -> None:
     if moment == "trial":
-        import rlbench.evaluate
+        import rlbench.run.evaluate
 
         # train.py imports evaluate() at call time, so the final evaluation meets the wrapper
-        _after_nth_call(rlbench.evaluate, "evaluate", nth, before=True)
+        _after_nth_call(rlbench.run.evaluate, "evaluate", nth, before=True)
     elif moment == "between":
-        from hydra_plugins.rlbench_optuna_sweeper import _impl
+        from hydra_plugins.rlbench_optuna_sweeper import _sweep
 
-        _after_nth_call(_impl.OptunaSweep, "_run_batch", nth)
+        _after_nth_call(_sweep.OptunaSweep, "_run_batch", nth)
     elif moment == "parent":
-        from hydra_plugins.rlbench_optuna_sweeper import _summary
+        from hydra_plugins.rlbench_optuna_sweeper import _parent_run
 
-        original = _summary.ParentRun._log_results
+        original = _parent_run.ParentRun._log_results
 
         def log_results(self, study):
             _after_nth_call(self.tracker, "log_artifact", nth)
             return original(self, study)
 
-        _summary.ParentRun._log_results = log_results
+        _parent_run.ParentRun._log_results = log_results
     else:
         raise SystemExit(f"unknown RLBENCH_TEST_PAUSE moment {moment!r}")
 
@@ -76,13 +76,13 @@ def _install(moment: str, nth: int) -> None:
 if __name__ == "__main__":
     commit = os.environ.get("RLBENCH_TEST_COMMIT")
     if commit:
-        from rlbench import provenance
+        from rlbench.tracking import provenance
 
         provenance.git_state = lambda repo=None: (commit, "false")
     spec = os.environ.get("RLBENCH_TEST_PAUSE")
     if spec:
         moment, _, nth = spec.partition(":")
         _install(moment, int(nth or 1))
-    from rlbench.train import main
+    from rlbench.run.main import main
 
     main()

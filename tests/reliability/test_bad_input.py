@@ -1,6 +1,6 @@
 """Bad input to ``rlbench-train``: one clear line, a non-zero exit, no traceback, nothing written.
 
-Run in-process through the real console-script path (``rlbench.train.main``: Hydra, our error
+Run in-process through the real console-script path (``rlbench.run.main.main``: Hydra, our error
 printer, exit codes), tracking into a fresh MLflow store, so each case costs milliseconds rather
 than a 3 s process. docs/bad-input.md lists these cases with the ones tested elsewhere.
 """
@@ -183,9 +183,9 @@ def checkpoint_folder(tmp: Path, overrides: list[str]) -> Path:
     """Where ``rlbench-train <overrides>`` keeps its checkpoints (the folder resume reads)."""
     from hydra import compose, initialize_config_dir
 
-    from rlbench.checkpoints import run_key
+    from rlbench.config import CONF_DIR
+    from rlbench.run.checkpoints import run_key
     from rlbench.tracking import flatten_config
-    from rlbench.train import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides)

@@ -36,7 +36,7 @@ def test_four_workers_share_forty_trials_without_lock_errors(mlflow_store, tmp_p
     for i in range(WORKERS):
         log = open(tmp_path / f"worker{i}.txt", "w")  # noqa: SIM115 - closed below
         procs.append((log, subprocess.Popen(
-            [sys.executable, "-c", "from rlbench.train import main; main()", *args,
+            [sys.executable, "-c", "from rlbench.run.main import main; main()", *args,
              f"hydra.sweep.dir=multirun/worker{i}"],
             cwd=tmp_path, env=child_env(), stdout=log, stderr=subprocess.STDOUT,
         )))  # fmt: skip

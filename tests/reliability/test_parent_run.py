@@ -8,10 +8,10 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from hydra_plugins.rlbench_optuna_sweeper import _summary
-from hydra_plugins.rlbench_optuna_sweeper._study import PARENT_RUN_ATTR
-from hydra_plugins.rlbench_optuna_sweeper._summary import ABANDONED, ParentRun
+from hydra_plugins.rlbench_optuna_sweeper import _parent_run
+from hydra_plugins.rlbench_optuna_sweeper._parent_run import ABANDONED, ParentRun
 from rlbench.tracking import make_tracker
+from rlbench.tracking.schema import PARENT_RUN_ATTR
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -36,7 +36,7 @@ def test_a_parent_that_lost_the_race_on_a_server_storage_is_discarded(
         set_attr(key, rival_id)
 
     monkeypatch.setattr(study, "set_user_attr", set_then_overwritten)
-    monkeypatch.setattr(_summary, "SETTLE_S", 0.0)
+    monkeypatch.setattr(_parent_run, "SETTLE_S", 0.0)
     parent = ParentRun.start(
         sweep_config(mlflow_store, tmp_path), study, {}, "postgresql://db/optuna"
     )

@@ -19,7 +19,7 @@ STOCHASTIC = ["env.load=poisson", "env.noise=0.1"]
 
 def algo_options() -> dict[str, str]:
     """Every registered algorithm -> the ``algo=`` option that runs it (``<name>.yaml`` first)."""
-    from rlbench.train import CONF_DIR
+    from rlbench.config import CONF_DIR
 
     found: dict[str, str] = {}
     for path in sorted(Path(CONF_DIR, "algo").glob("*.yaml")):
@@ -32,7 +32,7 @@ def algo_options() -> dict[str, str]:
 def compose(*overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from rlbench.train import CONF_DIR
+    from rlbench.config import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("train", overrides=list(overrides))
@@ -45,7 +45,7 @@ def test_every_registered_algorithm_has_a_config():
 def train_twice(option: str, tmp_path: Path):
     """Two runs of ``algo=option`` on the first environment it can run on (debug budgets)."""
     from rlbench.errors import UserError
-    from rlbench.train import train
+    from rlbench.run.train import train
 
     for env in ENVS:
         extra = STOCHASTIC if env == "autoscaling" else []
@@ -69,7 +69,7 @@ def train_twice(option: str, tmp_path: Path):
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", sorted(algo_options()))
 def test_same_config_and_seed_give_identical_returns(algo, tmp_path, monkeypatch):
-    from rlbench.train import train
+    from rlbench.run.train import train
 
     monkeypatch.chdir(tmp_path)
     env, runs = train_twice(algo_options()[algo], tmp_path)

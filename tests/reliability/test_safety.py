@@ -133,8 +133,8 @@ def test_models_are_loaded_only_from_places_the_user_names():
             if func.endswith(readers):
                 found.add((str(path.relative_to(ROOT)), outer, func))
     assert found == {
-        ("rlbench/train.py", "_resume_agent", "agent_class().load"),
-        ("rlbench/verify.py", "verify_model", "load_agent"),
+        ("rlbench/run/train.py", "_resume_agent", "agent_class().load"),
+        ("rlbench/results/verify.py", "verify_model", "load_agent"),
     }
 
 
@@ -152,7 +152,7 @@ def test_we_start_no_network_server():
     assert hits == []
     # the one process we start is the MLflow helper, spoken to through pipes
     popens = [(p.name, f) for p in SOURCES for f, _, _ in calls(p) if "Popen" in f]
-    assert popens == [("tracking_helper.py", "subprocess.Popen")]
+    assert popens == [("helper.py", "subprocess.Popen")]
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ from sqlalchemy.engine import make_url
 
 from hydra_plugins.rlbench_optuna_sweeper._space import format_value
 from hydra_plugins.rlbench_optuna_sweeper._study import PASSWORD_ENV, storage_for_jobs
-from rlbench.train import CONF_DIR
-from rlbench.trial import TrialContext
+from rlbench.config import CONF_DIR
+from rlbench.run.trial import TrialContext
 
 URL = "postgresql+psycopg2://alice:p%40ss%2Fw0rd@db.example.org:5432/optuna"
 

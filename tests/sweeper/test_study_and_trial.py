@@ -18,7 +18,8 @@ from hydra_plugins.rlbench_optuna_sweeper._study import (
     trial_seed,
 )
 from rlbench.errors import UserError
-from rlbench.trial import PRUNED_ATTR, PRUNER_ATTR, TrialContext, make_pruner
+from rlbench.run.trial import TrialContext, make_pruner
+from rlbench.tracking.schema import PRUNED_ATTR, PRUNER_ATTR
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 X = FloatDistribution(0.0, 1.0)

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-TRAIN = [sys.executable, "-c", "from rlbench.train import main; main()"]
+TRAIN = [sys.executable, "-c", "from rlbench.run.main import main; main()"]
 CONF = Path(__file__).resolve().parents[2] / "conf" / "train.yaml"
 BUDGET = ("train.total_steps=2000", "train.eval_every=1000", "eval.episodes=4")
 

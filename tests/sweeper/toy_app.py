@@ -15,8 +15,8 @@ import hydra
 from omegaconf import DictConfig
 
 from rlbench.errors import UserError
+from rlbench.run.trial import TrialContext
 from rlbench.tracking import make_tracker
-from rlbench.trial import TrialContext
 
 
 def score(x: float, y: float, seed: int) -> float:

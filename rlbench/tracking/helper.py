@@ -1,9 +1,9 @@
 """The tracking helper process: MLflow's start-up and writes off the job's critical path.
 
 ``import mlflow`` and opening a SQLite store cost ~1.6 s of CPU, more than a short training
-job; the helper (``python -m rlbench.tracking_helper``) pays it on the other core while the job
+job; the helper (``python -m rlbench.tracking.helper``) pays it on the other core while the job
 imports torch. One helper serves every later job of its process, and ends a run KILLED when its
-job process dies without ending it. :class:`_LocalTransport` does the same work in-process.
+job process dies without ending it. :class:`LocalTransport` does the same work in-process.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from rlbench.errors import UserError
-from rlbench.tracking_store import _STORES, HTTP_ENV_DEFAULTS, _first_line, _store_for
+from rlbench.errors import UserError, first_line
+from rlbench.tracking.store import HTTP_ENV_DEFAULTS, end_all_open_runs, store_for
 
-log = logging.getLogger("rlbench.tracking")
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- transports
 
@@ -33,33 +33,33 @@ _OPS = (
 )  # fmt: skip
 
 
-class _LocalTransport:
+class LocalTransport:
     """Runs the operations in this process (``tracking.background=false``)."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
 
     def call(self, op: str, **kwargs: Any) -> Any:
-        return getattr(_store_for(self.uri), op)(**kwargs)
+        return getattr(store_for(self.uri), op)(**kwargs)
 
     def cast(self, op: str, **kwargs: Any) -> None:
         try:
             self.call(op, **kwargs)
         except Exception as err:  # the job goes on; the loss is reported
-            log.warning("MLflow %s failed: %s", op, _first_line(err))
+            log.warning("MLflow %s failed: %s", op, first_line(err))
 
 
 class _Helper:
-    """The helper process (``python -m rlbench.tracking_helper``): JSON lines in, replies out."""
+    """The helper process (``python -m rlbench.tracking.helper``): JSON lines in, replies out."""
 
     def __init__(self) -> None:
         env = os.environ.copy()
         for key, value in HTTP_ENV_DEFAULTS.items():
             env.setdefault(key, value)
-        root = str(Path(__file__).resolve().parents[1])  # rlbench importable as in this process
+        root = str(Path(__file__).resolve().parents[2])  # rlbench importable as in this process
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rlbench.tracking_helper"],
+            [sys.executable, "-m", "rlbench.tracking.helper"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -167,7 +167,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class _HelperTransport:
+class HelperTransport:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.helper = _helper()
@@ -193,7 +193,7 @@ def _serve() -> None:
                 request = json.loads(line)
                 if request.get("op") not in _OPS:
                     raise ValueError(f"unknown operation {request.get('op')!r}")
-                store = _store_for(request["uri"])
+                store = store_for(request["uri"])
                 reply: dict[str, Any] = {
                     "ok": True,
                     "result": getattr(store, request["op"])(**request["args"]),
@@ -203,7 +203,7 @@ def _serve() -> None:
                 reply = {
                     "ok": False,
                     "kind": "user" if user else "other",
-                    "error": str(err) if user else f"{type(err).__name__}: {_first_line(err)}",
+                    "error": str(err) if user else f"{type(err).__name__}: {first_line(err)}",
                 }
             if request.get("id") is None:
                 # a failed "prepare" fails again, with its message, in the "start_run" call
@@ -214,8 +214,7 @@ def _serve() -> None:
             deferred = []
             out.write(json.dumps(reply) + "\n")
     finally:
-        for store in _STORES.values():
-            store.end_open_runs("KILLED", "the job process died before ending the run")
+        end_all_open_runs("KILLED", "the job process died before ending the run")
         with contextlib.suppress(OSError):
             out.flush()
         os._exit(0)  # skip interpreter teardown (~0.5 s with MLflow loaded)

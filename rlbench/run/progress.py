@@ -7,8 +7,10 @@ import sys
 import time
 from typing import Any
 
+from rlbench.config import PROGRESS_MODES
+
 log = logging.getLogger("rlbench")
-MODES = ("auto", "bar", "log", "off")  # train.progress
+MODES = PROGRESS_MODES  # train.progress
 
 
 class Progress:

@@ -1,6 +1,6 @@
 """A small document model rendered twice: Markdown (``report.md``) and self-contained HTML.
 
-Kept apart from :mod:`rlbench.report.build` so what the report says and how it is typeset
+Kept apart from :mod:`rlbench.results.report` so what the report says and how it is typeset
 change separately.
 """
 

@@ -28,9 +28,11 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from rlbench.redaction import mask_passwords
+from rlbench.tracking import schema
+from rlbench.tracking.redaction import mask_passwords
+from rlbench.tracking.schema import DUPLICATE_ATTR, PARENT_RUN_ATTR
 
-from ._study import DUPLICATE_ATTR, PARENT_RUN_ATTR, redact, sqlite_path, storage_lock
+from ._study import redact, sqlite_path, storage_lock
 
 log = logging.getLogger(__name__)
 ABANDONED = "its sweep process died before ending the run"
@@ -59,9 +61,9 @@ class ParentRun:
 
         tracker = make_tracker(tracking)
         tags = {
-            "rlbench.sweep.study": study.study_name,
-            "rlbench.sweep.role": "parent",
-            "rlbench.sweep.storage": str(settings.get("sweep.storage", "")),
+            schema.SWEEP_STUDY_TAG: study.study_name,
+            schema.SWEEP_ROLE_TAG: schema.SWEEP_PARENT_ROLE,
+            schema.SWEEP_STORAGE_TAG: str(settings.get("sweep.storage", "")),
         }
         name = f"sweep-{study.study_name}"
         db = sqlite_path(storage_url)
@@ -95,13 +97,13 @@ class ParentRun:
             return []
         states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
         try:
-            runs = self.tracker.running_runs(f"tags.`mlflow.parentRunId` = '{self.run_id}'")
+            runs = self.tracker.running_runs(f"tags.`{schema.PARENT_RUN_TAG}` = '{self.run_id}'")
         except Exception as err:  # housekeeping must not stop a sweep
             log.warning("could not look for abandoned child runs: %s", err)
             return []
         ended = []
         for run in runs:
-            number = run["tags"].get("rlbench.sweep.trial_number")
+            number = run["tags"].get(schema.SWEEP_TRIAL_NUMBER_TAG)
             state = states.get(int(number)) if number is not None else None
             if state is None or not state.is_finished():
                 continue  # its job may be alive in another process
@@ -131,19 +133,21 @@ class ParentRun:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         trials = study.get_trials(deepcopy=False)
         counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
-        metrics = {f"sweep/n_{k}": float(v) for k, v in counts.items() if k != "waiting"}
+        metrics = {
+            schema.sweep_metric(f"n_{k}"): float(v) for k, v in counts.items() if k != "waiting"
+        }
         best = best_trials(study)
         if len(study.directions) == 1 and best:
-            metrics["sweep/best_value"] = float(best[0].value)
+            metrics[schema.BEST_VALUE_METRIC] = float(best[0].value)
             self.tracker.set_tags(
-                {"rlbench.best.trial_number": str(best[0].number)}
-                | {f"rlbench.best.{k}": str(v) for k, v in best[0].params.items()}
+                {schema.BEST_TRIAL_NUMBER_TAG: str(best[0].number)}
+                | {schema.BEST_PARAM_TAG_PREFIX + k: str(v) for k, v in best[0].params.items()}
             )
         self.tracker.log_metrics(metrics, step=len(trials))
-        best_json = self.out_dir / "best_trials.json"
+        best_json = self.out_dir / schema.BEST_TRIALS_FILE
         best_json.write_text(json.dumps([_trial_record(t) for t in best], indent=2))
-        self.tracker.log_artifact(best_json, "optuna")
-        table = self.out_dir / "trials.csv"
+        self.tracker.log_artifact(best_json, schema.SWEEP_DIR)
+        table = self.out_dir / schema.TRIALS_FILE
         frame = study.trials_dataframe()
         for column in frame.select_dtypes(include=["object", "string"]).columns:
             # e.g. the user attribute fixed_overrides: ["tracking.uri=https://u:pw@host", ...]
@@ -151,9 +155,9 @@ class ParentRun:
                 lambda v: mask_passwords(str(v)) if isinstance(v, str | list) else v
             )
         frame.to_csv(table, index=False)
-        self.tracker.log_artifact(table, "optuna")
+        self.tracker.log_artifact(table, schema.SWEEP_DIR)
         for path in _plots(study, self.out_dir):
-            self.tracker.log_artifact(path, "optuna")
+            self.tracker.log_artifact(path, schema.SWEEP_DIR)
 
 
 def _reopen(tracker: Any, name: str, tags: dict[str, str], run_id: str | None) -> str | None:
@@ -191,10 +195,10 @@ def _plots(study: optuna.Study, out_dir: Path) -> list[Path]:
         return []
     target = None if len(study.directions) == 1 else (lambda t: t.values[0])
     name = None if target is None else "objective 0"
-    jobs = [("optimization_history.png", lambda: ovm.plot_optimization_history(
+    jobs = [(schema.HISTORY_PLOT_FILE, lambda: ovm.plot_optimization_history(
         study, target=target, target_name=name or "Objective Value"))]  # fmt: skip
     if len(complete) >= 2:
-        jobs.append(("param_importances.png", lambda: ovm.plot_param_importances(
+        jobs.append((schema.IMPORTANCE_PLOT_FILE, lambda: ovm.plot_param_importances(
             study, target=target, target_name=name or "Objective Value")))  # fmt: skip
     paths = []
     for filename, plot in jobs:

@@ -8,7 +8,7 @@ import pytest
 import scipy.stats
 
 from rlbench.errors import UserError
-from rlbench.report.stats import (
+from rlbench.results.stats import (
     compare,
     curve_intervals,
     interval_estimates,

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from rlbench.errors import UserError
-from rlbench.report.build import ReportData, ReportSettings, analyse, build_report, summary_lines
+from rlbench.results.report import ReportData, ReportSettings, analyse, build_report, summary_lines
 
 SCORES = {
     ("steady", "ppo"): [-5.0, -5.1, -5.2, -5.3, -5.4],
@@ -262,7 +262,7 @@ def test_a_failure_while_writing_keeps_the_previous_report(store, tmp_path, monk
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("rlbench.report.plots.plot_decisions", broken)
+    monkeypatch.setattr("rlbench.results.plots.plot_decisions", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         build_report(settings(store, tmp_path, log_to_mlflow=False))
     assert [p.name for p in (tmp_path / "reports").iterdir()] == ["t"]  # no temporary folder
@@ -313,7 +313,7 @@ def test_report_and_verify_on_real_tiny_training_runs(mlflow_store, tmp_path):
     instances under a 2000-request load: every seed of threshold beats every seed of random,
     which beats every seed of static, so P = 1 for each pair and the ranks are 1, 2, 3.
     """
-    from rlbench.verify import main as verify_main
+    from rlbench.results.verify import main as verify_main
 
     exe = str(Path(sys.executable).parent / "rlbench-train")
     args = ["-m", "algo=threshold,random,static", "seed=0,1,2", "env.load=spike",

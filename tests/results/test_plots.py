@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from rlbench.errors import UserError
-from rlbench.report import plots
-from rlbench.report.stats import compare, performance_profile, probability_of_improvement_table
+from rlbench.results import plots
+from rlbench.results.stats import compare, performance_profile, probability_of_improvement_table
 
 ALGOS = {"ppo": -10.0, "threshold": -12.0, "random": -50.0}
 LOADS = ("spike", "steady")

@@ -1,7 +1,9 @@
 """MLflow operations on one tracking store: where it is, whether it can be used, and the writes.
 
-Runs wherever the tracker's work runs: in the helper process (:mod:`rlbench.tracking_helper`)
-or in the job itself (``tracking.background=false``). Keeps MLflow's limits, retries SQLite's
+Every write rlbench makes to MLflow goes through :class:`Store` (a training run's tracker, a
+sweep's parent run, a report's run, the stale-run cleanup). It runs wherever the tracker's work
+runs: in the helper process (:mod:`rlbench.tracking.helper`) or in the job itself
+(``tracking.background=false``). Keeps MLflow's limits, retries SQLite's
 "database is locked" with backoff, and serialises opening a new SQLite store across processes.
 """
 
@@ -16,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rlbench.errors import UserError
+from rlbench.errors import UserError, first_line
+from rlbench.tracking import schema
 
-log = logging.getLogger("rlbench.tracking")
+log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
 STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -51,7 +54,8 @@ def resolve_uri(uri: str | None) -> str:
     return uri
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other stores and in-memory ones)."""
     if not uri.startswith("sqlite:///"):
         return None
     path = uri.removeprefix("sqlite:///").partition("?")[0]
@@ -60,7 +64,7 @@ def _sqlite_path(uri: str) -> Path | None:
 
 def check_store(uri: str, timeout: float = 3.0) -> None:
     """Fail in a second, with one line saying what to do, if the store cannot be used."""
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     if db is not None:
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +91,7 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
             ) from None
 
 
-def _artifact_uri(location: str | None, tracking_uri: str) -> str | None:
+def artifact_uri(location: str | None, tracking_uri: str) -> str | None:
     """Where a new experiment keeps artifacts: a server decides itself; else a file URI."""
     if not location or tracking_uri.startswith(("http://", "https://", "databricks")):
         return None
@@ -121,7 +125,7 @@ def _retry_locked(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-class _Store:
+class Store:
     """MLflow operations on one tracking URI through one reused ``MlflowClient``.
 
     Runs in the helper process (or in-process with ``background=false``); remembers the runs it
@@ -142,7 +146,7 @@ class _Store:
                 self.client.search_experiments(max_results=1)
                 self.client.search_registered_models(max_results=1)
         except Exception as err:  # MLflow's errors, a missing database driver, a refused socket
-            raise UserError(f"cannot open the MLflow store {uri}: {_first_line(err)}") from None
+            raise UserError(f"cannot open the MLflow store {uri}: {first_line(err)}") from None
         self._experiments: dict[str, str] = {}
         self.open_runs: set[str] = set()
 
@@ -173,7 +177,7 @@ class _Store:
         except UserError:
             raise
         except Exception as err:  # MLflow's errors, a missing database driver, a refused socket
-            raise UserError(f"cannot use the MLflow store {self.uri}: {_first_line(err)}") from None
+            raise UserError(f"cannot use the MLflow store {self.uri}: {first_line(err)}") from None
         self._experiments[experiment] = exp_id
         return exp_id
 
@@ -202,9 +206,9 @@ class _Store:
             # MLflow refuses to change a logged param: keep the first values, name the changes
             changed = sorted(k for k, v in params.items() if k in logged and logged[k] != v)
             params = {k: v for k, v in params.items() if k not in logged}
-            tags = {**tags, "rlbench.resumed": "true"}
+            tags = {**tags, schema.RESUMED_TAG: "true"}
             if changed:
-                tags["rlbench.params_changed_on_resume"] = ", ".join(changed)
+                tags[schema.PARAMS_CHANGED_ON_RESUME_TAG] = ", ".join(changed)
         else:
             exp_id = self.prepare(experiment, artifact_location)
             try:
@@ -252,14 +256,16 @@ class _Store:
         """Write the last metrics and the error tag, then the final status (always attempted)."""
         lost: Exception | None = None
         try:
-            self.log_batch(run_id, metrics=metrics, tags={"error": error} if error else None)
+            self.log_batch(
+                run_id, metrics=metrics, tags={schema.ERROR_TAG: error} if error else None
+            )
         except Exception as err:
             lost = err
         _retry_locked(self.client.set_terminated, run_id, status)
         self.open_runs.discard(run_id)
         if lost is not None:
             raise RuntimeError(
-                f"run {run_id} ended {status} without its last metrics: {_first_line(lost)}"
+                f"run {run_id} ended {status} without its last metrics: {first_line(lost)}"
             )
 
     def find_runs(self, experiment: str, filter_string: str, status: str) -> list[dict[str, Any]]:
@@ -281,6 +287,23 @@ class _Store:
         _retry_locked(self.client.delete_run, run_id)
         self.open_runs.discard(run_id)
 
+    def end_stale_runs(self, experiment: str, older_than: float | None, error: str) -> list[str]:
+        """End FAILED the experiment's RUNNING runs that started over ``older_than`` s ago
+        (all of them when None); returns their ids."""
+        found = _retry_locked(self.client.get_experiment_by_name, experiment)
+        if found is None:
+            return []
+        runs = _retry_locked(
+            self.client.search_runs,
+            [found.experiment_id],
+            filter_string="attributes.status = 'RUNNING'",
+        )
+        cutoff = (time.time() - older_than) * 1000 if older_than is not None else float("inf")
+        stale = [r.info.run_id for r in runs if r.info.start_time <= cutoff]
+        for run_id in stale:
+            self.end_run(run_id, "FAILED", error)
+        return stale
+
     def end_open_runs(self, status: str, error: str) -> None:
         """End every run this store opened and nobody ended (their job died)."""
         for run_id in list(self.open_runs):
@@ -288,17 +311,12 @@ class _Store:
                 self.end_run(run_id, status, error)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(getattr(err, "message", None) or err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-_STORES: dict[str, _Store] = {}
+_STORES: dict[str, Store] = {}
 
 
 def _first_open_lock(uri: str) -> contextlib.AbstractContextManager[Any]:
     """A lock file beside a SQLite store (``<db>.lock``); nothing for other stores."""
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is None:
         return contextlib.nullcontext()
     from filelock import FileLock
@@ -306,8 +324,14 @@ def _first_open_lock(uri: str) -> contextlib.AbstractContextManager[Any]:
     return FileLock(str(path) + ".lock", timeout=120)
 
 
-def _store_for(uri: str) -> _Store:
+def store_for(uri: str) -> Store:
     """One store (client, engine, experiment ids) per URI and process, reused across jobs."""
     if uri not in _STORES:
-        _STORES[uri] = _Store(uri)
+        _STORES[uri] = Store(uri)
     return _STORES[uri]
+
+
+def end_all_open_runs(status: str, error: str) -> None:
+    """End every run this process's stores opened and nobody ended (the helper, at its end)."""
+    for store in _STORES.values():
+        store.end_open_runs(status, error)

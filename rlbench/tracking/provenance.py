@@ -18,11 +18,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rlbench.tracking import schema
+
 # distribution name -> tag suffix; the libraries whose versions change results
-ALGO_PRESET_TAG = "rlbench.algo_preset"
-CODE_TAG = "rlbench.code"  # see code_version()
-MIXED_CODE = "mixed"  # CODE_TAG of a run resumed under other code or libraries: never reused
-RUN_KEY_TAG = "rlbench.run_key"  # the configuration's hash: see rlbench.checkpoints.run_key
 PACKAGES: dict[str, str] = {
     "torch": "torch",
     "stable-baselines3": "sb3",
@@ -98,6 +96,18 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def version_tags() -> dict[str, str]:
+    """``version.<library>`` tags: what ``resume=true`` compares before reusing a run."""
+    return {schema.VERSION_TAG_PREFIX + name: v for name, v in package_versions().items()}
+
+
+def git_tags(commit: str | None = None, dirty: str | None = None) -> dict[str, str]:
+    """``git.commit`` and ``git.dirty`` of the code that ran (see :func:`git_state`)."""
+    if commit is None or dirty is None:
+        commit, dirty = git_state()
+    return {schema.GIT_COMMIT_TAG: commit, schema.GIT_DIRTY_TAG: dirty}
+
+
 def hostname() -> str:
     """This machine's name, as the runs table shows where a run was made."""
     return socket.gethostname()
@@ -114,19 +124,19 @@ def _hydra_tags() -> dict[str, str]:
         return {}
     hc = HydraConfig.get()
     fields: dict[str, Callable[[], str]] = {
-        "hydra.overrides": lambda: " ".join(hc.overrides.task),
-        "hydra.choices": lambda: " ".join(
+        schema.HYDRA_OVERRIDES_TAG: lambda: " ".join(hc.overrides.task),
+        schema.HYDRA_CHOICES_TAG: lambda: " ".join(
             f"{group}={option}"
             for group, option in hc.runtime.choices.items()
             if option is not None and not group.startswith("hydra")
         ),
-        "hydra.output_dir": lambda: str(hc.runtime.output_dir),
+        schema.HYDRA_OUTPUT_DIR_TAG: lambda: str(hc.runtime.output_dir),
         # the algo option the user chose (ppo_seed is algo.name ppo with other settings):
         # reports compare presets, not only algorithm classes
-        ALGO_PRESET_TAG: lambda: str(hc.runtime.choices["algo"]),
+        schema.ALGO_PRESET_TAG: lambda: str(hc.runtime.choices["algo"]),
     }
     if hc.mode == RunMode.MULTIRUN:
-        fields["hydra.job.num"] = lambda: str(hc.job.num)
+        fields[schema.HYDRA_JOB_NUM_TAG] = lambda: str(hc.job.num)
     tags = {}
     for key, read in fields.items():
         with contextlib.suppress(Exception):  # unset outside @hydra.main (compose API)
@@ -139,20 +149,21 @@ def run_tags(cfg: Any, device: str) -> dict[str, str]:
     import getpass
 
     commit, dirty = git_state()
-    tags = {"git.commit": commit, "git.dirty": dirty, "host": hostname(), "device": str(device)}
+    tags = git_tags(commit, dirty) | {schema.HOST_TAG: hostname(), schema.DEVICE_TAG: str(device)}
     code = code_version(commit, dirty)
     if code is not None:
-        tags[CODE_TAG] = code
-    tags |= {f"version.{name}": version for name, version in package_versions().items()}
+        tags[schema.CODE_TAG] = code
+    tags |= version_tags()
     seed = cfg.get("seed")
     if seed is not None:
-        tags["seed"] = str(seed)
+        tags[schema.SEED_TAG] = str(seed)
     tags |= _hydra_tags()
     # MLflow's own keys, so that its UI shows the source, the user and the commit
-    tags["mlflow.source.name"] = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
-    tags["mlflow.source.type"] = "LOCAL"
+    source = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    tags[schema.SOURCE_NAME_TAG] = source
+    tags[schema.SOURCE_TYPE_TAG] = "LOCAL"
     if commit != "unknown":
-        tags["mlflow.source.git.commit"] = commit
+        tags[schema.SOURCE_COMMIT_TAG] = commit
     with contextlib.suppress(Exception):
-        tags["mlflow.user"] = getpass.getuser()
+        tags[schema.USER_TAG] = getpass.getuser()
     return tags

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MODEL_DIR = "model"
-EPISODES_ARTIFACT = "eval/eval_episodes.csv"
-CONFIG_ARTIFACT = "config.yaml"
+from rlbench.errors import UserError, first_line
+from rlbench.tracking.schema import CONFIG_ARTIFACT, EPISODES_ARTIFACT, MODEL_DIR, MODEL_STEM
+
 RETURN_TOLERANCE = 1e-6  # relative; the replay is the same computation, so it matches exactly
 
 
@@ -93,7 +93,7 @@ def _logged_episodes(client: Any, run_id: str, tmp: Path) -> Any:
 
 
 def _eval_seeds(cfg: Any, logged: Any) -> list[int]:
-    from rlbench.evaluate import evaluation_seeds
+    from rlbench.run.evaluate import evaluation_seeds
 
     if logged is not None and "seed" in logged and len(logged):
         return [int(s) for s in logged["seed"]]
@@ -107,10 +107,9 @@ def verify_model(client: Any, run: dict[str, Any], artifact: str, device: str = 
     import numpy as np
 
     from rlbench.agents import load_agent
+    from rlbench.config import env_spec
     from rlbench.envs import make_vec
-    from rlbench.errors import UserError
-    from rlbench.evaluate import evaluate
-    from rlbench.train import env_spec
+    from rlbench.run.evaluate import evaluate
 
     with tempfile.TemporaryDirectory(prefix="rlbench-verify-") as tmp:
         tmp = Path(tmp)
@@ -118,7 +117,7 @@ def verify_model(client: Any, run: dict[str, Any], artifact: str, device: str = 
         if "env" not in cfg:
             raise ValueError("the run logged neither config.yaml nor env.* params")
         env_id, env_kwargs = env_spec(cfg.env)
-        final = Path(artifact).stem == "model"
+        final = Path(artifact).stem == MODEL_STEM
         logged = _logged_episodes(client, run["run_id"], tmp / "episodes") if final else None
         seeds = _eval_seeds(cfg, logged)
         if logged is None:
@@ -159,10 +158,12 @@ def verify_model(client: Any, run: dict[str, Any], artifact: str, device: str = 
         )
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    kind = "" if type(err).__name__ in ("UserError", "ValueError") else f"{type(err).__name__}: "
-    return kind + (text[0] if text else type(err).__name__)
+def _reason(err: BaseException) -> str:
+    """The error's first line, named by its type unless it is ours or a plain ValueError."""
+    kind = (
+        "" if isinstance(err, UserError) or type(err) is ValueError else f"{type(err).__name__}: "
+    )
+    return kind + first_line(err)
 
 
 # --------------------------------------------------------------------------- all models
@@ -173,8 +174,8 @@ def verify_experiment(
     device: str = "cpu",
 ) -> list[Check]:
     """A :class:`Check` per model file of every run in ``experiment`` (reports excluded)."""
-    from rlbench.analysis import load_runs, mlflow_client
-    from rlbench.errors import UserError
+    from rlbench.results.analysis import load_runs
+    from rlbench.tracking.client import mlflow_client
 
     runs = load_runs(experiment, filter, tracking_uri)
     client = mlflow_client(runs.attrs["tracking_uri"])
@@ -184,12 +185,12 @@ def verify_experiment(
             files = [f for f in client.list_artifacts(run["run_id"], MODEL_DIR) if not f.is_dir]
         except Exception as err:
             files = []
-            checks.append(_check(run, MODEL_DIR, False, f"cannot list artifacts: {_one_line(err)}"))
+            checks.append(_check(run, MODEL_DIR, False, f"cannot list artifacts: {_reason(err)}"))
         for info in files:
             try:
                 detail, ok = verify_model(client, run, info.path, device), True
             except (UserError, ValueError, RuntimeError, OSError, KeyError, TypeError) as err:
-                detail, ok = _one_line(err), False
+                detail, ok = _reason(err), False
             checks.append(_check(run, info.path, ok, detail))
     if not checks:
         where = f"experiment {experiment!r}" + (f" (filter {filter!r})" if filter else "")
@@ -235,7 +236,6 @@ def format_table(checks: Sequence[Check]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``rlbench-verify``; returns the exit code: 0 all pass, 1 a model failed, 2 bad input."""
     args = _parser().parse_args(argv)
-    from rlbench.errors import UserError
 
     try:
         checks = verify_experiment(args.experiment, args.filter, args.tracking_uri, args.device)

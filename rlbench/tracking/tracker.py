@@ -1,7 +1,7 @@
 """MLflow tracking: one run per job, written by a helper process so that it costs the job ~nothing.
 
 Why a helper process: ``import mlflow`` and opening a SQLite store take ~1.6 s of CPU, more than
-a short training job. :func:`make_tracker` starts :mod:`rlbench.tracking_helper` at once; it
+a short training job. :func:`make_tracker` starts :mod:`rlbench.tracking.helper` at once; it
 imports MLflow and opens the store on the second core while the job imports torch and builds its
 agent, so :meth:`Tracker.start` rarely waits. The helper is reused by every later job of the same
 process (a sequential sweep, a joblib worker), and it ends a run KILLED if the job process dies
@@ -28,17 +28,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rlbench.provenance import run_tags
-from rlbench.redaction import mask_passwords, mask_values
-from rlbench.tracking_helper import _HelperTransport, _LocalTransport, stop_helper
-from rlbench.tracking_store import (  # re-exported: callers read stores through this module
+from rlbench.tracking import schema
+from rlbench.tracking.helper import HelperTransport, LocalTransport, stop_helper
+from rlbench.tracking.redaction import mask_passwords, mask_values
+from rlbench.tracking.store import (
     FLUSH_EVERY_S,
     MAX_METRICS_PER_BATCH,
     STATUSES,
-    _artifact_uri,
-    _store_for,
+    artifact_uri,
     check_store,
     resolve_uri,
+    store_for,
 )
 
 log = logging.getLogger(__name__)
@@ -48,16 +48,6 @@ DEFAULT_ARTIFACTS = "outputs/mlartifacts"
 
 
 # --------------------------------------------------------------------------- config → params
-
-__all__ = [
-    "Tracker",
-    "end_status",
-    "flatten_config",
-    "make_tracker",
-    "mark_stale_runs_failed",
-    "run_tags",
-    "shutdown",
-]
 
 
 def format_value(value: Any) -> str:
@@ -194,7 +184,7 @@ class MlflowTracker(Tracker):
 
     def __init__(
         self,
-        transport: _LocalTransport | _HelperTransport,
+        transport: LocalTransport | HelperTransport,
         experiment: str = DEFAULT_EXPERIMENT,
         artifact_location: str | None = None,
         run_name: str | None = None,
@@ -215,7 +205,7 @@ class MlflowTracker(Tracker):
 
     def prepare(self) -> None:
         """Open the store and the experiment ahead of :meth:`start` (in the background)."""
-        if isinstance(self._transport, _HelperTransport):
+        if isinstance(self._transport, HelperTransport):
             self._transport.cast(
                 "prepare", experiment=self._experiment, artifact_location=self._artifact_location
             )
@@ -232,7 +222,7 @@ class MlflowTracker(Tracker):
             raise RuntimeError(f"MLflow run {self.run_id} is still open: end() it first")
         tags = mask_values(tags)
         if parent_run_id:
-            tags["mlflow.parentRunId"] = parent_run_id
+            tags[schema.PARENT_RUN_TAG] = parent_run_id
         self.run_id = self._transport.call(
             "start_run",
             experiment=self._experiment,
@@ -342,9 +332,9 @@ def make_tracker(tracking_cfg: Mapping[str, Any]) -> Tracker:
     uri = resolve_uri(tracking_cfg.get("uri"))
     check_store(uri)
     location = tracking_cfg.get("artifact_location", DEFAULT_ARTIFACTS)
-    artifact_location = _artifact_uri(location, uri)
+    artifact_location = artifact_uri(location, uri)
     background = bool(tracking_cfg.get("background", True))
-    transport = _HelperTransport(uri) if background else _LocalTransport(uri)
+    transport = HelperTransport(uri) if background else LocalTransport(uri)
     if not _AT_EXIT_REGISTERED:
         atexit.register(shutdown)
         _AT_EXIT_REGISTERED = True
@@ -368,16 +358,7 @@ def mark_stale_runs_failed(
     """
     uri = resolve_uri(tracking_cfg.get("uri"))
     check_store(uri)
-    store = _store_for(uri)
     experiment = str(tracking_cfg.get("experiment") or DEFAULT_EXPERIMENT)
-    found = store.client.get_experiment_by_name(experiment)
-    if found is None:
-        return []
-    runs = store.client.search_runs(
-        [found.experiment_id], filter_string="attributes.status = 'RUNNING'"
+    return store_for(uri).end_stale_runs(
+        experiment, older_than, "stale: its process died without ending the run"
     )
-    cutoff = (time.time() - older_than) * 1000 if older_than is not None else float("inf")
-    stale = [r.info.run_id for r in runs if r.info.start_time <= cutoff]
-    for run_id in stale:
-        store.end_run(run_id, "FAILED", "stale: its process died without ending the run")
-    return stale

@@ -28,12 +28,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlbench.errors import UserError
+from rlbench.errors import UserError, first_line
+from rlbench.tracking import schema
+from rlbench.tracking.schema import PRUNED_ATTR, PRUNER_ATTR
 
-log = logging.getLogger("rlbench.trial")
-
-PRUNER_ATTR = "rlbench.pruner"
-PRUNED_ATTR = "rlbench.pruned"
+log = logging.getLogger(__name__)
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "threshold", "none")
 # Several processes write one SQLite file (sweepers, their jobs): a writer waits this long for
 # the lock instead of failing with "database is locked" after sqlite3's default 5 s.
@@ -85,12 +84,7 @@ def make_pruner(name: str, kwargs: dict[str, Any] | None = None) -> Any:
     try:
         return classes[key](**kwargs)
     except (TypeError, ValueError) as err:
-        raise UserError(f"hydra.sweeper.pruner ({key}): {_one_line(err)}") from None
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+        raise UserError(f"hydra.sweeper.pruner ({key}): {first_line(err)}") from None
 
 
 @dataclass
@@ -136,9 +130,9 @@ class TrialContext:
     def mlflow_tags(self) -> dict[str, str]:
         """Tags that tie the job's MLflow run to its study and trial."""
         return {
-            "rlbench.sweep.study": self.study,
-            "rlbench.sweep.trial_number": str(self.number),
-            "rlbench.sweep.seed_index": str(self.seed_index),
+            schema.SWEEP_STUDY_TAG: self.study,
+            schema.SWEEP_TRIAL_NUMBER_TAG: str(self.number),
+            schema.SWEEP_SEED_INDEX_TAG: str(self.seed_index),
         }
 
     def report(self, step: int, value: float) -> bool:

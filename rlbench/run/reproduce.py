@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rlbench.errors import UserError
+from rlbench.errors import UserError, first_line
+from rlbench.tracking.schema import CONFIG_ARTIFACT, EPISODES_ARTIFACT, PRUNED_TAG
 
-CONFIG_ARTIFACT = "config.yaml"
-EPISODES_ARTIFACT = "eval/eval_episodes.csv"
 # keys of a logged config that describe the bookkeeping of the original job, not what it learned
 DROPPED_KEYS = ("trial", "reproduce")
 ALLOWED_OVERRIDES = ("tracking.", "device", "hydra.", "reproduce")
@@ -76,7 +75,7 @@ class Reproduction:
 
 def reproduce(cfg: DictConfig) -> Reproduction:
     """Rerun the run ``cfg.reproduce`` names (read from ``cfg.tracking``) and compare."""
-    from rlbench.train import train
+    from rlbench.run.train import train
 
     run_id = str(cfg.reproduce).strip()
     _refuse_other_overrides()
@@ -114,12 +113,14 @@ def _logged_run(run_id: str, tracking: DictConfig) -> tuple[DictConfig, list[int
     except MlflowException as err:
         if err.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise UserError(f"no MLflow run {run_id!r} in {uri}") from None
-        raise UserError(f"cannot read MLflow run {run_id!r} from {uri}: {_first(err)}") from None
+        raise UserError(
+            f"cannot read MLflow run {run_id!r} from {uri}: {first_line(err)}"
+        ) from None
     except OSError as err:  # requests' connection errors derive from OSError
-        raise UserError(f"the MLflow store {uri} is unreachable ({_first(err)})") from None
+        raise UserError(f"the MLflow store {uri} is unreachable ({first_line(err)})") from None
     if run.info.status != "FINISHED":
         raise UserError(f"run {run_id} is {run.info.status}, not FINISHED: nothing to compare")
-    if run.data.tags.get("pruned") == "true":
+    if run.data.tags.get(PRUNED_TAG) == "true":
         raise UserError(f"run {run_id} was pruned: it has no final evaluation to compare")
     with tempfile.TemporaryDirectory(prefix="rlbench-logged-") as tmp:
         try:
@@ -128,7 +129,7 @@ def _logged_run(run_id: str, tracking: DictConfig) -> tuple[DictConfig, list[int
         except Exception as err:  # MLflow says "not found" in several ways
             raise UserError(
                 f"run {run_id} lacks its {CONFIG_ARTIFACT} or {EPISODES_ARTIFACT} artifact "
-                f"(was it logged by rlbench-train?): {_first(err)}"
+                f"(was it logged by rlbench-train?): {first_line(err)}"
             ) from None
         try:
             logged_cfg = OmegaConf.load(config_path)
@@ -138,7 +139,7 @@ def _logged_run(run_id: str, tracking: DictConfig) -> tuple[DictConfig, list[int
             returns = episodes["return"].to_numpy(dtype=np.float64)
         except Exception as err:  # a damaged or hand-edited artifact
             raise UserError(
-                f"run {run_id}: its logged artifacts are unreadable ({_first(err)})"
+                f"run {run_id}: its logged artifacts are unreadable ({first_line(err)})"
             ) from None
     if not isinstance(logged_cfg, DictConfig) or "algo" not in logged_cfg:
         raise UserError(f"run {run_id}: {CONFIG_ARTIFACT} is not an rlbench-train config")
@@ -146,22 +147,13 @@ def _logged_run(run_id: str, tracking: DictConfig) -> tuple[DictConfig, list[int
 
 
 def _client(tracking: DictConfig) -> tuple[str, Any]:
-    """The store ``tracking.uri`` (or ``MLFLOW_TRACKING_URI``) names, which must exist."""
-    import os
-
-    from rlbench.tracking_store import HTTP_ENV_DEFAULTS, _sqlite_path, check_store, resolve_uri
+    """The store ``tracking.uri`` (or ``MLFLOW_TRACKING_URI``, as for training) names, which
+    must exist."""
+    from rlbench.tracking.client import mlflow_client
+    from rlbench.tracking.store import resolve_uri
 
     uri = resolve_uri(str(tracking.uri) if tracking.get("uri") else None)
-    db = _sqlite_path(uri)
-    if db is not None and not db.is_file():
-        raise UserError(f"no MLflow store at {db}: point tracking.uri at the store of the run")
-    check_store(uri)  # a server that does not answer fails in seconds
-    for key, value in HTTP_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from mlflow.tracking import MlflowClient
-
-    return uri, MlflowClient(tracking_uri=uri)
+    return uri, mlflow_client(uri, missing_hint="point tracking.uri at the store of the run")
 
 
 def _rerun_config(logged: DictConfig, current: DictConfig, tmp: Path) -> DictConfig:
@@ -177,8 +169,3 @@ def _rerun_config(logged: DictConfig, current: DictConfig, tmp: Path) -> DictCon
         if OmegaConf.select(current, "device") is not None:
             cfg.device = current.device
     return cfg
-
-
-def _first(err: BaseException) -> str:
-    text = str(getattr(err, "message", None) or err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -1,6 +1,6 @@
 """The sweep loop: ask Optuna for trials, launch them through Hydra's launcher, tell the results.
 
-Jobs receive the trial as ``++trial.*`` overrides (see :mod:`rlbench.trial`) and report
+Jobs receive the trial as ``++trial.*`` overrides (see :mod:`rlbench.run.trial`) and report
 intermediate values through the storage, so pruning works with any launcher. A multi-objective
 job returns a tuple (or list) with one value per direction.
 """
@@ -22,13 +22,19 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
-from rlbench.errors import UserError
-from rlbench.trial import PRUNED_ATTR, PRUNER_ATTR, make_pruner
+from rlbench.errors import UserError, first_line
+from rlbench.run.trial import make_pruner
+from rlbench.tracking.schema import (
+    DUPLICATE_ATTR,
+    FIXED_OVERRIDES_ATTR,
+    IGNORED_ATTR,
+    PRUNED_ATTR,
+    PRUNER_ATTR,
+)
 
+from ._parent_run import ParentRun, summary_lines
 from ._space import SearchSpace, SweepError, format_value, parse_space
 from ._study import (
-    DUPLICATE_ATTR,
-    IGNORED_ATTR,
     Heartbeat,
     admitted,
     claims,
@@ -42,7 +48,6 @@ from ._study import (
     storage_lock,
     trial_seed,
 )
-from ._summary import ParentRun, summary_lines
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +218,7 @@ class OptunaSweep:
             if isinstance(err, ValueError):
                 raise SweepError(f"trial {trial.number}: {err}") from None
             raise
-        trial.set_user_attr("fixed_overrides", list(self.space.fixed.values()))
+        trial.set_user_attr(FIXED_OVERRIDES_ATTR, list(self.space.fixed.values()))
         return trial
 
     def _run_batch(
@@ -272,7 +277,7 @@ class OptunaSweep:
         """The job's objective values, or how the trial ended (told to Optuna by the caller)."""
         if ret.status != JobStatus.COMPLETED:
             err = ret._return_value
-            first = (str(err).strip().splitlines() or [""])[0]
+            first = first_line(err)
             log.warning("trial %d failed: %s: %s", trial.number, type(err).__name__, first)
             return _Ended(TrialState.FAIL, first if isinstance(err, UserError) else None)
         if self.rdb.get_trial(trial._trial_id).system_attrs.get(PRUNED_ATTR):
@@ -344,8 +349,7 @@ class OptunaSweep:
                 load_if_exists=True,
             )
         except Exception as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise SweepError(f"cannot open study {name!r}: {first}") from None
+            raise SweepError(f"cannot open study {name!r}: {first_line(err)}") from None
         existing = [d.name.lower() for d in study.directions]
         if existing != directions:
             raise SweepError(

@@ -4,18 +4,22 @@
 the training seeds), run side by side in one batched environment until each has finished its
 first episode (the environment's fixed horizon, or termination). Actions are deterministic by
 default. Per-episode returns and the environment's ``info`` aggregates come back together, and
-the first episode's step-by-step trajectory is kept for the decisions plot.
+the first episode's step-by-step trajectory is kept for the decisions plot;
+:meth:`EvalResult.write_artifacts` writes what a run keeps of it (CSV tables and the picture).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from rlbench.envs import make_vec
+from rlbench.envs import ENVIRONMENTS, core_of, env_class, make_vec
+from rlbench.tracking import schema
 
 TRAINING_SEED_SPAN = 1000
 """Seeds ``seed_offset + 1000 * seed + i`` evaluate a run trained with ``seed``."""
@@ -59,14 +63,15 @@ class EvalResult:
     def std_return(self) -> float:
         return float(np.std(self.returns))
 
-    def metrics(self, prefix: str = "eval/") -> dict[str, float]:
-        """Scalar summary: mean/std return, mean length, and the mean of every aggregate."""
+    def metrics(self) -> dict[str, float]:
+        """Scalar summary as ``eval/*`` metrics: mean/std return, mean length, and the mean of
+        every aggregate."""
         out = {
-            f"{prefix}mean_return": self.mean_return,
-            f"{prefix}std_return": self.std_return,
-            f"{prefix}mean_length": float(np.mean(self.lengths)),
+            schema.SCORE_METRIC: self.mean_return,
+            schema.STD_RETURN_METRIC: self.std_return,
+            schema.MEAN_LENGTH_METRIC: float(np.mean(self.lengths)),
         }
-        out.update({f"{prefix}{k}": float(np.mean(v)) for k, v in self.per_episode.items()})
+        out.update({schema.eval_metric(k): float(np.mean(v)) for k, v in self.per_episode.items()})
         return out
 
     def episodes_table(self) -> dict[str, list[Any]]:
@@ -79,6 +84,35 @@ class EvalResult:
         }
         table.update({k: v.tolist() for k, v in self.per_episode.items()})
         return table
+
+    def write_artifacts(
+        self, out_dir: Path, env_id: str, title: str, *, plot: bool = True
+    ) -> list[Path]:
+        """Write the per-episode returns, the first episode's trajectory (CSV and, with ``plot``,
+        a picture) and the metrics into ``out_dir``; the files a run logs under ``eval/``.
+
+        The picture costs more than a threshold trial's training: sweeps may turn it off.
+        """
+        import pandas as pd
+
+        episodes = out_dir / schema.EPISODES_FILE
+        pd.DataFrame(self.episodes_table()).to_csv(episodes, index=False)
+        if not self.trajectory.get("step", []).size:
+            return [episodes]
+        trajectory = out_dir / schema.TRAJECTORY_FILE
+        pd.DataFrame(self.trajectory).to_csv(trajectory, index=False)
+        (out_dir / schema.EVAL_METRICS_FILE).write_text(json.dumps(self.metrics(), indent=2))
+        if not plot:
+            return [episodes, trajectory]
+        from rlbench.envs.render import episode_figure
+
+        keys = env_class(env_id).core_cls.render_keys if env_id in ENVIRONMENTS else ()
+        keys = (*(k for k in keys if k in self.trajectory), "action")
+        columns = self.trajectory
+        rows = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+        picture = out_dir / schema.TRAJECTORY_PLOT_FILE
+        episode_figure(rows, keys, title=title).savefig(picture)
+        return [episodes, trajectory, picture]
 
 
 def evaluate(
@@ -103,7 +137,8 @@ def evaluate(
         raise ValueError("evaluation seeds must be consecutive")
     venv = make_vec(env_id, n, seed=seeds[0], **dict(env_kwargs))
     try:  # closed even when the policy raises (a diverged network, Ctrl-C)
-        how = dict(getattr(getattr(venv, "core", None), "info_aggregates", {}))
+        core = core_of(venv)
+        how = dict(core.info_aggregates) if core is not None else {}
         obs = venv.reset()
         alive = np.ones(n, dtype=bool)
         returns = np.zeros(n)

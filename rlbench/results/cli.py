@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rlbench import cli
+from rlbench.config import CONF_DIR
 from rlbench.errors import UserError
+from rlbench.tracking.schema import BENCHMARK_TAG
 
 if TYPE_CHECKING:
-    from rlbench.report.build import ReportSettings
+    from rlbench.results.report import ReportSettings
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 # ${coalesce:a,b}: the first value that is set (conf/report.yaml names the report after it)
 OmegaConf.register_new_resolver(
     "coalesce", lambda *values: next((v for v in values if v is not None), None), replace=True
@@ -31,9 +31,9 @@ OmegaConf.register_new_resolver(
 
 
 def settings_from(cfg: DictConfig) -> ReportSettings:
-    """The :class:`~rlbench.report.build.ReportSettings` of a composed ``report`` config."""
-    from rlbench.report.build import ReportSettings
-    from rlbench.tracking_store import resolve_uri
+    """The :class:`~rlbench.results.report.ReportSettings` of a composed ``report`` config."""
+    from rlbench.results.report import ReportSettings
+    from rlbench.tracking.store import resolve_uri
 
     return ReportSettings(
         experiment=str(cfg.tracking.experiment),
@@ -56,7 +56,7 @@ def run_filter(cfg: DictConfig) -> str | None:
     """The MLflow filter: ``filter`` AND the ``benchmark`` tag shortcut, either optional."""
     parts = [str(cfg.filter)] if cfg.filter else []
     if cfg.get("benchmark"):
-        parts.append(f"tags.benchmark = '{cfg.benchmark}'")
+        parts.append(f"tags.{BENCHMARK_TAG} = '{cfg.benchmark}'")
     return " and ".join(parts) or None
 
 
@@ -66,7 +66,7 @@ def app(cfg: DictConfig) -> None:
     for noisy in ("mlflow", "alembic", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        from rlbench.report.build import build_report
+        from rlbench.results.report import build_report
 
         path = build_report(settings_from(cfg))
     except UserError as err:

@@ -1,8 +1,8 @@
 """Finished runs → statistics → figures → ``report.md``, ``report.html``, ``scores.csv``.
 
-:func:`build_report` reads the runs back from MLflow (:mod:`rlbench.analysis`), compares the
-algorithms per load pattern and overall with :mod:`rlbench.report.stats`, draws the figures with
-:mod:`rlbench.report.plots`, and writes the report into a temporary folder that replaces
+:func:`build_report` reads the runs back from MLflow (:mod:`rlbench.results.analysis`), compares the
+algorithms per load pattern and overall with :mod:`rlbench.results.stats`, draws the figures with
+:mod:`rlbench.results.plots`, and writes the report into a temporary folder that replaces
 ``output_dir`` only once everything is written (and logged to an MLflow run tagged
 ``rlbench.kind = report``), so a failure never leaves half a report. The first lines of the
 report name the winner per load pattern and overall, with intervals and every tie.
@@ -24,23 +24,20 @@ from typing import Any
 
 import pandas as pd
 
-from rlbench.analysis import (
-    KIND_TAG,
-    REPORT_KIND,
-    SCORE_METRIC,
-    TRAJECTORY_ARTIFACT,
+from rlbench.errors import UserError
+from rlbench.results import plots, stats
+from rlbench.results.analysis import (
     load_curves,
     load_runs,
     load_trajectories,
-    mlflow_client,
     representative_runs,
     score_table,
 )
-from rlbench.errors import UserError
-from rlbench.report import plots, stats
-from rlbench.report.document import Document
+from rlbench.results.document import Document
+from rlbench.tracking import schema
+from rlbench.tracking.schema import SCORE_METRIC, TRAJECTORY_ARTIFACT
 
-log = logging.getLogger("rlbench.report")
+log = logging.getLogger(__name__)
 
 DECISION_COLUMNS = ("step", "influx", "capacity", "instances", "queue")
 # final eval/* aggregates shown in the operations table when the runs logged them
@@ -147,7 +144,8 @@ def _excluded(runs: pd.DataFrame, used: int, metric: str) -> dict[str, int]:
     """How many runs :func:`~rlbench.analysis.score_table` left out, by reason."""
     finished = runs["status"] == "FINISHED"
     scored = finished & runs["score"].notna()
-    pruned = runs.get("tags.pruned", pd.Series("", index=runs.index)).fillna("") == "true"
+    pruned = runs.get(f"tags.{schema.PRUNED_TAG}", pd.Series("", index=runs.index))
+    pruned = pruned.fillna("") == "true"
     named = scored & ~pruned & runs["algo"].notna()
     counts = {
         "not finished": int((~finished).sum()),
@@ -524,7 +522,7 @@ def compose(
             "(stratified), never across.",
             "- Ties: two algorithms tie when the CI of P(X > Y) contains 0.5; no correction "
             "for multiple comparisons.",
-            "- Statistics: `rlbench.report.stats` (rliable's definitions on numpy/scipy).",
+            "- Statistics: `rlbench.results.stats` (rliable's definitions on numpy/scipy).",
         ]
     )
     return doc
@@ -583,43 +581,50 @@ def build_report(settings: ReportSettings) -> Path:
     analysis = analyse(data, settings)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    run = None
+    tracker = None
     try:
         figures = draw_figures(data, analysis, settings, tmp)
         if settings.log_to_mlflow:
-            run = _start_report_run(data, settings)
-        doc = compose(data, analysis, settings, figures, run[1] if run else None)
-        (tmp / "report.md").write_text(doc.markdown(), encoding="utf-8")
-        (tmp / "report.html").write_text(doc.html(f"rlbench report: {settings.name}"), "utf-8")
-        _scores_csv(data, tmp / "scores.csv", settings)
-        if run:
-            client, run_id = run
-            client.log_artifacts(run_id, str(tmp))
-            client.set_terminated(run_id, "FINISHED")
-            run = None
+            tracker = _start_report_run(data, settings)
+        doc = compose(data, analysis, settings, figures, tracker.run_id if tracker else None)
+        (tmp / schema.REPORT_FILE).write_text(doc.markdown(), encoding="utf-8")
+        html = doc.html(f"rlbench report: {settings.name}")
+        (tmp / schema.REPORT_HTML_FILE).write_text(html, "utf-8")
+        _scores_csv(data, tmp / schema.SCORES_FILE, settings)
+        if tracker:
+            tracker.log_artifact(tmp)
+            tracker.end("FINISHED")
+            tracker = None
         _replace_dir(tmp, final)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        if run:
-            run[0].set_terminated(run[1], "FAILED")
+        if tracker:
+            from rlbench.tracking import end_status
+
+            tracker.end(*end_status(err))
         raise
-    return final / "report.md"
+    return final / schema.REPORT_FILE
 
 
-def _start_report_run(data: ReportData, settings: ReportSettings) -> tuple[Any, str]:
-    from rlbench.provenance import git_state
+def _start_report_run(data: ReportData, settings: ReportSettings) -> Any:
+    """The report's own MLflow run, in the compared runs' experiment, through the tracking
+    store like every other write (in this process: a report is one short job)."""
+    from rlbench.tracking import make_tracker
+    from rlbench.tracking.provenance import git_tags
 
-    client = mlflow_client(data.runs.attrs.get("tracking_uri"))
-    exp_id = str(data.runs.attrs["experiment_id"])
-    commit, dirty = git_state()
+    tracker = make_tracker(
+        {
+            "uri": data.runs.attrs.get("tracking_uri"),
+            "experiment": settings.experiment,
+            "artifact_location": None,
+            "background": False,
+        }
+    )
     tags = {
-        KIND_TAG: REPORT_KIND,
-        "rlbench.report.name": settings.name,
-        "rlbench.report.filter": settings.filter or "",
-        "git.commit": commit,
-        "git.dirty": dirty,
-    }
-    run = client.create_run(exp_id, run_name=f"report-{settings.name}", tags=tags)
+        schema.KIND_TAG: schema.REPORT_KIND,
+        schema.REPORT_NAME_TAG: settings.name,
+        schema.REPORT_FILTER_TAG: settings.filter or "",
+    } | git_tags()
     params = {
         "experiment": settings.experiment,
         "filter": settings.filter or "",
@@ -630,10 +635,8 @@ def _start_report_run(data: ReportData, settings: ReportSettings) -> tuple[Any, 
         "seed": settings.seed,
         "n_runs": len(data.scores),
     }
-    from mlflow.entities import Param
-
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-    return client, run.info.run_id
+    tracker.start(run_name=f"report-{settings.name}", params=params, tags=tags)
+    return tracker
 
 
 def _replace_dir(new: Path, final: Path) -> None:

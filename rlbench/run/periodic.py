@@ -1,0 +1,106 @@
+"""What a training job does between learning steps, one job per method.
+
+An agent's ``learn`` calls :class:`PeriodicWork` every few thousand steps with its training
+statistics. It logs them as ``train/*`` metrics, evaluates on validation seeds every
+``train.eval_every`` steps (the learning curve; the best model so far is checkpointed; a sweep's
+pruner may stop the trial), saves a checkpoint every ``train.checkpoint_every`` steps, and moves
+the progress line. Any NaN or inf stops training at once (:mod:`rlbench.run.divergence`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rlbench.run import divergence
+from rlbench.run.checkpoints import CheckpointDir
+from rlbench.run.evaluate import evaluate
+from rlbench.run.progress import Progress
+from rlbench.run.trial import TrialContext
+from rlbench.tracking import Tracker, schema
+
+
+def next_mark(steps: int, every: int) -> int:
+    """The first multiple of ``every`` after ``steps`` (never, when ``every`` is 0)."""
+    return (steps // every + 1) * every if every else sys.maxsize
+
+
+class PeriodicWork:
+    """The callback a job passes to ``agent.learn``; returns False to stop (pruned)."""
+
+    def __init__(
+        self,
+        agent: Any,
+        policy: Any,
+        *,
+        env_id: str,
+        env_kwargs: Mapping[str, Any],
+        validation_seeds: Sequence[int],
+        deterministic: bool,
+        total: int,
+        eval_every: int,
+        checkpoint_every: int,
+        tracker: Tracker,
+        ckpt: CheckpointDir,
+        trial: TrialContext | None,
+        progress: Progress,
+        best: float = -math.inf,
+    ) -> None:
+        self.agent, self.policy = agent, policy
+        self.env_id, self.env_kwargs = env_id, env_kwargs
+        self.validation_seeds, self.deterministic = list(validation_seeds), deterministic
+        self.total, self.eval_every, self.checkpoint_every = total, eval_every, checkpoint_every
+        self.tracker, self.ckpt, self.trial, self.progress = tracker, ckpt, trial, progress
+        self.best = best  # best validation score so far (the best checkpoint's)
+        self.last_score = best  # the latest validation score (what a pruned trial reports)
+        self.pruned = False
+        self._next_eval = next_mark(agent.num_steps, eval_every)
+        self._next_checkpoint = next_mark(agent.num_steps, checkpoint_every)
+
+    def __call__(self, steps: int, stats: dict[str, float]) -> bool:
+        self.log_stats(steps, stats)
+        if self.eval_every and self._next_eval <= steps < self.total:
+            self._next_eval = next_mark(steps, self.eval_every)
+            self.validate(steps)
+            if self.trial is not None and self.trial.report(steps, self.last_score):
+                self.pruned = True
+                return False
+        if self.checkpoint_every and self._next_checkpoint <= steps < self.total:
+            self._next_checkpoint = next_mark(steps, self.checkpoint_every)
+            self.ckpt.save(self.agent, self.state())
+        self.progress.update(steps, **{k: v for k, v in stats.items() if "return" in k})
+        return True
+
+    def log_stats(self, steps: int, stats: Mapping[str, float]) -> None:
+        """The agent's statistics as ``train/<name>`` metrics, after checking they are finite."""
+        metrics = {schema.train_metric(name): value for name, value in stats.items()}
+        divergence.check_stats(self.agent, steps, metrics)
+        self.tracker.log_metrics(metrics, step=steps)
+
+    def validate(self, steps: int) -> None:
+        """Evaluate on the validation seeds, log the learning-curve point, keep the best model."""
+        divergence.check_parameters(self.agent, steps)
+        result = evaluate(
+            self.policy,
+            self.env_id,
+            self.env_kwargs,
+            self.validation_seeds,
+            deterministic=self.deterministic,
+        )
+        divergence.check_returns(self.agent, steps, result.returns)
+        self.last_score = result.mean_return
+        self.tracker.log_metrics(result.metrics(), step=steps)
+        if self.last_score > self.best:
+            self.best = self.last_score
+            self.ckpt.save(self.agent, self.state(), best=True)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint records beside the model, so that ``resume=true`` continues."""
+        return {
+            "mlflow_run_id": self.tracker.run_id,
+            "steps": self.agent.num_steps,
+            "algo": self.agent.name,
+            "best_score": None if math.isinf(self.best) else self.best,
+        }

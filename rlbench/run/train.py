@@ -1,0 +1,289 @@
+"""One training job: build the environment and the agent, learn, evaluate, record one MLflow run.
+
+Read top to bottom (:func:`train`): check the config, open the run's tracker, reuse a finished
+run (``resume=true``) or continue from a checkpoint, learn with periodic validation and
+checkpoints (:mod:`rlbench.run.periodic`), save the model, evaluate on held-out seeds, log
+everything to one MLflow run, return the mean evaluation return (the number a sweeper
+optimises). The Hydra app around it is :mod:`rlbench.run.main`.
+
+Training that produces NaN or inf (a loss, the network's weights, an observation or a reward)
+stops at once (:mod:`rlbench.run.divergence`): one line and exit code 3 for a single run; inside a
+sweep the trial ends FAILED and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rlbench.config import check_config, env_spec
+from rlbench.errors import UserError
+from rlbench.run import divergence
+from rlbench.tracking import schema
+from rlbench.tracking.provenance import package_versions
+from rlbench.tracking.redaction import mask_passwords
+
+log = logging.getLogger(__name__)
+TORCH_ALGOS = {"ppo", "dqn", "hybrid"}
+
+
+@dataclass
+class TrainOutcome:
+    """What a job returns: its score (the sweeper's objective) and where it is recorded."""
+
+    score: float
+    run_id: str | None
+    steps: int
+    pruned: bool = False
+    returns: list[float] | None = None  # per-episode final evaluation returns (None if pruned)
+    reused: bool = False  # resume=true found this configuration finished: nothing was trained
+
+
+def build_env(env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed: int):
+    """The batched training environment; constructor errors become one-line user errors."""
+    from rlbench.envs import make_vec
+
+    try:
+        return make_vec(env_id, num_envs, seed=seed, **env_kwargs)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"env ({env_id}): {err}") from None
+
+
+def _build_agent(algo_cfg: DictConfig, venv, seed: int, device: str):
+    """The agent; settings its constructor rejects (wrong types, impossible sizes) as one line."""
+    from rlbench.agents import build_agent
+
+    try:
+        return build_agent(algo_cfg, venv, seed=seed, device=device)
+    except UserError:
+        raise
+    except (ValueError, TypeError, RuntimeError) as err:
+        reason = " ".join(str(err).split())[:300]
+        raise UserError(f"algo ({algo_cfg.name}): invalid settings ({reason})") from None
+
+
+def _resume_agent(ckpt, state: dict[str, Any], algo_name: str, venv, device: str):
+    """The agent saved in this run's checkpoint folder, which must hold this algorithm."""
+    from rlbench.agents import agent_class
+
+    fix = f"delete {ckpt.path} to start afresh, or run without resume=true"
+    saved = state.get("algo")
+    if saved is not None and saved != algo_name:
+        raise UserError(
+            f"cannot resume: {ckpt.path} holds a {saved} checkpoint, not {algo_name}; {fix}"
+        )
+    try:
+        return agent_class(algo_name).load(ckpt.last, venv, device=device)
+    except UserError as err:
+        raise UserError(f"cannot resume: {err}; {fix}") from None
+
+
+def _check_writable(folder: Path, key: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        ok = os.access(folder, os.W_OK)
+    except OSError as err:
+        raise UserError(f"{key}={folder}: cannot create it ({err.strerror or err})") from None
+    if not ok:
+        raise UserError(f"{key}={folder} is not writable: choose another folder")
+
+
+def train(cfg: DictConfig) -> TrainOutcome:
+    """Train and evaluate the configured agent; the caller handles errors and exit codes."""
+    check_config(cfg)
+    _check_writable(Path(cfg.train.checkpoint_dir), "train.checkpoint_dir")
+    os.environ.setdefault("OMP_NUM_THREADS", str(cfg.train.threads))
+    from rlbench.tracking import flatten_config, make_tracker, run_tags
+
+    # First, so MLflow warms up in its helper process while torch and the agent load here.
+    tracker = make_tracker(cfg.tracking)
+    from rlbench.run.checkpoints import CheckpointDir, run_key
+    from rlbench.run.trial import TrialContext
+
+    flat = flatten_config(cfg)
+    trial = TrialContext.from_cfg(cfg)
+    user_tags = {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
+    if cfg.resume and trial is None and cfg.tracking.get("enabled", True):
+        from rlbench.run.resume import finished_before
+
+        # a rerun grid skips the jobs that finished (their runs are in MLflow)
+        done = finished_before(tracker, run_key(flat), user_tags)
+        if done is not None:
+            return TrainOutcome(done.score, done.run_id, done.steps, reused=True)
+    env_id, env_kwargs = env_spec(cfg.env)
+    algo_name = str(cfg.algo.name)
+    device = "cpu"
+    if algo_name in TORCH_ALGOS:
+        import torch
+
+        from rlbench.agents.device import resolve_device
+
+        torch.set_num_threads(int(cfg.train.threads))
+        device = resolve_device(str(cfg.device), cfg.algo)
+
+    venv = divergence.finite_env(build_env(env_id, env_kwargs, cfg.train.num_envs, cfg.seed))
+    agent = _build_agent(cfg.algo, venv, int(cfg.seed), device)
+    ckpt = CheckpointDir(cfg.train.checkpoint_dir, run_key(flat), agent.file_suffix)
+    state = ckpt.read_state() if cfg.resume else None
+    if state is not None:
+        agent = _resume_agent(ckpt, state, algo_name, venv, device)
+        log.info("resuming from %s at step %d", ckpt.last, agent.num_steps)
+    elif cfg.resume:  # said once per job of a grid would drown the scores: debug there
+        log.log(
+            logging.DEBUG if in_multirun() else logging.INFO,
+            "resume=true: no checkpoint in %s, starting from step 0", ckpt.path,
+        )  # fmt: skip
+
+    tags = run_tags(cfg, device) | {schema.RUN_KEY_TAG: ckpt.path.name}
+    tags |= user_tags
+    if trial is not None:
+        tags |= trial.mlflow_tags()
+    ckpt.stamp = {"code": tags.get(schema.CODE_TAG), "versions": package_versions()}
+    if state is not None and {k: state.get(k) for k in ckpt.stamp} != ckpt.stamp:
+        log.warning(
+            "resuming a checkpoint made by other code or library versions: the run is tagged "
+            "%s=%s, and resume=true will never reuse it as finished",
+            schema.CODE_TAG, schema.MIXED_CODE,
+        )  # fmt: skip
+        tags[schema.CODE_TAG] = ckpt.stamp["code"] = schema.MIXED_CODE
+    default_name = f"{algo_name}-{cfg.env.name}-{env_kwargs.get('load', '')}-s{cfg.seed}"
+    run_id = tracker.start(
+        run_name=cfg.tracking.run_name or default_name,
+        params=flat,
+        tags=tags,
+        parent_run_id=trial.parent_run_id if trial else None,
+        resume_run_id=state.get("mlflow_run_id") if state else None,
+    )
+    if state is not None:
+        tracker.set_tags({schema.RESUMED_FROM_STEP_TAG: str(agent.num_steps)})
+    status, error = "FAILED", None
+    try:
+        score, pruned, returns = _learn_and_evaluate(
+            cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state
+        )
+        status = "FINISHED"
+        return TrainOutcome(score, run_id, agent.num_steps, pruned=pruned, returns=returns)
+    except KeyboardInterrupt:
+        status, error = "KILLED", "interrupted (Ctrl-C)"
+        raise
+    except divergence.TrainingDiverged as err:
+        error = f"TrainingDiverged: {err}"
+        tracker.set_tags({schema.DIVERGED_TAG: "true"})
+        ckpt.remove()  # resuming would diverge again: the same config, the same seed
+        raise
+    except BaseException as err:  # recorded on the run, then shown by the caller
+        error = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        tracker.end(status, error=error)
+        venv.close()
+
+
+def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state):
+    """The training loop proper: learn with periodic work, save, final evaluation."""
+    from rlbench.run.evaluate import evaluate, evaluation_seeds
+    from rlbench.run.periodic import PeriodicWork
+    from rlbench.run.progress import Progress
+
+    total = int(cfg.train.total_steps)
+    mode = cfg.train.progress
+    if isinstance(mode, bool):  # train.progress=false is what people type
+        mode = "auto" if mode else "off"
+    progress = Progress(total, f"{cfg.algo.name} on {cfg.env.name}", mode, agent.num_steps)
+    saved_best = state.get("best_score") if state else None
+    policy = divergence.FinitePolicy(agent)
+    periodic = PeriodicWork(
+        agent,
+        policy,
+        env_id=env_id,
+        env_kwargs=env_kwargs,
+        validation_seeds=evaluation_seeds(
+            cfg.seed, cfg.eval.periodic_episodes, cfg.eval.seed_offset, validation=True
+        ),
+        deterministic=cfg.eval.deterministic,
+        total=total,
+        eval_every=int(cfg.train.eval_every),
+        checkpoint_every=int(cfg.train.checkpoint_every),
+        tracker=tracker,
+        ckpt=ckpt,
+        trial=trial,
+        progress=progress,
+        best=-math.inf if saved_best is None else float(saved_best),
+    )
+    try:
+        agent.learn(total, callback=periodic)
+    except (ValueError, RuntimeError) as err:
+        if isinstance(err, UserError | divergence.TrainingDiverged) or agent.check_finite():
+            raise
+        # e.g. torch refusing a distribution whose logits are NaN
+        raise divergence.TrainingDiverged(
+            divergence.message(agent, agent.num_steps, "its parameters")
+        ) from err
+    finally:
+        progress.close()
+    divergence.check_parameters(agent, agent.num_steps)
+
+    out_dir = _output_dir()
+    _log_model_and_config(cfg, agent, ckpt, tracker, out_dir)
+    steps_metric = {schema.TOTAL_STEPS_METRIC: agent.num_steps}
+    if periodic.pruned:
+        trial.mark_pruned()
+        tracker.set_tags(
+            {schema.PRUNED_TAG: "true", schema.PRUNED_AT_STEP_TAG: str(agent.num_steps)}
+        )
+        tracker.log_metrics(steps_metric, step=agent.num_steps)
+        log.info("pruned at step %d (last evaluation %.4g)", agent.num_steps, periodic.last_score)
+        ckpt.remove()
+        return periodic.last_score, True, None
+
+    seeds = evaluation_seeds(cfg.seed, cfg.eval.episodes, cfg.eval.seed_offset)
+    result = evaluate(policy, env_id, env_kwargs, seeds, deterministic=cfg.eval.deterministic)
+    divergence.check_returns(agent, agent.num_steps, result.returns)
+    tracker.log_metrics(result.metrics() | steps_metric, step=agent.num_steps)
+    title = f"{cfg.algo.name} on {env_id} {env_kwargs.get('load', '')} (seed {result.seeds[0]})"
+    plot = bool(OmegaConf.select(cfg, "eval.trajectory_plot", default=True))
+    for path in result.write_artifacts(out_dir, env_id, title, plot=plot):
+        tracker.log_artifact(path, schema.EVAL_DIR)
+    ckpt.remove()
+    return result.mean_return, False, [float(r) for r in result.returns]
+
+
+def _log_model_and_config(cfg, agent, ckpt, tracker, out_dir: Path) -> None:
+    """The final model, the best checkpoint's model and the resolved config, as artifacts."""
+    model_path = out_dir / f"{schema.MODEL_STEM}{agent.file_suffix}"
+    agent.save(model_path)
+    tracker.log_artifact(model_path, schema.MODEL_DIR)
+    if ckpt.best.is_file():
+        best_path = out_dir / f"{schema.BEST_MODEL_STEM}{agent.file_suffix}"
+        shutil.copyfile(ckpt.best, best_path)
+        tracker.log_artifact(best_path, schema.MODEL_DIR)
+    config_path = out_dir / schema.CONFIG_ARTIFACT
+    # storage and server passwords stay out of the artifact the team reads
+    config_path.write_text(mask_passwords(OmegaConf.to_yaml(cfg, resolve=True)))
+    tracker.log_artifact(config_path)
+
+
+def _output_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        path = Path(HydraConfig.get().runtime.output_dir)
+    else:
+        path = Path("outputs/runs/adhoc")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def in_multirun() -> bool:
+    """True inside a Hydra multirun (a grid or a sweep): errors then fail the job, not the run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -1,0 +1,88 @@
+"""Reading an MLflow store: one client for everything that reads runs back (the analysis frames,
+reports, ``rlbench-verify``, ``+reproduce``).
+
+Unlike the writers (:mod:`rlbench.tracking.store`), a reader never creates a store: opening a
+missing SQLite file would silently make an empty one, so that is refused with a hint. Store
+failures (an unreachable server, a bad filter) become one-line :class:`UserError` messages.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from rlbench.errors import UserError, first_line
+from rlbench.tracking.store import HTTP_ENV_DEFAULTS, check_store, resolve_uri, sqlite_path
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+NO_STORE_HINT = (
+    "train something first (rlbench-train ...) or point tracking.uri / MLFLOW_TRACKING_URI at "
+    "your store"
+)
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The store to read: ``uri`` if given, else ``MLFLOW_TRACKING_URI``, else the embedded one.
+
+    Relative SQLite paths are made absolute (against the working directory).
+    """
+    if uri:
+        saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+        try:
+            return resolve_uri(uri)
+        finally:
+            if saved is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = saved
+    return resolve_uri(None)
+
+
+def mlflow_client(uri: str | None = None, *, missing_hint: str = NO_STORE_HINT) -> MlflowClient:
+    """An ``MlflowClient`` on an existing store; :class:`UserError` rather than creating one.
+
+    ``missing_hint`` ends the message for a SQLite file that does not exist. HTTP requests give
+    up after seconds (MLflow's default retries for minutes); artifact downloads show no
+    progress bar (one per file floods a report's log).
+    """
+    uri = resolve_tracking_uri(uri)
+    db = sqlite_path(uri)
+    if db is not None:
+        if not db.is_file():
+            raise UserError(f"no MLflow store at {db}: {missing_hint}")
+    elif not uri.startswith("sqlite:"):
+        check_store(uri)  # a tracking server that does not answer fails in seconds, not minutes
+    for key, value in HTTP_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except MlflowException as err:
+        raise UserError(f"cannot open the MLflow store {uri}: {first_line(err)}") from None
+
+
+def mlflow_call(uri: str, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args)``, with store failures (unreachable server, bad filter) as one-line errors."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return fn(*args, **kwargs)
+    except MlflowException as err:
+        raise UserError(f"{what} failed on the MLflow store {uri}: {first_line(err)}") from None
+    except (OSError, ConnectionError) as err:  # requests' errors derive from OSError
+        raise UserError(f"the MLflow store {uri} is unreachable ({first_line(err)})") from None
+
+
+def experiment_id(client: MlflowClient, uri: str, experiment: str) -> str:
+    """The id of an existing, not deleted experiment; else the experiments the store has."""
+    found = mlflow_call(uri, "finding the experiment", client.get_experiment_by_name, experiment)
+    if found is None or found.lifecycle_stage == "deleted":
+        names = mlflow_call(uri, "listing experiments", client.search_experiments)
+        known = ", ".join(sorted(e.name for e in names)) or "none"
+        raise UserError(
+            f"no MLflow experiment {experiment!r} in {uri} (experiments there: {known})"
+        )
+    return found.experiment_id

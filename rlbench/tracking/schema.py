@@ -1,0 +1,114 @@
+"""Every name rlbench writes into its stores, defined once: MLflow tag keys, artifact paths,
+metric names, Optuna attribute names.
+
+A job writes them, a report, a notebook, ``resume=true`` and ``+reproduce`` read them back, so a
+name spelled twice would drift; ``tests/test_layout.py`` fails when an ``rlbench.*`` tag key, an
+artifact path or a metric name is spelled as a string anywhere else. Imports nothing.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------- MLflow tags
+# provenance (rlbench.tracking.provenance)
+GIT_COMMIT_TAG = "git.commit"
+GIT_DIRTY_TAG = "git.dirty"
+HOST_TAG = "host"
+DEVICE_TAG = "device"
+SEED_TAG = "seed"
+VERSION_TAG_PREFIX = "version."  # + a library's short name: version.torch
+CODE_TAG = "rlbench.code"  # the code that made the run (see provenance.code_version)
+MIXED_CODE = "mixed"  # CODE_TAG of a run resumed under other code or libraries: never reused
+RUN_KEY_TAG = "rlbench.run_key"  # the configuration's hash (rlbench.run.checkpoints.run_key)
+ALGO_PRESET_TAG = "rlbench.algo_preset"  # the algo= option chosen (ppo_seed), not algo.name
+HYDRA_OVERRIDES_TAG = "hydra.overrides"
+HYDRA_CHOICES_TAG = "hydra.choices"
+HYDRA_OUTPUT_DIR_TAG = "hydra.output_dir"
+HYDRA_JOB_NUM_TAG = "hydra.job.num"
+BENCHMARK_TAG = "benchmark"  # a user tag (tracking.tags.benchmark) that reports select on
+# MLflow's own tag keys, so that its UI shows nesting, the source, the user and the commit
+PARENT_RUN_TAG = "mlflow.parentRunId"
+SOURCE_NAME_TAG = "mlflow.source.name"
+SOURCE_TYPE_TAG = "mlflow.source.type"
+SOURCE_COMMIT_TAG = "mlflow.source.git.commit"
+USER_TAG = "mlflow.user"
+
+# how a training run ended or continued
+ERROR_TAG = "error"  # the one-line error of a FAILED or KILLED run
+PRUNED_TAG = "pruned"  # "true" on a sweep trial's run that the pruner stopped
+PRUNED_AT_STEP_TAG = "rlbench.pruned_at_step"
+DIVERGED_TAG = "rlbench.diverged"  # "true": training produced NaN or inf
+RESUMED_TAG = "rlbench.resumed"  # "true": the run was reopened from a checkpoint
+RESUMED_FROM_STEP_TAG = "rlbench.resumed_from_step"
+PARAMS_CHANGED_ON_RESUME_TAG = "rlbench.params_changed_on_resume"
+
+# runs that are not trainings
+KIND_TAG = "rlbench.kind"
+REPORT_KIND = "report"  # KIND_TAG of a comparison report's run: reports never compare reports
+REPORT_NAME_TAG = "rlbench.report.name"
+REPORT_FILTER_TAG = "rlbench.report.filter"
+
+# sweeps: the parent run of a study and its trials' runs
+SWEEP_STUDY_TAG = "rlbench.sweep.study"  # on the parent and on every trial's run
+SWEEP_ROLE_TAG = "rlbench.sweep.role"
+SWEEP_PARENT_ROLE = "parent"
+SWEEP_STORAGE_TAG = "rlbench.sweep.storage"
+SWEEP_TRIAL_NUMBER_TAG = "rlbench.sweep.trial_number"
+SWEEP_SEED_INDEX_TAG = "rlbench.sweep.seed_index"
+BEST_TRIAL_NUMBER_TAG = "rlbench.best.trial_number"
+BEST_PARAM_TAG_PREFIX = "rlbench.best."  # + a searched key: rlbench.best.algo.learning_rate
+
+# --------------------------------------------------------------------------- artifacts
+CONFIG_ARTIFACT = "config.yaml"  # the resolved config, passwords masked
+MODEL_DIR = "model"  # model<suffix> (final) and best_model<suffix> (best validation)
+MODEL_STEM = "model"
+BEST_MODEL_STEM = "best_model"
+EVAL_DIR = "eval"
+EPISODES_FILE = "eval_episodes.csv"  # one row per final evaluation episode
+TRAJECTORY_FILE = "trajectory.csv"  # the first evaluation episode, step by step
+TRAJECTORY_PLOT_FILE = "trajectory.png"
+EPISODES_ARTIFACT = f"{EVAL_DIR}/{EPISODES_FILE}"
+TRAJECTORY_ARTIFACT = f"{EVAL_DIR}/{TRAJECTORY_FILE}"
+TRAJECTORY_PLOT_ARTIFACT = f"{EVAL_DIR}/{TRAJECTORY_PLOT_FILE}"
+EVAL_METRICS_FILE = "eval_metrics.json"  # beside the run's outputs, not logged
+REPORT_FILE = "report.md"  # a comparison report's files (its run's artifacts)
+REPORT_HTML_FILE = "report.html"
+SCORES_FILE = "scores.csv"
+SWEEP_DIR = "optuna"  # a sweep parent's artifacts
+BEST_TRIALS_FILE = "best_trials.json"
+TRIALS_FILE = "trials.csv"
+HISTORY_PLOT_FILE = "optimization_history.png"
+IMPORTANCE_PLOT_FILE = "param_importances.png"
+
+# --------------------------------------------------------------------------- metrics
+EVAL_PREFIX = "eval/"  # final (and periodic) evaluation on held-out seeds
+TRAIN_PREFIX = "train/"  # an agent's training statistics, namespaced by the run
+SWEEP_PREFIX = "sweep/"  # a sweep parent's counts and best value
+SCORE_METRIC = f"{EVAL_PREFIX}mean_return"  # a run's score: the last value (final evaluation)
+STD_RETURN_METRIC = f"{EVAL_PREFIX}std_return"
+MEAN_LENGTH_METRIC = f"{EVAL_PREFIX}mean_length"
+TOTAL_STEPS_METRIC = f"{TRAIN_PREFIX}total_steps"  # logged with the final evaluation only
+BEST_VALUE_METRIC = f"{SWEEP_PREFIX}best_value"
+
+
+def eval_metric(name: str) -> str:
+    """The metric key of an evaluation statistic: ``eval/<name>``."""
+    return EVAL_PREFIX + name
+
+
+def train_metric(name: str) -> str:
+    """The metric key of an agent's training statistic: ``train/<name>``."""
+    return TRAIN_PREFIX + name
+
+
+def sweep_metric(name: str) -> str:
+    """The metric key of a sweep parent's statistic: ``sweep/<name>``."""
+    return SWEEP_PREFIX + name
+
+
+# --------------------------------------------------------------------------- Optuna attributes
+PRUNER_ATTR = "rlbench.pruner"  # trial system attribute: the pruner's name and arguments
+PRUNED_ATTR = "rlbench.pruned"  # trial system attribute: the job was told to stop
+IGNORED_ATTR = "rlbench.not_counted"  # failed for a reason that is not the configuration's fault
+DUPLICATE_ATTR = "rlbench.duplicate_of"  # an enqueued configuration two processes queued at once
+PARENT_RUN_ATTR = "rlbench.mlflow_parent_run_id"  # study user attribute: the sweep's MLflow run
+FIXED_OVERRIDES_ATTR = "fixed_overrides"  # trial user attribute: the sweep's other overrides
