@@ -23,8 +23,8 @@ def train(copies: int, episodes: int, seed: int = 0) -> tuple[float, float, floa
     """Wall and CPU seconds for ``episodes`` x 200 steps over ``copies`` copies; the policy's
     held-out return."""
     from rlbench.agents import build_agent
-    from rlbench.envs import make_vec
     from rlbench.config import env_spec
+    from rlbench.envs import make_vec
 
     cfg = compose(["algo=qlearning", f"seed={seed}", f"env.horizon={HORIZON}"])
     env_id, env_kwargs = env_spec(cfg.env)

@@ -62,8 +62,8 @@ def _plain_sb3_kwargs(algo_cfg: Any) -> dict[str, Any]:
 def train_ours(algo: str, seed: int, steps: int) -> tuple[float, float, Any, Any]:
     """Wall and CPU seconds to build and train ``algo=<algo>`` as configured; agent; config."""
     from rlbench.agents import build_agent
-    from rlbench.envs import make_vec
     from rlbench.config import env_spec
+    from rlbench.envs import make_vec
 
     cfg = compose([f"algo={algo}", f"seed={seed}"])
     env_id, env_kwargs = env_spec(cfg.env)
@@ -106,8 +106,8 @@ def train_plain_sb3(algo: str, seed: int, steps: int) -> tuple[float, float, Any
 
 def held_out_return(policy: Any, cfg: Any) -> float:
     """Mean return over ``cfg.eval.episodes`` held-out episodes (rlbench-train's final score)."""
-    from rlbench.run.evaluate import evaluate, evaluation_seeds
     from rlbench.config import env_spec
+    from rlbench.run.evaluate import evaluate, evaluation_seeds
 
     env_id, env_kwargs = env_spec(cfg.env)
     seeds = evaluation_seeds(int(cfg.seed), int(cfg.eval.episodes), int(cfg.eval.seed_offset))
