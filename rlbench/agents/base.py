@@ -103,6 +103,17 @@ class Agent(abc.ABC):
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         """Actions (shape ``(N,)``, int) for a batch of observations (shape ``(N, *obs_shape)``)."""
 
+    def action_probabilities(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """pi(a|s): the distribution :meth:`predict` draws each action from, shape ``(N, A)``,
+        rows summing to 1, for a discrete action space.
+
+        What a serving or logging layer records as the propensity of the action taken, and
+        what off-policy evaluation needs of a target policy. It never changes the agent's state
+        (no random draw, no cooldown step). This default is one-hot on :meth:`predict`: right for
+        rules whose ``predict`` is a pure function; agents that explore or keep state override it.
+        """
+        return one_hot(self.predict(obs, deterministic=deterministic), self._discrete_actions())
+
     def check_finite(self) -> bool:
         """False when learning diverged (NaN or inf in what the agent learned)."""
         return True
@@ -162,6 +173,19 @@ class Agent(abc.ABC):
         if not isinstance(space, spaces.Discrete):
             raise UserError(f"{self.name} needs a discrete action space; the env has {space}")
         return int(space.n)
+
+
+def one_hot(actions: np.ndarray, n_actions: int) -> np.ndarray:
+    """``(N, n_actions)`` float64 rows with a 1 at each action: a deterministic policy's pi."""
+    actions = np.asarray(actions, dtype=np.int64).reshape(-1)
+    out = np.zeros((len(actions), n_actions))
+    out[np.arange(len(actions)), actions] = 1.0
+    return out
+
+
+def epsilon_greedy(greedy: np.ndarray, n_actions: int, epsilon: float) -> np.ndarray:
+    """pi of epsilon-greedy: ``1 - eps + eps/A`` on the greedy action, ``eps/A`` elsewhere."""
+    return (1.0 - epsilon) * one_hot(greedy, n_actions) + epsilon / n_actions
 
 
 def env_signature(env: VecEnv) -> dict[str, Any]:

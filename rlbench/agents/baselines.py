@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from rlbench.agents.base import Agent, LearnCallback, call_back
+from rlbench.agents.base import Agent, LearnCallback, call_back, one_hot
 from rlbench.agents.checkpoint_io import Checkpoint
 from rlbench.envs import core_of
 from rlbench.errors import UserError
@@ -46,6 +46,10 @@ class RandomAgent(_FixedPolicy):
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         return self.rng.integers(self.n_actions, size=len(obs), dtype=np.int64)
+
+    def action_probabilities(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Uniform, also when ``deterministic``: this baseline is random by definition."""
+        return np.full((len(obs), self.n_actions), 1.0 / self.n_actions)
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, bytes]]:
         return {"rng": self.rng.bit_generator.state}, {}, {}
@@ -120,14 +124,23 @@ class ThresholdAgent(_FixedPolicy):
         return np.where(add, ADD, np.where(remove, REMOVE, HOLD)).astype(np.int64)
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        wanted, free = self._decide(obs)
+        action = np.where(free, wanted, HOLD)
+        self._cool = np.where(free, np.where(wanted != HOLD, self.cooldown, 0), self._cool - 1)
+        return action
+
+    def action_probabilities(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """One-hot on the action :meth:`predict` would take now, without stepping the cooldown."""
+        wanted, free = self._decide(obs)
+        return one_hot(np.where(free, wanted, HOLD), 3)
+
+    def _decide(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rule's wish per copy, and which copies are out of their cooldown."""
         sig = self._signals(np.asarray(obs))
         wanted = self.rule(sig["load_pct"], sig["queue"])
         if self._cool.shape != wanted.shape:
             self._cool = np.zeros(wanted.shape, dtype=np.int64)
-        free = self._cool == 0
-        action = np.where(free, wanted, HOLD)
-        self._cool = np.where(free, np.where(wanted != HOLD, self.cooldown, 0), self._cool - 1)
-        return action
+        return wanted, self._cool == 0
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, bytes]]:
         return {}, {"cooldown_left": self._cool}, {}

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
-from rlbench.agents.base import Agent, LearnCallback, call_back
+from rlbench.agents.base import Agent, LearnCallback, call_back, epsilon_greedy
 from rlbench.agents.checkpoint_io import Checkpoint
 from rlbench.envs import core_of
 from rlbench.errors import UserError
@@ -168,6 +168,11 @@ class QLearningAgent(Agent):
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         states = self.discretise(obs)
         return self.act(states, 0.0 if deterministic else self.epsilon).astype(np.int64)
+
+    def action_probabilities(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Epsilon-greedy on the table at the current epsilon (one-hot when deterministic)."""
+        greedy = self.q[self.discretise(obs)].argmax(axis=1)
+        return epsilon_greedy(greedy, self.n_actions, 0.0 if deterministic else self.epsilon)
 
     def learn(self, total_steps: int, callback: LearnCallback | None = None) -> None:
         env, n = self.env, self.env.num_envs

@@ -42,6 +42,8 @@ from rlbench.agents.base import (
     LearnCallback,
     call_back,
     check_finite_settings,
+    epsilon_greedy,
+    one_hot,
     unknown_key_error,
 )
 from rlbench.agents.checkpoint_io import Checkpoint
@@ -166,6 +168,18 @@ class SB3Agent(Agent):
         with self._own_rng(), _no_distribution_checks():
             self.model.learn(total_timesteps=remaining, reset_num_timesteps=False, callback=forward)
 
+    def action_probabilities(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """The policy's action distribution (PPO: its categorical; DQN: epsilon-greedy on the
+        Q-network at the current exploration rate); one-hot on the mode when deterministic."""
+        n = self._discrete_actions()
+        obs_t, _ = self.model.policy.obs_to_tensor(np.asarray(obs))
+        with torch.no_grad(), _no_distribution_checks():
+            return self._distribution(obs_t, n, deterministic)
+
+    def _distribution(self, obs_t: Any, n: int, deterministic: bool) -> np.ndarray:
+        """pi(a|s) as a numpy ``(N, A)`` array for a batch already on the policy's device."""
+        raise NotImplementedError
+
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         with (
             contextlib.nullcontext() if deterministic else self._own_rng(),
@@ -261,6 +275,10 @@ class PPOAgent(SB3Agent):
     name: ClassVar[str] = "ppo"
     sb3_class: ClassVar[type[BaseAlgorithm]] = PPO
 
+    def _distribution(self, obs_t: Any, n: int, deterministic: bool) -> np.ndarray:
+        probs = self.model.policy.get_distribution(obs_t).distribution.probs.cpu().numpy()
+        return one_hot(probs.argmax(axis=1), n) if deterministic else probs.astype(np.float64)
+
 
 class DQNAgent(SB3Agent):
     """Deep Q-Network (SB3); reports about every 1000 steps. Discrete actions only."""
@@ -277,6 +295,11 @@ class DQNAgent(SB3Agent):
 
     def _counters(self) -> list[str]:
         return [*super()._counters(), "_n_calls", "exploration_rate"]
+
+    def _distribution(self, obs_t: Any, n: int, deterministic: bool) -> np.ndarray:
+        # SB3's DQN.predict explores with probability exploration_rate (uniform over actions)
+        greedy = self.model.q_net(obs_t).argmax(dim=1).cpu().numpy()
+        return epsilon_greedy(greedy, n, 0.0 if deterministic else self.model.exploration_rate)
 
     def learn(self, total_steps: int, callback: LearnCallback | None = None) -> None:
         warmup = self.model.learning_starts
