@@ -112,3 +112,11 @@ IGNORED_ATTR = "rlbench.not_counted"  # failed for a reason that is not the conf
 DUPLICATE_ATTR = "rlbench.duplicate_of"  # an enqueued configuration two processes queued at once
 PARENT_RUN_ATTR = "rlbench.mlflow_parent_run_id"  # study user attribute: the sweep's MLflow run
 FIXED_OVERRIDES_ATTR = "fixed_overrides"  # trial user attribute: the sweep's other overrides
+
+# --------------------------------------------------------------------------- model registry
+POLICY_MODEL_NAME = "policy"  # the pyfunc model logged in a run (its LoggedModel's name)
+POLICY_ENV_FILE = "env.json"  # the environment a served policy acts in (gymnasium id, args)
+CHAMPION = "champion"  # the alias the decision server follows
+CHALLENGER = "challenger"  # a newer version waiting for promotion
+REGISTRY_TAG_PREFIX = "rlbench.registry."  # + registered_/promoted_/rolled_back_ + by/at/why
+REPLACED_VERSION_TAG = "rlbench.registry.replaced_version"  # what rollback returns to

@@ -1,0 +1,92 @@
+"""``rlbench-serve``: a registered policy answers decisions over HTTP.
+
+    rlbench-serve models:/autoscaler@champion                 # http://127.0.0.1:8000
+    rlbench-serve models:/autoscaler@champion --port 9000 --capacity 100 --max-batch 64
+    curl -s localhost:8000/decide -d '{"observation": [0.5, 0.4, 0.1, 0.2, 0.5, 0.0, 0.3]}'
+
+Binds 127.0.0.1 unless ``--host`` says otherwise. Follows the alias: a version promoted while
+it runs is loaded in the background and swapped in between two batches (``--poll-interval``).
+Bad input (an unknown model or alias, a port in use) is one ``error:`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from rlbench.cli import EXIT_USER_ERROR
+from rlbench.errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlbench-serve", description=__doc__.splitlines()[0])
+    parser.add_argument("model_uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: embedded)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--capacity", type=int, default=100, help="waiting requests (100)")
+    parser.add_argument("--max-batch", type=int, default=64, help="requests per forward pass")
+    parser.add_argument("--max-rows", type=int, default=1024, help="observations per request")
+    parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds; 0: never")
+    return parser
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise UserError(
+                f"cannot listen on {host}:{port} ({err.strerror}): choose another --port"
+            ) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from rlbench.serve.server import DecisionServer, ServeSettings, load_policy, make_app
+
+    settings = ServeSettings(
+        model_uri=args.model_uri,
+        tracking_uri=args.tracking_uri,
+        host=args.host,
+        port=args.port,
+        capacity=args.capacity,
+        max_batch=args.max_batch,
+        max_rows=args.max_rows,
+        poll_interval=args.poll_interval,
+    )
+    try:
+        settings.check()
+        _check_port(settings.host, settings.port)
+        policy = load_policy(settings.model_uri, settings.tracking_uri)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    import torch
+    import uvicorn
+
+    torch.set_num_threads(1)
+    server = DecisionServer(settings, policy)
+    logging.getLogger(__name__).info(
+        "serving %s version %s on http://%s:%d", policy.name, policy.version, args.host, args.port
+    )
+    uvicorn.run(make_app(server), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def console() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

@@ -1,0 +1,310 @@
+"""The decision server: a registered policy answers over HTTP through a bounded real-time queue.
+
+Requests enter a :class:`~rlbench.serve.queue.BoundedQueue` (when it is full, the OLDEST waiting
+request is answered 503: a real-time caller wants a fresh decision or none). One batcher thread
+takes up to ``max_batch`` waiting requests into one forward pass and answers each with its
+actions, their probabilities, the policy version, enqueue/dequeue times and the delay. A poller
+follows the model alias (``models:/NAME@champion``): a new version is loaded in the background
+and swapped in between two batches, so no request sees a half-loaded model; a version that fails
+to load is refused and the old one keeps serving.
+
+Endpoints: ``POST /decide`` (``{"observations": [[...], ...]}`` or ``{"observation": [...]}``,
+optional ``"deterministic": false``), ``GET /healthz``, ``GET /metrics`` (Prometheus text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import threading
+import time
+import warnings
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from rlbench.errors import UserError, first_line
+from rlbench.serve.metrics import ServerMetrics
+from rlbench.serve.queue import BoundedQueue, Entry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeSettings:
+    """What ``rlbench-serve`` is told: the model, where it is, and the queue's limits."""
+
+    model_uri: str
+    tracking_uri: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    capacity: int = 100  # waiting requests; the seed's queue size
+    max_batch: int = 64  # requests in one forward pass
+    max_rows: int = 1024  # observations in one request
+    poll_interval: float = 5.0  # seconds between looks at the alias (0: never)
+
+    def check(self) -> None:
+        for key in ("capacity", "max_batch", "max_rows"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"{key} must be a positive integer, got {value!r}")
+        if not math.isfinite(self.poll_interval) or self.poll_interval < 0:
+            raise UserError(f"poll interval must be >= 0 seconds, got {self.poll_interval}")
+
+
+@dataclass
+class Policy:
+    """One loaded version: the agent acts, ``shape`` is one observation's shape."""
+
+    name: str
+    version: str
+    agent: Any
+    shape: tuple[int, ...]
+
+
+@dataclass
+class Pending:
+    """A decision request waiting in the queue; answered through ``future`` on the loop."""
+
+    obs: np.ndarray
+    deterministic: bool
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+class BadRequest(Exception):
+    """A request we answer with a 4xx and one line."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def load_policy(model_uri: str, tracking_uri: str | None) -> Policy:
+    """Resolve ``models:/NAME@ALIAS`` to its version now and load it (``UserError`` if not)."""
+    import mlflow
+
+    from rlbench.tracking import registry
+
+    name, _, _ = registry.parse_model_uri(model_uri)
+    version = registry.resolve_alias(model_uri, tracking_uri)
+    try:
+        with warnings.catch_warnings():  # MLflow's advice on type hints: the signature is explicit
+            warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+            model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        inner = model.unwrap_python_model()
+    except Exception as err:
+        raise UserError(f"cannot load {name} version {version}: {first_line(err)}") from None
+    return Policy(name, version, inner.agent, tuple(inner.shape))
+
+
+class DecisionServer:
+    """The queue, the batcher and the alias poller around one served policy."""
+
+    def __init__(self, settings: ServeSettings, policy: Policy) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.queue: BoundedQueue[Pending] = BoundedQueue(settings.capacity)
+        self.metrics = ServerMetrics()
+        self._next: Policy | None = None  # loaded, waiting for the next batch boundary
+        self._refused: set[str] = set()  # versions that failed to load
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._wall_offset = time.time() - time.monotonic()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._batcher, name="batcher", daemon=True)]
+        if self.settings.poll_interval > 0:
+            self._threads.append(threading.Thread(target=self._poller, name="poller", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop taking work; every waiting request is answered 503."""
+        self._stop.set()
+        self.queue.close()
+        for entry in self.queue.drain():
+            self._answer_error(entry.item, 503, "the server is shutting down")
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    # -- requests -----------------------------------------------------------------------------
+    def parse(self, body: bytes) -> tuple[np.ndarray, bool]:
+        """Observations ``(N, *shape)`` and ``deterministic`` of a request body, or BadRequest."""
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise BadRequest(400, f"malformed JSON: {err}") from None
+        if not isinstance(data, dict) or not ({"observations", "observation"} & data.keys()):
+            raise BadRequest(
+                400, 'expected {"observations": [[...], ...]} or {"observation": [...]}'
+            )
+        one = "observations" not in data
+        raw = data["observation"] if one else data["observations"]
+        try:
+            obs = np.asarray(raw, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise BadRequest(400, "observations must be arrays of numbers") from None
+        if one:
+            obs = obs[None]
+        shape = self.policy.shape
+        if obs.ndim != 1 + len(shape) or obs.shape[1:] != shape or len(obs) == 0:
+            want = f"(N, {', '.join(map(str, shape))})"
+            raise BadRequest(400, f"observations have shape {obs.shape}; this policy needs {want}")
+        if len(obs) > self.settings.max_rows:
+            raise BadRequest(
+                413, f"{len(obs)} observations in one request; at most {self.settings.max_rows}"
+            )
+        if not np.isfinite(obs).all():
+            raise BadRequest(400, "observations must be finite numbers (no NaN or inf)")
+        deterministic = data.get("deterministic", True)
+        if not isinstance(deterministic, bool):
+            raise BadRequest(400, f"deterministic must be true or false, got {deterministic!r}")
+        return obs, deterministic
+
+    async def decide(self, obs: np.ndarray, deterministic: bool) -> tuple[int, dict[str, Any]]:
+        """Queue the request and wait for its answer: ``(status, body)``."""
+        loop = asyncio.get_running_loop()
+        request = Pending(obs, deterministic, loop.create_future(), loop)
+        dropped = self.queue.put(request)
+        if dropped is not None:
+            self.metrics.dropped += 1
+            self._answer_error(
+                dropped.item,
+                503,
+                f"queue full ({self.settings.capacity} waiting): this was the oldest request",
+            )
+        return await request.future
+
+    # -- the batcher --------------------------------------------------------------------------
+    def _batcher(self) -> None:
+        while not self._stop.is_set():
+            batch = self.queue.get_batch(self.settings.max_batch, timeout=0.1)
+            if self._next is not None:  # between two batches: nobody sees a half-loaded model
+                self.policy, self._next = self._next, None
+                log.info("now serving %s version %s", self.policy.name, self.policy.version)
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch: list[Entry[Pending]]) -> None:
+        policy = self.policy
+        for deterministic in (True, False):
+            part = [e for e in batch if e.item.deterministic is deterministic]
+            if not part:
+                continue
+            obs = np.concatenate([e.item.obs for e in part])
+            try:
+                actions = np.asarray(policy.agent.predict(obs, deterministic=deterministic))
+                pi = policy.agent.action_probabilities(obs, deterministic=deterministic)
+            except Exception as err:  # the server never dies of a request
+                log.error("the policy failed on a batch: %s", first_line(err))
+                for e in part:
+                    self._answer_error(e.item, 500, f"the policy failed: {first_line(err)}")
+                continue
+            chosen = pi[np.arange(len(actions)), actions]
+            start = 0
+            for e in part:
+                n = len(e.item.obs)
+                body = {
+                    "actions": actions[start : start + n].tolist(),
+                    "probabilities": chosen[start : start + n].tolist(),
+                    "policy": {"name": policy.name, "version": policy.version},
+                    "enqueued_at": e.enqueued_at + self._wall_offset,
+                    "dequeued_at": e.dequeued_at + self._wall_offset,
+                    "delay_ms": 1000.0 * e.delay,
+                }
+                start += n
+                self.metrics.decided(policy.version, n)
+                self._answer(e.item, 200, body)
+
+    def _answer(self, request: Pending, status: int, body: dict[str, Any]) -> None:
+        def resolve() -> None:
+            if not request.future.done():
+                request.future.set_result((status, body))
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server is gone
+            request.loop.call_soon_threadsafe(resolve)
+
+    def _answer_error(self, request: Pending, status: int, message: str) -> None:
+        self._answer(request, status, {"error": message})
+
+    # -- the alias poller ---------------------------------------------------------------------
+    def _poller(self) -> None:
+        from rlbench.tracking import registry
+
+        while not self._stop.wait(self.settings.poll_interval):
+            try:
+                version = registry.resolve_alias(
+                    self.settings.model_uri, self.settings.tracking_uri
+                )
+            except Exception as err:  # the store is away: keep serving what we have
+                log.warning("cannot read %s: %s", self.settings.model_uri, first_line(err))
+                continue
+            current = self._next or self.policy
+            if version == current.version or version in self._refused:
+                continue
+            try:
+                uri = f"models:/{self.policy.name}/{version}"
+                loaded = load_policy(uri, self.settings.tracking_uri)
+                if loaded.shape != self.policy.shape:
+                    raise UserError(f"observations {loaded.shape}, served {self.policy.shape}")
+            except Exception as err:
+                self._refused.add(version)
+                self.metrics.refused += 1
+                log.error("refused %s version %s: %s", self.policy.name, version, first_line(err))
+                continue
+            self._next = loaded
+
+    # -- views --------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        stats = self.queue.stats()
+        return {
+            "status": "ok",
+            "policy": {"name": self.policy.name, "version": self.policy.version},
+            "queue": {"depth": stats.depth, "capacity": stats.capacity, "dropped": stats.dropped},
+        }
+
+
+def make_app(server: DecisionServer) -> Any:
+    """The FastAPI app. Handlers read the raw body and answer with prepared responses: the
+    request checks are ours (one line each), not a validation layer per request."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        server.start()
+        try:
+            yield
+        finally:
+            server.stop()
+
+    app = FastAPI(title="rlbench decision server", lifespan=lifespan, docs_url=None)
+
+    @app.post("/decide")
+    async def decide(request: Request) -> JSONResponse:
+        started = time.monotonic()
+        try:
+            obs, deterministic = server.parse(await request.body())
+            status, body = await server.decide(obs, deterministic)
+        except BadRequest as err:
+            status, body = err.status, {"error": str(err)}
+        server.metrics.answered(status, time.monotonic() - started)
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse(server.health())
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        text = server.metrics.prometheus(server.queue.stats())
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    return app

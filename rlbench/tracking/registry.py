@@ -1,0 +1,297 @@
+"""The MLflow Model Registry: a trained run's policy becomes a versioned model with aliases.
+
+``register`` logs the run's final model as a pyfunc model (:mod:`.policy_model`, models-from-code
+around rlbench's own safe files, with a signature, an input example and pinned pip requirements)
+and registers it: the first version of a name becomes ``champion``, later ones ``challenger``.
+``promote`` moves ``champion`` to a version (the challenger by default), ``rollback`` moves it back
+to the version it replaced; every move records who, when and why as version tags, so the
+registry's history is the audit trail. Used by ``rlbench-registry``, ``tracking.register=NAME``
+at training time, and the decision server (which follows an alias).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import tempfile
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from rlbench.errors import UserError, first_line
+from rlbench.tracking import schema
+from rlbench.tracking.client import mlflow_client, resolve_tracking_uri
+
+CODE_FILE = Path(__file__).with_name("policy_model.py")
+REQUIREMENTS = ("rlbench", "mlflow", "numpy", "pandas", "torch", "stable-baselines3", "gymnasium")
+
+
+@dataclass
+class Version:
+    """One registered version of a policy, as ``rlbench-registry list`` shows it."""
+
+    name: str
+    version: str
+    aliases: list[str]
+    run_id: str | None
+    created: str
+    tags: dict[str, str]
+
+
+def _mlflow(uri: str | None) -> tuple[str, Any]:
+    """The store's URI and client, with MLflow's fluent API pointed at the same store."""
+    import mlflow
+
+    uri = resolve_tracking_uri(uri)
+    client = mlflow_client(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri, client
+
+
+def _who_when_why(action: str, reason: str | None) -> dict[str, str]:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in some containers
+        user = "unknown"
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return {
+        f"{schema.REGISTRY_TAG_PREFIX}{action}_by": user,
+        f"{schema.REGISTRY_TAG_PREFIX}{action}_at": now,
+        f"{schema.REGISTRY_TAG_PREFIX}{action}_why": reason or "",
+    }
+
+
+def _pip_requirements() -> list[str]:
+    pins = []
+    for dist in REQUIREMENTS:
+        try:
+            pins.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pins.append(dist)
+    return pins
+
+
+def _run_policy(client: Any, run_id: str, tmp: Path) -> tuple[Path, dict[str, Any]]:
+    """The run's final model file and its environment (from the run's config.yaml)."""
+    from omegaconf import OmegaConf
+
+    from rlbench.config import env_spec
+
+    try:
+        run = client.get_run(run_id)
+    except Exception as err:
+        raise UserError(f"no MLflow run {run_id!r}: {first_line(err)}") from None
+    if run.info.status != "FINISHED":
+        raise UserError(f"run {run_id} is {run.info.status}: only a FINISHED run can be registered")
+    files = [f.path for f in client.list_artifacts(run_id, schema.MODEL_DIR) if not f.is_dir]
+    final = [p for p in files if Path(p).stem == schema.MODEL_STEM]
+    if not final:
+        raise UserError(
+            f"run {run_id} has no {schema.MODEL_DIR}/{schema.MODEL_STEM}.* artifact: "
+            "was it logged by rlbench-train?"
+        )
+    model = Path(client.download_artifacts(run_id, final[0], str(tmp)))
+    config = client.download_artifacts(run_id, schema.CONFIG_ARTIFACT, str(tmp))
+    env_id, env_kwargs = env_spec(OmegaConf.load(config).env)
+    return model, {"env_id": env_id, "env_kwargs": env_kwargs}
+
+
+def log_policy(run_id: str, tracking_uri: str | None = None) -> str:
+    """Log run ``run_id``'s final policy as a pyfunc model of that run; returns its model URI."""
+    import mlflow
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    from rlbench.agents import load_agent
+    from rlbench.envs import make_vec
+
+    _, client = _mlflow(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="rlbench-register-") as tmp:
+        model, env = _run_policy(client, run_id, Path(tmp))
+        venv = make_vec(env["env_id"], 2, seed=0, **env["env_kwargs"])
+        try:
+            load_agent(model, venv, "cpu")  # refuse a file that would not load when served
+            example = np.asarray(venv.reset(), dtype=np.float32)
+        finally:
+            venv.close()
+        env_file = Path(tmp) / schema.POLICY_ENV_FILE
+        env_file.write_text(json.dumps(env))
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
+            outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
+            params=ParamSchema(
+                [
+                    ParamSpec("probabilities", "boolean", False),
+                    ParamSpec("deterministic", "boolean", True),
+                ]
+            ),
+        )
+        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+            # the signature is explicit: MLflow's advice to infer one from type hints does not apply
+            warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name=schema.POLICY_MODEL_NAME,
+                python_model=str(CODE_FILE),
+                artifacts={"policy": str(model), "env": str(env_file)},
+                signature=signature,
+                input_example=example,
+                pip_requirements=_pip_requirements(),
+            )
+    return info.model_uri
+
+
+def register(
+    run_id: str, name: str, reason: str | None = None, tracking_uri: str | None = None
+) -> Version:
+    """Register run ``run_id``'s policy as a new version of ``name``; ``champion`` if it is the
+    first version, else ``challenger``."""
+    from mlflow.exceptions import MlflowException
+
+    model_uri = log_policy(run_id, tracking_uri)
+    _, client = _mlflow(tracking_uri)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name)
+    mv = client.create_model_version(name, model_uri, run_id=run_id)
+    for key, value in _who_when_why("registered", reason).items():
+        client.set_model_version_tag(name, mv.version, key, value)
+    alias = schema.CHALLENGER if _alias_version(client, name, schema.CHAMPION) else schema.CHAMPION
+    client.set_registered_model_alias(name, alias, mv.version)
+    return _version(client, name, mv.version)
+
+
+def promote(
+    name: str,
+    version: str | None = None,
+    reason: str | None = None,
+    tracking_uri: str | None = None,
+) -> Version:
+    """Make ``version`` (default: the ``challenger``) the ``champion``; the replaced champion is
+    remembered on the new one, for :func:`rollback`."""
+    _, client = _mlflow(tracking_uri)
+    _require_model(client, name)
+    version = version or _alias_version(client, name, schema.CHALLENGER)
+    if version is None:
+        raise UserError(f"{name} has no {schema.CHALLENGER}: name the version to promote")
+    _require_version(client, name, str(version))
+    previous = _alias_version(client, name, schema.CHAMPION)
+    if previous == str(version):
+        raise UserError(f"version {version} of {name} is already the {schema.CHAMPION}")
+    client.set_registered_model_alias(name, schema.CHAMPION, str(version))
+    tags = _who_when_why("promoted", reason)
+    if previous is not None:
+        tags[schema.REPLACED_VERSION_TAG] = previous
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, value)
+    if _alias_version(client, name, schema.CHALLENGER) == str(version):
+        client.delete_registered_model_alias(name, schema.CHALLENGER)
+    return _version(client, name, str(version))
+
+
+def rollback(name: str, reason: str | None = None, tracking_uri: str | None = None) -> Version:
+    """Move ``champion`` back to the version the current champion replaced."""
+    _, client = _mlflow(tracking_uri)
+    _require_model(client, name)
+    current = _alias_version(client, name, schema.CHAMPION)
+    if current is None:
+        raise UserError(f"{name} has no {schema.CHAMPION} to roll back")
+    previous = client.get_model_version(name, current).tags.get(schema.REPLACED_VERSION_TAG)
+    if not previous:
+        raise UserError(
+            f"version {current} of {name} replaced no earlier champion: nothing to roll back to "
+            "(promote a version by number instead)"
+        )
+    client.set_registered_model_alias(name, schema.CHAMPION, previous)
+    for key, value in _who_when_why("rolled_back", reason).items():
+        client.set_model_version_tag(name, current, key, value)
+    return _version(client, name, previous)
+
+
+def versions(name: str | None = None, tracking_uri: str | None = None) -> list[Version]:
+    """Every version of ``name`` (of every registered model when None), newest first."""
+    _, client = _mlflow(tracking_uri)
+    names = [name] if name else [m.name for m in client.search_registered_models()]
+    if name:
+        _require_model(client, name)
+    out = []
+    for model_name in names:
+        for mv in client.search_model_versions(f"name = '{model_name}'"):
+            out.append(_version(client, model_name, mv.version))
+    return sorted(out, key=lambda v: (v.name, -int(v.version)))
+
+
+def resolve_alias(model_uri: str, tracking_uri: str | None = None) -> str:
+    """The version number a ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``) URI names now."""
+    _, client = _mlflow(tracking_uri)
+    name, version, alias = parse_model_uri(model_uri)
+    _require_model(client, name)
+    if alias is not None:
+        found = _alias_version(client, name, alias)
+        if found is None:
+            raise UserError(f"{name} has no alias {alias!r}")
+        return found
+    _require_version(client, name, str(version))
+    return str(version)
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``(name, version, alias)`` of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
+    if not uri.startswith("models:/"):
+        raise UserError(f"{uri!r} is not a registered model: write models:/NAME@ALIAS")
+    rest = uri.removeprefix("models:/")
+    if "@" in rest:
+        name, _, alias = rest.partition("@")
+        if name and alias:
+            return name, None, alias
+    else:
+        name, _, version = rest.partition("/")
+        if name and version.isdigit():
+            return name, version, None
+    raise UserError(f"{uri!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
+
+
+def _alias_version(client: Any, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def _require_model(client: Any, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        known = ", ".join(sorted(m.name for m in client.search_registered_models())) or "none"
+        raise UserError(f"no registered model {name!r} (registered: {known})") from None
+
+
+def _require_version(client: Any, name: str, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        raise UserError(f"{name} has no version {version!r}") from None
+
+
+def _version(client: Any, name: str, version: str) -> Version:
+    mv = client.get_model_version(name, version)
+    created = dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC)
+    return Version(
+        name=name,
+        version=str(mv.version),
+        aliases=sorted(mv.aliases or []),
+        run_id=mv.run_id,
+        created=created.isoformat(timespec="seconds"),
+        tags=dict(mv.tags),
+    )

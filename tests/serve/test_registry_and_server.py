@@ -1,0 +1,325 @@
+"""Policies leave the lab: the registry (register, promote, rollback), the pyfunc model, and the
+decision server driven over HTTP on a loopback port, as a user would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serve")]
+NAME = "autoscaler"
+OBS_DIM = 7
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: bytes, timeout: float = 10.0) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return answer.read().decode()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A store with two finished PPO runs (seeds 0 and 1), registered as versions 1 and 2."""
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root}/mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
+    runs = []
+    for seed in (0, 1):
+        done = subprocess.run(
+            [sys.executable, "-m", "rlbench.run.main", "algo=ppo", "debug=fast",
+             f"seed={seed}", "train.progress=off", f"tracking.artifact_location={root}/art"],
+            cwd=root, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append(done.stdout.split("mlflow run: ")[1].split()[0])
+    from rlbench.tracking import registry
+
+    first = registry.register(runs[0], NAME, reason="first policy", tracking_uri=uri)
+    second = registry.register(runs[1], NAME, reason="new seed", tracking_uri=uri)
+    return {"uri": uri, "root": root, "env": env, "runs": runs, "versions": [first, second]}
+
+
+def test_register_gives_champion_then_challenger_and_records_who_when_why(store):
+    first, second = store["versions"]
+    assert (first.version, first.aliases, first.run_id) == ("1", ["champion"], store["runs"][0])
+    assert (second.version, second.aliases) == ("2", ["challenger"])
+    assert second.tags["rlbench.registry.registered_why"] == "new seed"
+    assert second.tags["rlbench.registry.registered_by"]
+    assert second.tags["rlbench.registry.registered_at"].startswith("20")
+
+
+def test_the_model_is_code_and_safe_files_never_a_pickle_and_predicts(store):
+    import mlflow
+
+    mlflow.set_tracking_uri(store["uri"])
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}/1"))
+    files = [p.name for p in folder.rglob("*") if p.is_file()]
+    assert "policy_model.py" in files and "model.zip" in files
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))]
+    requirements = (folder / "requirements.txt").read_text()
+    assert "stable-baselines3==" in requirements and "torch==" in requirements
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    assert tuple(model.metadata.signature.inputs.inputs[0].shape) == (-1, OBS_DIM)
+    obs = np.random.default_rng(0).random((4, OBS_DIM)).astype(np.float32)
+    agent = model.unwrap_python_model().agent
+    np.testing.assert_array_equal(model.predict(obs), agent.predict(obs))
+    frame = model.predict(obs, params={"probabilities": True})
+    assert list(frame.columns) == ["action", "probability", "p_0", "p_1", "p_2"]
+    np.testing.assert_allclose(frame[["p_0", "p_1", "p_2"]].sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_registry_cli_lists_promotes_and_rolls_back(store):
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "rlbench.serve.registry_cli", "--tracking-uri", store["uri"],
+             *args], capture_output=True, text=True, timeout=120, env=store["env"],
+        )  # fmt: skip
+
+    listed = cli("list", NAME)
+    assert listed.returncode == 0, listed.stderr
+    assert "version 2  challenger" in listed.stdout and "version 1  champion" in listed.stdout
+    missing = cli("promote", "nosuchmodel")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        f"error: no registered model 'nosuchmodel' (registered: {NAME})"
+    ]
+    no_history = cli("rollback", NAME)
+    assert no_history.returncode == 2 and "nothing to roll back to" in no_history.stderr
+    from rlbench.tracking import registry
+
+    promoted = registry.promote(NAME, reason="better on spike", tracking_uri=store["uri"])
+    assert (promoted.version, promoted.aliases) == ("2", ["champion"])
+    assert promoted.tags["rlbench.registry.replaced_version"] == "1"
+    assert promoted.tags["rlbench.registry.promoted_why"] == "better on spike"
+    back = cli("rollback", NAME, "--reason", "worse in production")
+    assert back.returncode == 0, back.stderr
+    assert registry.resolve_alias(f"models:/{NAME}@champion", store["uri"]) == "1"
+    rolled = registry.versions(NAME, store["uri"])[0]  # newest first: version 2
+    assert rolled.tags["rlbench.registry.rolled_back_why"] == "worse in production"
+
+
+@pytest.fixture
+def served(store):
+    """A real ``rlbench-serve`` process on a free loopback port, following the champion."""
+    started = []
+
+    def start(*extra: str) -> str:
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rlbench.serve.cli", f"models:/{NAME}@champion",
+             "--tracking-uri", store["uri"], "--port", str(port), *extra],
+            env=store["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                get(url + "/healthz")
+                return url
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.2)
+        raise AssertionError("the server did not answer within 60 s")
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_decisions_equal_the_policys_own_predict(store, served):
+    import mlflow
+
+    url = served("--poll-interval", "0")
+    champion = json.loads(get(url + "/healthz"))["policy"]["version"]
+    mlflow.set_tracking_uri(store["uri"])
+    agent = mlflow.pyfunc.load_model(f"models:/{NAME}/{champion}").unwrap_python_model().agent
+    obs = np.random.default_rng(3).random((16, OBS_DIM)).astype(np.float32)
+    status, body = post(url + "/decide", json.dumps({"observations": obs.tolist()}).encode())
+    assert status == 200, body
+    assert body["actions"] == agent.predict(obs).tolist()
+    assert body["policy"] == {"name": NAME, "version": champion}
+    pi = agent.action_probabilities(obs, deterministic=True)
+    assert body["probabilities"] == pi[np.arange(16), body["actions"]].tolist()
+    assert body["dequeued_at"] >= body["enqueued_at"] and body["delay_ms"] >= 0
+    status, one = post(url + "/decide", json.dumps({"observation": obs[0].tolist()}).encode())
+    assert status == 200 and one["actions"] == body["actions"][:1]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{bad json", 400, "malformed JSON"),
+        (b'{"obs": [1]}', 400, 'expected {"observations"'),
+        (b'{"observation": [1, 2]}', 400, "this policy needs (N, 7)"),
+        (b'{"observations": [["a", "b", "c", "d", "e", "f", "g"]]}', 400, "arrays of numbers"),
+        (b'{"observation": [NaN, 0, 0, 0, 0, 0, 0]}', 400, "finite numbers"),
+        (b'{"observation": [0, 0, 0, 0, 0, 0, 0], "deterministic": "yes"}', 400, "true or false"),
+        (json.dumps({"observations": [[0.0] * 7] * 9}).encode(), 413, "at most 8"),
+    ],
+)
+def test_bad_requests_get_one_line_and_the_server_lives_on(served, body, status, message):
+    url = served("--poll-interval", "0", "--max-rows", "8")
+    code, answer = post(url + "/decide", body)
+    assert code == status and message in answer["error"] and "\n" not in answer["error"]
+    code, _ = post(url + "/decide", json.dumps({"observation": [0.1] * 7}).encode())
+    assert code == 200
+
+
+def test_a_flood_is_answered_every_request_a_decision_or_a_503(served):
+    """The seed's resilience test: far more requests at once than the queue holds."""
+    import aiohttp
+
+    url = served("--poll-interval", "0", "--capacity", "5", "--max-batch", "2")
+
+    async def flood(n: int) -> list[int]:
+        body = json.dumps({"observation": [0.2] * 7})
+        async with aiohttp.ClientSession() as session:
+
+            async def one() -> int:
+                async with session.post(url + "/decide", data=body) as answer:
+                    await answer.read()
+                    return answer.status
+
+            return await asyncio.gather(*(one() for _ in range(n)))
+
+    codes = asyncio.run(flood(400))
+    assert set(codes) <= {200, 503} and codes.count(200) >= 5
+    metrics = get(url + "/metrics")
+    (line,) = [x for x in metrics.splitlines() if x.startswith("rlbench_serve_dropped_total ")]
+    dropped = int(line.split()[1])
+    assert dropped == codes.count(503)
+    assert json.loads(get(url + "/healthz"))["status"] == "ok"
+
+
+def test_a_promoted_version_is_swapped_in_under_load_without_a_failed_request(store, served):
+    from rlbench.tracking import registry
+
+    uri = store["uri"]
+    if registry.resolve_alias(f"models:/{NAME}@champion", uri) != "1":
+        registry.promote(NAME, "1", reason="test start", tracking_uri=uri)
+    url = served("--poll-interval", "0.3")
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        body = json.dumps({"observation": [0.3] * 7}).encode()
+        while not stop.is_set():
+            code, answer = post(url + "/decide", body)
+            seen.append((code, answer.get("policy", {}).get("version", "")))
+
+    workers = [threading.Thread(target=client) for _ in range(3)]
+    for w in workers:
+        w.start()
+    time.sleep(1.0)
+    registry.promote(NAME, "2", reason="swap test", tracking_uri=uri)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(v == "2" for _, v in seen[-5:]):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    stop.set()
+    for w in workers:
+        w.join(timeout=20)
+    assert seen and all(code == 200 for code, _ in seen)
+    versions = [v for _, v in seen]
+    assert versions[0] == "1" and versions[-1] == "2"
+    first_new = versions.index("2")
+    assert "1" not in versions[first_new + 10 :]  # once swapped, it stays swapped
+
+
+def test_a_version_that_fails_to_load_is_refused_and_the_old_one_serves_on(store, served):
+    import mlflow
+
+    from rlbench.tracking import registry
+
+    uri = store["uri"]
+    if registry.resolve_alias(f"models:/{NAME}@champion", uri) != "1":
+        registry.promote(NAME, "1", reason="test start", tracking_uri=uri)
+    broken = registry.register(store["runs"][1], NAME, reason="to be broken", tracking_uri=uri)
+    client = mlflow.MlflowClient(uri)
+    source = client.get_model_version(NAME, broken.version).source  # models:/m-<id>
+    stored = client.get_logged_model(source.removeprefix("models:/")).artifact_location
+    policy_file = Path(urlparse(stored).path) / "artifacts" / "model.zip"
+    assert policy_file.is_file()
+    policy_file.write_bytes(b"not a zip")  # the store's own copy: a damaged upload
+    url = served("--poll-interval", "0.3")
+    registry.promote(NAME, broken.version, reason="bad build", tracking_uri=uri)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "refused_versions_total 1" not in get(url + "/metrics"):
+        time.sleep(0.3)
+    assert "rlbench_serve_refused_versions_total 1" in get(url + "/metrics")
+    code, answer = post(url + "/decide", json.dumps({"observation": [0.3] * 7}).encode())
+    assert code == 200 and answer["policy"]["version"] == "1"
+    registry.promote(NAME, "1", reason="undo", tracking_uri=uri)
+
+
+def test_serve_cli_refuses_an_unknown_model_or_alias_in_one_line(store):
+    for uri, message in [
+        ("models:/nosuch@champion", "no registered model 'nosuch'"),
+        (f"models:/{NAME}@nosuchalias", f"{NAME} has no alias 'nosuchalias'"),
+        ("runs:/abc/model", "is not a registered model"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "rlbench.serve.cli", uri, "--tracking-uri", store["uri"]],
+            capture_output=True, text=True, timeout=120, env=store["env"],
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_mlflow_models_serve_answers_for_a_registered_policy(store):
+    port = free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [str(mlflow_bin), "models", "serve", "-m", f"models:/{NAME}/1", "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port)],
+        # MLflow starts `uvicorn` by name: the environment's bin folder must be on PATH
+        env={**store["env"], "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ['PATH']}"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/invocations"
+        body = json.dumps({"inputs": [[0.3] * 7, [0.9] * 7]}).encode()
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                code, answer = post(url, body)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.5)
+        assert code == 200, answer
+        assert len(answer["predictions"]) == 2
+        assert set(answer["predictions"]) <= {0, 1, 2}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
