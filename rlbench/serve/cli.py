@@ -23,7 +23,9 @@ from rlbench.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlbench-serve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="rlbench-serve", description="Serve a registered policy's decisions over HTTP."
+    )
     parser.add_argument("model_uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: embedded)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
