@@ -85,6 +85,20 @@ def _resume_agent(ckpt, state: dict[str, Any], algo_name: str, venv, device: str
         raise UserError(f"cannot resume: {err}; {fix}") from None
 
 
+def _registry_name(cfg: DictConfig, trial: Any) -> str | None:
+    """``tracking.register``: the registered model a finished run's policy becomes a version of."""
+    name = cfg.tracking.get("register")
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"tracking.register must be a model name, got {name!r}")
+    if not cfg.tracking.get("enabled", True):
+        raise UserError("tracking.register needs tracking.enabled=true: the registry is MLflow's")
+    if trial is not None:
+        raise UserError("tracking.register is for single runs: register a sweep's best trial run")
+    return name.strip()
+
+
 def _check_writable(folder: Path, key: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -109,6 +123,7 @@ def train(cfg: DictConfig) -> TrainOutcome:
 
     flat = flatten_config(cfg)
     trial = TrialContext.from_cfg(cfg)
+    register = _registry_name(cfg, trial)
     user_tags = {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
     if cfg.resume and trial is None and cfg.tracking.get("enabled", True):
         from rlbench.run.resume import finished_before
@@ -169,7 +184,7 @@ def train(cfg: DictConfig) -> TrainOutcome:
             cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state
         )
         status = "FINISHED"
-        return TrainOutcome(score, run_id, agent.num_steps, pruned=pruned, returns=returns)
+        outcome = TrainOutcome(score, run_id, agent.num_steps, pruned=pruned, returns=returns)
     except KeyboardInterrupt:
         status, error = "KILLED", "interrupted (Ctrl-C)"
         raise
@@ -184,6 +199,12 @@ def train(cfg: DictConfig) -> TrainOutcome:
     finally:
         tracker.end(status, error=error)
         venv.close()
+    if register and not outcome.pruned:
+        from rlbench.tracking import registry
+
+        version = registry.register(run_id, register, "tracking.register", tracker.uri)
+        log.info("registered as %s version %s %s", register, version.version, version.aliases)
+    return outcome
 
 
 def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state):

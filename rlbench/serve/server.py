@@ -21,7 +21,6 @@ import logging
 import math
 import threading
 import time
-import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -96,9 +95,7 @@ def load_policy(model_uri: str, tracking_uri: str | None) -> Policy:
     name, _, _ = registry.parse_model_uri(model_uri)
     version = registry.resolve_alias(model_uri, tracking_uri)
     try:
-        with warnings.catch_warnings():  # MLflow's advice on type hints: the signature is explicit
-            warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
-            model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
         inner = model.unwrap_python_model()
     except Exception as err:
         raise UserError(f"cannot load {name} version {version}: {first_line(err)}") from None

@@ -15,7 +15,6 @@ import datetime as dt
 import getpass
 import json
 import tempfile
-import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -131,9 +130,7 @@ def log_policy(run_id: str, tracking_uri: str | None = None) -> str:
                 ]
             ),
         )
-        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-            # the signature is explicit: MLflow's advice to infer one from type hints does not apply
-            warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+        with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=schema.POLICY_MODEL_NAME,
                 python_model=str(CODE_FILE),

@@ -51,24 +51,37 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     uri = f"sqlite:///{root}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
     runs = []
-    for seed in (0, 1):
+    for seed, extra in ((0, [f"tracking.register={NAME}"]), (1, [])):  # the first at training
         done = subprocess.run(
             [sys.executable, "-m", "rlbench.run.main", "algo=ppo", "debug=fast",
-             f"seed={seed}", "train.progress=off", f"tracking.artifact_location={root}/art"],
+             f"seed={seed}", "train.progress=off", f"tracking.artifact_location={root}/art",
+             *extra],
             cwd=root, env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
         runs.append(done.stdout.split("mlflow run: ")[1].split()[0])
     from rlbench.tracking import registry
 
-    first = registry.register(runs[0], NAME, reason="first policy", tracking_uri=uri)
+    (first,) = registry.versions(NAME, uri)
     second = registry.register(runs[1], NAME, reason="new seed", tracking_uri=uri)
     return {"uri": uri, "root": root, "env": env, "runs": runs, "versions": [first, second]}
+
+
+def test_tracking_register_needs_tracking(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "rlbench.run.main", "debug=fast", f"tracking.register={NAME}",
+         "tracking.enabled=false"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: tracking.register needs tracking.enabled=true: the registry is MLflow's"
+    )
 
 
 def test_register_gives_champion_then_challenger_and_records_who_when_why(store):
     first, second = store["versions"]
     assert (first.version, first.aliases, first.run_id) == ("1", ["champion"], store["runs"][0])
+    assert first.tags["rlbench.registry.registered_why"] == "tracking.register"
     assert (second.version, second.aliases) == ("2", ["challenger"])
     assert second.tags["rlbench.registry.registered_why"] == "new seed"
     assert second.tags["rlbench.registry.registered_by"]
