@@ -138,9 +138,9 @@ def test_models_are_loaded_only_from_places_the_user_names():
     }
 
 
-def test_we_start_no_network_server():
+def test_the_only_network_server_is_rlbench_serve_and_it_binds_localhost_by_default():
     servers = re.compile(
-        r"\.bind\(|\.listen\(|serve_forever|make_server|HTTPServer|uvicorn|"
+        r"\.bind\(|\.listen\(|serve_forever|make_server|HTTPServer|uvicorn\.run|"
         r"gunicorn|run_server|subprocess\.\w+\(\[[^\]]*(\"server\"|\"ui\")"
     )
     hits = [
@@ -149,7 +149,12 @@ def test_we_start_no_network_server():
         for i, line in enumerate(p.read_text().splitlines(), 1)
         if servers.search(line)
     ]
-    assert hits == []
+    # rlbench-serve: a port check (bind, then close) and uvicorn itself
+    assert [h.rpartition(":")[0] for h in hits] == ["rlbench/serve/cli.py"] * 2, hits
+    from rlbench.serve.cli import _parser
+
+    args = _parser().parse_args(["models:/x@champion"])
+    assert args.host == "127.0.0.1"
     # the one process we start is the MLflow helper, spoken to through pipes
     popens = [(p.name, f) for p in SOURCES for f, _, _ in calls(p) if "Popen" in f]
     assert popens == [("helper.py", "subprocess.Popen")]

@@ -1,0 +1,317 @@
+"""Serving capacity and resilience: ``rlbench-serve`` beside ``mlflow models serve``, one model.
+
+    python -m benchmarks.serving [--quick] [--seconds 10]
+    python -m benchmarks --only serving
+
+Trains a small autoscaling PPO policy into a temporary store and registers it, then starts both
+servers on loopback ports (one process each, one torch thread each) and drives them with the
+same open-loop load from this process: requests at fixed rates (a ladder, 100 to 4000 per
+second, ``--seconds`` each), each sent at its scheduled time whether or not earlier ones were
+answered, as real callers do. Per rate: throughput, p50/p99 latency, drops (503), errors and the
+load generator's own CPU share (it shares the 2 cores with the server). A server's capacity is
+the highest rate answered with p99 <= 25 ms, no error and no drop. Then a burst at 10x our
+capacity for 1 s followed by our capacity's half: every request must be answered (decision or
+503), the server must stay up with bounded memory, and p99 must be back under 25 ms within 1 s.
+Everything goes to 127.0.0.1 only and every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import Row, judged
+
+RATES = (100, 200, 500, 1000, 2000, 4000)
+P99_TARGET_MS = 25.0
+CAPACITY_RATIO_TARGET = 5.0
+OBS = [0.5, 0.4, 0.1, 0.2, 0.5, 0.0, 0.3]
+NAME = "bench-autoscaler"
+
+
+@dataclass
+class Load:
+    """What one open-loop step measured."""
+
+    rate: float
+    seconds: float
+    sent: int
+    ok: int
+    dropped: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    throughput: float
+    client_cpu: float  # this process's CPU seconds per wall second during the step
+    latencies: np.ndarray  # per request, in send order (ms; NaN for errors)
+    sent_at: np.ndarray  # seconds from the step's start
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def open_loop(url: str, body: bytes, rate: float, seconds: float) -> Load:
+    """Send ``rate`` requests per second for ``seconds``, each at its scheduled time."""
+    import aiohttp
+
+    n = max(1, int(rate * seconds))
+    latencies = np.full(n, np.nan)
+    sent_at = np.arange(n) / rate
+    codes = np.zeros(n, dtype=np.int64)
+    timeout = aiohttp.ClientTimeout(total=10)
+    connector = aiohttp.TCPConnector(limit=1000)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        start = time.perf_counter()
+        cpu = time.process_time()
+
+        async def one(i: int) -> None:
+            delay = start + sent_at[i] - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            t0 = time.perf_counter()
+            try:
+                async with session.post(
+                    url, data=body, headers={"Content-Type": "application/json"}
+                ) as answer:
+                    await answer.read()
+                    codes[i] = answer.status
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                codes[i] = -1
+            latencies[i] = 1000 * (time.perf_counter() - t0)
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+        wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu
+    ok = codes == 200
+    good = latencies[ok]
+    return Load(
+        rate=rate,
+        seconds=seconds,
+        sent=n,
+        ok=int(ok.sum()),
+        dropped=int((codes == 503).sum()),
+        errors=int(((codes != 200) & (codes != 503)).sum()),
+        p50_ms=float(np.percentile(good, 50)) if good.size else float("nan"),
+        p99_ms=float(np.percentile(good, 99)) if good.size else float("nan"),
+        throughput=float(ok.sum() / wall),
+        client_cpu=cpu / wall,
+        latencies=np.where(ok, latencies, np.nan),
+        sent_at=sent_at,
+    )
+
+
+def ladder(url: str, body: bytes, seconds: float, rates: tuple[int, ...]) -> list[Load]:
+    """Every rate in turn; stops after the first rate that misses badly (p99 over 1 s)."""
+    out = []
+    for rate in rates:
+        step = asyncio.run(open_loop(url, body, rate, seconds))
+        out.append(step)
+        print(
+            f"   {url.split('/')[-1]:12s} {rate:5d}/s: {step.throughput:7.0f}/s answered, "
+            f"p50 {step.p50_ms:6.1f} ms, p99 {step.p99_ms:7.1f} ms, drops {step.dropped}, "
+            f"errors {step.errors}, load generator CPU {100 * step.client_cpu:.0f}%",
+            flush=True,
+        )
+        if step.errors > step.sent // 2 or not step.p99_ms < 1000:
+            break
+        time.sleep(0.5)
+    return out
+
+
+def capacity(steps: list[Load]) -> float:
+    """The highest rate answered with p99 <= 25 ms, no error and no drop (0 if none)."""
+    good = [s.rate for s in steps if s.p99_ms <= P99_TARGET_MS and not s.errors and not s.dropped]
+    return max(good, default=0.0)
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def wait_up(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+def prepare(root: Path) -> dict[str, str]:
+    """A store with a trained, registered autoscaling PPO policy; the environment that uses it."""
+    uri = f"sqlite:///{root}/mlflow.db"
+    bindir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "OMP_NUM_THREADS": "1",
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "rlbench.run.main", "algo=ppo", "train.total_steps=4096",
+         "train.progress=off", f"tracking.register={NAME}", "eval.trajectory_plot=false"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return env
+
+
+def run(quick: bool = False, seconds: float | None = None) -> list[Row]:
+    seconds = seconds or (2.0 if quick else 10.0)
+    rates = (100, 500, 2000) if quick else RATES
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="rlbench-bench-serving-") as tmp:
+        root = Path(tmp)
+        env = prepare(root)
+        ours_port, theirs_port = free_port(), free_port()
+        ours = subprocess.Popen(
+            [sys.executable, "-m", "rlbench.serve.cli", f"models:/{NAME}@champion",
+             "--port", str(ours_port), "--poll-interval", "0"],
+            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        theirs = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
+             f"models:/{NAME}/1", "--env-manager", "local", "--host", "127.0.0.1",
+             "--port", str(theirs_port)],
+            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            ours_url = f"http://127.0.0.1:{ours_port}"
+            theirs_url = f"http://127.0.0.1:{theirs_port}"
+            wait_up(ours_url + "/healthz", ours)
+            wait_up(theirs_url + "/ping", theirs)
+            ours_body = json.dumps({"observation": OBS}).encode()
+            theirs_body = json.dumps({"inputs": [OBS]}).encode()
+            ours_steps = ladder(ours_url + "/decide", ours_body, seconds, rates)
+            theirs_steps = ladder(theirs_url + "/invocations", theirs_body, seconds, rates)
+            rows += _ladder_rows("rlbench-serve", ours_steps)
+            rows += _ladder_rows("mlflow models serve", theirs_steps)
+            ours_cap, theirs_cap = capacity(ours_steps), capacity(theirs_steps)
+            ratio = ours_cap / theirs_cap if theirs_cap else float("inf")
+            rows.append(
+                Row(
+                    "serving",
+                    "capacity: rlbench-serve",
+                    ours_cap,
+                    "req/s",
+                    reference="mlflow models serve",
+                    reference_value=theirs_cap,
+                    ratio=ratio,
+                    target=f">= {CAPACITY_RATIO_TARGET:g}x mlflow models serve",
+                    status=judged(ratio >= CAPACITY_RATIO_TARGET, quick),
+                )
+            )
+            rows += _burst(ours_url, ours_body, ours, max(ours_cap, 100.0), quick)
+        finally:
+            for proc in (ours, theirs):
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return rows
+
+
+def _ladder_rows(server: str, steps: list[Load]) -> list[Row]:
+    return [
+        Row(
+            "serving",
+            f"{server} at {s.rate:.0f}/s",
+            s.p99_ms,
+            "ms p99",
+            details={
+                "throughput": round(s.throughput, 1),
+                "p50_ms": round(s.p50_ms, 2),
+                "dropped": s.dropped,
+                "errors": s.errors,
+                "sent": s.sent,
+                "load_generator_cpu": round(s.client_cpu, 2),
+            },
+        )
+        for s in steps
+    ]
+
+
+def _burst(url: str, body: bytes, proc: subprocess.Popen, cap: float, quick: bool) -> list[Row]:
+    """10x capacity for 1 s, then half capacity: answered, alive, bounded, recovered."""
+    rss_before = rss_kb(proc.pid)
+
+    async def both() -> tuple[Load, Load]:
+        burst = asyncio.create_task(open_loop(url + "/decide", body, 10 * cap, 1.0))
+        await asyncio.sleep(1.0)
+        after = await open_loop(url + "/decide", body, cap / 2, 3.0)
+        return await burst, after
+
+    burst, after = asyncio.run(both())
+    rss_after = rss_kb(proc.pid)
+    alive = proc.poll() is None
+    recovered = after.latencies[after.sent_at >= 1.0]
+    recovered = recovered[~np.isnan(recovered)]
+    p99_after = float(np.percentile(recovered, 99)) if recovered.size else float("nan")
+    answered = burst.errors == 0 and after.errors == 0
+    print(
+        f"   burst {10 * cap:.0f}/s for 1 s: {burst.ok} decided, {burst.dropped} answered 503, "
+        f"{burst.errors} errors; then p99 {p99_after:.1f} ms from 1 s after; RSS "
+        f"{rss_before // 1024} -> {rss_after // 1024} MB; alive {alive}",
+        flush=True,
+    )
+    details = {
+        "burst_rate": 10 * cap,
+        "decided": burst.ok,
+        "answered_503": burst.dropped,
+        "errors": burst.errors + after.errors,
+        "rss_mb_before": rss_before // 1024,
+        "rss_mb_after": rss_after // 1024,
+    }
+    ok = alive and answered and p99_after <= P99_TARGET_MS and rss_after < 2 * rss_before
+    return [
+        Row(
+            "serving",
+            "burst at 10x capacity: p99 from 1 s after",
+            p99_after,
+            "ms p99",
+            target="all answered (decision or 503), alive, RSS < 2x, p99 <= 25 ms within 1 s",
+            status=judged(ok, quick),
+            details=details,
+        )
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seconds", type=float, default=None, help="per ladder rate (10)")
+    args = parser.parse_args(argv)
+    from benchmarks.common import table
+
+    print(table(run(quick=args.quick, seconds=args.seconds)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
