@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from rlbench.errors import UserError
+from rlbench.errors import UserError, first_line
 from rlbench.results import plots, stats
 from rlbench.results.analysis import (
     load_curves,
@@ -94,6 +94,7 @@ class ReportData:
     excluded: dict[str, int]
     trajectories: dict[tuple[str, str], dict[str, pd.DataFrame]] = field(default_factory=dict)
     missing_trajectories: list[str] = field(default_factory=list)
+    registered: list[Any] = field(default_factory=list)  # registry versions made from these runs
 
 
 @dataclass
@@ -137,7 +138,19 @@ def gather(settings: ReportSettings) -> ReportData:
     excluded = _excluded(runs, len(scores), settings.metric)
     data = ReportData(runs=runs, scores=scores, excluded=excluded)
     _gather_trajectories(data, settings)
+    data.registered = _registered(scores, runs.attrs.get("tracking_uri"))
     return data
+
+
+def _registered(scores: pd.DataFrame, tracking_uri: str | None) -> list[Any]:
+    """Registered versions of the compared runs' policies; none when the registry is unread."""
+    from rlbench.tracking import registry
+
+    try:
+        return registry.versions_of_runs(scores["run_id"], tracking_uri)
+    except Exception as err:  # a report is not lost over the registry
+        log.warning("could not read the model registry: %s", first_line(err))
+        return []
 
 
 def _excluded(runs: pd.DataFrame, used: int, metric: str) -> dict[str, int]:
@@ -450,6 +463,8 @@ def compose(
         "- every run's score: `scores.csv` (one row per run)",
     ]
     doc.lines(facts)
+    if data.registered:
+        _registered_section(doc, data)
 
     doc.heading(2, "Per load pattern")
     doc.para(
@@ -526,6 +541,27 @@ def compose(
         ]
     )
     return doc
+
+
+def _registered_section(doc: Document, data: ReportData) -> None:
+    """Which compared runs became registered policies (``rlbench-registry``), with aliases."""
+    doc.heading(2, "Registered policies")
+    doc.para("Versions in MLflow's Model Registry made from these runs (`rlbench-registry list`).")
+    cells = data.scores.set_index("run_id")
+    rows = []
+    for v in data.registered:
+        run = cells.loc[v.run_id]
+        rows.append(
+            [
+                f"`models:/{v.name}/{v.version}`",
+                ", ".join(v.aliases) or "-",
+                str(run["algo"]),
+                _task_label(run["env"], run["load"]),
+                str(run["seed"]),
+                f"`{v.run_id}`",
+            ]
+        )
+    doc.table(["model", "aliases", "algo", "task", "seed", "run"], rows)
 
 
 def _outlier_section(doc: Document, outliers: pd.DataFrame, many_envs: bool) -> None:

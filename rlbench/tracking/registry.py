@@ -15,6 +15,7 @@ import datetime as dt
 import getpass
 import json
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +26,7 @@ from rlbench.tracking import schema
 from rlbench.tracking.client import mlflow_client, resolve_tracking_uri
 
 CODE_FILE = Path(__file__).with_name("policy_model.py")
+SEARCH_PAGE = 10_000  # model versions read at once (MLflow's own upper bound per page)
 REQUIREMENTS = ("rlbench", "mlflow", "numpy", "pandas", "torch", "stable-baselines3", "gymnasium")
 
 
@@ -221,6 +223,18 @@ def versions(name: str | None = None, tracking_uri: str | None = None) -> list[V
         for mv in client.search_model_versions(f"name = '{model_name}'"):
             out.append(_version(client, model_name, mv.version))
     return sorted(out, key=lambda v: (v.name, -int(v.version)))
+
+
+def versions_of_runs(run_ids: Iterable[str], tracking_uri: str | None = None) -> list[Version]:
+    """The registered versions made from any of ``run_ids`` (for a report to link them)."""
+    _, client = _mlflow(tracking_uri)
+    wanted = set(run_ids)
+    found = [
+        _version(client, mv.name, mv.version)
+        for mv in client.search_model_versions(max_results=SEARCH_PAGE)
+        if mv.run_id in wanted
+    ]
+    return sorted(found, key=lambda v: (v.name, int(v.version)))
 
 
 def resolve_alias(model_uri: str, tracking_uri: str | None = None) -> str:

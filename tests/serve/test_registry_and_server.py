@@ -336,3 +336,22 @@ def test_mlflow_models_serve_answers_for_a_registered_policy(store):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_report_names_the_registered_versions_of_its_runs(store, tmp_path):
+    from rlbench.results.analysis import load_runs, score_table
+    from rlbench.results.document import Document
+    from rlbench.results.report import ReportData, _registered, _registered_section
+
+    runs = load_runs(tracking_uri=store["uri"])
+    data = ReportData(runs=runs, scores=score_table(runs), excluded={})
+    data.registered = _registered(data.scores, store["uri"])
+    assert {(v.version, v.run_id) for v in data.registered} >= {
+        ("1", store["runs"][0]),
+        ("2", store["runs"][1]),
+    }
+    doc = Document()
+    _registered_section(doc, data)
+    text = doc.markdown()
+    assert "## Registered policies" in text
+    assert f"`models:/{NAME}/1`" in text and f"`{store['runs'][0]}`" in text
