@@ -131,7 +131,8 @@ def train(cfg: DictConfig) -> TrainOutcome:
         # a rerun grid skips the jobs that finished (their runs are in MLflow)
         done = finished_before(tracker, run_key(flat), user_tags)
         if done is not None:
-            return TrainOutcome(done.score, done.run_id, done.steps, reused=True)
+            reused = TrainOutcome(done.score, done.run_id, done.steps, reused=True)
+            return _register(reused, register, tracker)
     env_id, env_kwargs = env_spec(cfg.env)
     algo_name = str(cfg.algo.name)
     device = "cpu"
@@ -199,11 +200,16 @@ def train(cfg: DictConfig) -> TrainOutcome:
     finally:
         tracker.end(status, error=error)
         venv.close()
-    if register and not outcome.pruned:
+    return _register(outcome, register, tracker)
+
+
+def _register(outcome: TrainOutcome, name: str | None, tracker: Any) -> TrainOutcome:
+    """``tracking.register=NAME``: the run's policy becomes a new version of NAME."""
+    if name and outcome.run_id and not outcome.pruned:
         from rlbench.tracking import registry
 
-        version = registry.register(run_id, register, "tracking.register", tracker.uri)
-        log.info("registered as %s version %s %s", register, version.version, version.aliases)
+        version = registry.register(outcome.run_id, name, "tracking.register", tracker.uri)
+        log.info("registered as %s version %s %s", name, version.version, version.aliases)
     return outcome
 
 
