@@ -148,9 +148,13 @@ def register(
     run_id: str, name: str, reason: str | None = None, tracking_uri: str | None = None
 ) -> Version:
     """Register run ``run_id``'s policy as a new version of ``name``; ``champion`` if it is the
-    first version, else ``challenger``."""
+    first version, else ``challenger``. A run already registered under ``name`` keeps its
+    version (registering twice makes no duplicate)."""
     from mlflow.exceptions import MlflowException
 
+    earlier = [v for v in versions_of_runs([run_id], tracking_uri) if v.name == name]
+    if earlier:
+        return earlier[0]
     model_uri = log_policy(run_id, tracking_uri)
     _, client = _mlflow(tracking_uri)
     try:

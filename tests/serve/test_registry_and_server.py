@@ -86,6 +86,10 @@ def test_register_gives_champion_then_challenger_and_records_who_when_why(store)
     assert second.tags["rlbench.registry.registered_why"] == "new seed"
     assert second.tags["rlbench.registry.registered_by"]
     assert second.tags["rlbench.registry.registered_at"].startswith("20")
+    from rlbench.tracking import registry
+
+    again = registry.register(store["runs"][1], NAME, reason="twice", tracking_uri=store["uri"])
+    assert again.version == "2"  # no duplicate version of the same run
 
 
 def test_the_model_is_code_and_safe_files_never_a_pickle_and_predicts(store):
