@@ -280,8 +280,10 @@ def test_a_version_that_fails_to_load_is_refused_and_the_old_one_serves_on(store
     uri = store["uri"]
     if registry.resolve_alias(f"models:/{NAME}@champion", uri) != "1":
         registry.promote(NAME, "1", reason="test start", tracking_uri=uri)
-    broken = registry.register(store["runs"][1], NAME, reason="to be broken", tracking_uri=uri)
     client = mlflow.MlflowClient(uri)
+    # a fresh version of its own (register() would return run 1's existing version)
+    logged = registry.log_policy(store["runs"][1], uri)
+    broken = client.create_model_version(NAME, logged, run_id=store["runs"][1])
     source = client.get_model_version(NAME, broken.version).source  # models:/m-<id>
     stored = client.get_logged_model(source.removeprefix("models:/")).artifact_location
     policy_file = Path(urlparse(stored).path) / "artifacts" / "model.zip"
