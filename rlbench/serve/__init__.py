@@ -1,8 +1,12 @@
-"""Serving: policies leave the lab (the registry and serving issue builds it here).
+"""Serving: registered policies answer decisions over HTTP.
 
-What it will own: trained policies as MLflow Models in the Model Registry (alias ``champion``),
-action probabilities for logging propensities, and a decision server with a bounded real-time
-queue (overwrite the oldest when full), batching and hot swap of the served version.
+- :mod:`.queue`: the bounded real-time queue (drop-oldest with a count, enqueue/dequeue times,
+  delay statistics), shared with the live loop and the forecaster as a producer/consumer queue;
+- :mod:`.server`: ``rlbench-serve`` (FastAPI + uvicorn): requests through the queue, one batcher,
+  the alias followed and a new version swapped in between batches; :mod:`.metrics` its
+  Prometheus page; :mod:`.cli` its command line;
+- :mod:`.registry_cli`: ``rlbench-registry`` (register, list, promote, rollback) over
+  :mod:`rlbench.tracking.registry`, where the registry itself lives (training registers too).
 
 Layer: above ``results``, beside ``offline``. May import :mod:`rlbench.errors`,
 :mod:`rlbench.config`, :mod:`rlbench.cli`, ``envs``, ``agents``, ``tracking``, ``run`` and

@@ -6,10 +6,13 @@
 - :mod:`.helper`: the helper process that runs those operations off the job's critical path;
 - :mod:`.client`: reading a store back (analysis, reports, verify, reproduce share it);
 - :mod:`.provenance`: git commit, library versions, host, Hydra overrides as tags;
-- :mod:`.redaction`: passwords masked out of everything recorded.
+- :mod:`.redaction`: passwords masked out of everything recorded;
+- :mod:`.registry`: the Model Registry (register, promote, rollback; aliases champion and
+  challenger), with :mod:`.policy_model`, the pyfunc model MLflow loads as code.
 
-May import :mod:`rlbench.errors` and :mod:`rlbench.config` only (MLflow lazily, where used);
-``run``, ``results`` and the sweeper build on it.
+May import :mod:`rlbench.errors`, :mod:`rlbench.config`, ``envs`` and ``agents`` (the registry
+checks that a policy loads); MLflow lazily, where used. ``run``, ``results``, ``serve`` and the
+sweeper build on it.
 """
 
 from __future__ import annotations
