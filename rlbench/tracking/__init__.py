@@ -6,7 +6,8 @@
 - :mod:`.helper`: the helper process that runs those operations off the job's critical path;
 - :mod:`.client`: reading a store back (analysis, reports, verify, reproduce share it);
 - :mod:`.provenance`: git commit, library versions, host, Hydra overrides as tags;
-- :mod:`.redaction`: passwords masked out of everything recorded.
+- :mod:`.redaction`: passwords masked out of everything recorded;
+- :mod:`.importance`: a study's parameter importances, one evaluator everywhere.
 
 May import :mod:`rlbench.errors` and :mod:`rlbench.config` only (MLflow lazily, where used);
 ``run``, ``results`` and the sweeper build on it.

@@ -112,3 +112,13 @@ IGNORED_ATTR = "rlbench.not_counted"  # failed for a reason that is not the conf
 DUPLICATE_ATTR = "rlbench.duplicate_of"  # an enqueued configuration two processes queued at once
 PARENT_RUN_ATTR = "rlbench.mlflow_parent_run_id"  # study user attribute: the sweep's MLflow run
 FIXED_OVERRIDES_ATTR = "fixed_overrides"  # trial user attribute: the sweep's other overrides
+
+
+# --- sweeper (issue 13)
+# written to hydra.sweep.dir (and the parent run's optuna/ folder) as hydra-optuna-sweeper does
+OPTIMIZATION_RESULTS_FILE = "optimization_results.yaml"
+SEARCH_SPACE_ATTR = "rlbench.search_space"  # study user attribute: {param: distribution JSON}
+MLFLOW_RUN_ATTR = "rlbench.mlflow_run_id"  # trial user attribute: the MLflow run of its job
+# parameter importance, everywhere (parent run plot, notebook 02, README): fANOVA on the first
+# objective as it is (not flipped), with this seed, so that the three agree on one study
+IMPORTANCE_SEED = 0
