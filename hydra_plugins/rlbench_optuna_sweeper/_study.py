@@ -324,8 +324,14 @@ def pruner_spec(node: Any) -> dict[str, Any]:
         return {"name": "none", "kwargs": {}}
     if not isinstance(node, dict):
         raise SweepError(f"hydra.sweeper.pruner must be a mapping or null, got {node!r}")
-    if "_target_" in node and "name" not in node:
-        kwargs = {k: v for k, v in node.items() if k not in ("_target_", "_partial_")}
+    if "_target_" in node:  # merged over the default {name: none, kwargs: {}}
+        if str(node.get("name", "none")) != "none" or node.get("kwargs"):
+            raise SweepError(
+                f"hydra.sweeper.pruner has both name: {node.get('name')} (rlbench's form) and "
+                f"_target_: {node['_target_']}: keep one of the two"
+            )
+        skip = ("_target_", "_partial_", "name", "kwargs")
+        kwargs = {k: v for k, v in node.items() if k not in skip}
         return {"name": str(node["_target_"]), "kwargs": kwargs}
     return {"name": str(node.get("name", "none")), "kwargs": dict(node.get("kwargs") or {})}
 

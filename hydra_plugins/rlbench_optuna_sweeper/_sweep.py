@@ -259,7 +259,9 @@ class OptunaSweep:
             self.rdb.set_trial_system_attr(trial._trial_id, PRUNER_ATTR, self.pruner_spec)
             for key, param in self.space.params.items():
                 trial._suggest(key, param.distribution)
-            fixed = {k: line.split("=", 1)[1] for k, line in self.space.fixed.items()}
+            fixed = {  # deletions (~key) have no value
+                k: line.split("=", 1)[1] for k, line in self.space.fixed.items() if "=" in line
+            }
             for key, value in fixed.items():  # as upstream: what the custom function may read
                 trial.set_user_attr(key, value)
             if self.extender is not None:

@@ -109,8 +109,8 @@ class RlbenchOptunaSweeperConf:
     # dotted path to fn(cfg, trial) that suggests more parameters (".module.fn": beside the app)
     custom_search_space: Any = None
     # {_target_: optuna.pruners.X, <arguments>} or rlbench's {name: median|percentile|hyperband|
-    # successive_halving|threshold|none, kwargs: {...}}; null: no pruning
-    pruner: Any = None
+    # successive_halving|threshold|none, kwargs: {...}}; none (or null): no pruning
+    pruner: Any = field(default_factory=lambda: {"name": "none", "kwargs": {}})
     # train each configuration on this many seeds (seed, seed+1, ...); the objective is their mean
     trial_seeds: int = 1
     # the config key that holds the training seed

@@ -18,7 +18,7 @@ def test_hydra_discovers_the_sweeper_and_its_config():
     # hydra-optuna-sweeper 1.3.0's defaults (the search= presets set rlbench's own)
     assert (stored.storage, stored.study_name, stored.direction) == (None, None, "minimize")
     assert (stored.n_trials, stored.n_jobs, stored.max_failure_rate) == (20, 2, 0.0)
-    assert stored.defaults == [{"sampler": "tpe"}] and stored.pruner is None
+    assert stored.defaults == [{"sampler": "tpe"}] and stored.pruner.name == "none"
     tpe = store.load("hydra/sweeper/sampler/tpe.yaml").node
     assert tpe._target_ == "optuna.samplers.TPESampler" and tpe.seed is None
     options = {"tpe", "random", "cmaes", "nsgaii", "grid", "qmc", "gp", "bruteforce", "motpe"}
