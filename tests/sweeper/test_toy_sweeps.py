@@ -186,3 +186,37 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(run_toy, study, args, line):
     if "user_error=true" in args:  # a broken config does not use up the budget
         (t,) = study().get_trials()
         assert t.state == TrialState.FAIL and t.system_attrs["rlbench.not_counted"]
+
+
+def test_each_trial_knows_its_run_and_the_study_its_objective(
+    run_toy, study, tmp_path, mlflow_store
+):
+    """Child runs are named by trial number, trials carry their run id (also in trials.csv),
+    and the dashboard shows the objective's name instead of "Objective 0"."""
+    import csv
+
+    run_toy(
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.trial_seeds=2",
+        "tracking.enabled=true",
+        f"tracking.uri={mlflow_store.uri}",
+        f"tracking.artifact_location={mlflow_store.artifact_dir}",
+        "tracking.experiment=rlbench",
+        timeout=120,
+    )
+    s = study()
+    assert s.metric_names == ["score"]
+    children = {
+        r.info.run_id: r for r in mlflow_store.runs() if "mlflow.parentRunId" in r.data.tags
+    }
+    assert len(children) == 6  # 3 trials x 2 seeds
+    for t in s.get_trials():
+        for key in ("rlbench.mlflow_run_id", "rlbench.mlflow_run_id.seed1"):
+            run = children[t.user_attrs[key]]
+            assert run.info.run_name.startswith(f"trial-{t.number}-toy-")
+            assert run.data.tags["rlbench.sweep.trial_number"] == str(t.number)
+    (table,) = (tmp_path / "multirun").rglob("trials.csv")
+    rows = list(csv.DictReader(table.open()))
+    assert [r["user_attrs_rlbench.mlflow_run_id"] for r in rows] == [
+        t.user_attrs["rlbench.mlflow_run_id"] for t in s.get_trials()
+    ]
