@@ -84,6 +84,7 @@ class OptunaSweep:
         grace_period: int | None = None,
         max_retry: int = 2,
         enqueue_trials: Any = (),
+        experiment_sequence: str | None = None,
     ) -> None:
         for key, value in (
             ("n_trials", n_trials),
@@ -113,6 +114,8 @@ class OptunaSweep:
         self.search_space = _plain(search_space)
         self.custom_search_space = str(custom_search_space) if custom_search_space else None
         self.enqueue_trials = list(_plain(enqueue_trials) or [])
+        if experiment_sequence:
+            log.info("hydra.sweeper.experiment_sequence is ignored: trials go out in batches")
         self.job_idx = 0
         self._first_launch = True
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # we say what matters ourselves
@@ -130,7 +133,12 @@ class OptunaSweep:
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
         params, translated = search_params(self.params, self.search_space)
         extend = self.custom_search_space
-        space = parse_space(params, arguments, translated, allow_empty=extend is not None)
+        space = parse_space(params, arguments, translated, allow_empty=True)
+        if not space.params and not extend:  # as upstream: the trials still run
+            log.warning(
+                "nothing to search (no hydra.sweeper.params, no key=interval(...) or "
+                "key=choice(...) on the command line): every trial runs the same configuration"
+            )
         self.extender = load_extender(extend) if extend else None
         base_seed = self._base_seed(space)
         self.n_trials_now = self.n_trials

@@ -122,6 +122,9 @@ class RlbenchOptunaSweeperConf:
     max_retry: int = 2
     # configurations to try first, once per study (e.g. the defaults): [{algo.upper: 80.0, ...}]
     enqueue_trials: list[Any] = field(default_factory=list)
+    # upstream main's streaming interface for Hydra 1.4 launchers: accepted, and ignored (trials
+    # go out in batches of n_jobs through any launcher)
+    experiment_sequence: Any = None
 
 
 store = ConfigStore.instance()

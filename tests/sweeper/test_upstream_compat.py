@@ -177,6 +177,20 @@ def test_target_pruners_are_rebuilt_by_jobs_from_their_spec():
 
 # --------------------------------------------------------------------------- the docs' sweeps
 @pytest.mark.slow
+def test_without_a_search_space_the_trials_still_run_in_batches_of_n_jobs(tmp_path):
+    proc = run_app(
+        tmp_path, "sphere.py", "hydra.sweeper.params=null", "hydra.sweeper.n_trials=8",
+        "hydra.sweeper.n_jobs=3",
+    )  # fmt: skip
+    launched = [
+        line.split("Launching ")[1] for line in proc.stdout.splitlines() if "Launching" in line
+    ]
+    assert launched == ["3 jobs locally", "3 jobs locally", "2 jobs locally"]
+    assert "nothing to search" in proc.stdout
+    assert results(tmp_path) == {"name": "optuna", "best_params": {}, "best_value": 2.0}
+
+
+@pytest.mark.slow
 def test_the_sweeper_config_prints_as_the_docs_show_it(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(APPS / "sphere.py"), "--cfg", "hydra", "-p", "hydra.sweeper"],
