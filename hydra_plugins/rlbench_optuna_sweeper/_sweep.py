@@ -131,40 +131,8 @@ class OptunaSweep:
 
     # -- the sweep -------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
-        params, translated = search_params(self.params, self.search_space)
-        extend = self.custom_search_space
-        space = parse_space(params, arguments, translated, allow_empty=True)
-        if not space.params and not extend:  # as upstream: the trials still run
-            log.warning(
-                "nothing to search (no hydra.sweeper.params, no key=interval(...) or "
-                "key=choice(...) on the command line): every trial runs the same configuration"
-            )
-        self.extender = load_extender(extend) if extend else None
-        base_seed = self._base_seed(space)
-        self.n_trials_now = self.n_trials
-        self.grid = None
-        if self.sampler_spec.is_grid:
-            self.grid = {k: grid_values(k, p.distribution) for k, p in space.params.items()}
-            points = math.prod(len(v) for v in self.grid.values())
-            if points < self.n_trials:
-                self.n_trials_now = points
-                log.info("the grid has %d points: n_trials is %d", points, points)
-        self.sampler_spec.make(0, self.grid)  # reject bad settings before anything is created
-        try:
-            pruner = make_pruner(self.pruner_spec["name"], self.pruner_spec["kwargs"])
-        except UserError as err:
-            raise SweepError(str(err)) from None
-        rdb = open_storage(
-            self.storage_url, self.heartbeat_interval, self.grace_period, self.max_retry
-        )
-        study = self._study(rdb, pruner, self.sampler_spec.make(None, self.grid))
-        self._check_space(study, space)
-        with storage_lock(self.storage_url):  # parallel starters: each configuration once
-            for i, values in enumerate(self.enqueue_trials):
-                fixed = space.fixed_params(dict(values), f"hydra.sweeper.enqueue_trials[{i}]")
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    study.enqueue_trial(fixed, skip_if_exists=True)
+        space = self._space(arguments)
+        study = self._open(space)
         log.info(
             "Optuna study %r in %s: %d trials in total, %d at a time, %s sampler, %s pruner",
             study.study_name, redact(self.storage_url), self.n_trials_now, self.n_jobs,
@@ -175,16 +143,14 @@ class OptunaSweep:
                 "storage null: the study lives in memory, so resuming it, pruning and the "
                 "heartbeat are off (set hydra.sweeper.storage to a database URL to have them)"
             )
-        self.rdb, self.study, self.space, self.base_seed = rdb, study, space, base_seed
         self.job_storage = format_value(
             None if self.storage_url is None else storage_for_jobs(self.storage_url)
         )  # no password in it
         returns: list[JobReturn] = []
         parent = ParentRun.start(self.config, study, self._settings(space), self.storage_url)
-        self.parent_run_id = parent.run_id
         status, results = "FAILED", None
         try:
-            with Heartbeat(rdb, self.heartbeat_interval) as heartbeat:
+            with Heartbeat(self.rdb, self.heartbeat_interval) as heartbeat:
                 self._loop(heartbeat, parent.run_id, returns)
             status = "FINISHED"
             sweep_dir = OmegaConf.select(self.config, "hydra.sweep.dir", default=".")
@@ -205,6 +171,50 @@ class OptunaSweep:
             print(line)
         self._fail_if_nothing_completed(study)
         return returns
+
+    def _space(self, arguments: list[str]) -> SearchSpace:
+        """The search space (params, the deprecated search_space, the command line), the custom
+        function that extends it, and the grid (which may lower n_trials to its size)."""
+        params, translated = search_params(self.params, self.search_space)
+        extend = self.custom_search_space
+        space = parse_space(params, arguments, translated, allow_empty=True)
+        if not space.params and not extend:  # as upstream: the trials still run
+            log.warning(
+                "nothing to search (no hydra.sweeper.params, no key=interval(...) or "
+                "key=choice(...) on the command line): every trial runs the same configuration"
+            )
+        self.extender = load_extender(extend) if extend else None
+        self.base_seed = self._base_seed(space)
+        self.n_trials_now, self.grid = self.n_trials, None
+        if self.sampler_spec.is_grid:
+            self.grid = {k: grid_values(k, p.distribution) for k, p in space.params.items()}
+            points = math.prod(len(v) for v in self.grid.values())
+            if points < self.n_trials:
+                self.n_trials_now = points
+                log.info("the grid has %d points: n_trials is %d", points, points)
+        self.sampler_spec.make(0, self.grid)  # reject bad settings before anything is created
+        self.space = space
+        return space
+
+    def _open(self, space: SearchSpace) -> optuna.Study:
+        """The study in its storage, checked against the space, with its enqueued trials."""
+        try:
+            pruner = make_pruner(self.pruner_spec["name"], self.pruner_spec["kwargs"])
+        except UserError as err:
+            raise SweepError(str(err)) from None
+        self.rdb = open_storage(
+            self.storage_url, self.heartbeat_interval, self.grace_period, self.max_retry
+        )
+        study = self._study(self.rdb, pruner, self.sampler_spec.make(None, self.grid))
+        self._check_space(study, space)
+        with storage_lock(self.storage_url):  # parallel starters: each configuration once
+            for i, values in enumerate(self.enqueue_trials):
+                fixed = space.fixed_params(dict(values), f"hydra.sweeper.enqueue_trials[{i}]")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.enqueue_trial(fixed, skip_if_exists=True)
+        self.study = study
+        return study
 
     def _fail_if_nothing_completed(self, study: optuna.Study) -> None:
         """Every counted trial failed: the sweep found nothing, and says so with its exit code."""

@@ -220,3 +220,23 @@ def test_each_trial_knows_its_run_and_the_study_its_objective(
     assert [r["user_attrs_rlbench.mlflow_run_id"] for r in rows] == [
         t.user_attrs["rlbench.mlflow_run_id"] for t in s.get_trials()
     ]
+
+
+def test_an_in_memory_study_still_nests_its_runs_under_a_parent(run_toy, tmp_path, mlflow_store):
+    proc = run_toy(
+        "hydra.sweeper.storage=null",
+        "hydra.sweeper.n_trials=2",
+        "tracking.enabled=true",
+        f"tracking.uri={mlflow_store.uri}",
+        f"tracking.artifact_location={mlflow_store.artifact_dir}",
+        "tracking.experiment=rlbench",
+        timeout=120,
+    )
+    assert "storage null: the study lives in memory" in proc.stdout
+    assert "in memory: 2 complete" in proc.stdout
+    assert not (tmp_path / "outputs" / "optuna.db").exists()
+    runs = mlflow_store.runs()
+    (parent,) = [r for r in runs if r.data.tags.get("rlbench.sweep.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name.split("-toy")[0] for r in children) == ["trial-0", "trial-1"]
+    assert (tmp_path / "multirun" / "optimization_results.yaml").is_file()
