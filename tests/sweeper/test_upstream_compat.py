@@ -29,7 +29,7 @@ from hydra_plugins.rlbench_optuna_sweeper._space import (
     parse_space,
 )
 from hydra_plugins.rlbench_optuna_sweeper._study import SamplerSpec, pruner_spec
-from hydra_plugins.rlbench_optuna_sweeper._sweep import search_params
+from hydra_plugins.rlbench_optuna_sweeper._sweep import load_extender, search_params
 from rlbench.run.trial import make_pruner
 
 
@@ -173,6 +173,14 @@ def test_target_pruners_are_rebuilt_by_jobs_from_their_spec():
     pruner = make_pruner(spec["name"], spec["kwargs"])
     assert isinstance(pruner, optuna.pruners.MedianPruner) and pruner._n_startup_trials == 7
     assert pruner_spec(None) == {"name": "none", "kwargs": {}}
+
+
+def test_a_custom_search_space_that_cannot_be_loaded_is_one_line(tmp_path):
+    for path in ("no_such_module.configure", ".no-such-file.configure"):
+        with pytest.raises(SweepError, match="custom_search_space: cannot load") as err:
+            load_extender(path)
+        assert "\n" not in str(err.value)
+    assert load_extender("os.path.join") is os.path.join
 
 
 # --------------------------------------------------------------------------- the docs' sweeps
