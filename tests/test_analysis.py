@@ -198,6 +198,8 @@ def test_load_study_returns_study_and_trials(tmp_path):
         analysis.load_study("dqn", storage)
     with pytest.raises(UserError, match="no Optuna storage at"):
         analysis.load_study("ppo-spike", f"sqlite:///{tmp_path / 'none.db'}")
+    study.set_metric_names(["eval/mean_return"])  # as a sweep's training jobs name it
+    assert list(analysis.load_study("ppo-spike", storage)[1]["value"]) == [-3.0, -1.0, -2.0]
 
 
 def runs_frame(rows):

@@ -51,7 +51,7 @@ class ParentRun:
         config: DictConfig,
         study: optuna.Study,
         settings: dict[str, Any],
-        storage_url: str = "",
+        storage_url: str | None = None,
     ) -> ParentRun:
         """Open (or reopen) the study's parent run; no run when the app has no tracking."""
         tracking = OmegaConf.select(config, "tracking", default=None)
@@ -66,7 +66,7 @@ class ParentRun:
             schema.SWEEP_STORAGE_TAG: str(settings.get("sweep.storage", "")),
         }
         name = f"sweep-{study.study_name}"
-        db = sqlite_path(storage_url)
+        db = sqlite_path(storage_url) if storage_url else None
         with storage_lock(storage_url):
             previous = study.user_attrs.get(PARENT_RUN_ATTR)
             run_id = _reopen(tracker, name, tags, previous)
@@ -74,7 +74,8 @@ class ParentRun:
                 run_id = tracker.start(name, settings, tags)
             if run_id and run_id != previous:
                 study.set_user_attr(PARENT_RUN_ATTR, run_id)
-        if db is None and run_id and run_id != previous:  # a race no lock file can settle
+        server = storage_url is not None and db is None
+        if server and run_id and run_id != previous:  # a race no lock file can settle
             time.sleep(SETTLE_S)
             kept = study.user_attrs.get(PARENT_RUN_ATTR)
             if kept and kept != run_id:
@@ -114,14 +115,17 @@ class ParentRun:
             log.info("ended %d child run(s) left RUNNING by a dead process", len(ended))
         return ended
 
-    def finish(self, study: optuna.Study, status: str) -> None:
-        """Log the study's results on the parent run and close it."""
+    def finish(self, study: optuna.Study, status: str, results: Path | None = None) -> None:
+        """Log the study's results (and ``optimization_results.yaml``) on the parent run and
+        close it."""
         if self.tracker is None:
             return
         error = None
         try:
             self.end_abandoned_children(study)
             self._log_results(study)
+            if results is not None:
+                self.tracker.log_artifact(results, schema.SWEEP_DIR)
         except Exception as err:  # never lose the sweep over a plot or a table
             error = f"{type(err).__name__}: {err}"
             log.warning("could not log the study summary to MLflow: %s", error)
@@ -178,6 +182,33 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [study.best_trial] if len(study.directions) == 1 else list(study.best_trials)
 
 
+def write_results(study: optuna.Study, sweep_dir: str) -> Path | None:
+    """``optimization_results.yaml`` in the sweep folder, as hydra-optuna-sweeper writes it:
+    name, best_params and best_value, or the Pareto front as solutions (params and values) for
+    several objectives. Nothing before a trial completed."""
+    best = best_trials(study)
+    if not best:
+        return None
+    if len(study.directions) == 1:
+        results: dict[str, Any] = {
+            "name": "optuna",
+            "best_params": best[0].params,
+            "best_value": best[0].value,
+        }
+        log.info("Best parameters: %s", best[0].params)
+        log.info("Best value: %s", best[0].value)
+    else:
+        results = {
+            "name": "optuna",
+            "solutions": [{"params": t.params, "values": t.values} for t in best],
+        }
+        log.info("Number of Pareto solutions: %d", len(best))
+    path = Path(sweep_dir) / schema.OPTIMIZATION_RESULTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(results), path)
+    return path
+
+
 def _trial_record(trial: FrozenTrial) -> dict[str, Any]:
     return {"number": trial.number, "values": trial.values, "params": trial.params}
 
@@ -190,16 +221,18 @@ def _plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
+    from rlbench.tracking.importance import importance_kwargs
+
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
         return []
-    target = None if len(study.directions) == 1 else (lambda t: t.values[0])
-    name = None if target is None else "objective 0"
-    jobs = [(schema.HISTORY_PLOT_FILE, lambda: ovm.plot_optimization_history(
-        study, target=target, target_name=name or "Objective Value"))]  # fmt: skip
+    kwargs = importance_kwargs(study)  # the target (first objective) and its name
+    history = {k: v for k, v in kwargs.items() if k != "evaluator"}
+    jobs = [(schema.HISTORY_PLOT_FILE, lambda: ovm.plot_optimization_history(study, **history))]
     if len(complete) >= 2:
-        jobs.append((schema.IMPORTANCE_PLOT_FILE, lambda: ovm.plot_param_importances(
-            study, target=target, target_name=name or "Objective Value")))  # fmt: skip
+        jobs.append(
+            (schema.IMPORTANCE_PLOT_FILE, lambda: ovm.plot_param_importances(study, **kwargs))
+        )
     paths = []
     for filename, plot in jobs:
         try:
@@ -216,7 +249,7 @@ def _plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     return paths
 
 
-def summary_lines(study: optuna.Study, storage_url: str) -> list[str]:
+def summary_lines(study: optuna.Study, storage_url: str | None) -> list[str]:
     """What the user reads when the sweep ends: counts and the best trial(s)."""
     trials = study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in TrialState}

@@ -1,10 +1,13 @@
-"""Search spaces from Hydra's override grammar, as hydra-optuna-sweeper reads them.
+"""Search spaces from Hydra's override grammar, read as hydra-optuna-sweeper reads them.
 
 ``interval(a, b)`` is a float (even with int ends, as in Hydra), ``int(interval(a, b))`` an int,
-``tag(log, interval(a, b))`` the same on a log scale, ``choice(...)`` categorical (lists and dicts
-allowed, e.g. network sizes), ``range(start, stop[, step])`` a stepped int or float grid that
-excludes ``stop`` as Hydra's ``range`` does (``shuffle(range(...))`` becomes categorical). Anything
-that is not a sweep is a fixed override passed unchanged to every job.
+``tag(log, ...)`` the same on a log scale, ``choice(...)`` categorical (lists and dicts allowed,
+e.g. network sizes: rlbench's addition). ``range(start, stop[, step])`` is upstream's: a stepped
+int distribution from start to stop *inclusive* (float if any bound or the step is a float), while
+the grid sampler's grid of it excludes stop, as Hydra's ``range`` does (:func:`grid_values`).
+``shuffle(range(...))`` is categorical, its choices sorted so that a stored study sees the same
+space every time. Anything that is not a sweep is a fixed override passed to every job as written.
+The deprecated ``search_space`` form (type/low/high/step/log/choices) is translated here too.
 """
 
 from __future__ import annotations
@@ -70,11 +73,20 @@ class SearchSpace:
         return out
 
 
-def parse_space(config_params: dict[str, Any], arguments: list[str]) -> SearchSpace:
-    """Merge ``hydra.sweeper.params`` with the command line (which wins) into one space."""
-    lines = [f"{k}={v}" for k, v in config_params.items()]
+def parse_space(
+    config_params: dict[str, Any] | None,
+    arguments: list[str],
+    distributions: dict[str, BaseDistribution] | None = None,
+    allow_empty: bool = False,
+) -> SearchSpace:
+    """Merge ``hydra.sweeper.params`` with the command line (which wins) into one space.
+
+    ``distributions`` (the deprecated ``search_space``, translated) come first; ``allow_empty``
+    when a ``custom_search_space`` function suggests the parameters.
+    """
+    lines = [f"{k}={v}" for k, v in (config_params or {}).items()]
     parsed = _parse(lines, "hydra.sweeper.params") + _parse(arguments, "the command line")
-    params: dict[str, Param] = {}
+    params: dict[str, Param] = {k: Param(k, "", d) for k, d in (distributions or {}).items()}
     fixed: dict[str, str] = {}
     for override in parsed:
         key = _key(override)
@@ -84,7 +96,7 @@ def parse_space(config_params: dict[str, Any], arguments: list[str]) -> SearchSp
             params[key] = _param(override, key)
         else:
             fixed[key] = override.input_line or str(override)
-    if not params:
+    if not params and not allow_empty:
         raise SweepError(
             "the Optuna sweeper has nothing to search: set hydra.sweeper.params (a search= preset) "
             "or give key=interval(a,b) / key=choice(...) on the command line"
@@ -125,9 +137,11 @@ def _param(override: Override, key: str) -> Param:
             else:
                 dist = FloatDistribution(float(value.start), float(value.end), log=log)
             return Param(key, prefix, dist)
+        if override.is_range_sweep() and not override.value().shuffle:
+            return Param(key, prefix, _range_distribution(override.value()))
         values = list(override.sweep_iterator())
-        if override.is_range_sweep() and not override.value().shuffle and values:
-            return Param(key, prefix, _range_distribution(override.value(), values))
+        if override.is_range_sweep():  # shuffled: one order, whatever Hydra's shuffle drew
+            values = sorted(values)
         return _categorical(key, prefix, values)
     except SweepError:
         raise
@@ -135,10 +149,59 @@ def _param(override: Override, key: str) -> Param:
         raise SweepError(f"search expression {override.input_line!r}: {err}") from None
 
 
-def _range_distribution(value: Any, values: list[Any]) -> BaseDistribution:
-    if all(isinstance(v, int) for v in values):
-        return IntDistribution(values[0], values[-1], step=int(value.step))
-    return FloatDistribution(float(values[0]), float(values[-1]), step=float(value.step))
+def _range_distribution(value: Any) -> BaseDistribution:
+    """``range(start, stop, step)`` as upstream maps it: stop is the (inclusive) high end."""
+    start, stop, step = value.start, value.stop, value.step
+    if any(isinstance(v, float) for v in (start, stop, step)):
+        return FloatDistribution(float(start), float(stop), step=float(step))
+    return IntDistribution(int(start), int(stop), step=int(step))
+
+
+def grid_values(key: str, dist: BaseDistribution) -> list[Any]:
+    """The grid sampler's values of one distribution, as upstream builds them: the choices, or
+    low, low + step, ... below high (so ``range``'s grid excludes stop, as Hydra's range does)."""
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    step = getattr(dist, "step", None)
+    if step is None or getattr(dist, "log", False):
+        raise SweepError(
+            f"the grid sampler needs discrete values: {key} is {dist}; use choice(...) or "
+            "range(start, stop, step)"
+        )
+    n_items = int((dist.high - dist.low) // step)
+    return [dist.low + i * step for i in range(n_items)]
+
+
+def from_search_space(entries: dict[str, Any]) -> dict[str, BaseDistribution]:
+    """The deprecated ``hydra.sweeper.search_space`` entries as Optuna distributions."""
+    out: dict[str, BaseDistribution] = {}
+    for key, entry in entries.items():
+        where = f"hydra.sweeper.search_space.{key}"
+        if not isinstance(entry, dict) or "type" not in entry:
+            raise SweepError(f"{where}: give type (int, float or categorical) and its bounds")
+        kind = str(entry["type"]).split(".")[-1]
+        unknown = sorted(set(entry) - {"type", "choices", "low", "high", "log", "step"})
+        if unknown:
+            raise SweepError(f"{where}: unknown key {unknown[0]!r}")
+        try:
+            if kind == "categorical":
+                out[key] = CategoricalDistribution(list(entry.get("choices") or []))
+                continue
+            low, high, log = entry.get("low"), entry.get("high"), bool(entry.get("log", False))
+            step = entry.get("step")
+            if kind == "int":
+                out[key] = IntDistribution(
+                    int(low), int(high), log=log, step=1 if log or step is None else int(step)
+                )
+            elif kind == "float":
+                out[key] = FloatDistribution(
+                    float(low), float(high), log=log, step=None if step is None else float(step)
+                )
+            else:
+                raise SweepError(f"{where}: type {kind!r} is not int, float or categorical")
+        except (TypeError, ValueError) as err:
+            raise SweepError(f"{where}: {first_line(err)}") from None
+    return out
 
 
 def _categorical(key: str, prefix: str, values: list[Any]) -> Param:

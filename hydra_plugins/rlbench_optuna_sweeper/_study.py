@@ -19,6 +19,7 @@ import random
 import threading
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -40,15 +41,26 @@ SAMPLERS = {
     "cmaes": optuna.samplers.CmaEsSampler,
     "gp": optuna.samplers.GPSampler,
     "nsgaii": optuna.samplers.NSGAIISampler,
+    "qmc": optuna.samplers.QMCSampler,
+    "grid": optuna.samplers.GridSampler,
+    "bruteforce": optuna.samplers.BruteForceSampler,
 }
+REMOVED_SAMPLERS = {
+    "motpe": "the MOTPE sampler was removed in Optuna 4: TPESampler handles several objectives "
+    "(hydra/sweeper/sampler=tpe), or use hydra/sweeper/sampler=nsgaii",
+}
+#: samplers whose seed must stay the same for every trial (QMC scrambles one sequence with it)
+_ONE_SEED = (optuna.samplers.QMCSampler,)
 
 
-def redact(url: str) -> str:
-    """The storage URL with any password masked, for messages and tags.
+def redact(url: str | None) -> str:
+    """The storage URL with any password masked, for messages and tags ("memory" for None).
 
     SQLAlchemy's parser first (it copes with a raw ``/`` in a password); then the pattern that
     masks passwords in any text.
     """
+    if url is None:
+        return "memory"
     try:
         from sqlalchemy.engine import make_url
 
@@ -83,9 +95,12 @@ def storage_for_jobs(url: str) -> str:
 
 
 def open_storage(
-    url: str, heartbeat_interval: int, grace_period: int | None, max_retry: int
-) -> RDBStorage:
-    """An RDB storage with heartbeats; a bad or unreachable URL is one line of explanation."""
+    url: str | None, heartbeat_interval: int, grace_period: int | None, max_retry: int
+) -> RDBStorage | optuna.storages.InMemoryStorage:
+    """An RDB storage with heartbeats (in memory for ``url`` None); a bad or unreachable URL is
+    one line of explanation."""
+    if url is None:
+        return optuna.storages.InMemoryStorage()
     _make_sqlite_dir(url)
     for attempt in range(5):
         try:
@@ -126,10 +141,10 @@ def _write_ahead_log(rdb: RDBStorage) -> None:
         connection.exec_driver_sql("PRAGMA journal_mode=WAL")
 
 
-def storage_lock(url: str) -> contextlib.AbstractContextManager[Any]:
+def storage_lock(url: str | None) -> contextlib.AbstractContextManager[Any]:
     """A lock file beside a SQLite storage (``<db>.lock``), shared by every process of this
-    machine, for the one-off work of a sweep's start; nothing for a server storage."""
-    db = sqlite_path(url)
+    machine, for the one-off work of a sweep's start; nothing for a server or memory storage."""
+    db = sqlite_path(url) if url else None
     if db is None:
         return contextlib.nullcontext()
     from filelock import FileLock
@@ -190,21 +205,135 @@ def make_sampler(
     name: str, seed: int | None, kwargs: dict[str, Any]
 ) -> optuna.samplers.BaseSampler:
     """An Optuna sampler by short name; unknown names and bad arguments are one-line errors."""
-    key = str(name).lower()
-    if key not in SAMPLERS:
-        raise SweepError(
-            f"hydra.sweeper.sampler.name: unknown sampler {name!r}; choose one of "
-            f"{', '.join(SAMPLERS)}"
-        )
-    needs = {"cmaes": "cmaes", "gp": "torch"}.get(key)
-    if needs and importlib.util.find_spec(needs) is None:
-        raise SweepError(f"the {key} sampler needs the {needs} package: pip install {needs}")
+    return SamplerSpec.named(name, seed, kwargs).make()
+
+
+@dataclass
+class SamplerSpec:
+    """How to build the sweep's sampler for each trial (a fresh one, seeded for that trial)."""
+
+    label: str  # what messages call it: "tpe" or "optuna.samplers.TPESampler"
+    cls: type
+    seed: int | None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_grid(self) -> bool:
+        return issubclass(self.cls, optuna.samplers.GridSampler)
+
+    @classmethod
+    def named(cls, name: str, seed: Any, kwargs: dict[str, Any]) -> SamplerSpec:
+        """rlbench's form: ``{name: tpe, seed: 0, kwargs: {...}}``."""
+        key = str(name).lower()
+        if key in REMOVED_SAMPLERS:
+            raise SweepError(REMOVED_SAMPLERS[key])
+        if key not in SAMPLERS:
+            raise SweepError(
+                f"hydra.sweeper.sampler.name: unknown sampler {name!r}; choose one of "
+                f"{', '.join(SAMPLERS)}"
+            )
+        needs = {"cmaes": "cmaes", "gp": "torch"}.get(key)
+        if needs and importlib.util.find_spec(needs) is None:
+            raise SweepError(f"the {key} sampler needs the {needs} package: pip install {needs}")
+        return cls(key, SAMPLERS[key], _seed(seed), dict(kwargs or {}))
+
+    @classmethod
+    def from_config(cls, node: Any) -> SamplerSpec:
+        """``hydra.sweeper.sampler`` in either form; a node that mixes them is an error."""
+        from .config import SAMPLER_GROUP
+
+        if node is None or node == "???":
+            return cls("tpe", optuna.samplers.TPESampler, None)
+        if not isinstance(node, dict):
+            raise SweepError(f"hydra.sweeper.sampler must be a mapping, got {node!r}")
+        if "name" in node:
+            rest = {k: v for k, v in node.items() if k not in ("name", "seed", "kwargs")}
+            untouched = {k: v for k, v in SAMPLER_GROUP["tpe"].items() if k != "seed"}
+            if rest and rest != untouched:  # merged over another option of hydra/sweeper/sampler
+                raise SweepError(
+                    f"hydra.sweeper.sampler has both name: {node['name']} (rlbench's form) and "
+                    f"_target_: {rest.get('_target_')} with constructor arguments (from "
+                    "hydra/sweeper/sampler): keep one of the two"
+                )
+            return cls.named(node["name"], node.get("seed"), node.get("kwargs") or {})
+        target = node.get("_target_")
+        if not target:
+            raise SweepError(
+                "hydra.sweeper.sampler: give _target_ (an Optuna sampler class, e.g. "
+                "hydra/sweeper/sampler=tpe) or rlbench's name: tpe"
+            )
+        short = str(target).rsplit(".", 1)[-1]
+        if short == "MOTPESampler":
+            raise SweepError(REMOVED_SAMPLERS["motpe"])
+        try:
+            from hydra.utils import get_class
+
+            sampler_cls = get_class(str(target))
+        except Exception as err:
+            raise SweepError(f"hydra.sweeper.sampler._target_: {first_line(err)}") from None
+        kwargs = {}
+        for key, value in node.items():
+            if key in ("_target_", "_partial_", "seed") or (
+                key == "search_space" and value is None
+            ):
+                continue
+            kwargs[key] = _instantiate(value, f"hydra.sweeper.sampler.{key}")
+        return cls(str(target), sampler_cls, _seed(node.get("seed")), kwargs)
+
+    def make(
+        self, number: int | None = None, grid: dict[str, list[Any]] | None = None
+    ) -> optuna.samplers.BaseSampler:
+        """The sampler for trial ``number`` (its seed made of the sweep's seed and ``number``)."""
+        reseed = number is not None and not issubclass(self.cls, _ONE_SEED)
+        seed = trial_seed(self.seed, number) if reseed else self.seed
+        kwargs = dict(self.kwargs)
+        if self.is_grid and "search_space" not in kwargs:
+            kwargs["search_space"] = grid or {}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return self.cls(seed=seed, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise SweepError(f"hydra.sweeper.sampler ({self.label}): {first_line(err)}") from None
+
+
+def _seed(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SweepError(f"hydra.sweeper.sampler.seed must be an integer or null, got {value!r}")
+    return value
+
+
+def _instantiate(value: Any, where: str) -> Any:
+    """A constructor argument, nested ``_target_`` nodes (an independent sampler) built."""
+    if not (isinstance(value, dict) and "_target_" in value):
+        return value
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return SAMPLERS[key](seed=seed, **kwargs)
-    except (TypeError, ValueError) as err:
-        raise SweepError(f"hydra.sweeper.sampler ({key}): {err}") from None
+        from hydra.utils import instantiate
+
+        return instantiate(value)
+    except Exception as err:
+        raise SweepError(f"{where}: {first_line(err)}") from None
+
+
+def pruner_spec(node: Any) -> dict[str, Any]:
+    """``hydra.sweeper.pruner`` as the spec jobs rebuild the pruner from (``PRUNER_ATTR``):
+    rlbench's ``{name, kwargs}``, or ``{_target_, <arguments>}`` kept as a dotted name."""
+    if node is None or node == "???":
+        return {"name": "none", "kwargs": {}}
+    if not isinstance(node, dict):
+        raise SweepError(f"hydra.sweeper.pruner must be a mapping or null, got {node!r}")
+    if "_target_" in node:  # merged over the default {name: none, kwargs: {}}
+        if str(node.get("name", "none")) != "none" or node.get("kwargs"):
+            raise SweepError(
+                f"hydra.sweeper.pruner has both name: {node.get('name')} (rlbench's form) and "
+                f"_target_: {node['_target_']}: keep one of the two"
+            )
+        skip = ("_target_", "_partial_", "name", "kwargs")
+        kwargs = {k: v for k, v in node.items() if k not in skip}
+        return {"name": str(node["_target_"]), "kwargs": kwargs}
+    return {"name": str(node.get("name", "none")), "kwargs": dict(node.get("kwargs") or {})}
 
 
 def trial_seed(seed: int | None, number: int) -> int | None:
@@ -241,6 +370,8 @@ def fail_stale(study: optuna.Study, rdb: RDBStorage | None = None, max_retry: in
     period ago: their process died between creating the trial and its first heartbeat, a case
     Optuna never fails, so the study would wait for them forever.
     """
+    if isinstance(study._storage, optuna.storages.InMemoryStorage):
+        return  # no heartbeats, and no other process
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
@@ -283,7 +414,7 @@ class Heartbeat:
     heartbeat stands for all of them.
     """
 
-    def __init__(self, storage: RDBStorage, interval: int) -> None:
+    def __init__(self, storage: Any, interval: int) -> None:
         self._storage = storage
         self._interval = interval
         self._ids: set[int] = set()
@@ -292,15 +423,22 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="optuna-heartbeat", daemon=True)
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        if self._beats:
+            self._thread.start()
         return self
+
+    @property
+    def _beats(self) -> bool:
+        return isinstance(self._storage, RDBStorage)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def add(self, trial_id: int) -> None:
-        self._storage.record_heartbeat(trial_id)
+        if self._beats:
+            self._storage.record_heartbeat(trial_id)
         with self._lock:
             self._ids.add(trial_id)
 

@@ -2,11 +2,13 @@
 
 Jobs receive the trial as ``++trial.*`` overrides (see :mod:`rlbench.run.trial`) and report
 intermediate values through the storage, so pruning works with any launcher. A multi-objective
-job returns a tuple (or list) with one value per direction.
+job returns a tuple (or list) with one value per direction. With ``storage: null`` the study
+lives in memory: jobs get ``++trial.*`` only when there is an MLflow parent run to nest under.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import sys
@@ -30,23 +32,31 @@ from rlbench.tracking.schema import (
     IGNORED_ATTR,
     PRUNED_ATTR,
     PRUNER_ATTR,
+    SEARCH_SPACE_ATTR,
 )
 
-from ._parent_run import ParentRun, summary_lines
-from ._space import SearchSpace, SweepError, format_value, parse_space
+from ._parent_run import ParentRun, summary_lines, write_results
+from ._space import (
+    SearchSpace,
+    SweepError,
+    format_value,
+    from_search_space,
+    grid_values,
+    parse_space,
+)
 from ._study import (
     Heartbeat,
+    SamplerSpec,
     admitted,
     claims,
     duplicate_of,
     fail_stale,
-    make_sampler,
     open_storage,
+    pruner_spec,
     redact,
     requeue,
     storage_for_jobs,
     storage_lock,
-    trial_seed,
 )
 
 log = logging.getLogger(__name__)
@@ -57,20 +67,24 @@ class OptunaSweep:
 
     def __init__(
         self,
-        storage: str,
-        study_name: str | None,
-        n_trials: int,
-        n_jobs: int,
-        direction: Any,
-        sampler: Any,
-        pruner: Any,
-        trial_seeds: int,
-        seed_key: str,
-        heartbeat_interval: int,
-        grace_period: int | None,
-        max_retry: int,
-        params: Any,
+        sampler: Any = None,
+        direction: Any = "minimize",
+        storage: str | None = None,
+        study_name: str | None = None,
+        n_trials: int = 20,
+        n_jobs: int = 2,
+        max_failure_rate: float = 0.0,
+        params: Any = None,
+        search_space: Any = None,
+        custom_search_space: str | None = None,
+        pruner: Any = None,
+        trial_seeds: int = 1,
+        seed_key: str = "seed",
+        heartbeat_interval: int = 10,
+        grace_period: int | None = None,
+        max_retry: int = 2,
         enqueue_trials: Any = (),
+        experiment_sequence: str | None = None,
     ) -> None:
         for key, value in (
             ("n_trials", n_trials),
@@ -80,21 +94,28 @@ class OptunaSweep:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SweepError(f"hydra.sweeper.{key} must be a positive integer, got {value!r}")
-        self.storage_url = str(storage)
+        rate = max_failure_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
+            raise SweepError(
+                f"hydra.sweeper.max_failure_rate must be a number from 0.0 to 1.0, got {rate!r}"
+            )
+        self.storage_url = None if storage is None else str(storage)
         self.study_name = study_name
         self.n_trials, self.n_jobs, self.trial_seeds = n_trials, n_jobs, trial_seeds
+        self.max_failure_rate = float(rate)
         self.directions = _directions(direction)
-        self.sampler_cfg = _plain(sampler)
-        self.pruner_spec = {
-            "name": str(_plain(pruner).get("name", "median")),
-            "kwargs": dict(_plain(pruner).get("kwargs") or {}),
-        }
+        self.sampler_spec = SamplerSpec.from_config(_plain(sampler))
+        self.pruner_spec = pruner_spec(_plain(pruner))
         self.seed_key = seed_key
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.max_retry = max_retry
-        self.params = _plain(params) or {}
+        self.params = _plain(params)
+        self.search_space = _plain(search_space)
+        self.custom_search_space = str(custom_search_space) if custom_search_space else None
         self.enqueue_trials = list(_plain(enqueue_trials) or [])
+        if experiment_sequence:
+            log.info("hydra.sweeper.experiment_sequence is ignored: trials go out in batches")
         self.job_idx = 0
         self._first_launch = True
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # we say what matters ourselves
@@ -110,61 +131,106 @@ class OptunaSweep:
 
     # -- the sweep -------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
-        space = parse_space(self.params, arguments)
-        base_seed = self._base_seed(space)
-        sampler_name = str(self.sampler_cfg.get("name", "tpe"))
-        sampler_kwargs = dict(self.sampler_cfg.get("kwargs") or {})
-        sampler_seed = self.sampler_cfg.get("seed", 0)
-        make_sampler(sampler_name, sampler_seed, sampler_kwargs)  # reject bad settings early
+        space = self._space(arguments)
+        study = self._open(space)
+        log.info(
+            "Optuna study %r in %s: %d trials in total, %d at a time, %s sampler, %s pruner",
+            study.study_name, redact(self.storage_url), self.n_trials_now, self.n_jobs,
+            self.sampler_spec.label, self.pruner_spec["name"],
+        )  # fmt: skip
+        if self.storage_url is None:
+            log.info(
+                "storage null: the study lives in memory, so resuming it, pruning and the "
+                "heartbeat are off (set hydra.sweeper.storage to a database URL to have them)"
+            )
+        self.job_storage = format_value(
+            None if self.storage_url is None else storage_for_jobs(self.storage_url)
+        )  # no password in it
+        returns: list[JobReturn] = []
+        parent = ParentRun.start(self.config, study, self._settings(space), self.storage_url)
+        status, results = "FAILED", None
+        try:
+            with Heartbeat(self.rdb, self.heartbeat_interval) as heartbeat:
+                self._loop(heartbeat, parent.run_id, returns)
+            status = "FINISHED"
+            sweep_dir = OmegaConf.select(self.config, "hydra.sweep.dir", default=".")
+            results = write_results(study, str(sweep_dir))
+        except KeyboardInterrupt:
+            status = "KILLED"
+            again = (
+                "the study was in memory (storage null): it is gone"
+                if self.storage_url is None
+                else "the running trials go back to the queue; run the same command again "
+                "to continue the study"
+            )
+            print(f"interrupted: {again}", file=sys.stderr)
+            raise SystemExit(130) from None
+        finally:
+            parent.finish(study, status, results)
+        for line in summary_lines(study, self.storage_url):
+            print(line)
+        self._fail_if_nothing_completed(study)
+        return returns
+
+    def _space(self, arguments: list[str]) -> SearchSpace:
+        """The search space (params, the deprecated search_space, the command line), the custom
+        function that extends it, and the grid (which may lower n_trials to its size)."""
+        params, translated = search_params(self.params, self.search_space)
+        extend = self.custom_search_space
+        space = parse_space(params, arguments, translated, allow_empty=True)
+        if not space.params and not extend:  # as upstream: the trials still run
+            log.warning(
+                "nothing to search (no hydra.sweeper.params, no key=interval(...) or "
+                "key=choice(...) on the command line): every trial runs the same configuration"
+            )
+        self.extender = load_extender(extend) if extend else None
+        self.base_seed = self._base_seed(space)
+        self.n_trials_now, self.grid = self.n_trials, None
+        if self.sampler_spec.is_grid:
+            self.grid = {k: grid_values(k, p.distribution) for k, p in space.params.items()}
+            points = math.prod(len(v) for v in self.grid.values())
+            if points < self.n_trials:
+                self.n_trials_now = points
+                log.info("the grid has %d points: n_trials is %d", points, points)
+        self.sampler_spec.make(0, self.grid)  # reject bad settings before anything is created
+        self.space = space
+        return space
+
+    def _open(self, space: SearchSpace) -> optuna.Study:
+        """The study in its storage, checked against the space, with its enqueued trials."""
         try:
             pruner = make_pruner(self.pruner_spec["name"], self.pruner_spec["kwargs"])
         except UserError as err:
             raise SweepError(str(err)) from None
-        rdb = open_storage(
+        self.rdb = open_storage(
             self.storage_url, self.heartbeat_interval, self.grace_period, self.max_retry
         )
-        study = self._study(rdb, pruner, make_sampler(sampler_name, sampler_seed, sampler_kwargs))
+        study = self._study(self.rdb, pruner, self.sampler_spec.make(None, self.grid))
+        self._check_space(study, space)
         with storage_lock(self.storage_url):  # parallel starters: each configuration once
             for i, values in enumerate(self.enqueue_trials):
                 fixed = space.fixed_params(dict(values), f"hydra.sweeper.enqueue_trials[{i}]")
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     study.enqueue_trial(fixed, skip_if_exists=True)
-        log.info(
-            "Optuna study %r in %s: %d trials in total, %d at a time, %s sampler, %s pruner",
-            study.study_name, redact(self.storage_url), self.n_trials, self.n_jobs,
-            sampler_name, self.pruner_spec["name"],
-        )  # fmt: skip
-        self.rdb, self.study, self.space, self.base_seed = rdb, study, space, base_seed
-        self.job_storage = format_value(storage_for_jobs(self.storage_url))  # no password in it
-        self.sampler_args = (sampler_name, sampler_seed, sampler_kwargs)
-        returns: list[JobReturn] = []
-        parent = ParentRun.start(self.config, study, self._settings(space), self.storage_url)
-        status = "FAILED"
-        try:
-            with Heartbeat(rdb, self.heartbeat_interval) as heartbeat:
-                self._loop(heartbeat, parent.run_id, returns)
-            status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            print(
-                "interrupted: the running trials go back to the queue; run the same command "
-                "again to continue the study",
-                file=sys.stderr,
+        self.study = study
+        return study
+
+    def _fail_if_nothing_completed(self, study: optuna.Study) -> None:
+        """Every counted trial failed: the sweep found nothing, and says so with its exit code."""
+        ended = [t for t in claims(study.get_trials(deepcopy=False)) if t.state.is_finished()]
+        if ended and all(t.state == TrialState.FAIL for t in ended):
+            raise SweepError(
+                f"no trial of study {study.study_name!r} completed: all {len(ended)} failed "
+                "(each trial's error is in the log above)"
             )
-            raise SystemExit(130) from None
-        finally:
-            parent.finish(study, status)
-        for line in summary_lines(study, self.storage_url):
-            print(line)
-        return returns
 
     def _loop(self, heartbeat: Heartbeat, parent_run_id: str | None, out: list) -> None:
         waiting_said = False
         while True:
             fail_stale(self.study, self.rdb, self.max_retry)
             claimed = claims(self.rdb.get_all_trials(self.study._study_id, deepcopy=False))
-            free = self.n_trials - len(claimed)
+            free = self.n_trials_now - len(claimed)
             if free <= 0:
                 running = sum(t.state == TrialState.RUNNING for t in claimed)
                 if not running:
@@ -203,30 +269,52 @@ class OptunaSweep:
             heartbeat.discard(trial._trial_id)
             log.info("trial %d repeats the enqueued trial %d: skipped", trial.number, twin)
             return self._ask(heartbeat)
-        if not admitted(self.study, self.rdb, trial._trial_id, self.n_trials):
+        if not admitted(self.study, self.rdb, trial._trial_id, self.n_trials_now):
             heartbeat.discard(trial._trial_id)
             return None
-        name, seed, kwargs = self.sampler_args
         try:
-            self.study.sampler = make_sampler(name, trial_seed(seed, trial.number), kwargs)
+            self.study.sampler = self.sampler_spec.make(trial.number, self.grid)
             self.rdb.set_trial_system_attr(trial._trial_id, PRUNER_ATTR, self.pruner_spec)
             for key, param in self.space.params.items():
                 trial._suggest(key, param.distribution)
+            fixed = {  # deletions (~key) have no value
+                k: line.split("=", 1)[1] for k, line in self.space.fixed.items() if "=" in line
+            }
+            for key, value in fixed.items():  # as upstream: what the custom function may read
+                trial.set_user_attr(key, value)
+            if self.extender is not None:
+                self._extend(trial, set(fixed))
         except BaseException as err:  # nothing ran: the trial must not use up the budget
             requeue(self.study, trial._trial_id, self.max_retry)
             heartbeat.discard(trial._trial_id)
-            if isinstance(err, ValueError):
-                raise SweepError(f"trial {trial.number}: {err}") from None
+            if isinstance(err, ValueError) and not isinstance(err, SweepError):
+                raise SweepError(f"trial {trial.number}: {first_line(err)}") from None
             raise
         trial.set_user_attr(FIXED_OVERRIDES_ATTR, list(self.space.fixed.values()))
         return trial
+
+    def _extend(self, trial: Trial, fixed: set[str]) -> None:
+        """Let ``custom_search_space`` suggest more parameters (after params, command line)."""
+        try:
+            self.extender(self.config, trial)
+        except Exception as err:
+            raise SweepError(
+                f"custom_search_space {self.custom_search_space}: "
+                f"{type(err).__name__}: {first_line(err)}"
+            ) from None
+        overlap = sorted(set(trial.params) & fixed)
+        if overlap:
+            raise SweepError(
+                f"custom_search_space {self.custom_search_space} suggests {overlap[0]}, which "
+                "the command line fixes: drop one of the two"
+            )
 
     def _run_batch(
         self, batch: list[Trial], heartbeat: Heartbeat, parent_run_id: str | None
     ) -> list[JobReturn]:
         """Launch the batch (once per seed), then tell each trial how it ended."""
         values: dict[int, list[list[float]]] = {t.number: [] for t in batch}
-        active, returns_all = list(batch), []
+        active, returns_all, failures = list(batch), [], []
         try:
             for seed_index in range(self.trial_seeds):
                 overrides = [self._overrides(t, seed_index, parent_run_id) for t in active]
@@ -238,6 +326,8 @@ class OptunaSweep:
                 still = []
                 for trial, outcome in zip(active, outcomes, strict=True):
                     if isinstance(outcome, _Ended):
+                        if outcome.state == TrialState.FAIL:
+                            failures.append(f"trial {trial.number} failed: {outcome.error}")
                         self._tell(trial, outcome.state)
                         heartbeat.discard(trial._trial_id)
                         continue
@@ -259,6 +349,12 @@ class OptunaSweep:
             mean = [sum(col) / len(col) for col in zip(*values[trial.number], strict=True)]
             self._tell(trial, TrialState.COMPLETE, mean)
             heartbeat.discard(trial._trial_id)
+        if failures and len(failures) / len(batch) > self.max_failure_rate:
+            raise SweepError(
+                f"{failures[0]}; the sweep stops: {len(failures)} of {len(batch)} trial(s) of a "
+                f"batch failed, more than hydra.sweeper.max_failure_rate={self.max_failure_rate:g}"
+                " allows"
+            )
         return returns_all
 
     def _stop_if_config_is_broken(self, batch: list[Trial], outcomes: list[Any]) -> None:
@@ -278,15 +374,16 @@ class OptunaSweep:
         if ret.status != JobStatus.COMPLETED:
             err = ret._return_value
             first = first_line(err)
-            log.warning("trial %d failed: %s: %s", trial.number, type(err).__name__, first)
-            return _Ended(TrialState.FAIL, first if isinstance(err, UserError) else None)
+            said = f"{type(err).__name__}: {first}"
+            log.warning("trial %d failed: %s", trial.number, said)
+            return _Ended(TrialState.FAIL, first if isinstance(err, UserError) else None, said)
         if self.rdb.get_trial(trial._trial_id).system_attrs.get(PRUNED_ATTR):
             return _Ended(TrialState.PRUNED)
         try:
             return self._values(ret.return_value)
         except (TypeError, ValueError) as err:
             log.warning("trial %d failed: %s", trial.number, err)
-            return _Ended(TrialState.FAIL)
+            return _Ended(TrialState.FAIL, error=str(err))
 
     def _values(self, value: Any) -> list[float]:
         n = len(self.directions)
@@ -304,12 +401,17 @@ class OptunaSweep:
     def _tell(self, trial: Trial, state: TrialState, values: list[float] | None = None) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            told = self.study.tell(
-                trial,
-                values if state == TrialState.COMPLETE else None,
-                state=state,
-                skip_if_finished=True,
-            )
+            try:
+                told = self.study.tell(
+                    trial,
+                    values if state == TrialState.COMPLETE else None,
+                    state=state,
+                    skip_if_finished=True,
+                )
+            except RuntimeError as err:  # the grid sampler's study.stop() when its grid is done
+                if "Study.stop" not in str(err):
+                    raise
+                told = self.study._storage.get_trial(trial._trial_id)
         if told.state != state:  # another process took our heartbeat for a dead one
             log.warning(
                 "trial %d had already ended %s (heartbeat missed for longer than the grace "
@@ -323,6 +425,11 @@ class OptunaSweep:
         params = trial.params
         out = list(self.space.fixed.values())
         out += [p.override(params[k]) for k, p in self.space.params.items()]
+        out += [f"{k}={format_value(v)}" for k, v in params.items() if k not in self.space.params]
+        if self.trial_seeds > 1:
+            out.append(f"{self.seed_key}={self.base_seed + seed_index}")
+        if self.storage_url is None and parent_run_id is None:
+            return out  # nothing the job could reach: the app's overrides only, as upstream
         out += [
             f"++trial.storage={self.job_storage}",
             f"++trial.study={format_value(self.study.study_name)}",
@@ -331,8 +438,6 @@ class OptunaSweep:
             f"++trial.parent_run_id={format_value(parent_run_id)}",
             f"++trial.seed_index={seed_index}",
         ]
-        if self.trial_seeds > 1:
-            out.append(f"{self.seed_key}={self.base_seed + seed_index}")
         return out
 
     # -- helpers -------------------------------------------------------------------------------
@@ -359,6 +464,30 @@ class OptunaSweep:
             )
         return study
 
+    def _check_space(self, study: optuna.Study, space: SearchSpace) -> None:
+        """A stored study keeps the search space it started with: another one is an error that
+        says the two ways out, not a silent mix of two studies (or Optuna's "Cannot set
+        different distribution kind" half-way through)."""
+        from optuna.distributions import distribution_to_json
+
+        wanted = {k: distribution_to_json(d) for k, d in space.distributions().items()}
+        stored = study.user_attrs.get(SEARCH_SPACE_ATTR)
+        if stored is None:  # a study from before this attribute: its last trial's space
+            sampled = [t for t in study.get_trials(deepcopy=False) if t.distributions]
+            if sampled:
+                last = sampled[-1].distributions
+                keys = set(wanted) | (set() if self.extender else set(last))
+                stored = {k: distribution_to_json(last[k]) for k in keys if k in last}
+        if stored is not None and stored != wanted:
+            differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+            raise SweepError(
+                f"study {study.study_name!r} in {redact(self.storage_url)} was run with another "
+                f"search space ({', '.join(differ)} differ): give another "
+                "hydra.sweeper.study_name, or a fresh hydra.sweeper.storage"
+            )
+        if study.user_attrs.get(SEARCH_SPACE_ATTR) is None:
+            study.set_user_attr(SEARCH_SPACE_ATTR, wanted)
+
     def _base_seed(self, space: SearchSpace) -> int:
         """The first training seed of each trial (``trial_seeds`` counts up from it)."""
         if self.trial_seeds > 1 and self.seed_key in space.params:
@@ -376,7 +505,8 @@ class OptunaSweep:
             "sweep.n_trials": self.n_trials,
             "sweep.n_jobs": self.n_jobs,
             "sweep.directions": ",".join(self.directions),
-            "sweep.sampler": self.sampler_cfg.get("name", "tpe"),
+            "sweep.sampler": self.sampler_spec.label,
+            "sweep.max_failure_rate": self.max_failure_rate,
             "sweep.pruner": self.pruner_spec["name"],
             "sweep.trial_seeds": self.trial_seeds,
         } | {f"space.{k}": str(p.distribution) for k, p in space.params.items()}
@@ -388,6 +518,7 @@ class _Ended:
 
     state: TrialState
     user_error: str | None = None
+    error: str = ""  # what the log said, for the line that stops the sweep
 
 
 def _plain(node: Any) -> Any:
@@ -406,3 +537,58 @@ def _directions(direction: Any) -> list[str]:
     if not out:
         raise SweepError("hydra.sweeper.direction is empty: give maximize or minimize")
     return out
+
+
+DOCS_URL = "https://hydra.cc/docs/next/upgrades/1.1_to_1.2/changes_to_sweeper_config/"
+
+
+def search_params(
+    params: dict[str, Any] | None, search_space: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``params``, and the deprecated ``search_space`` translated into distributions, with
+    hydra-optuna-sweeper's warnings: ``params`` wins when both are set."""
+    if search_space is None:
+        return params or {}, {}
+    if params is not None:
+        warnings.warn(
+            "Both hydra.sweeper.params and hydra.sweeper.search_space are configured.\n"
+            f"Hydra will use hydra.sweeper.params for defining search space.\n{DOCS_URL}",
+            UserWarning,
+            stacklevel=2,
+        )
+        return params, {}
+    from hydra._internal.deprecation_warning import deprecation_warning
+
+    deprecation_warning(
+        "`hydra.sweeper.search_space` is deprecated and will be removed in the next major "
+        f"release.\nPlease configure with `hydra.sweeper.params`.\n{DOCS_URL}"
+    )
+    return {}, from_search_space(search_space)
+
+
+def load_extender(path: str) -> Any:
+    """The ``custom_search_space`` function: a dotted path, or ``.file.function`` for a file
+    beside the app's script (upstream's example names its own script this way)."""
+    try:
+        if not path.startswith("."):
+            from hydra.utils import get_method
+
+            return get_method(path)
+        module_name, _, function = path[1:].rpartition(".")
+        main = sys.modules.get("__main__")
+        main_file = getattr(main, "__file__", None) or sys.argv[0]
+        from pathlib import Path
+
+        file = Path(main_file).resolve().with_name(f"{module_name}.py")
+        if Path(main_file).resolve() == file and hasattr(main, function):
+            return getattr(main, function)
+        spec = importlib.util.spec_from_file_location(module_name.replace("-", "_"), file)
+        if spec is None or spec.loader is None or not file.is_file():
+            raise ImportError(f"no file {file}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return getattr(module, function)
+    except Exception as err:
+        raise SweepError(
+            f"hydra.sweeper.custom_search_space: cannot load {path!r}: {first_line(err)}"
+        ) from None

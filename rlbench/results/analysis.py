@@ -359,7 +359,15 @@ def load_study(
             f"{', '.join(sorted(names)) or 'none'})"
         )
     study = optuna.load_study(study_name=name, storage=storage)
-    return study, study.trials_dataframe()
+    frame = study.trials_dataframe()
+    # a study with metric names (the sweeper sets them) has value_<name> columns: keep the
+    # documented value / values_<i>
+    names = study.metric_names or []
+    if len(names) == 1:
+        frame = frame.rename(columns={f"value_{names[0]}": "value"})
+    else:
+        frame = frame.rename(columns={f"values_{n}": f"values_{i}" for i, n in enumerate(names)})
+    return study, frame
 
 
 def trial_overrides(trial: optuna.trial.FrozenTrial, *, params: bool = True) -> list[str]:

@@ -170,6 +170,8 @@ def train(cfg: DictConfig) -> TrainOutcome:
         )  # fmt: skip
         tags[schema.CODE_TAG] = ckpt.stamp["code"] = schema.MIXED_CODE
     default_name = f"{algo_name}-{cfg.env.name}-{env_kwargs.get('load', '')}-s{cfg.seed}"
+    if trial is not None:  # a sweep's child run: named by its trial number
+        default_name = trial.run_name(default_name)
     run_id = tracker.start(
         run_name=cfg.tracking.run_name or default_name,
         params=flat,
@@ -177,6 +179,8 @@ def train(cfg: DictConfig) -> TrainOutcome:
         parent_run_id=trial.parent_run_id if trial else None,
         resume_run_id=state.get("mlflow_run_id") if state else None,
     )
+    if trial is not None:
+        trial.record_run(run_id, [schema.SCORE_METRIC])
     if state is not None:
         tracker.set_tags({schema.RESUMED_FROM_STEP_TAG: str(agent.num_steps)})
     status, error = "FAILED", None

@@ -4,14 +4,17 @@ The sweeper (``hydra/sweeper=rlbench_optuna``) runs each trial as an ordinary Hy
 another process (joblib launcher) or on another machine, so everything goes through the study's
 storage, never through an in-memory object. It passes the trial as job overrides::
 
-    ++trial.storage=<SQLAlchemy URL>   the study's RDB storage
+    ++trial.storage=<SQLAlchemy URL>   the study's RDB storage (null: the study is in the
+                                       sweeper's memory; the job then neither prunes nor
+                                       records its run id on the trial)
     ++trial.study=<name>               the study name
     ++trial.number=<n>                 the trial number (what Optuna and the dashboard show)
     ++trial.id=<id>                    the storage's trial id
     ++trial.parent_run_id=<id|null>    the sweep's MLflow parent run, for a nested child run
     ++trial.seed_index=<i>             which of the trial's ``trial_seeds`` seeds this job trains
 
-A job outside a sweep has no ``trial`` key and :meth:`TrialContext.from_cfg` returns ``None``.
+A job outside a sweep (or in a sweep with an in-memory study and no MLflow parent run) has no
+``trial`` key and :meth:`TrialContext.from_cfg` returns ``None``.
 
 Pruning: :meth:`TrialContext.report` records an intermediate value in the storage and asks the
 study's pruner (the sweeper stores its name and arguments on the trial as the system attribute
@@ -55,7 +58,8 @@ def job_storage(url: str) -> Any:
 
 
 def make_pruner(name: str, kwargs: dict[str, Any] | None = None) -> Any:
-    """An Optuna pruner by its short name (``none`` never prunes), with its keyword arguments.
+    """An Optuna pruner by its short name (``none`` never prunes) or its class's dotted path,
+    with its keyword arguments.
 
     Arguments that only another pruner takes (a preset's ``n_startup_trials`` for ``median`` when
     the command line switches to ``threshold``) are dropped; arguments no pruner takes are errors.
@@ -72,6 +76,13 @@ def make_pruner(name: str, kwargs: dict[str, Any] | None = None) -> Any:
         "threshold": optuna.pruners.ThresholdPruner,
         "none": optuna.pruners.NopPruner,
     }
+    if "." in str(name):  # {_target_: optuna.pruners.X, ...}: any class with its arguments
+        from hydra.utils import instantiate
+
+        try:
+            return instantiate({"_target_": str(name), **(kwargs or {})})
+        except Exception as err:
+            raise UserError(f"hydra.sweeper.pruner ({name}): {first_line(err)}") from None
     key = str(name).lower()
     if key not in classes:
         raise UserError(
@@ -91,7 +102,7 @@ def make_pruner(name: str, kwargs: dict[str, Any] | None = None) -> Any:
 class TrialContext:
     """One running trial of a sweep, as seen by the job that trains it."""
 
-    storage: str
+    storage: str | None  # None: the study lives in the sweeper's memory, out of the job's reach
     study: str
     number: int
     trial_id: int
@@ -100,6 +111,7 @@ class TrialContext:
     step_offset: int = 0
     _trial: Any = field(default=None, repr=False, compare=False)
     _multi: bool = field(default=False, repr=False, compare=False)
+    _study: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> TrialContext | None:
@@ -111,14 +123,14 @@ class TrialContext:
         node = OmegaConf.select(cfg, "trial", default=None)
         if node is None:
             return None
-        missing = [k for k in ("storage", "study", "number", "id") if node.get(k) is None]
+        missing = [k for k in ("study", "number", "id") if node.get(k) is None]
         if missing:
             raise UserError(f"trial.{missing[0]} is missing: trial.* is set by the Optuna sweeper")
         seed_index = int(node.get("seed_index", 0) or 0)
         stride = int(OmegaConf.select(cfg, "train.total_steps", default=0) or 0)
         parent = node.get("parent_run_id")
         return cls(
-            storage=str(node.storage),
+            storage=str(node.storage) if node.get("storage") is not None else None,
             study=str(node.study),
             number=int(node.number),
             trial_id=int(node.id),
@@ -135,12 +147,35 @@ class TrialContext:
             schema.SWEEP_SEED_INDEX_TAG: str(self.seed_index),
         }
 
+    def run_name(self, base: str) -> str:
+        """The name of the trial's MLflow run: the trial number first, so runs sort by trial."""
+        return f"trial-{self.number}-{base}"
+
+    def record_run(self, run_id: str | None, metric_names: list[str] | None = None) -> None:
+        """Store the job's MLflow run id on its trial (user attribute ``rlbench.mlflow_run_id``;
+        seed i > 0 of a trial under ``rlbench.mlflow_run_id.seed<i>``) and, once per study, the
+        names of the objectives the job returns, which the dashboard shows instead of
+        "Objective 0". Nothing without a storage the job can reach."""
+        if self.storage is None or not run_id:
+            return
+        trial = self._optuna_trial()
+        key = schema.MLFLOW_RUN_ATTR
+        if self.seed_index:
+            key = f"{key}.seed{self.seed_index}"
+        trial.storage.set_trial_user_attr(self.trial_id, key, run_id)
+        if metric_names and self._study.metric_names is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # experimental in some Optuna versions
+                self._study.set_metric_names(list(metric_names))
+
     def report(self, step: int, value: float) -> bool:
         """Record ``value`` at ``step`` in the study's storage; ``True`` means stop (prune) now.
 
         Multi-objective studies cannot prune (Optuna has no intermediate values for them): the
         call records nothing and returns ``False``.
         """
+        if self.storage is None:
+            return False
         trial = self._optuna_trial()
         if self._multi:
             return False
@@ -149,6 +184,8 @@ class TrialContext:
 
     def mark_pruned(self) -> None:
         """Tell the sweeper, through the storage, that this job stopped because it was pruned."""
+        if self.storage is None:
+            return
         trial = self._optuna_trial()
         trial.storage.set_trial_system_attr(self.trial_id, PRUNED_ATTR, True)
 
@@ -159,6 +196,7 @@ class TrialContext:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        assert self.storage is not None
         storage = job_storage(self.storage)
         frozen = storage.get_trial(self.trial_id)
         spec = frozen.system_attrs.get(PRUNER_ATTR) or {"name": "none", "kwargs": {}}
@@ -171,5 +209,6 @@ class TrialContext:
                 pruner=make_pruner(spec["name"], spec.get("kwargs")),
             )
         self._multi = len(study.directions) > 1
+        self._study = study
         self._trial = optuna.Trial(study, self.trial_id)
         return self._trial

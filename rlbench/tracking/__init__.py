@@ -7,6 +7,7 @@
 - :mod:`.client`: reading a store back (analysis, reports, verify, reproduce share it);
 - :mod:`.provenance`: git commit, library versions, host, Hydra overrides as tags;
 - :mod:`.redaction`: passwords masked out of everything recorded;
+- :mod:`.importance`: a study's parameter importances, one evaluator everywhere;
 - :mod:`.registry`: the Model Registry (register, promote, rollback; aliases champion and
   challenger), with :mod:`.policy_model`, the pyfunc model MLflow loads as code.
 

@@ -120,3 +120,12 @@ CHAMPION = "champion"  # the alias the decision server follows
 CHALLENGER = "challenger"  # a newer version waiting for promotion
 REGISTRY_TAG_PREFIX = "rlbench.registry."  # + registered_/promoted_/rolled_back_ + by/at/why
 REPLACED_VERSION_TAG = "rlbench.registry.replaced_version"  # what rollback returns to
+
+# --------------------------------------------------------------------------- sweeper extras
+# written to hydra.sweep.dir (and the parent run's optuna/ folder) as hydra-optuna-sweeper does
+OPTIMIZATION_RESULTS_FILE = "optimization_results.yaml"
+SEARCH_SPACE_ATTR = "rlbench.search_space"  # study user attribute: {param: distribution JSON}
+MLFLOW_RUN_ATTR = "rlbench.mlflow_run_id"  # trial user attribute: the MLflow run of its job
+# parameter importance, everywhere (parent run plot, notebook 02, README): fANOVA on the first
+# objective as it is (not flipped), with this seed, so that the three agree on one study
+IMPORTANCE_SEED = 0

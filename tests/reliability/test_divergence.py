@@ -85,6 +85,7 @@ def test_in_a_sweep_a_diverging_trial_fails_and_the_sweep_goes_on(cli, mlflow_st
         "algo.learning_rate=choice(1e30, 3e-4)", "hydra.sweeper.n_trials=2",
         "hydra.sweeper.enqueue_trials=[{algo.learning_rate:1e30},{algo.learning_rate:3e-4}]",
         "hydra.sweeper.pruner.name=none", f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.max_failure_rate=1.0",  # the default 0.0 stops at the first failure
         "hydra.sweeper.study_name=diverging", *mlflow_store.overrides(),
     )  # fmt: skip
     assert result.code == 0, result.err[-3000:]

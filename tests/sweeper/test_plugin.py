@@ -13,9 +13,16 @@ def test_hydra_discovers_the_sweeper_and_its_config():
 
     names = {p.__name__ for p in Plugins.instance().discover(Sweeper)}
     assert "RlbenchOptunaSweeper" in names
-    stored = ConfigStore.instance().load("hydra/sweeper/rlbench_optuna.yaml").node
-    assert stored.storage == "sqlite:///outputs/optuna.db"
-    assert stored.sampler.name == "tpe" and stored.pruner.name == "median"
+    store = ConfigStore.instance()
+    stored = store.load("hydra/sweeper/rlbench_optuna.yaml").node
+    # hydra-optuna-sweeper 1.3.0's defaults (the search= presets set rlbench's own)
+    assert (stored.storage, stored.study_name, stored.direction) == (None, None, "minimize")
+    assert (stored.n_trials, stored.n_jobs, stored.max_failure_rate) == (20, 2, 0.0)
+    assert stored.defaults == [{"sampler": "tpe"}] and stored.pruner.name == "none"
+    tpe = store.load("hydra/sweeper/sampler/tpe.yaml").node
+    assert tpe._target_ == "optuna.samplers.TPESampler" and tpe.seed is None
+    options = {"tpe", "random", "cmaes", "nsgaii", "grid", "qmc", "gp", "bruteforce", "motpe"}
+    assert {n.removesuffix(".yaml") for n in store.list("hydra/sweeper/sampler")} == options
 
 
 def test_plugin_scan_imports_neither_optuna_nor_rlbench():

@@ -6,7 +6,12 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hydra_plugins.rlbench_optuna_sweeper._space import SweepError, format_value, parse_space
+from hydra_plugins.rlbench_optuna_sweeper._space import (
+    SweepError,
+    format_value,
+    grid_values,
+    parse_space,
+)
 
 
 def space_of(**params: str):
@@ -28,11 +33,31 @@ def test_interval_forms_map_to_float_int_and_log_distributions():
     assert p["e"].distribution == IntDistribution(1, 100, log=True)
 
 
-def test_range_excludes_stop_like_hydra_range():
-    p = space_of(a="range(1, 10, 3)", b="range(0.0, 1.0, 0.25)", c="range(5)")
-    assert p["a"].distribution == IntDistribution(1, 7, step=3)  # 1, 4, 7
-    assert p["b"].distribution == FloatDistribution(0.0, 0.75, step=0.25)
-    assert p["c"].distribution == IntDistribution(0, 4)
+def test_range_is_upstreams_stop_inclusive_distribution_and_its_grid_excludes_stop():
+    """hydra-optuna-sweeper's mapping: range(1,3) samples 1..3, but its grid is 1, 2."""
+    p = space_of(a="range(1, 10, 3)", b="range(0.0, 1.0, 0.25)", c="range(5)", d="range(1,3)")
+    assert p["a"].distribution == IntDistribution(1, 10, step=3)
+    assert p["b"].distribution == FloatDistribution(0.0, 1.0, step=0.25)
+    assert p["c"].distribution == IntDistribution(0, 5)
+    assert p["d"].distribution == IntDistribution(1, 3)
+    grids = {k: grid_values(k, v.distribution) for k, v in p.items()}
+    assert grids == {"a": [1, 4, 7], "b": [0.0, 0.25, 0.5, 0.75], "c": [0, 1, 2, 3, 4],
+                     "d": [1, 2]}  # fmt: skip
+    assert space_of(e="range(0.5, 5.5, step=1)")["e"].distribution == FloatDistribution(
+        0.5, 5.5, step=1.0
+    )
+
+
+def test_a_shuffled_range_is_categorical_in_one_order():
+    for _ in range(3):
+        assert space_of(k="shuffle(range(1,5))")["k"].distribution == CategoricalDistribution(
+            [1, 2, 3, 4]
+        )
+
+
+def test_the_grid_needs_discrete_values():
+    with pytest.raises(SweepError, match="the grid sampler needs discrete values: x is"):
+        grid_values("x", space_of(x="interval(0, 1)")["x"].distribution)
 
 
 def test_choice_keeps_primitive_types_and_lists_become_override_text():

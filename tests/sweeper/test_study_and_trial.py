@@ -148,3 +148,18 @@ def test_multi_objective_trials_never_prune(url, rdb):
     ctx = TrialContext.from_cfg(trial_cfg(url, trial))
     assert ctx.report(1, -1e9) is False
     assert rdb.get_trial(trial._trial_id).intermediate_values == {}
+
+
+def test_a_trial_of_an_in_memory_study_neither_prunes_nor_writes():
+    """storage null: the job cannot reach the study, so it reports nothing and is never told
+    to stop; its run still nests under the sweep's parent run."""
+    cfg = OmegaConf.create(
+        {"trial": {"storage": None, "study": "s", "number": 3, "id": 3, "parent_run_id": "p"}}
+    )
+    ctx = TrialContext.from_cfg(cfg)
+    assert ctx.storage is None and ctx.parent_run_id == "p"
+    assert ctx.report(1, -1e9) is False
+    ctx.mark_pruned()
+    ctx.record_run("run-id", ["score"])
+    assert ctx._trial is None  # no storage was ever opened
+    assert ctx.run_name("ppo-x") == "trial-3-ppo-x"

@@ -186,3 +186,57 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(run_toy, study, args, line):
     if "user_error=true" in args:  # a broken config does not use up the budget
         (t,) = study().get_trials()
         assert t.state == TrialState.FAIL and t.system_attrs["rlbench.not_counted"]
+
+
+def test_each_trial_knows_its_run_and_the_study_its_objective(
+    run_toy, study, tmp_path, mlflow_store
+):
+    """Child runs are named by trial number, trials carry their run id (also in trials.csv),
+    and the dashboard shows the objective's name instead of "Objective 0"."""
+    import csv
+
+    run_toy(
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.trial_seeds=2",
+        "tracking.enabled=true",
+        f"tracking.uri={mlflow_store.uri}",
+        f"tracking.artifact_location={mlflow_store.artifact_dir}",
+        "tracking.experiment=rlbench",
+        timeout=120,
+    )
+    s = study()
+    assert s.metric_names == ["score"]
+    children = {
+        r.info.run_id: r for r in mlflow_store.runs() if "mlflow.parentRunId" in r.data.tags
+    }
+    assert len(children) == 6  # 3 trials x 2 seeds
+    for t in s.get_trials():
+        for key in ("rlbench.mlflow_run_id", "rlbench.mlflow_run_id.seed1"):
+            run = children[t.user_attrs[key]]
+            assert run.info.run_name.startswith(f"trial-{t.number}-toy-")
+            assert run.data.tags["rlbench.sweep.trial_number"] == str(t.number)
+    (table,) = (tmp_path / "multirun").rglob("trials.csv")
+    rows = list(csv.DictReader(table.open()))
+    assert [r["user_attrs_rlbench.mlflow_run_id"] for r in rows] == [
+        t.user_attrs["rlbench.mlflow_run_id"] for t in s.get_trials()
+    ]
+
+
+def test_an_in_memory_study_still_nests_its_runs_under_a_parent(run_toy, tmp_path, mlflow_store):
+    proc = run_toy(
+        "hydra.sweeper.storage=null",
+        "hydra.sweeper.n_trials=2",
+        "tracking.enabled=true",
+        f"tracking.uri={mlflow_store.uri}",
+        f"tracking.artifact_location={mlflow_store.artifact_dir}",
+        "tracking.experiment=rlbench",
+        timeout=120,
+    )
+    assert "storage null: the study lives in memory" in proc.stdout
+    assert "in memory: 2 complete" in proc.stdout
+    assert not (tmp_path / "outputs" / "optuna.db").exists()
+    runs = mlflow_store.runs()
+    (parent,) = [r for r in runs if r.data.tags.get("rlbench.sweep.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name.split("-toy")[0] for r in children) == ["trial-0", "trial-1"]
+    assert (tmp_path / "multirun" / "optimization_results.yaml").is_file()

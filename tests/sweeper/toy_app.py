@@ -31,12 +31,15 @@ def main(cfg: DictConfig) -> float | tuple[float, float]:
         )
     trial = TrialContext.from_cfg(cfg)
     tracker = make_tracker(cfg.tracking)  # a child run of the sweep's parent, as train.py does
-    tracker.start(
-        run_name=f"toy-{cfg.x:.3f}-{cfg.y:.3f}",
+    name = f"toy-{cfg.x:.3f}-{cfg.y:.3f}"
+    run_id = tracker.start(
+        run_name=trial.run_name(name) if trial else name,
         params={"x": cfg.x, "y": cfg.y, "seed": cfg.seed},
         tags=trial.mlflow_tags() if trial else {},
         parent_run_id=trial.parent_run_id if trial else None,
     )
+    if trial is not None:  # as train.py does: the trial knows its run, the study its objective
+        trial.record_run(run_id, ["score", "x"] if cfg.multi else ["score"])
     total = int(cfg.train.total_steps)
     final = score(float(cfg.x), float(cfg.y), int(cfg.seed))
     value = final
