@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from rlbench.errors import UserError, first_line
 from rlbench.serve.metrics import ServerMetrics
 from rlbench.serve.queue import BoundedQueue, Entry
+from rlbench.tracking.client import resolve_tracking_uri, using_store
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ def load_policy(model_uri: str, tracking_uri: str | None) -> Policy:
     name, _, _ = registry.parse_model_uri(model_uri)
     version = registry.resolve_alias(model_uri, tracking_uri)
     try:
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        with using_store(resolve_tracking_uri(tracking_uri)):
+            model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
         inner = model.unwrap_python_model()
     except Exception as err:
         raise UserError(f"cannot load {name} version {version}: {first_line(err)}") from None

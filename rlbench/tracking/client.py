@@ -8,7 +8,9 @@ failures (an unreachable server, a bad filter) become one-line :class:`UserError
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from rlbench.errors import UserError, first_line
@@ -59,9 +61,36 @@ def mlflow_client(uri: str | None = None, *, missing_hint: str = NO_STORE_HINT) 
     from mlflow.tracking import MlflowClient
 
     try:
-        return MlflowClient(tracking_uri=uri)
+        # rlbench's registry lives in the same store (never a stray MLFLOW_REGISTRY_URI)
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
     except MlflowException as err:
         raise UserError(f"cannot open the MLflow store {uri}: {first_line(err)}") from None
+
+
+@contextlib.contextmanager
+def using_store(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (``log_model``, ``load_model("models:/...")``) pointed at ``uri`` for
+    one block. ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` (and the registry's
+    twin) into the environment, where every later command of the process, and its children,
+    would inherit it: both the process's setting and its environment come back afterwards."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_state
+    from mlflow.tracking._tracking_service import utils as tracking_state
+
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    environment = {key: os.environ.get(key) for key in keys}
+    saved = tracking_state._tracking_uri, registry_state._registry_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_state._tracking_uri, registry_state._registry_uri = saved
+        for key, value in environment.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def mlflow_call(uri: str, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 
 from rlbench.errors import UserError, first_line
 from rlbench.tracking import schema
-from rlbench.tracking.client import mlflow_client, resolve_tracking_uri
+from rlbench.tracking.client import mlflow_client, resolve_tracking_uri, using_store
 
 CODE_FILE = Path(__file__).with_name("policy_model.py")
 SEARCH_PAGE = 10_000  # model versions read at once (MLflow's own upper bound per page)
@@ -43,14 +43,9 @@ class Version:
 
 
 def _mlflow(uri: str | None) -> tuple[str, Any]:
-    """The store's URI and client, with MLflow's fluent API pointed at the same store."""
-    import mlflow
-
+    """The store's URI and a client on it (tracking and registry)."""
     uri = resolve_tracking_uri(uri)
-    client = mlflow_client(uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return uri, client
+    return uri, mlflow_client(uri)
 
 
 def _who_when_why(action: str, reason: str | None) -> dict[str, str]:
@@ -111,7 +106,7 @@ def log_policy(run_id: str, tracking_uri: str | None = None) -> str:
     from rlbench.agents import load_agent
     from rlbench.envs import make_vec
 
-    _, client = _mlflow(tracking_uri)
+    uri, client = _mlflow(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="rlbench-register-") as tmp:
         model, env = _run_policy(client, run_id, Path(tmp))
         venv = make_vec(env["env_id"], 2, seed=0, **env["env_kwargs"])
@@ -132,7 +127,7 @@ def log_policy(run_id: str, tracking_uri: str | None = None) -> str:
                 ]
             ),
         )
-        with mlflow.start_run(run_id=run_id):
+        with using_store(uri), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=schema.POLICY_MODEL_NAME,
                 python_model=str(CODE_FILE),
@@ -156,12 +151,13 @@ def register(
     if earlier:
         return earlier[0]
     model_uri = log_policy(run_id, tracking_uri)
-    _, client = _mlflow(tracking_uri)
+    uri, client = _mlflow(tracking_uri)
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name)
-    mv = client.create_model_version(name, model_uri, run_id=run_id)
+    with using_store(uri):  # the version's source (models:/m-<id>) is resolved through it
+        mv = client.create_model_version(name, model_uri, run_id=run_id)
     for key, value in _who_when_why("registered", reason).items():
         client.set_model_version_tag(name, mv.version, key, value)
     alias = schema.CHALLENGER if _alias_version(client, name, schema.CHAMPION) else schema.CHAMPION

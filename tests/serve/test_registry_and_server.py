@@ -62,9 +62,25 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
         runs.append(done.stdout.split("mlflow run: ")[1].split()[0])
     from rlbench.tracking import registry
 
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     (first,) = registry.versions(NAME, uri)
     second = registry.register(runs[1], NAME, reason="new seed", tracking_uri=uri)
-    return {"uri": uri, "root": root, "env": env, "runs": runs, "versions": [first, second]}
+    after = {k: os.environ.get(k) for k in before}
+    return {
+        "uri": uri,
+        "root": root,
+        "env": env,
+        "runs": runs,
+        "versions": [first, second],
+        "environment": (before, after),
+    }
+
+
+def test_registering_leaves_the_process_environment_as_it_was(store):
+    """MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ: every later
+    command of the process, and its children, would use that store."""
+    before, after = store["environment"]
+    assert after == before
 
 
 def test_tracking_register_needs_tracking(tmp_path):
@@ -95,14 +111,16 @@ def test_register_gives_champion_then_challenger_and_records_who_when_why(store)
 def test_the_model_is_code_and_safe_files_never_a_pickle_and_predicts(store):
     import mlflow
 
-    mlflow.set_tracking_uri(store["uri"])
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}/1"))
+    from rlbench.tracking.client import using_store
+
+    with using_store(store["uri"]):
+        folder = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}/1"))
+        model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     files = [p.name for p in folder.rglob("*") if p.is_file()]
     assert "policy_model.py" in files and "model.zip" in files
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))]
     requirements = (folder / "requirements.txt").read_text()
     assert "stable-baselines3==" in requirements and "torch==" in requirements
-    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     assert tuple(model.metadata.signature.inputs.inputs[0].shape) == (-1, OBS_DIM)
     obs = np.random.default_rng(0).random((4, OBS_DIM)).astype(np.float32)
     agent = model.unwrap_python_model().agent
@@ -175,10 +193,13 @@ def served(store):
 def test_decisions_equal_the_policys_own_predict(store, served):
     import mlflow
 
+    from rlbench.tracking.client import using_store
+
     url = served("--poll-interval", "0")
     champion = json.loads(get(url + "/healthz"))["policy"]["version"]
-    mlflow.set_tracking_uri(store["uri"])
-    agent = mlflow.pyfunc.load_model(f"models:/{NAME}/{champion}").unwrap_python_model().agent
+    with using_store(store["uri"]):
+        model = mlflow.pyfunc.load_model(f"models:/{NAME}/{champion}")
+    agent = model.unwrap_python_model().agent
     obs = np.random.default_rng(3).random((16, OBS_DIM)).astype(np.float32)
     status, body = post(url + "/decide", json.dumps({"observations": obs.tolist()}).encode())
     assert status == 200, body
@@ -276,6 +297,7 @@ def test_a_version_that_fails_to_load_is_refused_and_the_old_one_serves_on(store
     import mlflow
 
     from rlbench.tracking import registry
+    from rlbench.tracking.client import using_store
 
     uri = store["uri"]
     if registry.resolve_alias(f"models:/{NAME}@champion", uri) != "1":
@@ -283,7 +305,8 @@ def test_a_version_that_fails_to_load_is_refused_and_the_old_one_serves_on(store
     client = mlflow.MlflowClient(uri)
     # a fresh version of its own (register() would return run 1's existing version)
     logged = registry.log_policy(store["runs"][1], uri)
-    broken = client.create_model_version(NAME, logged, run_id=store["runs"][1])
+    with using_store(uri):  # MLflow resolves the version's source through the fluent store
+        broken = client.create_model_version(NAME, logged, run_id=store["runs"][1])
     source = client.get_model_version(NAME, broken.version).source  # models:/m-<id>
     stored = client.get_logged_model(source.removeprefix("models:/")).artifact_location
     policy_file = Path(urlparse(stored).path) / "artifacts" / "model.zip"
