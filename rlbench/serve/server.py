@@ -1,10 +1,11 @@
 """The decision server: a registered policy answers over HTTP through a bounded real-time queue.
 
 Requests enter a :class:`~rlbench.serve.queue.BoundedQueue` (when it is full, the OLDEST waiting
-request is answered 503: a real-time caller wants a fresh decision or none). One batcher thread
-takes up to ``max_batch`` waiting requests into one forward pass and answers each with its
-actions, their probabilities, the policy version, enqueue/dequeue times and the delay. A poller
-follows the model alias (``models:/NAME@champion``): a new version is loaded in the background
+request is answered 503: a real-time caller wants a fresh decision or none). One batcher, a task
+on the event loop, takes up to ``max_batch`` waiting requests into one forward pass and answers
+each with its actions, their probabilities, the policy version, enqueue/dequeue times and the
+delay; a full batch is answered at once by the request that completes it. A poller follows the
+model alias (``models:/NAME@champion``): a new version is loaded in the background
 and swapped in between two batches, so no request sees a half-loaded model; a version that fails
 to load is refused and the old one keeps serving.
 
@@ -76,7 +77,6 @@ class Pending:
     obs: np.ndarray
     deterministic: bool
     future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
 
 
 class BadRequest(Exception):
@@ -115,25 +115,33 @@ class DecisionServer:
         self._next: Policy | None = None  # loaded, waiting for the next batch boundary
         self._refused: set[str] = set()  # versions that failed to load
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._poller_thread: threading.Thread | None = None
+        self._batcher_task: asyncio.Task | None = None
+        self._work: asyncio.Event | None = None  # set when the queue has something
         self._wall_offset = time.time() - time.monotonic()
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> None:
-        self._threads = [threading.Thread(target=self._batcher, name="batcher", daemon=True)]
+    async def start(self) -> None:
+        """Start the batcher (a task on the server's event loop) and the alias poller (a thread:
+        loading a model must not stall requests)."""
+        self._work = asyncio.Event()
+        self._batcher_task = asyncio.create_task(self._batcher())
         if self.settings.poll_interval > 0:
-            self._threads.append(threading.Thread(target=self._poller, name="poller", daemon=True))
-        for thread in self._threads:
-            thread.start()
+            self._poller_thread = threading.Thread(target=self._poller, name="poller", daemon=True)
+            self._poller_thread.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         """Stop taking work; every waiting request is answered 503."""
         self._stop.set()
         self.queue.close()
+        if self._batcher_task is not None:
+            self._batcher_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._batcher_task
         for entry in self.queue.drain():
             self._answer_error(entry.item, 503, "the server is shutting down")
-        for thread in self._threads:
-            thread.join(timeout=10)
+        if self._poller_thread is not None:
+            self._poller_thread.join(timeout=10)
 
     # -- requests -----------------------------------------------------------------------------
     def parse(self, body: bytes) -> tuple[np.ndarray, bool]:
@@ -171,9 +179,13 @@ class DecisionServer:
 
     async def decide(self, obs: np.ndarray, deterministic: bool) -> tuple[int, dict[str, Any]]:
         """Queue the request and wait for its answer: ``(status, body)``."""
-        loop = asyncio.get_running_loop()
-        request = Pending(obs, deterministic, loop.create_future(), loop)
+        request = Pending(obs, deterministic, asyncio.get_running_loop().create_future())
         dropped = self.queue.put(request)
+        assert self._work is not None, "start() the server first"
+        if len(self.queue) >= self.settings.max_batch:  # a full batch waits for nobody
+            self._run_batch()
+        else:
+            self._work.set()
         if dropped is not None:
             self.metrics.dropped += 1
             self._answer_error(
@@ -184,14 +196,27 @@ class DecisionServer:
         return await request.future
 
     # -- the batcher --------------------------------------------------------------------------
-    def _batcher(self) -> None:
+    async def _batcher(self) -> None:
+        """Take up to ``max_batch`` waiting requests, answer them with one forward pass, yield to
+        the handlers, repeat. On the event loop itself: no thread hand-offs per request, and a
+        batch grows while the loop reads new requests."""
+        assert self._work is not None
         while not self._stop.is_set():
-            batch = self.queue.get_batch(self.settings.max_batch, timeout=0.1)
-            if self._next is not None:  # between two batches: nobody sees a half-loaded model
-                self.policy, self._next = self._next, None
-                log.info("now serving %s version %s", self.policy.name, self.policy.version)
-            if batch:
-                self._run(batch)
+            await self._work.wait()
+            self._work.clear()
+            while self._run_batch():
+                await asyncio.sleep(0)  # let the loop read requests and write answers
+
+    def _run_batch(self) -> bool:
+        """Answer up to ``max_batch`` waiting requests with one forward pass; False if none."""
+        batch = self.queue.get_batch(self.settings.max_batch, timeout=0)
+        if not batch:
+            return False
+        if self._next is not None:  # between two batches: no request sees a half-loaded model
+            self.policy, self._next = self._next, None
+            log.info("now serving %s version %s", self.policy.name, self.policy.version)
+        self._run(batch)
+        return True
 
     def _run(self, batch: list[Entry[Pending]]) -> None:
         policy = self.policy
@@ -225,12 +250,8 @@ class DecisionServer:
                 self._answer(e.item, 200, body)
 
     def _answer(self, request: Pending, status: int, body: dict[str, Any]) -> None:
-        def resolve() -> None:
-            if not request.future.done():
-                request.future.set_result((status, body))
-
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the server is gone
-            request.loop.call_soon_threadsafe(resolve)
+        if not request.future.done():  # on the loop's thread: handlers and batcher share it
+            request.future.set_result((status, body))
 
     def _answer_error(self, request: Pending, status: int, message: str) -> None:
         self._answer(request, status, {"error": message})
@@ -278,11 +299,11 @@ def make_app(server: DecisionServer) -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        server.start()
+        await server.start()
         try:
             yield
         finally:
-            server.stop()
+            await server.stop()
 
     app = FastAPI(title="rlbench decision server", lifespan=lifespan, docs_url=None)
 

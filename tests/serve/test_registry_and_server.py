@@ -236,7 +236,7 @@ def test_a_flood_is_answered_every_request_a_decision_or_a_503(served):
     """The seed's resilience test: far more requests at once than the queue holds."""
     import aiohttp
 
-    url = served("--poll-interval", "0", "--capacity", "5", "--max-batch", "2")
+    url = served("--poll-interval", "0", "--capacity", "5", "--max-batch", "64")
 
     async def flood(n: int) -> list[int]:
         body = json.dumps({"observation": [0.2] * 7})
