@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch", type=int, default=64, help="requests per forward pass")
     parser.add_argument("--max-rows", type=int, default=1024, help="observations per request")
     parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds; 0: never")
+    parser.add_argument(
+        "--shed-after-ms",
+        type=float,
+        default=25.0,
+        help="answer 503 at once while requests wait longer than this (0: never)",
+    )
     return parser
 
 
@@ -66,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_batch=args.max_batch,
         max_rows=args.max_rows,
         poll_interval=args.poll_interval,
+        shed_after_ms=args.shed_after_ms,
     )
     try:
         settings.check()

@@ -22,6 +22,7 @@ class ServerMetrics:
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.latency_sum = 0.0
         self.dropped = 0  # answered 503 because the queue was full
+        self.shed = 0  # answered 503 at once while the server was overloaded
         self.refused = 0  # versions that failed to load
 
     def answered(self, status: int, seconds: float) -> None:
@@ -47,6 +48,9 @@ class ServerMetrics:
                 "# HELP rlbench_serve_dropped_total Oldest waiting requests answered 503.",
                 "# TYPE rlbench_serve_dropped_total counter",
                 f"rlbench_serve_dropped_total {queue.dropped}",
+                "# HELP rlbench_serve_shed_total Requests answered 503 at once while overloaded.",
+                "# TYPE rlbench_serve_shed_total counter",
+                f"rlbench_serve_shed_total {self.shed}",
                 "# HELP rlbench_serve_queue_delay_seconds Recent waits in the queue.",
                 "# TYPE rlbench_serve_queue_delay_seconds summary",
                 f'rlbench_serve_queue_delay_seconds{{quantile="0.5"}} {queue.delay_p50:.6f}',

@@ -9,6 +9,10 @@ model alias (``models:/NAME@champion``): a new version is loaded in the backgrou
 and swapped in between two batches, so no request sees a half-loaded model; a version that fails
 to load is refused and the old one keeps serving.
 
+A burst also builds a backlog before the queue, in the HTTP layer: while the event loop runs
+more than ``shed_after_ms`` late, :class:`ShedWhenLate` answers the decisions it reaches 503 at
+once, so the backlog drains in a fraction of the time deciding it would take.
+
 Endpoints: ``POST /decide`` (``{"observations": [[...], ...]}`` or ``{"observation": [...]}``,
 optional ``"deterministic": false``), ``GET /healthz``, ``GET /metrics`` (Prometheus text).
 """
@@ -36,6 +40,8 @@ from rlbench.serve.queue import BoundedQueue, Entry
 from rlbench.tracking.client import resolve_tracking_uri, using_store
 
 log = logging.getLogger(__name__)
+LAG_TICK = 0.005  # seconds between the event loop's lag measurements
+OVERLOADED = b'{"error":"overloaded: this request waited too long; retry"}'
 
 
 @dataclass
@@ -50,6 +56,7 @@ class ServeSettings:
     max_batch: int = 64  # requests in one forward pass
     max_rows: int = 1024  # observations in one request
     poll_interval: float = 5.0  # seconds between looks at the alias (0: never)
+    shed_after_ms: float = 25.0  # event-loop lag beyond which waiting decisions get 503 (0: never)
 
     def check(self) -> None:
         for key in ("capacity", "max_batch", "max_rows"):
@@ -58,6 +65,8 @@ class ServeSettings:
                 raise UserError(f"{key} must be a positive integer, got {value!r}")
         if not math.isfinite(self.poll_interval) or self.poll_interval < 0:
             raise UserError(f"poll interval must be >= 0 seconds, got {self.poll_interval}")
+        if not math.isfinite(self.shed_after_ms) or self.shed_after_ms < 0:
+            raise UserError(f"shed-after must be >= 0 ms, got {self.shed_after_ms}")
 
 
 @dataclass
@@ -118,6 +127,8 @@ class DecisionServer:
         self._poller_thread: threading.Thread | None = None
         self._batcher_task: asyncio.Task | None = None
         self._work: asyncio.Event | None = None  # set when the queue has something
+        self._watch_task: asyncio.Task | None = None
+        self.lag = 0.0  # seconds the event loop ran late at its last tick (a backlog building)
         self._wall_offset = time.time() - time.monotonic()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -126,6 +137,8 @@ class DecisionServer:
         loading a model must not stall requests)."""
         self._work = asyncio.Event()
         self._batcher_task = asyncio.create_task(self._batcher())
+        if self.settings.shed_after_ms > 0:
+            self._watch_task = asyncio.create_task(self._watch_lag())
         if self.settings.poll_interval > 0:
             self._poller_thread = threading.Thread(target=self._poller, name="poller", daemon=True)
             self._poller_thread.start()
@@ -134,10 +147,11 @@ class DecisionServer:
         """Stop taking work; every waiting request is answered 503."""
         self._stop.set()
         self.queue.close()
-        if self._batcher_task is not None:
-            self._batcher_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._batcher_task
+        for task in (self._batcher_task, self._watch_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for entry in self.queue.drain():
             self._answer_error(entry.item, 503, "the server is shutting down")
         if self._poller_thread is not None:
@@ -206,6 +220,21 @@ class DecisionServer:
             self._work.clear()
             while self._run_batch():
                 await asyncio.sleep(0)  # let the loop read requests and write answers
+
+    async def _watch_lag(self) -> None:
+        """Measure how late the event loop runs: a tick that should come after ``LAG_TICK``
+        comes later by the time the loop spent on requests read before it (the backlog)."""
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            start = loop.time()
+            await asyncio.sleep(LAG_TICK)
+            self.lag = loop.time() - start - LAG_TICK
+
+    def overloaded(self) -> bool:
+        """True while the loop lags more than ``shed_after_ms``: requests it reaches now have
+        waited that long already, so they are answered 503 at once (oldest first)."""
+        limit = self.settings.shed_after_ms
+        return limit > 0 and self.lag * 1000.0 > limit
 
     def _run_batch(self) -> bool:
         """Answer up to ``max_batch`` waiting requests with one forward pass; False if none."""
@@ -293,6 +322,26 @@ class DecisionServer:
         }
 
 
+class ShedWhenLate:
+    """ASGI middleware: while the server is overloaded, ``/decide`` is answered 503 before any
+    other work (no body read, no routing), so a backlog of requests drains in a fraction of the
+    time they would take to decide, and requests that arrive after it are answered in time.
+    The event loop runs requests in arrival order: the ones shed are the oldest waiting."""
+
+    def __init__(self, app: Any, server: DecisionServer) -> None:
+        self.app, self.server = app, server
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/decide" and self.server.overloaded():
+            self.server.metrics.shed += 1
+            self.server.metrics.answered(503, 0.0)
+            headers = [(b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": OVERLOADED})
+            return
+        await self.app(scope, receive, send)
+
+
 def make_app(server: DecisionServer) -> Any:
     """The FastAPI app. Handlers read the raw body and answer with prepared responses: the
     request checks are ours (one line each), not a validation layer per request."""
@@ -306,6 +355,7 @@ def make_app(server: DecisionServer) -> Any:
             await server.stop()
 
     app = FastAPI(title="rlbench decision server", lifespan=lifespan, docs_url=None)
+    app.add_middleware(ShedWhenLate, server=server)
 
     @app.post("/decide")
     async def decide(request: Request) -> JSONResponse:

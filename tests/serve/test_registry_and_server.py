@@ -169,7 +169,9 @@ def served(store):
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "rlbench.serve.cli", f"models:/{NAME}@champion",
-             "--tracking-uri", store["uri"], "--port", str(port), *extra],
+             "--tracking-uri", store["uri"], "--port", str(port),
+             # no load shedding unless a test asks: a loaded CI machine lags by itself
+             "--shed-after-ms", "0", *extra],
             env=store["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         started.append(proc)
@@ -236,7 +238,9 @@ def test_a_flood_is_answered_every_request_a_decision_or_a_503(served):
     """The seed's resilience test: far more requests at once than the queue holds."""
     import aiohttp
 
-    url = served("--poll-interval", "0", "--capacity", "5", "--max-batch", "64")
+    url = served(
+        "--poll-interval", "0", "--capacity", "5", "--max-batch", "64", "--shed-after-ms", "25"
+    )  # fmt: skip
 
     async def flood(n: int) -> list[int]:
         body = json.dumps({"observation": [0.2] * 7})
@@ -252,9 +256,15 @@ def test_a_flood_is_answered_every_request_a_decision_or_a_503(served):
     codes = asyncio.run(flood(400))
     assert set(codes) <= {200, 503} and codes.count(200) >= 5
     metrics = get(url + "/metrics")
-    (line,) = [x for x in metrics.splitlines() if x.startswith("rlbench_serve_dropped_total ")]
-    dropped = int(line.split()[1])
-    assert dropped == codes.count(503)
+
+    def counter(name: str) -> int:
+        (line,) = [x for x in metrics.splitlines() if x.startswith(name + " ")]
+        return int(line.split()[1])
+
+    # a 503 is a request pushed out of the full queue, or one shed while the server was late
+    assert counter("rlbench_serve_dropped_total") + counter("rlbench_serve_shed_total") == (
+        codes.count(503)
+    )
     assert json.loads(get(url + "/healthz"))["status"] == "ok"
 
 

@@ -65,3 +65,33 @@ def test_a_full_batch_is_answered_without_waiting_for_the_batcher():
     assert all(status == 200 for status, _ in answers)
     assert agent.batches == [4, 4, 2]
     assert [body["actions"][0] for _, body in answers] == [i % 8 for i in range(10)]
+
+
+def test_while_the_loop_runs_late_decisions_are_shed_before_any_other_work():
+    from rlbench.serve.server import OVERLOADED, ShedWhenLate
+
+    server, _ = serve(capacity=100, max_batch=4)
+    reached: list[str] = []
+
+    async def app(scope, receive, send) -> None:
+        reached.append(scope["path"])
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    shed = ShedWhenLate(app, server)
+    scope = {"type": "http", "path": "/decide"}
+    server.lag = 0.001  # 1 ms late: serve
+    asyncio.run(shed(scope, None, send))
+    server.lag = 0.200  # 200 ms late: the request waited too long
+    asyncio.run(shed(scope, None, send))
+    asyncio.run(shed({"type": "http", "path": "/healthz"}, None, send))  # never shed
+    assert reached == ["/decide", "/healthz"]
+    assert [m.get("status") for m in sent] == [503, None]
+    assert sent[1]["body"] == OVERLOADED
+    assert server.metrics.shed == 1
+    server.settings.shed_after_ms = 0  # off
+    asyncio.run(shed(scope, None, send))
+    assert reached[-1] == "/decide"
