@@ -21,7 +21,6 @@ class ServerMetrics:
         self.decisions: Counter[str] = Counter()  # policy version -> observations decided
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.latency_sum = 0.0
-        self.dropped = 0  # answered 503 because the queue was full
         self.shed = 0  # answered 503 at once while the server was overloaded
         self.refused = 0  # versions that failed to load
 

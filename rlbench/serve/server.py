@@ -201,7 +201,6 @@ class DecisionServer:
         else:
             self._work.set()
         if dropped is not None:
-            self.metrics.dropped += 1
             self._answer_error(
                 dropped.item,
                 503,
