@@ -67,31 +67,46 @@ def test_a_full_batch_is_answered_without_waiting_for_the_batcher():
     assert [body["actions"][0] for _, body in answers] == [i % 8 for i in range(10)]
 
 
-def test_while_the_loop_runs_late_decisions_are_shed_before_any_other_work():
-    from rlbench.serve.server import OVERLOADED, ShedWhenLate
+def test_decide_route_answers_sheds_while_late_and_passes_other_paths_on():
+    import json
 
-    server, _ = serve(capacity=100, max_batch=4)
+    from rlbench.serve.server import OVERLOADED, DecisionRoute
+
+    server, agent = serve(capacity=100, max_batch=4)
     reached: list[str] = []
 
-    async def app(scope, receive, send) -> None:
+    async def app(scope, receive, send) -> None:  # the FastAPI app behind the route
         reached.append(scope["path"])
 
-    sent: list[dict] = []
+    async def body() -> dict:
+        return {"type": "http.request", "body": b'{"observation": [5]}', "more_body": False}
 
-    async def send(message: dict) -> None:
-        sent.append(message)
+    async def never() -> dict:
+        raise AssertionError("a shed request's body is not read")
 
-    shed = ShedWhenLate(app, server)
-    scope = {"type": "http", "path": "/decide"}
-    server.lag = 0.001  # 1 ms late: serve
-    asyncio.run(shed(scope, None, send))
-    server.lag = 0.200  # 200 ms late: the request waited too long
-    asyncio.run(shed(scope, None, send))
-    asyncio.run(shed({"type": "http", "path": "/healthz"}, None, send))  # never shed
-    assert reached == ["/decide", "/healthz"]
-    assert [m.get("status") for m in sent] == [503, None]
-    assert sent[1]["body"] == OVERLOADED
+    async def main() -> list[dict]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        route = DecisionRoute(app, server)
+        decide = {"type": "http", "path": "/decide", "method": "POST"}
+        await server.start()
+        try:
+            server.lag = 0.001  # 1 ms late: decide
+            await route(decide, body, send)
+            server.lag = 0.200  # 200 ms late: the request waited too long
+            await route(decide, never, send)
+            await route({"type": "http", "path": "/healthz", "method": "GET"}, never, send)
+        finally:
+            await server.stop()
+        return sent
+
+    sent = asyncio.run(main())
+    statuses = [m["status"] for m in sent if m["type"] == "http.response.start"]
+    bodies = [m["body"] for m in sent if m["type"] == "http.response.body"]
+    assert statuses == [200, 503]
+    assert json.loads(bodies[0])["actions"] == [5] and bodies[1] == OVERLOADED
+    assert reached == ["/healthz"] and agent.batches == [1]
     assert server.metrics.shed == 1
-    server.settings.shed_after_ms = 0  # off
-    asyncio.run(shed(scope, None, send))
-    assert reached[-1] == "/decide"
