@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shed-after-ms",
         type=float,
-        default=25.0,
+        default=10.0,
         help="answer 503 at once while requests wait longer than this (0: never)",
     )
     return parser

@@ -56,7 +56,7 @@ class ServeSettings:
     max_batch: int = 64  # requests in one forward pass
     max_rows: int = 1024  # observations in one request
     poll_interval: float = 5.0  # seconds between looks at the alias (0: never)
-    shed_after_ms: float = 25.0  # event-loop lag beyond which waiting decisions get 503 (0: never)
+    shed_after_ms: float = 10.0  # event-loop lag beyond which waiting decisions get 503 (0: never)
 
     def check(self) -> None:
         for key in ("capacity", "max_batch", "max_rows"):
