@@ -1,7 +1,8 @@
 """MLflow operations on one tracking store: where it is, whether it can be used, and the writes.
 
-Every write rlbench makes to MLflow goes through :class:`Store` (a training run's tracker, a
-sweep's parent run, a report's run, the stale-run cleanup). It runs wherever the tracker's work
+Every write rlbench makes to MLflow runs goes through :class:`Store` (a training run's tracker,
+a sweep's parent run, a report's run, the stale-run cleanup); the Model Registry's writes are
+:mod:`rlbench.tracking.registry`'s. It runs wherever the tracker's work
 runs: in the helper process (:mod:`rlbench.tracking.helper`) or in the job itself
 (``tracking.background=false``). Keeps MLflow's limits, retries SQLite's
 "database is locked" with backoff, and serialises opening a new SQLite store across processes.
