@@ -142,8 +142,9 @@ def _create_sqlite_storage(db: Path) -> None:
     with FileLock(f"{db}.create.lock", timeout=120):
         if db.exists():  # another process made it meanwhile
             return
+        for stale in db.parent.glob(f".{db.name}.creating-*"):  # left by a stopped first use
+            stale.unlink(missing_ok=True)  # (we hold the creation lock: nobody else is at it)
         tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
-        tmp.unlink(missing_ok=True)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

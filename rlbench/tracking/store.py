@@ -547,9 +547,9 @@ def _create_sqlite_store(db: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     for stale in db.parent.glob(f".{db.name}.creating-*"):  # left by a stopped first use
-        with contextlib.suppress(ValueError, OSError):
-            if not process_alive(stale.name.rpartition("-")[2]):
-                stale.unlink()
+        pid = stale.name.removeprefix(f".{db.name}.creating-").partition("-")[0]
+        if pid.isdigit() and not process_alive(pid):  # with its -journal, -wal, -shm
+            stale.unlink(missing_ok=True)
     tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     tmp_uri = f"sqlite:///{tmp}"
