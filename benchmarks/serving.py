@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +67,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def open_loop(url: str, body: bytes, rate: float, seconds: float) -> Load:
-    """Send ``rate`` requests per second for ``seconds``, each at its scheduled time."""
+async def open_loop(
+    url: str, body: bytes, rate: float, seconds: float, on_start: Callable[[], None] | None = None
+) -> Load:
+    """Send ``rate`` requests per second for ``seconds``, each at its scheduled time
+    (``on_start()`` is called as the first is due)."""
     import aiohttp
 
     n = max(1, int(rate * seconds))
@@ -79,6 +83,8 @@ async def open_loop(url: str, body: bytes, rate: float, seconds: float) -> Load:
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         start = time.perf_counter()
         cpu = time.process_time()
+        if on_start is not None:
+            on_start()
 
         async def one(i: int) -> None:
             delay = start + sent_at[i] - time.perf_counter()
@@ -268,13 +274,16 @@ def _burst(url: str, body: bytes, proc: subprocess.Popen, cap: float, quick: boo
         [sys.executable, "-m", "benchmarks.serving", "--burst", url + "/decide", str(10 * cap)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(1.0)
-    after = asyncio.run(open_loop(url + "/decide", body, cap / 2, 3.0))
+    # the probe starts with the burst (not with its process: its imports take a while), so
+    # "1 s after the burst" is 2 s into the probe
+    assert burst_proc.stdout is not None
+    burst_proc.stdout.readline()  # "started"
+    after = asyncio.run(open_loop(url + "/decide", body, cap / 2, 4.0))
     out, _ = burst_proc.communicate(timeout=120)
     burst = Load(**{**json.loads(out), "latencies": np.zeros(0), "sent_at": np.zeros(0)})
     rss_after = rss_kb(proc.pid)
     alive = proc.poll() is None
-    recovered = after.latencies[after.sent_at >= 1.0]
+    recovered = after.latencies[after.sent_at >= 2.0]
     recovered = recovered[~np.isnan(recovered)]
     p99_after = float(np.percentile(recovered, 99)) if recovered.size else float("nan")
     answered = burst.errors == 0 and after.errors == 0
@@ -314,7 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.burst:  # the burst's own process (see _burst): one second at RATE, then a summary
         url, rate = args.burst[0], float(args.burst[1])
-        load = asyncio.run(open_loop(url, json.dumps({"observation": OBS}).encode(), rate, 1.0))
+        body = json.dumps({"observation": OBS}).encode()
+        load = asyncio.run(
+            open_loop(url, body, rate, 1.0, on_start=lambda: print("started", flush=True))
+        )
         fields = {k: v for k, v in vars(load).items() if k not in ("latencies", "sent_at")}
         print(json.dumps(fields))
         return 0

@@ -103,6 +103,13 @@ class Agent(abc.ABC):
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         """Actions (shape ``(N,)``, int) for a batch of observations (shape ``(N, *obs_shape)``)."""
 
+    def decide(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict`'s actions and :meth:`action_probabilities`' pi(a|s) for one batch:
+        what a decision server answers. Agents with a network override it to do one forward
+        pass instead of two."""
+        actions = self.predict(obs, deterministic=deterministic)
+        return actions, self.action_probabilities(obs, deterministic=deterministic)
+
     def action_probabilities(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """pi(a|s): the distribution :meth:`predict` draws each action from, shape ``(N, A)``,
         rows summing to 1, for a discrete action space.

@@ -180,6 +180,13 @@ class SB3Agent(Agent):
         """pi(a|s) as a numpy ``(N, A)`` array for a batch already on the policy's device."""
         raise NotImplementedError
 
+    def decide(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        if not deterministic:  # sampled by SB3, from this agent's own random stream
+            return super().decide(obs, deterministic=False)
+        # one forward pass: the mode is the argmax of the distribution, as in SB3's predict
+        pi = self.action_probabilities(obs, deterministic=True)
+        return pi.argmax(axis=1).astype(np.int64), pi
+
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         with (
             contextlib.nullcontext() if deterministic else self._own_rng(),

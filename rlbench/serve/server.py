@@ -254,8 +254,8 @@ class DecisionServer:
                 continue
             obs = np.concatenate([e.item.obs for e in part])
             try:
-                actions = np.asarray(policy.agent.predict(obs, deterministic=deterministic))
-                pi = policy.agent.action_probabilities(obs, deterministic=deterministic)
+                actions, pi = policy.agent.decide(obs, deterministic=deterministic)
+                actions = np.asarray(actions)
             except Exception as err:  # the server never dies of a request
                 log.error("the policy failed on a batch: %s", first_line(err))
                 for e in part:

@@ -18,7 +18,8 @@ import pytest
 from reliability_kit import child_env
 
 pytestmark = pytest.mark.slow
-CREATE_MLFLOW = "import sys; from rlbench.tracking.store import Store; Store(sys.argv[1])"  # the helper's first open of a store
+# the helper's first open of a store
+CREATE_MLFLOW = "import sys; from rlbench.tracking.store import Store; Store(sys.argv[1])"
 CREATE_OPTUNA = (
     "import sys; from pathlib import Path; "
     "from hydra_plugins.rlbench_optuna_sweeper._study import open_storage; "

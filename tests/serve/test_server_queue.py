@@ -24,6 +24,9 @@ class Echo:
         pi[np.arange(len(obs)), obs[:, 0].astype(np.int64)] = 1.0
         return pi
 
+    def decide(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        return self.predict(obs, deterministic), self.action_probabilities(obs, deterministic)
+
 
 def serve(capacity: int, max_batch: int) -> tuple[DecisionServer, Echo]:
     agent = Echo()
