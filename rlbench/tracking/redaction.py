@@ -216,6 +216,33 @@ def mask_logging() -> None:
                 handler.addFilter(MaskingFilter())
 
 
+class MaskingStream:
+    """A text stream that masks secrets in what is written to it (``sys.stderr`` of a Hydra
+    app: error lines, warnings, tracebacks); everything else is the wrapped stream's."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(mask_passwords(text) if isinstance(text, str) else text)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def mask_stderr() -> None:
+    """Wrap ``sys.stderr`` in a :class:`MaskingStream` (once)."""
+    import sys
+
+    if not isinstance(sys.stderr, MaskingStream) and sys.stderr is not None:
+        sys.stderr = MaskingStream(sys.stderr)
+
+
 # --------------------------------------------------------------------------- Hydra
 
 

@@ -10,6 +10,7 @@ typed on the command line (``tracking.uri=http://user:secret@host``) would land 
   variable (the job's child processes and joblib workers inherit it) and the config and the
   override lines name ``${oc.env:RLBENCH_SECRET_<n>}`` instead, so the job's config resolves to
   the real URL while nothing Hydra writes holds the secret;
+- ``sys.stderr`` masks what is written to it (the one-line errors, warnings, tracebacks);
 - ``on_job_start`` masks log lines (the job's log file too) and, as a safety net, any secret
   left in the job's ``.hydra`` files (one written in a preset file of a multirun job); it also
   notes which source named the tracking store (see :func:`rlbench.tracking.tracker.uri_source`).
@@ -23,7 +24,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from rlbench.tracking.redaction import mask_logging, protect_config, scrub_files
+from rlbench.tracking.redaction import mask_logging, mask_stderr, protect_config, scrub_files
 
 
 class SecretsCallback(Callback):
@@ -57,6 +58,7 @@ class SecretsCallback(Callback):
         note_uri_source(config)  # before the rewrite: what the user gave
         protect_config(config)
         mask_logging()
+        mask_stderr()
 
     @staticmethod
     def _scrub_job(config: DictConfig) -> None:

@@ -383,8 +383,11 @@ def uri_source(config: Any) -> str:
         if _hydra_overrides() is None:
             return "argument" if config.get("uri") else env
         return _noted_source or ("argument" if config.get("uri") else env)
-    overrides = OmegaConf.select(config, "hydra.overrides.task")
+    # the whole config's own overrides (a sweeper's config), else the running job's
+    overrides = OmegaConf.select(config._get_root(), "hydra.overrides.task")
     overrides = list(overrides) if overrides is not None else _hydra_overrides()
+    if overrides is None and _noted_source is not None:
+        return _noted_source
     node = config.get("tracking") if "tracking" in config else config
     if isinstance(node, DictConfig) and "uri" not in node and "tracking" not in config:
         return env
