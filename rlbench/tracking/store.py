@@ -115,23 +115,27 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
         elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
             headers["Authorization"] = f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
         base = bare.split("?", 1)[0].split("#", 1)[0].rstrip("/")
-        try:
-            for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+        # /health: does it answer at all; the API: does it take the credentials (a slow
+        # answer there is not "unreachable": the server did answer)
+        for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+            try:
                 request = urllib.request.Request(base + path, headers=headers)
                 urllib.request.urlopen(request, timeout=timeout).close()
-        except urllib.error.HTTPError as err:  # a server answered
-            if err.code in (401, 403):
+            except urllib.error.HTTPError as err:  # a server answered
+                if err.code in (401, 403):
+                    raise UserError(
+                        f"MLflow tracking server {shown} refused the credentials ({err.code} "
+                        f"{err.reason}): check the user and password in tracking.uri "
+                        "(http://USER:PASSWORD@host) or MLFLOW_TRACKING_USERNAME/PASSWORD"
+                    ) from None
+            except (OSError, ValueError) as err:
+                if path != "/health":
+                    return
+                reason = mask_passwords(str(getattr(err, "reason", err)))
                 raise UserError(
-                    f"MLflow tracking server {shown} refused the credentials ({err.code} "
-                    f"{err.reason}): check the user and password in tracking.uri "
-                    "(http://USER:PASSWORD@host) or MLFLOW_TRACKING_USERNAME/PASSWORD"
+                    f"MLflow tracking server {shown} is unreachable ({reason}): start it "
+                    f"(mlflow server --host 127.0.0.1 --port PORT), {HELP}"
                 ) from None
-        except (OSError, ValueError) as err:
-            reason = mask_passwords(str(getattr(err, "reason", err)))
-            raise UserError(
-                f"MLflow tracking server {shown} is unreachable ({reason}): start it "
-                f"(mlflow server --host 127.0.0.1 --port PORT), {HELP}"
-            ) from None
 
 
 def artifact_uri(location: str | None, tracking_uri: str) -> str | None:

@@ -151,6 +151,9 @@ def server(tmp_path_factory) -> Iterator[dict]:
             proc.kill()
             raise AssertionError((root / "server.log").read_text()[-3000:])
         time.sleep(0.3)
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=f"http://127.0.0.1:{port}").search_experiments()  # warm it up
     proxy = AuthProxy(port)
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
