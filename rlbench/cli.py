@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from rlbench.errors import UserError, first_line
+from rlbench.errors import UserError, first_line, storage_message
 
 EXIT_FAILED = 1  # an unexpected error (a bug, or a result that did not reproduce)
 EXIT_USER_ERROR = 2
@@ -46,6 +46,8 @@ def describe(err: BaseException) -> str:
 
     if isinstance(err, UserError):
         return str(err)
+    if (storage := storage_message(err)) is not None:
+        return storage
     if isinstance(err, MissingConfigException) and err.options is not None:
         group, _, option = str(err.missing_cfg_file or "").rpartition("/")
         known = ", ".join(err.options)
@@ -128,6 +130,8 @@ def exit_code(err: BaseException) -> int:
     if getattr(err, "exit_code", None) is not None:  # e.g. rlbench.run.divergence.TrainingDiverged
         return int(err.exit_code)
     if isinstance(err, UserError | HydraException | OmegaConfBaseException):
+        return EXIT_USER_ERROR
+    if storage_message(err) is not None:  # a full disk, a size limit: the machine's, not a bug
         return EXIT_USER_ERROR
     if isinstance(err, OSError) and err.filename is not None:  # an unwritable path
         return EXIT_USER_ERROR

@@ -28,7 +28,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from rlbench.errors import first_line
+from rlbench.errors import first_line, storage_message
 from rlbench.run.trial import engine_kwargs
 from rlbench.tracking.redaction import mask_passwords, protect
 from rlbench.tracking.schema import IGNORED_ATTR
@@ -102,6 +102,9 @@ def open_storage(
     if url is None:
         return optuna.storages.InMemoryStorage()
     _make_sqlite_dir(url)
+    db = sqlite_path(url)
+    if db is not None:
+        _create_sqlite_storage(db)
     for attempt in range(5):
         try:
             with warnings.catch_warnings():
@@ -119,11 +122,44 @@ def open_storage(
             # two processes creating the same new database race on its tables: try again
             racing = "already exists" in str(err) or "UNIQUE constraint" in str(err)
             if not racing or attempt == 4:
+                reason = storage_message(err, db) or first_line(err)
+                if db is not None and "no such table" in str(err):
+                    reason += f" (not an Optuna storage, or a half-created one: move {db} away)"
                 raise SweepError(
-                    f"cannot open the Optuna storage {redact(url)}: {first_line(err)}"
+                    f"cannot open the Optuna storage {redact(url)}: {reason}"
                 ) from None
             time.sleep(0.2 + random.random() * 0.3)
     raise AssertionError("unreachable")
+
+
+def _create_sqlite_storage(db: Path) -> None:
+    """Create a new SQLite study storage aside, then rename it into place (atomic): a sweep
+    stopped during its first use leaves no half-created ``db``."""
+    if db.exists():
+        return
+    from filelock import FileLock
+
+    with FileLock(f"{db}.create.lock", timeout=120):
+        if db.exists():  # another process made it meanwhile
+            return
+        for stale in db.parent.glob(f".{db.name}.creating-*"):  # left by a stopped first use
+            stale.unlink(missing_ok=True)  # (we hold the creation lock: nobody else is at it)
+        tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                rdb = RDBStorage(
+                    f"sqlite:///{tmp}", engine_kwargs=engine_kwargs(f"sqlite:///{tmp}")
+                )
+            rdb.engine.dispose()
+            os.link(tmp, db)
+        except FileExistsError:
+            pass
+        except Exception as err:
+            reason = storage_message(err, db) or first_line(err)
+            raise SweepError(f"cannot create the Optuna storage {db}: {reason}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _write_ahead_log(rdb: RDBStorage) -> None:

@@ -8,6 +8,7 @@ lives in memory: jobs get ``++trial.*`` only when there is an MLflow parent run 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import math
@@ -24,7 +25,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
-from rlbench.errors import UserError, first_line
+from rlbench.errors import UserError, first_line, storage_message
 from rlbench.run.trial import make_pruner
 from rlbench.tracking.schema import (
     DUPLICATE_ATTR,
@@ -55,6 +56,7 @@ from ._study import (
     pruner_spec,
     redact,
     requeue,
+    sqlite_path,
     storage_for_jobs,
     storage_lock,
 )
@@ -165,6 +167,12 @@ class OptunaSweep:
             )
             print(f"interrupted: {again}", file=sys.stderr)
             raise SystemExit(130) from None
+        except Exception as err:  # the study's own disk full: say so, not the storage's SQL
+            db = sqlite_path(self.storage_url) if self.storage_url else None
+            storage = None if isinstance(err, UserError) else storage_message(err, db)
+            if storage is None:
+                raise
+            raise SweepError(f"the Optuna study could not be written: {storage}") from None
         finally:
             parent.finish(study, status, results)
         for line in summary_lines(study, self.storage_url):
@@ -322,6 +330,7 @@ class OptunaSweep:
                 self.job_idx += len(returns)
                 returns_all.extend(returns)
                 outcomes = [self._outcome(t, r) for t, r in zip(active, returns, strict=True)]
+                self._stop_if_the_disk_failed(active, outcomes)
                 self._stop_if_config_is_broken(active, outcomes)
                 still = []
                 for trial, outcome in zip(active, outcomes, strict=True):
@@ -357,6 +366,18 @@ class OptunaSweep:
             )
         return returns_all
 
+    def _stop_if_the_disk_failed(self, batch: list[Trial], outcomes: list[Any]) -> None:
+        """A job could not write (full disk, size limit, read-only): every later trial would fail
+        the same way, so the sweep stops with that line; the batch's trials do not count."""
+        storage = next((o.storage for o in outcomes if isinstance(o, _Ended) and o.storage), None)
+        if storage is None:
+            return
+        for trial in batch:
+            with contextlib.suppress(Exception):  # the study may sit on the full disk too
+                self.rdb.set_trial_system_attr(trial._trial_id, IGNORED_ATTR, True)
+                self._tell(trial, TrialState.FAIL)
+        raise SweepError(storage)
+
     def _stop_if_config_is_broken(self, batch: list[Trial], outcomes: list[Any]) -> None:
         """Every job of this run's first launch failed with a UserError: a bad config, not bad
         hyperparameters. Stop with the job's message; those trials do not use up the budget."""
@@ -376,7 +397,9 @@ class OptunaSweep:
             first = first_line(err)
             said = f"{type(err).__name__}: {first}"
             log.warning("trial %d failed: %s", trial.number, said)
-            return _Ended(TrialState.FAIL, first if isinstance(err, UserError) else None, said)
+            storage = storage_message(err) if isinstance(err, BaseException) else None
+            user = first if isinstance(err, UserError) else None
+            return _Ended(TrialState.FAIL, user, said, storage=storage)
         if self.rdb.get_trial(trial._trial_id).system_attrs.get(PRUNED_ATTR):
             return _Ended(TrialState.PRUNED)
         try:
@@ -519,6 +542,7 @@ class _Ended:
     state: TrialState
     user_error: str | None = None
     error: str = ""  # what the log said, for the line that stops the sweep
+    storage: str | None = None  # the job could not write: the machine's fault, not the trial's
 
 
 def _plain(node: Any) -> Any:

@@ -60,6 +60,11 @@ def write_checkpoint(
             for name, data in (blobs or {}).items():
                 zf.writestr(name, data)
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename is None:  # a failed flush names no file: say which one
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlbench.config import check_config, env_spec
 from rlbench.errors import UserError
 from rlbench.run import divergence
+from rlbench.run.resources import check_memory, slow_phase
 from rlbench.tracking import schema
 from rlbench.tracking.provenance import package_versions
 from rlbench.tracking.redaction import mask_passwords
@@ -114,25 +115,38 @@ def train(cfg: DictConfig) -> TrainOutcome:
     check_config(cfg)
     _check_writable(Path(cfg.train.checkpoint_dir), "train.checkpoint_dir")
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.train.threads))
-    from rlbench.tracking import flatten_config, make_tracker, run_tags
+    from rlbench.tracking import flatten_config, make_tracker
 
     # First, so MLflow warms up in its helper process while torch and the agent load here.
     tracker = make_tracker(cfg.tracking)
-    from rlbench.run.checkpoints import CheckpointDir, run_key
+    from rlbench.run.checkpoints import run_key
     from rlbench.run.trial import TrialContext
+    from rlbench.tracking.claims import claim_run_key
 
     flat = flatten_config(cfg)
     trial = TrialContext.from_cfg(cfg)
     register = _registry_name(cfg, trial)
     user_tags = {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
-    if cfg.resume and trial is None and cfg.tracking.get("enabled", True):
-        from rlbench.run.resume import finished_before
+    key = run_key(flat)
+    # one live process per configuration: a second one waits here, then finds the run
+    # finished (resume=true reuses it) or the checkpoint of a dead one to continue from
+    with claim_run_key(key, cfg.train.checkpoint_dir, cfg.tracking, tracker):
+        if cfg.resume and trial is None and cfg.tracking.get("enabled", True):
+            from rlbench.run.resume import finished_before
 
-        # a rerun grid skips the jobs that finished (their runs are in MLflow)
-        done = finished_before(tracker, run_key(flat), user_tags)
-        if done is not None:
-            reused = TrainOutcome(done.score, done.run_id, done.steps, reused=True)
-            return _register(reused, register, tracker)
+            # a rerun grid skips the jobs that finished (their runs are in MLflow)
+            done = finished_before(tracker, key, user_tags)
+            if done is not None:
+                reused = TrainOutcome(done.score, done.run_id, done.steps, reused=True)
+                return _register(reused, register, tracker)
+        return _train_claimed(cfg, tracker, flat, trial, register, user_tags)
+
+
+def _train_claimed(cfg, tracker, flat, trial, register, user_tags) -> TrainOutcome:
+    """The job once its run key is claimed: build, learn, evaluate, record."""
+    from rlbench.run.checkpoints import CheckpointDir, run_key
+    from rlbench.tracking import run_tags
+
     env_id, env_kwargs = env_spec(cfg.env)
     algo_name = str(cfg.algo.name)
     device = "cpu"
@@ -144,8 +158,14 @@ def train(cfg: DictConfig) -> TrainOutcome:
         torch.set_num_threads(int(cfg.train.threads))
         device = resolve_device(str(cfg.device), cfg.algo)
 
-    venv = divergence.finite_env(build_env(env_id, env_kwargs, cfg.train.num_envs, cfg.seed))
-    agent = _build_agent(cfg.algo, venv, int(cfg.seed), device)
+    num_envs = int(cfg.train.num_envs)
+    probe = build_env(env_id, env_kwargs, 1, cfg.seed)  # one copy: the observation's size
+    check_memory(cfg.algo, num_envs, tuple(probe.observation_space.shape or ()))
+    probe.close()
+    with slow_phase(f"building {num_envs} copies of {env_id}"):
+        venv = divergence.finite_env(build_env(env_id, env_kwargs, num_envs, cfg.seed))
+    with slow_phase(f"building the {algo_name} agent (networks, buffers)"):
+        agent = _build_agent(cfg.algo, venv, int(cfg.seed), device)
     ckpt = CheckpointDir(cfg.train.checkpoint_dir, run_key(flat), agent.file_suffix)
     state = ckpt.read_state() if cfg.resume else None
     if state is not None:
@@ -172,13 +192,14 @@ def train(cfg: DictConfig) -> TrainOutcome:
     default_name = f"{algo_name}-{cfg.env.name}-{env_kwargs.get('load', '')}-s{cfg.seed}"
     if trial is not None:  # a sweep's child run: named by its trial number
         default_name = trial.run_name(default_name)
-    run_id = tracker.start(
-        run_name=cfg.tracking.run_name or default_name,
-        params=flat,
-        tags=tags,
-        parent_run_id=trial.parent_run_id if trial else None,
-        resume_run_id=state.get("mlflow_run_id") if state else None,
-    )
+    with slow_phase(f"opening the MLflow store {mask_passwords(str(tracker.uri))}"):
+        run_id = tracker.start(
+            run_name=cfg.tracking.run_name or default_name,
+            params=flat,
+            tags=tags,
+            parent_run_id=trial.parent_run_id if trial else None,
+            resume_run_id=state.get("mlflow_run_id") if state else None,
+        )
     if trial is not None:
         trial.record_run(run_id, [schema.SCORE_METRIC])
     if state is not None:

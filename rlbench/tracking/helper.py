@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # operations a tracker sends; the helper runs nothing else
 _OPS = (
     "prepare", "start_run", "log_batch", "log_artifact", "log_text", "end_run", "find_runs",
-    "delete_run",
+    "delete_run", "claim_bid", "claim_holder", "claim_renew", "claim_release",
 )  # fmt: skip
 
 
@@ -40,7 +40,7 @@ class LocalTransport:
         self.uri = uri
 
     def call(self, op: str, **kwargs: Any) -> Any:
-        return getattr(store_for(self.uri), op)(**kwargs)
+        return store_for(self.uri).perform(op, **kwargs)
 
     def cast(self, op: str, **kwargs: Any) -> None:
         try:
@@ -196,7 +196,7 @@ def _serve() -> None:
                 store = store_for(request["uri"])
                 reply: dict[str, Any] = {
                     "ok": True,
-                    "result": getattr(store, request["op"])(**request["args"]),
+                    "result": store.perform(request["op"], **request["args"]),
                 }
             except Exception as err:
                 user = isinstance(err, UserError)

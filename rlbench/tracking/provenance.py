@@ -8,6 +8,7 @@ the packages it reports on (versions come from installed metadata): a few millis
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import socket
 import subprocess
@@ -111,6 +112,41 @@ def git_tags(commit: str | None = None, dirty: str | None = None) -> dict[str, s
 def hostname() -> str:
     """This machine's name, as the runs table shows where a run was made."""
     return socket.gethostname()
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), or None if there is no such process.
+
+    A pid alone is reused by later processes; the pair (pid, start time) is not.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:  # no /proc (macOS): existence only
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return ""
+    return stat.rpartition(")")[2].split()[19]  # field 22, counted after the command name
+
+
+def process_tag(pid: int | None = None) -> str:
+    """``"<pid>:<start time>"`` of this (or ``pid``'s) process: who owns a run or a claim."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{_start_time(pid) or ''}"
+
+
+def process_alive(tag: str) -> bool:
+    """Whether the process a :func:`process_tag` (or a bare pid) names is still running here."""
+    pid_text, _, started = str(tag).partition(":")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return True  # not ours to judge
+    now = _start_time(pid)
+    return now is not None and (not started or not now or now == started)
 
 
 def _hydra_tags() -> dict[str, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 GIT_COMMIT_TAG = "git.commit"
 GIT_DIRTY_TAG = "git.dirty"
 HOST_TAG = "host"
+PROCESS_TAG = "rlbench.process"  # "<pid>:<start time>" of the job that writes the run
 DEVICE_TAG = "device"
 SEED_TAG = "seed"
 VERSION_TAG_PREFIX = "version."  # + a library's short name: version.torch
@@ -28,6 +29,10 @@ TRACKING_URI_SOURCE_TAG = "rlbench.tracking_uri_source"  # which setting named t
 URI_SOURCES = ("cli", "preset", "env", "default", "argument")  # (see tracker.uri_source)
 BENCHMARK_TAG = "benchmark"  # a user tag (tracking.tags.benchmark) that reports select on
 # MLflow's own tag keys, so that its UI shows nesting, the source, the user and the commit
+CLAIMS_EXPERIMENT = "rlbench-claims"  # one run per live claim on a run key (tracking.claim=lease)
+CLAIM_KEY_TAG = "rlbench.claim.key"
+CLAIM_OWNER_TAG = "rlbench.claim.owner"  # "<pid>:<start time>@<host>"
+CLAIM_BEAT_TAG = "rlbench.claim.beat"  # the holder's last renewal (Unix time, seconds)
 PARENT_RUN_TAG = "mlflow.parentRunId"
 SOURCE_NAME_TAG = "mlflow.source.name"
 SOURCE_TYPE_TAG = "mlflow.source.type"

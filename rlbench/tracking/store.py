@@ -6,21 +6,32 @@ a sweep's parent run, a report's run, the stale-run cleanup); the Model Registry
 runs: in the helper process (:mod:`rlbench.tracking.helper`) or in the job itself
 (``tracking.background=false``). Keeps MLflow's limits, retries SQLite's
 "database is locked" with backoff, and serialises opening a new SQLite store across processes.
+
+A new SQLite store is created and migrated aside, then renamed into place, so a command stopped
+during its first use never leaves a half-migrated store; one left by an older version is named
+with its remedy. A write the machine refuses (full disk, size limit, read-only) is a
+:class:`UserError` naming the cause and the path, and a run whose records were lost never ends
+FINISHED. Opening a store first ends FAILED the runs of this host whose process died without
+ending them (when the store itself was full, say), with the reason if the dying process left it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
+import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rlbench.errors import UserError, first_line
+from rlbench.errors import UserError, first_line, storage_message
 from rlbench.tracking import schema
+from rlbench.tracking.provenance import hostname, process_alive
 from rlbench.tracking.redaction import display_uri, mask_passwords, remember, split_credentials
 
 log = logging.getLogger(__name__)
@@ -183,19 +194,49 @@ class Store:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
+        db = sqlite_path(uri)
+        # MLflow logs every failed statement with its traceback; the error that reaches the
+        # user is ours, one line (storage_message / first_line)
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         try:
             # Opening a new SQLite store runs MLflow's schema migrations (in the client's
             # constructor, and again for the model registry); two processes doing that at once
             # (joblib workers of one multirun) collide ("_alembic_tmp_experiments already
             # exists"), so opening a SQLite store is serialised by a file lock beside it.
             with _first_open_lock(uri):
-                self.client = MlflowClient(tracking_uri=uri)
+                if db is not None:
+                    check_sqlite_store(db, uri)
+                    if not db.exists():
+                        _create_sqlite_store(db)
+                self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
                 self.client.search_experiments(max_results=1)
                 self.client.search_registered_models(max_results=1)
+        except UserError:
+            raise
         except Exception as err:  # MLflow's errors, a missing database driver, a refused socket
-            raise UserError(f"cannot open the MLflow store {uri}: {first_line(err)}") from None
+            message = storage_message(err, db) or first_line(err)
+            raise UserError(f"cannot open the MLflow store {uri}: {message}") from None
         self._experiments: dict[str, str] = {}
         self.open_runs: set[str] = set()
+        self.lost: dict[str, str] = {}  # run id -> the first of its records the store refused
+        self.end_runs_of_dead_processes()
+
+    def perform(self, op: str, **kwargs: Any) -> Any:
+        """Run the operation ``op``; a write the machine refuses (full disk, size limit,
+        read-only) becomes a :class:`UserError` naming the cause and the store."""
+        try:
+            return getattr(self, op)(**kwargs)
+        except UserError:
+            raise
+        except Exception as err:
+            message = storage_message(err, sqlite_path(self.uri) or self.uri)
+            if message is None:
+                raise
+            message = f"the MLflow store could not record the run ({op}): {message}"
+            run_id = kwargs.get("run_id")
+            if run_id:
+                self.lost.setdefault(run_id, message)
+            raise UserError(message) from None
 
     def prepare(self, experiment: str, artifact_location: str | None) -> str:
         """The experiment's id, creating it (with its artifact location) if it is new."""
@@ -300,7 +341,12 @@ class Store:
     def end_run(
         self, run_id: str, status: str, error: str | None, metrics: list[list[Any]] | None = None
     ) -> None:
-        """Write the last metrics and the error tag, then the final status (always attempted)."""
+        """Write the last metrics and the error tag, then the final status (always attempted).
+
+        A run whose records were lost (a write the store refused) ends FAILED, never FINISHED;
+        if even that cannot be written, the reason is left in a note for whichever command
+        opens the store next (:meth:`end_runs_of_dead_processes`).
+        """
         lost: Exception | None = None
         try:
             self.log_batch(
@@ -308,8 +354,25 @@ class Store:
             )
         except Exception as err:
             lost = err
-        _retry_locked(self.client.set_terminated, run_id, status)
-        self.open_runs.discard(run_id)
+            message = storage_message(err, sqlite_path(self.uri) or self.uri)
+            if message is not None:
+                self.lost.setdefault(
+                    run_id, f"the MLflow store could not record the run (end_run): {message}"
+                )
+        refused = self.lost.get(run_id)
+        if refused is not None and status == "FINISHED":
+            status, error = "FAILED", refused
+            with contextlib.suppress(Exception):
+                self.log_batch(run_id, tags={schema.ERROR_TAG: refused})
+        try:
+            _retry_locked(self.client.set_terminated, run_id, status)
+        except Exception:
+            _leave_note(run_id, status, error or refused)
+            raise
+        finally:
+            self.open_runs.discard(run_id)
+        if refused is not None:
+            raise UserError(refused)
         if lost is not None:
             raise RuntimeError(
                 f"run {run_id} ended {status} without its last metrics: {first_line(lost)}"
@@ -351,6 +414,106 @@ class Store:
             self.end_run(run_id, "FAILED", error)
         return stale
 
+    # ------------------------------------------------------------ leases (tracking.claim=lease)
+
+    def claim_bid(self, key: str, owner: str) -> str:
+        """A bid for the claim on ``key``: a RUNNING run in the claims experiment."""
+        exp_id = self.prepare(schema.CLAIMS_EXPERIMENT, None)
+        tags = {
+            schema.CLAIM_KEY_TAG: key,
+            schema.CLAIM_OWNER_TAG: owner,
+            schema.CLAIM_BEAT_TAG: f"{time.time():.3f}",
+        }
+        run = _retry_locked(self.client.create_run, exp_id, run_name=key, tags=tags)
+        return run.info.run_id
+
+    def claim_holder(self, key: str, ttl: float) -> dict[str, str] | None:
+        """``{"claim_id", "owner"}`` of the oldest live claim (or bid) on ``key``, or None.
+        Claims not renewed within ``ttl`` seconds are ended FAILED on the way."""
+        exp_id = self.prepare(schema.CLAIMS_EXPERIMENT, None)
+        runs = _retry_locked(
+            self.client.search_runs,
+            [exp_id],
+            f"tags.`{schema.CLAIM_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
+        )
+        now, live = time.time(), []
+        for run in runs:
+            try:
+                beat = float(run.data.tags.get(schema.CLAIM_BEAT_TAG, "0"))
+            except ValueError:
+                beat = 0.0
+            if now - beat <= ttl:
+                live.append(run)
+                continue
+            with contextlib.suppress(Exception):  # another process may end it first
+                owner = run.data.tags.get(schema.CLAIM_OWNER_TAG, "?")
+                error = f"claim expired: {owner} did not renew it for {ttl:g} s (it died)"
+                self.client.set_tag(run.info.run_id, schema.ERROR_TAG, error)
+                self.client.set_terminated(run.info.run_id, "FAILED")
+        if not live:
+            return None
+        first = min(live, key=lambda r: (r.info.start_time, r.info.run_id))
+        return {"claim_id": first.info.run_id, "owner": first.data.tags[schema.CLAIM_OWNER_TAG]}
+
+    def claim_renew(self, claim_id: str) -> None:
+        _retry_locked(self.client.set_tag, claim_id, schema.CLAIM_BEAT_TAG, f"{time.time():.3f}")
+
+    def claim_release(self, claim_id: str) -> None:
+        """End the claim and move its run to the trash (claims are bookkeeping, not results)."""
+        _retry_locked(self.client.set_terminated, claim_id, "FINISHED")
+        _retry_locked(self.client.delete_run, claim_id)
+
+    # ------------------------------------------------------------ runs of dead processes
+
+    def end_runs_of_dead_processes(self) -> list[str]:
+        """End FAILED the RUNNING runs of this host whose process is gone; returns their ids.
+
+        A process ends its own run, and its helper ends it when the process is killed; when
+        neither could write (the store's disk was full, the helper was killed too), the run
+        would stay RUNNING for ever. The reason is the note the process left, if it could.
+        """
+        from mlflow.entities import ViewType
+
+        host = hostname()
+        try:
+            experiments = _retry_locked(
+                self.client.search_experiments, view_type=ViewType.ACTIVE_ONLY, max_results=1000
+            )
+            if not experiments:
+                return []
+            runs = _retry_locked(
+                self.client.search_runs,
+                [e.experiment_id for e in experiments],
+                f"attributes.status = 'RUNNING' and tags.`{schema.HOST_TAG}` = '{host}'",
+                max_results=5000,
+            )
+        except Exception as err:  # e.g. a server that refuses the search: not ours to fix here
+            log.debug("could not look for runs of dead processes: %s", first_line(err))
+            return []
+        ended = []
+        for run in runs:
+            process = run.data.tags.get(schema.PROCESS_TAG)
+            if not process or process_alive(process):
+                continue
+            note = _read_note(run.info.run_id)
+            reason = (note or {}).get("error") or (
+                f"its process ({process.partition(':')[0]} on {host}) ended without ending "
+                "the run; found by the next command that opened the store"
+            )
+            try:
+                self.end_run(run.info.run_id, "FAILED", reason)
+            except Exception as err:
+                log.warning("could not end run %s FAILED: %s", run.info.run_id, first_line(err))
+                continue
+            _drop_note(run.info.run_id)
+            ended.append(run.info.run_id)
+        if ended:
+            log.warning(
+                "ended %d run(s) FAILED whose process died without ending them: %s",
+                len(ended), ", ".join(ended),
+            )  # fmt: skip
+        return ended
+
     def end_open_runs(self, status: str, error: str) -> None:
         """End every run this store opened and nobody ended (their job died)."""
         for run_id in list(self.open_runs):
@@ -359,6 +522,94 @@ class Store:
 
 
 _STORES: dict[str, Store] = {}
+_NOTES = Path(tempfile.gettempdir()) / "rlbench-unended-runs"  # usually another filesystem
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _leave_note(run_id: str, status: str, error: str | None) -> None:
+    """Why a run could not be ended, for the next command that opens its store."""
+    with contextlib.suppress(OSError):
+        _NOTES.mkdir(exist_ok=True)
+        (_NOTES / f"{run_id}.json").write_text(json.dumps({"status": status, "error": error}))
+
+
+def _read_note(run_id: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((_NOTES / f"{run_id}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _drop_note(run_id: str) -> None:
+    with contextlib.suppress(OSError):
+        (_NOTES / f"{run_id}.json").unlink()
+
+
+def check_sqlite_store(db: Path, uri: str) -> None:
+    """One line naming the problem when ``db`` cannot be an MLflow store: a directory, a file
+    that is not SQLite, or a store an interrupted migration left behind."""
+    if db.is_dir():
+        raise UserError(
+            f"tracking.uri={uri} names a directory, not a database file: "
+            f"use sqlite:///{db / 'mlflow.db'}, or another path"
+        )
+    try:
+        with db.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise UserError(f"cannot read the MLflow store {db}: {err.strerror or err}") from None
+    if header and header != SQLITE_HEADER:
+        raise UserError(
+            f"{db} is not a SQLite database, so it cannot be the MLflow store: move it away "
+            "or choose another tracking.uri"
+        )
+    leftovers = _alembic_leftovers(db)
+    if leftovers:
+        raise UserError(
+            f"the MLflow store {db} is half-migrated (an interrupted first use or upgrade left "
+            f"{leftovers[0]}): if it holds no runs, delete it (rm {db}); otherwise run "
+            f"sqlite3 {db} 'DROP TABLE {leftovers[0]}' and then mlflow db upgrade sqlite:///{db}"
+        )
+
+
+def _alembic_leftovers(db: Path) -> list[str]:
+    """The ``_alembic_tmp_*`` tables an interrupted MLflow migration left in ``db``."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            rows = con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    except sqlite3.DatabaseError as err:
+        raise UserError(
+            f"{db} is not a usable SQLite database ({err}): move it away or choose another "
+            "tracking.uri"
+        ) from None
+    return [name for (name,) in rows if name.startswith("_alembic_tmp_")]
+
+
+def _create_sqlite_store(db: Path) -> None:
+    """Create and migrate a new SQLite store aside, then rename it into place (atomic): a
+    command stopped during its first use leaves no half-migrated ``db``."""
+    from mlflow.tracking import MlflowClient
+
+    for stale in db.parent.glob(f".{db.name}.creating-*"):  # left by a stopped first use
+        pid = stale.name.removeprefix(f".{db.name}.creating-").partition("-")[0]
+        if pid.isdigit() and not process_alive(pid):  # with its -journal, -wal, -shm
+            stale.unlink(missing_ok=True)
+    tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp_uri = f"sqlite:///{tmp}"
+    try:
+        client = MlflowClient(tracking_uri=tmp_uri, registry_uri=tmp_uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+        for store in (client._tracking_client.store, client._get_registry_client().store):
+            with contextlib.suppress(Exception):
+                store.engine.dispose()
+        with contextlib.suppress(FileExistsError):  # never replace a store made meanwhile
+            os.link(tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _first_open_lock(uri: str) -> contextlib.AbstractContextManager[Any]:

@@ -28,8 +28,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rlbench.errors import UserError
 from rlbench.tracking import schema
 from rlbench.tracking.helper import HelperTransport, LocalTransport, stop_helper
+from rlbench.tracking.provenance import hostname, process_tag
 from rlbench.tracking.redaction import mask_passwords, mask_values
 from rlbench.tracking.store import (
     FLUSH_EVERY_S,
@@ -115,6 +117,7 @@ class Tracker:
     """
 
     run_id: str | None = None
+    uri: str | None = None  # the store (None: tracking is off)
 
     def start(
         self,
@@ -143,7 +146,9 @@ class Tracker:
         """Send the buffered metrics now."""
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
-        """Flush and close the run as FINISHED, FAILED or KILLED; idempotent, never raises."""
+        """Flush and close the run as FINISHED, FAILED or KILLED; idempotent. Raises only
+        :class:`UserError` when a FINISHED run's records were refused (a full disk): then the
+        run ends FAILED and the job must not report a score."""
 
     def discard(self) -> None:
         """Close the run and move it to MLflow's trash (a duplicate nobody should see)."""
@@ -160,6 +165,19 @@ class Tracker:
 
     def end_other_run(self, run_id: str, status: str, error: str | None = None) -> None:
         """End a run this tracker did not start (one its dead job left RUNNING)."""
+
+    # a lease on a run key in a shared store (rlbench.tracking.claims); MLflow trackers only
+    def claim_bid(self, key: str, owner: str) -> str:
+        raise NotImplementedError("leases need an MLflow store")
+
+    def claim_holder(self, key: str, ttl: float) -> dict[str, str] | None:
+        raise NotImplementedError("leases need an MLflow store")
+
+    def claim_renew(self, claim_id: str) -> None:
+        raise NotImplementedError("leases need an MLflow store")
+
+    def claim_release(self, claim_id: str) -> None:
+        raise NotImplementedError("leases need an MLflow store")
 
     def __enter__(self) -> Tracker:
         return self
@@ -222,7 +240,9 @@ class MlflowTracker(Tracker):
     ) -> str:
         if self._open:
             raise RuntimeError(f"MLflow run {self.run_id} is still open: end() it first")
-        tags = mask_values(tags)
+        # who writes the run: a later command ends it FAILED if this process dies unseen
+        tags = {schema.HOST_TAG: hostname()} | mask_values(tags)
+        tags[schema.PROCESS_TAG] = process_tag()
         if self._uri_source:
             tags.setdefault(schema.TRACKING_URI_SOURCE_TAG, self._uri_source)
         if parent_run_id:
@@ -293,6 +313,10 @@ class MlflowTracker(Tracker):
             self._transport.call(
                 "end_run", run_id=self.run_id, status=status, error=_masked(error), metrics=batch
             )
+        except UserError:
+            if status == "FINISHED":  # the job worked but its record did not: no score
+                raise
+            log.error("could not end MLflow run %s as %s", self.run_id, status)
         except Exception as err:  # called from `finally`: must not hide the job's own error
             log.error("could not end MLflow run %s as %s: %s", self.run_id, status, err)
 
@@ -313,6 +337,18 @@ class MlflowTracker(Tracker):
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         self._transport.call("end_run", run_id=run_id, status=status, error=_masked(error))
+
+    def claim_bid(self, key: str, owner: str) -> str:
+        return self._transport.call("claim_bid", key=key, owner=owner)
+
+    def claim_holder(self, key: str, ttl: float) -> dict[str, str] | None:
+        return self._transport.call("claim_holder", key=key, ttl=ttl)
+
+    def claim_renew(self, claim_id: str) -> None:
+        self._transport.cast("claim_renew", claim_id=claim_id)
+
+    def claim_release(self, claim_id: str) -> None:
+        self._transport.call("claim_release", claim_id=claim_id)
 
 
 def _masked(error: str | None) -> str | None:
