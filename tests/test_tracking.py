@@ -209,14 +209,21 @@ def test_an_unreachable_server_is_one_quick_user_error():
     assert "mlflow server" in message and "tracking.enabled=false" in message
 
 
-def test_mlflow_tracking_uri_overrides_the_config(mlflow_store, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store.uri)
-    cfg = local(mlflow_store, uri=f"sqlite:///{tmp_path}/configured/mlflow.db")
-    tracker = make_tracker(cfg)
-    run_id = tracker.start("from-env", {}, {})
+def test_an_explicit_uri_beats_mlflow_tracking_uri(mlflow_store, tmp_path, monkeypatch):
+    """A store named explicitly (command line, preset, a caller's argument) wins over
+    ``MLFLOW_TRACKING_URI``; the environment is used only where nothing names a store."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/from-env/mlflow.db")
+    tracker = make_tracker(local(mlflow_store))
+    run_id = tracker.start("explicit", {}, {})
     tracker.end()
     assert [r.info.run_id for r in mlflow_store.runs()] == [run_id]
-    assert not (tmp_path / "configured").exists()
+    assert not (tmp_path / "from-env").exists()
+
+    cfg = local(mlflow_store, uri=None)
+    tracker = make_tracker(cfg)
+    tracker.start("from-env", {}, {})
+    tracker.end()
+    assert (tmp_path / "from-env" / "mlflow.db").is_file()
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_closed_port()}")
     with pytest.raises(UserError, match="unreachable"):

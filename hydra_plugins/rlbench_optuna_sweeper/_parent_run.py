@@ -205,7 +205,7 @@ def write_results(study: optuna.Study, sweep_dir: str) -> Path | None:
         log.info("Number of Pareto solutions: %d", len(best))
     path = Path(sweep_dir) / schema.OPTIMIZATION_RESULTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(results), path)
+    path.write_text(mask_passwords(OmegaConf.to_yaml(OmegaConf.create(results))))
     return path
 
 

@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from rlbench.errors import first_line, storage_message
 from rlbench.run.trial import engine_kwargs
-from rlbench.tracking.redaction import mask_passwords
+from rlbench.tracking.redaction import mask_passwords, protect
 from rlbench.tracking.schema import IGNORED_ATTR
 
 from ._space import SweepError
@@ -54,17 +54,15 @@ _ONE_SEED = (optuna.samplers.QMCSampler,)
 
 
 def redact(url: str | None) -> str:
-    """The storage URL with any password masked, for messages and tags ("memory" for None).
-
-    SQLAlchemy's parser first (it copes with a raw ``/`` in a password); then the pattern that
-    masks passwords in any text.
-    """
+    """The storage URL with its secrets masked, for messages and tags ("memory" for None):
+    the password (SQLAlchemy's parser first: it copes with a raw ``/`` in a password), then
+    secret query values (``?password=``) and anything else :func:`mask_passwords` knows."""
     if url is None:
         return "memory"
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
+        return mask_passwords(make_url(url).render_as_string(hide_password=True))
     except Exception:
         return mask_passwords(url)
 
@@ -77,21 +75,23 @@ def storage_for_jobs(url: str) -> str:
     """The storage URL as each job's ``++trial.storage`` override carries it.
 
     A password is moved into the environment variable ``RLBENCH_STORAGE_PASSWORD`` (set here;
-    launched jobs inherit it) and the URL names it as ``${oc.env:RLBENCH_STORAGE_PASSWORD}``:
-    Hydra prints every job's overrides and saves them in its output folder, and those must not
-    show the password. The job's config resolves the interpolation back to the same URL.
+    launched jobs inherit it) and the URL names it as ``${oc.env:RLBENCH_STORAGE_PASSWORD}``;
+    a secret in the query string (``?password=``) likewise into ``RLBENCH_SECRET_<n>``
+    (:func:`~rlbench.tracking.redaction.protect`). Hydra prints every job's overrides and saves
+    them in its output folder, and those must not show a secret. The job's config resolves the
+    interpolations back to the same URL.
     """
     try:
         from sqlalchemy.engine import make_url
 
         parsed = make_url(url)
     except Exception:
-        return url
+        return protect(url)
     if not parsed.password:
-        return url
+        return protect(url)
     os.environ[PASSWORD_ENV] = quote(str(parsed.password), safe="")  # as it stands in a URL
     text = parsed.set(password=_PLACEHOLDER).render_as_string(hide_password=False)
-    return text.replace(_PLACEHOLDER, "${oc.env:" + PASSWORD_ENV + "}")
+    return protect(text.replace(_PLACEHOLDER, "${oc.env:" + PASSWORD_ENV + "}"))
 
 
 def open_storage(

@@ -35,6 +35,7 @@ from rlbench.results.analysis import (
 )
 from rlbench.results.document import Document
 from rlbench.tracking import schema
+from rlbench.tracking.redaction import mask_passwords
 from rlbench.tracking.schema import SCORE_METRIC, TRAJECTORY_ARTIFACT
 
 log = logging.getLogger(__name__)
@@ -450,7 +451,7 @@ def compose(
     facts = [
         f"- experiment `{settings.experiment}`"
         + (f", filter `{settings.filter}`" if settings.filter else ", no filter"),
-        f"- tracking store `{data.runs.attrs.get('tracking_uri')}`",
+        f"- tracking store `{mask_passwords(str(data.runs.attrs.get('tracking_uri')))}`",
         f"- {len(scores)} runs: {scores['algo'].nunique()} algorithms × "
         f"{scores.groupby(['env', 'load']).ngroups} load patterns; runs (distinct seeds) per "
         "algorithm: "

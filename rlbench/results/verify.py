@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db)",
+        help="MLflow store; wins over MLFLOW_TRACKING_URI, which wins over the default "
+        "sqlite:///outputs/mlflow.db",
     )
     parser.add_argument("--device", default="cpu", help="torch device for neural agents (cpu)")
     return parser
@@ -235,14 +236,16 @@ def format_table(checks: Sequence[Check]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``rlbench-verify``; returns the exit code: 0 all pass, 1 a model failed, 2 bad input."""
+    from rlbench.tracking.redaction import mask_passwords
+
     args = _parser().parse_args(argv)
 
     try:
         checks = verify_experiment(args.experiment, args.filter, args.tracking_uri, args.device)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {mask_passwords(str(err))}", file=sys.stderr)
         return 2
-    print(format_table(checks))
+    print(mask_passwords(format_table(checks)))
     return 1 if any(not c.ok for c in checks) else 0
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from rlbench.errors import UserError, first_line
+from rlbench.tracking.redaction import display_uri, mask_passwords
 from rlbench.tracking.store import HTTP_ENV_DEFAULTS, check_store, resolve_uri, sqlite_path
 
 if TYPE_CHECKING:
@@ -26,18 +27,11 @@ NO_STORE_HINT = (
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The store to read: ``uri`` if given, else ``MLFLOW_TRACKING_URI``, else the embedded one.
-
-    Relative SQLite paths are made absolute (against the working directory).
-    """
-    if uri:
-        saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
-        try:
-            return resolve_uri(uri)
-        finally:
-            if saved is not None:
-                os.environ["MLFLOW_TRACKING_URI"] = saved
-    return resolve_uri(None)
+    """The store to read: ``uri`` if given (``--tracking-uri``, ``tracking.uri=``, a function's
+    argument), else ``MLFLOW_TRACKING_URI``, else the embedded one (see
+    :func:`~rlbench.tracking.store.resolve_uri`). Relative SQLite paths are made absolute
+    (against the working directory)."""
+    return resolve_uri(uri or None)
 
 
 def mlflow_client(uri: str | None = None, *, missing_hint: str = NO_STORE_HINT) -> MlflowClient:
@@ -51,7 +45,7 @@ def mlflow_client(uri: str | None = None, *, missing_hint: str = NO_STORE_HINT) 
     db = sqlite_path(uri)
     if db is not None:
         if not db.is_file():
-            raise UserError(f"no MLflow store at {db}: {missing_hint}")
+            raise UserError(f"no MLflow store at {display_uri(db)}: {missing_hint}")
     elif not uri.startswith("sqlite:"):
         check_store(uri)  # a tracking server that does not answer fails in seconds, not minutes
     for key, value in HTTP_ENV_DEFAULTS.items():
@@ -64,7 +58,9 @@ def mlflow_client(uri: str | None = None, *, missing_hint: str = NO_STORE_HINT) 
         # rlbench's registry lives in the same store (never a stray MLFLOW_REGISTRY_URI)
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     except MlflowException as err:
-        raise UserError(f"cannot open the MLflow store {uri}: {first_line(err)}") from None
+        raise UserError(
+            f"cannot open the MLflow store {display_uri(uri)}: {_masked_line(err)}"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -93,16 +89,30 @@ def using_store(uri: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _masked_line(err: BaseException) -> str:
+    return mask_passwords(first_line(err))
+
+
 def mlflow_call(uri: str, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args)``, with store failures (unreachable server, bad filter) as one-line errors."""
+    """``fn(*args)``, with store failures as one-line errors: a server that cannot be reached
+    is "unreachable"; one that answered with an error (refused credentials, a failing server)
+    says so with its status; a bad filter or a missing run is MLflow's message."""
     from mlflow.exceptions import MlflowException
 
+    shown = display_uri(uri)
     try:
         return fn(*args, **kwargs)
     except MlflowException as err:
-        raise UserError(f"{what} failed on the MLflow store {uri}: {first_line(err)}") from None
+        raise UserError(f"{what} failed on the MLflow store {shown}: {_masked_line(err)}") from None
     except (OSError, ConnectionError) as err:  # requests' errors derive from OSError
-        raise UserError(f"the MLflow store {uri} is unreachable ({first_line(err)})") from None
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status is not None or type(err).__name__ in ("HTTPError", "RetryError"):
+            refused = " (check the credentials)" if status in (401, 403) else ""
+            raise UserError(
+                f"{what} failed: the MLflow store {shown} answered with an error{refused} "
+                f"({_masked_line(err)})"
+            ) from None
+        raise UserError(f"the MLflow store {shown} is unreachable ({_masked_line(err)})") from None
 
 
 def experiment_id(client: MlflowClient, uri: str, experiment: str) -> str:
@@ -112,6 +122,7 @@ def experiment_id(client: MlflowClient, uri: str, experiment: str) -> str:
         names = mlflow_call(uri, "listing experiments", client.search_experiments)
         known = ", ".join(sorted(e.name for e in names)) or "none"
         raise UserError(
-            f"no MLflow experiment {experiment!r} in {uri} (experiments there: {known})"
+            f"no MLflow experiment {experiment!r} in {display_uri(uri)} (experiments there: "
+            f"{known})"
         )
     return found.experiment_id

@@ -25,6 +25,8 @@ HYDRA_OVERRIDES_TAG = "hydra.overrides"
 HYDRA_CHOICES_TAG = "hydra.choices"
 HYDRA_OUTPUT_DIR_TAG = "hydra.output_dir"
 HYDRA_JOB_NUM_TAG = "hydra.job.num"
+TRACKING_URI_SOURCE_TAG = "rlbench.tracking_uri_source"  # which setting named the store:
+URI_SOURCES = ("cli", "preset", "env", "default", "argument")  # (see tracker.uri_source)
 BENCHMARK_TAG = "benchmark"  # a user tag (tracking.tags.benchmark) that reports select on
 # MLflow's own tag keys, so that its UI shows nesting, the source, the user and the commit
 CLAIMS_EXPERIMENT = "rlbench-claims"  # one run per live claim on a run key (tracking.claim=lease)

@@ -32,6 +32,7 @@ from typing import Any
 from rlbench.errors import UserError, first_line, storage_message
 from rlbench.tracking import schema
 from rlbench.tracking.provenance import hostname, process_alive
+from rlbench.tracking.redaction import display_uri, mask_passwords, remember, split_credentials
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,27 @@ def _clip(text: str, limit: int) -> str:
 
 
 def resolve_uri(uri: str | None) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``uri``; a relative SQLite path made absolute."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or uri or DEFAULT_URI
+    """The store to use: ``uri`` if given (a value set on the command line, in a preset, or by
+    the config's default, which itself reads ``MLFLOW_TRACKING_URI``), else
+    ``MLFLOW_TRACKING_URI``, else ``sqlite:///outputs/mlflow.db``; a relative SQLite path made
+    absolute.
+
+    A tracking server's ``user:password@`` moves into ``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD`` (which MLflow reads, here and in child processes such as the
+    tracking helper) and out of the URI, so that no message or log line can show it.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     if uri.startswith("sqlite:///"):
         path, sep, query = uri.removeprefix("sqlite:///").partition("?")
         if path and path != ":memory:" and not Path(path).is_absolute():
             uri = "sqlite:///" + str(Path.cwd() / path) + sep + query
+    elif uri.startswith(("http://", "https://")):
+        bare, user, password = split_credentials(uri)
+        if password is not None:
+            remember(password)
+            os.environ["MLFLOW_TRACKING_USERNAME"] = user or ""
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+            uri = bare
     return uri
 
 
@@ -75,32 +91,62 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def check_store(uri: str, timeout: float = 3.0) -> None:
-    """Fail in a second, with one line saying what to do, if the store cannot be used."""
+    """Fail in a second, with one line saying what to do, if the store cannot be used.
+
+    A tracking server is asked for ``/health`` with the credentials MLflow will send
+    (``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` or ``MLFLOW_TRACKING_TOKEN``): any answer means
+    it is reachable; a refusal of the credentials (401, 403) is its own error. Messages show
+    the URI with its secrets masked.
+    """
+    shown = display_uri(uri)
     db = sqlite_path(uri)
     if db is not None:
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserError(
-                f"cannot create {db.parent} for the MLflow store tracking.uri={uri} "
+                f"cannot create {db.parent} for the MLflow store tracking.uri={shown} "
                 f"({err.strerror or err}): choose a writable path, {HELP}"
             ) from None
         if not os.access(db if db.exists() else db.parent, os.W_OK):
-            raise UserError(f"the MLflow store tracking.uri={uri} is not writable: {HELP}")
+            raise UserError(f"the MLflow store tracking.uri={shown} is not writable: {HELP}")
     elif uri.startswith(("http://", "https://")):
+        import base64
         import urllib.error
         import urllib.request
 
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
-        except urllib.error.HTTPError:
-            return  # a server answered
-        except (OSError, ValueError) as err:
-            reason = getattr(err, "reason", err)
-            raise UserError(
-                f"MLflow tracking server {uri} is unreachable ({reason}): start it "
-                f"(mlflow server --host 127.0.0.1 --port PORT), {HELP}"
-            ) from None
+        bare, user, password = split_credentials(uri)
+        if password is None:
+            user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+            password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        headers = {}
+        if user is not None and password is not None:
+            pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+            headers["Authorization"] = f"Basic {pair}"
+        elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+            headers["Authorization"] = f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
+        base = bare.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+        # /health: does it answer at all; the API: does it take the credentials (a slow
+        # answer there is not "unreachable": the server did answer)
+        for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+            try:
+                request = urllib.request.Request(base + path, headers=headers)
+                urllib.request.urlopen(request, timeout=timeout).close()
+            except urllib.error.HTTPError as err:  # a server answered
+                if err.code in (401, 403):
+                    raise UserError(
+                        f"MLflow tracking server {shown} refused the credentials ({err.code} "
+                        f"{err.reason}): check the user and password in tracking.uri "
+                        "(http://USER:PASSWORD@host) or MLFLOW_TRACKING_USERNAME/PASSWORD"
+                    ) from None
+            except (OSError, ValueError) as err:
+                if path != "/health":
+                    return
+                reason = mask_passwords(str(getattr(err, "reason", err)))
+                raise UserError(
+                    f"MLflow tracking server {shown} is unreachable ({reason}): start it "
+                    f"(mlflow server --host 127.0.0.1 --port PORT), {HELP}"
+                ) from None
 
 
 def artifact_uri(location: str | None, tracking_uri: str) -> str | None:

@@ -206,8 +206,10 @@ class MlflowTracker(Tracker):
         experiment: str = DEFAULT_EXPERIMENT,
         artifact_location: str | None = None,
         run_name: str | None = None,
+        uri_source: str | None = None,
     ) -> None:
         self._transport = transport
+        self._uri_source = uri_source
         self._experiment = experiment
         self._artifact_location = artifact_location
         self._default_name = run_name
@@ -241,6 +243,8 @@ class MlflowTracker(Tracker):
         # who writes the run: a later command ends it FAILED if this process dies unseen
         tags = {schema.HOST_TAG: hostname()} | mask_values(tags)
         tags[schema.PROCESS_TAG] = process_tag()
+        if self._uri_source:
+            tags.setdefault(schema.TRACKING_URI_SOURCE_TAG, self._uri_source)
         if parent_run_id:
             tags[schema.PARENT_RUN_TAG] = parent_run_id
         self.run_id = self._transport.call(
@@ -358,13 +362,17 @@ def make_tracker(tracking_cfg: Mapping[str, Any]) -> Tracker:
     """The tracker ``cfg.tracking`` asks for; call it early so MLflow warms up in the background.
 
     Keys: ``enabled`` (false: a tracker that records nothing and never imports MLflow), ``uri``
-    (``MLFLOW_TRACKING_URI`` wins), ``artifact_location``, ``experiment``, ``run_name``,
-    ``background`` (default true: the helper process). Raises :class:`UserError` at once when
-    the store is unreachable or unwritable.
+    (the store: a value on the command line or in a preset wins, then ``MLFLOW_TRACKING_URI``,
+    then ``sqlite:///outputs/mlflow.db``: the config's default reads the environment),
+    ``artifact_location``, ``experiment``, ``run_name``, ``background`` (default true: the helper
+    process). Every run it starts is tagged ``rlbench.tracking_uri_source`` (see
+    :func:`uri_source`). Raises :class:`UserError` at once when the store is unreachable or
+    unwritable.
     """
     global _AT_EXIT_REGISTERED
     if not tracking_cfg.get("enabled", True):
         return Tracker()
+    source = uri_source(tracking_cfg)
     uri = resolve_uri(tracking_cfg.get("uri"))
     check_store(uri)
     location = tracking_cfg.get("artifact_location", DEFAULT_ARTIFACTS)
@@ -379,9 +387,77 @@ def make_tracker(tracking_cfg: Mapping[str, Any]) -> Tracker:
         experiment=str(tracking_cfg.get("experiment") or DEFAULT_EXPERIMENT),
         artifact_location=artifact_location,
         run_name=tracking_cfg.get("run_name"),
+        uri_source=source,
     )
     tracker.prepare()
     return tracker
+
+
+# --------------------------------------------------------------------------- which store
+
+ENV_URI = "MLFLOW_TRACKING_URI"
+_noted_source: str | None = None  # what the Hydra callback found for this invocation
+
+
+def _override_key(line: str) -> str:
+    return line.partition("=")[0].lstrip("+~").strip()
+
+
+def uri_source(config: Any) -> str:
+    """Which setting named the tracking store: ``cli`` (``tracking.uri=`` on the command line;
+    Hydra's overrides say so), ``preset`` (a config file set it: an ``experiment=`` preset, an
+    edited ``conf/train.yaml``), ``env`` (``MLFLOW_TRACKING_URI``, which the default reads),
+    ``default`` (``sqlite:///outputs/mlflow.db``), ``argument`` (a Python caller's value).
+
+    ``config`` is a composed config (with its ``hydra`` node), its ``tracking`` node, or a plain
+    mapping of the tracking keys (then the source the Hydra callback noted for this invocation).
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    env = "env" if os.environ.get(ENV_URI) else "default"
+    if not isinstance(config, DictConfig):
+        if _hydra_overrides() is None:
+            return "argument" if config.get("uri") else env
+        return _noted_source or ("argument" if config.get("uri") else env)
+    # the whole config's own overrides (a sweeper's config), else the running job's
+    overrides = OmegaConf.select(config._get_root(), "hydra.overrides.task")
+    overrides = list(overrides) if overrides is not None else _hydra_overrides()
+    if overrides is None and _noted_source is not None:
+        return _noted_source
+    node = config.get("tracking") if "tracking" in config else config
+    if isinstance(node, DictConfig) and "uri" not in node and "tracking" not in config:
+        return env
+    if any(_override_key(str(o)) == "tracking.uri" for o in overrides or ()):
+        return "cli"
+    raw = node._get_node("uri")._value() if isinstance(node, DictConfig) and "uri" in node else None
+    if (
+        raw is None
+        or raw == ""
+        or (isinstance(raw, str) and raw.replace(" ", "").startswith("${oc.env:" + ENV_URI))
+    ):
+        return env
+    return "preset" if overrides is not None else "argument"
+
+
+def _hydra_overrides() -> list[str] | None:
+    """The command line's overrides of the running Hydra job (None outside one)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return None
+        return list(HydraConfig.get().overrides.task)
+    except Exception:
+        return None
+
+
+def note_uri_source(config: Any) -> None:
+    """Remember :func:`uri_source` of an invocation's composed config (the Hydra callback)."""
+    global _noted_source
+    try:
+        _noted_source = uri_source(config)
+    except Exception:  # a config without tracking keys (another app)
+        _noted_source = None
 
 
 def mark_stale_runs_failed(
