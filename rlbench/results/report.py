@@ -740,7 +740,10 @@ def _end_quietly(tracker: Any, status: str, error: str | None = None) -> None:
 
 # --------------------------------------------------------------------------- leftovers
 STALE_AFTER_S = 3600.0  # a folder this old whose writer cannot be proven alive is removed
-_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)?(?:-[A-Za-z0-9_]+)?")
+# .NAME.tmp-<pid>-<random> (this version), .NAME.old-<pid>, .NAME.tmp-<random> (older ones)
+_LEFTOVER = re.compile(
+    r"\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)(?:-[A-Za-z0-9_]+)?|[A-Za-z0-9_]+)"
+)
 
 
 def _writing_folder(final: Path) -> tuple[Path, int]:
