@@ -312,7 +312,8 @@ def _winner_line(
     top = best["algo"]
     first = list(table.loc[table["rank"] == 1, "algo"])
     pairs = _tied_pairs(table)
-    score = f"IQM {unit} {_interval(best)} ({int(best['n_runs'])} runs)"
+    n_runs = int(best["n_runs"])
+    score = f"IQM {unit} {_interval(best)} ({n_runs} run{'' if n_runs == 1 else 's'})"
     n = len(table)
     if n == 1:
         return [f"- **{label}**: only **{top}** was run ({score}); nothing to compare it with."]

@@ -48,8 +48,8 @@ def check_readable_store(uri: str) -> None:
     tables = {name for (name,) in rows}
     if not tables:
         raise UserError(
-            f"the MLflow store {db} is an empty SQLite database (no MLflow tables): train "
-            "something first (rlbench-train ...), or point tracking.uri at your MLflow store"
+            f"the MLflow store {db} is an empty SQLite database (no runs yet): train something "
+            "first (rlbench-train ...), or point tracking.uri at your MLflow store"
         )
     missing = MLFLOW_TABLES - tables
     if missing == MLFLOW_TABLES:
@@ -75,7 +75,7 @@ def _check_header(db: Path) -> None:
         raise UserError(f"cannot read the MLflow store {db}: {err.strerror or err}") from None
     if size == 0:
         raise UserError(
-            f"the MLflow store {db} is an empty file: delete it and train something first "
+            f"the MLflow store {db} is an empty file (no runs yet): train something first "
             "(rlbench-train ...), or point tracking.uri at your MLflow store"
         )
     if not header.startswith(SQLITE_MAGIC) or len(header) < 100:

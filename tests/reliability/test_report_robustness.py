@@ -280,7 +280,7 @@ def test_an_experiment_of_one_run_gets_a_report(mlflow_template, report, tmp_pat
     assert result.code == 0, result.err[-2000:]
     assert "error" not in result.err
     text = (tmp_path / "outputs" / "reports" / "rlbench" / "report.md").read_text()
-    assert "- **steady**: only **ppo** was run (IQM return -5.000" in text
+    assert "- **steady**: only **ppo** was run (IQM return -5.000 [-5.000, -5.000] (1 run))" in text
     assert "No overall ranking: it needs two algorithms, and these runs have one (ppo)." in text
     assert "it needs two algorithms on one load pattern" in text  # probability of improvement
     assert "needs at least 4 runs of an algorithm on a load pattern" in text  # outliers
