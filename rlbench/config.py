@@ -19,6 +19,11 @@ from rlbench.errors import UserError
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 """``conf/``: ``train.yaml`` (rlbench-train), ``report.yaml`` (rlbench-report) and their groups."""
 PROGRESS_MODES = ("auto", "bar", "log", "off")  # train.progress
+SEED_MAX = 2**63 - 1  # seeds are 0..2**63-1: numpy's int64, in which reports hold them
+NET_ARCH_FORM = (
+    "a list of layer widths, e.g. algo.policy_kwargs.net_arch=[64,64], or SB3's dict form "
+    "(~algo.policy_kwargs.net_arch '+algo.policy_kwargs.net_arch={pi:[64,64],vf:[64,64]}')"
+)
 
 
 def env_spec(env_cfg: DictConfig) -> tuple[str, dict[str, Any]]:
@@ -43,6 +48,8 @@ def check_config(cfg: DictConfig) -> None:
             )
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
         raise UserError(f"seed must be an integer >= 0, got {cfg.seed!r}")
+    if cfg.seed > SEED_MAX:
+        raise UserError(f"seed must be an integer from 0 to 2**63-1 ({SEED_MAX}), got {cfg.seed}")
     if not isinstance(cfg.get("resume"), bool):
         raise UserError(f"resume must be true or false, got {cfg.get('resume')!r}")
     positive = {
@@ -68,6 +75,35 @@ def check_config(cfg: DictConfig) -> None:
     for key, value in _flat_numbers(cfg.algo, "algo"):
         if math.isnan(value) or math.isinf(value):
             raise UserError(f"{key} must be a finite number, got {value}")
+    _check_net_arch(OmegaConf.select(cfg, "algo.policy_kwargs.net_arch", default=None))
+
+
+def _check_net_arch(value: Any) -> None:
+    """``algo.policy_kwargs.net_arch``: a list of integer widths, or a dict of such lists.
+
+    Negative widths are left to the network's constructor, which names the dimension."""
+    key = "algo.policy_kwargs.net_arch"
+    if value is None:
+        return
+    arch = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    if isinstance(arch, dict):
+        lists = {f"{key}.{name}": widths for name, widths in arch.items()}
+    else:
+        lists = {key: arch}
+    for where, widths in lists.items():
+        bad = not isinstance(widths, list)
+        bad = bad or any(not isinstance(w, int) or isinstance(w, bool) for w in widths)
+        if bad:
+            raise UserError(f"{where} must be {NET_ARCH_FORM}; got {_override_text(widths)}")
+
+
+def _override_text(value: Any) -> str:
+    """A list or dict as the user typed it (``[a, b]``), scalars as their repr."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_override_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_override_text(v)}" for k, v in value.items()) + "}"
+    return str(value) if isinstance(value, str) else repr(value)
 
 
 def _flat_numbers(node: Any, prefix: str) -> list[tuple[str, float]]:

@@ -12,7 +12,9 @@ diurnal curve with a morning and an evening peak plus noise), not a measured pro
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,29 +161,53 @@ def read_trace(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise ValueError(f"trace_path: no such file {str(path)!r}")
     values: list[float] = []
-    with path.open(newline="") as f:
-        for row_number, row in enumerate(csv.reader(f), start=1):
-            cells = [c.strip() for c in row if c.strip()]
-            if not cells:
+    for row_number, row in enumerate(_trace_rows(path), start=1):
+        cells = [c.strip() for c in row if c.strip()]
+        if not cells:
+            continue
+        if len(cells) > 1:
+            raise ValueError(
+                f"trace_path: {path} row {row_number} has {len(cells)} columns; "
+                "expected one request count per row"
+            )
+        try:
+            value = float(cells[0])
+        except ValueError:
+            if row_number == 1:  # a header
                 continue
-            if len(cells) > 1:
-                raise ValueError(
-                    f"trace_path: {path} row {row_number} has {len(cells)} columns; "
-                    "expected one request count per row"
-                )
-            try:
-                value = float(cells[0])
-            except ValueError:
-                if row_number == 1:  # a header
-                    continue
-                raise ValueError(
-                    f"trace_path: {path} row {row_number} is not a number: {cells[0]!r}"
-                ) from None
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(
-                    f"trace_path: {path} row {row_number} must be a count >= 0, got {cells[0]!r}"
-                )
-            values.append(value)
+            raise ValueError(
+                f"trace_path: {path} row {row_number} is not a number: {cells[0]!r}"
+            ) from None
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(
+                f"trace_path: {path} row {row_number} must be a count >= 0, got {cells[0]!r}"
+            )
+        values.append(value)
     if not values:
         raise ValueError(f"trace_path: {path} holds no request counts")
     return np.asarray(values, dtype=np.float64)
+
+
+def _trace_rows(path: Path) -> list[list[str]]:
+    """The CSV rows of a trace file read as UTF-8 (a byte-order mark is skipped); a
+    ``ValueError`` naming the row and byte that is not UTF-8, or that CSV cannot parse."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"trace_path: cannot read {path} ({err.strerror or err})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        start = err.start + (3 if data.startswith(codecs.BOM_UTF8) else 0)
+        row = data.count(b"\n", 0, start) + 1
+        raise ValueError(
+            f"trace_path: {path} is not UTF-8 text: row {row}, byte {start} is "
+            f"0x{data[start]:02x}; save it as a UTF-8 CSV with one request count per row"
+        ) from None
+    rows = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        rows.extend(reader)
+    except csv.Error as err:
+        raise ValueError(f"trace_path: {path} row {reader.line_num}: {err}") from None
+    return rows

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rlbench.config import CONF_DIR, override_value
+from rlbench.config import CONF_DIR, SEED_MAX, override_value
 from rlbench.errors import UserError, first_line
+from rlbench.results.stores import check_readable_store, reading_store
 from rlbench.tracking.client import (
     experiment_id,
     mlflow_call,
@@ -49,6 +50,7 @@ from rlbench.tracking.tracker import DEFAULT_EXPERIMENT
 
 if TYPE_CHECKING:
     import optuna
+    from mlflow.tracking import MlflowClient
     from omegaconf import DictConfig
 
 DEFAULT_STORAGE = "sqlite:///outputs/optuna.db"
@@ -71,9 +73,17 @@ RUN_COLUMNS = (
     "score",
 )
 NO_LOAD = "-"  # the load column of environments without load patterns
+INT64_MIN = -(2**63)
 
 
 # --------------------------------------------------------------------------- runs
+def open_store(uri: str) -> MlflowClient:
+    """A client on the existing store ``uri``, after checking (read-only) that a SQLite file
+    is an MLflow store: MLflow would add its tables to any other database it is pointed at."""
+    check_readable_store(uri)
+    return mlflow_client(uri)
+
+
 def load_runs(
     experiment: str = DEFAULT_EXPERIMENT,
     filter: str | None = None,
@@ -95,10 +105,22 @@ def load_runs(
     reports (tag ``rlbench.kind = report``) are left out unless ``include_reports``.
     The frame's ``attrs["tracking_uri"]`` records the store, for :func:`load_curves`.
     """
+    uri = resolve_tracking_uri(tracking_uri)
+    with reading_store(uri):
+        return _load_runs(uri, experiment, filter, status, include_reports, metric)
+
+
+def _load_runs(
+    uri: str,
+    experiment: str,
+    filter: str | None,
+    status: str | None,
+    include_reports: bool,
+    metric: str,
+) -> pd.DataFrame:
     from mlflow.entities import ViewType
 
-    uri = resolve_tracking_uri(tracking_uri)
-    client = mlflow_client(uri)
+    client = open_store(uri)
     exp_id = experiment_id(client, uri, experiment)
     clauses = [filter.strip()] if filter and filter.strip() else []  # MLflow has only AND
     if status:
@@ -162,22 +184,65 @@ def _runs_frame(rows: list[dict[str, Any]], metric: str) -> pd.DataFrame:
     if preset is not None:  # algo=ppo_seed is its own entry, not more seeds of ppo
         frame["algo"] = preset.where(preset.notna() & (preset != "None"), frame["algo"])
     frame["load"] = frame["load"].astype(object).where(frame["load"].notna(), NO_LOAD)
-    frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
+    frame["seed"] = _seeds(frame["seed"])
     score = frame.get(f"metrics.{metric}", pd.Series(np.nan, index=frame.index))
     frame["score"] = pd.to_numeric(score, errors="coerce").astype(float)
     return frame[[*RUN_COLUMNS, *prefixed]]
 
 
 def _maybe_numeric(column: pd.Series) -> pd.Series:
-    """The column as numbers if every logged value is one (``"3"``, ``"0.99"``), else as is."""
+    """The column as numbers if every logged value is one (``"3"``, ``"0.99"``), else as is.
+
+    Whole numbers become ``Int64``; whole numbers outside its range (a seed of 2**63) keep
+    their logged text rather than become inexact floats."""
     present = column.dropna()
     numbers = pd.to_numeric(present, errors="coerce")
     if present.empty or numbers.isna().any():
         return column
-    out = pd.to_numeric(column, errors="coerce")
-    whole = np.all(np.mod(numbers.to_numpy(dtype=float), 1) == 0)
-    integral = whole and not present.astype(str).str.contains(r"[.eE]|inf|nan", case=False).any()
-    return out.astype("Int64") if integral else out.astype(float)
+    integral = not present.astype(str).str.contains(r"[.eE]|inf|nan", case=False).any()
+    if integral:
+        ints = [_whole(v) for v in present]
+        if any(v is None or not INT64_MIN <= v <= SEED_MAX for v in ints):
+            return column
+        return pd.to_numeric(column, errors="coerce").astype("Int64")
+    return pd.to_numeric(column, errors="coerce").astype(float)
+
+
+def _whole(value: Any) -> int | None:
+    """``value`` (a logged param: text, or already a number) as an exact int, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return int(value) if np.isfinite(value) and float(value).is_integer() else None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
+
+
+def _seeds(column: pd.Series) -> pd.Series:
+    """The ``seed`` column: the logged seed where it is an integer in 0..2**63-1, else NA
+    (:func:`invalid_seeds` lists the runs whose logged seed is not)."""
+    values = [_whole(v) if v is not None and v is not pd.NA and v == v else None for v in column]
+    valid = [v if v is not None and 0 <= v <= SEED_MAX else pd.NA for v in values]
+    return pd.array(valid, dtype="Int64")
+
+
+def invalid_seeds(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of a :func:`load_runs` frame that logged a seed outside 0..2**63-1 (or not a whole
+    number): ``run_id``, ``run_name`` and the logged ``seed`` text. Such seeds cannot be told
+    apart from others in the statistics (numpy's integers stop at 2**63-1); rlbench-train
+    refuses them, but a store may hold runs written another way."""
+    logged = runs.get(f"params.{GROUP_PARAMS['seed']}")
+    if logged is None or runs.empty:
+        return pd.DataFrame(columns=["run_id", "run_name", "seed"])
+    bad = logged.notna() & runs["seed"].isna()
+    return pd.DataFrame(
+        {"run_id": runs["run_id"][bad], "run_name": runs["run_name"][bad],
+         "seed": logged[bad].astype(str)}
+    ).reset_index(drop=True)  # fmt: skip
 
 
 def score_table(
@@ -186,7 +251,8 @@ def score_table(
     """The runs a comparison may use, as the tidy frame :func:`compare` takes: one row per run.
 
     Keeps runs that FINISHED, were not pruned, logged the score metric and name an algorithm
-    (a sweep's parent run names none). With ``latest_per_config``, a configuration trained
+    (a sweep's parent run names none), and whose seed, when they logged one, is an integer in
+    0..2**63-1 (:func:`invalid_seeds`). With ``latest_per_config``, a configuration trained
     twice (same ``rlbench.run_key`` tag: same config and seed) counts once, by its newest run.
     ``sweep_trials=False`` also leaves out the runs of Optuna trials (tag
     ``rlbench.sweep.study``): each tries other settings, so they are not seeds of one algorithm.
@@ -195,6 +261,8 @@ def score_table(
     """
     keep = (runs["status"] == "FINISHED") & runs["score"].notna() & runs["algo"].notna()
     keep &= np.isfinite(runs["score"].astype(float))
+    if len(runs):
+        keep &= ~runs["run_id"].isin(invalid_seeds(runs)["run_id"])
     if f"tags.{PRUNED_TAG}" in runs:
         keep &= runs[f"tags.{PRUNED_TAG}"].fillna("false").astype(str).str.lower() != "true"
     if not sweep_trials and f"tags.{SWEEP_STUDY_TAG}" in runs:
@@ -238,7 +306,12 @@ def load_curves(
     """
     frame = runs if isinstance(runs, pd.DataFrame) else pd.DataFrame({"run_id": list(runs)})
     uri = resolve_tracking_uri(tracking_uri or frame.attrs.get("tracking_uri"))
-    client = mlflow_client(uri)
+    with reading_store(uri):
+        return _load_curves(frame, metric, uri, threads)
+
+
+def _load_curves(frame: pd.DataFrame, metric: str, uri: str, threads: int) -> pd.DataFrame:
+    client = open_store(uri)
     ids = list(dict.fromkeys(frame["run_id"]))
 
     def history(run_id: str) -> list[tuple[str, int, float, int]]:
@@ -298,13 +371,18 @@ def load_trajectories(
     another environment lacks are NaN). Runs that logged no such artifact are left out and
     their ids listed in ``attrs["missing"]``.
     """
-    from mlflow.exceptions import MlflowException
-
     if "status" in runs.columns:
         runs = score_table(runs)
     chosen = representative_runs(runs) if representative else runs
     uri = resolve_tracking_uri(tracking_uri or runs.attrs.get("tracking_uri"))
-    client = mlflow_client(uri)
+    with reading_store(uri):
+        return _load_trajectories(chosen, uri, artifact)
+
+
+def _load_trajectories(chosen: pd.DataFrame, uri: str, artifact: str) -> pd.DataFrame:
+    from mlflow.exceptions import MlflowException
+
+    client = open_store(uri)
     keys = [c for c in ("run_id", *GROUP_PARAMS) if c in chosen.columns]
     parts, missing = [], []
     with tempfile.TemporaryDirectory(prefix="rlbench-trajectories-") as tmp:

@@ -11,12 +11,14 @@ report name the winner per load pattern and overall, with intervals and every ti
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import logging
 import math
 import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ import pandas as pd
 from rlbench.errors import UserError, first_line
 from rlbench.results import plots, stats
 from rlbench.results.analysis import (
+    invalid_seeds,
     load_curves,
     load_runs,
     load_trajectories,
@@ -34,6 +37,7 @@ from rlbench.results.analysis import (
     score_table,
 )
 from rlbench.results.document import Document
+from rlbench.results.progress import phase, warn
 from rlbench.tracking import schema
 from rlbench.tracking.redaction import mask_passwords
 from rlbench.tracking.schema import SCORE_METRIC, TRAJECTORY_ARTIFACT
@@ -120,6 +124,16 @@ def gather(settings: ReportSettings) -> ReportData:
     runs = load_runs(
         settings.experiment, settings.filter, settings.tracking_uri, metric=settings.metric
     )
+    bad_seeds = invalid_seeds(runs)
+    for run in bad_seeds.itertuples(index=False):
+        warn(
+            f"skipping run {run.run_id} ({run.run_name}): its seed {run.seed} is not an integer "
+            "in 0..2**63-1"
+        )
+    if len(bad_seeds):
+        attrs = runs.attrs
+        runs = runs[~runs["run_id"].isin(bad_seeds["run_id"])].reset_index(drop=True)
+        runs.attrs = attrs
     finished = runs[runs["status"] == "FINISHED"]
     if finished.empty:
         states = runs["status"].value_counts().to_dict() if len(runs) else {}
@@ -137,6 +151,8 @@ def gather(settings: ReportSettings) -> ReportData:
     if settings.direction == "minimize":
         scores["score"] = -scores["score"]
     excluded = _excluded(runs, len(scores), settings.metric)
+    if len(bad_seeds):
+        excluded["seed outside 0..2**63-1"] = len(bad_seeds)
     data = ReportData(runs=runs, scores=scores, excluded=excluded)
     _gather_trajectories(data, settings)
     data.registered = _registered(scores, runs.attrs.get("tracking_uri"))
@@ -203,7 +219,13 @@ def analyse(data: ReportData, settings: ReportSettings) -> Analysis:
     scores = data.scores
     per_load = stats.compare(scores, by=["env", "load"], baseline=settings.baseline, **opts)
     poi_per_load = stats.probability_of_improvement_table(scores, by=["env", "load"], **opts)
-    outliers = stats.outlier_runs(scores)
+    outliers = stats.outlier_runs(scores, min_runs=OUTLIER_MIN_RUNS)
+    if scores["algo"].nunique() < 2:
+        note = (
+            "No overall ranking: it needs two algorithms, and these runs have one "
+            f"({scores['algo'].iloc[0]})."
+        )
+        return Analysis(per_load, poi_per_load, None, None, None, note, outliers)
     tasks = scores.groupby(["env", "load"])["algo"].agg(set)
     lacking = [
         f"{env}/{load}" for (env, load), algos in tasks.items() if settings.baseline not in algos
@@ -255,6 +277,7 @@ def _pair_p(poi: pd.DataFrame, x: str, y: str) -> str:
 
 MAX_TIES_LISTED = 3  # per summary line; the tables list every tie
 MAX_OUTLIER_ROWS = 20  # the rest are in scores.csv
+OUTLIER_MIN_RUNS = 4  # runs of an algorithm on a load pattern before one can stand out
 
 
 def _names(algos: Sequence[str]) -> str:
@@ -290,8 +313,11 @@ def _winner_line(
     top = best["algo"]
     first = list(table.loc[table["rank"] == 1, "algo"])
     pairs = _tied_pairs(table)
-    score = f"IQM {unit} {_interval(best)} ({int(best['n_runs'])} runs)"
+    n_runs = int(best["n_runs"])
+    score = f"IQM {unit} {_interval(best)} ({n_runs} run{'' if n_runs == 1 else 's'})"
     n = len(table)
+    if n == 1:
+        return [f"- **{label}**: only **{top}** was run ({score}); nothing to compare it with."]
     if n > 1 and len(pairs) == n * (n - 1) // 2:
         line = (
             f"- **{label}**: no two of the {n} algorithms can be told apart {where}; "
@@ -365,14 +391,19 @@ def draw_figures(
     colors = plots.algo_colors(data.scores["algo"])
     figures: dict[str, list[Path]] = {}
     figures["intervals"] = plots.plot_intervals(analysis.per_load, out, colors=colors)
-    figures["poi"] = plots.plot_probability_of_improvement(analysis.poi_per_load, out)
+    figures["poi"] = (
+        plots.plot_probability_of_improvement(analysis.poi_per_load, out)
+        if len(analysis.poi_per_load)
+        else []
+    )
     if analysis.overall is not None:
         figures["overall"] = plots.plot_intervals(
             analysis.overall, out, name="intervals_overall", colors=colors
         )
-        figures["overall"] += plots.plot_probability_of_improvement(
-            analysis.poi_overall, out, name="probability_of_improvement_overall"
-        )
+        if analysis.poi_overall is not None and len(analysis.poi_overall):
+            figures["overall"] += plots.plot_probability_of_improvement(
+                analysis.poi_overall, out, name="probability_of_improvement_overall"
+            )
         figures["profiles"] = plots.plot_performance_profiles(analysis.profiles, out, colors=colors)
     curves = load_curves(data.scores, settings.metric, data.runs.attrs.get("tracking_uri"))
     if settings.direction == "minimize":
@@ -481,7 +512,8 @@ def compose(
             doc.para("Operations metrics of the final evaluation (mean over runs):")
             doc.table(header, rows)
     doc.image(figures["intervals"][0], "Final scores per load pattern with 95% CIs")
-    _outlier_section(doc, outliers, many_envs=scores["env"].nunique() > 1)
+    largest = int(scores.groupby(["env", "load", "algo"]).size().max())
+    _outlier_section(doc, outliers, many_envs=scores["env"].nunique() > 1, largest=largest)
 
     doc.heading(2, "Overall")
     if analysis.overall is not None:
@@ -507,7 +539,13 @@ def compose(
         "P(X > Y): the probability that a run of the row algorithm beats a run of the column "
         "algorithm (ties count 1/2), with its 95% CI; bold cells can be told apart from 0.5."
     )
-    doc.image(figures["poi"][0], "Probability of improvement per load pattern")
+    if figures["poi"]:
+        doc.image(figures["poi"][0], "Probability of improvement per load pattern")
+    else:
+        doc.para(
+            "None to show: it needs two algorithms on one load pattern, and every load pattern "
+            "here has one."
+        )
 
     doc.heading(2, "Learning curves")
     if figures["curves"]:
@@ -565,9 +603,18 @@ def _registered_section(doc: Document, data: ReportData) -> None:
     doc.table(["model", "aliases", "algo", "task", "seed", "run"], rows)
 
 
-def _outlier_section(doc: Document, outliers: pd.DataFrame, many_envs: bool) -> None:
+def _outlier_section(
+    doc: Document, outliers: pd.DataFrame, many_envs: bool, largest: int = OUTLIER_MIN_RUNS
+) -> None:
     """Runs far from their algorithm's median: a collapsed (or lucky) seed a reader should see."""
     doc.heading(2, "Outlier runs")
+    if largest < OUTLIER_MIN_RUNS:
+        doc.para(
+            f"None to look for: telling an outlier from its algorithm's median needs at least "
+            f"{OUTLIER_MIN_RUNS} runs of an algorithm on a load pattern, and these have at most "
+            f"{largest}."
+        )
+        return
     rule = (
         "more than 5 robust standard deviations (1.4826 · MAD) and 25% of the median away from "
         "their algorithm's median on their load pattern"
@@ -609,38 +656,179 @@ def build_report(settings: ReportSettings) -> Path:
     """Build the report of ``settings`` into ``settings.output_dir``; returns ``report.md``.
 
     Raises :class:`UserError` (nothing written) when there is nothing to compare or the store
-    cannot be read.
+    cannot be read. Recording the report in MLflow (``log_to_mlflow``) is a copy: when the
+    store cannot take it (read-only, full), the report is still written and a one-line
+    warning says why it was not recorded. Folders left by a report killed mid-write are
+    removed first (:func:`remove_leftovers`).
     """
     settings.check()
     final = Path(settings.output_dir)
-    data = gather(settings)
+    with phase(f"loading the runs of experiment {settings.experiment!r}"):
+        data = gather(settings)
     log.info("comparing %d runs", len(data.scores))
-    analysis = analyse(data, settings)
+    with phase(f"comparing {len(data.scores)} runs ({settings.reps} bootstrap replicates)"):
+        analysis = analyse(data, settings)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_leftovers(final)
+    tmp, lock = _writing_folder(final)
     tracker = None
     try:
-        figures = draw_figures(data, analysis, settings, tmp)
+        with phase("drawing the figures"):
+            figures = draw_figures(data, analysis, settings, tmp)
         if settings.log_to_mlflow:
-            tracker = _start_report_run(data, settings)
-        doc = compose(data, analysis, settings, figures, tracker.run_id if tracker else None)
-        (tmp / schema.REPORT_FILE).write_text(doc.markdown(), encoding="utf-8")
-        html = doc.html(f"rlbench report: {settings.name}")
-        (tmp / schema.REPORT_HTML_FILE).write_text(html, "utf-8")
-        _scores_csv(data, tmp / schema.SCORES_FILE, settings)
-        if tracker:
-            tracker.log_artifact(tmp)
-            tracker.end("FINISHED")
+            try:
+                tracker = _start_report_run(data, settings)
+            except Exception as err:  # read-only, full, or a server that refuses writes
+                warn(f"{NOT_RECORDED}: {first_line(err)} {RECORD_HINT}")
+        _write_report(tmp, data, analysis, settings, figures, tracker)
+        if tracker is not None:
+            with phase("recording the report in MLflow"):
+                recorded = _record(tracker, tmp)
             tracker = None
+            if not recorded:  # the report must not name a run that does not hold it
+                _write_report(tmp, data, analysis, settings, figures, None)
         _replace_dir(tmp, final)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        if tracker:
+        if tracker is not None:
             from rlbench.tracking import end_status
 
-            tracker.end(*end_status(err))
+            _end_quietly(tracker, *end_status(err))
         raise
+    finally:
+        os.close(lock)
     return final / schema.REPORT_FILE
+
+
+def _write_report(
+    tmp: Path,
+    data: ReportData,
+    analysis: Analysis,
+    settings: ReportSettings,
+    figures: dict[str, list[Path]],
+    tracker: Any,
+) -> None:
+    doc = compose(data, analysis, settings, figures, tracker.run_id if tracker else None)
+    (tmp / schema.REPORT_FILE).write_text(doc.markdown(), encoding="utf-8")
+    html = doc.html(f"rlbench report: {settings.name}")
+    (tmp / schema.REPORT_HTML_FILE).write_text(html, "utf-8")
+    _scores_csv(data, tmp / schema.SCORES_FILE, settings)
+
+
+NOT_RECORDED = "the report is written but not recorded in MLflow"
+RECORD_HINT = "(log_to_mlflow=false skips recording)"
+
+
+def _record(tracker: Any, folder: Path) -> bool:
+    """Log the report's files to its run and end it FINISHED; False (with a warning, the run
+    ended FAILED where the store still takes that) when the store refuses them."""
+    try:
+        tracker.log_artifact(folder)
+        tracker.end("FINISHED")
+        return True
+    except Exception as err:
+        reason = first_line(err)
+        warn(f"{NOT_RECORDED}: logging it to run {tracker.run_id} failed ({reason}) {RECORD_HINT}")
+        _end_quietly(tracker, "FAILED", reason)
+        return False
+
+
+def _end_quietly(tracker: Any, status: str, error: str | None = None) -> None:
+    try:
+        tracker.end(status, error)
+    except Exception as err:  # the store that failed us may refuse this too
+        log.debug("could not end the report's MLflow run: %s", first_line(err))
+
+
+# --------------------------------------------------------------------------- leftovers
+STALE_AFTER_S = 3600.0  # a folder this old whose writer cannot be proven alive is removed
+# .NAME.tmp-<pid>-<random> (this version), .NAME.old-<pid>, .NAME.tmp-<random> (older ones)
+_LEFTOVER = re.compile(
+    r"\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)(?:-[A-Za-z0-9_]+)?|[A-Za-z0-9_]+)"
+)
+
+
+def _writing_folder(final: Path) -> tuple[Path, int]:
+    """A new hidden folder beside ``final`` named after this process
+    (``.NAME.tmp-<pid>-<random>``), locked (``flock``) for as long as this report writes it:
+    :func:`remove_leftovers` of another report run never takes a folder that is locked."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
+    fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return tmp, fd
+
+
+def remove_leftovers(final: Path) -> list[Path]:
+    """Remove the ``.NAME.tmp-*`` and ``.NAME.old-*`` folders beside ``final`` that reports
+    killed mid-write left (and those of other reports in the same folder, named by a pid).
+
+    A folder is left alone while its writer may be alive: while it is locked, or while the
+    process named in it runs (and started before the folder was made), unless it is older than
+    :data:`STALE_AFTER_S`. Returns the folders removed."""
+    removed = []
+    try:
+        entries = list(final.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _LEFTOVER.fullmatch(entry.name)
+        if match is None or not entry.is_dir() or entry.is_symlink():
+            continue
+        pid = int(match["pid"]) if match["pid"] else None
+        if match["name"] != final.name and pid is None:
+            continue  # another report's folder from a version that did not name its writer
+        if _abandoned(entry, pid):
+            shutil.rmtree(entry, ignore_errors=True)
+            if not entry.exists():
+                removed.append(entry)
+    if removed:
+        log.info("removed %d folder(s) left by reports killed mid-write", len(removed))
+    return removed
+
+
+def _abandoned(folder: Path, pid: int | None) -> bool:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live report holds it
+        made = os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+    if pid is None or time.time() - made > STALE_AFTER_S:
+        return True  # unlocked, and no writer named in it (an older version) or long idle
+    return not _writer_alive(pid, made)
+
+
+def _writer_alive(pid: int, made: float) -> bool:
+    """Whether process ``pid`` runs and started before ``made`` (a reused pid did not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: alive
+    started = _process_start(pid)
+    return started is None or started <= made + 1.0
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (Unix time; Linux ``/proc``), or None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rpartition(")")[2].split()[19])
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _start_report_run(data: ReportData, settings: ReportSettings) -> Any:
@@ -648,10 +836,16 @@ def _start_report_run(data: ReportData, settings: ReportSettings) -> Any:
     store like every other write (in this process: a report is one short job)."""
     from rlbench.tracking import make_tracker
     from rlbench.tracking.provenance import git_tags
+    from rlbench.tracking.store import sqlite_path
 
+    uri = data.runs.attrs.get("tracking_uri")
+    db = sqlite_path(uri or "")
+    if db is not None and not (os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)):
+        where = db if not os.access(db, os.W_OK) else f"the folder of {db}"
+        raise UserError(f"the MLflow store is read-only (cannot write {where})")
     tracker = make_tracker(
         {
-            "uri": data.runs.attrs.get("tracking_uri"),
+            "uri": uri,
             "experiment": settings.experiment,
             "artifact_location": None,
             "background": False,
@@ -672,7 +866,11 @@ def _start_report_run(data: ReportData, settings: ReportSettings) -> Any:
         "seed": settings.seed,
         "n_runs": len(data.scores),
     }
-    tracker.start(run_name=f"report-{settings.name}", params=params, tags=tags)
+    try:
+        tracker.start(run_name=f"report-{settings.name}", params=params, tags=tags)
+    except BaseException:
+        _end_quietly(tracker, "FAILED")
+        raise
     return tracker
 
 

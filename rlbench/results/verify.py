@@ -175,12 +175,30 @@ def verify_experiment(
     device: str = "cpu",
 ) -> list[Check]:
     """A :class:`Check` per model file of every run in ``experiment`` (reports excluded)."""
-    from rlbench.results.analysis import load_runs
-    from rlbench.tracking.client import mlflow_client
+    from rlbench.results.analysis import load_runs, open_store
+    from rlbench.results.progress import phase
+    from rlbench.results.stores import reading_store
 
-    runs = load_runs(experiment, filter, tracking_uri)
-    client = mlflow_client(runs.attrs["tracking_uri"])
-    checks = []
+    with phase(f"loading the runs of experiment {experiment!r}"):
+        runs = load_runs(experiment, filter, tracking_uri)
+    uri = runs.attrs["tracking_uri"]
+    checks: list[Check] = []
+    with (
+        reading_store(uri),
+        phase(
+            f"verifying the models of {len(runs)} runs",
+            lambda: f"{len(checks)} models checked",
+        ),
+    ):
+        _verify_runs(open_store(uri), runs, device, checks)
+    if not checks:
+        where = f"experiment {experiment!r}" + (f" (filter {filter!r})" if filter else "")
+        raise UserError(f"no run of {where} logged a model under {MODEL_DIR}/: nothing to verify")
+    return checks
+
+
+def _verify_runs(client: Any, runs: Any, device: str, checks: list[Check]) -> None:
+    """Append a :class:`Check` per model file of ``runs`` to ``checks`` (read as it grows)."""
     for run in runs.to_dict("records"):
         try:
             files = [f for f in client.list_artifacts(run["run_id"], MODEL_DIR) if not f.is_dir]
@@ -193,10 +211,6 @@ def verify_experiment(
             except (UserError, ValueError, RuntimeError, OSError, KeyError, TypeError) as err:
                 detail, ok = _reason(err), False
             checks.append(_check(run, info.path, ok, detail))
-    if not checks:
-        where = f"experiment {experiment!r}" + (f" (filter {filter!r})" if filter else "")
-        raise UserError(f"no run of {where} logged a model under {MODEL_DIR}/: nothing to verify")
-    return checks
 
 
 def _check(run: dict[str, Any], model: str, ok: bool, detail: str) -> Check:
