@@ -138,6 +138,8 @@ class LinearQ:
         A = batch.n_actions
         self.d = A * self.k
         self.by_action = [np.flatnonzero(batch.action == a) for a in range(A)]
+        self.x_by_action = [self.x[idx] for idx in self.by_action]
+        self.r_by_action = [batch.reward[idx] for idx in self.by_action]
         self.bootstraps = gamma > 0 and not batch.done.all()
         if self.bootstraps:
             xn = fn(batch.next_obs)
@@ -149,8 +151,6 @@ class LinearQ:
                 )
                 for idx in self.by_action
             ]
-        # features of the target's expected value in s: sum_a pi(a|s) e_a (x) x(s)
-        self.q_logged_rows = batch.action
 
     def fit(self, w: np.ndarray) -> np.ndarray:
         """theta (A, k) for decision weights ``w`` (a replicate's episode counts per decision)."""
@@ -160,19 +160,21 @@ class LinearQ:
         for a, idx in enumerate(self.by_action):
             if not len(idx):
                 continue
-            xw = self.x[idx] * w[idx, None]
+            xa = self.x_by_action[a]
+            xw = xa * w[idx, None]
             rows = slice(a * k, (a + 1) * k)
-            mat[rows, rows] += xw.T @ self.x[idx]
+            mat[rows, rows] += xw.T @ xa
             if self.bootstraps:
                 mat[rows] -= self.gamma * (xw.T @ self.z[a])
-            rhs[rows] = xw.T @ self.b.reward[idx]
+            rhs[rows] = xw.T @ self.r_by_action[a]
         lam = self.ridge * max(float(w.sum()), 1.0)
         mat[np.diag_indices(self.d)] += lam
-        try:
-            theta = np.linalg.solve(mat, rhs)
-        except np.linalg.LinAlgError:
-            theta = np.linalg.lstsq(mat, rhs, rcond=None)[0]
-        return theta.reshape(A, k)
+        if not self.bootstraps:  # block diagonal: one small solve per action
+            return np.stack(
+                [_solve(mat[a * k : (a + 1) * k, a * k : (a + 1) * k], rhs[a * k : (a + 1) * k])
+                 for a in range(A)]
+            )  # fmt: skip
+        return _solve(mat, rhs).reshape(A, k)
 
     def q_and_v(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Q(s_i, a_i) and V(s_i) = sum_a pi(a|s_i) Q(s_i, a) for every decision."""
@@ -286,48 +288,25 @@ class Evaluator:
             self._model[gamma] = LinearQ(self.b, self.features, gamma, self.ridge)
         return self._model[gamma]
 
-    def _fit_each(self, c: np.ndarray, gamma: float):
-        model = self._model_for(gamma)
-        for row in c:
-            yield model.q_and_v(model.fit(row[self.b.episode]))
+    def _fqe(self, crow: np.ndarray, q: np.ndarray, v: np.ndarray) -> float:
+        return float(crow @ v[self.b.t == 0] / crow.sum())
 
-    def _fqe(self, c: np.ndarray) -> np.ndarray:
-        first = self.b.t == 0
-        out = np.empty(len(c))
-        for i, (_, v) in enumerate(self._fit_each(c, self.gamma)):
-            out[i] = c[i] @ v[first] / c[i].sum()
+    def _grid(self, x: np.ndarray) -> np.ndarray:
+        """Per-decision values laid out as the (E, H) episode grid (0 past an episode's end)."""
+        out = np.zeros(self.w.shape)
+        out[self.b.episode, self.b.t] = x
         return out
 
-    def _dr_terms(self, q: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per (episode, t): w_t (r - Q) and w_{t-1} V, both before discounting."""
-        E, H = self.w.shape
-        wq = np.zeros((E, H))
-        wv = np.zeros((E, H))
-        wq[self.b.episode, self.b.t] = q
-        wv[self.b.episode, self.b.t] = v
-        w_prev = np.hstack([np.ones((E, 1)), self.w[:, :-1]])
-        return self.w * (self.r - wq), w_prev * wv
+    def _dr(self, crow: np.ndarray, q: np.ndarray, v: np.ndarray) -> float:
+        w_prev = np.hstack([np.ones((len(self.w), 1)), self.w[:, :-1]])
+        terms = self.w * (self.r - self._grid(q)) + w_prev * self._grid(v)
+        return float(crow @ terms @ self.disc / crow.sum())
 
-    def _dr(self, c: np.ndarray) -> np.ndarray:
-        out = np.empty(len(c))
-        for i, (q, v) in enumerate(self._fit_each(c, self.gamma)):
-            a, b = self._dr_terms(q, v)
-            out[i] = c[i] @ (a + b) @ self.disc / c[i].sum()
-        return out
-
-    def _wdr(self, c: np.ndarray) -> np.ndarray:
-        E, H = self.w.shape
-        w_prev = np.hstack([np.ones((E, 1)), self.w[:, :-1]])
-        out = np.empty(len(c))
-        for i, (q, v) in enumerate(self._fit_each(c, self.gamma)):
-            qm = np.zeros((E, H))
-            vm = np.zeros((E, H))
-            qm[self.b.episode, self.b.t] = q
-            vm[self.b.episode, self.b.t] = v
-            cw, cwp = c[i] @ self.w, c[i] @ w_prev
-            term = _ratio(c[i] @ (self.w * (self.r - qm)), cw) + _ratio(c[i] @ (w_prev * vm), cwp)
-            out[i] = term @ self.disc
-        return out
+    def _wdr(self, crow: np.ndarray, q: np.ndarray, v: np.ndarray) -> float:
+        w_prev = np.hstack([np.ones((len(self.w), 1)), self.w[:, :-1]])
+        first = _ratio(crow @ (self.w * (self.r - self._grid(q))), crow @ self.w)
+        second = _ratio(crow @ (w_prev * self._grid(v)), crow @ w_prev)
+        return float((first + second) @ self.disc)
 
     # bandit: every decision a unit; sums per episode keep the bootstrap clustered
     def _per_episode(self, x: np.ndarray) -> np.ndarray:
@@ -341,28 +320,43 @@ class Evaluator:
         num = c @ self._per_episode(self.rho * self.b.reward)
         return _ratio(num, c @ self._per_episode(self.rho))
 
-    def _dm(self, c: np.ndarray) -> np.ndarray:
+    def _dm(self, crow: np.ndarray, q: np.ndarray, v: np.ndarray) -> float:
         n = self._per_episode(np.ones(len(self.rho)))
-        out = np.empty(len(c))
-        for i, (_, v) in enumerate(self._fit_each(c, 0.0)):
-            out[i] = c[i] @ self._per_episode(v) / (c[i] @ n)
-        return out
+        return float(crow @ self._per_episode(v) / (crow @ n))
 
-    def _dr_bandit(self, c: np.ndarray) -> np.ndarray:
+    def _dr_bandit(self, crow: np.ndarray, q: np.ndarray, v: np.ndarray) -> float:
         n = self._per_episode(np.ones(len(self.rho)))
-        out = np.empty(len(c))
-        for i, (q, v) in enumerate(self._fit_each(c, 0.0)):
-            x = v + self.rho * (self.b.reward - q)
-            out[i] = c[i] @ self._per_episode(x) / (c[i] @ n)
-        return out
+        x = v + self.rho * (self.b.reward - q)
+        return float(crow @ self._per_episode(x) / (crow @ n))
 
     # -- the public face ------------------------------------------------------------------------
     def replicates(self, name: str, counts: np.ndarray) -> np.ndarray:
         """The estimator ``name`` on each row of ``counts`` (B, E)."""
-        if name not in ESTIMATORS:
-            raise UserError(f"unknown estimator {name!r}; choose from {', '.join(ESTIMATORS)}")
-        fn = getattr(self, f"_{name}")
-        return np.asarray(fn(np.asarray(counts, dtype=np.float64)), dtype=np.float64)
+        return self.replicates_many([name], counts)[name]
+
+    def replicates_many(self, names: Sequence[str], counts: np.ndarray) -> dict[str, np.ndarray]:
+        """Several estimators on each row of ``counts``; the model-based ones share each
+        replicate's fit (one fit per replicate and discount, not one per estimator)."""
+        for name in names:
+            if name not in ESTIMATORS:
+                known = ", ".join(ESTIMATORS)
+                raise UserError(f"unknown estimator {name!r}; choose from {known}")
+        c = np.asarray(counts, dtype=np.float64)
+        out = {n: getattr(self, f"_{n}")(c) for n in names if n not in MODEL_BASED}
+        by_gamma: dict[float, list[str]] = {}
+        for name in names:
+            if name in MODEL_BASED:
+                gamma = 0.0 if name in BANDIT else self.gamma
+                by_gamma.setdefault(gamma, []).append(name)
+        for gamma, group in by_gamma.items():
+            model = self._model_for(gamma)
+            vals = {n: np.empty(len(c)) for n in group}
+            for i, crow in enumerate(c):
+                q, v = model.q_and_v(model.fit(crow[self.b.episode]))
+                for n in group:
+                    vals[n][i] = getattr(self, f"_{n}")(crow, q, v)
+            out |= vals
+        return {n: out[n] for n in names}
 
     def point(self, name: str) -> float:
         """The estimate on the whole log."""
@@ -401,6 +395,14 @@ class Evaluator:
             unsupported_actions=missing,
             warnings=notes,
         )
+
+
+def _solve(mat: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """``mat^-1 rhs``; the least-squares solution when ``mat`` is singular (unvisited pairs)."""
+    try:
+        return np.linalg.solve(mat, rhs)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(mat, rhs, rcond=None)[0]
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -450,16 +452,15 @@ def evaluate(
     if warn:
         for note in diag.warnings:
             warnings.warn(note, SupportWarning, stacklevel=2)
-    out = {}
-    for name in estimators:
-        point = ev.point(name)
-        out[name] = _interval(name, point, _chunked(ev, name, n_boot, seed), alpha)
+    points = ev.replicates_many(estimators, np.ones((1, batch.n_episodes)))
+    reps = _chunked(ev, estimators, n_boot, seed)
+    out = {n: _interval(n, float(points[n][0]), reps[n], alpha) for n in estimators}
     return out, diag
 
 
-def _chunked(ev: Evaluator, name: str, n_boot: int, seed: int) -> np.ndarray:
-    counts = bootstrap_counts(ev.b.n_episodes, n_boot, seed)
-    return np.concatenate([ev.replicates(name, c) for c in counts])
+def _chunked(ev: Evaluator, names: Sequence[str], n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    parts = [ev.replicates_many(names, c) for c in bootstrap_counts(ev.b.n_episodes, n_boot, seed)]
+    return {n: np.concatenate([p[n] for p in parts]) for n in names}
 
 
 def compare(
@@ -481,8 +482,7 @@ def compare(
     ba, bb = make_batch(log, policy_a), make_batch(log, policy_b)
     ea = Evaluator(ba, gamma=gamma, features=features, ridge=ridge)
     eb = Evaluator(bb, gamma=gamma, features=features, ridge=ridge)
-    out = {}
-    for name in estimators:
-        diff = _chunked(ea, name, n_boot, seed) - _chunked(eb, name, n_boot, seed)
-        out[name] = _interval(name, ea.point(name) - eb.point(name), diff, alpha)
-    return out
+    ones = np.ones((1, ba.n_episodes))
+    pa, pb = ea.replicates_many(estimators, ones), eb.replicates_many(estimators, ones)
+    ra, rb = _chunked(ea, estimators, n_boot, seed), _chunked(eb, estimators, n_boot, seed)
+    return {n: _interval(n, float(pa[n][0] - pb[n][0]), ra[n] - rb[n], alpha) for n in estimators}
