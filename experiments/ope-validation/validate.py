@@ -119,23 +119,31 @@ def one_log(env: str, behaviour: str, size: int, index: int, boot: int) -> list[
     return rows
 
 
+def _rmse(e: pd.Series) -> float:
+    e = e.dropna()
+    return float(np.sqrt(np.mean(e**2))) if len(e) else float("nan")
+
+
 def summarise(est: pd.DataFrame, tru: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per cell and pooled: bias and RMSE over the logs where the estimate is defined, mean
+    width, coverage (an undefined estimate counts as NOT covering) and the undefined share."""
     df = est.merge(tru[["env", "target", "truth"]], on=["env", "target"])
     df["error"] = df["value"] - df["truth"]
     df["covered"] = (df["low"] <= df["truth"]) & (df["truth"] <= df["high"])
     df["width"] = df["high"] - df["low"]
+    df["undefined"] = df["value"].isna()
     keys = ["env", "behaviour", "size", "estimator"]
     per_cell = (
         df.groupby([*keys, "target"])
-        .agg(bias=("error", "mean"), rmse=("error", lambda e: float(np.sqrt(np.mean(e**2)))),
-             width=("width", "mean"), coverage=("covered", "mean"), logs=("log", "nunique"))
+        .agg(bias=("error", "mean"), rmse=("error", _rmse), width=("width", "mean"),
+             coverage=("covered", "mean"), undefined=("undefined", "mean"), logs=("log", "nunique"))
         .reset_index()
     )  # fmt: skip
     pooled = (
         df.groupby(["env", "estimator"])
-        .agg(rmse=("error", lambda e: float(np.sqrt(np.mean(e**2)))),
-             abs_bias=("error", lambda e: float(abs(np.mean(e)))),
-             width=("width", "mean"), coverage=("covered", "mean"), n=("error", "size"))
+        .agg(rmse=("error", _rmse), abs_bias=("error", lambda e: float(abs(e.mean()))),
+             width=("width", "mean"), coverage=("covered", "mean"),
+             undefined=("undefined", "mean"), n=("error", "size"))
         .reset_index()
     )  # fmt: skip
     return per_cell, pooled
@@ -145,7 +153,7 @@ def recommend(pooled: pd.DataFrame) -> dict[str, str]:
     """The rule fixed before the runs: smallest RMSE among coverage >= 85% (per env)."""
     out = {}
     for env, g in pooled.groupby("env"):
-        ok = g[g["coverage"] >= COVERAGE_RULE]
+        ok = g[(g["coverage"] >= COVERAGE_RULE) & g["rmse"].notna()]
         out[env] = ok.sort_values("rmse").iloc[0]["estimator"] if len(ok) else "(none)"
     return out
 
@@ -185,7 +193,8 @@ def markdown(per_cell: pd.DataFrame, pooled: pd.DataFrame, tru: pd.DataFrame, me
     by = (
         per_cell.groupby(["env", "behaviour", "size", "estimator"])
         .agg(bias=("bias", "mean"), rmse=("rmse", "mean"), width=("width", "mean"),
-             coverage=("coverage", "mean"), min_coverage=("coverage", "min"), logs=("logs", "min"))
+             coverage=("coverage", "mean"), min_coverage=("coverage", "min"),
+             undefined=("undefined", "mean"), logs=("logs", "min"))
         .reset_index()
     )  # fmt: skip
     lines += [md(by), ""]

@@ -14,6 +14,9 @@ in closed form: the LSTD-Q fixed point ``sum w phi (phi - gamma (1-done) psi')^T
 sum w phi r`` with ``psi'`` the target's expected next features, which is exactly what fitted-Q
 iteration converges to in this class. ``gamma=0`` makes it the reward regression of ``dm``.
 
+An estimate is NaN where it is undefined: a self-normalised estimator (and IS) when no logged
+episode, or no decision at some step, has weight under the target; the diagnostics say why.
+
 Intervals: percentile bootstrap over EPISODES (decisions of one episode or session stay
 together). The model is refitted in every replicate (a weighted least-squares solve with the
 replicate's episode counts), so the interval includes the model's own sampling error; nothing
@@ -199,6 +202,11 @@ class Estimate:
     replicates: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
 
     @property
+    def undefined_share(self) -> float:
+        """Share of bootstrap replicates in which the estimator was undefined (NaN)."""
+        return float(np.mean(~np.isfinite(self.replicates))) if len(self.replicates) else 0.0
+
+    @property
     def width(self) -> float:
         return self.high - self.low
 
@@ -272,7 +280,8 @@ class Evaluator:
 
     # -- the estimators, each on a (B, E) matrix of episode counts ------------------------------
     def _is(self, c: np.ndarray) -> np.ndarray:
-        return c @ (self.W * self.G) / c.sum(axis=1)
+        # no logged episode consistent with the target: nothing to average (NaN, not 0)
+        return np.where(c @ self.W > 0, c @ (self.W * self.G) / c.sum(axis=1), np.nan)
 
     def _wis(self, c: np.ndarray) -> np.ndarray:
         return _ratio(c @ (self.W * self.G), c @ self.W)
@@ -406,8 +415,10 @@ def _solve(mat: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den``, NaN where ``den`` is 0: a self-normalised estimate with no weight at all is
+    undefined (not 0, which would claim the target earns nothing, with a zero-width interval)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
 def bootstrap_counts(n_episodes: int, n_boot: int, seed: int, chunk: int = 64):
@@ -424,9 +435,14 @@ def bootstrap_counts(n_episodes: int, n_boot: int, seed: int, chunk: int = 64):
 
 
 def _interval(name: str, point: float, reps: np.ndarray, alpha: float) -> Estimate:
+    """Percentile interval of the finite replicates; all NaN when the estimate is undefined."""
     finite = reps[np.isfinite(reps)]
-    lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2]) if len(finite) else (np.nan,) * 2
-    sd = float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
+    if not np.isfinite(point) or len(finite) < 2:
+        return Estimate(
+            name, float("nan"), float("nan"), float("nan"), float("nan"), len(reps), reps
+        )
+    lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+    sd = float(np.std(finite, ddof=1))
     return Estimate(name, point, float(lo), float(hi), sd, len(reps), reps)
 
 
