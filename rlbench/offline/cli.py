@@ -79,6 +79,17 @@ def collect_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_exploration(explore: str, epsilon: float, temperature: float) -> None:
+    from rlbench.offline.collect import EXPLORE
+
+    if explore not in EXPLORE:
+        raise UserError(f"--explore must be one of {', '.join(EXPLORE)}, got {explore!r}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise UserError(f"--epsilon must be in [0, 1], got {epsilon}")
+    if not temperature > 0.0:
+        raise UserError(f"--temperature must be > 0, got {temperature}")
+
+
 def collect_command(argv: Sequence[str] | None = None) -> None:
     """Parse, check everything, then write the log and print a one-line summary."""
     from rlbench.config import env_spec
@@ -94,6 +105,7 @@ def collect_command(argv: Sequence[str] | None = None) -> None:
         raise UserError("--seed must be an integer >= 0")
     if not args.seconds_per_step >= 0:
         raise UserError("--seconds-per-step must be >= 0")
+    _check_exploration(args.explore, args.epsilon, args.temperature)
     start = parse_time(args.start)
     cfg = _compose(args.env, None if _is_model(args.policy) else args.policy, args.overrides)
     env_id, env_kwargs = env_spec(cfg.env)
@@ -172,6 +184,9 @@ def ope_command(argv: Sequence[str] | None = None) -> None:
     args = ope_parser().parse_intermixed_args(argv)
     if args.boot < 2:
         raise UserError("--boot must be at least 2")
+    _check_exploration("epsilon", args.epsilon, 1.0)
+    if not 0.0 <= args.gamma <= 1.0:
+        raise UserError(f"--gamma must be in [0, 1], got {args.gamma}")
     names_given = [n.strip() for n in (args.estimators or "").split(",") if n.strip()]
     for name in names_given:
         if name not in ope.ESTIMATORS:

@@ -39,7 +39,7 @@ def action_values(agent: Any, obs: np.ndarray) -> np.ndarray:
             return model.q_net(obs_t).cpu().numpy().astype(np.float64)
     raise UserError(
         f"softmax exploration needs action values; {getattr(agent, 'name', agent)!r} has none "
-        "(use a Q-learning, DQN or offline Q agent, or explore=epsilon)"
+        "(use a Q-learning, DQN or offline Q agent, or epsilon exploration)"
     )
 
 
