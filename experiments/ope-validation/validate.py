@@ -201,6 +201,33 @@ def markdown(per_cell: pd.DataFrame, pooled: pd.DataFrame, tru: pd.DataFrame, me
     return "\n".join(lines)
 
 
+def merge(args: argparse.Namespace) -> int:
+    """Summarise finished runs' tables (each env's rows taken from the folder that ran it)."""
+    ests, trus = [], []
+    for folder in args.merge:
+        est = pd.read_csv(Path(folder) / "estimates.csv")
+        tru = pd.read_csv(Path(folder) / "truth.csv")
+        envs = sorted(set(est["env"]))
+        ests.append(est)
+        trus.append(tru[tru["env"].isin(envs)])
+    est, tru = pd.concat(ests, ignore_index=True), pd.concat(trus, ignore_index=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    est.to_csv(out / "estimates.csv", index=False)
+    tru.to_csv(out / "truth.csv", index=False)
+    per_cell, pooled = summarise(est, tru)
+    per_cell.to_csv(out / "cells.csv", index=False)
+    meta = {
+        "command": "python experiments/ope-validation/validate.py " + " ".join(sys.argv[1:]),
+        "wall_s": float(args.wall or 0.0),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+        f"(shared), Python {platform.python_version()}",
+    }
+    (out / "summary.md").write_text(markdown(per_cell, pooled, tru, meta))
+    print((out / "summary.md").read_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -212,7 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--truth-episodes", type=int, default=20000)
     p.add_argument("--envs", default="autoscaling,recommender")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    p.add_argument("--merge", nargs="+", default=None,
+                   help="no runs: summarise the estimates.csv/truth.csv of these folders "
+                   "(runs split over processes, one per env) into --out")  # fmt: skip
+    p.add_argument("--wall", type=float, default=None, help="with --merge: the runs' wall s")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args)
     sizes = [int(s) for s in args.sizes.split(",")]
     envs = [e for e in args.envs.split(",") if e]
     out = Path(args.out)
