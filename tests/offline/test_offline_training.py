@@ -123,19 +123,19 @@ def test_rlbench_train_trains_offline_and_records_the_log(autoscaling_log, mlflo
 
 
 def test_an_offline_trained_policy_is_valued_by_ope_as_by_simulation(tmp_path):
-    """Recommender, one-decision sessions, uniformly random logging (20k decisions): a
+    """Recommender, one-decision sessions, uniformly random logging (10k decisions): a
     Q-network trained offline (gamma 0: a contextual bandit) is the target. Its value by
-    simulation (20k sessions acting greedily) lies inside the 95% intervals of SNIPS and DR."""
+    simulation (40k sessions acting greedily) lies inside the 95% intervals of SNIPS and DR."""
     kwargs = {"horizon": 1}
     log = read_log(write_log(tmp_path / "log", RECOMMENDER, kwargs, {"name": "random"}, 1.0,
-                             20_000, seed=11, seconds_per_step=1.0))  # fmt: skip
+                             10_000, seed=11, seconds_per_step=1.0))  # fmt: skip
     venv = make_vec(RECOMMENDER, 1, seed=0, **kwargs)
     agent = build_agent({"name": "offline_dqn", "data": str(tmp_path / "log"), "gamma": 0.0},
                         venv, seed=0)  # fmt: skip
-    agent.learn(150_000)
+    agent.learn(100_000)
     greedy = Behaviour(agent, "epsilon", 0.0)
-    truth = on_policy_returns(make_vec(RECOMMENDER, 256, seed=99, **kwargs), greedy, 20_000, 5)
-    est, diag = ope.evaluate(log, greedy, ["snips", "dr_bandit", "ips"], n_boot=200, seed=1)
+    truth = on_policy_returns(make_vec(RECOMMENDER, 256, seed=99, **kwargs), greedy, 40_000, 5)
+    est, diag = ope.evaluate(log, greedy, ["snips", "dr_bandit", "ips"], n_boot=100, seed=1)
     random_value = float(np.mean(log.reward))
     assert truth.mean() > random_value + 0.3  # the learned policy is far from the logging one
     for name in ("snips", "dr_bandit"):
