@@ -172,11 +172,12 @@ class LinearQ:
             rhs[rows] = xw.T @ self.r_by_action[a]
         lam = self.ridge * max(float(w.sum()), 1.0)
         mat[np.diag_indices(self.d)] += lam
-        if not self.bootstraps:  # block diagonal: one small solve per action
-            return np.stack(
-                [_solve(mat[a * k : (a + 1) * k, a * k : (a + 1) * k], rhs[a * k : (a + 1) * k])
-                 for a in range(A)]
-            )  # fmt: skip
+        if not self.bootstraps:  # block diagonal: one batched solve of A small systems
+            blocks = np.stack([mat[a * k : (a + 1) * k, a * k : (a + 1) * k] for a in range(A)])
+            try:
+                return np.linalg.solve(blocks, rhs.reshape(A, k, 1))[..., 0]
+            except np.linalg.LinAlgError:  # an action never logged: least squares per block
+                return np.stack([_solve(blocks[a], rhs[a * k : (a + 1) * k]) for a in range(A)])
         return _solve(mat, rhs).reshape(A, k)
 
     def q_and_v(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
