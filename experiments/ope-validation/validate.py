@@ -243,7 +243,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="no runs: summarise the estimates.csv/truth.csv of these folders "
                    "(runs split over processes, one per env) into --out")  # fmt: skip
     p.add_argument("--wall", type=float, default=None, help="with --merge: the runs' wall s")
+    p.add_argument(
+        "--truth-only",
+        action="store_true",
+        help="only (re)compute truth.csv in --out (estimates do not depend on it)",
+    )
     args = p.parse_args(argv)
+    if args.truth_only:
+        envs = [e for e in args.envs.split(",") if e]
+        tru = pd.concat([truth(env, args.truth_episodes, 7) for env in envs], ignore_index=True)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        tru.to_csv(Path(args.out) / "truth.csv", index=False)
+        return 0
     if args.merge:
         return merge(args)
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -153,9 +153,9 @@ def collect(
 
 def on_policy_returns(venv: Any, policy: Any, episodes: int, seed: int) -> np.ndarray:
     """Returns of ``episodes`` episodes of ``policy`` acting by its own pi (sampled, seeded):
-    the truth an off-policy estimate is judged against. Only the first ``episodes`` episodes
-    to finish are kept, in the order the copies were started (no bias to short episodes:
-    every copy's first episodes are all counted before any later one)."""
+    the truth an off-policy estimate is judged against. Episodes are numbered in the order the
+    copies start them and exactly the first ``episodes`` are kept, so short episodes are not
+    over-represented (a copy's later episodes never replace another copy's unfinished one)."""
     rng = np.random.default_rng(seed)
     n = venv.num_envs
     venv.seed(seed)
@@ -164,20 +164,19 @@ def on_policy_returns(venv: Any, policy: Any, episodes: int, seed: int) -> np.nd
     next_ep = n
     ret = np.zeros(n)
     out = np.full(episodes, np.nan)
-    while np.isnan(out).any():
+    while (ep_of < episodes).any():
         probs = policy.action_probabilities(obs)
         u = rng.random(n)
         actions = np.minimum((probs.cumsum(axis=1) < u[:, None]).sum(axis=1), probs.shape[1] - 1)
         obs, rewards, dones, _ = venv.step(actions)
         ret += rewards
-        for i in np.flatnonzero(dones):
-            if ep_of[i] < episodes:
-                out[ep_of[i]] = ret[i]
-            ret[i] = 0.0
-            ep_of[i] = next_ep
-            next_ep += 1
-        if (ep_of >= episodes).all():
-            break
+        idx = np.flatnonzero(dones)
+        if len(idx):
+            keep = idx[ep_of[idx] < episodes]
+            out[ep_of[keep]] = ret[keep]
+            ret[idx] = 0.0
+            ep_of[idx] = next_ep + np.arange(len(idx))
+            next_ep += len(idx)
     return out
 
 
