@@ -20,7 +20,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 from benchmarks.common import MISS, PASS, machine, table, write
 
-BENCHMARKS = ("device", "env", "qlearning", "training", "tracking", "report", "serving")
+BENCHMARKS = ("device", "env", "qlearning", "training", "tracking", "report", "serving", "offline")
 MODULES = {"env": "env_throughput"}
 
 

@@ -37,15 +37,34 @@ AGENTS: dict[str, str] = {
     "recommender_rule": "rlbench.agents.rules:RecommenderRuleAgent",
     "runbook": "rlbench.agents.rules:RunbookAgent",
 }
+# Agents that learn from an interaction log. They live in rlbench.offline (above this layer:
+# they read logs); naming them here by string, imported only when built, is how
+# rlbench-train and load_agent reach them without agents importing offline.
+OFFLINE_AGENTS: dict[str, str] = {
+    "qlearning_replay": "rlbench.offline.agents:ReplayQLearningAgent",
+    "offline_dqn": "rlbench.offline.agents:OfflineDQNAgent",
+    "cql": "rlbench.offline.agents:CQLAgent",
+    "bc": "rlbench.offline.agents:BCAgent",
+}
 
-__all__ = ["AGENTS", "Agent", "agent_class", "build_agent", "load_agent", "resolve_device"]
+__all__ = [
+    "AGENTS",
+    "OFFLINE_AGENTS",
+    "Agent",
+    "agent_class",
+    "build_agent",
+    "load_agent",
+    "resolve_device",
+]
 
 
 def agent_class(name: str) -> type[Agent]:
     """The :class:`Agent` subclass for ``algo.name``; ``UserError`` listing the known names."""
-    if name not in AGENTS:
-        raise UserError(f"unknown algorithm {name!r}; known: {', '.join(sorted(AGENTS))}")
-    module, cls = AGENTS[name].split(":")
+    where = AGENTS.get(name) or OFFLINE_AGENTS.get(name)
+    if where is None:
+        known, offline = ", ".join(sorted(AGENTS)), ", ".join(sorted(OFFLINE_AGENTS))
+        raise UserError(f"unknown algorithm {name!r}; known: {known}; from a log: {offline}")
+    module, cls = where.split(":")
     return getattr(importlib.import_module(module), cls)
 
 

@@ -136,3 +136,18 @@ MLFLOW_RUN_ATTR = "rlbench.mlflow_run_id"  # trial user attribute: the MLflow ru
 # parameter importance, everywhere (parent run plot, notebook 02, README): fANOVA on the first
 # objective as it is (not flipped), with this seed, so that the three agree on one study
 IMPORTANCE_SEED = 0
+
+# --------------------------------------------------------------------------- offline (issue 17)
+# an interaction log registered as an MLflow dataset input of the runs that use it
+DATASET_CONTEXT_TAG = "mlflow.data.context"  # MLflow's own key of an input's role
+TRAINING_CONTEXT = "training"  # offline training (rlbench-train algo=bc data=...)
+EVALUATION_CONTEXT = "evaluation"  # off-policy evaluation (rlbench-ope)
+LOG_SOURCE_TYPE = "rlbench-interaction-log"  # the dataset's source_type: a log folder or file
+OPE_KIND = "ope"  # KIND_TAG of an off-policy evaluation's run
+OPE_PREFIX = "ope/"  # ope/<policy>/<estimator>{,_low,_high}, ope/diff/<estimator>...
+OPE_TABLE_FILE = "ope.csv"  # an evaluation run's table: one row per policy and estimator
+
+
+def ope_metric(policy: str, estimator: str, part: str = "") -> str:
+    """``ope/<policy>/<estimator>`` (the estimate) or ``..._low`` / ``..._high`` (its interval)."""
+    return f"{OPE_PREFIX}{policy}/{estimator}{'_' + part if part else ''}"

@@ -24,8 +24,14 @@ OTHER_ENV_OPTIONS = [
 ]
 
 
+# agents that learn from an interaction log (data=...), tested in tests/offline
+OFFLINE_OPTIONS = ["bc", "cql", "offline_dqn", "qlearning_replay"]
+
+
 def test_every_option_users_type_exists():
-    assert sorted(p.stem for p in CONF.glob("*.yaml")) == sorted(OPTIONS + OTHER_ENV_OPTIONS)
+    assert sorted(p.stem for p in CONF.glob("*.yaml")) == sorted(
+        OPTIONS + OTHER_ENV_OPTIONS + OFFLINE_OPTIONS
+    )
 
 
 @pytest.mark.parametrize("option", OPTIONS)

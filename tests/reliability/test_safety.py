@@ -139,6 +139,10 @@ def test_models_are_loaded_only_from_places_the_user_names():
         ("rlbench/tracking/registry.py", "log_policy", "load_agent"),
         # MLflow loads a registered policy from its own model folder
         ("rlbench/tracking/policy_model.py", "load_context", "load_agent"),
+        # rlbench-collect / rlbench-ope: the model file (--policy PATH) or the run's model
+        # (--policy runs:/<id>) the user names as the behaviour or target policy
+        ("rlbench/offline/collect.py", "load_policy", "load_agent"),
+        ("rlbench/offline/collect.py", "_from_run", "load_agent"),
     }
 
 

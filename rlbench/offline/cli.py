@@ -1,0 +1,247 @@
+"""``rlbench-collect`` (write an interaction log) and ``rlbench-ope`` (evaluate policies on one).
+
+    rlbench-collect --env autoscaling --policy threshold --epsilon 0.2 --episodes 100 --out logs/as
+    rlbench-collect --env recommender --policy models:/recommender@champion --out logs/rec \\
+        --explore softmax --temperature 0.5 env.horizon=20
+    rlbench-ope logs/as --env autoscaling --policy threshold --policy static --epsilon 0.05
+
+Trailing ``key=value`` words are Hydra overrides of the composed config (``env.load=spike``,
+``algo.upper=70``). Mistakes are one ``error:`` line and exit code 2; nothing half-written (a
+collection that fails before its first decision leaves no log files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rlbench import cli
+from rlbench.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are a ``UserError`` (one line, exit 2), not usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _compose(env: str, algo: str | None, overrides: Sequence[str]) -> Any:
+    from rlbench.offline.collect import compose
+
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise UserError(f"{bad[0]!r} is not an override: write key=value (env.load=spike)")
+    words = [f"env={env}", *([f"algo={algo}"] if algo else []), *overrides]
+    try:
+        return compose(words)
+    except UserError:
+        raise
+    except Exception as err:  # Hydra's composition errors, described as rlbench-train does
+        raise UserError(cli.describe(err)) from None
+
+
+def _is_model(spec: str) -> bool:
+    return spec.startswith(("models:/", "runs:/")) or Path(spec).suffix in (".zip", ".npz")
+
+
+def collect_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="rlbench-collect",
+        description="Write an interaction log: a policy under known exploration in an env.",
+    )
+    p.add_argument(
+        "--env", default="autoscaling", help="env option (conf/env), default autoscaling"
+    )
+    p.add_argument(
+        "--policy",
+        required=True,
+        help="an algo option (threshold, recommender_rule, ...), a model file, "
+        "models:/NAME@ALIAS or runs:/<run id>",
+    )
+    p.add_argument(
+        "--explore", default="epsilon", help="epsilon | softmax | none (the policy's own pi)"
+    )
+    p.add_argument("--epsilon", type=float, default=0.1)
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax: Q / temperature")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--out", required=True, help="the log folder (appended to if it exists)")
+    p.add_argument("--seed", type=int, default=0, help="fixes the collection")
+    p.add_argument("--copies", type=int, default=8, help="env copies stepped together")
+    p.add_argument("--batch-size", type=int, default=100, help="records per fsynced flush")
+    p.add_argument("--start", default=None, help="time of the first decision (ISO; default now)")
+    p.add_argument("--seconds-per-step", type=float, default=1.0, help="time between decisions")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ and runs:/")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides: env.load=spike algo.upper=70")
+    return p
+
+
+def _check_exploration(explore: str, epsilon: float, temperature: float) -> None:
+    from rlbench.offline.collect import EXPLORE
+
+    if explore not in EXPLORE:
+        raise UserError(f"--explore must be one of {', '.join(EXPLORE)}, got {explore!r}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise UserError(f"--epsilon must be in [0, 1], got {epsilon}")
+    if not temperature > 0.0:
+        raise UserError(f"--temperature must be > 0, got {temperature}")
+
+
+def collect_command(argv: Sequence[str] | None = None) -> None:
+    """Parse, check everything, then write the log and print a one-line summary."""
+    from rlbench.config import env_spec
+    from rlbench.envs import make_vec
+    from rlbench.offline.collect import Behaviour, collect, load_policy, parse_time
+    from rlbench.offline.log import LogWriter
+
+    args = collect_parser().parse_intermixed_args(argv)
+    for key in ("episodes", "copies", "batch_size"):
+        if getattr(args, key) < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be a positive integer")
+    if args.seed < 0:
+        raise UserError("--seed must be an integer >= 0")
+    if not args.seconds_per_step >= 0:
+        raise UserError("--seconds-per-step must be >= 0")
+    _check_exploration(args.explore, args.epsilon, args.temperature)
+    start = parse_time(args.start)
+    cfg = _compose(args.env, None if _is_model(args.policy) else args.policy, args.overrides)
+    env_id, env_kwargs = env_spec(cfg.env)
+    try:
+        venv = make_vec(env_id, args.copies, seed=args.seed, **env_kwargs)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"env ({env_id}): {err}") from None
+    agent, name, version = load_policy(args.policy, cfg.algo, venv, args.seed, args.tracking_uri)
+    behaviour = Behaviour(agent, args.explore, args.epsilon, args.temperature, name, version)
+    behaviour.action_probabilities(venv.reset())  # softmax without Q-values fails here, early
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the log")
+    meta = {"env_kwargs": env_kwargs, "behaviour": name, "explore": args.explore}
+    writer = LogWriter(
+        out, env_id=env_id, obs_shape=venv.observation_space.shape,
+        n_actions=int(venv.action_space.n), batch_size=args.batch_size, meta=meta,
+    )  # fmt: skip
+    with writer:
+        result = collect(
+            venv, behaviour, writer, episodes=args.episodes, seed=args.seed, start_ts=start,
+            seconds_per_step=args.seconds_per_step, run_name=f"{name}-s{args.seed}",
+        )  # fmt: skip
+    returns = result["returns"]
+    print(
+        f"logged {writer.flushed} decisions of {len(returns)} episodes to {out} "
+        f"(mean return {sum(returns) / len(returns):.4g}; {len(writer.files)} file(s))"
+    )
+
+
+def collect_main() -> None:
+    """The ``rlbench-collect`` console script."""
+    _run(collect_command)
+
+
+def _run(command: Any) -> None:
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one torch thread: small nets, shared cores
+    cli.run_app(lambda: command(sys.argv[1:]))
+
+
+def ope_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="rlbench-ope", description="Off-policy evaluation of policies on a log.")
+    p.add_argument("log", help="the interaction log (a folder or a part file)")
+    p.add_argument("--env", default="autoscaling", help="env option the log is from")
+    p.add_argument("--policy", action="append", required=True,
+                   help="target policy (repeat; the first two are also compared, paired): an algo "
+                   "option, a model file, models:/NAME@ALIAS or runs:/<run id>")  # fmt: skip
+    p.add_argument("--epsilon", type=float, default=0.0, help="targets act epsilon-greedy")
+    p.add_argument("--estimators", default=None,
+                   help="comma-separated (default: the sequential ones, or the bandit ones for "
+                   "one-decision episodes)")  # fmt: skip
+    p.add_argument("--gamma", type=float, default=1.0)
+    p.add_argument("--boot", type=int, default=200, help="bootstrap replicates")
+    p.add_argument("--seed", type=int, default=0, help="fixes the bootstrap")
+    p.add_argument("--window-days", type=float, default=None, help="only the last N days")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--no-track", action="store_true", help="do not record an MLflow run")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides: env.load=spike algo.upper=70")
+    return p
+
+
+def ope_command(argv: Sequence[str] | None = None) -> None:
+    """Evaluate each ``--policy`` on the log, print the table, record it in MLflow."""
+    import warnings
+
+    import numpy as np
+
+    from rlbench.config import env_spec
+    from rlbench.envs import make_vec
+    from rlbench.offline import ope
+    from rlbench.offline.collect import Behaviour, load_policy
+    from rlbench.offline.log import read_log
+
+    args = ope_parser().parse_intermixed_args(argv)
+    if args.boot < 2:
+        raise UserError("--boot must be at least 2")
+    _check_exploration("epsilon", args.epsilon, 1.0)
+    if not 0.0 <= args.gamma <= 1.0:
+        raise UserError(f"--gamma must be in [0, 1], got {args.gamma}")
+    names_given = [n.strip() for n in (args.estimators or "").split(",") if n.strip()]
+    for name in names_given:
+        if name not in ope.ESTIMATORS:
+            raise UserError(f"unknown estimator {name!r}; choose from {', '.join(ope.ESTIMATORS)}")
+    cfg = _compose(args.env, None, args.overrides)
+    env_id, env_kwargs = env_spec(cfg.env)
+    venv = make_vec(env_id, 1, seed=0, **env_kwargs)
+    data = read_log(args.log, env_id=env_id, obs_shape=venv.observation_space.shape,
+                    n_actions=int(venv.action_space.n))  # fmt: skip
+    if args.window_days is not None:
+        if not args.window_days > 0:
+            raise UserError("--window-days must be > 0")
+        keep = data.ts > data.ts.max() - 86400.0 * args.window_days
+        data = data.subset(keep)
+    lengths = np.bincount(data.episode)
+    names = names_given or list(ope.BANDIT if lengths.max() == 1 else ope.SEQUENTIAL)
+    targets = {}
+    for spec in args.policy:
+        algo_cfg = cfg.algo if _is_model(spec) else _compose(args.env, spec, args.overrides).algo
+        agent, name, _ = load_policy(spec, algo_cfg, venv, 0, args.tracking_uri)
+        label = name if name not in targets else f"{name}-{len(targets)}"
+        targets[label] = Behaviour(agent, "epsilon", args.epsilon, name=label)
+    rows = []
+    for label, target in targets.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ope.SupportWarning)
+            est, diag = ope.evaluate(data, target, names, gamma=args.gamma, n_boot=args.boot,
+                                     seed=args.seed)  # fmt: skip
+        for w in caught:
+            print(f"warning: {label}: {w.message}", file=sys.stderr)
+        print(f"{label}: {diag.n_decisions} decisions, {diag.n_episodes} episodes, ESS "
+              f"{diag.ess_episodes:.1f} episodes / {diag.ess_decisions:.0f} decisions, "
+              f"max ratio {diag.max_ratio:.3g}")  # fmt: skip
+        rows += [(label, e) for e in est.values()]
+    labels = list(targets)
+    if len(labels) >= 2:
+        diff = ope.compare(data, targets[labels[0]], targets[labels[1]], names, gamma=args.gamma,
+                           n_boot=args.boot, seed=args.seed)  # fmt: skip
+        rows += [(f"{labels[0]} - {labels[1]}", e) for e in diff.values()]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'policy'.ljust(width)}  {'estimator':9}  {'value':>10}  95% interval")
+    for label, e in rows:
+        shown = (
+            f"{e.value:10.4g}  [{e.low:.4g}, {e.high:.4g}]"
+            if e.value == e.value
+            else f"{'undefined':>10}  (no logged weight under the target)"
+        )
+        print(f"{label.ljust(width)}  {e.name:9}  {shown}")
+    if not args.no_track:
+        from rlbench.offline.tracking import record_evaluation
+
+        run_id = record_evaluation(args.tracking_uri, data, args.log, rows, vars(args))
+        print(f"mlflow run: {run_id}")
+
+
+def ope_main() -> None:
+    """The ``rlbench-ope`` console script."""
+    _run(ope_command)

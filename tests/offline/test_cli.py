@@ -1,0 +1,125 @@
+"""rlbench-collect and rlbench-ope: logs written reproducibly, evaluations tracked, and every
+mistake one line with exit code 2 (docs/bad-input.md lists the same cases)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rlbench.errors import UserError
+from rlbench.offline.cli import collect_command, ope_command
+from rlbench.offline.log import read_log
+
+FAST = ["--episodes", "6", "--copies", "3", "--start", "2026-01-01", "env.horizon=16"]
+
+
+def test_a_seed_fixes_the_collection(tmp_path):
+    for name in ("a", "b"):
+        collect_command(["--policy", "threshold", "--epsilon", "0.3", "--out",
+                         str(tmp_path / name), "--seed", "4", *FAST])  # fmt: skip
+    a, b = read_log(tmp_path / "a"), read_log(tmp_path / "b")
+    assert len(a) == 6 * 16 and a.n_episodes == 6
+    for col in ("ts", "obs", "action", "propensity", "reward", "next_obs", "done"):
+        assert np.array_equal(getattr(a, col), getattr(b, col)), col
+    assert set(np.round(a.propensity, 6)) <= {0.8, 0.1}  # 0.7 + 0.3/3 greedy, 0.3/3 others
+    assert a.done.sum() == 6 and not a.terminal.any()  # time-limit ends, not terminal
+
+
+def test_softmax_exploration_records_the_softmax_probability(tmp_path):
+    collect_command(["--policy", "qlearning", "--explore", "softmax", "--temperature", "2",
+                     "--out", str(tmp_path), *FAST])  # fmt: skip
+    log = read_log(tmp_path)
+    assert np.allclose(log.propensity, 1 / 3)  # an untrained table: equal Q, uniform softmax
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--env", "autoscalin", "--policy", "threshold"],
+         r"unknown env option 'autoscalin' \(did you mean 'autoscaling'\?\)"),
+        (["--policy", "thresold"], r"unknown algo option 'thresold' \(did you mean 'threshold'"),
+        (["--policy", "threshold", "--explore", "softmax"],
+         r"softmax exploration needs action values; 'threshold' has none"),
+        (["--policy", "threshold", "--explore", "boltzmann"],
+         r"--explore must be one of epsilon, softmax, none, got 'boltzmann'"),
+        (["--policy", "threshold", "--epsilon", "1.5"], r"--epsilon must be in \[0, 1\], got 1.5"),
+        (["--policy", "threshold", "--episodes", "0"], r"--episodes must be a positive integer"),
+        (["--policy", "threshold", "env.load"], r"'env.load' is not an override: write key=value"),
+        (["--policy", "threshold", "env.lod=spike"],
+         r"unknown config key 'env.lod' \(did you mean 'env.load'\?\)"),
+        (["--policy", "threshold", "--start", "yesterday"],
+         r"--start 'yesterday' is not an ISO date"),
+        (["--policy", "missing.zip"], r"missing.zip: no such model file"),
+    ],
+)  # fmt: skip
+def test_collect_mistakes_are_one_line_and_write_nothing(tmp_path, argv, message):
+    out = tmp_path / "log"
+    with pytest.raises(UserError, match=message):
+        collect_command([*argv, "--out", str(out)])
+    assert not out.exists()
+
+
+def test_collect_refuses_a_file_as_its_folder(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match=r"--out .*f is a file; give a folder for the log"):
+        collect_command(["--policy", "threshold", "--out", str(tmp_path / "f")])
+
+
+@pytest.fixture(scope="module")
+def rec_log(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rec") / "log"
+    collect_command(["--env", "recommender", "--policy", "random", "--epsilon", "1",
+                     "--episodes", "300", "--out", str(out), "env.horizon=1"])  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--env", "autoscaling", "--policy", "threshold"],
+         r"the log is from rlbench/Recommender-v0 \(obs_shape \[8\], 27 actions\), not "
+         r"env_id='rlbench/Autoscaling-v0'"),
+        (["--policy", "recommender_rule", "--estimators", "ips,foo"],
+         r"unknown estimator 'foo'; choose from is, wis"),
+        (["--policy", "recommender_rule", "--gamma", "2"], r"--gamma must be in \[0, 1\]"),
+        (["--policy", "recommender_rule", "--window-days", "0"], r"--window-days must be > 0"),
+        (["--policy", "threshold"], r"threshold needs 3 actions"),
+    ],
+)  # fmt: skip
+def test_ope_mistakes_are_one_line(rec_log, argv, message):
+    argv = argv if "--env" in argv else ["--env", "recommender", *argv]
+    with pytest.raises(UserError, match=message):
+        ope_command([str(rec_log), *argv, "--no-track", "env.horizon=1"])
+
+
+def test_ope_records_a_run_with_the_log_as_its_evaluation_input(rec_log, mlflow_store, capsys):
+    ope_command([str(rec_log), "--env", "recommender", "--policy", "recommender_rule",
+                 "--policy", "random", "--boot", "20", "--tracking-uri", mlflow_store.uri,
+                 "env.horizon=1"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "recommender_rule - random" in out and "dr_bandit" in out
+    (run,) = mlflow_store.runs()
+    assert run.data.tags["rlbench.kind"] == "ope" and run.info.status == "FINISHED"
+    assert "ope/recommender_rule/snips_low" in run.data.metrics
+    assert "ope/recommender_rule_minus_random/dr_bandit" in run.data.metrics
+    (inp,) = run.inputs.dataset_inputs
+    assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "evaluation"
+    assert inp.dataset.digest == read_log(rec_log).dataset_digest()
+
+
+@pytest.mark.slow
+def test_the_commands_exit_2_with_one_line(tmp_path):
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    bin_dir = os.path.dirname(sys.executable)
+    for argv in (
+        [f"{bin_dir}/rlbench-collect", "--policy", "thresold", "--out", str(tmp_path / "x")],
+        [f"{bin_dir}/rlbench-ope", str(tmp_path / "nowhere"), "--policy", "threshold"],
+    ):
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+    assert not (tmp_path / "x").exists()

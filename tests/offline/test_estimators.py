@@ -1,0 +1,119 @@
+"""Every estimator against a log small enough to work out by hand.
+
+Two actions, states 0 and 1, target pi = (0.2, 0.8) in every state, behaviour 0.5 each (one
+decision logged at 0.8), gamma = 1. Ratios pi/mu: action 1 -> 1.6, action 0 -> 0.4.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from logfakes import Fixed, constant, onehot2, write_episodes
+
+from rlbench.offline import ope
+
+TARGET = Fixed([0.2, 0.8])
+# (s, a, propensity, r, s')
+EPISODES = [
+    [(0, 1, 0.5, 1.0, 1), (1, 0, 0.5, 4.0, 1)],  # A: w = 1.6, 0.64; G = 5
+    [(0, 0, 0.5, 2.0, 0)],  # B: w = 0.4 (carried to t=1 with r=0); G = 2
+    [(1, 1, 0.5, 3.0, 1)],  # C: w = 1.6 (carried); G = 3
+]
+
+
+@pytest.fixture
+def seq(tmp_path):
+    log = write_episodes(tmp_path / "log", EPISODES)
+    return ope.Evaluator(ope.make_batch(log, TARGET), gamma=1.0, features=onehot2, ridge=0.0)
+
+
+def test_importance_sampling_family_by_hand(seq):
+    # IS    = (0.64*5 + 0.4*2 + 1.6*3) / 3 = 8.8 / 3
+    assert seq.point("is") == pytest.approx(8.8 / 3)
+    # WIS   = 8.8 / (0.64 + 0.4 + 1.6) = 8.8 / 2.64
+    assert seq.point("wis") == pytest.approx(8.8 / 2.64)
+    # PDIS  = ((1.6*1 + 0.64*4) + 0.4*2 + 1.6*3) / 3 = 9.76 / 3
+    assert seq.point("pdis") == pytest.approx(9.76 / 3)
+    # PDWIS = t0: (1.6*1 + 0.4*2 + 1.6*3) / 3.6 = 2.0;  t1: 0.64*4 / (0.64 + 0.4 + 1.6) = 2.56/2.64
+    assert seq.point("pdwis") == pytest.approx(2.0 + 2.56 / 2.64)
+
+
+def test_fitted_q_and_doubly_robust_by_hand(seq):
+    # tabular FQE: Q(1,0) = 4, Q(1,1) = 3, V(1) = 0.2*4 + 0.8*3 = 3.2
+    #              Q(0,1) = 1 + V(1) = 4.2, Q(0,0) = 2, V(0) = 0.2*2 + 0.8*4.2 = 3.76
+    # FQE = mean V(s0) over episodes = (3.76 + 3.76 + 3.2) / 3
+    assert seq.point("fqe") == pytest.approx(10.72 / 3)
+    # DR, episode A: t0 1.6*(1 - 4.2) + V(0) = -1.36; t1 0.64*(4 - 4) + 1.6*V(1) = 5.12 -> 3.76
+    #     B: 0.4*(2 - 2) + 3.76;  C: 1.6*(3 - 3) + 3.2  -> (3.76 + 3.76 + 3.2) / 3
+    assert seq.point("dr") == pytest.approx(10.72 / 3)
+    # WDR: t0: -5.12/3.6 + 10.72/3;  t1: 0 + (1.6*3.2)/(1.6 + 0.4 + 1.6) = 5.12/3.6
+    assert seq.point("wdr") == pytest.approx(-5.12 / 3.6 + 10.72 / 3 + 5.12 / 3.6)
+
+
+# one decision per session: s, a, propensity, r
+BANDIT = [
+    [(0, 1, 0.5, 1.0, 0)],  # rho 1.6
+    [(0, 0, 0.5, 0.0, 0)],  # rho 0.4
+    [(1, 1, 0.5, 2.0, 1)],  # rho 1.6
+    [(1, 0, 0.8, 1.0, 1)],  # rho 0.2 / 0.8 = 0.25
+]
+
+
+def test_bandit_estimators_by_hand(tmp_path):
+    log = write_episodes(tmp_path / "log", BANDIT)
+    batch = ope.make_batch(log, TARGET)
+    ev = ope.Evaluator(batch, gamma=0.0, features=onehot2, ridge=0.0)
+    # IPS = (1.6*1 + 0.4*0 + 1.6*2 + 0.25*1) / 4 = 5.05 / 4
+    assert ev.point("ips") == pytest.approx(5.05 / 4)
+    # SNIPS = 5.05 / (1.6 + 0.4 + 1.6 + 0.25)
+    assert ev.point("snips") == pytest.approx(5.05 / 3.85)
+    # DM, tabular: r(0,0)=0, r(0,1)=1, r(1,0)=1, r(1,1)=2; v(0) = 0.8, v(1) = 0.2 + 1.6 = 1.8
+    assert ev.point("dm") == pytest.approx((0.8 + 0.8 + 1.8 + 1.8) / 4)
+    # with a per-action constant model: r(0) = 0.5, r(1) = 1.5, v = 0.1 + 1.2 = 1.3 everywhere
+    ev1 = ope.Evaluator(batch, gamma=0.0, features=constant, ridge=0.0)
+    assert ev1.point("dm") == pytest.approx(1.3)
+    # DR = 1.3 + (1.6*(1-1.5) + 0.4*(0-0.5) + 1.6*(2-1.5) + 0.25*(1-0.5)) / 4 = 1.3 - 0.075/4
+    assert ev1.point("dr_bandit") == pytest.approx(1.3 - 0.075 / 4)
+
+
+def test_intervals_are_reproducible_and_hold_the_estimate(tmp_path):
+    log = write_episodes(tmp_path / "log", EPISODES * 20)
+    kw = dict(estimators=ope.ESTIMATORS, features=onehot2, n_boot=50, seed=3, warn=False)
+    first, diag = ope.evaluate(log, TARGET, **kw)
+    again, _ = ope.evaluate(log, TARGET, **kw)
+    other, _ = ope.evaluate(log, TARGET, **(kw | {"seed": 4}))
+    for name, est in first.items():
+        assert (est.low, est.high) == (again[name].low, again[name].high), name
+        assert est.low <= est.value <= est.high, name
+        assert est.width > 0, name
+    assert any(first[n].low != other[n].low for n in first)
+    assert diag.n_episodes == 60 and diag.unsupported_actions == []
+
+
+def test_paired_difference_of_a_policy_with_itself_is_exactly_zero(tmp_path):
+    log = write_episodes(tmp_path / "log", EPISODES * 10)
+    diff = ope.compare(log, TARGET, Fixed([0.2, 0.8]), features=onehot2, n_boot=30)
+    for est in diff.values():
+        assert est.value == 0 and est.low == 0 and est.high == 0
+    better = ope.compare(log, Fixed([0.0, 1.0]), TARGET, ["pdis"], n_boot=30)["pdis"]
+    worse = ope.compare(log, TARGET, Fixed([0.0, 1.0]), ["pdis"], n_boot=30)["pdis"]
+    assert better.value == pytest.approx(-worse.value)
+    assert (better.low, better.high) == pytest.approx((-worse.high, -worse.low))
+
+
+def test_missing_support_is_a_clear_warning(tmp_path):
+    log = write_episodes(tmp_path / "log", [[(0, 0, 0.5, 1.0, 0)], [(1, 0, 0.5, 0.0, 1)]])
+    with pytest.warns(
+        ope.SupportWarning,
+        match=r"80\.0% of its probability on actions the logging policy never took \(1\)",
+    ):
+        _, diag = ope.evaluate(log, TARGET, ["ips"], n_boot=10)
+    assert diag.unsupported_actions == [1] and diag.unsupported_mass == pytest.approx(0.8)
+
+
+def test_effective_sample_size(tmp_path):
+    log = write_episodes(tmp_path / "log", EPISODES)
+    _, diag = ope.evaluate(log, TARGET, ["is"], n_boot=10, warn=False)
+    w = np.array([0.64, 0.4, 1.6])
+    assert diag.ess_episodes == pytest.approx(w.sum() ** 2 / (w**2).sum())
+    assert diag.max_ratio == pytest.approx(1.6)

@@ -1,0 +1,131 @@
+"""The interaction log: a killed writer loses only its unflushed batch; bad logs are one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from logfakes import DAY, write_episodes
+
+from rlbench.errors import UserError
+from rlbench.offline.log import LogWriter, read_log
+
+HERE = Path(__file__).resolve().parent
+
+
+def record(i: int, **changes):
+    rec = {
+        "ts": DAY + i, "episode": "e0", "step": i, "obs": [0.5], "action": 1,
+        "propensity": 0.5, "reward": 1.0, "next_obs": [0.5], "done": False, "terminal": False,
+        "policy": "p", "policy_version": "1", "context": {},
+    }  # fmt: skip
+    return rec | changes
+
+
+@pytest.mark.slow
+def test_a_killed_writer_keeps_every_flushed_record(tmp_path):
+    """SIGKILL in the middle of a batch: every record reported flushed reads back intact, and
+    nothing of the unflushed batch appears half-written."""
+    root = tmp_path / "log"
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "slow_writer.py"), str(root), "100"],
+        stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONPATH": str(HERE)},
+    )  # fmt: skip
+    reported = 0
+    deadline = time.monotonic() + 30
+    while reported < 700 and time.monotonic() < deadline:
+        reported = int(proc.stdout.readline())
+    time.sleep(0.013)  # some records into the next batch (0.2 ms each)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    log = read_log(root)
+    assert len(log) >= reported >= 700
+    assert len(log) % 100 == 0 and log.torn == 0  # whole batches only
+    i = np.arange(len(log))
+    order = np.argsort(log.ts)
+    assert np.array_equal(log.reward[order], i.astype(float))  # every record, in order, intact
+    assert np.array_equal(log.obs[order], np.stack([i, -i], axis=1))
+    assert np.array_equal(log.action[order], i % 3)
+
+
+def test_days_are_partitions_and_batches_are_configurable(tmp_path):
+    with LogWriter(tmp_path, env_id="x", obs_shape=(1,), n_actions=2, batch_size=3) as w:
+        for i in range(5):
+            w.append(record(i, ts=DAY - 1.5 + i))  # 2 decisions on Dec 31, 3 on Jan 1
+            if i == 3:
+                assert w.flushed == 2  # the day change flushed the first day's batch
+    assert sorted(p.parent.name for p in w.files) == ["date=2025-12-31", "date=2026-01-01"]
+    assert all(p.name.startswith(f"part-{os.getpid()}-") for p in w.files)
+    assert len(read_log(tmp_path)) == 5
+    assert len(read_log(tmp_path, start=DAY, end=DAY + 10)) == 3  # a window
+
+
+def test_a_torn_last_line_is_skipped_and_counted(tmp_path):
+    log = write_episodes(tmp_path, [[(0, 1, 0.5, 1.0, 0)] * 3])
+    (part,) = log.files
+    with part.open("ab") as f:
+        f.write(json.dumps(record(9)).encode()[:40])  # a write cut short: no newline
+    again = read_log(tmp_path)
+    assert len(again) == 3 and again.torn == 1
+
+
+BAD = {
+    "missing column": (
+        lambda r: {k: v for k, v in r.items() if k != "propensity"},
+        r"log/date=2026-01-01/part-\d+-1\.jsonl: line 2 lacks column\(s\) propensity$",
+    ),
+    "zero propensity": (
+        lambda r: r | {"propensity": 0.0},
+        r"line 2: propensity 0\.0 is not in \(0, 1\]: the behaviour policy's probability",
+    ),
+    "negative propensity": (lambda r: r | {"propensity": -0.2}, r"propensity -0\.2 is not in"),
+    "propensity above one": (lambda r: r | {"propensity": 1.5}, r"propensity 1\.5 is not in"),
+    "action outside": (
+        lambda r: r | {"action": 2},
+        r"line 2: action 2 is outside the action space 0\.\.1$",
+    ),
+    "obs of another shape": (
+        lambda r: r | {"obs": [0.1, 0.2]},
+        r"line 2: obs has shape \[2\], the header says \[1\] \(a schema from another env",
+    ),
+    "not json": (None, r"line 2 is not valid JSON \(a corrupt log\)$"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_logs_are_one_line_naming_the_file(tmp_path, case):
+    change, message = BAD[case]
+    root = tmp_path / "log"
+    with LogWriter(root, env_id="x", obs_shape=(1,), n_actions=2) as w:
+        w.append(record(0) if change is None else change(record(0)))
+        w.append(record(1))
+    if change is None:
+        (part,) = w.files
+        lines = part.read_text().splitlines()
+        part.write_text("\n".join([lines[0], lines[1][:-5] + "###", lines[2]]) + "\n")
+    with pytest.raises(UserError, match=message) as err:
+        read_log(root)
+    assert "\n" not in str(err.value) and str(root) in str(err.value)
+
+
+def test_a_log_of_another_env_and_an_empty_window_are_refused(tmp_path):
+    write_episodes(tmp_path / "log", [[(0, 1, 0.5, 1.0, 0)]])
+    with pytest.raises(UserError, match=r"the log is from test/Tiny-v0 \(obs_shape \[1\], 2 "
+                       r"actions\), not env_id='rlbench/Autoscaling-v0'"):  # fmt: skip
+        read_log(tmp_path / "log", env_id="rlbench/Autoscaling-v0")
+    with pytest.raises(UserError, match=r"no decisions in \[1\.0, 2\.0\): the log or its window "
+                       "is empty"):  # fmt: skip
+        read_log(tmp_path / "log", start=1.0, end=2.0)
+    with pytest.raises(UserError, match=r"nowhere: no such log"):
+        read_log(tmp_path / "nowhere")
+    with LogWriter(tmp_path / "log", env_id="other", obs_shape=(1,), n_actions=2) as w:
+        w.append(record(0, ts=DAY + 86400))
+    with pytest.raises(UserError, match=r"env_id 'other' differs from 'test/Tiny-v0'"):
+        read_log(tmp_path / "log")
