@@ -107,8 +107,9 @@ class Agent(abc.ABC):
         """:meth:`predict`'s actions and :meth:`action_probabilities`' pi(a|s) for one batch:
         what a decision server answers. Agents with a network override it to do one forward
         pass instead of two."""
-        actions = self.predict(obs, deterministic=deterministic)
-        return actions, self.action_probabilities(obs, deterministic=deterministic)
+        # pi first: it never changes state, and predict may (a rule's cooldown)
+        pi = self.action_probabilities(obs, deterministic=deterministic)
+        return self.predict(obs, deterministic=deterministic), pi
 
     def action_probabilities(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """pi(a|s): the distribution :meth:`predict` draws each action from, shape ``(N, A)``,
