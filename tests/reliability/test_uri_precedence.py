@@ -9,6 +9,7 @@ command that let the environment win would write or read the wrong one.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,8 +48,16 @@ def runs_in(db: Path) -> list:
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
-def test_train_uses_cli_then_preset_then_environment_then_default(tmp_path):
+def _migrated(template: Path, *dbs: Path) -> None:
+    """Copies of the session's migrated store: each new store would cost seconds of migration."""
+    for db in dbs:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, db)
+
+
+def test_train_uses_cli_then_preset_then_environment_then_default(tmp_path, mlflow_template):
     env_db, cli_db, preset_db = (tmp_path / n / "mlflow.db" for n in ("env", "cli", "preset"))
+    _migrated(mlflow_template, env_db, cli_db, preset_db, tmp_path / "outputs" / "mlflow.db")
     env_uri = f"sqlite:///{env_db}"
 
     proc = run(TRAIN, *FAST, f"tracking.uri=sqlite:///{cli_db}", cwd=tmp_path, env_uri=env_uri)
@@ -94,12 +103,13 @@ def test_a_sweep_and_its_parent_run_use_the_command_line_store(tmp_path):
     assert runs_in(env_db) == [] and not env_db.exists()
 
 
-def test_readers_use_the_named_store_over_the_environment(tmp_path, monkeypatch):
+def test_readers_use_the_named_store_over_the_environment(tmp_path, monkeypatch, mlflow_template):
     """report, verify, registry, +reproduce and the analysis functions read the store they are
     given, with ``MLFLOW_TRACKING_URI`` naming a store that does not exist."""
     db = tmp_path / "store" / "mlflow.db"
     uri = f"sqlite:///{db}"
     missing = f"sqlite:///{tmp_path}/nowhere/mlflow.db"
+    _migrated(mlflow_template, db)
     for algo in ("threshold", "static"):
         proc = run(TRAIN, *FAST, f"algo={algo}", f"tracking.uri={uri}", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
