@@ -88,7 +88,7 @@ def start_and_stop_in_the_fourth_trial(popen_toy, tmp_path, args, sig):
 
 
 RESUME_ARGS = (
-    "hydra.sweeper.n_trials=6",
+    "hydra.sweeper.n_trials=10",  # 6 left after the signal: seconds even if this test stalls
     "sleep=0.1",  # 0.4 s per trial
     "hydra.sweeper.heartbeat_interval=1",
     "hydra.sweeper.grace_period=2",
@@ -107,8 +107,8 @@ def test_a_stopped_study_resumes_to_exactly_its_total(run_toy, popen_toy, study,
     run_toy(*RESUME_ARGS)  # the same command again
     trials = study().get_trials()
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(done) == 6
-    assert len({t.params["x"] for t in done}) == 6  # no configuration ran twice
+    assert len(done) == 10
+    assert len({t.params["x"] for t in done}) == 10  # no configuration ran twice
     (stopped_trial,) = [t for t in trials if t.state == TrialState.FAIL]
     (rerun,) = [t for t in done if t.system_attrs.get("retry_history")]
     assert rerun.system_attrs["retry_history"] == [stopped_trial.number]
