@@ -15,7 +15,6 @@ the read-only store and the kill run the real command as a process.
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import shutil
 import signal
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import _logging_state, _restore_logging
 from reliability_kit import BIN, CliResult, child_env
 from test_bad_input import assert_nothing_written, assert_one_clear_line
 
@@ -110,21 +110,6 @@ def report(capsys, monkeypatch, tmp_path) -> Callable[..., CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return run
-
-
-def _logging_state() -> dict[str, tuple]:
-    """Hydra binds logging handlers to this test's captured streams: put them back after."""
-    names = ["", *logging.root.manager.loggerDict]
-    return {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level) for n in names}
-
-
-def _restore_logging(saved: dict[str, tuple]) -> None:
-    for name in list(logging.root.manager.loggerDict):
-        if name not in saved:
-            logging.getLogger(name).handlers[:] = []
-    for name, (handlers, level) in saved.items():
-        logging.getLogger(name).handlers[:] = handlers
-        logging.getLogger(name).setLevel(level)
 
 
 def verify(capsys, *args: str) -> CliResult:
