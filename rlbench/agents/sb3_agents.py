@@ -49,7 +49,10 @@ from rlbench.agents.base import (
 from rlbench.agents.checkpoint_io import Checkpoint
 from rlbench.agents.device import resolve_device
 from rlbench.envs import core_of
+from rlbench.envs.vec_base import register_with_sb3
 from rlbench.errors import UserError
+
+register_with_sb3()  # our envs are SB3 VecEnvs without importing SB3 themselves
 
 if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv

@@ -69,6 +69,9 @@ def make_vec(env_id: str, num_envs: int, seed: int | None = None, **kwargs: Any)
         from stable_baselines3.common.monitor import Monitor
         from stable_baselines3.common.vec_env import DummyVecEnv
 
+        from rlbench.envs.vec_base import register_with_sb3
+
+        register_with_sb3()  # the NaN check wraps this env in one of ours
         horizon = kwargs.pop("horizon", None)  # rlbench's name for gymnasium's time limit
         if horizon is not None:
             kwargs["max_episode_steps"] = int(horizon)

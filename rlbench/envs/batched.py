@@ -1,24 +1,21 @@
-"""The batched face of a :class:`~rlbench.envs.base.Core`: N copies as one SB3 ``VecEnv``.
-
-Kept apart from :mod:`rlbench.envs.base` because importing stable-baselines3 imports torch,
-which a single gymnasium environment does not need.
-"""
+"""The batched face of a :class:`~rlbench.envs.base.Core`: N copies as one SB3 ``VecEnv``
+(through :class:`~rlbench.envs.vec_base.VecEnvBase`, so a run that never uses SB3 never
+imports it, nor torch)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
 from rlbench.envs.base import Core
+from rlbench.envs.vec_base import VecEnvBase, VecEnvIndices, is_sb3_monitor
 
 
-class BatchedVecEnv(VecEnv):
+class BatchedVecEnv(VecEnvBase):
     """``N`` copies of a :class:`Core` behind stable-baselines3's ``VecEnv`` interface.
 
     Auto-resets finished copies (their final observation goes to
@@ -86,9 +83,6 @@ class BatchedVecEnv(VecEnv):
             obs = self.core.observe()
         return obs, result.reward.copy(), done, infos
 
-    def close(self) -> None:
-        pass
-
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         if attr_name == "render_mode":
             return [self.render_mode for _ in self._get_indices(indices)]
@@ -113,16 +107,4 @@ class BatchedVecEnv(VecEnv):
     ) -> list[bool]:
         # Episode statistics are recorded here, as a Monitor would: report it so SB3's
         # evaluate_policy does not warn about missing episode info.
-        from stable_baselines3.common.monitor import Monitor
-
-        return [wrapper_class is Monitor for _ in self._get_indices(indices)]
-
-    def get_images(self) -> Sequence[np.ndarray | None]:
-        return [None for _ in range(self.num_envs)]
-
-    def _get_indices(self, indices: VecEnvIndices) -> Iterable[int]:
-        if indices is None:
-            return range(self.num_envs)
-        if isinstance(indices, int):
-            return [indices]
-        return indices
+        return [is_sb3_monitor(wrapper_class) for _ in self._get_indices(indices)]

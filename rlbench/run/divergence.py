@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from rlbench import cli
+from rlbench.envs.vec_base import VecEnvBase
 
 
 class TrainingDiverged(RuntimeError):
@@ -78,33 +79,77 @@ class FinitePolicy:
         return self.agent.predict(obs, deterministic=deterministic)
 
 
-def _finite_env_class():
-    from stable_baselines3.common.vec_env import VecEnvWrapper
+class FiniteEnv(VecEnvBase):
+    """The training env, stopping training at the first NaN/inf observation or reward
+    (about 1 % of a tabular agent's step time; nothing for a neural one). A wrapper of our own
+    rather than SB3's ``VecEnvWrapper``, so a run without SB3 does not import it (nor torch);
+    other attributes are the wrapped env's."""
 
-    class FiniteEnv(VecEnvWrapper):
-        """The training env, stopping training at the first NaN/inf observation or reward
-        (about 1 % of a tabular agent's step time; nothing for a neural one)."""
+    steps = 0
 
-        steps = 0
+    def __init__(self, venv: Any) -> None:
+        self.venv = venv
+        self.render_mode = getattr(venv, "render_mode", None)
+        super().__init__(venv.num_envs, venv.observation_space, venv.action_space)
 
-        def reset(self):
-            obs = self.venv.reset()
-            if not _all_finite(obs):
-                raise _bad_env_output("observation (on reset)", self.steps)
-            return obs
+    def reset(self) -> np.ndarray:
+        obs = self.venv.reset()
+        if not _all_finite(obs):
+            raise _bad_env_output("observation (on reset)", self.steps)
+        return obs
 
-        def step_wait(self):
-            obs, rewards, dones, infos = self.venv.step_wait()
-            self.steps += self.num_envs
-            if not _all_finite(obs):
-                raise _bad_env_output("observation", self.steps)
-            if not np.isfinite(rewards).all():
-                raise _bad_env_output("reward", self.steps)
-            return obs, rewards, dones, infos
+    def step_async(self, actions: np.ndarray) -> None:
+        self.venv.step_async(actions)
 
-    return FiniteEnv
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.steps += self.num_envs
+        if not _all_finite(obs):
+            raise _bad_env_output("observation", self.steps)
+        if not np.isfinite(rewards).all():
+            raise _bad_env_output("reward", self.steps)
+        return obs, rewards, dones, infos
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def seed(self, seed: int | None = None) -> Any:
+        return self.venv.seed(seed)
+
+    def set_options(self, options: Any = None) -> None:
+        self.venv.set_options(options)
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return self.venv.get_attr(attr_name, indices)
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        self.venv.set_attr(attr_name, value, indices)
+
+    def env_method(self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any) -> list:
+        return self.venv.env_method(method_name, *args, indices=indices, **kwargs)
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+        return self.venv.env_is_wrapped(wrapper_class, indices)
+
+    def get_images(self) -> Any:
+        return self.venv.get_images()
+
+    @property
+    def unwrapped(self) -> Any:
+        return self.venv.unwrapped
+
+    def getattr_depth_check(self, name: str, already_found: bool) -> str | None:
+        mine = name in vars(self) or hasattr(type(self), name)
+        if mine and already_found:
+            return f"{type(self).__module__}.{type(self).__name__}"
+        return self.venv.getattr_depth_check(name, already_found or mine)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "venv":  # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self.venv, name)
 
 
 def finite_env(venv):
     """``venv`` behind the NaN check, under its own class name (error messages name the env)."""
-    return type(type(venv).__name__, (_finite_env_class(),), {})(venv)
+    return type(type(venv).__name__, (FiniteEnv,), {})(venv)
