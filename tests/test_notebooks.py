@@ -1,11 +1,13 @@
 """Every notebook in ``notebooks/`` runs top to bottom against a store made by real tiny runs.
 
-The store is built once per module: a grid of ``rlbench-train -m ... debug=fast`` runs (three
-algorithms x two load patterns x three seeds) and a four-trial threshold sweep, both tracked in
-one MLflow store (so notebook 01 must also leave the sweep's trials out). Each notebook runs in a
-fresh ipykernel through nbclient, with the ``RLBENCH_*`` variables pointing at the store; a cell
-that raises fails the test with the cell's traceback. All tests share an xdist group, so under
-``-n 2 --dist loadgroup`` one worker builds the store and runs every notebook.
+The store is built once per session (a module fixture was built twice when xdist sent other
+modules' tests between the notebooks): a grid of ``rlbench-train -m ... debug=fast`` runs
+(three algorithms x two load patterns x three seeds) and a four-trial threshold sweep, both
+tracked in one MLflow store (so notebook 01 must also leave the sweep's trials out). Each
+notebook runs in a fresh ipykernel through nbclient, with the ``RLBENCH_*`` variables pointing
+at the store; a cell that raises fails the test with the cell's traceback. All tests share an
+xdist group, so under ``-n 2 --dist loadgroup`` one worker builds the store and runs every
+notebook.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def rlbench_train(*args: str, cwd: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def store(mlflow_template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The ``RLBENCH_*`` variables of a store holding the grid's runs and the sweep."""
     root = tmp_path_factory.mktemp("notebook-store")
