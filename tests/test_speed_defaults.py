@@ -164,3 +164,22 @@ def test_a_small_mlp_on_a_machine_without_gpu_is_on_the_cpu(monkeypatch):
     monkeypatch.setattr(device, "_mps_available", lambda: False)
     algo = {"name": "ppo", "batch_size": 4096, "policy_kwargs": {"net_arch": [1024, 1024]}}
     assert device.resolve_device("auto", algo) == "cpu"
+
+
+def test_a_rule_run_never_imports_torch(tmp_path: Path) -> None:
+    """Rules, baselines and tabular agents need neither SB3 nor torch: importing them costs
+    about 3 s of CPU per process, paid by every trial process of a threshold sweep."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, sys; "
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules)); "
+        "from rlbench.run.main import main; main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "debug=fast", "algo=threshold", "tracking.enabled=false"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "torch imported: False" in proc.stdout
