@@ -27,10 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +61,7 @@ class Load:
     client_cpu: float  # this process's CPU seconds per wall second during the step
     latencies: np.ndarray  # per request, in send order (ms; NaN for errors)
     sent_at: np.ndarray  # seconds from the step's start
+    server_cpu_us: float = float("nan")  # the server's CPU per request sent (ladder steps)
 
 
 def free_port() -> int:
@@ -67,43 +70,104 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Client:
+    """Keep-alive HTTP/1.1 connections to one server, opened on demand (at most ``limit`` in
+    flight), speaking just enough HTTP for POST + JSON answers.
+
+    The load generator shares the 2 cores with the server it measures, so it must be cheap (about
+    a fifth of a core at 1000 requests/s): a generator running behind its own schedule charges
+    its lateness to the server as latency."""
+
+    def __init__(self, url: str, limit: int = 1000) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.path = parts.path or "/"
+        self.free: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.slots = asyncio.Semaphore(limit)
+        self.opened: list[asyncio.StreamWriter] = []
+
+    def request(self, body: bytes) -> bytes:
+        return (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    async def post(self, raw: bytes) -> int:
+        """Send one prepared request; its HTTP status (-1 if the connection failed)."""
+        async with self.slots:
+            if self.free:
+                reader, writer = self.free.pop()
+            else:
+                try:
+                    reader, writer = await asyncio.open_connection(self.host, self.port)
+                except OSError:
+                    return -1
+                self.opened.append(writer)
+            try:
+                writer.write(raw)
+                head = (await reader.readuntil(b"\r\n\r\n")).lower()
+                status = int(head[9:12])
+                if b"transfer-encoding: chunked" in head:
+                    while size := int((await reader.readuntil(b"\r\n"))[:-2], 16):
+                        await reader.readexactly(size + 2)
+                    await reader.readuntil(b"\r\n")
+                else:
+                    at = head.index(b"content-length:") + 15
+                    await reader.readexactly(int(head[at : head.index(b"\r\n", at)]))
+            except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                writer.close()
+                return -1
+            if b"connection: close" in head:
+                writer.close()
+            else:
+                self.free.append((reader, writer))
+            return status
+
+    def close(self) -> None:
+        for writer in self.opened:
+            writer.close()
+
+
+def run_loop(coroutine: Any) -> Any:
+    """``asyncio.run`` on uvloop when it is there (uvicorn brings it): a cheaper generator."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
 async def open_loop(
     url: str, body: bytes, rate: float, seconds: float, on_start: Callable[[], None] | None = None
 ) -> Load:
     """Send ``rate`` requests per second for ``seconds``, each at its scheduled time
     (``on_start()`` is called as the first is due)."""
-    import aiohttp
-
     n = max(1, int(rate * seconds))
     latencies = np.full(n, np.nan)
     sent_at = np.arange(n) / rate
     codes = np.zeros(n, dtype=np.int64)
-    timeout = aiohttp.ClientTimeout(total=10)
-    connector = aiohttp.TCPConnector(limit=1000)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        start = time.perf_counter()
-        cpu = time.process_time()
-        if on_start is not None:
-            on_start()
+    client = Client(url)
+    raw = client.request(body)
+    start = time.perf_counter()
+    cpu = time.process_time()
+    if on_start is not None:
+        on_start()
 
-        async def one(i: int) -> None:
-            delay = start + sent_at[i] - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            t0 = time.perf_counter()
-            try:
-                async with session.post(
-                    url, data=body, headers={"Content-Type": "application/json"}
-                ) as answer:
-                    await answer.read()
-                    codes[i] = answer.status
-            except (aiohttp.ClientError, TimeoutError, OSError):
-                codes[i] = -1
-            latencies[i] = 1000 * (time.perf_counter() - t0)
+    async def one(i: int) -> None:
+        delay = start + sent_at[i] - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        t0 = time.perf_counter()
+        try:
+            codes[i] = await asyncio.wait_for(client.post(raw), timeout=10)
+        except TimeoutError:
+            codes[i] = -1
+        latencies[i] = 1000 * (time.perf_counter() - t0)
 
-        await asyncio.gather(*(one(i) for i in range(n)))
-        wall = time.perf_counter() - start
-        cpu = time.process_time() - cpu
+    await asyncio.gather(*(one(i) for i in range(n)))
+    wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    client.close()
     ok = codes == 200
     good = latencies[ok]
     return Load(
@@ -122,16 +186,38 @@ async def open_loop(
     )
 
 
-def ladder(url: str, body: bytes, seconds: float, rates: tuple[int, ...]) -> list[Load]:
-    """Every rate in turn; stops after the first rate that misses badly (p99 over 1 s)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds so far of process ``pid`` and its descendants (``mlflow models
+    serve`` answers from a uvicorn child process)."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    tree, total = {pid}, 0
+    for _ in range(8):  # a few levels deep is all a server spawns
+        tree |= {p for p, (parent, _) in stats.items() if parent in tree}
+    total = sum(stats[p][1] for p in tree if p in stats)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def ladder(url: str, body: bytes, seconds: float, rates: tuple[int, ...], pid: int) -> list[Load]:
+    """Every rate in turn; stops after the first rate that misses badly (p99 over 1 s).
+    The server's CPU per request (process ``pid``) is the figure other load cannot inflate."""
     out = []
     for rate in rates:
-        step = asyncio.run(open_loop(url, body, rate, seconds))
+        before = cpu_seconds(pid)
+        step = run_loop(open_loop(url, body, rate, seconds))
+        step.server_cpu_us = 1e6 * (cpu_seconds(pid) - before) / step.sent
         out.append(step)
         print(
             f"   {url.split('/')[-1]:12s} {rate:5d}/s: {step.throughput:7.0f}/s answered, "
             f"p50 {step.p50_ms:6.1f} ms, p99 {step.p99_ms:7.1f} ms, drops {step.dropped}, "
-            f"errors {step.errors}, load generator CPU {100 * step.client_cpu:.0f}%",
+            f"errors {step.errors}, server CPU {step.server_cpu_us:.0f} us/request, "
+            f"load generator CPU {100 * step.client_cpu:.0f}%",
             flush=True,
         )
         if step.errors > step.sent // 2 or not step.p99_ms < 1000:
@@ -214,8 +300,10 @@ def run(quick: bool = False, seconds: float | None = None) -> list[Row]:
             wait_up(theirs_url + "/ping", theirs)
             ours_body = json.dumps({"observation": OBS}).encode()
             theirs_body = json.dumps({"inputs": [OBS]}).encode()
-            ours_steps = ladder(ours_url + "/decide", ours_body, seconds, rates)
-            theirs_steps = ladder(theirs_url + "/invocations", theirs_body, seconds, rates)
+            ours_steps = ladder(ours_url + "/decide", ours_body, seconds, rates, ours.pid)
+            theirs_steps = ladder(
+                theirs_url + "/invocations", theirs_body, seconds, rates, theirs.pid
+            )
             rows += _ladder_rows("rlbench-serve", ours_steps)
             rows += _ladder_rows("mlflow models serve", theirs_steps)
             ours_cap, theirs_cap = capacity(ours_steps), capacity(theirs_steps)
@@ -258,6 +346,7 @@ def _ladder_rows(server: str, steps: list[Load]) -> list[Row]:
                 "errors": s.errors,
                 "sent": s.sent,
                 "load_generator_cpu": round(s.client_cpu, 2),
+                "server_cpu_us_per_request": round(s.server_cpu_us),
             },
         )
         for s in steps
@@ -278,7 +367,7 @@ def _burst(url: str, body: bytes, proc: subprocess.Popen, cap: float, quick: boo
     # "1 s after the burst" is 2 s into the probe
     assert burst_proc.stdout is not None
     burst_proc.stdout.readline()  # "started"
-    after = asyncio.run(open_loop(url + "/decide", body, cap / 2, 4.0))
+    after = run_loop(open_loop(url + "/decide", body, cap / 2, 4.0))
     out, _ = burst_proc.communicate(timeout=120)
     burst = Load(**{**json.loads(out), "latencies": np.zeros(0), "sent_at": np.zeros(0)})
     rss_after = rss_kb(proc.pid)
@@ -324,10 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.burst:  # the burst's own process (see _burst): one second at RATE, then a summary
         url, rate = args.burst[0], float(args.burst[1])
         body = json.dumps({"observation": OBS}).encode()
-        load = asyncio.run(
+        load = run_loop(
             open_loop(url, body, rate, 1.0, on_start=lambda: print("started", flush=True))
         )
         fields = {k: v for k, v in vars(load).items() if k not in ("latencies", "sent_at")}
+        fields.pop("server_cpu_us")
         print(json.dumps(fields))
         return 0
     from benchmarks.common import table
