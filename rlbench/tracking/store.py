@@ -31,6 +31,7 @@ from typing import Any
 
 from rlbench.errors import UserError, first_line, storage_message
 from rlbench.tracking import schema
+from rlbench.tracking.databases import is_postgres, mlflow_pool_env, server_message, with_driver
 from rlbench.tracking.provenance import hostname, process_alive
 from rlbench.tracking.redaction import display_uri, mask_passwords, remember, split_credentials
 
@@ -79,6 +80,13 @@ def resolve_uri(uri: str | None) -> str:
             os.environ["MLFLOW_TRACKING_USERNAME"] = user or ""
             os.environ["MLFLOW_TRACKING_PASSWORD"] = password
             uri = bare
+    elif is_postgres(uri):  # the store in a PostgreSQL database, without a tracking server
+        _, _, password = split_credentials(uri)
+        if password is not None:
+            remember(password)
+        uri = with_driver(uri)
+        for key, value in mlflow_pool_env().items():
+            os.environ.setdefault(key, value)
     return uri
 
 
@@ -110,6 +118,8 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
             ) from None
         if not os.access(db if db.exists() else db.parent, os.W_OK):
             raise UserError(f"the MLflow store tracking.uri={shown} is not writable: {HELP}")
+    elif is_postgres(uri):
+        check_database(uri, "the MLflow store", timeout)
     elif uri.startswith(("http://", "https://")):
         import base64
         import urllib.error
@@ -147,6 +157,24 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
                     f"MLflow tracking server {shown} is unreachable ({reason}): start it "
                     f"(mlflow server --host 127.0.0.1 --port PORT), {HELP}"
                 ) from None
+
+
+def check_database(url: str, what: str, timeout: float = 3.0) -> None:
+    """Connect once to the database server behind ``url``: one line naming the URL (password
+    masked) and the reason when it is unreachable or refuses the credentials."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = create_engine(
+            with_driver(url), poolclass=NullPool, connect_args={"connect_timeout": int(timeout)}
+        )
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as err:
+        reason = server_message(err, with_driver(url)) or mask_passwords(first_line(err))
+        raise UserError(f"cannot open {what} {display_uri(url)}: {reason}") from None
 
 
 def artifact_uri(location: str | None, tracking_uri: str) -> str | None:
@@ -214,8 +242,12 @@ class Store:
         except UserError:
             raise
         except Exception as err:  # MLflow's errors, a missing database driver, a refused socket
-            message = storage_message(err, db) or first_line(err)
-            raise UserError(f"cannot open the MLflow store {uri}: {message}") from None
+            message = (
+                server_message(err, uri)
+                or storage_message(err, db)
+                or mask_passwords(first_line(err))
+            )
+            raise UserError(f"cannot open the MLflow store {display_uri(uri)}: {message}") from None
         self._experiments: dict[str, str] = {}
         self.open_runs: set[str] = set()
         self.lost: dict[str, str] = {}  # run id -> the first of its records the store refused
