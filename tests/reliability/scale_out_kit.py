@@ -96,7 +96,7 @@ class Postgres:
             f"CREATE DATABASE optuna OWNER {TEAM_USER}",
             f"CREATE DATABASE mlflow OWNER {TEAM_USER}",
             f"CREATE DATABASE mlflow_auth OWNER {TEAM_USER}",
-            f"CREATE DATABASE locked OWNER postgres",  # reader may connect, not create tables
+            "CREATE DATABASE locked OWNER postgres",  # reader may connect, not create tables
         )
         return pg
 
