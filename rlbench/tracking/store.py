@@ -468,18 +468,25 @@ class Store:
             [exp_id],
             f"tags.`{schema.CLAIM_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
         )
-        now, live = time.time(), []
+        now, live, here = time.time(), [], hostname()
         for run in runs:
             try:
                 beat = float(run.data.tags.get(schema.CLAIM_BEAT_TAG, "0"))
             except ValueError:
                 beat = 0.0
-            if now - beat <= ttl:
+            owner = run.data.tags.get(schema.CLAIM_OWNER_TAG, "?")
+            process, _, host = owner.partition("@")
+            # a holder on this host is known dead at once; on another host, by its lease
+            dead_here = host == here and bool(process) and not process_alive(process)
+            if now - beat <= ttl and not dead_here:
                 live.append(run)
                 continue
             with contextlib.suppress(Exception):  # another process may end it first
-                owner = run.data.tags.get(schema.CLAIM_OWNER_TAG, "?")
-                error = f"claim expired: {owner} did not renew it for {ttl:g} s (it died)"
+                error = (
+                    f"claim ended: its holder {owner} died"
+                    if dead_here
+                    else f"claim expired: {owner} did not renew it for {ttl:g} s (it died)"
+                )
                 self.client.set_tag(run.info.run_id, schema.ERROR_TAG, error)
                 self.client.set_terminated(run.info.run_id, "FAILED")
         if not live:

@@ -157,7 +157,7 @@ def _train(cwd: Path, args: list[str], log: Path, **env: str) -> subprocess.Pope
     with open(log, "w") as out:
         return subprocess.Popen(
             [sys.executable, str(PAUSED_TRAIN), *args], cwd=cwd, stdout=out,
-            stderr=subprocess.STDOUT, env=child_env(RLBENCH_TEST_COMMIT=COMMIT, **env),
+            stderr=subprocess.STDOUT, env=child_env(RLBENCH_TEST_COMMIT=COMMIT) | env,
         )  # fmt: skip
 
 
@@ -197,6 +197,7 @@ def test_workers_share_one_study_and_a_killed_workers_trial_is_retried(servers, 
         "tracking.experiment=shared", f"hydra.sweeper.storage={storage}",
         "hydra.sweeper.study_name=shared", f"hydra.sweeper.n_trials={n_trials}",
         "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3",
+        "tracking.claim_ttl_s=8",  # the victim held the lease on the retried configuration
     ]  # fmt: skip
     (tmp_path / "a").mkdir()
     victim, marker = start_paused(
