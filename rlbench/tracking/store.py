@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import re
 import sqlite3
 import tempfile
 import time
@@ -144,11 +145,8 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
                 urllib.request.urlopen(request, timeout=timeout).close()
             except urllib.error.HTTPError as err:  # a server answered
                 if err.code in (401, 403):
-                    raise UserError(
-                        f"MLflow tracking server {shown} refused the credentials ({err.code} "
-                        f"{err.reason}): check the user and password in tracking.uri "
-                        "(http://USER:PASSWORD@host) or MLFLOW_TRACKING_USERNAME/PASSWORD"
-                    ) from None
+                    status = f"{err.code} {err.reason}"
+                    raise UserError(refused_credentials(shown, status)) from None
             except (OSError, ValueError) as err:
                 if path != "/health":
                     return
@@ -157,6 +155,14 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
                     f"MLflow tracking server {shown} is unreachable ({reason}): start it "
                     f"(mlflow server --host 127.0.0.1 --port PORT), {HELP}"
                 ) from None
+
+
+def refused_credentials(shown: str, status: str) -> str:
+    """The line for a tracking server that refused the credentials (``status``: "401 ...")."""
+    return (
+        f"MLflow tracking server {shown} refused the credentials ({status}): check the user and "
+        "password in tracking.uri (http://USER:PASSWORD@host) or MLFLOW_TRACKING_USERNAME/PASSWORD"
+    )
 
 
 def check_database(url: str, what: str, timeout: float = 3.0) -> None:
@@ -242,6 +248,11 @@ class Store:
         except UserError:
             raise
         except Exception as err:  # MLflow's errors, a missing database driver, a refused socket
+            # the server refused the credentials (check_store's probe may have timed out first)
+            code = re.search(r"error code (40[13]) != 200", str(err))
+            if code and uri.startswith(("http://", "https://")):
+                reason = "401 Unauthorized" if code.group(1) == "401" else "403 Forbidden"
+                raise UserError(refused_credentials(display_uri(uri), reason)) from None
             message = (
                 server_message(err, uri)
                 or storage_message(err, db)
