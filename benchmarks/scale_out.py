@@ -195,7 +195,8 @@ def _writers(tmp: Path, server, n: int, runs_each: int) -> dict:
     wall = time.perf_counter() - t0
     errors, requests = 0, 0
     for (out, err), proc in zip(outs, procs, strict=True):
-        fields = out.split()
+        lines = out.strip().splitlines()  # MLflow prints "View run ..." lines before ours
+        fields = lines[-1].split() if lines else []
         if proc.returncode != 0 or len(fields) != 3:
             errors += runs_each
             print(err[-500:], file=sys.stderr)
