@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	$(BIN)/python -m rlbench.tracking.store_template  # new MLflow stores copy it (ms, not s)
 	touch $(STAMP)
 
 setup: $(STAMP)

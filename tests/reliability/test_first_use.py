@@ -28,8 +28,13 @@ CREATE_OPTUNA = (
 
 
 def _kill_while_creating(code: str, uri: str, folder: Path) -> None:
-    """Start creating the store, SIGKILL the process while its aside copy is being made."""
-    proc = subprocess.Popen([sys.executable, "-c", code, uri], env=child_env(), cwd=folder)
+    """Start creating the store, SIGKILL the process while its aside copy is being made.
+    No template cache (a file where its folder would be): the store is migrated in place,
+    slowly enough to be caught; a copied template is the same aside-then-link path."""
+    no_cache = folder / "no-cache"
+    no_cache.write_text("")
+    env = child_env(XDG_CACHE_HOME=str(no_cache))
+    proc = subprocess.Popen([sys.executable, "-c", code, uri], env=env, cwd=folder)
     deadline = time.monotonic() + 120
     while not list(folder.glob(".*.creating-*")):
         assert proc.poll() is None, "finished before it could be interrupted"
