@@ -45,7 +45,7 @@ from rlbench.tracking.schema import SCORE_METRIC, TRAJECTORY_ARTIFACT
 log = logging.getLogger(__name__)
 
 DECISION_COLUMNS = ("step", "influx", "capacity", "instances", "queue")
-# final eval/* aggregates shown in the operations table when the runs logged them
+# final test/* aggregates shown in the operations table when the runs logged them
 OPS_METRICS = ("cost", "sla_violation", "utilisation", "dropped", "instances", "queue")
 # score_table columns that are not an environment aggregate
 NOT_OPS = {
@@ -56,8 +56,8 @@ NOT_OPS = {
     "algo",
     "seed",
     "score",
-    "std_return",
-    "mean_length",
+    schema.STD_RETURN,
+    schema.MEAN_LENGTH,
 }
 
 
@@ -405,7 +405,8 @@ def draw_figures(
                 analysis.poi_overall, out, name="probability_of_improvement_overall"
             )
         figures["profiles"] = plots.plot_performance_profiles(analysis.profiles, out, colors=colors)
-    curves = load_curves(data.scores, settings.metric, data.runs.attrs.get("tracking_uri"))
+    curve = schema.curve_metric(settings.metric)
+    curves = load_curves(data.scores, curve, data.runs.attrs.get("tracking_uri"))
     if settings.direction == "minimize":
         curves["value"] = -curves["value"]
     figures["curves"] = (
@@ -549,11 +550,14 @@ def compose(
 
     doc.heading(2, "Learning curves")
     if figures["curves"]:
-        doc.para(f"`{settings.metric}` against environment steps: IQM over seeds, 95% CI band.")
+        doc.para(
+            f"`{schema.curve_metric(settings.metric)}` (periodic evaluations on validation seeds) "
+            "against environment steps: IQM over seeds, 95% CI band."
+        )
         for path in figures["curves"]:
             doc.image(path, path.stem.replace("_", " "))
     else:
-        doc.para(f"No run logged a history of `{settings.metric}`.")
+        doc.para(f"No run logged a history of `{schema.curve_metric(settings.metric)}`.")
 
     doc.heading(2, "Decisions")
     doc.para(

@@ -24,6 +24,12 @@ import pytest
 
 from rlbench.errors import UserError
 from rlbench.results.report import ReportData, ReportSettings, analyse, build_report, summary_lines
+from rlbench.tracking.schema import (
+    CURVE_METRIC,
+    LEGACY_SCORE_METRIC,
+    SCORE_METRIC,
+    held_out_metric,
+)
 
 SCORES = {
     ("steady", "ppo"): [-5.0, -5.1, -5.2, -5.3, -5.4],
@@ -56,8 +62,9 @@ def _trajectory(tmp: Path, instances: int) -> Path:
 
 
 def log_run(client, exp_id, tmp, *, algo, load, seed, score, status="FINISHED", tags=None,
-            metric=True, trajectory=True) -> str:  # fmt: skip
-    """One training run as rlbench-train logs it (the parts the report reads)."""
+            metric=True, trajectory=True, legacy=False) -> str:  # fmt: skip
+    """One training run as rlbench-train logs it (the parts the report reads); ``legacy``: as it
+    logged runs before validation and test were split (one ``eval/`` name for both)."""
     from mlflow.entities import Metric, Param
 
     tags = {"rlbench.run_key": f"{algo}-{load}-{seed}", **(tags or {})}
@@ -65,11 +72,17 @@ def log_run(client, exp_id, tmp, *, algo, load, seed, score, status="FINISHED", 
     params = {"algo.name": algo, "env.name": "autoscaling", "env.load": load, "seed": seed,
               "env.id": "rlbench/Autoscaling-v0", "train.total_steps": STEPS[-1]}  # fmt: skip
     metrics = []
-    if metric:
+    if metric and legacy:
         # a learning curve rising to the final score; the last value is the score
-        metrics = [Metric("eval/mean_return", score * (1 + 0.5 * (3 - i)), 0, s)
+        metrics = [Metric(LEGACY_SCORE_METRIC, score * (1 + 0.5 * (3 - i)), 0, s)
                    for i, s in enumerate(STEPS, start=1)]  # fmt: skip
         metrics += [Metric("eval/cost", -score / 2, 0, STEPS[-1])]
+    elif metric:
+        # a validation curve rising towards the score, then the held-out test score
+        metrics = [Metric(CURVE_METRIC, score * (1 + 0.5 * (3 - i)), 0, s)
+                   for i, s in enumerate(STEPS[:-1], start=1)]  # fmt: skip
+        metrics += [Metric(SCORE_METRIC, score, 0, STEPS[-1]),
+                    Metric(held_out_metric("cost"), -score / 2, 0, STEPS[-1])]  # fmt: skip
     client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
     if trajectory:
         client.log_artifact(run_id, str(_trajectory(tmp, 10 + seed)), "eval")
@@ -204,7 +217,7 @@ def test_scores_csv_has_one_row_per_used_run(report, store):
         "score",
     ]
     left_out = "left out: 2 not finished, 1 older runs of the same configuration, 1 pruned, "
-    assert left_out + "1 without eval/mean_return" in text
+    assert left_out + "1 without test/mean_return" in text
 
 
 def test_report_is_logged_as_a_report_run(report, store):
@@ -227,7 +240,7 @@ def test_report_is_logged_as_a_report_run(report, store):
         ({"experiment": "empty"}, "experiment 'empty' has no finished training runs"),
         ({"experiment": "absent"}, "no MLflow experiment 'absent' in sqlite:///"),
         ({"metric": "eval/nope"}, "none of the 43 finished runs of experiment 'rlbench' logged "
-                                  "the metric 'eval/nope' (metrics they have: eval/cost, "),
+                                  "the metric 'eval/nope' (metrics they have: test/cost, "),
         ({"filter": "tags.benchmark = 'none'"}, "with filter \"tags.benchmark = 'none'\" has no "
                                                  "finished training runs"),
         ({"tracking_uri": "http://127.0.0.1:9"}, "MLflow tracking server http://127.0.0.1:9 is "
@@ -332,3 +345,36 @@ def test_report_and_verify_on_real_tiny_training_runs(mlflow_store, tmp_path):
     ]  # fmt: skip
     assert "decisions_autoscaling_spike.png" in text
     assert verify_main(["--tracking-uri", mlflow_store.uri]) == 0
+
+
+def test_a_store_of_runs_logged_before_the_split_still_reports(mlflow_template, tmp_path):
+    """Old runs logged validation and test under one name, ``eval/mean_return``, its last point
+    the score: the report ranks them by that point and draws the curve without it."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(mlflow_template, db)
+    client = MlflowClient(f"sqlite:///{db}")
+    exp_id = client.create_experiment("rlbench", artifact_location=(tmp_path / "art").as_uri())
+    for (load, algo), values in SCORES.items():
+        if load == "steady":
+            for seed, score in enumerate(values[:3]):
+                log_run(client, exp_id, tmp_path, algo=algo, load=load, seed=seed, score=score,
+                        trajectory=False, legacy=True)  # fmt: skip
+    path = build_report(
+        ReportSettings(
+            name="old",
+            output_dir=tmp_path / "r",
+            tracking_uri=f"sqlite:///{db}",
+            reps=100,
+            log_to_mlflow=False,
+        )
+    )
+    text = path.read_text()
+    assert table_rows(text, "### autoscaling/steady") == [
+        (1, "ppo"), (2, "dqn"), (3, "threshold"), (4, "random")
+    ]  # fmt: skip
+    scores = pd.read_csv(path.parent / "scores.csv")
+    assert sorted(scores[scores["algo"] == "ppo"]["score"]) == [-5.2, -5.1, -5.0]
+    assert list(scores["cost"]) == list(-scores["score"] / 2)  # eval/cost read as the cost
+    assert "learning_curves_autoscaling.png" in text
