@@ -49,6 +49,7 @@ def settings_from(cfg: DictConfig) -> ReportSettings:
         confidence=float(cfg.bootstrap.confidence),
         seed=int(cfg.seed),
         log_to_mlflow=bool(cfg.log_to_mlflow),
+        ui_url=cfg.tracking.get("ui_url"),
     )
 
 
