@@ -38,6 +38,11 @@ SOURCE_NAME_TAG = "mlflow.source.name"
 SOURCE_TYPE_TAG = "mlflow.source.type"
 SOURCE_COMMIT_TAG = "mlflow.source.git.commit"
 USER_TAG = "mlflow.user"
+RUN_NAME_TAG = "mlflow.runName"  # set at the end of a run: its name then shows the score
+NOTE_TAG = "mlflow.note.content"  # a run's description (Markdown) in MLflow's UI
+# an experiment's kind: MLflow 3 UIs that read it open the runs (model training), not traces
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"  # MLflow's value for model training
 
 # how a training run ended or continued
 ERROR_TAG = "error"  # the one-line error of a FAILED or KILLED run
