@@ -443,13 +443,16 @@ def draw_figures(
         else []
     )
     figures["decisions"] = []
+    chosen = representative_runs(data.scores)  # the runs whose episodes are drawn
     ranked = analysis.per_load.sort_values(["rank", "iqm"], ascending=[True, False])
     for (env, load), episodes in sorted(data.trajectories.items()):
         order = ranked[(ranked["env"] == env) & (ranked["load"] == load)]["algo"]
         by_rank = {a: episodes[a] for a in order if a in episodes}
+        shown = chosen[(chosen["env"] == env) & (chosen["load"] == load)]
         figures["decisions"] += plots.plot_decisions(
-            by_rank, out, load=str(load), env=str(env), colors=colors
-        )
+            by_rank, out, load=str(load), env=str(env), colors=colors,
+            scores=dict(zip(shown["algo"], shown["score"], strict=True)),
+        )  # fmt: skip
     return figures
 
 
