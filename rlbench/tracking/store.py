@@ -262,6 +262,12 @@ class Store:
                         "(mlflow experiments restore) or choose tracking.experiment=<new name>"
                     )
                 exp_id = found.experiment_id
+            if found is None or schema.EXPERIMENT_KIND_TAG not in found.tags:
+                # MLflow 3 UIs that read it open the experiment on its runs, not on traces
+                _retry_locked(
+                    self.client.set_experiment_tag,
+                    exp_id, schema.EXPERIMENT_KIND_TAG, schema.TRAINING_KIND,
+                )  # fmt: skip
         except UserError:
             raise
         except Exception as err:  # MLflow's errors, a missing database driver, a refused socket
