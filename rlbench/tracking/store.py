@@ -580,17 +580,37 @@ def check_sqlite_store(db: Path, uri: str) -> None:
         )
 
 
+def sqlite_tables(db: Path) -> set[str]:
+    """The tables of SQLite file ``db`` (sqlite3 errors propagate). Opened read-write where the
+    file and its folder allow it: a process killed mid-write leaves a hot journal that only a
+    writable connection rolls back ("attempt to write a readonly database" otherwise); opening
+    never creates, migrates or changes the store beyond that rollback."""
+    writable = os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)
+    mode = "rw" if writable else "ro"
+    with contextlib.closing(
+        sqlite3.connect(f"{db.resolve().as_uri()}?mode={mode}", uri=True, timeout=30)
+    ) as con:
+        rows = con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    return {name for (name,) in rows}
+
+
 def _alembic_leftovers(db: Path) -> list[str]:
     """The ``_alembic_tmp_*`` tables an interrupted MLflow migration left in ``db``."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
-            rows = con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        tables = sqlite_tables(db)
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err):  # a long write holds it: busy, not broken
+            return []
+        raise UserError(
+            f"{db} is not a usable SQLite database ({err}): move it away or choose another "
+            "tracking.uri"
+        ) from None
     except sqlite3.DatabaseError as err:
         raise UserError(
             f"{db} is not a usable SQLite database ({err}): move it away or choose another "
             "tracking.uri"
         ) from None
-    return [name for (name,) in rows if name.startswith("_alembic_tmp_")]
+    return sorted(name for name in tables if name.startswith("_alembic_tmp_"))
 
 
 def _create_sqlite_store(db: Path) -> None:
