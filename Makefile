@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	$(BIN)/python -m rlbench.tracking.store_template  # new MLflow stores copy it (ms, not s)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -20,7 +21,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/rlbench-train experiment=quick
 	$(BIN)/rlbench-report benchmark=quick
-	@echo "browse the runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db"
+	@echo "browse the runs: $(BIN)/mlflow ui --workers 1 --backend-store-uri sqlite:///outputs/mlflow.db"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

@@ -3,8 +3,8 @@
 Makes a temporary MLflow SQLite store holding 500 synthetic finished training runs (5
 algorithms x 5 load patterns x 20 seeds), each written through ``MlflowClient.log_batch`` as
 rlbench-train would leave it: the params ``algo.name``, ``env.name``, ``env.load``, ``seed``, a
-run-key tag, an ``eval/mean_return`` learning curve (10 points, the last one the score), final
-``eval/cost`` and ``eval/sla_violation``, and an ``eval/trajectory.csv`` artifact. Then times
+run-key tag, a ``val/mean_return`` learning curve (10 points), the score ``test/mean_return``,
+final ``test/cost`` and ``test/sla_violation``, and an ``eval/trajectory.csv`` artifact. Then times
 ``rlbench.results.report.build_report`` with ``rlbench-report``'s defaults (2000 bootstrap
 resamples, the report logged back to MLflow). Building the store is not timed: its database is
 written on a RAM disk (``/dev/shm``, where there is one; SQLite's per-commit syncs make 2,000
@@ -45,6 +45,8 @@ def make_store(uri: str, artifacts: Path, seeds: int, tmp: Path) -> int:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
+    from rlbench.tracking import schema
+
     client = MlflowClient(tracking_uri=uri)
     exp_id = client.create_experiment("rlbench", artifact_location=artifacts.as_uri())
     rng = np.random.default_rng(0)
@@ -57,20 +59,21 @@ def make_store(uri: str, artifacts: Path, seeds: int, tmp: Path) -> int:
                 run_id = run.info.run_id
                 score = centre + 20.0 * rng.standard_normal()
                 curve = score * (1.0 + 0.5 * np.linspace(1.0, 0.0, len(CURVE_STEPS)))
-                metrics = [Metric("eval/mean_return", float(v), 0, s)
+                metrics = [Metric(schema.CURVE_METRIC, float(v), 0, s)
                            for v, s in zip(curve, CURVE_STEPS, strict=True)]  # fmt: skip
-                metrics += [Metric("eval/cost", -score / 3.0, 0, CURVE_STEPS[-1]),
-                            Metric("eval/sla_violation", 0.1, 0, CURVE_STEPS[-1])]  # fmt: skip
+                final = {schema.SCORE_METRIC: score, schema.held_out_metric("cost"): -score / 3.0,
+                         schema.held_out_metric("sla_violation"): 0.1}  # fmt: skip
+                metrics += [Metric(k, float(v), 0, CURVE_STEPS[-1]) for k, v in final.items()]
                 params = {"algo.name": algo, "env.name": "autoscaling", "env.load": load,
                           "seed": seed, "env.id": "rlbench/Autoscaling-v0"}  # fmt: skip
-                tags = [RunTag("rlbench.run_key", f"{algo}-{load}-{seed}")]
+                tags = [RunTag(schema.RUN_KEY_TAG, f"{algo}-{load}-{seed}")]
                 client.log_batch(
                     run_id,
                     metrics=metrics,
                     params=[Param(k, str(v)) for k, v in params.items()],
                     tags=tags,
                 )
-                client.log_artifact(run_id, str(trajectory), "eval")
+                client.log_artifact(run_id, str(trajectory), schema.EVAL_DIR)
                 client.set_terminated(run_id, "FINISHED")
                 count += 1
     return count

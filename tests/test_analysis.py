@@ -9,6 +9,7 @@ import pytest
 
 from rlbench.errors import UserError
 from rlbench.results import analysis, stats
+from rlbench.tracking.schema import SCORE_METRIC
 
 PPO_PARAMS = {"algo.name": "ppo", "algo.learning_rate": "0.0003", "algo.net_arch": "[64, 64]",
               "env.name": "autoscaling", "env.load": "spike", "seed": "0",
@@ -49,13 +50,16 @@ def store(mlflow_template, tmp_path_factory):
         client.set_terminated(run_id, status)
         return run_id
 
-    curve = [("eval/mean_return", -30.0, 1000), ("eval/mean_return", -20.0, 2000),
-             ("eval/mean_return", -10.0, 3000), ("eval/cost", 4.5, 3000)]  # fmt: skip
+    # ppo as runs log it now: a validation curve, then the held-out test score and aggregates
+    curve = [("val/mean_return", -30.0, 1000), ("val/mean_return", -20.0, 2000),
+             ("test/mean_return", -10.0, 3000), ("test/cost", 4.5, 3000)]  # fmt: skip
     ids = {
         "ppo": run(exp, PPO_PARAMS, curve, {"benchmark": "quick"}, "FINISHED"),
         "dqn": run(
             exp,
             PPO_PARAMS | {"algo.name": "dqn", "seed": "1", "algo.net_arch": "[32]"},
+            # as runs were logged before validation and test were split: one name for both,
+            # the last point the test score
             [("eval/mean_return", -40.0, 1000), ("eval/mean_return", -25.0, 3000)],
             {"benchmark": "quick"},
             "FAILED",
@@ -87,14 +91,15 @@ def test_load_runs_one_row_per_run_with_params_metrics_tags(store):
         "run_id", "run_name", "experiment_id", "status", "start_time", "end_time",
         "env", "load", "algo", "seed", "score",
     ]  # fmt: skip
-    assert {"params.algo.name", "params.algo.net_arch", "metrics.eval/mean_return",
-            "metrics.eval/cost", "tags.benchmark"} <= set(runs.columns)  # fmt: skip
+    assert {"params.algo.name", "params.algo.net_arch", "metrics.test/mean_return",
+            "metrics.eval/mean_return", "metrics.test/cost",
+            "tags.benchmark"} <= set(runs.columns)  # fmt: skip
     by = runs.set_index("algo")
     assert list(runs["algo"]) == ["threshold", "dqn", "ppo"]  # newest first
     assert by.loc["ppo", "score"] == -10.0  # the last value of the curve, not the best
-    assert by.loc["dqn", "score"] == -25.0 and by.loc["dqn", "status"] == "FAILED"
+    assert by.loc["dqn", "score"] == -25.0 and by.loc["dqn", "status"] == "FAILED"  # old name
     assert pd.isna(by.loc["threshold", "score"])
-    assert by.loc["ppo", "metrics.eval/cost"] == 4.5
+    assert by.loc["ppo", "metrics.test/cost"] == 4.5
     assert list(runs["seed"]) == [2, 1, 0] and str(runs["seed"].dtype) == "Int64"
     assert runs["params.train.total_steps"].dtype == "Int64"  # numbers in every run: numeric
     assert by.loc["ppo", "params.algo.net_arch"] == "[64, 64]"  # lists stay strings
@@ -138,15 +143,15 @@ def test_load_curves_long_format(store):
     assert list(curves.columns) == [
         "run_id", "env", "load", "algo", "seed", "step", "value", "timestamp"
     ]  # fmt: skip
-    assert len(curves) == 5  # ppo 3 points, dqn 2, threshold none
+    assert len(curves) == 3  # validation only: ppo 2 points, dqn 1, threshold none
     ppo = curves[curves["algo"] == "ppo"]
-    assert list(ppo["step"]) == [1000, 2000, 3000]
-    assert list(ppo["value"]) == [-30.0, -20.0, -10.0]
+    assert list(ppo["step"]) == [1000, 2000]
+    assert list(ppo["value"]) == [-30.0, -20.0]
     assert set(ppo["load"]) == {"spike"} and set(ppo["seed"]) == {0}
     by_id = analysis.load_curves([store["ids"]["dqn"]], tracking_uri=store["uri"])
     assert list(by_id.columns) == ["run_id", "step", "value", "timestamp"]
-    assert list(by_id["value"]) == [-40.0, -25.0]
-    cost = analysis.load_curves(runs, metric="eval/cost")
+    assert list(by_id["value"]) == [-40.0]  # an old run's last point (its test score) left out
+    cost = analysis.load_curves(runs, metric="test/cost")
     assert list(cost["value"]) == [4.5]
 
 
@@ -198,7 +203,7 @@ def test_load_study_returns_study_and_trials(tmp_path):
         analysis.load_study("dqn", storage)
     with pytest.raises(UserError, match="no Optuna storage at"):
         analysis.load_study("ppo-spike", f"sqlite:///{tmp_path / 'none.db'}")
-    study.set_metric_names(["eval/mean_return"])  # as a sweep's training jobs name it
+    study.set_metric_names([SCORE_METRIC])  # as a sweep's training jobs name it
     assert list(analysis.load_study("ppo-spike", storage)[1]["value"]) == [-3.0, -1.0, -2.0]
 
 

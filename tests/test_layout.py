@@ -207,7 +207,7 @@ def test_every_package_says_what_it_may_import(package):
 #: an rlbench tag key or Optuna attribute name, e.g. "rlbench.run_key", "rlbench.best."
 TAG_KEY = re.compile(r"^rlbench\.[a-z_]+(\.[a-z_]+)*\.?$")
 #: a metric name or metric namespace, e.g. "eval/mean_return", "sweep/n_"
-METRIC = re.compile(r"^(eval|train|sweep)/")
+METRIC = re.compile(r"^(eval|val|test|train|sweep)/")
 
 
 def _artifact_names() -> set[str]:

@@ -123,7 +123,7 @@ def test_multirun_over_the_three_envs_finishes_six_runs_that_the_report_compares
     # each run logs its environment's own aggregates (the metrics)
     own_metric = {"scheduler": "regret", "recommender": "liked", "selfhealing": "success_rate"}
     for r in runs:
-        assert f"eval/{own_metric[r.data.params['env.name']]}" in r.data.metrics, r.data.params
+        assert f"test/{own_metric[r.data.params['env.name']]}" in r.data.metrics, r.data.params
 
     from rlbench.results.report import ReportSettings, build_report
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from rlbench.tracking import provenance
-from rlbench.tracking.schema import CODE_TAG, RUN_KEY_TAG
+from rlbench.tracking.schema import CODE_TAG, RUN_KEY_TAG, SCORE_METRIC
 
 COMMIT = "c0ffee" * 6 + "c0fe"
 
@@ -102,7 +102,7 @@ def test_a_run_without_its_final_metrics_is_not_reused(job, mlflow_store):
     client = mlflow_store.client()
     run = client.get_run(first.run_id)
     damaged = client.create_run(run.info.experiment_id, tags=dict(run.data.tags))
-    client.log_metric(damaged.info.run_id, "eval/mean_return", 1e9, step=1024)
+    client.log_metric(damaged.info.run_id, SCORE_METRIC, 1e9, step=1024)
     client.set_terminated(damaged.info.run_id, "FINISHED")
     client.delete_tag(first.run_id, RUN_KEY_TAG)  # only the damaged copy matches now
     assert not job("seed=1", "resume=true").reused

@@ -57,10 +57,15 @@ def test_each_algorithm_trains_evaluates_and_tracks_one_finished_run(mlflow_stor
         assert run.data.params["env.load"] == "spike"
         assert run.data.params["seed"] == "3"
         score, steps = printed[run.info.run_id]
-        assert math.isclose(run.data.metrics["eval/mean_return"], score, rel_tol=1e-5), algo
+        assert math.isclose(run.data.metrics["test/mean_return"], score, rel_tol=1e-5), algo
         assert run.data.metrics["train/total_steps"] == steps >= 2048
-        for key in ("eval/std_return", "eval/cost", "eval/sla_violation", "eval/utilisation"):
+        for key in ("test/std_return", "test/cost", "test/sla_violation", "test/utilisation"):
             assert key in run.data.metrics, (algo, key)
+        # the learning curve is validation only: no point of it is the test score
+        curve = client.get_metric_history(run.info.run_id, "val/mean_return")
+        assert max((m.step for m in curve), default=0) < steps, algo
+        assert curve or algo in ("random", "static", "threshold"), algo  # rules do not learn
+        assert not any(k.startswith("eval/") for k in run.data.metrics), algo
         tags = run.data.tags
         assert tags["seed"] == "3" and tags["device"] == "cpu", tags
         assert re.fullmatch(r"[0-9a-f]{40}", tags["git.commit"]), tags

@@ -36,14 +36,18 @@ from rlbench.tracking.client import (
 )
 from rlbench.tracking.schema import (
     ALGO_PRESET_TAG,
-    EVAL_PREFIX,
+    CURVE_METRIC,
     FIXED_OVERRIDES_ATTR,
     KIND_TAG,
+    LEGACY_EVAL_PREFIX,
+    LEGACY_NAMES,
     PRUNED_TAG,
     REPORT_KIND,
+    RETURN,
     RUN_KEY_TAG,
     SCORE_METRIC,
     SWEEP_STUDY_TAG,
+    TEST_PREFIX,
     TRAJECTORY_ARTIFACT,
 )
 from rlbench.tracking.tracker import DEFAULT_EXPERIMENT
@@ -98,7 +102,9 @@ def load_runs(
     Columns: ``run_id``, ``run_name``, ``experiment_id``, ``status``, ``start_time`` and
     ``end_time`` (UTC timestamps), the grouping columns ``env``, ``load``, ``algo``, ``seed`` (from
     the params ``env.name``, ``env.load``, ``algo.name``, ``seed``), ``score`` (the last value of
-    ``metric``: the final evaluation on held-out seeds; NaN if not logged), then every param as
+    ``metric``: by default ``test/mean_return``, the final evaluation on held-out test seeds, or
+    ``eval/mean_return`` in runs logged before validation and test were split; NaN if not
+    logged), then every param as
     ``params.<key>``, every metric's last value as ``metrics.<key>`` and every tag as
     ``tags.<key>`` (MLflow's own column names). Params that are numbers in every run become
     numeric columns. ``status`` keeps only runs in that state (``"FINISHED"``); comparison
@@ -185,9 +191,19 @@ def _runs_frame(rows: list[dict[str, Any]], metric: str) -> pd.DataFrame:
         frame["algo"] = preset.where(preset.notna() & (preset != "None"), frame["algo"])
     frame["load"] = frame["load"].astype(object).where(frame["load"].notna(), NO_LOAD)
     frame["seed"] = _seeds(frame["seed"])
-    score = frame.get(f"metrics.{metric}", pd.Series(np.nan, index=frame.index))
-    frame["score"] = pd.to_numeric(score, errors="coerce").astype(float)
+    frame["score"] = pd.to_numeric(_metric_or_legacy(frame, metric), errors="coerce").astype(float)
     return frame[[*RUN_COLUMNS, *prefixed]]
+
+
+def _metric_or_legacy(frame: pd.DataFrame, metric: str) -> pd.Series:
+    """The last value of ``metric`` per run; for a run without it, the value of the name it had
+    before validation and test were split (``eval/mean_return`` for ``test/mean_return``)."""
+    missing = pd.Series(np.nan, index=frame.index)
+    value = frame.get(f"metrics.{metric}", missing)
+    legacy = LEGACY_NAMES.get(metric)
+    if legacy is None or f"metrics.{legacy}" not in frame:
+        return value
+    return value.where(value.notna(), frame[f"metrics.{legacy}"])
 
 
 def _maybe_numeric(column: pd.Series) -> pd.Series:
@@ -257,7 +273,8 @@ def score_table(
     ``sweep_trials=False`` also leaves out the runs of Optuna trials (tag
     ``rlbench.sweep.study``): each tries other settings, so they are not seeds of one algorithm.
     Columns: ``run_id``, ``run_name``, ``env``, ``load``, ``algo``, ``seed``, ``score``, then
-    the other final ``eval/*`` metrics without their prefix (``cost``, ``sla_violation``, ...).
+    the other final ``test/*`` metrics without their prefix (``cost``, ``sla_violation``, ...;
+    ``eval/*`` for runs logged before validation and test were split).
     """
     keep = (runs["status"] == "FINISHED") & runs["score"].notna() & runs["algo"].notna()
     keep &= np.isfinite(runs["score"].astype(float))
@@ -272,28 +289,42 @@ def score_table(
         key = used[f"tags.{RUN_KEY_TAG}"].fillna(used["run_id"])
         newest = used.assign(_key=key).sort_values("start_time", ascending=False)
         used = newest.drop_duplicates("_key").drop(columns="_key")
-    extra = [
-        c
-        for c in runs.columns
-        if c.startswith(f"metrics.{EVAL_PREFIX}") and c != f"metrics.{SCORE_METRIC}"
-    ]
-    table = used[["run_id", "run_name", *GROUP_PARAMS, "score", *extra]].rename(
-        columns={c: c.removeprefix(f"metrics.{EVAL_PREFIX}") for c in extra}
-    )
+    finals = final_metrics(used)
+    table = used[["run_id", "run_name", *GROUP_PARAMS, "score"]].join(finals)
+    table.attrs = dict(runs.attrs)  # the store, for load_curves and load_trajectories
     table = table.astype({"algo": str, "env": str, "load": str})
     table = table.sort_values(["env", "load", "algo", "seed", "run_id"], kind="stable")
     return table.reset_index(drop=True)
 
 
+def final_metrics(runs: pd.DataFrame) -> pd.DataFrame:
+    """The final evaluation's statistics of a :func:`load_runs` frame, one column each without
+    its prefix (``cost``, ``std_return``, ...): ``test/<name>``, or for a run logged before
+    validation and test were split its ``eval/<name>``; the score is the ``score`` column."""
+    out: dict[str, pd.Series] = {}
+    for prefix in (f"metrics.{TEST_PREFIX}", f"metrics.{LEGACY_EVAL_PREFIX}"):  # new names win
+        for col in (c for c in runs.columns if c.startswith(prefix)):
+            name = col.removeprefix(prefix)
+            if name == RETURN:
+                continue  # the score
+            out[name] = out[name].fillna(runs[col]) if name in out else runs[col]
+    return pd.DataFrame(out, index=runs.index)
+
+
 # --------------------------------------------------------------------------- curves
 def load_curves(
     runs: pd.DataFrame | Iterable[str],
-    metric: str = SCORE_METRIC,
+    metric: str = CURVE_METRIC,
     tracking_uri: str | None = None,
     *,
     threads: int = 8,
 ) -> pd.DataFrame:
     """Every logged value of ``metric`` for ``runs``, long: one row per (run, step).
+
+    The default is the learning curve, ``val/mean_return`` (periodic evaluations on validation
+    seeds). A run logged before validation and test were split has it as ``eval/mean_return``,
+    whose last point is the final test evaluation: that point is left out, so the curve is
+    validation only there too.
 
     ``runs`` is a frame from :func:`load_runs` (or :func:`score_table`) or a list of run ids.
     Columns: ``run_id``, ``env``, ``load``, ``algo``, ``seed`` (from the frame, when given),
@@ -314,10 +345,16 @@ def _load_curves(frame: pd.DataFrame, metric: str, uri: str, threads: int) -> pd
     client = open_store(uri)
     ids = list(dict.fromkeys(frame["run_id"]))
 
-    def history(run_id: str) -> list[tuple[str, int, float, int]]:
-        metrics = mlflow_call(
-            uri, f"reading {metric!r} of run {run_id}", client.get_metric_history, run_id, metric
+    def read(run_id: str, name: str) -> list[Any]:
+        return mlflow_call(
+            uri, f"reading {name!r} of run {run_id}", client.get_metric_history, run_id, name
         )
+
+    def history(run_id: str) -> list[tuple[str, int, float, int]]:
+        metrics = read(run_id, metric)
+        legacy = LEGACY_NAMES.get(metric)
+        if not metrics and legacy:  # an old run: validation points, then the test score
+            metrics = sorted(read(run_id, legacy), key=lambda m: (m.step, m.timestamp))[:-1]
         return [(run_id, m.step, m.value, m.timestamp) for m in metrics]
 
     remote = not uri.startswith(("sqlite:", "file:", "/"))

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlbench import cli
 from rlbench.config import CONF_DIR
 from rlbench.errors import UserError
-from rlbench.tracking.schema import BENCHMARK_TAG
+from rlbench.tracking.schema import BENCHMARK_TAG, SCORE_METRIC
 
 if TYPE_CHECKING:
     from rlbench.results.report import ReportSettings
@@ -41,7 +41,7 @@ def settings_from(cfg: DictConfig) -> ReportSettings:
         name=str(cfg.name),
         output_dir=str(cfg.output_dir),
         tracking_uri=resolve_uri(cfg.tracking.uri),
-        metric=str(cfg.metric),
+        metric=str(cfg.metric) if cfg.metric else SCORE_METRIC,
         direction=str(cfg.direction),
         baseline=str(cfg.baseline),
         min_seeds=int(cfg.min_seeds),
@@ -49,6 +49,7 @@ def settings_from(cfg: DictConfig) -> ReportSettings:
         confidence=float(cfg.bootstrap.confidence),
         seed=int(cfg.seed),
         log_to_mlflow=bool(cfg.log_to_mlflow),
+        ui_url=cfg.tracking.get("ui_url"),
     )
 
 

@@ -17,7 +17,9 @@ from typing import Any
 class Document:
     """Blocks (headings, paragraphs, lists, tables, images) rendered as Markdown and HTML.
 
-    Text may use ``**bold**`` and ```code```; the HTML embeds images as base64 data URIs.
+    Text may use ``**bold**``, ```code``` and ``[text](url)``; the HTML embeds images as base64
+    data URIs. Second-level headings get GitHub's anchors (``## Per load pattern`` is
+    ``#per-load-pattern``), which :meth:`toc` links to.
     """
 
     def __init__(self) -> None:
@@ -25,6 +27,10 @@ class Document:
 
     def heading(self, level: int, text: str) -> None:
         self.blocks.append(("heading", (level, text)))
+
+    def toc(self) -> None:
+        """A table of contents here: a link to every second-level heading of the document."""
+        self.blocks.append(("toc", None))
 
     def para(self, text: str) -> None:
         self.blocks.append(("para", text))
@@ -39,9 +45,15 @@ class Document:
     def image(self, path: Path, alt: str) -> None:
         self.blocks.append(("image", (Path(path), alt)))
 
+    def _contents(self) -> list[str]:
+        sections = [v[1] for k, v in self.blocks if k == "heading" and v[0] == 2]
+        return [f"[{title}](#{anchor(title)})" for title in sections]
+
     def markdown(self) -> str:
         out = []
         for kind, value in self.blocks:
+            if kind == "toc":
+                out.append("**Contents:** " + " · ".join(self._contents()))
             if kind == "heading":
                 out.append(f"{'#' * value[0]} {value[1]}")
             elif kind == "para":
@@ -61,7 +73,12 @@ class Document:
     def html(self, title: str) -> str:
         body = []
         for kind, value in self.blocks:
-            if kind == "heading":
+            if kind == "toc":
+                links = "".join(f"<li>{_inline(link)}</li>" for link in self._contents())
+                body.append(f'<nav class="toc"><strong>Contents</strong><ul>{links}</ul></nav>')
+            elif kind == "heading" and value[0] == 2:
+                body.append(f'<h2 id="{anchor(value[1])}">{_inline(value[1])}</h2>')
+            elif kind == "heading":
                 body.append(f"<h{value[0]}>{_inline(value[1])}</h{value[0]}>")
             elif kind == "para":
                 body.append(f"<p>{_inline(value)}</p>")
@@ -93,11 +110,19 @@ th {{ background: #f3f3f3; }}
 img {{ max-width: 100%; }}
 figure {{ margin: 1em 0; }} figcaption {{ color: #666; font-size: 0.85em; }}
 code {{ background: #f3f3f3; padding: 0 0.2em; }}
+nav.toc ul {{ display: flex; flex-wrap: wrap; gap: 0.2em 1.2em; list-style: none; padding: 0;
+              margin: 0.3em 0 1em; }}
+td strong {{ color: #0b5394; }}
 </style></head>
 <body>
 {body}
 </body></html>
 """
+
+
+def anchor(title: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
 
 
 def _md_cell(text: str) -> str:
@@ -107,6 +132,7 @@ def _md_cell(text: str) -> str:
 def _inline(text: str) -> str:
     out = html.escape(str(text), quote=False)
     out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    out = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', out)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
 
 

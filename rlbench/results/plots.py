@@ -3,18 +3,26 @@
 Figures are drawn on :class:`matplotlib.figure.Figure` objects (the Agg canvas), never through
 ``pyplot``: no global state, nothing to close, safe in a headless process or a notebook.
 Every algorithm keeps one colour across all figures (:func:`algo_colors`).
+
+Legible where shown: the report's HTML shows figures at most :data:`SHOWN_WIDTH_PX` wide, so
+figures are at most :data:`MAX_WIDTH_IN` inches (never shrunk there) and no text is smaller
+than :data:`MIN_FONT_PT` (12 px at :data:`DPI`). Each PNG records its smallest text in pixels
+(metadata ``rlbench:min_text_px``), which the browser test checks against the width shown.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from rlbench.errors import UserError
 from rlbench.results.stats import DEFAULT_REPS, METRICS, curve_intervals
@@ -36,9 +44,37 @@ _FREE_COLORS = (
     "#f7b6d2", "#dbdb8d", "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173",
 )  # fmt: skip
 METRIC_LABELS = {"iqm": "IQM", "mean": "mean", "median": "median"}
-RETURN_LABEL = "mean evaluation return (reward per episode)"
+RETURN_LABEL = "test return (reward summed per episode)"
+CURVE_LABEL = "validation return (reward summed per episode)"
 NORMALISED_LABEL = "normalised score (0 = random, 1 = best mean)"
 DPI = 110
+SHOWN_WIDTH_PX = 1160  # the report's content width (HTML body 1200 px minus padding)
+MAX_WIDTH_IN = SHOWN_WIDTH_PX / DPI  # 10.5 in: a figure is never shown smaller than drawn
+MIN_FONT_PT = 8.0  # 12 px at DPI; the smallest text anywhere in a figure
+DECISION_COLUMNS = 3  # algorithms side by side in a decisions figure
+MIN_TEXT_KEY = "rlbench:min_text_px"  # PNG metadata: the figure's smallest text, in pixels
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "figure.titlesize": 11,
+}
+
+
+def _styled(fn: Callable[..., list[Path]]) -> Callable[..., list[Path]]:
+    """Draw with :data:`STYLE`: every plot function's text at a legible size."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> list[Path]:
+        import matplotlib
+
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def algo_colors(algos: Iterable[str]) -> dict[str, str]:
@@ -66,18 +102,35 @@ def _safe(name: object) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "all"
 
 
+def min_text_px(fig: Figure) -> float:
+    """The smallest visible, non-empty text of ``fig`` in pixels at :data:`DPI`."""
+    from matplotlib.text import Text
+
+    def shown(t: Text) -> bool:
+        visible = t.get_visible() and (t.axes is None or t.axes.get_visible())
+        return bool(visible and t.get_text().strip())
+
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if shown(t)]
+    return min(sizes, default=MIN_FONT_PT) * DPI / 72
+
+
 def _save(fig: Figure, out_dir: str | Path, name: str) -> Path:
+    """Write ``fig`` as PNG, recording its smallest text (:data:`MIN_TEXT_KEY`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{_safe(name)}.png"
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    metadata = {MIN_TEXT_KEY: f"{min_text_px(fig):.1f}"}
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata=metadata)
     return path
 
 
 def _grid(n: int, ncols: int, size: tuple[float, float], **kwargs) -> tuple[Figure, list]:
+    """``n`` panels of about ``size`` inches, ``ncols`` a row, at most :data:`MAX_WIDTH_IN`."""
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    width = min(size[0] * ncols, MAX_WIDTH_IN)
+    height = size[1] * nrows * width / (size[0] * ncols)
+    fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs).ravel().tolist()
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -102,14 +155,22 @@ def _groups(frame: pd.DataFrame, cols: list[str]) -> list[tuple[tuple, pd.DataFr
     ]
 
 
-def _legend(fig: Figure, colors: Mapping[str, str], algos: Iterable[str]) -> None:
+def _legend(
+    fig: Figure, colors: Mapping[str, str], algos: Iterable[str], dashed: Iterable[str] = ()
+) -> None:
+    """One legend below the panels; ``dashed`` algorithms drawn dashed, as their lines are."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=colors[a], lw=2.5, label=a) for a in algos]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8))
+    dashed = set(dashed)
+    handles = [
+        Line2D([], [], color=colors[a], lw=2.5, ls="--" if a in dashed else "-", label=a)
+        for a in algos
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
 
 
 # --------------------------------------------------------------------------- learning curves
+@_styled
 def plot_learning_curves(
     curves: pd.DataFrame,
     out_dir: str | Path,
@@ -117,7 +178,7 @@ def plot_learning_curves(
     reps: int = DEFAULT_REPS,
     seed: int = 0,
     colors: Mapping[str, str] | None = None,
-    ylabel: str = RETURN_LABEL,
+    ylabel: str = CURVE_LABEL,
 ) -> list[Path]:
     """IQM over seeds of ``value`` against ``step``, 95 % bootstrap band; a panel per load.
 
@@ -130,11 +191,13 @@ def plot_learning_curves(
     paths = []
     for (env,), env_bands in _groups(bands, ["env"]):
         loads = sorted(env_bands["load"].unique())
-        fig, axes = _grid(len(loads), 3, (4.6, 3.4))
+        fig, axes = _grid(len(loads), 3, (3.5, 2.8))
+        levels = set()
         for ax, load in zip(axes, loads, strict=True):
             panel = env_bands[env_bands["load"] == load]
             for algo, line in panel.groupby("algo", sort=True):
                 if len(line) == 1:  # an agent that does not learn: its one score as a level
+                    levels.add(algo)
                     ax.axhline(line["estimate"].iloc[0], color=colors[algo], lw=1.4, ls="--")
                     ax.axhspan(
                         line["lo"].iloc[0], line["hi"].iloc[0], color=colors[algo], alpha=0.1
@@ -143,16 +206,33 @@ def plot_learning_curves(
                 ax.plot(line["step"], line["estimate"], color=colors[algo], lw=1.8)
                 ax.fill_between(line["step"], line["lo"], line["hi"], color=colors[algo], alpha=0.2)
             ax.set_title(f"load = {load}")
-            ax.set_xlabel("training steps (environment steps)")
+            ax.set_xlabel("environment steps")
             ax.grid(alpha=0.3)
-        fig.supylabel(ylabel)
-        fig.suptitle(f"Learning curves on {env}: IQM over seeds with 95% bootstrap CI")
-        _legend(fig, colors, sorted(env_bands["algo"].unique()))
+        fig.supylabel(f"IQM {ylabel}")
+        fig.suptitle(f"Learning curves on {env}: IQM over seeds, 95% bootstrap CI")
+        _legend(fig, colors, sorted(env_bands["algo"].unique()), dashed=levels)
         paths.append(_save(fig, out_dir, f"learning_curves_{env}"))
     return paths
 
 
 # --------------------------------------------------------------------------- interval plot
+ZOOM_WHEN = 4.0  # zoom a panel to its contenders when all intervals span this many times theirs
+
+
+def _contender_limits(group: pd.DataFrame, metric: str) -> tuple[float, float] | None:
+    """x limits around the rank-1 and rank-2 algorithms' intervals, or None when every
+    algorithm fits without crushing them (the far ones are then drawn at the edge)."""
+    near = group[group["rank"] <= 2] if (group["rank"] <= 2).sum() >= 2 else group.head(2)
+    lo, hi = near[f"{metric}_lo"].min(), near[f"{metric}_hi"].max()
+    all_lo, all_hi = group[f"{metric}_lo"].min(), group[f"{metric}_hi"].max()
+    span = max(hi - lo, 1e-9 * max(1.0, abs(hi)))
+    if (all_hi - all_lo) <= ZOOM_WHEN * span:
+        return None
+    pad = 0.25 * span
+    return lo - pad, hi + pad
+
+
+@_styled
 def plot_intervals(
     summary: pd.DataFrame,
     out_dir: str | Path,
@@ -164,41 +244,58 @@ def plot_intervals(
 
     One row of panels per group of the summary (per load pattern, or one row overall), algorithms
     listed best first with their rank (shared ranks mark algorithms that cannot be told apart).
+    A panel whose far algorithms (a random baseline) would crush the contenders into one point
+    zooms to the rank-1 and rank-2 intervals and marks the others at its edge with their value.
     """
     stat_cols = [c for m in METRICS for c in (m, f"{m}_lo", f"{m}_hi")]
-    own = {"algo", "rank", "tied_with", "n_runs", "n_tasks", "normalised", *stat_cols}
+    own = {"algo", "rank", "behind", "tied_with", "n_runs", "n_tasks", "normalised", *stat_cols}
     _require(summary, ["algo", "rank", *stat_cols], "the comparison table")
     colors = dict(colors or algo_colors(summary["algo"]))
     cols = _group_cols(summary, own)
     groups = _groups(summary, cols)
     normalised = bool(summary["normalised"].any()) if "normalised" in summary else False
+    unit = NORMALISED_LABEL if normalised else RETURN_LABEL
     n_algos = max(len(g) for _, g in groups)
-    fig = Figure(figsize=(13, (0.32 * n_algos + 1.1) * len(groups) + 0.6), layout="constrained")
+    height = (0.3 * n_algos + 1.0) * len(groups) + 0.8
+    fig = Figure(figsize=(MAX_WIDTH_IN, height), layout="constrained")
     axes = fig.subplots(len(groups), len(METRICS), squeeze=False)
     for row, (key, group) in zip(axes, groups, strict=True):
         group = group.sort_values(["rank", "iqm"], ascending=[True, False])
         y = np.arange(len(group))[::-1]
         labels = [f"{r}. {a}" for r, a in zip(group["rank"], group["algo"], strict=True)]
         for ax, metric in zip(row, METRICS, strict=True):
+            limits = _contender_limits(group, metric)
             for yi, (_, r) in zip(y, group.iterrows(), strict=True):
-                err = [[r[metric] - r[f"{metric}_lo"]], [r[f"{metric}_hi"] - r[metric]]]
-                ax.errorbar(
-                    r[metric], yi, xerr=err, fmt="o", color=colors[r["algo"]], capsize=4, lw=2
-                )
+                value = r[metric]
+                if limits is not None and not limits[0] <= value <= limits[1]:
+                    edge = limits[0] if value < limits[0] else limits[1]
+                    marker, ha = ("<", "left") if value < limits[0] else (">", "right")
+                    ax.plot(edge, yi, marker=marker, color=colors[r["algo"]], ms=8, clip_on=False)
+                    ax.annotate(
+                        f"{value:.4g}", (edge, yi), xytext=(8 if ha == "left" else -8, 0),
+                        textcoords="offset points", ha=ha, va="center", fontsize=MIN_FONT_PT,
+                    )  # fmt: skip
+                    continue
+                err = [[value - r[f"{metric}_lo"]], [r[f"{metric}_hi"] - value]]
+                ax.errorbar(value, yi, xerr=err, fmt="o", color=colors[r["algo"]], capsize=4, lw=2)
+            if limits is not None:
+                ax.set_xlim(*limits)
             ax.set_yticks(y, labels if metric == METRICS[0] else [""] * len(y))
             ax.set_ylim(-0.7, len(group) - 0.3)
-            ax.set_title(f"{_label(cols, key)}: {METRIC_LABELS[metric]}", fontsize=10)
-            ax.set_xlabel(NORMALISED_LABEL if normalised else RETURN_LABEL, fontsize=8)
+            ax.set_title(f"{_label(cols, key)}: {METRIC_LABELS[metric]}")
+            ax.set_xlabel(METRIC_LABELS[metric] + (" (zoomed to the leaders)" if limits else ""))
+            ax.xaxis.set_major_locator(MaxNLocator(4))
             ax.grid(axis="x", alpha=0.3)
     fig.suptitle(
-        "Final scores: point estimate and 95% stratified bootstrap CI "
-        "(rank shared = not distinguishable)"
+        f"Final scores ({unit}) with 95% stratified bootstrap CIs\n"
+        "shared rank: not told apart; ◀ ▶ algorithms beyond a zoomed panel, with their value"
     )
     _legend(fig, colors, sorted(summary["algo"].unique()))
     return [_save(fig, out_dir, name)]
 
 
 # --------------------------------------------------------------------------- profiles
+@_styled
 def plot_performance_profiles(
     profiles: pd.DataFrame,
     out_dir: str | Path,
@@ -214,13 +311,13 @@ def plot_performance_profiles(
     colors = dict(colors or algo_colors(profiles["algo"]))
     cols = _group_cols(profiles, {"algo", "tau", "fraction", "lo", "hi"})
     groups = _groups(profiles, cols)
-    fig, axes = _grid(len(groups), 3, (5.0, 3.6))
+    fig, axes = _grid(len(groups), 2, (5.0, 3.6))
     for ax, (key, group) in zip(axes, groups, strict=True):
         for algo, line in group.groupby("algo", sort=True):
             ax.plot(line["tau"], line["fraction"], color=colors[algo], lw=1.8)
             ax.fill_between(line["tau"], line["lo"], line["hi"], color=colors[algo], alpha=0.2)
         ax.set_title(_label(cols, key))
-        ax.set_xlabel("threshold τ on the " + NORMALISED_LABEL, fontsize=8)
+        ax.set_xlabel("threshold τ on the " + NORMALISED_LABEL)
         ax.set_ylabel("fraction of runs with score > τ")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
@@ -230,6 +327,7 @@ def plot_performance_profiles(
 
 
 # --------------------------------------------------------------------------- P(X > Y) matrix
+@_styled
 def plot_probability_of_improvement(
     poi: pd.DataFrame,
     out_dir: str | Path,
@@ -249,9 +347,12 @@ def plot_probability_of_improvement(
     side = 1.0 + 0.85 * n_algos
     fig, axes = _grid(len(groups), 2, (side + 1.2, side))
     image = None
+    # one row order for every panel: by P averaged over all panels, best first
+    every = list(poi.groupby("algo_x")["p"].mean().sort_values(ascending=False).index)
+    every += sorted(set(poi["algo_y"]) - set(every))
     for ax, (key, group) in zip(axes, groups, strict=True):
-        order = list(group.groupby("algo_x")["p"].mean().sort_values(ascending=False).index)
-        order += sorted(set(group["algo_y"]) - set(order))
+        present = set(group["algo_x"]) | set(group["algo_y"])
+        order = [a for a in every if a in present]
         pos = {a: i for i, a in enumerate(order)}
         matrix = np.full((len(order), len(order)), np.nan)
         for _, r in group.iterrows():
@@ -261,7 +362,8 @@ def plot_probability_of_improvement(
             text = f"{r['p']:.2f}\n[{r['p_lo']:.2f}, {r['p_hi']:.2f}]"
             color = "white" if abs(r["p"] - 0.5) > 0.35 else "black"
             weight = "bold" if bold else "normal"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color, weight=weight)
+            ax.text(j, i, text, ha="center", va="center", fontsize=MIN_FONT_PT, color=color,
+                    weight=weight)  # fmt: skip
         image = ax.imshow(matrix, cmap="RdBu", vmin=0.0, vmax=1.0)
         ax.set_xticks(range(len(order)), order, rotation=35, ha="right")
         ax.set_yticks(range(len(order)), order)
@@ -276,6 +378,7 @@ def plot_probability_of_improvement(
 
 
 # --------------------------------------------------------------------------- decisions panel
+@_styled
 def plot_decisions(
     trajectories: Mapping[str, pd.DataFrame],
     out_dir: str | Path,
@@ -283,8 +386,12 @@ def plot_decisions(
     load: str,
     env: str = "autoscaling",
     colors: Mapping[str, str] | None = None,
+    scores: Mapping[str, float] | None = None,
 ) -> list[Path]:
     """One evaluation episode per algorithm side by side: demand vs capacity, instances, queue.
+
+    At most :data:`DECISION_COLUMNS` algorithms a row (more wrap below); ``scores`` (the run's
+    score per algorithm) is shown in each panel's title.
 
     ``trajectories`` maps an algorithm to a frame with ``step``, ``influx`` (requests arriving per
     step), ``capacity`` (requests the running instances can serve per step), ``instances`` and
@@ -300,24 +407,37 @@ def plot_decisions(
         )
     algos = list(trajectories)
     colors = dict(colors or algo_colors(algos))
-    fig = Figure(figsize=(3.6 * len(algos) + 0.8, 7.6), layout="constrained")
-    axes = fig.subplots(3, len(algos), squeeze=False, sharex=True, sharey="row")
-    for col, algo in enumerate(algos):
+    ncols = min(DECISION_COLUMNS, len(algos))
+    blocks = math.ceil(len(algos) / ncols)
+    fig = Figure(figsize=(MAX_WIDTH_IN, 5.4 * blocks + 0.6), layout="constrained")
+    axes = fig.subplots(3 * blocks, ncols, squeeze=False, sharex=True, sharey="row")
+    for hidden in range(len(algos), blocks * ncols):  # the last block's empty columns
+        for ax in axes[3 * (hidden // ncols) : 3 * (hidden // ncols) + 3, hidden % ncols]:
+            ax.set_visible(False)
+    for k, algo in enumerate(algos):
         t = trajectories[algo].sort_values("step")
-        top, mid, bottom = axes[:, col]
-        top.plot(t["step"], t["influx"], color="black", lw=1.0, label="demand (influx)")
-        top.plot(t["step"], t["capacity"], color=colors[algo], lw=1.8, label="capacity")
+        block, col = divmod(k, ncols)
+        top, mid, bottom = axes[3 * block : 3 * block + 3, col]
+        top.plot(t["step"], t["influx"], color="black", lw=1.0)
+        top.plot(t["step"], t["capacity"], color=colors[algo], lw=1.8)
         mid.step(t["step"], t["instances"], where="post", color=colors[algo], lw=1.8)
         bottom.fill_between(t["step"], 0, t["queue"], color=colors[algo], alpha=0.5, lw=0)
         bottom.plot(t["step"], t["queue"], color=colors[algo], lw=1.0)
-        top.set_title(algo, color=colors[algo], weight="bold")
+        score = f" (score {scores[algo]:.4g})" if scores and algo in scores else ""
+        top.set_title(f"{algo}{score}", color=colors[algo], weight="bold")
         bottom.set_xlabel("time step (5 min each)")
-        for ax in axes[:, col]:
+        for ax in (top, mid, bottom):
             ax.grid(alpha=0.3)
         if col == 0:
             top.set_ylabel("requests per step")
             mid.set_ylabel("running instances")
             bottom.set_ylabel("queued requests")
-            top.legend(loc="upper left", fontsize=8)
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], color="black", lw=1.0, label="demand (requests arriving)"),
+        Line2D([], [], color="grey", lw=1.8, label="capacity (algorithm's colour)"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2)
     fig.suptitle(f"Decisions on {env}, load = {load}: one evaluation episode per algorithm")
     return [_save(fig, out_dir, f"decisions_{env}_{load}")]

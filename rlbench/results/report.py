@@ -13,13 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import logging
-import math
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,15 +36,24 @@ from rlbench.results.analysis import (
     score_table,
 )
 from rlbench.results.document import Document
+from rlbench.results.first_screen import (
+    degenerate_note,
+    interval,
+    names,
+    summary_table,
+    task_label,
+    verdict,
+)
 from rlbench.results.progress import phase, warn
-from rlbench.tracking import schema
+from rlbench.tracking import links, schema
+from rlbench.tracking.links import number
 from rlbench.tracking.redaction import mask_passwords
 from rlbench.tracking.schema import SCORE_METRIC, TRAJECTORY_ARTIFACT
 
 log = logging.getLogger(__name__)
 
 DECISION_COLUMNS = ("step", "influx", "capacity", "instances", "queue")
-# final eval/* aggregates shown in the operations table when the runs logged them
+# final test/* aggregates shown in the operations table when the runs logged them
 OPS_METRICS = ("cost", "sla_violation", "utilisation", "dropped", "instances", "queue")
 # score_table columns that are not an environment aggregate
 NOT_OPS = {
@@ -56,8 +64,8 @@ NOT_OPS = {
     "algo",
     "seed",
     "score",
-    "std_return",
-    "mean_length",
+    schema.STD_RETURN,
+    schema.MEAN_LENGTH,
 }
 
 
@@ -78,6 +86,7 @@ class ReportSettings:
     confidence: float = 0.95
     seed: int = 0
     log_to_mlflow: bool = True
+    ui_url: str | None = None  # MLflow's UI, for links (links.ui_url: None picks the default)
 
     def check(self) -> None:
         if self.direction not in ("maximize", "minimize"):
@@ -199,7 +208,7 @@ def _gather_trajectories(data: ReportData, settings: ReportSettings) -> None:
     for run in chosen.itertuples(index=False):
         frame = episodes[episodes["run_id"] == run.run_id]
         if frame.empty or not set(DECISION_COLUMNS) <= set(frame.columns):
-            label = f"{run.algo} on {_task_label(run.env, run.load)} (run {run.run_id})"
+            label = f"{run.algo} on {task_label(run.env, run.load)} (run {run.run_id})"
             data.missing_trajectories.append(label)
             continue
         data.trajectories.setdefault((run.env, run.load), {})[run.algo] = frame.reset_index(
@@ -250,26 +259,6 @@ def analyse(data: ReportData, settings: ReportSettings) -> Analysis:
 
 
 # --------------------------------------------------------------------------- text
-def _num(x: float) -> str:
-    """A number with about four significant digits, never in exponent form."""
-    x = float(x)
-    if not math.isfinite(x):
-        return str(x)
-    digits = 3 if x == 0 else min(3, max(0, 3 - math.floor(math.log10(abs(x)))))
-    text = f"{x:.{digits}f}"
-    return "0" if text in ("-0", "0") else text.replace("-0.000", "0.000")
-
-
-def _interval(row: pd.Series, metric: str = "iqm") -> str:
-    return f"{_num(row[metric])} [{_num(row[f'{metric}_lo'])}, {_num(row[f'{metric}_hi'])}]"
-
-
-def _task_label(env: str, load: str, many_envs: bool = True) -> str:
-    if load == "-":
-        return env
-    return f"{env}/{load}" if many_envs else load
-
-
 def _pair_p(poi: pd.DataFrame, x: str, y: str) -> str:
     row = poi[(poi["algo_x"] == x) & (poi["algo_y"] == y)].iloc[0]
     return f"P({x}>{y}) = {row['p']:.2f} [{row['p_lo']:.2f}, {row['p_hi']:.2f}]"
@@ -278,11 +267,6 @@ def _pair_p(poi: pd.DataFrame, x: str, y: str) -> str:
 MAX_TIES_LISTED = 3  # per summary line; the tables list every tie
 MAX_OUTLIER_ROWS = 20  # the rest are in scores.csv
 OUTLIER_MIN_RUNS = 4  # runs of an algorithm on a load pattern before one can stand out
-
-
-def _names(algos: Sequence[str]) -> str:
-    bold = [f"**{a}**" for a in algos]
-    return bold[0] if len(bold) == 1 else ", ".join(bold[:-1]) + " and " + bold[-1]
 
 
 def _tied_pairs(table: pd.DataFrame) -> list[tuple[str, str]]:
@@ -314,20 +298,22 @@ def _winner_line(
     first = list(table.loc[table["rank"] == 1, "algo"])
     pairs = _tied_pairs(table)
     n_runs = int(best["n_runs"])
-    score = f"IQM {unit} {_interval(best)} ({n_runs} run{'' if n_runs == 1 else 's'})"
+    score = f"IQM {unit} {interval(best)} ({n_runs} run{'' if n_runs == 1 else 's'})"
     n = len(table)
     if n == 1:
         return [f"- **{label}**: only **{top}** was run ({score}); nothing to compare it with."]
     if n > 1 and len(pairs) == n * (n - 1) // 2:
-        line = (
-            f"- **{label}**: no two of the {n} algorithms can be told apart {where}; "
-            f"highest IQM: **{top}**, {score}"
-        )
-        return [line + "."]
+        line = f"- **{label}**: no two of the {n} algorithms can be told apart {where}"
+        return [f"{line}; {_iqms(table, unit)}."]
     if len(first) == 1:
         lead = f"**{top}** wins" if not any(top in p for p in pairs) else f"**{top}** ranks first"
-    else:
-        lead = f"{_names(first)} share rank 1; highest IQM **{top}**"
+    else:  # a tied group: no member is crowned, each IQM is shown
+        line = f"- **{label}**: {names(first)} share rank 1 (none was shown better than another)"
+        lines = [f"{line}; {_iqms(table[table['rank'] == 1], unit)}."]
+        behind = [f"{x} and {y} ({_pair_p(poi, x, y)})" for x, y in pairs if y not in first]
+        if behind:
+            lines.append("  - also not distinguishable: " + _listed(behind) + ".")
+        return lines
     ties = [
         f"{x} and {y} cannot be told apart {where} ({_pair_p(poi, x, y)})"
         for x, y in pairs
@@ -341,6 +327,14 @@ def _winner_line(
     return lines
 
 
+def _iqms(table: pd.DataFrame, unit: str) -> str:
+    """``a -13.0 [-15, -11], b ...`` (IQM, highest first) with the unit once."""
+    rows = table.sort_values("iqm", ascending=False)
+    shown = [f"**{r['algo']}** {interval(r)}" for _, r in rows.head(MAX_TIES_LISTED + 1).iterrows()]
+    more = len(rows) - len(shown)
+    return f"IQM {unit}: " + ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
 def summary_lines(analysis: Analysis, settings: ReportSettings) -> list[str]:
     """The report's first lines: the winner per load pattern and overall, intervals, ties."""
     table = analysis.per_load
@@ -349,7 +343,7 @@ def summary_lines(analysis: Analysis, settings: ReportSettings) -> list[str]:
     for (env, load), group in table.groupby(["env", "load"], sort=True):
         poi = analysis.poi_per_load
         poi = poi[(poi["env"] == env) & (poi["load"] == load)]
-        label = _task_label(env, load, many_envs)
+        label = task_label(env, load, many_envs)
         lines += _winner_line(group, poi, label, f"on {label}", _unit(settings))
     if analysis.overall is not None and analysis.poi_overall is not None:
         for env, group in analysis.overall.groupby("env", sort=True):
@@ -363,24 +357,51 @@ def summary_lines(analysis: Analysis, settings: ReportSettings) -> list[str]:
 
 def _stats_table(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     header = ["rank", "algorithm", "IQM [95% CI]", "mean [95% CI]", "median [95% CI]", "runs",
-              "cannot be told apart from"]  # fmt: skip
+              "shown better", "cannot be told apart from"]  # fmt: skip
     rows = [
-        [str(int(r["rank"])), r["algo"], _interval(r, "iqm"), _interval(r, "mean"),
-         _interval(r, "median"), str(int(r["n_runs"])), r["tied_with"] or "-"]
+        [str(int(r["rank"])), r["algo"], interval(r, "iqm"), interval(r, "mean"),
+         interval(r, "median"), str(int(r["n_runs"])), r.get("behind") or "-",
+         r["tied_with"] or "-"]
         for _, r in table.sort_values(["rank", "iqm"], ascending=[True, False]).iterrows()
     ]  # fmt: skip
     return header, rows
 
 
+OPS_UNITS = {
+    "cost": "cost ($ per episode)",
+    "sla_violation": "SLA violations (steps per episode)",
+    "dropped": "dropped (requests per episode)",
+    "scale_action": "scale actions (per episode)",
+    "utilisation": "utilisation (0-1, mean)",
+    "instances": "instances (mean)",
+    "queue": "queue (requests, mean)",
+    "load_pct": "load (%, mean)",
+}
+
+
 def _ops_table(scores: pd.DataFrame, order: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    """Mean of every environment aggregate the runs logged (cost, like rate, recovery time...)."""
+    """Mean of every environment aggregate the runs logged (cost, like rate, recovery time...),
+    each headed with its unit where rlbench knows it."""
     first = [c for c in OPS_METRICS if c in scores.columns]
     rest = sorted(c for c in scores.columns if c not in NOT_OPS and c not in first)
     cols = [c for c in [*first, *rest] if pd.api.types.is_numeric_dtype(scores[c])]
     cols = [c for c in cols if scores[c].notna().any()]
     means = scores.groupby("algo")[cols].mean()
-    header = ["algorithm", *cols]
-    return header, [[a, *(_num(means.loc[a, c]) for c in cols)] for a in order if a in means.index]
+    header = ["algorithm", *(OPS_UNITS.get(c, c) for c in cols)]
+    shown = [a for a in order if a in means.index]
+    return header, [[a, *(number(means.loc[a, c]) for c in cols)] for a in shown]
+
+
+def _run_link(settings: ReportSettings, data: ReportData, run_id: str) -> str:
+    """The run id as a link to its page in MLflow's UI (training mode)."""
+    return f"[`{run_id}`]({_ui(settings, data, run_id)})"
+
+
+def _ui(settings: ReportSettings, data: ReportData, run_id: str | None = None) -> str:
+    """MLflow's runs view of the compared experiment, or one run's page."""
+    ui = links.ui_url(settings.ui_url, data.runs.attrs.get("tracking_uri"))
+    exp_id = str(data.runs.attrs.get("experiment_id", "0"))
+    return links.run_url(ui, exp_id, run_id) if run_id else links.runs_url(ui, exp_id)
 
 
 # --------------------------------------------------------------------------- figures
@@ -405,7 +426,8 @@ def draw_figures(
                 analysis.poi_overall, out, name="probability_of_improvement_overall"
             )
         figures["profiles"] = plots.plot_performance_profiles(analysis.profiles, out, colors=colors)
-    curves = load_curves(data.scores, settings.metric, data.runs.attrs.get("tracking_uri"))
+    curve = schema.curve_metric(settings.metric)
+    curves = load_curves(data.scores, curve, data.runs.attrs.get("tracking_uri"))
     if settings.direction == "minimize":
         curves["value"] = -curves["value"]
     figures["curves"] = (
@@ -421,13 +443,16 @@ def draw_figures(
         else []
     )
     figures["decisions"] = []
+    chosen = representative_runs(data.scores)  # the runs whose episodes are drawn
     ranked = analysis.per_load.sort_values(["rank", "iqm"], ascending=[True, False])
     for (env, load), episodes in sorted(data.trajectories.items()):
         order = ranked[(ranked["env"] == env) & (ranked["load"] == load)]["algo"]
         by_rank = {a: episodes[a] for a in order if a in episodes}
+        shown = chosen[(chosen["env"] == env) & (chosen["load"] == load)]
         figures["decisions"] += plots.plot_decisions(
-            by_rank, out, load=str(load), env=str(env), colors=colors
-        )
+            by_rank, out, load=str(load), env=str(env), colors=colors,
+            scores=dict(zip(shown["algo"], shown["score"], strict=True)),
+        )  # fmt: skip
     return figures
 
 
@@ -457,23 +482,33 @@ def compose(
     scores = data.scores
     doc.heading(1, f"rlbench report: {settings.name}")
     unit = (
-        "the run's final evaluation return on held-out seeds (higher is better)"
+        "the run's test return: reward summed over one evaluation episode, averaged over its "
+        "held-out test episodes (autoscaling: minus dollars, so closer to 0 is better)"
         if settings.metric == SCORE_METRIC and settings.direction == "maximize"
         else f"{_metric_label(settings)}, the final value of each run (higher is better)"
     )
+    seeds = scores.groupby(["env", "load", "algo"]).size()
+    doc.para(verdict(analysis.per_load, analysis.overall, seeds, int(settings.min_seeds)))
+    doc.table(*summary_table(analysis.per_load, analysis.overall))
     doc.para(
-        f"Winner per load pattern and overall: IQM over seeds with its "
-        f"{settings.confidence:.0%} stratified bootstrap CI; a score is {unit}."
+        f"IQM over seeds [{settings.confidence:.0%} stratified bootstrap CI]. "
+        f"**Bold ★**: rank 1 in that column, no algorithm was shown better. Per load pattern a "
+        f"score is {unit}; overall, 0 = `{settings.baseline}`'s mean and 1 = the best mean on "
+        "each pattern."
     )
-    doc.lines(summary_lines(analysis, settings))
-    too_few = scores.groupby(["env", "load", "algo"]).size()
-    too_few = too_few[too_few < int(settings.min_seeds)]
+    note = degenerate_note(analysis.per_load, scores)
+    if note:
+        doc.para(note)
+    too_few = seeds[seeds < int(settings.min_seeds)]
     if len(too_few):
-        cells = ", ".join(f"{a} on {_task_label(e, lo)} ({n})" for (e, lo, a), n in too_few.items())
+        cells = ", ".join(f"{a} on {task_label(e, lo)} ({n})" for (e, lo, a), n in too_few.items())
         doc.para(
             f"**Too few seeds to tell algorithms apart**: fewer than {settings.min_seeds} runs for "
             f"{cells}; such pairs are always reported as ties. Train more seeds."
         )
+    doc.toc()
+    doc.heading(2, "Winners per load pattern")
+    doc.lines(summary_lines(analysis, settings))
 
     outliers = analysis.outliers
     doc.heading(2, "What was compared")
@@ -488,23 +523,28 @@ def compose(
         "algorithm: "
         + ", ".join(f"{a} {r['size']} ({r['nunique']})" for a, r in per_algo.iterrows()),
         f"- left out: {_counts(data.excluded)}" if data.excluded else "- left out: none",
-        f"- outlier runs: {len(outliers)}" + (" (see *Outlier runs*)" if len(outliers) else ""),
+        f"- outlier runs: {len(outliers)}"
+        + (" (see [Outlier runs](#outlier-runs))" if len(outliers) else ""),
         f"- statistics: {settings.reps} bootstrap replicates, seed {settings.seed}, "
         f"distinguishable when the CI of P(X>Y) excludes 0.5 with ≥ {settings.min_seeds} seeds",
-        f"- generated {when}" + (f"; MLflow run `{report_run_id}`" if report_run_id else ""),
+        f"- generated {when}"
+        + (f"; MLflow run {_run_link(settings, data, report_run_id)}" if report_run_id else ""),
+        f"- browse these runs in MLflow: [runs view]({_ui(settings, data)}) (start the UI with "
+        "`mlflow ui --workers 1 --backend-store-uri <store>` when it is not running)",
         "- every run's score: `scores.csv` (one row per run)",
     ]
     doc.lines(facts)
     if data.registered:
-        _registered_section(doc, data)
+        _registered_section(doc, data, settings)
 
     doc.heading(2, "Per load pattern")
     doc.para(
-        "Ranks come from IQM; algorithms whose difference is not significant share a rank "
-        f"(the last column lists them). Scores: {unit}."
+        "Rank: 1 + the number of algorithms shown better (the CI of P(X > Y) excludes 0.5; "
+        "listed under 'shown better'), so algorithms that cannot be told apart from the best "
+        f"all rank 1. Rows: rank, then IQM. Scores: {unit}."
     )
     for (env, load), group in analysis.per_load.groupby(["env", "load"], sort=True):
-        doc.heading(3, _task_label(env, load))
+        doc.heading(3, task_label(env, load))
         doc.table(*_stats_table(group))
         cell = scores[(scores["env"] == env) & (scores["load"] == load)]
         header, rows = _ops_table(cell, list(group.sort_values("rank")["algo"]))
@@ -513,7 +553,8 @@ def compose(
             doc.table(header, rows)
     doc.image(figures["intervals"][0], "Final scores per load pattern with 95% CIs")
     largest = int(scores.groupby(["env", "load", "algo"]).size().max())
-    _outlier_section(doc, outliers, many_envs=scores["env"].nunique() > 1, largest=largest)
+    many = scores["env"].nunique() > 1
+    _outlier_section(doc, outliers, many, largest, lambda r: _run_link(settings, data, r))
 
     doc.heading(2, "Overall")
     if analysis.overall is not None:
@@ -549,11 +590,14 @@ def compose(
 
     doc.heading(2, "Learning curves")
     if figures["curves"]:
-        doc.para(f"`{settings.metric}` against environment steps: IQM over seeds, 95% CI band.")
+        doc.para(
+            f"`{schema.curve_metric(settings.metric)}` (periodic evaluations on validation seeds) "
+            "against environment steps: IQM over seeds, 95% CI band."
+        )
         for path in figures["curves"]:
             doc.image(path, path.stem.replace("_", " "))
     else:
-        doc.para(f"No run logged a history of `{settings.metric}`.")
+        doc.para(f"No run logged a history of `{schema.curve_metric(settings.metric)}`.")
 
     doc.heading(2, "Decisions")
     doc.para(
@@ -576,13 +620,18 @@ def compose(
             "(stratified), never across.",
             "- Ties: two algorithms tie when the CI of P(X > Y) contains 0.5; no correction "
             "for multiple comparisons.",
+            "- Rank: 1 + the number of algorithms shown better; rank 1 is every algorithm "
+            "nothing was shown to beat (the contenders, named together, never one of them).",
+            "- Test return: reward summed over one evaluation episode on a held-out test seed; "
+            f"a run's score averages its test episodes (`{settings.metric}`). Learning curves "
+            "use separate validation seeds.",
             "- Statistics: `rlbench.results.stats` (rliable's definitions on numpy/scipy).",
         ]
     )
     return doc
 
 
-def _registered_section(doc: Document, data: ReportData) -> None:
+def _registered_section(doc: Document, data: ReportData, settings: ReportSettings) -> None:
     """Which compared runs became registered policies (``rlbench-registry``), with aliases."""
     doc.heading(2, "Registered policies")
     doc.para("Versions in MLflow's Model Registry made from these runs (`rlbench-registry list`).")
@@ -595,16 +644,20 @@ def _registered_section(doc: Document, data: ReportData) -> None:
                 f"`models:/{v.name}/{v.version}`",
                 ", ".join(v.aliases) or "-",
                 str(run["algo"]),
-                _task_label(run["env"], run["load"]),
+                task_label(run["env"], run["load"]),
                 str(run["seed"]),
-                f"`{v.run_id}`",
+                _run_link(settings, data, v.run_id),
             ]
         )
     doc.table(["model", "aliases", "algo", "task", "seed", "run"], rows)
 
 
 def _outlier_section(
-    doc: Document, outliers: pd.DataFrame, many_envs: bool, largest: int = OUTLIER_MIN_RUNS
+    doc: Document,
+    outliers: pd.DataFrame,
+    many_envs: bool,
+    largest: int,
+    link: Callable[[str], str],
 ) -> None:
     """Runs far from their algorithm's median: a collapsed (or lucky) seed a reader should see."""
     doc.heading(2, "Outlier runs")
@@ -628,12 +681,12 @@ def _outlier_section(
     )
     rows = [
         [
-            _task_label(r.env, r.load, many_envs),
+            task_label(r.env, r.load, many_envs),
             str(r.algo),
             str(r.seed),
-            _num(r.score),
-            f"{_num(r.median)} ({r.runs})",
-            f"`{r.run_id}`",
+            number(r.score),
+            f"{number(r.median)} ({r.runs})",
+            link(r.run_id),
         ]
         for r in outliers.head(MAX_OUTLIER_ROWS).itertuples(index=False)
     ]
@@ -648,6 +701,7 @@ def _scores_csv(data: ReportData, path: Path, settings: ReportSettings) -> None:
         frame[settings.metric] = -frame["score"]
     start = data.runs.set_index("run_id")["start_time"]
     frame["start_time"] = frame["run_id"].map(start)
+    frame["mlflow_url"] = [_ui(settings, data, r) for r in frame["run_id"]]
     frame.to_csv(path, index=False)
 
 

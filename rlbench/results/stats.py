@@ -25,11 +25,14 @@ Definitions (all intervals are percentile bootstrap intervals, 95 % by default):
   runs on every task they share and the interval of ``P(X > Y)`` excludes 0.5. (With fewer seeds a
   bootstrap interval cannot express the uncertainty: two runs each, fully separated, give
   ``[1, 1]``.) No correction for multiple comparisons is made.
-- **rank**: algorithms are ordered by IQM (then mean, then name). Walking that order, an
-  algorithm joins the current group when it is indistinguishable from *every* member of the
-  group, and opens a new group otherwise; the group's rank is one plus the number of algorithms
-  in earlier groups (1, 1, 3, ...). ``tied_with`` lists every algorithm it is indistinguishable
-  from, in rank order, including ones in other groups (indistinguishability is not transitive).
+- **rank**: one plus the number of algorithms shown better than it (distinguishable, with
+  ``P(X > Y) > 0.5``), listed in ``behind``. Rank 1 is every algorithm nothing was shown to
+  beat: the contenders, which a "winner" sentence must name together. So a rank says what the
+  evidence says: "rank 3" means exactly two algorithms beat it, and an algorithm that cannot be
+  told apart from the best is never ranked below it. ``tied_with`` lists every algorithm it is
+  indistinguishable from, in IQM order (indistinguishability is not transitive: a rank-2
+  algorithm may be tied with one rank-1 algorithm and beaten by another). Rows are ordered by
+  rank, then IQM.
 - **normalised score** (when a summary spans several tasks): per task,
   ``(score - lo) / (hi - lo)`` with ``lo`` the baseline's (``random``'s) mean score on that task
   and ``hi`` the best algorithm's mean score, so random is 0 and the best observed is 1. When the
@@ -314,35 +317,40 @@ def probability_of_improvement_table(
 
 
 def rank_algorithms(
-    summary: pd.DataFrame, distinguishable: Mapping[tuple[str, str], bool]
+    summary: pd.DataFrame,
+    distinguishable: Mapping[tuple[str, str], bool],
+    p: Mapping[tuple[str, str], float] | None = None,
 ) -> pd.DataFrame:
-    """Add ``rank`` and ``tied_with`` to one group's summary (one row per algorithm).
+    """Add ``rank``, ``behind`` and ``tied_with`` to one group's summary (one row per algorithm).
 
-    ``distinguishable[(x, y)]`` says whether x and y can be told apart (missing pairs: no).
-    See the module docstring for the rule.
+    ``distinguishable[(x, y)]`` says whether x and y can be told apart (missing pairs: no);
+    ``p[(x, y)]`` is P(X > Y), which says which of two told-apart algorithms is the better
+    (without it, the higher IQM). See the module docstring for the rule.
     """
     ordered = summary.sort_values(
         ["iqm", "mean", "algo"], ascending=[False, False, True], kind="stable"
     ).reset_index(drop=True)
     algos = list(ordered["algo"])
+    position = {a: i for i, a in enumerate(algos)}
 
     def apart(x: str, y: str) -> bool:
         return bool(distinguishable.get((x, y), distinguishable.get((y, x), False)))
 
-    ranks: list[int] = []
-    group: list[str] = []
-    group_rank = 1
-    for i, algo in enumerate(algos):
-        if group and any(apart(algo, member) for member in group):
-            group, group_rank = [], i + 1
-        group.append(algo)
-        ranks.append(group_rank)
-    ordered["rank"] = ranks
+    def beats(x: str, y: str) -> bool:
+        if not apart(x, y):
+            return False
+        if p is not None and (x, y) in p:
+            return p[(x, y)] > 0.5
+        return position[x] < position[y]
+
+    behind = [[other for other in algos if beats(other, algo)] for algo in algos]
+    ordered["rank"] = [1 + len(b) for b in behind]
+    ordered["behind"] = [", ".join(b) for b in behind]
     ordered["tied_with"] = [
         ", ".join(other for other in algos if other != algo and not apart(algo, other))
         for algo in algos
     ]
-    return ordered
+    return ordered.sort_values(["rank"], kind="stable").reset_index(drop=True)
 
 
 def compare(
@@ -361,7 +369,8 @@ def compare(
     ``by`` covering the task columns (default) compares raw scores per task; a coarser ``by``
     (``["env"]``: across load patterns; ``[]``: everything) compares normalised scores, pooled
     over the group's tasks with a bootstrap stratified by task. Columns: the ``by`` columns,
-    ``algo``, ``rank``, ``tied_with``, ``iqm``/``mean``/``median`` each with ``_lo``/``_hi``,
+    ``algo``, ``rank``, ``behind``, ``tied_with``, ``iqm``/``mean``/``median`` each with
+    ``_lo``/``_hi``,
     ``n_runs``, ``n_tasks``, ``normalised``. ``seed`` fixes the bootstrap generator.
     """
     by = _check_by(frame, by, task_cols)
@@ -386,16 +395,15 @@ def compare(
                 row.update({metric: float(point[metric]), f"{metric}_lo": lo, f"{metric}_hi": hi})
             rows.append(row)
         algos = [r["algo"] for r in rows]
-        verdicts = {
-            (r["algo_x"], r["algo_y"]): r["distinguishable"]
-            for r in _poi_rows(res, algos, tasks, confidence, min_seeds)
-        }
-        table = rank_algorithms(pd.DataFrame(rows), verdicts)
+        pairs = _poi_rows(res, algos, tasks, confidence, min_seeds)
+        verdicts = {(r["algo_x"], r["algo_y"]): r["distinguishable"] for r in pairs}
+        p = {(r["algo_x"], r["algo_y"]): r["p"] for r in pairs}
+        table = rank_algorithms(pd.DataFrame(rows), verdicts, p)
         for col, val in zip(by, key, strict=True):
             table[col] = val
         tables.append(table)
     metric_cols = [c for m in METRICS for c in (m, f"{m}_lo", f"{m}_hi")]
-    columns = [*by, "algo", "rank", "tied_with", *metric_cols, "n_runs", "n_tasks"]
+    columns = [*by, "algo", "rank", "behind", "tied_with", *metric_cols, "n_runs", "n_tasks"]
     out = pd.concat(tables, ignore_index=True)[columns] if tables else pd.DataFrame(columns=columns)
     out["normalised"] = normalised
     return out

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rlbench.errors import UserError, first_line
-from rlbench.tracking.store import sqlite_path
+from rlbench.tracking.store import sqlite_path, sqlite_tables
 
 #: tables every MLflow store has (its schema has more; these tell an MLflow store from others)
 MLFLOW_TABLES = frozenset({"experiments", "runs", "params", "metrics", "tags", "alembic_version"})
@@ -27,25 +27,20 @@ DAMAGED_HINT = "restore it from a backup, or point tracking.uri at another MLflo
 
 def check_readable_store(uri: str) -> None:
     """For a ``sqlite:///`` store that exists: a :class:`UserError` unless it is an MLflow store
-    that SQLite can read. Opens the file read-only (never creates, migrates or locks it); other
+    that SQLite can read (never creates or migrates it: :func:`sqlite_tables`); other
     stores, and files that do not exist, are left to the client (which says so)."""
     db = sqlite_path(uri)
     if db is None or not db.is_file():
         return
     _check_header(db)
     try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = con.execute("select name from sqlite_master where type = 'table'").fetchall()
-        finally:
-            con.close()
+        tables = sqlite_tables(db)
     except sqlite3.OperationalError as err:  # cannot open it at all (permissions, a lock)
         raise UserError(f"cannot read the MLflow store {db}: {first_line(err)}") from None
     except sqlite3.DatabaseError as err:
         raise UserError(
             f"the MLflow store {db} is damaged ({first_line(err)}): {DAMAGED_HINT}"
         ) from None
-    tables = {name for (name,) in rows}
     if not tables:
         raise UserError(
             f"the MLflow store {db} is an empty SQLite database (no runs yet): train something "

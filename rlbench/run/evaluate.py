@@ -63,16 +63,17 @@ class EvalResult:
     def std_return(self) -> float:
         return float(np.std(self.returns))
 
-    def metrics(self) -> dict[str, float]:
-        """Scalar summary as ``eval/*`` metrics: mean/std return, mean length, and the mean of
-        every aggregate."""
-        out = {
-            schema.SCORE_METRIC: self.mean_return,
-            schema.STD_RETURN_METRIC: self.std_return,
-            schema.MEAN_LENGTH_METRIC: float(np.mean(self.lengths)),
+    def metrics(self, prefix: str = schema.TEST_PREFIX) -> dict[str, float]:
+        """Scalar summary as ``<prefix>*`` metrics: mean/std return, mean length, and the mean of
+        every aggregate. ``test/`` for the final evaluation (the score), ``val/`` for a periodic
+        one (the learning curve), so the two never share a key."""
+        summary = {
+            schema.RETURN: self.mean_return,
+            schema.STD_RETURN: self.std_return,
+            schema.MEAN_LENGTH: float(np.mean(self.lengths)),
         }
-        out.update({schema.eval_metric(k): float(np.mean(v)) for k, v in self.per_episode.items()})
-        return out
+        summary |= {k: float(np.mean(v)) for k, v in self.per_episode.items()}
+        return {prefix + k: v for k, v in summary.items()}
 
     def episodes_table(self) -> dict[str, list[Any]]:
         """Columns for the per-episode CSV artifact."""

@@ -40,7 +40,17 @@ def app(cfg: DictConfig) -> float:
         f"score: {outcome.score:.6g}  steps: {outcome.steps}  "
         f"mlflow run: {outcome.run_id or '(tracking off)'}{note}"
     )
+    if outcome.url and not in_multirun():  # a grid's hundred links would bury its scores
+        print(f"open in MLflow: {outcome.url}  ({ui_hint(cfg)})")
     return outcome.score
+
+
+def ui_hint(cfg: DictConfig) -> str:
+    """How to start the UI the link points at, for a SQLite store (a server serves its own)."""
+    uri = str(cfg.tracking.uri)
+    if not uri.startswith("sqlite:"):
+        return "the tracking server's UI"
+    return f"start it with: mlflow ui --workers 1 --backend-store-uri {uri}"
 
 
 def _reproduce(cfg: DictConfig) -> float:

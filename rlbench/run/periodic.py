@@ -91,7 +91,7 @@ class PeriodicWork:
         )
         divergence.check_returns(self.agent, steps, result.returns)
         self.last_score = result.mean_return
-        self.tracker.log_metrics(result.metrics(), step=steps)
+        self.tracker.log_metrics(result.metrics(schema.VAL_PREFIX), step=steps)
         if self.last_score > self.best:
             self.best = self.last_score
             self.ckpt.save(self.agent, self.state(), best=True)

@@ -45,6 +45,7 @@ class TrainOutcome:
     pruned: bool = False
     returns: list[float] | None = None  # per-episode final evaluation returns (None if pruned)
     reused: bool = False  # resume=true found this configuration finished: nothing was trained
+    url: str | None = None  # the run's page in MLflow's UI (training mode)
 
 
 def build_env(env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed: int):
@@ -138,8 +139,20 @@ def train(cfg: DictConfig) -> TrainOutcome:
             done = finished_before(tracker, key, user_tags)
             if done is not None:
                 reused = TrainOutcome(done.score, done.run_id, done.steps, reused=True)
-                return _register(reused, register, tracker)
-        return _train_claimed(cfg, tracker, flat, trial, register, user_tags)
+                return _with_link(_register(reused, register, tracker), cfg, tracker)
+        outcome = _train_claimed(cfg, tracker, flat, trial, register, user_tags)
+        return _with_link(outcome, cfg, tracker)
+
+
+def _with_link(outcome: TrainOutcome, cfg: DictConfig, tracker: Any) -> TrainOutcome:
+    """``outcome`` with its run's page in MLflow's UI (``tracking.ui_url``), when tracked."""
+    from rlbench.tracking import links
+
+    exp_id = tracker.experiment_id() if outcome.run_id else None
+    if exp_id is not None and outcome.run_id:
+        ui = links.ui_url(cfg.tracking.get("ui_url"), tracker.uri)
+        outcome.url = links.run_url(ui, exp_id, outcome.run_id)
+    return outcome
 
 
 def _train_claimed(cfg, tracker, flat, trial, register, user_tags) -> TrainOutcome:
@@ -192,9 +205,10 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags) -> TrainOutco
     default_name = f"{algo_name}-{cfg.env.name}-{env_kwargs.get('load', '')}-s{cfg.seed}"
     if trial is not None:  # a sweep's child run: named by its trial number
         default_name = trial.run_name(default_name)
+    run_name = cfg.tracking.run_name or default_name
     with slow_phase(f"opening the MLflow store {mask_passwords(str(tracker.uri))}"):
         run_id = tracker.start(
-            run_name=cfg.tracking.run_name or default_name,
+            run_name=run_name,
             params=flat,
             tags=tags,
             parent_run_id=trial.parent_run_id if trial else None,
@@ -209,6 +223,8 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags) -> TrainOutco
         score, pruned, returns = _learn_and_evaluate(
             cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state
         )
+        if returns is not None:  # the runs list and the run's page show the score
+            tracker.set_tags(_labels(cfg, run_name, env_kwargs, score, len(returns)))
         status = "FINISHED"
         outcome = TrainOutcome(score, run_id, agent.num_steps, pruned=pruned, returns=returns)
     except KeyboardInterrupt:
@@ -226,6 +242,20 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags) -> TrainOutco
         tracker.end(status, error=error)
         venv.close()
     return _register(outcome, register, tracker)
+
+
+def _labels(cfg, run_name: str, env_kwargs, score: float, episodes: int) -> dict[str, str]:
+    """The run's name with its score and its description, set once it has a score."""
+    from rlbench.tracking import links
+
+    load = env_kwargs.get("load")
+    text = links.description(
+        str(cfg.algo.name), str(cfg.env.name), load, int(cfg.seed), score, episodes
+    )
+    return {
+        schema.RUN_NAME_TAG: links.scored_name(run_name, score),
+        schema.NOTE_TAG: text,
+    }
 
 
 def _register(outcome: TrainOutcome, name: str | None, tracker: Any) -> TrainOutcome:

@@ -3,6 +3,7 @@
 - :mod:`.schema`: every tag key, artifact path, metric name and Optuna attribute name, once;
 - :mod:`.tracker`: the run of one job (:class:`Tracker`, :func:`make_tracker`), config as params;
 - :mod:`.store`: MLflow operations on one store (all writes go through it);
+- :mod:`.store_template`: a migrated empty SQLite store, copied to make a new one at once;
 - :mod:`.helper`: the helper process that runs those operations off the job's critical path;
 - :mod:`.client`: reading a store back (analysis, reports, verify, reproduce share it);
 - :mod:`.provenance`: git commit, library versions, host, Hydra overrides as tags;

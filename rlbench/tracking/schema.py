@@ -38,6 +38,11 @@ SOURCE_NAME_TAG = "mlflow.source.name"
 SOURCE_TYPE_TAG = "mlflow.source.type"
 SOURCE_COMMIT_TAG = "mlflow.source.git.commit"
 USER_TAG = "mlflow.user"
+RUN_NAME_TAG = "mlflow.runName"  # set at the end of a run: its name then shows the score
+NOTE_TAG = "mlflow.note.content"  # a run's description (Markdown) in MLflow's UI
+# an experiment's kind: MLflow 3 UIs that read it open the runs (model training), not traces
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"  # MLflow's value for model training
 
 # how a training run ended or continued
 ERROR_TAG = "error"  # the one-line error of a FAILED or KILLED run
@@ -87,19 +92,52 @@ HISTORY_PLOT_FILE = "optimization_history.png"
 IMPORTANCE_PLOT_FILE = "param_importances.png"
 
 # --------------------------------------------------------------------------- metrics
-EVAL_PREFIX = "eval/"  # final (and periodic) evaluation on held-out seeds
+# Two evaluations, two namespaces: the learning curve (periodic evaluation on validation seeds,
+# which also picks the best checkpoint) and the run's score (one final evaluation on held-out
+# test seeds). Runs logged before they were split wrote both under eval/ (LEGACY_*): readers
+# fall back to those names, so old stores keep working.
+VAL_PREFIX = "val/"  # periodic evaluation on validation seeds: the learning curve
+TEST_PREFIX = "test/"  # the final evaluation on held-out test seeds: the run's score
 TRAIN_PREFIX = "train/"  # an agent's training statistics, namespaced by the run
 SWEEP_PREFIX = "sweep/"  # a sweep parent's counts and best value
-SCORE_METRIC = f"{EVAL_PREFIX}mean_return"  # a run's score: the last value (final evaluation)
-STD_RETURN_METRIC = f"{EVAL_PREFIX}std_return"
-MEAN_LENGTH_METRIC = f"{EVAL_PREFIX}mean_length"
+RETURN = "mean_return"  # mean episode return (reward summed over an episode)
+STD_RETURN = "std_return"  # their standard deviation over the evaluation episodes
+MEAN_LENGTH = "mean_length"  # mean episode length (steps)
+SCORE_METRIC = f"{TEST_PREFIX}{RETURN}"  # a run's score; also the sweeper's objective
+CURVE_METRIC = f"{VAL_PREFIX}{RETURN}"  # the learning curve, against environment steps
+STD_RETURN_METRIC = f"{TEST_PREFIX}{STD_RETURN}"
+MEAN_LENGTH_METRIC = f"{TEST_PREFIX}{MEAN_LENGTH}"
 TOTAL_STEPS_METRIC = f"{TRAIN_PREFIX}total_steps"  # logged with the final evaluation only
 BEST_VALUE_METRIC = f"{SWEEP_PREFIX}best_value"
+LEGACY_EVAL_PREFIX = "eval/"  # before the split: validation and test under one prefix
+LEGACY_SCORE_METRIC = f"{LEGACY_EVAL_PREFIX}{RETURN}"  # its curve ends with the test score
+#: what a reader asks for -> the name the same value had in runs logged before the split
+LEGACY_NAMES = {SCORE_METRIC: LEGACY_SCORE_METRIC, CURVE_METRIC: LEGACY_SCORE_METRIC}
 
 
-def eval_metric(name: str) -> str:
-    """The metric key of an evaluation statistic: ``eval/<name>``."""
-    return EVAL_PREFIX + name
+def val_metric(name: str) -> str:
+    """The metric key of a periodic (validation) evaluation statistic: ``val/<name>``."""
+    return VAL_PREFIX + name
+
+
+def held_out_metric(name: str) -> str:
+    """The metric key of a final (held-out test) evaluation statistic: ``test/<name>``."""
+    return TEST_PREFIX + name
+
+
+def curve_metric(score_metric: str) -> str:
+    """The learning curve of a final metric: ``val/<name>`` for ``test/<name>``; any other
+    name (``eval/...`` of old runs, a custom metric) is its own curve."""
+    if score_metric.startswith(TEST_PREFIX):
+        return VAL_PREFIX + score_metric.removeprefix(TEST_PREFIX)
+    return score_metric
+
+
+def score_of(metrics: dict[str, float]) -> float | None:
+    """A run's score from its final metrics (``run.data.metrics``): ``test/mean_return``, or
+    ``eval/mean_return`` for a run logged before the split; None when it has neither."""
+    value = metrics.get(SCORE_METRIC)
+    return metrics.get(LEGACY_SCORE_METRIC) if value is None else value
 
 
 def train_metric(name: str) -> str:

@@ -305,6 +305,12 @@ class Store:
                         "(mlflow experiments restore) or choose tracking.experiment=<new name>"
                     )
                 exp_id = found.experiment_id
+            if found is None or schema.EXPERIMENT_KIND_TAG not in found.tags:
+                # MLflow 3 UIs that read it open the experiment on its runs, not on traces
+                _retry_locked(
+                    self.client.set_experiment_tag,
+                    exp_id, schema.EXPERIMENT_KIND_TAG, schema.TRAINING_KIND,
+                )  # fmt: skip
         except UserError:
             raise
         except Exception as err:  # MLflow's errors, a missing database driver, a refused socket
@@ -624,23 +630,44 @@ def check_sqlite_store(db: Path, uri: str) -> None:
         )
 
 
+def sqlite_tables(db: Path) -> set[str]:
+    """The tables of SQLite file ``db`` (sqlite3 errors propagate). Opened read-write where the
+    file and its folder allow it: a process killed mid-write leaves a hot journal that only a
+    writable connection rolls back ("attempt to write a readonly database" otherwise); opening
+    never creates, migrates or changes the store beyond that rollback."""
+    writable = os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)
+    mode = "rw" if writable else "ro"
+    with contextlib.closing(
+        sqlite3.connect(f"{db.resolve().as_uri()}?mode={mode}", uri=True, timeout=30)
+    ) as con:
+        rows = con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    return {name for (name,) in rows}
+
+
 def _alembic_leftovers(db: Path) -> list[str]:
     """The ``_alembic_tmp_*`` tables an interrupted MLflow migration left in ``db``."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
-            rows = con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        tables = sqlite_tables(db)
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err):  # a long write holds it: busy, not broken
+            return []
+        raise UserError(
+            f"{db} is not a usable SQLite database ({err}): move it away or choose another "
+            "tracking.uri"
+        ) from None
     except sqlite3.DatabaseError as err:
         raise UserError(
             f"{db} is not a usable SQLite database ({err}): move it away or choose another "
             "tracking.uri"
         ) from None
-    return [name for (name,) in rows if name.startswith("_alembic_tmp_")]
+    return sorted(name for name in tables if name.startswith("_alembic_tmp_"))
 
 
 def _create_sqlite_store(db: Path) -> None:
-    """Create and migrate a new SQLite store aside, then rename it into place (atomic): a
-    command stopped during its first use leaves no half-migrated ``db``."""
-    from mlflow.tracking import MlflowClient
+    """Create a new SQLite store aside (a copy of the migrated template, or migrated there),
+    then link it into place (atomic): a command stopped during its first use leaves no
+    half-migrated ``db``."""
+    from rlbench.tracking import store_template
 
     for stale in db.parent.glob(f".{db.name}.creating-*"):  # left by a stopped first use
         pid = stale.name.removeprefix(f".{db.name}.creating-").partition("-")[0]
@@ -648,14 +675,9 @@ def _create_sqlite_store(db: Path) -> None:
             stale.unlink(missing_ok=True)
     tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
     tmp.unlink(missing_ok=True)
-    tmp_uri = f"sqlite:///{tmp}"
     try:
-        client = MlflowClient(tracking_uri=tmp_uri, registry_uri=tmp_uri)
-        client.search_experiments(max_results=1)
-        client.search_registered_models(max_results=1)
-        for store in (client._tracking_client.store, client._get_registry_client().store):
-            with contextlib.suppress(Exception):
-                store.engine.dispose()
+        if not store_template.copy_template(tmp):  # milliseconds instead of 3-4 s
+            store_template.migrate(tmp)
         with contextlib.suppress(FileExistsError):  # never replace a store made meanwhile
             os.link(tmp, db)
     finally:

@@ -145,6 +145,10 @@ class Tracker:
     def flush(self) -> None:
         """Send the buffered metrics now."""
 
+    def experiment_id(self) -> str | None:
+        """The id of the run's experiment (for links to MLflow's UI); None when tracking is off."""
+        return None
+
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         """Flush and close the run as FINISHED, FAILED or KILLED; idempotent. Raises only
         :class:`UserError` when a FINISHED run's records were refused (a full disk): then the
@@ -260,6 +264,13 @@ class MlflowTracker(Tracker):
         self._last_flush = time.monotonic()
         _LIVE.add(self)
         return self.run_id
+
+    def experiment_id(self) -> str | None:
+        return str(
+            self._transport.call(
+                "prepare", experiment=self._experiment, artifact_location=self._artifact_location
+            )
+        )
 
     def _check_open(self) -> None:
         if not self._open:

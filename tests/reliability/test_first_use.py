@@ -28,8 +28,13 @@ CREATE_OPTUNA = (
 
 
 def _kill_while_creating(code: str, uri: str, folder: Path) -> None:
-    """Start creating the store, SIGKILL the process while its aside copy is being made."""
-    proc = subprocess.Popen([sys.executable, "-c", code, uri], env=child_env(), cwd=folder)
+    """Start creating the store, SIGKILL the process while its aside copy is being made.
+    No template cache (a file where its folder would be): the store is migrated in place,
+    slowly enough to be caught; a copied template is the same aside-then-link path."""
+    no_cache = folder / "no-cache"
+    no_cache.write_text("")
+    env = child_env(XDG_CACHE_HOME=str(no_cache))
+    proc = subprocess.Popen([sys.executable, "-c", code, uri], env=env, cwd=folder)
     deadline = time.monotonic() + 120
     while not list(folder.glob(".*.creating-*")):
         assert proc.poll() is None, "finished before it could be interrupted"
@@ -92,3 +97,31 @@ def test_a_store_path_that_cannot_be_a_database_is_one_line(tmp_path, kind):
     assert str(path) in errors[0]
     assert ("directory" if kind == "directory" else "not a SQLite database") in errors[0]
     assert time.monotonic() - started < 60  # no retry loop
+
+
+HOT_JOURNAL = """
+import os, signal, sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+con.execute("UPDATE experiments SET name = name || '-half-written'")
+con.execute("CREATE TABLE filler (x BLOB)")
+con.execute("INSERT INTO filler VALUES (zeroblob(5000000))")  # spills pages: a hot journal
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_store_a_killed_writer_left_mid_transaction_opens_for_readers_and_writers(
+    mlflow_store,
+):
+    """A process killed mid-write leaves a hot journal; only a writable connection rolls it
+    back, so a read-only check called the store "not usable" until some writer came along."""
+    proc = subprocess.run([sys.executable, "-c", HOT_JOURNAL, str(mlflow_store.db_path)])
+    assert proc.returncode == -signal.SIGKILL
+    assert mlflow_store.db_path.with_name("mlflow.db-journal").exists()
+    from rlbench.results.stores import check_readable_store
+    from rlbench.tracking.store import Store
+
+    check_readable_store(mlflow_store.uri)  # the report's check
+    store = Store(mlflow_store.uri)  # the writer's check and open
+    names = [e.name for e in store.client.search_experiments()]
+    assert "Default" in names and not any("half-written" in n for n in names)  # rolled back

@@ -30,6 +30,8 @@ from conftest import _logging_state, _restore_logging
 from reliability_kit import BIN, CliResult, child_env
 from test_bad_input import assert_nothing_written, assert_one_clear_line
 
+from rlbench.tracking.schema import CURVE_METRIC, SCORE_METRIC
+
 REPS = "bootstrap.reps=100"
 
 
@@ -41,7 +43,7 @@ def log_run(client, exp_id: str, *, algo: str, load: str, seed, score: float) ->
     run = client.create_run(exp_id, run_name=f"{algo}-{load}-s{seed}",
                             tags={"rlbench.run_key": f"{algo}-{load}-{seed}"})  # fmt: skip
     params = {"algo.name": algo, "env.name": "autoscaling", "env.load": load, "seed": seed}
-    metrics = [Metric("eval/mean_return", score * f, 0, s) for f, s in ((2, 1000), (1, 2000))]
+    metrics = [Metric(CURVE_METRIC, score * 2, 0, 1000), Metric(SCORE_METRIC, score, 0, 2000)]
     client.log_batch(run.info.run_id, metrics=metrics,
                      params=[Param(k, str(v)) for k, v in params.items()])  # fmt: skip
     client.set_terminated(run.info.run_id, "FINISHED")

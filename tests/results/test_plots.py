@@ -34,6 +34,17 @@ def assert_png(paths: list[Path], count: int = 1) -> None:
         data = Path(path).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         assert len(data) > 10_000  # a drawn figure, not an empty canvas
+        legible(Path(path))
+
+
+def legible(path: Path) -> None:
+    """No text below 9 px where the report shows the figure (at most SHOWN_WIDTH_PX wide)."""
+    from PIL import Image
+
+    image = Image.open(path)
+    shown = min(1.0, plots.SHOWN_WIDTH_PX / image.width)
+    smallest = float(image.info[plots.MIN_TEXT_KEY]) * shown
+    assert smallest >= 9.0, (path.name, image.width, image.info[plots.MIN_TEXT_KEY])
 
 
 def test_learning_curves(frame, tmp_path):

@@ -119,20 +119,25 @@ def test_probability_of_improvement_table_is_complementary_and_averages_tasks():
     assert row["n_tasks"] == 3
 
 
-def test_rank_rule_groups_only_mutually_indistinguishable_algorithms():
+def test_rank_is_one_plus_the_algorithms_shown_better():
     # IQM order a > b > c. a and b are told apart; b ~ c and a ~ c are not.
-    # Walk: a opens group 1; b differs from a -> group 2 (rank 2); c is tied with b (the only
-    # member of group 2) -> rank 2. c is also tied with a, which tied_with says.
+    # a: nothing beats it -> 1; b: a beats it -> 2; c: tied with both, nothing beats it -> 1,
+    # though its IQM is the lowest: it cannot be told apart from the best (its interval is wide).
     summary = pd.DataFrame({"algo": ["c", "a", "b"], "iqm": [1.0, 3.0, 2.0], "mean": [1.0] * 3})
     ranked = rank_algorithms(summary, {("a", "b"): True, ("b", "c"): False})
-    assert ranked["algo"].tolist() == ["a", "b", "c"]
-    assert ranked["rank"].tolist() == [1, 2, 2]
-    assert ranked["tied_with"].tolist() == ["c", "c", "a, b"]
-    # Now only b and c are told apart: a and b form group 1; c is tied with a but not with b,
-    # so it cannot join group 1 and ranks 3rd (two algorithms above it).
+    assert ranked["algo"].tolist() == ["a", "c", "b"]
+    assert ranked["rank"].tolist() == [1, 1, 2]
+    assert ranked["behind"].tolist() == ["", "", "a"]
+    assert ranked["tied_with"].tolist() == ["c", "a, b", "c"]
+    # Now only b and c are told apart: a and b share rank 1; c is tied with a (rank 1) but
+    # beaten by b, so it ranks 2nd, and says by whom.
     ranked = rank_algorithms(summary, {("c", "b"): True})
-    assert ranked["rank"].tolist() == [1, 1, 3]
+    assert ranked["rank"].tolist() == [1, 1, 2]
+    assert ranked["behind"].tolist() == ["", "", "b"]
     assert ranked["tied_with"].tolist() == ["b, c", "a", "a"]
+    # P(X > Y) decides the direction of a told-apart pair, not the IQM order
+    ranked = rank_algorithms(summary, {("a", "b"): True}, {("a", "b"): 0.1, ("b", "a"): 0.9})
+    assert ranked.set_index("algo").loc["a", "behind"] == "b"
 
 
 def test_same_distribution_is_a_tie_and_a_clear_winner_ranks_first():
