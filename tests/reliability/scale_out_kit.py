@@ -158,8 +158,9 @@ class Postgres:
                             "'client backend'")[0][0]) - 1  # fmt: skip
 
     def stop(self) -> None:
+        """Stop at once (no shutdown checkpoint: the folder is removed next)."""
         with contextlib.suppress(Exception):
-            self._pg_ctl("stop", "-m", "fast", "-w", "-t", "30")
+            self._pg_ctl("stop", "-m", "immediate", "-w", "-t", "30")
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -206,6 +207,7 @@ class MlflowServer:
             "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "MLFLOW_FLASK_SERVER_SECRET_KEY": "rlbench-tests-only",
             "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             # connection pool per server worker process (see docs/scale-out.md)
             "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "4",
             "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "4",
