@@ -31,6 +31,29 @@ import pytest
 _TEMPLATE_FORMAT = 1
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Make ``--dist loadgroup`` honour ``xdist_group`` marks again on pytest 9.2.
+
+    pytest-xdist 3.8 tells its scheduler an item's group by appending ``@group`` to
+    ``item._nodeid``; pytest 9.2 reads node ids from ``item._id`` instead, so the suffix is lost
+    and the groups are silently spread over all workers (pytest-xdist issue 1386, fix pending in
+    its PR 1388): each worker then starts a group's servers of its own. Copy the suffixed id
+    where pytest 9.2 reads it. A no-op where xdist's suffix already took effect (fixed xdist or
+    older pytest) and outside loadgroup runs.
+    """
+    if not config.getoption("loadgroup", default=False):
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # a pytest without structured node ids: xdist's suffix works
+        return
+    for item in items:
+        suffixed = item.__dict__.get("_nodeid")
+        if isinstance(suffixed, str) and "@" in suffixed and item.nodeid != suffixed:
+            item._id = NodeId.parse(suffixed)
+
+
 @dataclass(frozen=True)
 class MlflowStore:
     """A fresh, migrated MLflow store: ``uri`` (``sqlite:////abs/mlflow.db``) and artifacts."""
