@@ -10,6 +10,8 @@ with the test kit (``tests/reliability/scale_out_kit.py``), then measures, side 
 - shared study: 4 worker processes run the same sweep command (``search=threshold``, 40 trials in
   total); one is killed with -9 inside a trial. Targets: 40 complete, 0 lost (claimed but not
   complete), 0 duplicates, 0 runs left RUNNING, the killed trial retried by heartbeat.
+- submitit: a sweep of 2 trials through submitit's local executor (``cluster=slurm_local``, each
+  trial a process of its own) with tracking on the server; target 2 complete, 2 runs FINISHED.
 - writers: 8 processes log runs to the MLflow server at once (params, 20 metric batches, an
   artifact, end); target 0 errors.
 
@@ -180,6 +182,45 @@ def _shared_study(tmp: Path, pg, server, workers: int, trials: int) -> dict:
     }  # fmt: skip
 
 
+def _submitit(tmp: Path, pg, server, trials: int) -> dict:
+    """``cluster=slurm_local``: each trial a process of its own through submitit's local
+    executor, on the shared study, tracked on the server (the test runs one, tracking off)."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    kit, rk = _kit()
+    cwd = tmp / "submitit"
+    cwd.mkdir(parents=True)
+    args = [
+        "-m", "search=threshold", "cluster=slurm_local", "debug=fast", "train.progress=off",
+        "++eval.trajectory_plot=false", "train.checkpoint_every=0",
+        "tracking.experiment=submitit", "hydra.sweeper.study_name=submitit",
+        f"hydra.sweeper.n_trials={trials}",
+    ]  # fmt: skip
+    env = _env(RLBENCH_OPTUNA_STORAGE=pg.url("optuna"))  # _env drops MLFLOW_TRACKING_URI
+    env["MLFLOW_TRACKING_URI"] = server.uri_with()
+    t0 = time.perf_counter()
+    with open(tmp / "submitit.txt", "w") as out:
+        code = subprocess.run(
+            [sys.executable, str(rk.PAUSED_TRAIN), *args], cwd=cwd, env=env, stdout=out,
+            stderr=subprocess.STDOUT, timeout=1800,
+        ).returncode  # fmt: skip
+    wall = time.perf_counter() - t0
+    study = optuna.load_study(study_name="submitit", storage=pg.url("optuna", driver=kit.PSYCOPG))
+    os.environ["MLFLOW_TRACKING_USERNAME"] = kit.WORKER_USER
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = kit.WORKER_PASSWORD
+    client = MlflowClient(server.uri)
+    exp = client.get_experiment_by_name("submitit")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    children = [r for r in runs if r.data.tags.get("rlbench.sweep.role") != "parent"]
+    return {
+        "wall_s": wall, "code": code,
+        "complete": sum(t.state.name == "COMPLETE" for t in study.trials),
+        "children_finished": sum(r.info.status == "FINISHED" for r in children),
+        "jobs": len(list(cwd.rglob(".submitit/*/*_log.out"))),
+    }  # fmt: skip
+
+
 def _writers(tmp: Path, server, n: int, runs_each: int) -> dict:
     kit, _ = _kit()
     env = _env(
@@ -241,6 +282,14 @@ def run(quick: bool = False) -> list[Row]:
             shared["complete"], "trials complete",
             target=f"{total} complete, 0 lost, 0 duplicates, 0 RUNNING, kill retried",
             status=judged(ok, quick), details=shared,
+        ))  # fmt: skip
+        sub = _submitit(tmp, pg, server, 2)
+        ok = sub["code"] == 0 and sub["complete"] == sub["children_finished"] == 2
+        rows.append(Row(
+            "scale_out", "sweep through submitit's local executor (cluster=slurm_local), 2 trials",
+            sub["complete"], "trials complete",
+            target="2 complete, 2 child runs FINISHED on the server", status=judged(ok, quick),
+            details=sub,
         ))  # fmt: skip
         n = 4 if quick else 8
         writers = _writers(tmp, server, n, 5 if quick else 10)
