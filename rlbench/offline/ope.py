@@ -129,14 +129,29 @@ def target_probabilities(policy: Any, obs: np.ndarray, n_actions: int) -> np.nda
 
 
 class LinearQ:
-    """The per-action linear Q-model of a batch, refittable with any episode weights."""
+    """The per-action linear Q-model of a batch, refittable with any episode weights.
 
-    def __init__(self, batch: Batch, features: str | Features, gamma: float, ridge: float):
+    ``time``: the features are ``x(s)`` and ``tau * x(s)`` with ``tau = t / H`` the elapsed share
+    of the longest logged episode, so Q can depend on the time to go. An undiscounted finite
+    horizon needs it unless the observation tells the time to go: a time-of-day phase that wraps
+    at the episode's end (autoscaling, period = horizon) shows the first and the last step as
+    the same state, whose values differ by the whole return.
+    """
+
+    def __init__(
+        self, batch: Batch, features: str | Features, gamma: float, ridge: float, time: bool
+    ):
         fn = FEATURES.get(features) if isinstance(features, str) else features
         if fn is None:
             raise UserError(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
         self.b, self.gamma, self.ridge = batch, gamma, ridge
-        self.x = fn(batch.obs)
+        horizon = float(batch.t.max() + 1)
+
+        def phi(obs: np.ndarray, t: np.ndarray) -> np.ndarray:
+            x = fn(obs)
+            return np.hstack([x, (t / horizon)[:, None] * x]) if time else x
+
+        self.x = phi(batch.obs, batch.t)
         self.k = self.x.shape[1]
         A = batch.n_actions
         self.d = A * self.k
@@ -145,7 +160,7 @@ class LinearQ:
         self.r_by_action = [batch.reward[idx] for idx in self.by_action]
         self.bootstraps = gamma > 0 and not batch.done.all()
         if self.bootstraps:
-            xn = fn(batch.next_obs)
+            xn = phi(batch.next_obs, batch.t + 1)
             m = (~batch.done).astype(np.float64)
             # psi' = sum_a pi(a|s') e_a (x) x(s'), times (1 - done), per decision
             self.z = [
@@ -246,6 +261,7 @@ class Evaluator:
         gamma: float = 1.0,
         features: str | Features = "quadratic",
         ridge: float = 1e-4,
+        time_features: bool | None = None,
     ) -> None:
         if not len(batch.action):
             raise UserError("no decisions to evaluate on: the log or its window is empty")
@@ -253,6 +269,13 @@ class Evaluator:
             raise UserError(f"gamma must be in [0, 1], got {gamma}")
         self.b, self.gamma = batch, float(gamma)
         self.features, self.ridge = features, ridge
+        # None: with the time to go in the sequential model exactly when the return is
+        # undiscounted (gamma 1) over episodes of more than one decision
+        self.time_features = (
+            bool(time_features)
+            if time_features is not None
+            else self.gamma == 1.0 and int(batch.t.max()) > 0
+        )
         E = batch.n_episodes
         H = int(batch.t.max()) + 1
         rho = batch.ratio
@@ -295,7 +318,8 @@ class Evaluator:
 
     def _model_for(self, gamma: float) -> LinearQ:
         if gamma not in self._model:
-            self._model[gamma] = LinearQ(self.b, self.features, gamma, self.ridge)
+            time = self.time_features and gamma > 0  # a reward model (gamma 0) has no future
+            self._model[gamma] = LinearQ(self.b, self.features, gamma, self.ridge, time)
         return self._model[gamma]
 
     def _fqe(self, crow: np.ndarray, q: np.ndarray, v: np.ndarray) -> float:
@@ -458,13 +482,16 @@ def evaluate(
     seed: int = 0,
     features: str | Features = "quadratic",
     ridge: float = 1e-4,
+    time_features: bool | None = None,
     warn: bool = True,
 ) -> tuple[dict[str, Estimate], Diagnostics]:
     """Every estimator in ``estimators`` for ``policy`` on ``log``, with a (1 - alpha) bootstrap
     interval over episodes (``n_boot`` replicates, fixed by ``seed``), and the diagnostics.
-    Missing support or degenerate weights are also raised as a :class:`SupportWarning`."""
+    Missing support or degenerate weights are also raised as a :class:`SupportWarning`.
+    ``time_features``: the model's time-to-go features (see :class:`LinearQ`; None: with them
+    when gamma is 1 and episodes are longer than one decision)."""
     batch = log if isinstance(log, Batch) else make_batch(log, policy)
-    ev = Evaluator(batch, gamma=gamma, features=features, ridge=ridge)
+    ev = Evaluator(batch, gamma=gamma, features=features, ridge=ridge, time_features=time_features)
     diag = ev.diagnostics()
     if warn:
         for note in diag.warnings:
@@ -492,13 +519,14 @@ def compare(
     seed: int = 0,
     features: str | Features = "quadratic",
     ridge: float = 1e-4,
+    time_features: bool | None = None,
 ) -> dict[str, Estimate]:
     """value(a) - value(b) on the same log, each estimator's interval from the SAME bootstrap
     replicates for both policies (paired): the interval of the difference, which is narrower
     than two separate intervals suggest when the estimates share the log's noise."""
     ba, bb = make_batch(log, policy_a), make_batch(log, policy_b)
-    ea = Evaluator(ba, gamma=gamma, features=features, ridge=ridge)
-    eb = Evaluator(bb, gamma=gamma, features=features, ridge=ridge)
+    kw = {"gamma": gamma, "features": features, "ridge": ridge, "time_features": time_features}
+    ea, eb = Evaluator(ba, **kw), Evaluator(bb, **kw)
     ones = np.ones((1, ba.n_episodes))
     pa, pb = ea.replicates_many(estimators, ones), eb.replicates_many(estimators, ones)
     ra, rb = _chunked(ea, estimators, n_boot, seed), _chunked(eb, estimators, n_boot, seed)
