@@ -169,23 +169,60 @@ class LinearQ:
                 )
                 for idx in self.by_action
             ]
+        self.per_episode = self._episode_sums()
 
-    def fit(self, w: np.ndarray) -> np.ndarray:
-        """theta (A, k) for decision weights ``w`` (a replicate's episode counts per decision)."""
+    def _episode_sums(self) -> np.ndarray | None:
+        """``(E, A * k * (k + 1 [+ d]))``: per episode and action, the sums of ``x x^T``,
+        ``x r`` (and ``x psi'^T``) over its decisions, so that a replicate's system is its
+        episode counts times these rows; None when episodes are too short or too many for
+        that to pay (one-decision sessions: the per-decision sums are as cheap)."""
+        b, k = self.b, self.k
+        E, A = b.n_episodes, b.n_actions
+        width = k + 1 + (self.d if self.bootstraps else 0)
+        if len(b.action) < 4 * E or E * A * k * width > 8_000_000:
+            return None
+        out = np.zeros((E, A, k, width))
+        for a, idx in enumerate(self.by_action):
+            right = [self.x_by_action[a], self.r_by_action[a][:, None]]
+            if self.bootstraps:
+                right.append(self.z[a])
+            both = np.hstack(right)
+            # decisions are in episode order, so each episode's are one slice
+            bounds = np.searchsorted(b.episode[idx], np.arange(E + 1))
+            for e in np.flatnonzero(np.diff(bounds)):
+                lo, hi = bounds[e], bounds[e + 1]
+                out[e, a] = self.x_by_action[a][lo:hi].T @ both[lo:hi]
+        return out.reshape(E, -1)
+
+    def fit(self, counts: np.ndarray) -> np.ndarray:
+        """theta (A, k) for a replicate's episode ``counts`` (E,): the weighted LSTD-Q system
+        from the per-episode sums when there are, else from the decisions."""
         A, k = self.b.n_actions, self.k
         mat = np.zeros((self.d, self.d))
         rhs = np.zeros(self.d)
-        for a, idx in enumerate(self.by_action):
-            if not len(idx):
-                continue
-            xa = self.x_by_action[a]
-            xw = xa * w[idx, None]
-            rows = slice(a * k, (a + 1) * k)
-            mat[rows, rows] += xw.T @ xa
-            if self.bootstraps:
-                mat[rows] -= self.gamma * (xw.T @ self.z[a])
-            rhs[rows] = xw.T @ self.r_by_action[a]
-        lam = self.ridge * max(float(w.sum()), 1.0)
+        if self.per_episode is not None:
+            sums = (counts @ self.per_episode).reshape(A, k, -1)
+            for a in range(A):
+                rows = slice(a * k, (a + 1) * k)
+                mat[rows, rows] += sums[a, :, :k]
+                rhs[rows] = sums[a, :, k]
+                if self.bootstraps:
+                    mat[rows] -= self.gamma * sums[a, :, k + 1 :]
+            total = float(counts @ np.bincount(self.b.episode, minlength=len(counts)))
+        else:
+            w = counts[self.b.episode]
+            for a, idx in enumerate(self.by_action):
+                if not len(idx):
+                    continue
+                xa = self.x_by_action[a]
+                xw = xa * w[idx, None]
+                rows = slice(a * k, (a + 1) * k)
+                mat[rows, rows] += xw.T @ xa
+                if self.bootstraps:
+                    mat[rows] -= self.gamma * (xw.T @ self.z[a])
+                rhs[rows] = xw.T @ self.r_by_action[a]
+            total = float(w.sum())
+        lam = self.ridge * max(total, 1.0)
         mat[np.diag_indices(self.d)] += lam
         if not self.bootstraps:  # block diagonal: one batched solve of A small systems
             blocks = np.stack([mat[a * k : (a + 1) * k, a * k : (a + 1) * k] for a in range(A)])
@@ -386,7 +423,7 @@ class Evaluator:
             model = self._model_for(gamma)
             vals = {n: np.empty(len(c)) for n in group}
             for i, crow in enumerate(c):
-                q, v = model.q_and_v(model.fit(crow[self.b.episode]))
+                q, v = model.q_and_v(model.fit(crow))
                 for n in group:
                     vals[n][i] = getattr(self, f"_{n}")(crow, q, v)
             out |= vals

@@ -68,6 +68,23 @@ def test_the_model_knows_the_time_to_go_by_hand(tmp_path):
     assert not ope.Evaluator(batch, **kw | {"gamma": 0.9}).time_features  # discounted: off
 
 
+def test_the_per_episode_sums_give_the_per_decision_fit(tmp_path):
+    """Long episodes: a replicate's model is fitted from per-episode sums; the same theta as
+    summing its decisions."""
+    rng = np.random.default_rng(0)
+    episodes = [
+        [(int(rng.integers(2)), int(rng.integers(2)), 0.5, float(rng.normal()), 0)] * 6
+        for _ in range(5)
+    ]
+    batch = ope.make_batch(write_episodes(tmp_path / "log", episodes), TARGET)
+    model = ope.LinearQ(batch, onehot2, 1.0, 1e-4, True)
+    assert model.per_episode is not None
+    counts = rng.integers(0, 3, size=batch.n_episodes).astype(float)
+    fast = model.fit(counts)
+    model.per_episode = None
+    assert np.allclose(fast, model.fit(counts), rtol=1e-10, atol=1e-10)
+
+
 # one decision per session: s, a, propensity, r
 BANDIT = [
     [(0, 1, 0.5, 1.0, 0)],  # rho 1.6
