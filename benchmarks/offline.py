@@ -24,10 +24,12 @@ costs are the 17 float reprs JSON text needs (obs and next_obs of 7, ts, propens
 so about 65-85k records/s is JSONL's ceiling on a free core. A binary record batch is the
 way past it (a prototype of Arrow IPC stream batches cost 5 us a record, context as JSON
 text), but it is neither of the issue's two formats (Parquet cannot be appended safely per
-batch): not built. Estimators at load 13 (CPU s in brackets, close to an idle machine's wall
-time): IS family 0.13-0.26 s, IPS 3.3 s, SNIPS 0.9 s, FQE 33 s (11.7), WDR 48 s (12.7), DR
-64 s (12.6: a wall MISS from contention only), DM 31 s (7.2), DR-bandit 35 s (7.1); the time
-features made the autoscaling model about 2.5 times costlier (twice the features per action).
+batch): not built. Estimators at load 7-10, after the model's per-episode sums (a replicate's
+system is its episode counts times per-episode sums of the decisions; CPU s in brackets,
+close to an idle machine's wall time): IS family 0.15-0.27 s (0.03-0.07), FQE 15.2 s (2.0),
+DR 9.5 s (2.7), WDR 14.6 s (2.2), DM 19.8 s (5.4: a wall MISS from contention only; its code
+did not change), IPS 0.9 s, SNIPS 0.6 s, DR-bandit 11.4 s (5.1). Without the sums the time
+features (twice the features per action) had made FQE/DR/WDR 11.7-12.7 CPU s.
 
 ``python -m benchmarks.offline [--quick]`` prints the table; ``python -m benchmarks --only
 offline`` runs it with the others.
