@@ -3,7 +3,8 @@
     .venv/bin/python experiments/ope-validation/validate.py            # the grid of the README
     .venv/bin/python experiments/ope-validation/validate.py --logs 5 --sizes 500  # a smoke run
 
-For each environment (autoscaling: 48-step episodes, the sequential estimators; recommender:
+For each environment (autoscaling: 48-step episodes by default, ``--horizon 288`` for the env's
+day, the sequential estimators; recommender:
 one-decision sessions, the contextual-bandit estimators), 5 target policies, 2 behaviour
 policies, the log sizes in ``--sizes`` (decisions) and ``--logs`` independent logs per cell:
 collect a log with the behaviour (its own seed), estimate every target's value with every
