@@ -248,7 +248,7 @@ def store(mlflow_template, folder):
         client = store_for(uri).client
         files = folder / "files"
         files.mkdir()
-        names = {}
+        names, runs = {}, {}
         for (load, algo), values in SCORES.items():
             for seed, score in enumerate(values[:SEEDS]):
                 run_id = log_run(client, exp_id, files, algo=algo, load=load, seed=seed,
@@ -258,12 +258,14 @@ def store(mlflow_template, folder):
                 client.set_tag(run_id, schema.RUN_NAME_TAG, name)
                 client.set_tag(run_id, schema.NOTE_TAG, text)
                 names[name] = links.number(score)
+                runs[name] = run_id
         yield {
             "uri": uri,
             "exp_id": exp_id,
             "server": server,
-            "names": names,
-        }  # name -> score as written
+            "names": names,  # run name -> its score as written in the name
+            "runs": runs,  # run name -> run id
+        }
     finally:
         server.stop()
 
@@ -413,3 +415,22 @@ def test_mlflow_link_opens_the_runs_table_with_every_score_readable(browser, sto
     assert len(on_screen) >= 8, rows  # a first screen of runs
     hidden = [r["name"] for r in on_screen if not r["whole"] or r["size"] < MIN_TEXT_PX]
     assert not hidden, f"runs whose score the runs table does not show: {hidden}"
+
+
+def test_mlflow_run_link_opens_the_run_with_its_score_and_description(browser, store, folder):
+    """The link ``rlbench-train`` prints after a single run (``open in MLflow: ...``)."""
+    name = next(n for n in store["runs"] if n.endswith("ppo-autoscaling-steady-s0"))
+    url = links.run_url(store["server"].ready(), store["exp_id"], store["runs"][name])
+    page = browser.new_page(*VIEWPORT)
+    page.open(url)
+    try:
+        page.wait_for(f"document.body.innerText.includes({json.dumps(name)})", 60, "the run")
+        page.wait_for("document.body.innerText.includes('held-out test episodes')", 10,
+                      "the run's description")  # fmt: skip
+    finally:
+        page.screenshot(folder / "mlflow_run.png")
+    title = page.eval(f"({BOX})(document.querySelector('h1, h2'))")
+    assert title["text"].strip() == name and title["inside"], title
+    text = page.eval("document.body.innerText")
+    assert f"seed 0: test score {store['names'][name]}" in text  # the description, rendered
+    assert "workflowType=machine_learning" in page.eval("location.hash")
