@@ -6,7 +6,7 @@ the DevTools protocol over a pipe (``--remote-debugging-pipe``: no port, no webs
 no new dependency). Each page opens in a browser context of its own, a fresh profile (MLflow's UI
 keeps its "GenAI | Model training" toggle in local storage; a fresh one shows the default).
 
-One browser, one ``mlflow server --workers 1`` and one report per module. The server starts
+One browser, one ``mlflow server --workers 1`` and one report for the file. The server starts
 first (it needs ~15-30 s) and comes up while the runs are logged and the report is built.
 Screenshots land in the test's output folder (``first_screen.png``, ``report_full.png``,
 ``mlflow_runs.png``, ``mlflow_run.png``).
@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ class Browser:
         os.close(from_chrome)
         self._buffer = b""
         self._next_id = 0
+        self.closed = False
 
     def call(self, method: str, params: dict | None = None, session: str | None = None,
              timeout: float = 30.0) -> dict:  # fmt: skip
@@ -115,6 +117,9 @@ class Browser:
         return page
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         with contextlib.suppress(Exception):
             self.call("Browser.close", timeout=5)
         try:
@@ -219,6 +224,8 @@ class MlflowServer:
         return self.url
 
     def stop(self) -> None:
+        if self.proc.returncode is not None:
+            return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)  # the CLI and its uvicorn child
         try:
@@ -228,12 +235,30 @@ class MlflowServer:
             self.proc.wait()
 
 
-@pytest.fixture(scope="module")
+# Session-scoped, not module-scoped: xdist sends other modules' tests between these (the group
+# only keeps them on one worker), and pytest tears a module's fixtures down at each switch. The
+# server and the browser are stopped after this file's last test instead (_release).
+_STOP: list[Callable[[], None]] = []
+_DONE: set[str] = set()
+
+
+@pytest.fixture(autouse=True)
+def _release(request):
+    """After the last of this file's tests on this worker: stop the server and the browser."""
+    yield
+    mine = {item.nodeid for item in request.session.items if item.path == request.node.path}
+    _DONE.add(request.node.nodeid)
+    if mine <= _DONE:
+        while _STOP:
+            _STOP.pop()()
+
+
+@pytest.fixture(scope="session")
 def folder(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("browser")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def store(mlflow_template, folder):
     """The store, its MLflow server (starting), and runs logged as rlbench-train logs them:
     renamed at the end with their score, described; the experiment as rlbench creates it."""
@@ -243,6 +268,7 @@ def store(mlflow_template, folder):
     shutil.copyfile(mlflow_template, db)
     uri = f"sqlite:///{db}"
     server = MlflowServer(uri, folder)  # comes up while the runs are logged
+    _STOP.append(server.stop)
     try:
         exp_id = store_for(uri).prepare("rlbench", (folder / "art").as_uri())
         client = store_for(uri).client
@@ -270,36 +296,58 @@ def store(mlflow_template, folder):
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def report(store, folder) -> Path:
-    """``rlbench-report`` on the store, linking runs to the module's MLflow server."""
-    exe = str(Path(sys.executable).parent / "rlbench-report")
-    env = os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    args = [f"tracking.uri={store['uri']}", f"tracking.ui_url={store['server'].url}",
-            "bootstrap.reps=200", "name=browser"]  # fmt: skip
-    done = subprocess.run(
-        [exe, *args], cwd=folder, capture_output=True, text=True, timeout=300, env=env
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return folder / "outputs" / "reports" / "browser" / "report.html"
+class ReportBuild:
+    """``rlbench-report`` on the store, linking runs to the file's MLflow server, started now
+    (the MLflow pages are checked while it runs), waited for on use."""
+
+    def __init__(self, store: dict, folder: Path) -> None:
+        exe = str(Path(sys.executable).parent / "rlbench-report")
+        env = os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        args = [f"tracking.uri={store['uri']}", f"tracking.ui_url={store['server'].url}",
+                "bootstrap.reps=200", "name=browser"]  # fmt: skip
+        self.log = folder / "rlbench-report.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [exe, *args], cwd=folder, stdout=out, stderr=subprocess.STDOUT, env=env
+            )
+        self.path = folder / "outputs" / "reports" / "browser" / "report.html"
+
+    def html(self) -> Path:
+        code = self.proc.wait(timeout=300)
+        assert code == 0, self.log.read_text()[-2000:]
+        return self.path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:  # a failed test left it running
+            self.proc.kill()
+            self.proc.wait()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
+def report(store, folder):
+    build = ReportBuild(store, folder)
+    _STOP.append(build.stop)
+    yield build
+    build.stop()
+
+
+@pytest.fixture(scope="session")
 def browser(folder):
     chrome = Browser(folder / "chromium-profile", folder / "chromium.log")
+    _STOP.append(chrome.close)
     try:
         yield chrome
     finally:
         chrome.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def report_page(browser, report, folder) -> Page:
     """report.html in a fresh profile, at a laptop's viewport; screenshots of the first screen
     and of the whole page."""
     page = browser.new_page(*VIEWPORT)
-    page.open(report.as_uri())
+    page.open(report.html().as_uri())
     page.screenshot(folder / "first_screen.png")
     page.screenshot(folder / "report_full.png", full_page=True)
     return page
@@ -331,40 +379,6 @@ IMAGES = """[...document.images].map(img => ({alt: img.alt, complete: img.comple
     natural: img.naturalWidth, shown: img.getBoundingClientRect().width}))"""
 
 
-def test_report_first_screen_shows_the_verdict_and_the_summary_table(report_page):
-    page = report_page
-    assert page.eval("[innerWidth, innerHeight, devicePixelRatio]") == [*VIEWPORT, 1]
-    table = page.eval(f"({BOX})(document.querySelector('table'))")
-    assert table["text"].startswith("algorithm\tspike\tsteady\toverall (normalised)"), table
-    assert table["inside"], f"the summary table is not on the first screen: {table}"
-    assert table["text"].count("★") >= 3  # the rank-1 groups are marked
-    verdict = page.eval(f"({BOX})(document.querySelector('h1 + p'))")
-    assert f"Each cell rests on {SEEDS} seeds" in verdict["text"], verdict  # the verdict
-    assert verdict["inside"], verdict
-
-
-def test_report_images_load_and_no_text_is_below_9_px(report_page, report):
-    page = report_page
-    images = page.eval(IMAGES)
-    html = report.read_text()
-    pngs = [base64.b64decode(d) for d in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
-    assert len(images) == len(pngs) >= 8
-    from PIL import Image
-
-    small = []
-    for image, png in zip(images, pngs, strict=True):
-        assert image["complete"] and image["natural"] > 0, f"image not loaded: {image}"
-        info = Image.open(io.BytesIO(png))
-        assert info.width == image["natural"]
-        shown = float(info.info[plots.MIN_TEXT_KEY]) * image["shown"] / image["natural"]
-        if shown < MIN_TEXT_PX:
-            small.append((image["alt"], round(shown, 1), image["natural"], image["shown"]))
-    texts = page.eval(TEXT_SIZES)
-    assert len(texts) > 50  # the whole report was walked
-    small += [(t["text"], t["size"]) for t in texts if t["size"] < MIN_TEXT_PX]
-    assert not small, f"text below {MIN_TEXT_PX} px where shown: {small}"
-
-
 def run_names_readable(page: Page, names: dict[str, str]) -> list[dict]:
     """Each run name (name -> its score as written) as the runs table draws it: ``rows``, whether
     its score's characters lie vertically within the viewport and every box that clips them (the
@@ -393,9 +407,11 @@ def run_names_readable(page: Page, names: dict[str, str]) -> list[dict]:
     return page.eval(f"({script})({json.dumps(names)})")
 
 
+# --------------------------------------------------------------------------- MLflow's UI
 def test_mlflow_link_opens_the_runs_table_with_every_score_readable(browser, store, report, folder):
+    """The runs view rlbench links to (the report's "runs view", checked there), in training
+    mode; the report is built meanwhile (``report`` starts it)."""
     url = links.runs_url(store["server"].url, store["exp_id"])
-    assert f'href="{url}"' in report.read_text()  # the link the report gives
     page = browser.new_page(*VIEWPORT)
     store["server"].ready()
     page.open(url)
@@ -417,7 +433,9 @@ def test_mlflow_link_opens_the_runs_table_with_every_score_readable(browser, sto
     assert not hidden, f"runs whose score the runs table does not show: {hidden}"
 
 
-def test_mlflow_run_link_opens_the_run_with_its_score_and_description(browser, store, folder):
+def test_mlflow_run_link_opens_the_run_with_its_score_and_description(
+    browser, store, report, folder
+):
     """The link ``rlbench-train`` prints after a single run (``open in MLflow: ...``)."""
     name = next(n for n in store["runs"] if n.endswith("ppo-autoscaling-steady-s0"))
     url = links.run_url(store["server"].ready(), store["exp_id"], store["runs"][name])
@@ -434,3 +452,43 @@ def test_mlflow_run_link_opens_the_run_with_its_score_and_description(browser, s
     text = page.eval("document.body.innerText")
     assert f"seed 0: test score {store['names'][name]}" in text  # the description, rendered
     assert "workflowType=machine_learning" in page.eval("location.hash")
+
+
+# --------------------------------------------------------------------------- the report
+def test_report_first_screen_shows_the_verdict_and_the_summary_table(report_page):
+    page = report_page
+    assert page.eval("[innerWidth, innerHeight, devicePixelRatio]") == [*VIEWPORT, 1]
+    table = page.eval(f"({BOX})(document.querySelector('table'))")
+    assert table["text"].startswith("algorithm\tspike\tsteady\toverall (normalised)"), table
+    assert table["inside"], f"the summary table is not on the first screen: {table}"
+    assert table["text"].count("★") >= 3  # the rank-1 groups are marked
+    verdict = page.eval(f"({BOX})(document.querySelector('h1 + p'))")
+    assert f"Each cell rests on {SEEDS} seeds" in verdict["text"], verdict  # the verdict
+    assert verdict["inside"], verdict
+
+
+def test_report_images_load_and_no_text_is_below_9_px(report_page, report):
+    page = report_page
+    images = page.eval(IMAGES)
+    html = report.html().read_text()
+    pngs = [base64.b64decode(d) for d in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
+    assert len(images) == len(pngs) >= 8
+    from PIL import Image
+
+    small = []
+    for image, png in zip(images, pngs, strict=True):
+        assert image["complete"] and image["natural"] > 0, f"image not loaded: {image}"
+        info = Image.open(io.BytesIO(png))
+        assert info.width == image["natural"]
+        shown = float(info.info[plots.MIN_TEXT_KEY]) * image["shown"] / image["natural"]
+        if shown < MIN_TEXT_PX:
+            small.append((image["alt"], round(shown, 1), image["natural"], image["shown"]))
+    texts = page.eval(TEXT_SIZES)
+    assert len(texts) > 50  # the whole report was walked
+    small += [(t["text"], t["size"]) for t in texts if t["size"] < MIN_TEXT_PX]
+    assert not small, f"text below {MIN_TEXT_PX} px where shown: {small}"
+
+
+def test_report_links_the_runs_view_checked_above(report, store):
+    url = links.runs_url(store["server"].url, store["exp_id"])
+    assert f'href="{url}"' in report.html().read_text()
