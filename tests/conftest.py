@@ -27,6 +27,27 @@ from typing import Any
 
 import pytest
 
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--dist loadgroup`` groups again under pytest 9.2: xdist 3.8 marks a test's group by
+    appending ``@<group>`` to ``item._nodeid``, which pytest 9.2 no longer reads (node ids are
+    structured, ``item._id``), so every ``xdist_group`` was silently ignored and a group's
+    expensive fixtures were built on both workers (pytest-dev/pytest-xdist#1386). Drop this once
+    a fixed xdist is pinned (the suffix is then already there)."""
+    if not getattr(config.option, "loadgroup", False):  # set in xdist workers of loadgroup
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        marks = item.iter_markers("xdist_group")
+        groups = sorted(
+            {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks}
+        )
+        if groups and "@" not in item.nodeid.rsplit("]", 1)[-1]:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
+
+
 # bump when the template must be rebuilt for another reason than the MLflow version
 _TEMPLATE_FORMAT = 1
 
