@@ -8,13 +8,28 @@
   epsilon 0.2 logging, target the rule with epsilon 0.05). Bandit: rlbench/Recommender-v0 with
   one-decision sessions (uniform logging, target the recommender rule with epsilon 0.1).
 
-Measured 2026-12-02 on the shared 2-core machine (load ~3): the writer MISSES its target at
-30.8k records/s (1.33 CPU s per 50k records, so about 37k/s even on an idle core); batch 1000
-gives 32k/s and no fsync 40k/s, so the limit is encoding a record as JSON in Python (~20-25 us),
-not the fsync, and group commit would not reach 50k/s. A columnar batch path (numpy arrays to
-Arrow IPC record batches; pyarrow is installed) is the way to it, not built. Every estimator
-PASSES: IS family 0.03-0.05 s, FQE 4.6 s, DR 5.2 s, WDR 6.5 s, DM 6.9 s, DR-bandit 8.8 s,
-IPS/SNIPS 0.2 s on 100k decisions with 200 replicates.
+Measured 2026-12-02 on the shared 2-core machine (load ~3): the writer MISSED its target at
+30.8k records/s; every estimator passed (IS family 0.03-0.05 s, FQE 4.6 s, DR 5.2 s, WDR
+6.5 s, DM 6.9 s, DR-bandit 8.8 s, IPS/SNIPS 0.2 s on 100k decisions with 200 replicates).
+
+Measured 2026-12-03 after the writer change (one reused C JSON encoder; a batch's fsync on a
+helper thread while the next batch is encoded) and the time-to-go features of the sequential
+model. ``python -m benchmarks.offline --writer-ab 29e0094 9`` (the writer before the change
+against this one, alternating, 9 rounds of 50k records, batch 100, fsync): at load 9-13,
+median 9.5k -> 27.5k records/s (2.88x: the old writer waited for every fsync, 5-10 ms each
+under that load), per main-thread CPU second 49k -> 67k (1.37x); at load ~2, 41k -> 45k
+records/s (1.09x; fsync 0.3 ms). The target is still a MISS on this machine: the benchmark's
+own row read 30.5k records/s at load 13. What is left is encoding: 11 of the ~13 us a record
+costs are the 17 float reprs JSON text needs (obs and next_obs of 7, ts, propensity, reward),
+so about 65-85k records/s is JSONL's ceiling on a free core. A binary record batch is the
+way past it (a prototype of Arrow IPC stream batches cost 5 us a record, context as JSON
+text), but it is neither of the issue's two formats (Parquet cannot be appended safely per
+batch): not built. Estimators at load 7-10, after the model's per-episode sums (a replicate's
+system is its episode counts times per-episode sums of the decisions; CPU s in brackets,
+close to an idle machine's wall time): IS family 0.15-0.27 s (0.03-0.07), FQE 15.2 s (2.0),
+DR 9.5 s (2.7), WDR 14.6 s (2.2), DM 19.8 s (5.4: a wall MISS from contention only; its code
+did not change), IPS 0.9 s, SNIPS 0.6 s, DR-bandit 11.4 s (5.1). Without the sums the time
+features (twice the features per action) had made FQE/DR/WDR 11.7-12.7 CPU s.
 
 ``python -m benchmarks.offline [--quick]`` prints the table; ``python -m benchmarks --only
 offline`` runs it with the others.
@@ -88,6 +103,48 @@ def writer_rows(quick: bool) -> list[Row]:
     return rows
 
 
+def writer_ab(rev: str, rounds: int = 9) -> None:
+    """The writer of git revision ``rev`` against this one, alternating in one process (50,000
+    records, batch 100, fsync): each side's median records/s and records per main-thread CPU
+    second (what an idle core would do), and the ratios."""
+    import importlib.util
+    import statistics
+    import subprocess
+
+    from rlbench.offline import log as new
+
+    src = subprocess.run(
+        ["git", "show", f"{rev}:rlbench/offline/log.py"], capture_output=True, text=True, check=True
+    ).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "old_log.py")
+        with open(path, "w") as f:
+            f.write(src)
+        spec = importlib.util.spec_from_file_location("old_log", path)
+        old = importlib.util.module_from_spec(spec)
+        sys.modules["old_log"] = old  # dataclasses look their module up
+        spec.loader.exec_module(old)
+    records = _records(50_000)
+    rates: dict[str, list[tuple[float, float]]] = {rev: [], "this": []}
+    for i in range(rounds):
+        for name, mod in ((rev, old), ("this", new)):
+            with tempfile.TemporaryDirectory() as tmp:
+                wall, main = time.perf_counter(), time.thread_time()
+                with mod.LogWriter(tmp, env_id="x", obs_shape=(7,), n_actions=3) as w:
+                    for r in records:
+                        w.append(r)
+                wall, main = time.perf_counter() - wall, time.thread_time() - main
+            rates[name].append((len(records) / wall, len(records) / main))
+            print(f"  round {i} {name}: {rates[name][-1][0]:,.0f} records/s, "
+                  f"{rates[name][-1][1]:,.0f} per main-thread CPU s", flush=True)  # fmt: skip
+    (o_wall, o_cpu), (n_wall, n_cpu) = (
+        (statistics.median(r[0] for r in rates[k]), statistics.median(r[1] for r in rates[k]))
+        for k in (rev, "this")
+    )
+    print(f"median records/s: {rev} {o_wall:,.0f}, this {n_wall:,.0f} ({n_wall / o_wall:.2f}x); "
+          f"per main-thread CPU s: {o_cpu:,.0f}, {n_cpu:,.0f} ({n_cpu / o_cpu:.2f}x)")  # fmt: skip
+
+
 def _log(env_id: str, env_kwargs: dict, algo: dict, epsilon: float, n: int, seed: int = 0):
     """``n`` logged decisions (whole episodes) of ``algo`` under epsilon-greedy, in memory."""
     from rlbench.agents import build_agent
@@ -149,6 +206,10 @@ def run(quick: bool = False) -> list[Row]:
 
 
 if __name__ == "__main__":
+    if "--writer-ab" in sys.argv:  # python -m benchmarks.offline --writer-ab REV [ROUNDS]
+        args = sys.argv[sys.argv.index("--writer-ab") + 1 :]
+        writer_ab(args[0], int(args[1]) if len(args) > 1 else 9)
+        sys.exit(0)
     t0 = time.perf_counter()
     found = run(quick="--quick" in sys.argv)
     print(table(found))

@@ -27,31 +27,29 @@ from typing import Any
 
 import pytest
 
-# bump when the template must be rebuilt for another reason than the MLflow version
-_TEMPLATE_FORMAT = 1
-
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Make ``--dist loadgroup`` honour ``xdist_group`` marks again on pytest 9.2.
+    """``--dist loadgroup`` groups again under pytest 9.2: xdist 3.8 marks a test's group by
+    appending ``@<group>`` to ``item._nodeid``, which pytest 9.2 no longer reads (node ids are
+    structured, ``item._id``), so every ``xdist_group`` was silently ignored and a group's
+    expensive fixtures were built on both workers (pytest-dev/pytest-xdist#1386). Drop this once
+    a fixed xdist is pinned (the suffix is then already there)."""
+    if not getattr(config.option, "loadgroup", False):  # set in xdist workers of loadgroup
+        return
+    from _pytest.nodeid import NodeId
 
-    pytest-xdist 3.8 tells its scheduler an item's group by appending ``@group`` to
-    ``item._nodeid``; pytest 9.2 reads node ids from ``item._id`` instead, so the suffix is lost
-    and the groups are silently spread over all workers (pytest-xdist issue 1386, fix pending in
-    its PR 1388): each worker then starts a group's servers of its own. Copy the suffixed id
-    where pytest 9.2 reads it. A no-op where xdist's suffix already took effect (fixed xdist or
-    older pytest) and outside loadgroup runs.
-    """
-    if not config.getoption("loadgroup", default=False):
-        return
-    try:
-        from _pytest.nodeid import NodeId
-    except ImportError:  # a pytest without structured node ids: xdist's suffix works
-        return
     for item in items:
-        suffixed = item.__dict__.get("_nodeid")
-        if isinstance(suffixed, str) and "@" in suffixed and item.nodeid != suffixed:
-            item._id = NodeId.parse(suffixed)
+        marks = item.iter_markers("xdist_group")
+        groups = sorted(
+            {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks}
+        )
+        if groups and "@" not in item.nodeid.rsplit("]", 1)[-1]:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
+
+
+# bump when the template must be rebuilt for another reason than the MLflow version
+_TEMPLATE_FORMAT = 1
 
 
 @dataclass(frozen=True)

@@ -145,4 +145,10 @@ def test_notebook_runs_top_to_bottom(path: Path, store: dict[str, str]):
     if path.stem == "01_compare_algorithms":
         for name in (*ALGOS, *LOADS):
             assert name in text, name
+        # the first thing it shows is the verdict and the algorithm x load pattern table
+        shown = (out for cell in nb.cells for out in cell.get("outputs", []) if "data" in out)
+        first = next(shown)  # the first table, figure or text displayed (not printed)
+        summary = first.get("data", {}).get("text/markdown", "")
+        assert "| algorithm | sine_curve | spike |" in summary, summary[:500]
+        assert "★" in summary and "seeds" in summary
     assert images(nb) == EXPECTED_IMAGES.get(path.stem, images(nb)), path.name

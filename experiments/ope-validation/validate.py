@@ -3,7 +3,8 @@
     .venv/bin/python experiments/ope-validation/validate.py            # the grid of the README
     .venv/bin/python experiments/ope-validation/validate.py --logs 5 --sizes 500  # a smoke run
 
-For each environment (autoscaling: 48-step episodes, the sequential estimators; recommender:
+For each environment (autoscaling: 48-step episodes by default, ``--horizon 288`` for the env's
+day, the sequential estimators; recommender:
 one-decision sessions, the contextual-bandit estimators), 5 target policies, 2 behaviour
 policies, the log sizes in ``--sizes`` (decisions) and ``--logs`` independent logs per cell:
 collect a log with the behaviour (its own seed), estimate every target's value with every
@@ -62,6 +63,7 @@ BEHAVIOURS = {
     },
 }
 COVERAGE_RULE = 0.85
+TIME_FEATURES: list[bool | None] = [None]  # --time-features (None: ope.evaluate's default)
 
 
 def policy(env_id: str, kwargs: dict, algo: dict, eps: float, name: str):
@@ -108,7 +110,7 @@ def one_log(env: str, behaviour: str, size: int, index: int, boot: int) -> list[
     for target, (t_algo, t_eps) in TARGETS[env].items():
         est, diag = ope.evaluate(
             log, policy(env_id, kwargs, t_algo, t_eps, target), names, n_boot=boot,
-            seed=seed, warn=False,
+            seed=seed, warn=False, time_features=TIME_FEATURES[0],
         )  # fmt: skip
         for name, e in est.items():
             rows.append({
@@ -211,6 +213,7 @@ def merge(args: argparse.Namespace) -> int:
         ests.append(est)
         trus.append(tru[tru["env"].isin(envs)])
     est, tru = pd.concat(ests, ignore_index=True), pd.concat(trus, ignore_index=True)
+    tru = tru.drop_duplicates(["env", "target"])  # folders of one env: the first one's truth
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     est.to_csv(out / "estimates.csv", index=False)
@@ -238,6 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boot", type=int, default=100, help="bootstrap replicates per interval")
     p.add_argument("--truth-episodes", type=int, default=20000)
     p.add_argument("--envs", default="autoscaling,recommender")
+    p.add_argument(
+        "--horizon",
+        type=int,
+        default=48,
+        help="autoscaling episode length in 5-min steps (the env's default day: 288)",
+    )
+    p.add_argument("--time-features", choices=("auto", "on", "off"), default="auto",
+                   help="the sequential model's time-to-go features (ope.evaluate's default: "
+                   "auto, on for gamma 1)")  # fmt: skip
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     p.add_argument("--merge", nargs="+", default=None,
                    help="no runs: summarise the estimates.csv/truth.csv of these folders "
@@ -249,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         help="only (re)compute truth.csv in --out (estimates do not depend on it)",
     )
     args = p.parse_args(argv)
+    ENVS["autoscaling"] = ("rlbench/Autoscaling-v0", {"horizon": args.horizon})
+    TIME_FEATURES[0] = {"auto": None, "on": True, "off": False}[args.time_features]
     if args.truth_only:
         envs = [e for e in args.envs.split(",") if e]
         tru = pd.concat([truth(env, args.truth_episodes, 7) for env in envs], ignore_index=True)

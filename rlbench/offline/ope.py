@@ -129,14 +129,29 @@ def target_probabilities(policy: Any, obs: np.ndarray, n_actions: int) -> np.nda
 
 
 class LinearQ:
-    """The per-action linear Q-model of a batch, refittable with any episode weights."""
+    """The per-action linear Q-model of a batch, refittable with any episode weights.
 
-    def __init__(self, batch: Batch, features: str | Features, gamma: float, ridge: float):
+    ``time``: the features are ``x(s)`` and ``tau * x(s)`` with ``tau = t / H`` the elapsed share
+    of the longest logged episode, so Q can depend on the time to go. An undiscounted finite
+    horizon needs it unless the observation tells the time to go: a time-of-day phase that wraps
+    at the episode's end (autoscaling, period = horizon) shows the first and the last step as
+    the same state, whose values differ by the whole return.
+    """
+
+    def __init__(
+        self, batch: Batch, features: str | Features, gamma: float, ridge: float, time: bool
+    ):
         fn = FEATURES.get(features) if isinstance(features, str) else features
         if fn is None:
             raise UserError(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
         self.b, self.gamma, self.ridge = batch, gamma, ridge
-        self.x = fn(batch.obs)
+        horizon = float(batch.t.max() + 1)
+
+        def phi(obs: np.ndarray, t: np.ndarray) -> np.ndarray:
+            x = fn(obs)
+            return np.hstack([x, (t / horizon)[:, None] * x]) if time else x
+
+        self.x = phi(batch.obs, batch.t)
         self.k = self.x.shape[1]
         A = batch.n_actions
         self.d = A * self.k
@@ -145,7 +160,7 @@ class LinearQ:
         self.r_by_action = [batch.reward[idx] for idx in self.by_action]
         self.bootstraps = gamma > 0 and not batch.done.all()
         if self.bootstraps:
-            xn = fn(batch.next_obs)
+            xn = phi(batch.next_obs, batch.t + 1)
             m = (~batch.done).astype(np.float64)
             # psi' = sum_a pi(a|s') e_a (x) x(s'), times (1 - done), per decision
             self.z = [
@@ -154,23 +169,60 @@ class LinearQ:
                 )
                 for idx in self.by_action
             ]
+        self.per_episode = self._episode_sums()
 
-    def fit(self, w: np.ndarray) -> np.ndarray:
-        """theta (A, k) for decision weights ``w`` (a replicate's episode counts per decision)."""
+    def _episode_sums(self) -> np.ndarray | None:
+        """``(E, A * k * (k + 1 [+ d]))``: per episode and action, the sums of ``x x^T``,
+        ``x r`` (and ``x psi'^T``) over its decisions, so that a replicate's system is its
+        episode counts times these rows; None when episodes are too short or too many for
+        that to pay (one-decision sessions: the per-decision sums are as cheap)."""
+        b, k = self.b, self.k
+        E, A = b.n_episodes, b.n_actions
+        width = k + 1 + (self.d if self.bootstraps else 0)
+        if len(b.action) < 4 * E or E * A * k * width > 8_000_000:
+            return None
+        out = np.zeros((E, A, k, width))
+        for a, idx in enumerate(self.by_action):
+            right = [self.x_by_action[a], self.r_by_action[a][:, None]]
+            if self.bootstraps:
+                right.append(self.z[a])
+            both = np.hstack(right)
+            # decisions are in episode order, so each episode's are one slice
+            bounds = np.searchsorted(b.episode[idx], np.arange(E + 1))
+            for e in np.flatnonzero(np.diff(bounds)):
+                lo, hi = bounds[e], bounds[e + 1]
+                out[e, a] = self.x_by_action[a][lo:hi].T @ both[lo:hi]
+        return out.reshape(E, -1)
+
+    def fit(self, counts: np.ndarray) -> np.ndarray:
+        """theta (A, k) for a replicate's episode ``counts`` (E,): the weighted LSTD-Q system
+        from the per-episode sums when there are, else from the decisions."""
         A, k = self.b.n_actions, self.k
         mat = np.zeros((self.d, self.d))
         rhs = np.zeros(self.d)
-        for a, idx in enumerate(self.by_action):
-            if not len(idx):
-                continue
-            xa = self.x_by_action[a]
-            xw = xa * w[idx, None]
-            rows = slice(a * k, (a + 1) * k)
-            mat[rows, rows] += xw.T @ xa
-            if self.bootstraps:
-                mat[rows] -= self.gamma * (xw.T @ self.z[a])
-            rhs[rows] = xw.T @ self.r_by_action[a]
-        lam = self.ridge * max(float(w.sum()), 1.0)
+        if self.per_episode is not None:
+            sums = (counts @ self.per_episode).reshape(A, k, -1)
+            for a in range(A):
+                rows = slice(a * k, (a + 1) * k)
+                mat[rows, rows] += sums[a, :, :k]
+                rhs[rows] = sums[a, :, k]
+                if self.bootstraps:
+                    mat[rows] -= self.gamma * sums[a, :, k + 1 :]
+            total = float(counts @ np.bincount(self.b.episode, minlength=len(counts)))
+        else:
+            w = counts[self.b.episode]
+            for a, idx in enumerate(self.by_action):
+                if not len(idx):
+                    continue
+                xa = self.x_by_action[a]
+                xw = xa * w[idx, None]
+                rows = slice(a * k, (a + 1) * k)
+                mat[rows, rows] += xw.T @ xa
+                if self.bootstraps:
+                    mat[rows] -= self.gamma * (xw.T @ self.z[a])
+                rhs[rows] = xw.T @ self.r_by_action[a]
+            total = float(w.sum())
+        lam = self.ridge * max(total, 1.0)
         mat[np.diag_indices(self.d)] += lam
         if not self.bootstraps:  # block diagonal: one batched solve of A small systems
             blocks = np.stack([mat[a * k : (a + 1) * k, a * k : (a + 1) * k] for a in range(A)])
@@ -246,6 +298,7 @@ class Evaluator:
         gamma: float = 1.0,
         features: str | Features = "quadratic",
         ridge: float = 1e-4,
+        time_features: bool | None = None,
     ) -> None:
         if not len(batch.action):
             raise UserError("no decisions to evaluate on: the log or its window is empty")
@@ -253,6 +306,13 @@ class Evaluator:
             raise UserError(f"gamma must be in [0, 1], got {gamma}")
         self.b, self.gamma = batch, float(gamma)
         self.features, self.ridge = features, ridge
+        # None: with the time to go in the sequential model exactly when the return is
+        # undiscounted (gamma 1) over episodes of more than one decision
+        self.time_features = (
+            bool(time_features)
+            if time_features is not None
+            else self.gamma == 1.0 and int(batch.t.max()) > 0
+        )
         E = batch.n_episodes
         H = int(batch.t.max()) + 1
         rho = batch.ratio
@@ -295,7 +355,8 @@ class Evaluator:
 
     def _model_for(self, gamma: float) -> LinearQ:
         if gamma not in self._model:
-            self._model[gamma] = LinearQ(self.b, self.features, gamma, self.ridge)
+            time = self.time_features and gamma > 0  # a reward model (gamma 0) has no future
+            self._model[gamma] = LinearQ(self.b, self.features, gamma, self.ridge, time)
         return self._model[gamma]
 
     def _fqe(self, crow: np.ndarray, q: np.ndarray, v: np.ndarray) -> float:
@@ -362,7 +423,7 @@ class Evaluator:
             model = self._model_for(gamma)
             vals = {n: np.empty(len(c)) for n in group}
             for i, crow in enumerate(c):
-                q, v = model.q_and_v(model.fit(crow[self.b.episode]))
+                q, v = model.q_and_v(model.fit(crow))
                 for n in group:
                     vals[n][i] = getattr(self, f"_{n}")(crow, q, v)
             out |= vals
@@ -458,13 +519,16 @@ def evaluate(
     seed: int = 0,
     features: str | Features = "quadratic",
     ridge: float = 1e-4,
+    time_features: bool | None = None,
     warn: bool = True,
 ) -> tuple[dict[str, Estimate], Diagnostics]:
     """Every estimator in ``estimators`` for ``policy`` on ``log``, with a (1 - alpha) bootstrap
     interval over episodes (``n_boot`` replicates, fixed by ``seed``), and the diagnostics.
-    Missing support or degenerate weights are also raised as a :class:`SupportWarning`."""
+    Missing support or degenerate weights are also raised as a :class:`SupportWarning`.
+    ``time_features``: the model's time-to-go features (see :class:`LinearQ`; None: with them
+    when gamma is 1 and episodes are longer than one decision)."""
     batch = log if isinstance(log, Batch) else make_batch(log, policy)
-    ev = Evaluator(batch, gamma=gamma, features=features, ridge=ridge)
+    ev = Evaluator(batch, gamma=gamma, features=features, ridge=ridge, time_features=time_features)
     diag = ev.diagnostics()
     if warn:
         for note in diag.warnings:
@@ -492,13 +556,14 @@ def compare(
     seed: int = 0,
     features: str | Features = "quadratic",
     ridge: float = 1e-4,
+    time_features: bool | None = None,
 ) -> dict[str, Estimate]:
     """value(a) - value(b) on the same log, each estimator's interval from the SAME bootstrap
     replicates for both policies (paired): the interval of the difference, which is narrower
     than two separate intervals suggest when the estimates share the log's noise."""
     ba, bb = make_batch(log, policy_a), make_batch(log, policy_b)
-    ea = Evaluator(ba, gamma=gamma, features=features, ridge=ridge)
-    eb = Evaluator(bb, gamma=gamma, features=features, ridge=ridge)
+    kw = {"gamma": gamma, "features": features, "ridge": ridge, "time_features": time_features}
+    ea, eb = Evaluator(ba, **kw), Evaluator(bb, **kw)
     ones = np.ones((1, ba.n_episodes))
     pa, pb = ea.replicates_many(estimators, ones), eb.replicates_many(estimators, ones)
     ra, rb = _chunked(ea, estimators, n_boot, seed), _chunked(eb, estimators, n_boot, seed)

@@ -76,18 +76,17 @@ def record_evaluation(
     import csv
     import tempfile
 
-    from mlflow.tracking import MlflowClient
-
     from rlbench.tracking.client import mlflow_call, resolve_tracking_uri
-    from rlbench.tracking.store import sqlite_path
+    from rlbench.tracking.store import sqlite_path, store_for
 
     uri = resolve_tracking_uri(uri)
     db = sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)  # a first evaluation creates the store
-    client = MlflowClient(tracking_uri=uri)
-    found = mlflow_call(uri, "finding the experiment", client.get_experiment_by_name, "rlbench")
-    exp = found.experiment_id if found else client.create_experiment("rlbench")
+    # the training runs' store path: created atomically, experiment tagged for the MLflow UI
+    store = store_for(uri)
+    client = store.client
+    exp = mlflow_call(uri, "finding the experiment", store.prepare, "rlbench", None)
     run = mlflow_call(
         uri, "starting the run", client.create_run, exp,
         tags={schema.KIND_TAG: schema.OPE_KIND}, run_name=f"ope-{Path(path).name}",

@@ -156,15 +156,20 @@ def _groups(frame: pd.DataFrame, cols: list[str]) -> list[tuple[tuple, pd.DataFr
 
 
 def _legend(
-    fig: Figure, colors: Mapping[str, str], algos: Iterable[str], dashed: Iterable[str] = ()
+    fig: Figure,
+    colors: Mapping[str, str],
+    algos: Iterable[str],
+    dashed: Iterable[str] = (),
+    styles: Mapping[str, str] | None = None,
 ) -> None:
-    """One legend below the panels; ``dashed`` algorithms drawn dashed, as their lines are."""
+    """One legend below the panels, each algorithm in its line style as drawn: ``styles``
+    (algorithm -> matplotlib line style), else ``dashed`` algorithms dashed."""
     from matplotlib.lines import Line2D
 
     dashed = set(dashed)
+    styles = styles or {a: "--" if a in dashed else "-" for a in colors}
     handles = [
-        Line2D([], [], color=colors[a], lw=2.5, ls="--" if a in dashed else "-", label=a)
-        for a in algos
+        Line2D([], [], color=colors[a], lw=2.5, ls=styles.get(a, "-"), label=a) for a in algos
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
 
@@ -311,18 +316,24 @@ def plot_performance_profiles(
     colors = dict(colors or algo_colors(profiles["algo"]))
     cols = _group_cols(profiles, {"algo", "tau", "fraction", "lo", "hi"})
     groups = _groups(profiles, cols)
+    # curves that coincide at 1 (every run above tau) or 0 stay apart by their line style
+    styles = {a: ("-", "--", ":", "-.")[i % 4] for i, a in enumerate(sorted(colors))}
     fig, axes = _grid(len(groups), 2, (5.0, 3.6))
     for ax, (key, group) in zip(axes, groups, strict=True):
         for algo, line in group.groupby("algo", sort=True):
-            ax.plot(line["tau"], line["fraction"], color=colors[algo], lw=1.8)
+            ax.plot(line["tau"], line["fraction"], color=colors[algo], lw=1.8, ls=styles[algo])
             ax.fill_between(line["tau"], line["lo"], line["hi"], color=colors[algo], alpha=0.2)
+        moving = group[(group["fraction"] < 0.995) & (group["fraction"] > 0.005)]["tau"]
+        if len(moving):  # zoom to where the curves fall: flat ends say nothing
+            pad = 0.05 * max(float(moving.max() - moving.min()), 1e-9)
+            ax.set_xlim(float(moving.min()) - pad, float(moving.max()) + pad)
         ax.set_title(_label(cols, key))
         ax.set_xlabel("threshold τ on the " + NORMALISED_LABEL)
         ax.set_ylabel("fraction of runs with score > τ")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     fig.suptitle("Performance profiles with 95% stratified bootstrap bands")
-    _legend(fig, colors, sorted(profiles["algo"].unique()))
+    _legend(fig, colors, sorted(profiles["algo"].unique()), styles=styles)
     return [_save(fig, out_dir, name)]
 
 

@@ -50,8 +50,11 @@ def number(x: float) -> str:
 
 
 def scored_name(name: str, score: float) -> str:
-    """A run's name once it has a score, so MLflow's runs list shows it: ``ppo-... (-241.3)``."""
-    return f"{name} ({number(score)})"
+    """A run's name once it has a score, so MLflow's runs list shows it: ``-241.3 · ppo-...``.
+
+    The score leads: the runs table cuts names at about 22 characters with an ellipsis (MLflow
+    3.17 at 1280 px), which hid a trailing score behind "ppo-autoscaling-spik…"."""
+    return f"{number(score)} · {name}"
 
 
 def description(algo: str, env: str, load: str | None, seed: int, score: float, n: int) -> str:

@@ -24,7 +24,9 @@ EPISODES = [
 @pytest.fixture
 def seq(tmp_path):
     log = write_episodes(tmp_path / "log", EPISODES)
-    return ope.Evaluator(ope.make_batch(log, TARGET), gamma=1.0, features=onehot2, ridge=0.0)
+    return ope.Evaluator(
+        ope.make_batch(log, TARGET), gamma=1.0, features=onehot2, ridge=0.0, time_features=False
+    )
 
 
 def test_importance_sampling_family_by_hand(seq):
@@ -48,6 +50,39 @@ def test_fitted_q_and_doubly_robust_by_hand(seq):
     assert seq.point("dr") == pytest.approx(10.72 / 3)
     # WDR: t0: -5.12/3.6 + 10.72/3;  t1: 0 + (1.6*3.2)/(1.6 + 0.4 + 1.6) = 5.12/3.6
     assert seq.point("wdr") == pytest.approx(-5.12 / 3.6 + 10.72 / 3 + 5.12 / 3.6)
+
+
+def test_the_model_knows_the_time_to_go_by_hand(tmp_path):
+    """One observation at both steps (the time of day that wraps at the episode's end), target
+    always action 1. With time-to-go features Q1(t=1) = (1 + 5) / 2 = 3 and Q1(t=0) = 1 + 3 = 4,
+    so FQE = 4. Without them one Q1 for both steps: 3 Q1 - Q1 = 1 + 1 + 5, Q1 = 3.5 (the first
+    step is read as a geometric continuation): FQE = 3.5, the time-blind model's bias."""
+    log = write_episodes(
+        tmp_path / "log",
+        [[(0, 1, 0.5, 1.0, 0), (0, 1, 0.5, 1.0, 0)], [(0, 0, 0.5, 0.0, 0), (0, 1, 0.5, 5.0, 0)]],
+    )
+    batch = ope.make_batch(log, Fixed([0.0, 1.0]))
+    kw = dict(gamma=1.0, features=constant, ridge=0.0)
+    assert ope.Evaluator(batch, **kw).point("fqe") == pytest.approx(4.0)  # on by default
+    assert ope.Evaluator(batch, **kw, time_features=False).point("fqe") == pytest.approx(3.5)
+    assert not ope.Evaluator(batch, **kw | {"gamma": 0.9}).time_features  # discounted: off
+
+
+def test_the_per_episode_sums_give_the_per_decision_fit(tmp_path):
+    """Long episodes: a replicate's model is fitted from per-episode sums; the same theta as
+    summing its decisions."""
+    rng = np.random.default_rng(0)
+    episodes = [
+        [(int(rng.integers(2)), int(rng.integers(2)), 0.5, float(rng.normal()), 0)] * 6
+        for _ in range(5)
+    ]
+    batch = ope.make_batch(write_episodes(tmp_path / "log", episodes), TARGET)
+    model = ope.LinearQ(batch, onehot2, 1.0, 1e-4, True)
+    assert model.per_episode is not None
+    counts = rng.integers(0, 3, size=batch.n_episodes).astype(float)
+    fast = model.fit(counts)
+    model.per_episode = None
+    assert np.allclose(fast, model.fit(counts), rtol=1e-10, atol=1e-10)
 
 
 # one decision per session: s, a, propensity, r

@@ -67,6 +67,42 @@ def test_days_are_partitions_and_batches_are_configurable(tmp_path):
     assert len(read_log(tmp_path, start=DAY, end=DAY + 10)) == 3  # a window
 
 
+def test_records_are_the_text_json_dumps_writes(tmp_path):
+    """The writer's reused encoder writes exactly json.dumps' text (numpy values as lists and
+    numbers, non-finite floats as json writes them), one line per record."""
+    recs = [
+        record(0, obs=np.array([0.1, 1e-300]), next_obs=[np.float32(0.3)], action=np.int64(1)),
+        record(1, reward=float("nan"), context={"user_id": "ü", "n": [1, 2.5, None]}),
+    ]
+    with LogWriter(tmp_path, env_id="x", obs_shape=(2,), n_actions=2, batch_size=1) as w:
+        w.append_many(recs)
+    (part,) = w.files
+    lines = part.read_text().splitlines()[1:]
+    expected = [json.dumps(r, separators=(",", ":"), default=lambda v: v.tolist()) for r in recs]
+    assert lines == expected
+
+
+def test_a_failed_fsync_is_raised_not_lost(tmp_path, monkeypatch):
+    """A full batch's fsync runs on a helper thread; its error surfaces in the writer's next
+    call, and flushed counts only what was fsynced."""
+    import rlbench.offline.log as log_module
+
+    calls = []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == 3:  # the header's file and folder, then the first batch
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(log_module.os, "fsync", fsync)
+    w = LogWriter(tmp_path, env_id="x", obs_shape=(1,), n_actions=2, batch_size=2)
+    w.append_many([record(0), record(1)])  # a full batch: written, its fsync in flight
+    assert w.written == 2
+    with pytest.raises(OSError, match="Input/output error"):
+        w.close()
+    assert w.flushed == 0
+
+
 def test_a_torn_last_line_is_skipped_and_counted(tmp_path):
     log = write_episodes(tmp_path, [[(0, 1, 0.5, 1.0, 0)] * 3])
     (part,) = log.files

@@ -69,5 +69,5 @@ def test_links_open_mlflow_on_the_runs_in_training_mode():
     assert links.number(5.684e-14) == "0.000" and links.number(-241.31) == "-241.3"
     assert (
         links.scored_name("ppo-autoscaling-spike-s3", -241.31)
-        == "ppo-autoscaling-spike-s3 (-241.3)"
+        == "-241.3 · ppo-autoscaling-spike-s3"
     )
