@@ -20,7 +20,10 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 from benchmarks.common import MISS, PASS, machine, table, write
 
-BENCHMARKS = ("device", "env", "qlearning", "training", "tracking", "report", "serving", "offline")
+BENCHMARKS = (
+    "device", "env", "qlearning", "training", "tracking", "report", "serving", "offline",
+    "scale_out",
+)  # fmt: skip
 MODULES = {"env": "env_throughput"}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import errno
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -48,6 +49,16 @@ def describe(err: BaseException) -> str:
         return str(err)
     if (storage := storage_message(err)) is not None:
         return storage
+    missing_env = re.search(r"Environment variable '([^']+)' not found", str(err))
+    if missing_env:
+        name = missing_env.group(1)
+        hint = (
+            ": a cluster= preset reads the team's stores from RLBENCH_OPTUNA_STORAGE and "
+            "MLFLOW_TRACKING_URI (docs/scale-out.md)"
+            if name in ("RLBENCH_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI")
+            else ""
+        )
+        return f"the config reads the environment variable {name}, which is not set{hint}"
     if isinstance(err, MissingConfigException) and err.options is not None:
         group, _, option = str(err.missing_cfg_file or "").rpartition("/")
         known = ", ".join(err.options)

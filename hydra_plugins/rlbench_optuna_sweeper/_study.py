@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from rlbench.errors import first_line, storage_message
 from rlbench.run.trial import engine_kwargs
+from rlbench.tracking.databases import server_message
 from rlbench.tracking.redaction import mask_passwords, protect
 from rlbench.tracking.schema import IGNORED_ATTR
 
@@ -120,9 +121,12 @@ def open_storage(
             return rdb
         except Exception as err:
             # two processes creating the same new database race on its tables: try again
-            racing = "already exists" in str(err) or "UNIQUE constraint" in str(err)
+            refused = server_message(err, url)  # a database server that cannot be used
+            racing = refused is None and any(
+                s in str(err) for s in ("already exists", "UNIQUE constraint", "duplicate key")
+            )
             if not racing or attempt == 4:
-                reason = storage_message(err, db) or first_line(err)
+                reason = refused or storage_message(err, db) or mask_passwords(first_line(err))
                 if db is not None and "no such table" in str(err):
                     reason += f" (not an Optuna storage, or a half-created one: move {db} away)"
                 raise SweepError(

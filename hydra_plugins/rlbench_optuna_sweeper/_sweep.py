@@ -27,6 +27,7 @@ from optuna.trial import Trial, TrialState
 
 from rlbench.errors import UserError, first_line, storage_message
 from rlbench.run.trial import make_pruner
+from rlbench.tracking.databases import with_driver
 from rlbench.tracking.schema import (
     DUPLICATE_ATTR,
     FIXED_OVERRIDES_ATTR,
@@ -101,7 +102,8 @@ class OptunaSweep:
             raise SweepError(
                 f"hydra.sweeper.max_failure_rate must be a number from 0.0 to 1.0, got {rate!r}"
             )
-        self.storage_url = None if storage is None else str(storage)
+        # postgresql:// reaches psycopg 3, rlbench's driver (SQLAlchemy's default is psycopg2)
+        self.storage_url = None if storage is None else with_driver(str(storage))
         self.study_name = study_name
         self.n_trials, self.n_jobs, self.trial_seeds = n_trials, n_jobs, trial_seeds
         self.max_failure_rate = float(rate)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-VOLATILE_KEYS = ("resume", "tracking", "train.progress", "trial")
+VOLATILE_KEYS = ("resume", "tracking", "train.progress", "trial", "cluster")  # not what is learned
 
 
 def run_key(flat_config: Mapping[str, str]) -> str:

@@ -44,8 +44,11 @@ _STORAGES: dict[str, Any] = {}  # one engine per storage URL and process, shared
 
 
 def engine_kwargs(url: str) -> dict[str, Any]:
-    """SQLAlchemy engine arguments for an Optuna storage URL (a busy timeout for SQLite)."""
-    return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if url.startswith("sqlite") else {}
+    """SQLAlchemy engine arguments for an Optuna storage URL: a busy timeout for SQLite, a
+    small checked pool for PostgreSQL (:mod:`rlbench.tracking.databases`)."""
+    from rlbench.tracking.databases import engine_kwargs as database_engine_kwargs
+
+    return database_engine_kwargs(url)
 
 
 def job_storage(url: str) -> Any:
@@ -53,7 +56,11 @@ def job_storage(url: str) -> Any:
     if url not in _STORAGES:
         import optuna
 
-        _STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+        from rlbench.tracking.databases import with_driver
+
+        _STORAGES[url] = optuna.storages.RDBStorage(
+            with_driver(url), engine_kwargs=engine_kwargs(with_driver(url))
+        )
     return _STORAGES[url]
 
 

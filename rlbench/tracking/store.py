@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import re
 import sqlite3
 import tempfile
 import time
@@ -31,6 +32,7 @@ from typing import Any
 
 from rlbench.errors import UserError, first_line, storage_message
 from rlbench.tracking import schema
+from rlbench.tracking.databases import is_postgres, mlflow_pool_env, server_message, with_driver
 from rlbench.tracking.provenance import hostname, process_alive
 from rlbench.tracking.redaction import display_uri, mask_passwords, remember, split_credentials
 
@@ -79,6 +81,13 @@ def resolve_uri(uri: str | None) -> str:
             os.environ["MLFLOW_TRACKING_USERNAME"] = user or ""
             os.environ["MLFLOW_TRACKING_PASSWORD"] = password
             uri = bare
+    elif is_postgres(uri):  # the store in a PostgreSQL database, without a tracking server
+        _, _, password = split_credentials(uri)
+        if password is not None:
+            remember(password)
+        uri = with_driver(uri)
+        for key, value in mlflow_pool_env().items():
+            os.environ.setdefault(key, value)
     return uri
 
 
@@ -110,6 +119,8 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
             ) from None
         if not os.access(db if db.exists() else db.parent, os.W_OK):
             raise UserError(f"the MLflow store tracking.uri={shown} is not writable: {HELP}")
+    elif is_postgres(uri):
+        check_database(uri, "the MLflow store", timeout)
     elif uri.startswith(("http://", "https://")):
         import base64
         import urllib.error
@@ -134,11 +145,8 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
                 urllib.request.urlopen(request, timeout=timeout).close()
             except urllib.error.HTTPError as err:  # a server answered
                 if err.code in (401, 403):
-                    raise UserError(
-                        f"MLflow tracking server {shown} refused the credentials ({err.code} "
-                        f"{err.reason}): check the user and password in tracking.uri "
-                        "(http://USER:PASSWORD@host) or MLFLOW_TRACKING_USERNAME/PASSWORD"
-                    ) from None
+                    status = f"{err.code} {err.reason}"
+                    raise UserError(refused_credentials(shown, status)) from None
             except (OSError, ValueError) as err:
                 if path != "/health":
                     return
@@ -147,6 +155,32 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
                     f"MLflow tracking server {shown} is unreachable ({reason}): start it "
                     f"(mlflow server --host 127.0.0.1 --port PORT), {HELP}"
                 ) from None
+
+
+def refused_credentials(shown: str, status: str) -> str:
+    """The line for a tracking server that refused the credentials (``status``: "401 ...")."""
+    return (
+        f"MLflow tracking server {shown} refused the credentials ({status}): check the user and "
+        "password in tracking.uri (http://USER:PASSWORD@host) or MLFLOW_TRACKING_USERNAME/PASSWORD"
+    )
+
+
+def check_database(url: str, what: str, timeout: float = 3.0) -> None:
+    """Connect once to the database server behind ``url``: one line naming the URL (password
+    masked) and the reason when it is unreachable or refuses the credentials."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = create_engine(
+            with_driver(url), poolclass=NullPool, connect_args={"connect_timeout": int(timeout)}
+        )
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as err:
+        reason = server_message(err, with_driver(url)) or mask_passwords(first_line(err))
+        raise UserError(f"cannot open {what} {display_uri(url)}: {reason}") from None
 
 
 def artifact_uri(location: str | None, tracking_uri: str) -> str | None:
@@ -214,8 +248,17 @@ class Store:
         except UserError:
             raise
         except Exception as err:  # MLflow's errors, a missing database driver, a refused socket
-            message = storage_message(err, db) or first_line(err)
-            raise UserError(f"cannot open the MLflow store {uri}: {message}") from None
+            # the server refused the credentials (check_store's probe may have timed out first)
+            code = re.search(r"error code (40[13]) != 200", str(err))
+            if code and uri.startswith(("http://", "https://")):
+                reason = "401 Unauthorized" if code.group(1) == "401" else "403 Forbidden"
+                raise UserError(refused_credentials(display_uri(uri), reason)) from None
+            message = (
+                server_message(err, uri)
+                or storage_message(err, db)
+                or mask_passwords(first_line(err))
+            )
+            raise UserError(f"cannot open the MLflow store {display_uri(uri)}: {message}") from None
         self._experiments: dict[str, str] = {}
         self.open_runs: set[str] = set()
         self.lost: dict[str, str] = {}  # run id -> the first of its records the store refused
@@ -442,18 +485,25 @@ class Store:
             [exp_id],
             f"tags.`{schema.CLAIM_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
         )
-        now, live = time.time(), []
+        now, live, here = time.time(), [], hostname()
         for run in runs:
             try:
                 beat = float(run.data.tags.get(schema.CLAIM_BEAT_TAG, "0"))
             except ValueError:
                 beat = 0.0
-            if now - beat <= ttl:
+            owner = run.data.tags.get(schema.CLAIM_OWNER_TAG, "?")
+            process, _, host = owner.partition("@")
+            # a holder on this host is known dead at once; on another host, by its lease
+            dead_here = host == here and bool(process) and not process_alive(process)
+            if now - beat <= ttl and not dead_here:
                 live.append(run)
                 continue
             with contextlib.suppress(Exception):  # another process may end it first
-                owner = run.data.tags.get(schema.CLAIM_OWNER_TAG, "?")
-                error = f"claim expired: {owner} did not renew it for {ttl:g} s (it died)"
+                error = (
+                    f"claim ended: its holder {owner} died"
+                    if dead_here
+                    else f"claim expired: {owner} did not renew it for {ttl:g} s (it died)"
+                )
                 self.client.set_tag(run.info.run_id, schema.ERROR_TAG, error)
                 self.client.set_terminated(run.info.run_id, "FAILED")
         if not live:

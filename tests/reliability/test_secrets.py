@@ -136,7 +136,9 @@ def server(tmp_path_factory) -> Iterator[dict]:
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root}/server.db",
          "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        cwd=root, env=child_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        # no job runner: 8 processes for GenAI jobs, polling at ~1 core while the tests run
+        env=child_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while True:

@@ -1,0 +1,134 @@
+"""Database servers behind the stores (PostgreSQL): the driver, the pool, and one line on refusal.
+
+An Optuna storage (``hydra.sweeper.storage``) or an MLflow store (``tracking.uri``, or a tracking
+server's ``--backend-store-uri``) may be a PostgreSQL URL. rlbench's driver is psycopg 3; a plain
+``postgresql://`` URL, which SQLAlchemy would hand to psycopg2, is given to psycopg 3 when psycopg2
+is not installed (:func:`with_driver`), so the URL a team already has works unchanged.
+
+Connections: every process that opens a storage keeps a small pool (:data:`POOL_SIZE` plus
+:data:`MAX_OVERFLOW` connections at most, checked before use, so a restarted server costs no
+failed trial). A sweep worker uses at most two at once (its loop and its heartbeat thread), its
+job process one more engine of the same size; see docs/scale-out.md for the server's limit.
+
+:func:`server_message` turns what the driver says when the server cannot be used into one line:
+unreachable, credentials refused, no such database, no permission to create or write the
+tables, driver missing. Callers put the URL (password masked) in front.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from typing import Any
+
+PSYCOPG = "postgresql+psycopg"
+POOL_SIZE = 2  # connections a process keeps open per storage
+MAX_OVERFLOW = 2  # and may open beyond that for a moment
+CONNECT_TIMEOUT_S = 5  # an unreachable server fails in seconds, not minutes
+POOL_RECYCLE_S = 600  # reopen connections older than this (a proxy may drop idle ones)
+SQLITE_BUSY_TIMEOUT_S = 60.0  # a SQLite writer waits this long for the lock
+
+
+def with_driver(url: str) -> str:
+    """``url`` with psycopg 3 named as the driver of a plain ``postgresql://`` (or
+    ``postgres://``) URL when psycopg2, SQLAlchemy's default for it, is not installed."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix) and importlib.util.find_spec("psycopg2") is None:
+            return f"{PSYCOPG}://{url[len(prefix) :]}"
+    return url
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql", "postgres:"))
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine arguments: a busy timeout for SQLite; for PostgreSQL a small pool
+    whose connections are checked before use, and a connect timeout."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    if is_postgres(url):
+        return {
+            "pool_size": POOL_SIZE,
+            "max_overflow": MAX_OVERFLOW,
+            "pool_pre_ping": True,
+            "pool_recycle": POOL_RECYCLE_S,
+            "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S},
+        }
+    return {}
+
+
+def mlflow_pool_env() -> dict[str, str]:
+    """MLflow's own pool settings (its SQLAlchemy store reads them) at rlbench's sizes."""
+    return {
+        "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(POOL_SIZE),
+        "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(MAX_OVERFLOW),
+    }
+
+
+def _texts(err: BaseException) -> list[str]:
+    """The messages of ``err`` and of the exceptions behind it (SQLAlchemy's ``orig`` too)."""
+    seen, out, todo = set(), [], [err]
+    while todo:
+        exc = todo.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        out.append(str(exc))
+        todo += [exc.__cause__, exc.__context__, getattr(exc, "orig", None)]
+    return out
+
+
+def server_message(err: BaseException, url: str) -> str | None:
+    """One line saying why the database server behind ``url`` refused, or None when ``err``
+    is not such a refusal. The line names no password (the caller shows the masked URL)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return None
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    text = " ".join(_texts(err))
+    low = text.lower()
+    user, db = parsed.username or "(none)", parsed.database or "(none)"
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    if "no module named 'psycopg" in low or "no module named psycopg" in low:
+        return "the PostgreSQL driver is not installed: pip install 'psycopg[binary]'"
+    if "password authentication failed" in low or "no password supplied" in low:
+        return (
+            f"the PostgreSQL server {where} refused the credentials of user {user} (password "
+            "authentication failed): check the user and password in the URL"
+        )
+    if "does not exist" in low and re.search(r'database "[^"]*" does not exist', low):
+        return (
+            f"the PostgreSQL server {where} has no database {db}: create it "
+            f"(createdb -h {parsed.host or 'localhost'} -p {parsed.port or 5432} -U {user} {db}) "
+            "or name another one in the URL"
+        )
+    if "permission denied" in low or "insufficientprivilege" in low or "must be owner" in low:
+        found = re.search(r"permission denied for [^\n(]*", text, flags=re.IGNORECASE)
+        what = found.group(0).strip().rstrip(".") if found else "permission denied"
+        return (
+            f"user {user} may not create or write the tables in database {db} on {where} "
+            f"({what}): make {user} the database's owner (ALTER DATABASE {db} OWNER TO {user}) "
+            f"or GRANT ALL ON SCHEMA public TO {user}"
+        )
+    if "no pg_hba.conf entry" in low:
+        return (
+            f"the PostgreSQL server {where} does not accept user {user} from this host "
+            "(no pg_hba.conf entry): ask its administrator to allow it"
+        )
+    unreachable = (
+        "connection refused", "could not connect", "timeout expired", "timed out",
+        "could not translate host name", "name or service not known", "no route to host",
+        "network is unreachable", "server closed the connection", "connection failed",
+    )  # fmt: skip
+    if any(s in low for s in unreachable):
+        reason = next((s for s in unreachable if s in low), "no answer")
+        return (
+            f"the PostgreSQL server {where} is unreachable ({reason}): start it, or check "
+            "the host and port in the URL"
+        )
+    return None
