@@ -161,3 +161,22 @@ def test_a_run_resumed_under_the_same_code_is_reused(job, monkeypatch):
     resumed = job(*QLEARNING, "resume=true")
     again = job(*QLEARNING, "resume=true")
     assert again.reused and again.run_id == resumed.run_id
+
+
+def test_a_hydra_config_left_in_the_process_does_not_break_a_run(job, mlflow_store):
+    """``rlbench-train --cfg all`` (or a failed compose) in a notebook leaves Hydra's config set
+    without an output folder; a later ``train(cfg)`` in that process writes to its own."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from rlbench.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        leftover = hydra_compose("train", return_hydra_config=True)
+    HydraConfig.instance().set_config(leftover)
+    try:
+        assert not job("seed=1").reused
+    finally:
+        HydraConfig.instance().cfg = None
+    assert len(mlflow_store.runs()) == 1

@@ -355,8 +355,11 @@ def _log_model_and_config(cfg, agent, ckpt, tracker, out_dir: Path) -> None:
 def _output_dir() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
-    if HydraConfig.initialized():
-        path = Path(HydraConfig.get().runtime.output_dir)
+    # A Hydra config left over in this process (an earlier ``--cfg job`` or failed compose in a
+    # notebook or test) has no output folder: only a job Hydra actually started sets one.
+    runtime = HydraConfig.get().runtime if HydraConfig.initialized() else None
+    if runtime is not None and not OmegaConf.is_missing(runtime, "output_dir"):
+        path = Path(runtime.output_dir)
     else:
         path = Path("outputs/runs/adhoc")
     path.mkdir(parents=True, exist_ok=True)

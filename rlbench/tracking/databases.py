@@ -66,6 +66,29 @@ def mlflow_pool_env() -> dict[str, str]:
     }
 
 
+# SQLAlchemy's driver modules and the pip packages that bring them
+_DRIVER_PACKAGES = {
+    "psycopg": "'psycopg[binary]'",
+    "psycopg2": "psycopg2-binary",
+    "mysqldb": "mysqlclient",
+    "pymysql": "pymysql",
+    "pyodbc": "pyodbc",
+    "oracledb": "oracledb",
+    "cx_oracle": "oracledb",
+}
+
+
+def _missing_driver(drivername: str, module: str | None) -> str:
+    """One line for a database URL whose driver module is not installed."""
+    module = (module or "").split(".")[0]
+    package = _DRIVER_PACKAGES.get(module.lower())
+    if drivername.startswith("postgresql"):
+        package = package or _DRIVER_PACKAGES["psycopg"]
+    name = f" ({module})" if module else ""
+    fix = f"pip install {package}" if package else "install the driver SQLAlchemy names for it"
+    return f"the database driver for {drivername}:// URLs{name} is not installed: {fix}"
+
+
 def _texts(err: BaseException) -> list[str]:
     """The messages of ``err`` and of the exceptions behind it (SQLAlchemy's ``orig`` too)."""
     seen, out, todo = set(), [], [err]
@@ -88,14 +111,15 @@ def server_message(err: BaseException, url: str) -> str | None:
         parsed = make_url(url)
     except Exception:
         return None
-    if parsed.get_backend_name() != "postgresql":
-        return None
     text = " ".join(_texts(err))
     low = text.lower()
+    missing = re.search(r"no module named '?([\w.]+)", text, re.IGNORECASE)
+    if missing or "failed to import db access module" in low:
+        return _missing_driver(parsed.drivername, missing.group(1) if missing else None)
+    if parsed.get_backend_name() != "postgresql":
+        return None
     user, db = parsed.username or "(none)", parsed.database or "(none)"
     where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
-    if "no module named 'psycopg" in low or "no module named psycopg" in low:
-        return "the PostgreSQL driver is not installed: pip install 'psycopg[binary]'"
     if "password authentication failed" in low or "no password supplied" in low:
         return (
             f"the PostgreSQL server {where} refused the credentials of user {user} (password "

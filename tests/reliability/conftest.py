@@ -35,10 +35,21 @@ def cli(
             code = stop.code if isinstance(stop.code, int) else 1
         finally:
             _restore_logging(saved)
+            _forget_hydra()
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def _forget_hydra() -> None:
+    """Hydra keeps the last job's config in process-wide singletons; in-process code run by a
+    later test (``train(cfg)``) must not see this test's job."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+    GlobalHydra.instance().clear()
 
 
 def _logging_state() -> dict[str, tuple]:

@@ -75,8 +75,9 @@ CASES: dict[str, tuple[list[str], str, int]] = {
         "MLflow tracking server http://127.0.0.1:9 is unreachable", 2,
     ),
     "MLflow store without its database driver": (
-        ["tracking.uri=postgresql://u@127.0.0.1:9/db"],
-        "cannot open the MLflow store postgresql://u@127.0.0.1:9/db: No module named", 2,
+        ["tracking.uri=mysql://u@127.0.0.1:9/db"],
+        "cannot open the MLflow store mysql://u@127.0.0.1:9/db: the database driver for mysql:// "
+        "URLs (MySQLdb) is not installed: pip install mysqlclient", 2,
     ),
     "unreachable Optuna storage": (
         ["-m", "search=threshold", "hydra.sweeper.storage=sqlite:////proc/none/optuna.db"],

@@ -380,7 +380,12 @@ def test_mlflow_models_serve_answers_for_a_registered_policy(store):
 def test_the_report_names_the_registered_versions_of_its_runs(store, tmp_path):
     from rlbench.results.analysis import load_runs, score_table
     from rlbench.results.document import Document
-    from rlbench.results.report import ReportData, _registered, _registered_section
+    from rlbench.results.report import (
+        ReportData,
+        ReportSettings,
+        _registered,
+        _registered_section,
+    )
 
     runs = load_runs(tracking_uri=store["uri"])
     data = ReportData(runs=runs, scores=score_table(runs), excluded={})
@@ -390,7 +395,9 @@ def test_the_report_names_the_registered_versions_of_its_runs(store, tmp_path):
         ("2", store["runs"][1]),
     }
     doc = Document()
-    _registered_section(doc, data)
+    _registered_section(doc, data, ReportSettings(tracking_uri=store["uri"]))
     text = doc.markdown()
     assert "## Registered policies" in text
-    assert f"`models:/{NAME}/1`" in text and f"`{store['runs'][0]}`" in text
+    run = store["runs"][0]
+    assert f"`models:/{NAME}/1`" in text
+    assert f"[`{run}`](" in text and f"/runs/{run}" in text  # the run id opens its MLflow page
