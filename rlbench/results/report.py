@@ -612,6 +612,7 @@ def compose(
             f"{', '.join(DECISION_COLUMNS)} of `{TRAJECTORY_ARTIFACT}`); none for: "
             + "; ".join(data.missing_trajectories)
         )
+    _every_run_section(doc, data, settings)
     doc.heading(2, "Definitions")
     doc.lines(
         [
@@ -629,6 +630,36 @@ def compose(
         ]
     )
     return doc
+
+
+def _every_run_section(doc: Document, data: ReportData, settings: ReportSettings) -> None:
+    """Every compared run's score, linked to its page in MLflow: one table per load pattern,
+    algorithms (best ranked first) by seeds, so a surprising cell is one click from its run."""
+    scores = data.scores
+    doc.heading(2, "Every run")
+    doc.para(
+        "Each run's score, linked to its MLflow page (curves, config, artifacts); rows: "
+        "algorithms, columns: seeds. The same table is `scores.csv`, with the URLs."
+    )
+    for (env, load), cell in scores.groupby(["env", "load"], sort=True):
+        seeds = sorted(cell["seed"].unique(), key=str)
+        algos = list(cell.groupby("algo")["score"].mean().sort_values(ascending=False).index)
+        rows = []
+        for algo in algos:
+            runs = cell[cell["algo"] == algo]
+            row = [str(algo)]
+            for seed in seeds:
+                here = runs[runs["seed"] == seed]
+                row.append(
+                    " ".join(
+                        f"[{number(r.score)}]({_ui(settings, data, r.run_id)})"
+                        for r in here.itertuples(index=False)
+                    )
+                    or "-"
+                )
+            rows.append(row)
+        doc.heading(3, f"Runs: {task_label(env, load)}")
+        doc.table(["algorithm", *(f"seed {s}" for s in seeds)], rows)
 
 
 def _registered_section(doc: Document, data: ReportData, settings: ReportSettings) -> None:

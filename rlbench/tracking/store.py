@@ -59,6 +59,15 @@ def _clip(text: str, limit: int) -> str:
 # --------------------------------------------------------------------------- store checks
 
 
+def quiet_engine_log() -> None:
+    """MLflow logs "Create SQLAlchemy engine with pool options" at INFO for every store it
+    opens once pool settings are in the environment (rlbench sets them for PostgreSQL; a team
+    may export them): not a line a command's user needs. Quieter levels already set stay."""
+    engine_log = logging.getLogger("mlflow.store.db.utils")
+    if engine_log.level < logging.WARNING:
+        engine_log.setLevel(logging.WARNING)
+
+
 def resolve_uri(uri: str | None) -> str:
     """The store to use: ``uri`` if given (a value set on the command line, in a preset, or by
     the config's default, which itself reads ``MLFLOW_TRACKING_URI``), else
@@ -70,6 +79,7 @@ def resolve_uri(uri: str | None) -> str:
     tracking helper) and out of the URI, so that no message or log line can show it.
     """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    quiet_engine_log()
     if uri.startswith("sqlite:///"):
         path, sep, query = uri.removeprefix("sqlite:///").partition("?")
         if path and path != ":memory:" and not Path(path).is_absolute():

@@ -203,7 +203,8 @@ def test_every_section_and_image_in_markdown_and_html(report):
     assert headings == [
         "## Winners per load pattern", "## What was compared", "## Per load pattern",
         "## Outlier runs", "## Overall",
-        "## Probability of improvement", "## Learning curves", "## Decisions", "## Definitions",
+        "## Probability of improvement", "## Learning curves", "## Decisions", "## Every run",
+        "## Definitions",
     ]  # fmt: skip
     assert "- outlier runs: 0" in text and "None: no run lies more than 5 robust" in text
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
@@ -246,6 +247,22 @@ def test_scores_csv_has_one_row_per_used_run(report, store):
     ]
     left_out = "left out: 2 not finished, 1 older runs of the same configuration, 1 pruned, "
     assert left_out + "1 without test/mean_return" in text
+
+
+def test_every_compared_run_is_one_click_from_its_mlflow_page(report):
+    path, text = report
+    scores = pd.read_csv(path.parent / "scores.csv")
+    section = text.split("## Every run", 1)[1].split("\n## ", 1)[0]
+    linked = re.findall(r"\[(-?[\d.]+)\]\(([^)]+)\)", section)
+    by_run = {url.rsplit("/runs/", 1)[1].split("?")[0]: cell for cell, url in linked}
+    assert set(by_run) == set(scores["run_id"])  # every compared run, and only those
+    for row in scores.itertuples():
+        assert float(by_run[row.run_id]) == pytest.approx(row.score, abs=1e-3)
+        assert f"]({row.mlflow_url})" in section  # the same URL as scores.csv
+    steady = section.split("### Runs: autoscaling/steady", 1)[1].split("###", 1)[0]
+    assert [r.split("|")[1].strip() for r in steady.splitlines() if r.startswith("| ")][2:] == [
+        "ppo", "dqn", "threshold", "random"
+    ]  # best first  # fmt: skip
 
 
 def test_report_is_logged_as_a_report_run(report, store):
