@@ -21,7 +21,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/rlbench-train experiment=quick
 	$(BIN)/rlbench-report benchmark=quick
-	@echo "browse the runs: $(BIN)/mlflow ui --workers 1 --backend-store-uri sqlite:///outputs/mlflow.db"
+	@echo "browse the runs: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --workers 1 --backend-store-uri sqlite:///outputs/mlflow.db"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

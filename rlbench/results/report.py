@@ -530,7 +530,7 @@ def compose(
         f"- generated {when}"
         + (f"; MLflow run {_run_link(settings, data, report_run_id)}" if report_run_id else ""),
         f"- browse these runs in MLflow: [runs view]({_ui(settings, data)}) (start the UI with "
-        "`mlflow ui --workers 1 --backend-store-uri <store>` when it is not running)",
+        f"`{links.ui_command('<store>')}` when it is not running)",
         "- every run's score: `scores.csv` (one row per run)",
     ]
     doc.lines(facts)

@@ -21,6 +21,7 @@ from rlbench.config import CONF_DIR
 from rlbench.errors import UserError
 from rlbench.run import divergence
 from rlbench.run.train import in_multirun, train
+from rlbench.tracking.links import ui_command
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -50,7 +51,7 @@ def ui_hint(cfg: DictConfig) -> str:
     uri = str(cfg.tracking.uri)
     if not uri.startswith("sqlite:"):
         return "the tracking server's UI"
-    return f"start it with: mlflow ui --workers 1 --backend-store-uri {uri}"
+    return f"start it with: {ui_command(uri)}"
 
 
 def _reproduce(cfg: DictConfig) -> float:

@@ -28,6 +28,14 @@ def ui_url(setting: str | None, tracking_uri: str | None) -> str:
     return DEFAULT_UI_URL
 
 
+def ui_command(store: str) -> str:
+    """The command that starts MLflow's UI on a SQLite store, as rlbench prints it. One worker
+    starts in about half the time of four on a small machine; without its job runner (GenAI
+    jobs rlbench never submits) an idle UI stops using about a core (docs/scale-out.md)."""
+    no_jobs = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false"
+    return f"{no_jobs} mlflow ui --workers 1 --backend-store-uri {store}"
+
+
 def runs_url(ui: str, experiment_id: str) -> str:
     """The experiment's runs table, in training mode."""
     return f"{ui}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"

@@ -214,24 +214,26 @@ def test_decisions_equal_the_policys_own_predict(store, served):
     assert status == 200 and one["actions"] == body["actions"][:1]
 
 
-@pytest.mark.parametrize(
-    ("body", "status", "message"),
-    [
-        (b"{bad json", 400, "malformed JSON"),
-        (b'{"obs": [1]}', 400, 'expected {"observations"'),
-        (b'{"observation": [1, 2]}', 400, "this policy needs (N, 7)"),
-        (b'{"observations": [["a", "b", "c", "d", "e", "f", "g"]]}', 400, "arrays of numbers"),
-        (b'{"observation": [NaN, 0, 0, 0, 0, 0, 0]}', 400, "finite numbers"),
-        (b'{"observation": [0, 0, 0, 0, 0, 0, 0], "deterministic": "yes"}', 400, "true or false"),
-        (json.dumps({"observations": [[0.0] * 7] * 9}).encode(), 413, "at most 8"),
-    ],
-)
-def test_bad_requests_get_one_line_and_the_server_lives_on(served, body, status, message):
+BAD_REQUESTS = [
+    (b"{bad json", 400, "malformed JSON"),
+    (b'{"obs": [1]}', 400, 'expected {"observations"'),
+    (b'{"observation": [1, 2]}', 400, "this policy needs (N, 7)"),
+    (b'{"observations": [["a", "b", "c", "d", "e", "f", "g"]]}', 400, "arrays of numbers"),
+    (b'{"observation": [NaN, 0, 0, 0, 0, 0, 0]}', 400, "finite numbers"),
+    (b'{"observation": [0, 0, 0, 0, 0, 0, 0], "deterministic": "yes"}', 400, "true or false"),
+    (json.dumps({"observations": [[0.0] * 7] * 9}).encode(), 413, "at most 8"),
+]
+
+
+def test_bad_requests_get_one_line_and_the_server_lives_on(served):
+    """One server takes every bad request in turn and still decides after each."""
     url = served("--poll-interval", "0", "--max-rows", "8")
-    code, answer = post(url + "/decide", body)
-    assert code == status and message in answer["error"] and "\n" not in answer["error"]
-    code, _ = post(url + "/decide", json.dumps({"observation": [0.1] * 7}).encode())
-    assert code == 200
+    for body, status, message in BAD_REQUESTS:
+        code, answer = post(url + "/decide", body)
+        assert code == status and message in answer["error"], (body, code, answer)
+        assert "\n" not in answer["error"]
+        code, _ = post(url + "/decide", json.dumps({"observation": [0.1] * 7}).encode())
+        assert code == 200, body
 
 
 def test_a_flood_is_answered_every_request_a_decision_or_a_503(served):
