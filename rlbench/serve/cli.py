@@ -12,6 +12,7 @@ Bad input (an unknown model or alias, a port in use) is one ``error:`` line and 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import socket
 import sys
@@ -84,10 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     server = DecisionServer(settings, policy)
+    app = make_app(server)
+    # everything loaded so far (MLflow, torch, the policy: millions of objects) lives as long
+    # as the server: out of the collector's sight, a full collection no longer stalls answers
+    gc.collect()
+    gc.freeze()
     logging.getLogger(__name__).info(
         "serving %s version %s on http://%s:%d", policy.name, policy.version, args.host, args.port
     )
-    uvicorn.run(make_app(server), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
