@@ -94,8 +94,16 @@ def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {first_line(err)}"
 
 
-def run_app(app: Callable[[], Any]) -> None:
+def _prints_config(args: list[str]) -> bool:
+    """True for Hydra's ``--cfg``/``-c`` (print the composed config) and ``--info``."""
+    return any(a in ("--cfg", "-c", "--info") or a.startswith(("--cfg=", "--info=")) for a in args)
+
+
+def run_app(app: Callable[[], Any], wrap_stdout: Callable[[Any], Any] | None = None) -> None:
     """Run a ``@hydra.main`` function; print mistakes as one line and exit non-zero.
+
+    ``wrap_stdout`` wraps ``sys.stdout`` while Hydra prints the config (``--cfg``, ``--info``):
+    the apps pass a stream that masks passwords, which ``--cfg job --resolve`` would show.
 
     Exit codes: 2 bad input (config, files, services), 3 training diverged, 1 anything else,
     130 Ctrl-C. ``HYDRA_FULL_ERROR`` is restored afterwards, so in-process callers (tests, a
@@ -111,6 +119,9 @@ def run_app(app: Callable[[], Any]) -> None:
             _user_wants_traceback = None
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us rather than Hydra's printer
+    stdout = sys.stdout
+    if wrap_stdout is not None and _prints_config(sys.argv[1:]):
+        sys.stdout = wrap_stdout(stdout)
     try:
         app()
     except KeyboardInterrupt:
@@ -126,6 +137,7 @@ def run_app(app: Callable[[], Any]) -> None:
             print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
         sys.exit(code)
     finally:
+        sys.stdout = stdout
         _user_wants_traceback = None
         if saved is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlbench import cli
 from rlbench.config import CONF_DIR
 from rlbench.errors import UserError
+from rlbench.tracking.redaction import MaskingStream
 from rlbench.tracking.schema import BENCHMARK_TAG, SCORE_METRIC
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def app(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The ``rlbench-report`` console script."""
-    cli.run_app(app)
+    cli.run_app(app, wrap_stdout=MaskingStream)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from rlbench.errors import UserError
 from rlbench.run import divergence
 from rlbench.run.train import in_multirun, train
 from rlbench.tracking.links import ui_command
+from rlbench.tracking.redaction import MaskingStream
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -69,7 +70,7 @@ def _reproduce(cfg: DictConfig) -> float:
 
 def main() -> None:
     """The ``rlbench-train`` console script."""
-    cli.run_app(app)
+    cli.run_app(app, wrap_stdout=MaskingStream)
 
 
 if __name__ == "__main__":

@@ -308,3 +308,16 @@ def test_every_url_form_is_parsed(url, secret):
     assert secret not in mask_passwords(f"x={url}, y")
     if url.startswith("http://"):
         assert split_credentials(url) == ("http://h:5000", "u", secret)
+
+
+def test_printing_the_resolved_config_masks_the_stores_passwords(cli, monkeypatch):
+    """``--cfg ... --resolve`` shows what a cluster= preset read from the environment, not the
+    passwords in it (a terminal is screenshotted, a CI log kept)."""
+    monkeypatch.setenv("RLBENCH_OPTUNA_STORAGE", "postgresql://u:s3cretpw@db:5432/optuna")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://w:pw2secret@mlflow.internal:5000")
+    for args in (("--cfg", "job", "--resolve"), ("search=threshold", "--cfg", "all", "--resolve")):
+        done = cli("cluster=team", *args)
+        assert done.code == 0, done.err
+        assert "postgresql://u:***@db:5432/optuna" in done.out
+        assert "http://w:***@mlflow.internal:5000" in done.out
+        assert "s3cretpw" not in done.out + done.err and "pw2secret" not in done.out + done.err
