@@ -42,7 +42,8 @@ def artifact_paths(client, run_id: str, path: str = "") -> set[str]:
 @pytest.mark.slow
 def test_each_algorithm_trains_evaluates_and_tracks_one_finished_run(mlflow_store, tmp_path):
     proc = rlbench_train(
-        "-m", f"algo={','.join(ALGOS)}", "debug=fast", "env.load=spike", "seed=3",
+        "-m", f"algo={','.join(ALGOS)}", "debug=fast", "eval.trajectory_plot=true",
+        "env.load=spike", "seed=3",
         *mlflow_store.overrides(), cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
