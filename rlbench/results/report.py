@@ -634,7 +634,7 @@ def compose(
 
 def _every_run_section(doc: Document, data: ReportData, settings: ReportSettings) -> None:
     """Every compared run's score, linked to its page in MLflow: one table per load pattern,
-    algorithms (best ranked first) by seeds, so a surprising cell is one click from its run."""
+    algorithms (best mean score first) by seeds, so a surprising cell is one click from its run."""
     scores = data.scores
     doc.heading(2, "Every run")
     doc.para(

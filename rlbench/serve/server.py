@@ -225,9 +225,9 @@ class DecisionServer:
         comes later by the time the loop spent on requests read before it (the backlog).
 
         The lag kept is the smaller of the last two ticks': a backlog makes every tick late,
-        while one stall (a garbage collection, the poller's MLflow query holding the GIL for
-        15 ms) makes one tick late and must not shed requests that a moment later are on time
-        (it shed 10 of 5000 at 500 requests/s, p99 5.6 ms)."""
+        while one stall (a garbage collection, another thread holding the GIL) makes one tick
+        late and must not shed requests that a moment later are on time (single ticks shed 10
+        of 5000 requests at 500/s while p99 was 5.6 ms)."""
         loop = asyncio.get_running_loop()
         previous = 0.0
         while not self._stop.is_set():
