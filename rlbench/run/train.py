@@ -149,7 +149,7 @@ def _with_link(outcome: TrainOutcome, cfg: DictConfig, tracker: Any) -> TrainOut
     from rlbench.tracking import links
 
     exp_id = tracker.experiment_id() if outcome.run_id else None
-    if exp_id is not None and outcome.run_id:
+    if exp_id is not None:
         ui = links.ui_url(cfg.tracking.get("ui_url"), tracker.uri)
         outcome.url = links.run_url(ui, exp_id, outcome.run_id)
     return outcome

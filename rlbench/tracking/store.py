@@ -181,15 +181,16 @@ def check_database(url: str, what: str, timeout: float = 3.0) -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
+    driven = with_driver(url)
     try:
         engine = create_engine(
-            with_driver(url), poolclass=NullPool, connect_args={"connect_timeout": int(timeout)}
+            driven, poolclass=NullPool, connect_args={"connect_timeout": int(timeout)}
         )
         with engine.connect():
             pass
         engine.dispose()
     except Exception as err:
-        reason = server_message(err, with_driver(url)) or mask_passwords(first_line(err))
+        reason = server_message(err, driven) or mask_passwords(first_line(err))
         raise UserError(f"cannot open {what} {display_uri(url)}: {reason}") from None
 
 
@@ -658,14 +659,9 @@ def _alembic_leftovers(db: Path) -> list[str]:
     """The ``_alembic_tmp_*`` tables an interrupted MLflow migration left in ``db``."""
     try:
         tables = sqlite_tables(db)
-    except sqlite3.OperationalError as err:
-        if "locked" in str(err):  # a long write holds it: busy, not broken
-            return []
-        raise UserError(
-            f"{db} is not a usable SQLite database ({err}): move it away or choose another "
-            "tracking.uri"
-        ) from None
     except sqlite3.DatabaseError as err:
+        if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
+            return []  # a long write holds it: busy, not broken
         raise UserError(
             f"{db} is not a usable SQLite database ({err}): move it away or choose another "
             "tracking.uri"
