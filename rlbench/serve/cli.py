@@ -60,7 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from rlbench.serve.server import DecisionServer, ServeSettings, load_policy, make_app
+    from rlbench.serve.server import (
+        OVERLOADED,
+        DecisionServer,
+        ServeSettings,
+        load_policy,
+        make_app,
+    )
 
     settings = ServeSettings(
         model_uri=args.model_uri,
@@ -83,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     import uvicorn
 
+    from rlbench.serve.shedding import shedding_protocol
+
     torch.set_num_threads(1)
     server = DecisionServer(settings, policy)
     app = make_app(server)
@@ -103,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=False,
         proxy_headers=False,
         server_header=False,
+        http=shedding_protocol(server, OVERLOADED),
     )
     return 0
 

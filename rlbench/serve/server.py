@@ -10,8 +10,9 @@ and swapped in between two batches, so no request sees a half-loaded model; a ve
 to load is refused and the old one keeps serving.
 
 A burst also builds a backlog before the queue, in the HTTP layer: while the event loop runs
-more than ``shed_after_ms`` late, :class:`DecisionRoute` answers the decisions it reaches 503 at
-once, so the backlog drains in a fraction of the time deciding it would take.
+more than ``shed_after_ms`` late, the decisions it reaches are answered 503 at once (by the
+connection itself, :mod:`rlbench.serve.shedding`, or else by :class:`DecisionRoute`), so the
+backlog drains in a fraction of the time deciding it would take.
 
 Endpoints: ``POST /decide`` (``{"observations": [[...], ...]}`` or ``{"observation": [...]}``,
 optional ``"deterministic": false``), ``GET /healthz``, ``GET /metrics`` (Prometheus text).

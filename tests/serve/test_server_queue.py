@@ -113,3 +113,75 @@ def test_decide_route_answers_sheds_while_late_and_passes_other_paths_on():
     assert json.loads(bodies[0])["actions"] == [5] and bodies[1] == OVERLOADED
     assert reached == ["/healthz"] and agent.batches == [1]
     assert server.metrics.shed == 1
+
+
+class Transport:
+    """Enough of an asyncio transport for uvicorn's protocol: records what is written."""
+
+    def __init__(self) -> None:
+        self.written, self.closed = b"", False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default=None):
+        return ("127.0.0.1", 8000) if name in ("sockname", "peername") else default
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+def test_the_connection_sheds_a_decision_while_late_keeping_the_connection_and_the_order():
+    """While late, the HTTP protocol answers POST /decide 503 itself (no ASGI task), keeps a
+    keep-alive connection open for the next request and closes one that asked to close; any
+    other path, and any decision while on time, goes to the app."""
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from rlbench.serve.server import OVERLOADED
+    from rlbench.serve.shedding import shedding_protocol
+
+    server, _ = serve(capacity=100, max_batch=4)
+    reached: list[str] = []
+
+    async def app(scope, receive, send) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def request(path: str, close: bool = False, method: str = "POST") -> bytes:
+        head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        return (head + ("Connection: close\r\n" if close else "") + "\r\n{}").encode()
+
+    async def main() -> tuple[Transport, Transport]:
+        config = Config(app, lifespan="off", log_level="warning", server_header=False)
+        protocol = shedding_protocol(server, OVERLOADED)
+        late = protocol(config=config, server_state=ServerState(), app_state={})
+        late.connection_made(Transport())
+        server.lag = 0.200
+        late.data_received(request("/decide") + request("/decide?x=1", close=True))
+        assert reached == []  # answered in the connection itself
+        on_time = protocol(config=config, server_state=ServerState(), app_state={})
+        on_time.connection_made(Transport())
+        on_time.data_received(request("/healthz", method="GET"))  # late, but not a decision
+        await asyncio.sleep(0.01)
+        server.lag = 0.0
+        on_time.data_received(request("/decide"))
+        await asyncio.sleep(0.01)
+        return late.transport, on_time.transport
+
+    late, on_time = asyncio.run(main())
+    answers = late.written.split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"503", b"503"]
+    assert all(a.endswith(OVERLOADED) for a in answers)
+    assert b"connection: close" not in answers[0] and b"connection: close" in answers[1]
+    assert late.closed and server.metrics.shed == 2
+    assert reached == ["/healthz", "/decide"] and not on_time.closed
+    assert on_time.written.count(b"HTTP/1.1 204") == 2
