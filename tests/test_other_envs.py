@@ -91,7 +91,7 @@ def test_qlearning_seed_preset_has_the_recommender_seeds_settings():
 
 
 @pytest.mark.parametrize("experiment", sorted(ENV_IDS))
-def test_experiment_preset_compares_every_applicable_algorithm_over_five_seeds(experiment):
+def test_experiment_preset_compares_every_applicable_algorithm_over_ten_seeds(experiment):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -100,7 +100,7 @@ def test_experiment_preset_compares_every_applicable_algorithm_over_five_seeds(e
     assert dict(cfg.tracking.tags) == {"benchmark": experiment}
     assert cfg.hydra.launcher.n_jobs == 2 and "joblib" in cfg.hydra.launcher._target_
     params = cfg.hydra.sweeper.params
-    assert params.seed == "0,1,2,3,4"
+    assert params.seed == "0,1,2,3,4,5,6,7,8,9"  # the experiments/ studies (issue 22)
     algos = params.algo.split(",")
     assert sorted(algos) == sorted(EXPERIMENT_ALGOS[experiment])
     env = make_vec(ENV_IDS[experiment], cfg.train.num_envs, seed=0)
