@@ -196,7 +196,8 @@ def plot_learning_curves(
     paths = []
     for (env,), env_bands in _groups(bands, ["env"]):
         loads = sorted(env_bands["load"].unique())
-        fig, axes = _grid(len(loads), 3, (3.5, 2.8))
+        # one panel alone gets room for the figure's title and axis label beside it
+        fig, axes = _grid(len(loads), 3, (3.5, 2.8) if len(loads) > 1 else (6.0, 3.6))
         levels = set()
         for ax, load in zip(axes, loads, strict=True):
             panel = env_bands[env_bands["load"] == load]

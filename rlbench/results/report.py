@@ -437,7 +437,7 @@ def draw_figures(
             reps=int(settings.reps),
             seed=int(settings.seed),
             colors=colors,
-            ylabel=_metric_label(settings),
+            ylabel=_curve_label(settings, curve),
         )
         if len(curves)
         else []
@@ -467,6 +467,13 @@ def _metric_label(settings: ReportSettings) -> str:
         return plots.RETURN_LABEL
     sign = "minus " if settings.direction == "minimize" else ""
     return f"{sign}{settings.metric}"
+
+
+def _curve_label(settings: ReportSettings, curve: str) -> str:
+    """The learning curves' y label: they plot ``curve`` (validation), not the test score."""
+    if settings.metric == SCORE_METRIC and settings.direction == "maximize":
+        return plots.CURVE_LABEL
+    return f"{'minus ' if settings.direction == 'minimize' else ''}{curve}"
 
 
 # --------------------------------------------------------------------------- assembly
