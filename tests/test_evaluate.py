@@ -73,3 +73,16 @@ def test_the_environment_is_closed_when_an_episode_never_ends(closed):
 def test_bad_seed_lists_are_refused(seeds):
     with pytest.raises(ValueError, match=r"seeds|episode"):
         evaluation.evaluate(Hold(), ENV, KWARGS, seeds=seeds)
+
+
+def test_a_continuous_action_is_passed_whole_and_recorded():
+    """Pendulum's torque is a (1,) Box action: each copy gets its own array (gymnasium indexes
+    it), and the trajectory keeps the number (it used to be flattened to a scalar and crash)."""
+
+    class Torque:
+        def predict(self, obs, deterministic=True):
+            return np.full((len(obs), 1), 0.5, dtype=np.float32)
+
+    result = evaluation.evaluate(Torque(), "Pendulum-v1", {"horizon": 20}, seeds=[0, 1])
+    assert result.lengths.tolist() == [20, 20]
+    assert result.trajectory["action"].tolist() == [0.5] * 20

@@ -146,8 +146,10 @@ def evaluate(
         lengths = np.zeros(n, dtype=np.int64)
         sums = {k: np.zeros(n) for k in how}
         trajectory: dict[str, list[float]] = {"step": [], "action": [], "reward": []}
+        shape = tuple(venv.action_space.shape or ())  # () discrete; (k,) a continuous action
         for _ in range(max_steps):
-            actions = np.asarray(policy.predict(obs, deterministic=deterministic)).reshape(n)
+            actions = np.asarray(policy.predict(obs, deterministic=deterministic))
+            actions = actions.reshape((n, *shape))
             obs, rewards, dones, _ = venv.step(actions)
             info = getattr(venv, "last_info", {})
             returns += np.where(alive, rewards, 0.0)
@@ -156,7 +158,13 @@ def evaluate(
                 sums[key] += np.where(alive, info[key], 0.0)
             if alive[0]:
                 trajectory["step"].append(int(lengths[0]))
-                trajectory["action"].append(int(actions[0]))
+                if shape:  # continuous: its first component (a torque, a force) is "action"
+                    first = np.ravel(actions[0])
+                    trajectory["action"].append(float(first[0]))
+                    for i, value in enumerate(first[1:], start=1):
+                        trajectory.setdefault(f"action_{i}", []).append(float(value))
+                else:
+                    trajectory["action"].append(int(actions[0]))
                 trajectory["reward"].append(float(rewards[0]))
                 for key, values in info.items():
                     trajectory.setdefault(key, []).append(float(values[0]))
