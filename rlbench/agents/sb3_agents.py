@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import math
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -155,6 +156,9 @@ class SB3Agent(Agent):
         for key, value in list(settings.items()):
             if key not in known:
                 raise unknown_key_error(self.name, key, known)
+            if key in SCHEDULED and isinstance(value, str):
+                settings[key] = LinearSchedule.parse(self.name, key, value)
+                continue
             settings[key] = _coerce(self.name, key, value, params[key].default)
         if settings.get("policy_kwargs") is not None:
             settings["policy_kwargs"] = _policy_kwargs(self.name, settings["policy_kwargs"])
@@ -375,6 +379,38 @@ class _Forward(BaseCallback):
         self.last_steps, self.t0 = self.num_timesteps, now
         if not call_back(self.user_callback, self.num_timesteps, stats):
             self.stop = True
+
+
+SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")  # SB3 takes a schedule for these
+
+
+class LinearSchedule:
+    """``lin_<start>`` (rl-zoo3's notation, so its tuned values carry over as written): the
+    value falls linearly from ``start`` to 0 over training. SB3 calls a schedule with the
+    progress remaining, 1 at the start and 0 at the end."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+
+    def __call__(self, progress_remaining: float) -> float:
+        return progress_remaining * self.start
+
+    def __repr__(self) -> str:
+        return f"lin_{self.start}"
+
+    @classmethod
+    def parse(cls, algo: str, key: str, text: str) -> LinearSchedule:
+        head, _, number = text.partition("_")
+        try:
+            start = float(number)
+        except ValueError:
+            start = float("nan")
+        if head != "lin" or not math.isfinite(start) or start < 0:
+            raise UserError(
+                f"algo.{key}={text!r} must be a number or lin_<start> (a linear decay from "
+                f"start to 0 over training, e.g. lin_0.001) ({algo})"
+            )
+        return cls(start)
 
 
 def _policy_kwargs(algo: str, value: Mapping[str, Any]) -> dict[str, Any]:

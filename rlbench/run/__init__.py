@@ -7,6 +7,8 @@
 - :mod:`.evaluate`: the one evaluation protocol and the artifacts of its result;
 - :mod:`.checkpoints`, :mod:`.resume`: where an interrupted run continues, which runs count
   as finished;
+- :mod:`.env_presets`: a gymnasium task's tuned settings (``conf/env_presets.yaml``) under the
+  user's own;
 - :mod:`.divergence`, :mod:`.progress`, :mod:`.reproduce`, :mod:`.trial` (the job side of an
   Optuna sweep: the only module here the sweeper plugin imports).
 

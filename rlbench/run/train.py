@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlbench.config import check_config, env_spec
 from rlbench.errors import UserError
 from rlbench.run import divergence
+from rlbench.run.env_presets import apply_env_preset
 from rlbench.run.resources import check_memory, slow_phase
 from rlbench.tracking import schema
 from rlbench.tracking.provenance import package_versions
@@ -113,6 +114,9 @@ def _check_writable(folder: Path, key: str) -> None:
 
 def train(cfg: DictConfig) -> TrainOutcome:
     """Train and evaluate the configured agent; the caller handles errors and exit codes."""
+    if not isinstance(cfg.get("tuned", True), bool):
+        raise UserError(f"tuned must be true or false, got {cfg.get('tuned')!r}")
+    cfg, env_preset = apply_env_preset(cfg)  # conf/tuned/<env id>/<algo>.yaml, if any
     check_config(cfg)
     _check_writable(Path(cfg.train.checkpoint_dir), "train.checkpoint_dir")
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.train.threads))
@@ -128,6 +132,8 @@ def train(cfg: DictConfig) -> TrainOutcome:
     trial = TrialContext.from_cfg(cfg)
     register = _registry_name(cfg, trial)
     user_tags = {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
+    if env_preset is not None:  # recorded, and a rerun reuses only runs made with the same
+        user_tags[schema.ENV_PRESET_TAG] = env_preset
     key = run_key(flat)
     # one live process per configuration: a second one waits here, then finds the run
     # finished (resume=true reuses it) or the checkpoint of a dead one to continue from

@@ -1,0 +1,109 @@
+"""Per-environment tuned settings: the block ``<env id>.<algo option>`` of
+``conf/env_presets.yaml``, applied to a run whose environment has one for its algorithm
+(``env=gym env.id=CartPole-v1 algo=ppo``). One file, not a config group: a group would be a
+Hydra choice of its own and list every task in ``rlbench-train --help``.
+
+Our algorithm defaults are tuned for rlbench's own environments; on a gymnasium task a user
+expects the settings known to work there, as rl-zoo3 ships them. Precedence, highest first:
+
+1. what the user set: any ``algo.*`` / ``train.*`` key named on the command line (a sweep's or a
+   search's too), or whose value differs from the algorithm's own defaults file (an experiment
+   or debug preset set it);
+2. the per-environment preset;
+3. the algorithm's defaults (``conf/algo/<algo>.yaml``).
+
+Presets are keyed by the ``algo=`` option chosen (``ppo``, not ``ppo_seed``: a named variant is
+a deliberate choice and is left alone). ``tuned=false`` turns them off. The run records the
+block it applied as the tag ``rlbench.env_preset`` (``CartPole-v1/ppo``); its params show the
+values used.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from rlbench.config import CONF_DIR
+
+log = logging.getLogger(__name__)
+PRESETS_FILE = Path(CONF_DIR) / "env_presets.yaml"
+GROUPS = ("algo", "train")  # the sections a preset may set
+
+
+def find_preset(env_id: str | None, algo_option: str) -> DictConfig | None:
+    """The block for ``env_id`` and ``algo_option``, or None."""
+    if not env_id:
+        return None
+    for_env = OmegaConf.load(PRESETS_FILE).get(str(env_id))
+    return None if for_env is None else for_env.get(algo_option)
+
+
+def apply_env_preset(cfg: DictConfig) -> tuple[DictConfig, str | None]:
+    """``cfg`` with its environment's preset applied under the user's own settings, and the
+    preset's name, ``<env id>/<algo option>`` (None when none applied)."""
+    if not cfg.get("tuned", True):
+        return cfg, None
+    option, cli = _hydra_choice_and_overrides()
+    option = option or str(cfg.algo.get("name"))
+    preset = find_preset(cfg.env.get("id"), option)
+    if preset is None:
+        return cfg, None
+    defaults = {
+        "algo": _load_or_empty(Path(CONF_DIR) / "algo" / f"{option}.yaml"),
+        "train": OmegaConf.load(Path(CONF_DIR) / "train.yaml").get("train", {}),
+    }
+    out = cfg.copy()
+    applied, kept = [], []
+    with open_dict(out):
+        for group in GROUPS:
+            for key, value in _leaves(preset.get(group) or {}):
+                dotted = f"{group}.{key}"
+                current = OmegaConf.select(out, dotted)
+                default = OmegaConf.select(defaults[group], key)
+                if dotted in cli or _plain(current) != _plain(default):
+                    kept.append(dotted)
+                    continue
+                OmegaConf.update(out, dotted, value, merge=False)
+                applied.append(f"{dotted}={_plain(value)}")
+    name = f"{cfg.env.get('id')}/{option}"
+    log.info(
+        "tuned settings %s (conf/env_presets.yaml): %s%s", name,
+        ", ".join(applied) or "none",
+        f" (yours kept: {', '.join(kept)})" if kept else "",
+    )  # fmt: skip
+    return out, name
+
+
+def _hydra_choice_and_overrides() -> tuple[str | None, set[str]]:
+    """The ``algo=`` option and the keys the command line set, inside a Hydra job."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return None, set()
+        hc = HydraConfig.get()
+        keys = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
+        return hc.runtime.choices.get("algo"), keys
+    except Exception:  # a config composed without the runtime section (compose API)
+        return None, set()
+
+
+def _load_or_empty(path: Path) -> DictConfig:
+    return OmegaConf.load(path) if path.is_file() else OmegaConf.create({})
+
+
+def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` of every leaf; lists are leaves (``net_arch: [256, 256]``)."""
+    if not isinstance(node, DictConfig | dict):
+        return [(prefix, node)]
+    out = []
+    for key, value in node.items():
+        out += _leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if isinstance(value, DictConfig | ListConfig) else value
