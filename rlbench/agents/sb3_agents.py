@@ -200,6 +200,9 @@ class SB3Agent(Agent):
             _no_distribution_checks(),
         ):
             actions, _ = self.model.predict(np.asarray(obs), deterministic=deterministic)
+        space = self.model.action_space
+        if isinstance(space, spaces.Box):  # a torque or a force: the numbers, per copy
+            return np.asarray(actions, dtype=space.dtype).reshape((len(obs), *space.shape))
         return np.asarray(actions, dtype=np.int64).reshape(len(obs))
 
     @contextlib.contextmanager

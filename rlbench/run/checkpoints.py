@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-VOLATILE_KEYS = ("resume", "tracking", "train.progress", "trial", "cluster")  # not what is learned
+# not what is learned (tuned: the settings a preset applied are in the config itself)
+VOLATILE_KEYS = ("resume", "tracking", "train.progress", "trial", "cluster", "tuned")
 
 
 def run_key(flat_config: Mapping[str, str]) -> str:

@@ -8,14 +8,17 @@ expects the settings known to work there, as rl-zoo3 ships them. Precedence, hig
 
 1. what the user set: any ``algo.*`` / ``train.*`` key named on the command line (a sweep's or a
    search's too), or whose value differs from the algorithm's own defaults file (an experiment
-   or debug preset set it);
+   or debug preset set it; a preset value equal to the default cannot be told from it: name
+   it on the command line, or ``tuned=false``);
 2. the per-environment preset;
 3. the algorithm's defaults (``conf/algo/<algo>.yaml``).
 
 Presets are keyed by the ``algo=`` option chosen (``ppo``, not ``ppo_seed``: a named variant is
-a deliberate choice and is left alone). ``tuned=false`` turns them off. The run records the
-block it applied as the tag ``rlbench.env_preset`` (``CartPole-v1/ppo``); its params show the
-values used.
+a deliberate choice and is left alone). Outside a Hydra job (``train(cfg)`` from a notebook) the
+option is ``algo.name``, and the preset applies only when every algo setting is that option's
+default, so neither a variant nor settings changed by hand are mixed with it. ``tuned=false``
+turns them off. The run records the block it applied as the tag ``rlbench.env_preset``
+(``CartPole-v1/ppo``); its params show the values used.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def apply_env_preset(cfg: DictConfig) -> tuple[DictConfig, str | None]:
     if not cfg.get("tuned", True):
         return cfg, None
     option, cli = _hydra_choice_and_overrides()
+    in_job = option is not None
     option = option or str(cfg.algo.get("name"))
     preset = find_preset(cfg.env.get("id"), option)
     if preset is None:
@@ -55,6 +59,15 @@ def apply_env_preset(cfg: DictConfig) -> tuple[DictConfig, str | None]:
         "algo": _load_or_empty(Path(CONF_DIR) / "algo" / f"{option}.yaml"),
         "train": OmegaConf.load(Path(CONF_DIR) / "train.yaml").get("train", {}),
     }
+    if not in_job:  # train(cfg) from code: the algo= option is only known as algo.name
+        changed = _differs(cfg.algo, defaults["algo"])
+        if changed:
+            log.info(
+                "no tuned settings for %s: algo differs from conf/algo/%s.yaml in %s (another "
+                "algo= option, or your own settings); run it through rlbench-train to combine "
+                "them", cfg.env.get("id"), option, ", ".join(changed[:3]),
+            )  # fmt: skip
+            return cfg, None
     out = cfg.copy()
     applied, kept = [], []
     with open_dict(out):
@@ -89,6 +102,17 @@ def _hydra_choice_and_overrides() -> tuple[str | None, set[str]]:
         return hc.runtime.choices.get("algo"), keys
     except Exception:  # a config composed without the runtime section (compose API)
         return None, set()
+
+
+def _differs(algo: DictConfig, defaults: DictConfig) -> list[str]:
+    """Keys of the defaults file where ``algo`` has another value. From code, another ``algo=``
+    option (ppo_seed is ``name: ppo`` and differs from ppo only in keys CartPole's block sets)
+    cannot be told from settings changed by hand, and neither may be mixed with the preset."""
+    return [
+        f"algo.{key}"
+        for key, value in _leaves(defaults)
+        if _plain(OmegaConf.select(algo, key)) != _plain(value)
+    ]
 
 
 def _load_or_empty(path: Path) -> DictConfig:

@@ -116,7 +116,7 @@ def train(cfg: DictConfig) -> TrainOutcome:
     """Train and evaluate the configured agent; the caller handles errors and exit codes."""
     if not isinstance(cfg.get("tuned", True), bool):
         raise UserError(f"tuned must be true or false, got {cfg.get('tuned')!r}")
-    cfg, env_preset = apply_env_preset(cfg)  # conf/tuned/<env id>/<algo>.yaml, if any
+    cfg, env_preset = apply_env_preset(cfg)  # conf/env_presets.yaml's block for this env, if any
     check_config(cfg)
     _check_writable(Path(cfg.train.checkpoint_dir), "train.checkpoint_dir")
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.train.threads))
@@ -132,7 +132,7 @@ def train(cfg: DictConfig) -> TrainOutcome:
     trial = TrialContext.from_cfg(cfg)
     register = _registry_name(cfg, trial)
     user_tags = {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
-    if env_preset is not None:  # recorded, and a rerun reuses only runs made with the same
+    if env_preset is not None:  # recorded; a rerun reuses only runs tuned the same way
         user_tags[schema.ENV_PRESET_TAG] = env_preset
     key = run_key(flat)
     # one live process per configuration: a second one waits here, then finds the run

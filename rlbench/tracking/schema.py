@@ -21,7 +21,7 @@ CODE_TAG = "rlbench.code"  # the code that made the run (see provenance.code_ver
 MIXED_CODE = "mixed"  # CODE_TAG of a run resumed under other code or libraries: never reused
 RUN_KEY_TAG = "rlbench.run_key"  # the configuration's hash (rlbench.run.checkpoints.run_key)
 ALGO_PRESET_TAG = "rlbench.algo_preset"  # the algo= option chosen (ppo_seed), not algo.name
-ENV_PRESET_TAG = "rlbench.env_preset"  # the per-environment tuned file applied (tuned/...yaml)
+ENV_PRESET_TAG = "rlbench.env_preset"  # the conf/env_presets.yaml block applied: CartPole-v1/ppo
 HYDRA_OVERRIDES_TAG = "hydra.overrides"
 HYDRA_CHOICES_TAG = "hydra.choices"
 HYDRA_OUTPUT_DIR_TAG = "hydra.output_dir"

@@ -3,6 +3,7 @@ that every shipped block builds its agent."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -65,8 +66,11 @@ def test_a_value_set_by_a_preset_file_wins_over_the_tuned_one():
     ],
     ids=["variant", "off", "no-block", "own-env"],
 )
-def test_no_preset_applies(overrides):
-    cfg = composed(*overrides, hydra=True)
+@pytest.mark.parametrize("hydra", [True, False], ids=["job", "code"])
+def test_no_preset_applies(overrides, hydra):
+    """Inside a Hydra job the algo= option is known; from code (train(cfg)) only algo.name is,
+    and ppo_seed (name ppo) must still not get PPO's CartPole settings mixed into its own."""
+    cfg = composed(*overrides, hydra=hydra)
     tuned, name = apply_env_preset(cfg)
     assert name is None and tuned is cfg
 
@@ -123,3 +127,20 @@ def test_a_schedule_that_is_not_lin_is_one_clear_error():
             build_agent(cfg.algo, venv, seed=0, device="cpu")
     finally:
         venv.close()
+
+
+def test_a_continuous_policy_acts_with_its_numbers_not_integers():
+    """Pendulum's PPO (a shipped block) must act with torques such as 0.37, not 0: the agent's
+    predict used to cast every action to an integer."""
+    from rlbench.agents import build_agent
+    from rlbench.envs import make_vec
+
+    cfg, _ = apply_env_preset(composed("env=gym", "env.id=Pendulum-v1", "algo=ppo"))
+    venv = make_vec("Pendulum-v1", 2, seed=0)
+    try:
+        agent = build_agent(cfg.algo, venv, seed=0, device="cpu")
+        actions = agent.predict(venv.reset(), deterministic=False)
+    finally:
+        venv.close()
+    assert actions.shape == (2, 1) and actions.dtype == np.float32
+    assert not np.allclose(actions, np.round(actions))  # sampled torques are not whole numbers
