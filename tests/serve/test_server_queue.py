@@ -168,6 +168,15 @@ def test_the_connection_sheds_a_decision_while_late_keeping_the_connection_and_t
         server.lag = 0.200
         late.data_received(request("/decide") + request("/decide?x=1", close=True))
         assert reached == []  # answered in the connection itself
+        # a shed answer followed, in the same read, by a request for the app: the keep-alive
+        # timer the answer armed must not run while the app answers
+        mixed = protocol(config=config, server_state=ServerState(), app_state={})
+        mixed.connection_made(Transport())
+        mixed.data_received(request("/decide") + request("/healthz", method="GET"))
+        assert mixed.timeout_keep_alive_task is None
+        await asyncio.sleep(0.01)
+        assert mixed.transport.written.count(b"HTTP/1.1 503") == 1
+        assert mixed.transport.written.count(b"HTTP/1.1 204") == 1
         on_time = protocol(config=config, server_state=ServerState(), app_state={})
         on_time.connection_made(Transport())
         on_time.data_received(request("/healthz", method="GET"))  # late, but not a decision
@@ -182,6 +191,6 @@ def test_the_connection_sheds_a_decision_while_late_keeping_the_connection_and_t
     assert [a[:3] for a in answers] == [b"503", b"503"]
     assert all(a.endswith(OVERLOADED) for a in answers)
     assert b"connection: close" not in answers[0] and b"connection: close" in answers[1]
-    assert late.closed and server.metrics.shed == 2
-    assert reached == ["/healthz", "/decide"] and not on_time.closed
+    assert late.closed and server.metrics.shed == 3
+    assert reached == ["/healthz", "/healthz", "/decide"] and not on_time.closed
     assert on_time.written.count(b"HTTP/1.1 204") == 2
