@@ -69,10 +69,15 @@ def main() -> None:
 
 
 def finished(benchmark: str, uri: str | None) -> pd.DataFrame:
+    """The newest finished run per (algorithm, seed) tagged ``benchmark``: a benchmark rerun
+    after a code change keeps its old runs, which must not count as more seeds."""
     runs = load_runs(filter=f"tags.benchmark = '{benchmark}'", tracking_uri=uri, status="FINISHED")
     if runs.empty:
         raise SystemExit(f"error: no finished runs tagged benchmark={benchmark}")
-    return runs
+    kept = runs.drop_duplicates(["algo", "seed"], keep="first")  # load_runs: newest first
+    if len(kept) < len(runs):
+        print(f"note: {len(runs) - len(kept)} older runs of the same algorithm and seed left out")
+    return kept
 
 
 if __name__ == "__main__":

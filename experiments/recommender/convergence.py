@@ -34,12 +34,22 @@ def curves_by_algo(benchmark: str, uri: str | None) -> tuple[dict[str, pd.DataFr
     runs = load_runs(filter=f"tags.benchmark = '{benchmark}'", tracking_uri=uri, status="FINISHED")
     if runs.empty or "random" not in set(runs["algo"]):
         raise SystemExit(f"error: no finished runs tagged benchmark={benchmark} with random")
+    runs = newest_per_seed(runs)
     curves = load_curves(runs, tracking_uri=uri)
-    tables = {
-        algo: frame.pivot_table(index="seed", columns="step", values="value")
+    tables = {  # a step some seed did not evaluate at is left out, not averaged over fewer
+        algo: frame.pivot(index="seed", columns="step", values="value").dropna(axis=1)
         for algo, frame in curves.groupby("algo")
     }
     return tables, runs.loc[runs["algo"] == "random", "score"].to_numpy(float)
+
+
+def newest_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
+    """One run per (algorithm, seed), the newest (a benchmark rerun after a code change keeps
+    its old runs): the seeds stay independent and the counts honest."""
+    kept = runs.drop_duplicates(["algo", "seed"], keep="first")  # load_runs: newest first
+    if len(kept) < len(runs):
+        print(f"note: {len(runs) - len(kept)} older runs of the same algorithm and seed left out")
+    return kept
 
 
 def converge_step(mean: np.ndarray, steps: np.ndarray, floor: float) -> float:
@@ -47,14 +57,13 @@ def converge_step(mean: np.ndarray, steps: np.ndarray, floor: float) -> float:
     final = mean[-3:].mean()
     if final <= floor:
         return float("nan")  # never better than random: nothing to converge to
-    reached = np.nonzero(mean >= floor + FRACTION * (final - floor))[0]
-    return float(steps[reached[0]])
+    return first_reaching(mean, steps, floor + FRACTION * (final - floor))
 
 
 def first_reaching(mean: np.ndarray, steps: np.ndarray, level: float) -> float:
-    """The first evaluation step where ``mean`` is at ``level`` or above (NaN: never)."""
+    """The first evaluation step where ``mean`` is at ``level`` or above (inf: never)."""
     reached = np.nonzero(mean >= level)[0]
-    return float(steps[reached[0]]) if reached.size else float("nan")
+    return float(steps[reached[0]]) if reached.size else float("inf")
 
 
 def summarise(
@@ -77,16 +86,21 @@ def summarise(
                     np.arange(len(ref)) if resample == 0 else rng.integers(0, len(ref), len(ref))
                 )
                 level = ref[pick_ref].mean(axis=0)[-3:].mean()
-            # PPO evaluates at multiples of 1024: the curve between its evaluations
+            # PPO and DQN evaluate at multiples of their rollout: the curve between evaluations
             at = [np.interp(b, steps, mean) if steps[0] <= b <= steps[-1] else np.nan
                   for b in BUDGETS]  # fmt: skip
             row = [*at, mean[-3:].mean(), converge_step(mean, steps, floor)]
             if ref is not None:
                 row.append(first_reaching(mean, steps, level))
             (estimates if resample == 0 else boots).append(row)
+        boots = np.array(boots)
+        returns = len(BUDGETS) + 1  # the return columns; then steps (inf: never reached)
         with warnings.catch_warnings():  # a column of NaN: a budget past this curve's end
             warnings.simplefilter("ignore", RuntimeWarning)
-            lo, hi = np.nanpercentile(np.array(boots), [2.5, 97.5], axis=0)
+            lo, hi = np.nanpercentile(boots[:, :returns], [2.5, 97.5], axis=0)
+            # steps: evaluation steps themselves, not values between two of them
+            lo = [*lo, *np.nanpercentile(boots[:, returns:], 2.5, axis=0, method="lower")]
+            hi = [*hi, *np.nanpercentile(boots[:, returns:], 97.5, axis=0, method="higher")]
         names = [*(f"return at {b}" for b in BUDGETS), "final", "interactions to converge"]
         if ref is not None:
             names.append(f"interactions to reach {reference}'s final")
@@ -104,10 +118,13 @@ def summarise(
 
 def _steps_cell(estimate: float, lo: float, hi: float, first: float) -> str:
     """Steps with their interval; "<=" when the curve's first evaluation is already there."""
-    if not np.isfinite(estimate):
+    if np.isnan(estimate):
+        return "-"  # no better than random: nothing to converge to
+    if np.isinf(estimate):
         return "never"
     at_most = "<= " if estimate == first else ""
-    return f"{at_most}{estimate:.0f} [{lo:.0f}, {hi:.0f}]"
+    upper = "never" if np.isinf(hi) else f"{hi:.0f}"
+    return f"{at_most}{estimate:.0f} [{lo:.0f}, {upper}]"
 
 
 def main() -> None:
