@@ -12,7 +12,17 @@ from rlbench.agents import build_agent
 from rlbench.envs import make_vec
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "algo"
-OPTIONS = ["random", "static", "threshold", "qlearning", "ppo", "ppo_seed", "dqn", "dqn_seed"]
+OPTIONS = [
+    "random",
+    "static",
+    "always_up",
+    "always_down",
+    "threshold",
+    "qlearning",
+    "ppo",
+    "ppo_seed",
+]
+OPTIONS += ["dqn", "dqn_seed"]
 # agents for the other seed environments, tested on those in tests/agents/test_{hybrid,ucb,rules}
 OTHER_ENV_OPTIONS = [
     "hybrid",
@@ -39,9 +49,11 @@ def test_each_config_builds_an_agent_on_the_autoscaling_env(option):
     cfg = OmegaConf.load(CONF / f"{option}.yaml")
     env = make_vec("rlbench/Autoscaling-v0", 8, seed=0)
     agent = build_agent(cfg, env, seed=0, device="cpu")
-    assert agent.name == option.removesuffix("_seed")
+    assert agent.name == cfg.name  # ppo_seed is ppo, always_up is static
     actions = agent.predict(env.reset())
     assert actions.shape == (8,) and set(actions.tolist()) <= {0, 1, 2}
+    if option.startswith("always_"):
+        assert set(actions.tolist()) == {2 if option == "always_up" else 0}
 
 
 def test_ppo_seed_preset_is_sb3_2x_default_ppo():
