@@ -27,37 +27,14 @@ from typing import Any
 
 import pytest
 
-# the longest modules and groups (tens of seconds each), handed out first: xdist gives each
-# worker whole groups and modules in collection order, and tests/test_*.py come last, so the
-# notebooks and training modules used to start last and one worker finished alone
-LONGEST_FIRST = (
-    "tests/serve/test_registry_and_server.py",
-    "tests/test_notebooks.py",
-    "tests/reliability/test_secrets.py",
-    "tests/reliability/test_uri_precedence.py",
-    "tests/test_train.py",
-    "tests/reliability/test_parallel_writers.py",
-    "tests/reliability/test_kill.py",
-    "tests/reliability/test_scale_out.py",
-    "tests/sweeper/test_train_sweep.py",
-)
-
-
-def _longest_first(item: pytest.Item) -> int:
-    path = item.nodeid.split("::", 1)[0]
-    return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
-
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Long modules first (:data:`LONGEST_FIRST`; a stable sort: the rest keep their order).
-
-    And ``--dist loadgroup`` groups again under pytest 9.2: xdist 3.8 marks a test's group by
+    """``--dist loadgroup`` groups again under pytest 9.2: xdist 3.8 marks a test's group by
     appending ``@<group>`` to ``item._nodeid``, which pytest 9.2 no longer reads (node ids are
     structured, ``item._id``), so every ``xdist_group`` was silently ignored and a group's
     expensive fixtures were built on both workers (pytest-dev/pytest-xdist#1386). Drop this once
     a fixed xdist is pinned (the suffix is then already there)."""
-    items.sort(key=_longest_first)
     if not getattr(config.option, "loadgroup", False):  # set in xdist workers of loadgroup
         return
     from _pytest.nodeid import NodeId
