@@ -10,6 +10,7 @@ the first episode's step-by-step trajectory is kept for the decisions plot;
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,14 +95,12 @@ class EvalResult:
 
         The picture costs more than a threshold trial's training: sweeps may turn it off.
         """
-        import pandas as pd
-
         episodes = out_dir / schema.EPISODES_FILE
-        pd.DataFrame(self.episodes_table()).to_csv(episodes, index=False)
+        _write_csv(episodes, self.episodes_table())
         if not self.trajectory.get("step", []).size:
             return [episodes]
         trajectory = out_dir / schema.TRAJECTORY_FILE
-        pd.DataFrame(self.trajectory).to_csv(trajectory, index=False)
+        _write_csv(trajectory, {k: v.tolist() for k, v in self.trajectory.items()})
         (out_dir / schema.EVAL_METRICS_FILE).write_text(json.dumps(self.metrics(), indent=2))
         if not plot:
             return [episodes, trajectory]
@@ -114,6 +113,15 @@ class EvalResult:
         picture = out_dir / schema.TRAJECTORY_PLOT_FILE
         episode_figure(rows, keys, title=title).savefig(picture)
         return [episodes, trajectory, picture]
+
+
+def _write_csv(path: Path, columns: Mapping[str, Sequence[Any]]) -> None:
+    """Columns of Python numbers as CSV, as pandas' ``to_csv(index=False)`` writes them (floats
+    in their shortest round-trip form), without importing pandas: it cost every job 0.2 s."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(zip(*columns.values(), strict=True))
 
 
 def evaluate(
