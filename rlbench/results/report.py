@@ -437,7 +437,7 @@ def draw_figures(
             reps=int(settings.reps),
             seed=int(settings.seed),
             colors=colors,
-            ylabel=_curve_label(settings, curve),
+            ylabel=_metric_label(settings, curve),
         )
         if len(curves)
         else []
@@ -462,18 +462,13 @@ def _unit(settings: ReportSettings) -> str:
     return "return" if plain else _metric_label(settings)
 
 
-def _metric_label(settings: ReportSettings) -> str:
+def _metric_label(settings: ReportSettings, curve: str | None = None) -> str:
+    """How the score is named on an axis; with ``curve``, the learning curves' metric instead
+    (they plot validation, not the test score)."""
     if settings.metric == SCORE_METRIC and settings.direction == "maximize":
-        return plots.RETURN_LABEL
+        return plots.RETURN_LABEL if curve is None else plots.CURVE_LABEL
     sign = "minus " if settings.direction == "minimize" else ""
-    return f"{sign}{settings.metric}"
-
-
-def _curve_label(settings: ReportSettings, curve: str) -> str:
-    """The learning curves' y label: they plot ``curve`` (validation), not the test score."""
-    if settings.metric == SCORE_METRIC and settings.direction == "maximize":
-        return plots.CURVE_LABEL
-    return f"{'minus ' if settings.direction == 'minimize' else ''}{curve}"
+    return f"{sign}{curve or settings.metric}"
 
 
 # --------------------------------------------------------------------------- assembly
