@@ -50,8 +50,9 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"seed must be an integer >= 0, got {cfg.seed!r}")
     if cfg.seed > SEED_MAX:
         raise UserError(f"seed must be an integer from 0 to 2**63-1 ({SEED_MAX}), got {cfg.seed}")
-    if not isinstance(cfg.get("resume"), bool):
-        raise UserError(f"resume must be true or false, got {cfg.get('resume')!r}")
+    for key, default in (("resume", None), ("tuned", True)):
+        if not isinstance(cfg.get(key, default), bool):
+            raise UserError(f"{key} must be true or false, got {cfg.get(key)!r}")
     positive = {
         "train.total_steps": cfg.train.total_steps,
         "train.num_envs": cfg.train.num_envs,

@@ -114,10 +114,8 @@ def _check_writable(folder: Path, key: str) -> None:
 
 def train(cfg: DictConfig) -> TrainOutcome:
     """Train and evaluate the configured agent; the caller handles errors and exit codes."""
-    if not isinstance(cfg.get("tuned", True), bool):
-        raise UserError(f"tuned must be true or false, got {cfg.get('tuned')!r}")
     cfg, env_preset = apply_env_preset(cfg)  # conf/env_presets.yaml's block for this env, if any
-    check_config(cfg)
+    check_config(cfg)  # the preset's values too
     _check_writable(Path(cfg.train.checkpoint_dir), "train.checkpoint_dir")
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.train.threads))
     from rlbench.tracking import flatten_config, make_tracker

@@ -39,6 +39,7 @@ CASES: dict[str, tuple[list[str], str, int]] = {
     ),
     "a group replaced by a value": (["train=5"], "train must be a group of settings", 2),
     "resume that is not a boolean": (["resume=maybe"], "resume must be true or false", 2),
+    "tuned that is not a boolean": (["tuned=maybe"], "tuned must be true or false", 2),
     "a setting outside its choices": (
         ["train.progress=fast"], "train.progress must be one of auto, bar, log, off", 2,
     ),
