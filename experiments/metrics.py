@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from rlbench.results.analysis import load_runs
+from rlbench.results.analysis import load_runs, score_table
 
 REPS = 2000
 
@@ -69,15 +69,12 @@ def main() -> None:
 
 
 def finished(benchmark: str, uri: str | None) -> pd.DataFrame:
-    """The newest finished run per (algorithm, seed) tagged ``benchmark``: a benchmark rerun
-    after a code change keeps its old runs, which must not count as more seeds."""
+    """The runs tagged ``benchmark`` that the report compares (``score_table``: finished, not
+    pruned, a configuration trained twice counted once by its newest run), all their metrics."""
     runs = load_runs(filter=f"tags.benchmark = '{benchmark}'", tracking_uri=uri, status="FINISHED")
     if runs.empty:
         raise SystemExit(f"error: no finished runs tagged benchmark={benchmark}")
-    kept = runs.drop_duplicates(["algo", "seed"], keep="first")  # load_runs: newest first
-    if len(kept) < len(runs):
-        print(f"note: {len(runs) - len(kept)} older runs of the same algorithm and seed left out")
-    return kept
+    return runs[runs["run_id"].isin(score_table(runs)["run_id"])]
 
 
 if __name__ == "__main__":

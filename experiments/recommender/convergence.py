@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from rlbench.results.analysis import load_curves, load_runs
+from rlbench.results.analysis import load_curves, load_runs, score_table
 
 BUDGETS = (1000, 2000, 5000, 10000, 20000, 50000)
 FRACTION = 0.9
@@ -34,22 +34,13 @@ def curves_by_algo(benchmark: str, uri: str | None) -> tuple[dict[str, pd.DataFr
     runs = load_runs(filter=f"tags.benchmark = '{benchmark}'", tracking_uri=uri, status="FINISHED")
     if runs.empty or "random" not in set(runs["algo"]):
         raise SystemExit(f"error: no finished runs tagged benchmark={benchmark} with random")
-    runs = newest_per_seed(runs)
+    runs = score_table(runs)  # the runs the report compares: one per configuration and seed
     curves = load_curves(runs, tracking_uri=uri)
     tables = {  # a step some seed did not evaluate at is left out, not averaged over fewer
         algo: frame.pivot(index="seed", columns="step", values="value").dropna(axis=1)
         for algo, frame in curves.groupby("algo")
     }
     return tables, runs.loc[runs["algo"] == "random", "score"].to_numpy(float)
-
-
-def newest_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
-    """One run per (algorithm, seed), the newest (a benchmark rerun after a code change keeps
-    its old runs): the seeds stay independent and the counts honest."""
-    kept = runs.drop_duplicates(["algo", "seed"], keep="first")  # load_runs: newest first
-    if len(kept) < len(runs):
-        print(f"note: {len(runs) - len(kept)} older runs of the same algorithm and seed left out")
-    return kept
 
 
 def converge_step(mean: np.ndarray, steps: np.ndarray, floor: float) -> float:
