@@ -82,6 +82,9 @@ class Load:
     last_sent_s: float = 0.0  # when the last request actually went out (s from the start)
 
 
+PER_REQUEST = ("latencies", "sent_at", "codes")  # Load's arrays: the burst process sends no arrays
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -415,7 +418,7 @@ def _burst(url: str, body: bytes, proc: subprocess.Popen, cap: float, quick: boo
     burst_proc.stdout.readline()  # "started"
     after = run_loop(open_loop(url + "/decide", body, cap / 2, PROBE_S))
     out, _ = burst_proc.communicate(timeout=120)
-    burst = Load(**{**json.loads(out), **dict.fromkeys(("latencies", "sent_at", "codes"), None)})
+    burst = Load(**{**json.loads(out), **dict.fromkeys(PER_REQUEST)})
     rss_after = rss_kb(proc.pid)
     alive = proc.poll() is None
     # from 1 s after, a request answered 503 (shed) has not recovered: it counts as too slow
@@ -465,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         load = run_loop(
             open_loop(url, body, rate, 1.0, on_start=lambda: print("started", flush=True))
         )
-        fields = {k: v for k, v in vars(load).items() if k not in ("latencies", "sent_at", "codes")}
+        fields = {k: v for k, v in vars(load).items() if k not in PER_REQUEST}
         fields.pop("server_cpu_us")
         print(json.dumps(fields))
         return 0
