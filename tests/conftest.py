@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,3 +133,33 @@ def mlflow_store(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     return MlflowStore(uri=f"sqlite:///{db}", db_path=db, artifact_dir=artifacts)
+
+
+@pytest.fixture
+def console(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., subprocess.CompletedProcess]:
+    """``console(main, *args, env={...})``: a console script's ``main(argv)`` run in this
+    process with ``env`` set for the call, as its own process would run (a process costs seconds
+    of imports): the exit code and what it printed. The MLflow and alembic log levels the
+    scripts set are put back."""
+    import logging
+
+    def run(
+        main: Callable[[list[str]], int], *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        levels = {name: logging.getLogger(name).level for name in ("mlflow", "alembic")}
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        finally:
+            for key in env or {}:
+                monkeypatch.delenv(key)
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run

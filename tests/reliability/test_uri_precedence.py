@@ -101,26 +101,8 @@ def test_a_sweep_and_its_parent_run_use_the_command_line_store(tmp_path):
     assert runs_in(env_db) == [] and not env_db.exists()
 
 
-def _in_process(main, *args: str, env_uri: str, monkeypatch, capsys) -> subprocess.CompletedProcess:
-    """A console script's ``main(argv)`` in this process with ``MLFLOW_TRACKING_URI`` set (a
-    process of its own costs seconds of imports; the store it picks is the same)."""
-    import logging
-
-    levels = {name: logging.getLogger(name).level for name in ("mlflow", "alembic")}
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", env_uri)
-    capsys.readouterr()
-    try:
-        code = main(list(args))
-    finally:
-        monkeypatch.delenv("MLFLOW_TRACKING_URI")
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out, err)
-
-
 def test_readers_use_the_named_store_over_the_environment(
-    tmp_path, monkeypatch, capsys, mlflow_template
+    tmp_path, monkeypatch, console, mlflow_template
 ):
     """report, verify, registry, +reproduce and the analysis functions read the store they are
     given, with ``MLFLOW_TRACKING_URI`` naming a store that does not exist."""
@@ -142,14 +124,13 @@ def test_readers_use_the_named_store_over_the_environment(
     (report,) = [r for r in runs_in(db) if r.data.tags.get("rlbench.kind") == "report"]
     assert report.data.tags[SOURCE] == "cli"
 
-    common = {"env_uri": missing, "monkeypatch": monkeypatch, "capsys": capsys}
-    proc = _in_process(verify.main, "--tracking-uri", uri, **common)
+    missing_env = {"MLFLOW_TRACKING_URI": missing}  # rlbench-verify and -registry in-process
+    proc = console(verify.main, "--tracking-uri", uri, env=missing_env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
     run_id = trained[0].info.run_id
-    proc = _in_process(
-        registry_cli.main, "--tracking-uri", uri, "register", run_id, "prec", **common
-    )
+    register = ("--tracking-uri", uri, "register", run_id, "prec")
+    proc = console(registry_cli.main, *register, env=missing_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "prec  version 1" in proc.stdout
 

@@ -130,24 +130,13 @@ def test_the_model_is_code_and_safe_files_never_a_pickle_and_predicts(store):
     np.testing.assert_allclose(frame[["p_0", "p_1", "p_2"]].sum(axis=1), 1.0, rtol=1e-6)
 
 
-def test_registry_cli_lists_promotes_and_rolls_back(store, capsys):
+def test_registry_cli_lists_promotes_and_rolls_back(store, console):
     """``rlbench-registry`` as its console script runs it (in this process: each command as a
     process of its own cost 5 s of imports)."""
-    import logging
-
     from rlbench.serve import registry_cli
 
-    levels = {name: logging.getLogger(name).level for name in ("mlflow", "alembic")}
-
     def cli(*args: str) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        try:
-            code = registry_cli.main(["--tracking-uri", store["uri"], *args])
-        finally:
-            for name, level in levels.items():
-                logging.getLogger(name).setLevel(level)
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err)
+        return console(registry_cli.main, "--tracking-uri", store["uri"], *args)
 
     listed = cli("list", NAME)
     assert listed.returncode == 0, listed.stderr
