@@ -29,6 +29,9 @@ from typing import Any
 
 import pytest
 
+# the suite's tracking fork servers (rlbench/tracking/forkserver.py) end soon after it does
+os.environ.setdefault("RLBENCH_HELPER_IDLE", "30")
+
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -5,6 +5,7 @@
 - :mod:`.store`: MLflow operations on one store (all writes go through it);
 - :mod:`.store_template`: a migrated empty SQLite store, copied to make a new one at once;
 - :mod:`.helper`: the helper process that runs those operations off the job's critical path;
+- :mod:`.forkserver`: a per-user process with MLflow imported that forks those helpers;
 - :mod:`.client`: reading a store back (analysis, reports, verify, reproduce share it);
 - :mod:`.provenance`: git commit, library versions, host, Hydra overrides as tags;
 - :mod:`.redaction`: passwords masked out of everything recorded;

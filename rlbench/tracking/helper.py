@@ -1,7 +1,9 @@
 """The tracking helper process: MLflow's start-up and writes off the job's critical path.
 
-``import mlflow`` and opening a SQLite store cost ~1.6 s of CPU, more than a short training
-job; the helper (``python -m rlbench.tracking.helper``) pays it on the other core while the job
+``import mlflow`` and opening a SQLite store cost ~4 s of CPU, more than a short training job.
+A helper is forked, with all that imported, by this user's fork server
+(:mod:`rlbench.tracking.forkserver`); where there is none it is started as
+``python -m rlbench.tracking.helper`` and pays the imports on the other core while the job
 imports torch. One helper serves every later job of its process, and ends a run KILLED when its
 job process dies without ending it. :class:`LocalTransport` does the same work in-process.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rlbench.errors import UserError, first_line
+from rlbench.tracking.forkserver import ForkedHelper, fork_helper
 from rlbench.tracking.store import HTTP_ENV_DEFAULTS, end_all_open_runs, store_for
 
 log = logging.getLogger(__name__)
@@ -58,7 +61,8 @@ class _Helper:
             env.setdefault(key, value)
         root = str(Path(__file__).resolve().parents[2])  # rlbench importable as in this process
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
+        self.proc: subprocess.Popen[bytes] | ForkedHelper
+        self.proc = fork_helper(env) or subprocess.Popen(
             [sys.executable, "-m", "rlbench.tracking.helper"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -160,6 +164,8 @@ def _after_fork_in_child() -> None:
         for stream in (_HELPER.proc.stdin, _HELPER.proc.stdout):
             with contextlib.suppress(Exception):
                 os.close(stream.fileno())  # not stream.close(): that could flush a parent's write
+        if isinstance(_HELPER.proc, ForkedHelper):
+            _HELPER.proc.close_connection()
         _FORKED_AWAY.append(_HELPER)
     _HELPER, _HELPER_LOCK = None, threading.Lock()
 
@@ -179,7 +185,7 @@ class HelperTransport:
         self.helper.cast(self.uri, op, **kwargs)
 
 
-def _serve() -> None:
+def serve() -> None:
     """The helper's loop: run each request on its store; on EOF end the runs left open."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the job's to handle, not ours
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -221,4 +227,9 @@ def _serve() -> None:
 
 
 if __name__ == "__main__":
-    _serve()
+    if sys.argv[1:2] == ["--fork-server"]:  # rlbench.tracking.forkserver starts one so
+        from rlbench.tracking import forkserver
+
+        forkserver.main(sys.argv[2], sys.argv[3], serve)
+    else:
+        serve()

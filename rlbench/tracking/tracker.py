@@ -1,12 +1,14 @@
 """MLflow tracking: one run per job, written by a helper process so that it costs the job ~nothing.
 
-Why a helper process: ``import mlflow`` and opening a SQLite store take ~1.6 s of CPU, more than
-a short training job. :func:`make_tracker` starts :mod:`rlbench.tracking.helper` at once; it
-imports MLflow and opens the store on the second core while the job imports torch and builds its
-agent, so :meth:`Tracker.start` rarely waits. The helper is reused by every later job of the same
-process (a sequential sweep, a joblib worker), and it ends a run KILLED if the job process dies
-before ending it (``kill -9``), so runs are not left RUNNING. ``tracking.background=false`` does
-the same work in-process instead (no helper; a killed job leaves its run RUNNING).
+Why a helper process: ``import mlflow`` and opening a SQLite store take ~4 s of CPU, more than
+a short training job. :func:`make_tracker` gets a helper at once: forked, with MLflow already
+imported, by this user's fork server (:mod:`rlbench.tracking.forkserver`), or else started as
+:mod:`rlbench.tracking.helper`, which imports MLflow on the second core while the job imports
+torch and builds its agent; so :meth:`Tracker.start` rarely waits. The helper is reused by every
+later job of the same process (a sequential sweep, a joblib worker), and it ends a run KILLED if
+the job process dies before ending it (``kill -9``), so runs are not left RUNNING.
+``tracking.background=false`` does the same work in-process instead (no helper; a killed job
+leaves its run RUNNING).
 
 Metrics are buffered and written with ``log_batch`` (one call per 1000 values or 10 s);
 params are chunked to MLflow's 100 per batch and values truncated to its 6000 characters.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -43,11 +44,20 @@ def optuna_states(db: Path) -> list[tuple[int, str]]:
         return []
 
 
-def children_of(pid: int) -> list[int]:
-    """Direct child processes of ``pid`` (Linux), e.g. the MLflow helper of a sweep."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        found += [int(p) for p in task.read_text().split()]
+def helpers_of(pid: int) -> list[int]:
+    """The MLflow helper processes of ``pid`` (Linux): the processes whose stdin is a pipe
+    ``pid`` writes to (its own helper is its child; a forked one is the fork server's)."""
+    pipes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if int(fd.name) > 2 and (target := os.readlink(fd)).startswith("pipe:"):
+                pipes.add(target)  # not its stdin/stdout/stderr: those its parent shares
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != pid:
+            with contextlib.suppress(OSError):
+                if os.readlink(proc / "fd" / "0") in pipes:
+                    found.append(int(proc.name))
     return found
 
 
@@ -80,7 +90,7 @@ def wait_for(marker: Path, proc: subprocess.Popen, logs: Path, timeout: float = 
 def kill_9(proc: subprocess.Popen, *, with_helper: bool) -> None:
     """``kill -9`` the process group; with ``with_helper`` its MLflow helper too (which runs
     in a session of its own, so that otherwise it survives to end the open runs KILLED)."""
-    helpers = children_of(proc.pid) if with_helper else []
+    helpers = helpers_of(proc.pid) if with_helper else []
     for pid in helpers:
         os.kill(pid, signal.SIGKILL)
     os.killpg(proc.pid, signal.SIGKILL)

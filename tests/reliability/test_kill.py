@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections import Counter
 
 import pytest
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.slow
 
 N_TRIALS = 8  # at least 6: run 1 ends 2, run 2 must reach its 4th trial, run 3 ends the rest
 STUDY = "threshold-autoscaling-sine_curve"
+GRACE_S = 2  # a trial without a heartbeat for this long is stale
 
 
 def test_a_sweep_killed_three_times_ends_with_exactly_its_trials(mlflow_store, tmp_path):
@@ -34,7 +36,7 @@ def test_a_sweep_killed_three_times_ends_with_exactly_its_trials(mlflow_store, t
     args = [
         "-m", "search=threshold", f"hydra.sweeper.n_trials={N_TRIALS}", "debug=fast",
         "++eval.trajectory_plot=false", "hydra.sweeper.heartbeat_interval=1",
-        "hydra.sweeper.grace_period=2",
+        f"hydra.sweeper.grace_period={GRACE_S}",
         f"hydra.sweeper.storage=sqlite:///{db}", *mlflow_store.overrides(),
     ]  # fmt: skip
     logs = tmp_path / "logs"
@@ -47,6 +49,9 @@ def test_a_sweep_killed_three_times_ends_with_exactly_its_trials(mlflow_store, t
     assert [s for _, s in optuna_states(db)] == ["COMPLETE", "COMPLETE", "RUNNING"]
     running = [r for r in mlflow_store.runs() if r.info.status == "RUNNING"]
     assert len(running) == 2  # the parent and trial 2's child: nobody could end them
+    # the rerun must find trial 2 stale; started at once it could finish its first three trials
+    # (a fraction of a second each) before the grace period ran out
+    time.sleep(GRACE_S + 0.5)
 
     # 2. between the third and fourth trials of the second run (the helper survives)
     proc, marker = start_paused(tmp_path, args, "between:3", logs / "2.txt")

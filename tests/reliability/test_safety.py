@@ -157,13 +157,20 @@ def test_the_only_network_server_is_rlbench_serve_and_it_binds_localhost_by_defa
         for i, line in enumerate(p.read_text().splitlines(), 1)
         if servers.search(line)
     ]
-    # rlbench-serve: a port check (bind, then close) and uvicorn itself
-    assert [h.rpartition(":")[0] for h in hits] == ["rlbench/serve/cli.py"] * 2, hits
+    # rlbench-serve: a port check (bind, then close) and uvicorn itself; the tracking fork
+    # server listens on a Unix socket only (no network), in a folder only its user can open
+    assert [h.rpartition(":")[0] for h in hits] == (
+        ["rlbench/serve/cli.py"] * 2 + ["rlbench/tracking/forkserver.py"] * 2
+    ), hits
+    forkserver = (ROOT / "rlbench/tracking/forkserver.py").read_text()
+    assert forkserver.count("socket.socket(") == forkserver.count("socket.socket(socket.AF_UNIX")
+    assert "st_mode & 0o077" in forkserver and "SO_PEERCRED" in forkserver
     from rlbench.serve.cli import _parser
 
     args = _parser().parse_args(["models:/x@champion"])
     assert args.host == "127.0.0.1"
-    # the one process we start is the MLflow helper, spoken to through pipes
+    # the one process we start is the MLflow helper, spoken to through pipes (or forked by the
+    # fork server, which the helper's own module starts: python -m rlbench.tracking.helper)
     popens = [(p.name, f) for p in SOURCES for f, _, _ in calls(p) if "Popen" in f]
     assert popens == [("helper.py", "subprocess.Popen")]
 
