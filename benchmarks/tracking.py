@@ -12,8 +12,14 @@ On a machine whose cores are busy with other jobs the helper process cannot run 
 so on/off differences there include its CPU time; the in-process rows also report the time the
 job spent blocked inside tracker calls (start, logging, end), which does not depend on load.
 The in-process first run is timed after a warm-up run has imported torch and SB3, so the
-helper's start (importing MLflow, opening the store) has nothing to overlap with: the worst case
-of a sweep's first job, shown for information (a fresh ``rlbench-train`` is the judged case).
+helper's start (opening the store) has nothing to overlap with: the worst case of a sweep's
+first job, shown for information (a fresh ``rlbench-train`` is the judged case).
+
+Helpers are forked by the user's fork server (:mod:`rlbench.tracking.forkserver`), started by
+the first command here; side by side, the same tracked command with ``RLBENCH_HELPER_IDLE=0``
+starts its own helper, importing MLflow (~4 s of CPU), as every command did before. Last, a new
+store: a fresh process from ``make_tracker`` to a started run on a store that does not exist
+yet (it is copied from the installed template), both ways.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 
 from benchmarks.common import Row, judged, median, time_call
 from benchmarks.training import compose
+from rlbench.tracking.forkserver import IDLE_ENV
 
 TARGET_S = 1.0
 
@@ -45,14 +52,40 @@ def _overrides(tmp: Path, steps: int, enabled: bool) -> list[str]:
     ]
 
 
-def _subprocess_seconds(tmp: Path, steps: int, enabled: bool, tag: str) -> float:
+def _subprocess_seconds(
+    tmp: Path, steps: int, enabled: bool, tag: str, own_helper: bool = False
+) -> float:
     exe = Path(sys.executable).with_name("rlbench-train")
     command = [str(exe), *_overrides(tmp, steps, enabled), f"hydra.run.dir={tmp / 'runs' / tag}"]
+    env = os.environ | ({IDLE_ENV: "0"} if own_helper else {})
 
     def launch() -> None:
-        subprocess.run(command, check=True, capture_output=True, cwd=tmp)
+        subprocess.run(command, check=True, capture_output=True, cwd=tmp, env=env)
 
     return time_call(launch)[0]
+
+
+# a new store, from nothing to a started run, timed inside a fresh process
+NEW_STORE = """
+import sys, time
+t0 = time.perf_counter()
+from rlbench.tracking import make_tracker
+tracker = make_tracker({"uri": sys.argv[1], "artifact_location": sys.argv[2]})
+tracker.start("new-store", {}, {})
+t1 = time.perf_counter()
+tracker.end()
+print(t1 - t0)
+"""
+
+
+def _new_store_seconds(tmp: Path, tag: str, own_helper: bool) -> float:
+    uri = f"sqlite:///{tmp / tag / 'mlflow.db'}"
+    env = os.environ | ({IDLE_ENV: "0"} if own_helper else {})
+    done = subprocess.run(
+        [sys.executable, "-c", NEW_STORE, uri, str(tmp / tag / "mlartifacts")],
+        check=True, capture_output=True, text=True, cwd=tmp, env=env,
+    )  # fmt: skip
+    return float(done.stdout.split()[-1])
 
 
 @contextlib.contextmanager
@@ -107,9 +140,14 @@ def run(quick: bool = False, repeats: int | None = None) -> list[Row]:
             tmp = Path(name)
             _subprocess_seconds(tmp, steps, True, "create-store")  # creates and migrates it
             sub = {True: [], False: []}
+            own: list[float] = []  # tracking on, each command starting its own helper
+            new_store: dict[bool, list[float]] = {True: [], False: []}  # by own_helper
             for i in range(repeats):
                 for enabled in (False, True):
                     sub[enabled].append(_subprocess_seconds(tmp, steps, enabled, f"{enabled}{i}"))
+                own.append(_subprocess_seconds(tmp, steps, True, f"own{i}", own_helper=True))
+                for alone in (False, True):
+                    new_store[alone].append(_new_store_seconds(tmp, f"new{alone}{i}", alone))
             _in_process_seconds(tmp, steps, False)  # warm-up: imports torch, SB3, Hydra
             first_on, first_blocked = _in_process_seconds(tmp, steps, True)  # starts the helper
             inproc = {True: [], False: []}
@@ -130,6 +168,34 @@ def run(quick: bool = False, repeats: int | None = None) -> list[Row]:
     off_sub, on_sub = median(sub[False]), median(sub[True])
     off_in, on_in = median(inproc[False]), median(inproc[True])
     rows = []
+    own_sub = median(own)
+    rows.append(
+        Row(
+            group="tracking",
+            case=f"PPO {steps // 1000}k steps: rlbench-train subprocess, its helper forked by the "
+            "fork server (rlbench/tracking/forkserver.py): wall",
+            value=on_sub,
+            unit="s",
+            reference=f"each command starting its own helper ({IDLE_ENV}=0): {own_sub:.2f} s",
+            reference_value=own_sub,
+            ratio=own_sub / on_sub,
+            details={"forked_seconds": sub[True], "own_helper_seconds": own},
+        )
+    )
+    for alone in (False, True):
+        how = f"own helper ({IDLE_ENV}=0)" if alone else "helper forked by the running server"
+        value = median(new_store[alone])
+        rows.append(
+            Row(
+                group="tracking",
+                case=f"a new SQLite store, make_tracker() to a started run, {how}",
+                value=value,
+                unit="s",
+                target=f"<= {TARGET_S:.0f} s" if not alone else "",
+                status=judged(value <= TARGET_S) if not alone else "-",
+                details={"seconds": new_store[alone]},
+            )
+        )
     cases = (
         ("rlbench-train subprocess, one run per process", on_sub, off_sub, sub, None, True),
         ("train(cfg) in-process, first run after a warm-up (starts the helper)", first_on,

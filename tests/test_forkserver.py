@@ -80,23 +80,35 @@ def _server_pid(sock: Path) -> int:
     raise AssertionError(f"no process holds {lock}")
 
 
+def _wait_for_server(runtime: Path, count: int = 1) -> list[Path]:
+    """The sockets, once ``count`` servers have done their imports and listen."""
+    deadline = time.monotonic() + 60
+    while len(servers := _servers(runtime)) < count:
+        assert time.monotonic() < deadline, "no server came up"
+        time.sleep(0.05)
+    return servers
+
+
 def test_jobs_share_one_server_and_their_runs_are_recorded(mlflow_store, tmp_path, runtime):
     env = _env(runtime, RLBENCH_HELPER_IDLE="10")
     first = _job(mlflow_store, tmp_path, env)
-    (sock,) = _servers(runtime)
+    assert first[2:] == ["True", "Popen"]  # it starts the server but does not wait for it
+    (sock,) = _wait_for_server(runtime)
     server = _server_pid(sock)
     second = _job(mlflow_store, tmp_path, env)
+    third = _job(mlflow_store, tmp_path, env)
     assert _servers(runtime) == [sock] and _server_pid(sock) == server  # reused
-    for run_id, helper_pid, own_child, kind in (first, second):
-        assert kind == "ForkedHelper" and own_child == "False"  # the server's, not the job's
-        assert int(helper_pid) != server
+    for run_id, *_ in (first, second, third):
         run = mlflow_store.client().get_run(run_id)
         assert run.info.status == "FINISHED" and run.data.metrics == {"train/loss": 0.5}
-    assert first[1] != second[1]  # one helper per job
+    for _, helper_pid, own_child, kind in (second, third):
+        assert kind == "ForkedHelper" and own_child == "False"  # the server's, not the job's
+        assert int(helper_pid) != server
+    assert second[1] != third[1]  # one helper per job
     # MLflow's environment is read by the server's imports: another one, another server
     _job(mlflow_store, tmp_path, env | {"MLFLOW_HTTP_REQUEST_TIMEOUT": "7"})
-    assert len(_servers(runtime)) == 2 and sock in _servers(runtime)
-    # with nothing to do, the server ends after its idle time and removes its socket
+    assert sock in _wait_for_server(runtime, 2)
+    # with nothing to do, a server ends after its idle time and removes its socket
     deadline = time.monotonic() + 30
     while sock.exists() or Path(f"/proc/{server}").exists():
         assert time.monotonic() < deadline, "the idle server did not end"
@@ -104,20 +116,23 @@ def test_jobs_share_one_server_and_their_runs_are_recorded(mlflow_store, tmp_pat
 
 
 def test_the_helper_works_in_the_jobs_folder_and_environment(mlflow_store, tmp_path, runtime):
-    """A relative artifact folder and the experiment come from the job, not the server."""
+    """A relative artifact folder and a variable MLflow reads per call come from the job."""
     env = _env(runtime, RLBENCH_HELPER_IDLE="5")
+    _job(mlflow_store, tmp_path, env)
+    _wait_for_server(runtime)
     here = tmp_path / "project"
     here.mkdir()
     code = textwrap.dedent(
         f"""
         from pathlib import Path
-        from rlbench.tracking import make_tracker
+        from rlbench.tracking import helper, make_tracker
         Path("model.txt").write_text("weights")
         tracker = make_tracker({{"uri": {mlflow_store.uri!r}, "experiment": "cwd",
                                  "artifact_location": "relative-artifacts"}})
         with tracker:
             print(tracker.start("job", {{}}, {{}}))
             tracker.log_artifact(Path("model.txt"), "model")
+        print(type(helper._HELPER.proc).__name__)
         """
     )
     done = subprocess.run(
@@ -125,17 +140,22 @@ def test_the_helper_works_in_the_jobs_folder_and_environment(mlflow_store, tmp_p
         timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == "ForkedHelper"
     assert list((here / "relative-artifacts").rglob("model.txt")), "artifacts went elsewhere"
 
 
 def test_off_or_unsafe_folder_means_the_job_starts_its_own_helper(mlflow_store, tmp_path, runtime):
     off = _job(mlflow_store, tmp_path, _env(runtime, RLBENCH_HELPER_IDLE="0"))
-    assert off[2:] == ["True", "Popen"] and not _servers(runtime)
+    assert off[2:] == ["True", "Popen"]
+    time.sleep(0.5)
+    assert not _servers(runtime)  # and none was started
     shared = runtime / "shared"
     (shared / "rlbench").mkdir(parents=True)
     (shared / "rlbench").chmod(0o777)  # another user could listen there: never used
     unsafe = _job(mlflow_store, tmp_path, _env(shared))
-    assert unsafe[2:] == ["True", "Popen"] and not _servers(shared)
+    assert unsafe[2:] == ["True", "Popen"]
+    time.sleep(0.5)
+    assert not _servers(shared)
     run = mlflow_store.client().get_run(unsafe[0])
     assert run.info.status == "FINISHED"
 
@@ -143,8 +163,17 @@ def test_off_or_unsafe_folder_means_the_job_starts_its_own_helper(mlflow_store, 
 def test_a_server_that_died_is_replaced(mlflow_store, tmp_path, runtime):
     env = _env(runtime, RLBENCH_HELPER_IDLE="5")
     _job(mlflow_store, tmp_path, env)
-    (sock,) = _servers(runtime)
+    (sock,) = _wait_for_server(runtime)
     os.kill(_server_pid(sock), 9)  # its socket file stays behind
     run_id, _, own_child, kind = _job(mlflow_store, tmp_path, env)
-    assert kind == "ForkedHelper" and own_child == "False"
+    assert kind == "Popen"  # nobody answered: its own helper, and a new server started
+    assert mlflow_store.client().get_run(run_id).info.status == "FINISHED"
+    deadline = time.monotonic() + 60
+    while True:  # the new server replaces the dead one's socket once it listens
+        run_id, _, own_child, kind = _job(mlflow_store, tmp_path, env)
+        if kind == "ForkedHelper":
+            break
+        assert time.monotonic() < deadline, "no new server"
+        time.sleep(0.5)
+    assert own_child == "False"
     assert mlflow_store.client().get_run(run_id).info.status == "FINISHED"

@@ -2,17 +2,20 @@
 
 Starting a helper costs ~4 s of CPU (``import mlflow``, SQLAlchemy's mappers for MLflow's
 tables), and every ``rlbench-train`` process paid it: more than a short training job, and the
-largest part of a small grid's CPU. The fork server pays it once. It imports all that, listens
-on a Unix socket in a private folder (``$XDG_RUNTIME_DIR/rlbench`` or ``/tmp/rlbench-<uid>``,
-mode 0700, same user only), and for each job forks a helper that takes over the job's pipes and
-stderr (passed over the socket), its environment, working folder, umask and file size limit,
-then runs :func:`rlbench.tracking.helper.serve` exactly as a helper the job started itself. When
-the job dies its pipes close and the helper ends the job's open runs KILLED, as before.
+largest part of a small grid's CPU. The fork server pays it once. It imports all that, then
+listens on a Unix socket in a private folder (``$XDG_RUNTIME_DIR/rlbench`` or
+``/tmp/rlbench-<uid>``, mode 0700, same user only), and for each job forks a helper that takes
+over the job's pipes and stderr (passed over the socket), its environment, working folder and
+umask, then runs :func:`rlbench.tracking.helper.serve` exactly as a helper the job started
+itself. When the job dies its pipes close and the helper ends the job's open runs KILLED.
 
-One server per Python, rlbench source, installed packages and MLflow environment (a change to
-any of them starts another). It exits after ``RLBENCH_HELPER_IDLE`` seconds without a helper
-(default 600); ``RLBENCH_HELPER_IDLE=0`` turns it off. Whatever fails here, the job starts its
-own helper instead: the fork server can make start-up faster, never break it.
+The first tracked command starts the server and, not to wait for its imports, starts its own
+helper as before; later commands find it ready (the socket appears only once the imports are
+done). One server per Python, rlbench source, installed packages, MLflow environment, file size
+limit and cgroup (a change to any of them starts another: a helper runs under its server's
+limits and cgroup, so those must be the job's). It exits after ``RLBENCH_HELPER_IDLE`` seconds
+without a helper (default 600); ``RLBENCH_HELPER_IDLE=0`` turns it off. Whatever fails here,
+the job starts its own helper: the fork server can make start-up faster, never break it.
 
 Stdlib only at import: the job imports this module before it imports anything heavy.
 """
@@ -35,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,10 +47,12 @@ log = logging.getLogger(__name__)
 
 IDLE_ENV = "RLBENCH_HELPER_IDLE"
 DEFAULT_IDLE_S = 600.0
-START_TIMEOUT_S = 30.0
+ANSWER_TIMEOUT_S = 5.0  # a ready server forks in milliseconds
 # environment the server's imports may read once: part of its identity, not passed per job
-_IMPORT_ENV_PREFIXES = ("MLFLOW_", "PYTHON", "SQLALCHEMY", "TMPDIR", "TEMP", "TMP", "HOME")
+_IMPORT_ENV_PREFIXES = ("MLFLOW_", "PYTHON", "SQLALCHEMY", "TMPDIR", "TEMP", "TMP", "HOME", "TZ")
 _HEADER = struct.Struct("!I")
+# servers this process started (once each); the launchers exit at once and are reaped later
+_LAUNCHED: dict[str, subprocess.Popen[bytes]] = {}
 
 
 def idle_seconds() -> float:
@@ -59,50 +65,61 @@ def idle_seconds() -> float:
         return DEFAULT_IDLE_S
 
 
+def _readable(fd: int, timeout: float | None) -> bool:
+    """``fd`` has data (or EOF) within ``timeout`` seconds (poll: any fd number)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+
+
 # --------------------------------------------------------------------------- the job's side
 
 
 class ForkedHelper:
-    """The part of :class:`subprocess.Popen` a helper needs, for a helper the server forks.
+    """The part of :class:`subprocess.Popen` a helper needs, for a helper the server forked.
 
-    The job does not wait for the fork: its requests queue in the pipe meanwhile, as they do
-    while a helper it started itself imports MLflow. The server then says the helper's pid on
-    the connection, and its exit code when it reaps it.
+    The helper is the server's child: the server says its exit code on the connection the
+    helper was asked for, when it reaps it.
     """
 
-    def __init__(self, conn: socket.socket, stdin: Any, stdout: Any) -> None:
-        self.conn, self.stdin, self.stdout = conn, stdin, stdout
-        self.pid: int | None = None
+    def __init__(self, conn: socket.socket, pid: int, stdin: Any, stdout: Any) -> None:
+        self.conn, self.pid, self.stdin, self.stdout = conn, pid, stdin, stdout
         self.returncode: int | None = None
         self._buffer = b""
 
     def _read(self, timeout: float | None) -> None:
-        """Take what the server said within ``timeout`` (its pid, then the exit code)."""
+        """Take the exit code if the server says it within ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.returncode is None:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not select.select([self.conn], [], [], left)[0]:
+            if not _readable(self.conn.fileno(), left):
                 return
             try:
                 data = self.conn.recv(4096)
             except OSError:
                 data = b""
-            if not data:  # the server is gone: so is the helper, or it will never say
-                if self.pid is None or _gone(self.pid):
+            if not data:  # the server is gone: the helper is alive while it reads its stdin
+                if not self._reading():
                     self.returncode = -1
                     return
                 if deadline is not None and time.monotonic() >= deadline:
                     return
                 time.sleep(0.05)
                 continue
-            self._buffer += data
-            while b"\n" in self._buffer:
-                line, self._buffer = self._buffer.split(b"\n", 1)
-                message = json.loads(line)
-                if "pid" in message:
-                    self.pid = int(message["pid"])
-                else:
-                    self.returncode = int(message["exit"])
+            self.take(data)
+
+    def take(self, data: bytes) -> None:
+        """What the server said (its exit line, once the helper is reaped)."""
+        self._buffer += data
+        if b"\n" in self._buffer:
+            line = self._buffer.split(b"\n", 1)[0]
+            self.returncode = int(json.loads(line)["exit"])
+
+    def _reading(self) -> bool:
+        """The helper still holds its end of our pipe (POLLERR: nobody reads it any more)."""
+        poller = select.poll()
+        poller.register(self.stdin.fileno(), select.POLLOUT)
+        return not any(events & select.POLLERR for _, events in poller.poll(0))
 
     def poll(self) -> int | None:
         self._read(0.0)
@@ -115,9 +132,7 @@ class ForkedHelper:
         return self.returncode
 
     def kill(self) -> None:
-        if self.pid is None:
-            self._read(START_TIMEOUT_S)
-        if self.pid is not None and self.returncode is None:
+        if self.poll() is None and self._reading():  # never a pid the system has reused
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
 
@@ -125,20 +140,6 @@ class ForkedHelper:
         """In a forked copy of the job: let go of the connection without reading from it."""
         with contextlib.suppress(OSError):
             os.close(self.conn.fileno())
-
-
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-    return state in ("Z", "X")
 
 
 def _folder() -> Path | None:
@@ -162,8 +163,11 @@ def _folder() -> Path | None:
 
 
 def _identity(env: Mapping[str, str]) -> str:
-    """What a server's imports depend on: the Python, rlbench's source, the installed
-    packages (a pip install changes site-packages), and the environment read at import."""
+    """What a server and its helpers depend on: the Python, rlbench's source, the installed
+    packages (a pip install changes site-packages), the environment read at import, and the
+    file size limit, cgroup and pid namespace a helper inherits from its server."""
+    import resource
+
     digest = hashlib.sha256()
     digest.update(f"{sys.executable}\0{sys.version}\0".encode())
     package = Path(__file__).resolve().parents[1]
@@ -177,55 +181,70 @@ def _identity(env: Mapping[str, str]) -> str:
     for key in sorted(env):
         if key.startswith(_IMPORT_ENV_PREFIXES):
             digest.update(f"{key}={env[key]}\0".encode())
+    digest.update(repr(resource.getrlimit(resource.RLIMIT_FSIZE)).encode())
+    digest.update(Path("/proc/self/cgroup").read_bytes())
+    digest.update(str(os.stat("/proc/self/ns/pid").st_ino).encode())
     return digest.hexdigest()[:16]
 
 
 def fork_helper(env: Mapping[str, str]) -> ForkedHelper | None:
-    """A helper forked by this user's server (started if needed), or None to start one's own."""
+    """A helper forked by this user's server, or None: then the job starts its own (and, if no
+    server was running, has started one for the next jobs)."""
     if idle_seconds() <= 0 or not hasattr(socket, "send_fds") or sys.platform != "linux":
         return None
-    folder = _folder()
-    if folder is None:
-        return None
-    path = folder / f"helper-{_identity(env)}.sock"
-    stdin_r = stdin_w = stdout_r = stdout_w = -1
+    fds: list[int] = []
     conn: socket.socket | None = None
     try:
-        conn = _connect(path, env)
+        folder = _folder()
+        if folder is None:
+            return None
+        path = folder / f"helper-{_identity(env)}.sock"
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.settimeout(ANSWER_TIMEOUT_S)
+        try:
+            conn.connect(str(path))
+        except OSError:
+            _start_server(path, env)  # for the next jobs; this one does not wait for it
+            raise
         stdin_r, stdin_w = os.pipe()
+        fds += [stdin_r, stdin_w]
         stdout_r, stdout_w = os.pipe()
-        job = {
-            "env": dict(env),
-            "cwd": os.getcwd(),
-            "umask": _umask(),
-            "fsize": resource_fsize(),
-            "xfsz_ignored": signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN,
-        }
+        fds += [stdout_r, stdout_w]
+        job = {"env": dict(env), "cwd": os.getcwd(), "umask": _umask()}
         data = json.dumps(job).encode()
-        socket.send_fds(conn, [_HEADER.pack(len(data)) + data], [stdin_r, stdout_w, 2])
+        message = _HEADER.pack(len(data)) + data
+        sent = socket.send_fds(conn, [message], [stdin_r, stdout_w, 2])
+        if sent < len(message):
+            conn.sendall(message[sent:])
         os.close(stdin_r)
         os.close(stdout_w)
-        stdin_r = stdout_w = -1
-    except (OSError, ValueError, subprocess.SubprocessError) as err:
+        fds = [stdin_w, stdout_r]
+        line, rest = _read_line(conn)  # the helper says its pid once it has become the job's
+        pid = int(json.loads(line)["pid"])  # (a server that dropped the request says nothing)
+    except Exception as err:
         log.debug("no forked MLflow helper (%s); starting one", err)
-        for fd in (stdin_r, stdin_w, stdout_r, stdout_w):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
         if conn is not None:
             conn.close()
         return None
-    os.set_inheritable(stdin_w, False)
-    os.set_inheritable(stdout_r, False)
-    return ForkedHelper(conn, os.fdopen(stdin_w, "wb"), os.fdopen(stdout_r, "rb"))
+    conn.settimeout(None)
+    helper = ForkedHelper(conn, pid, os.fdopen(stdin_w, "wb"), os.fdopen(stdout_r, "rb"))
+    helper.take(rest)
+    return helper
 
 
-def resource_fsize() -> int | None:
-    """This process's file size limit (a job run under ``ulimit -f``): its helper gets it too."""
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-    return None if soft == resource.RLIM_INFINITY else soft
+def _read_line(conn: socket.socket) -> tuple[bytes, bytes]:
+    """The first line from ``conn`` and what came after it."""
+    data = b""
+    while b"\n" not in data:
+        chunk = conn.recv(4096)  # the socket's timeout bounds each wait
+        if not chunk:
+            raise OSError("the helper server closed the connection")
+        data += chunk
+    line, rest = data.split(b"\n", 1)
+    return line, rest
 
 
 def _umask() -> int:
@@ -234,43 +253,17 @@ def _umask() -> int:
     return mask
 
 
-def _connect(path: Path, env: Mapping[str, str]) -> socket.socket:
-    """Connect to the server at ``path``, starting it first if none answers."""
-    for attempt in range(3):
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            conn.connect(str(path))
-            return conn
-        except OSError:
-            conn.close()
-        if attempt < 2:
-            _start_server(path, env)  # raises if it could not
-    raise OSError(f"no helper server answers at {path}")
-
-
 def _start_server(path: Path, env: Mapping[str, str]) -> None:
-    """Start a server for ``path`` in a session of its own. The launcher returns once the
-    server listens (or another does), and the server is not this process's child: killing the
-    job's process group leaves it alone."""
-    launcher = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rlbench.tracking.helper",
-            "--fork-server",
-            str(path),
-            str(idle_seconds()),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=dict(env),
-        cwd="/",
-        start_new_session=True,
-        timeout=START_TIMEOUT_S,
-    )
-    if launcher.returncode != 0:
-        raise OSError(launcher.stderr.decode(errors="replace").strip() or "it exited")
+    """Start a server for ``path`` (at most once per process), without waiting for it. It
+    detaches at once into a session of its own: killing the job's process group leaves it be."""
+    if str(path) in _LAUNCHED:
+        return
+    _LAUNCHED[str(path)] = subprocess.Popen(
+        [sys.executable, "-m", "rlbench.tracking.helper", "--fork-server", str(path),
+         str(idle_seconds())],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=dict(env), cwd="/", start_new_session=True,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the server
@@ -288,35 +281,29 @@ def _preload() -> None:
 
 
 def _become_the_job(job: dict[str, Any], fds: list[int]) -> None:
-    """In the forked helper: take the job's pipes, stderr, environment, folder and limits."""
+    """In the forked helper: take the job's pipes, stderr, environment, folder and umask."""
     for target, fd in zip((0, 1, 2), fds, strict=True):
         os.dup2(fd, target)
         os.close(fd)
     os.environ.clear()
     os.environ.update(job["env"])
+    time.tzset()
     tempfile.tempdir = None
     os.chdir(job["cwd"])
     os.umask(int(job["umask"]))
-    if job.get("xfsz_ignored"):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    if job.get("fsize") is not None:
-        import resource
-
-        limit = int(job["fsize"])
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
 class _Server:
-    def __init__(self, path: Path, idle: float, serve: Callable[[], None]) -> None:
-        self.path, self.idle, self.serve_job = path, idle, serve
-        self.lock = open(str(path) + ".lock", "w")  # noqa: SIM115 - held for the server's life
-        fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if another serves
+    """Accept jobs on ``path``; fork a helper for each; say its pid, later its exit code."""
+
+    def __init__(self, path: Path, idle: float, serve: Callable[[], None], lock: Any) -> None:
+        self.path, self.idle, self.serve_job, self.lock = path, idle, serve, lock
         staging = path.with_name(f".{os.getpid()}")
         staging.unlink(missing_ok=True)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(staging))
         self.listener.listen(128)
-        os.replace(staging, path)  # clients connect from now on; accepted after the preload
+        os.replace(staging, path)  # clients connect from now on
         self.inode = path.stat().st_ino
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
@@ -327,35 +314,39 @@ class _Server:
         self.last_busy = time.monotonic()
 
     def serve(self) -> None:
-        try:
+        while True:
+            timeout = None if self.helpers else max(0.0, self.idle - self._idle_for())
+            ready = select.select([self.listener, self.wake_r], [], [], timeout)[0]
+            if self.wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    while self.wake_r.recv(4096):
+                        pass
+                self._reap()
+            if self.listener in ready:
+                self._accept()
+            if not self.helpers and self._idle_for() >= self.idle:
+                break
+        # idle: no new client finds the socket; those already queued are still served
+        with contextlib.suppress(OSError):
+            if self.path.stat().st_ino == self.inode:
+                self.path.unlink()
+        self.listener.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
             while True:
-                timeout = None if self.helpers else max(0.0, self.idle - self._idle_for())
-                ready = select.select([self.listener, self.wake_r], [], [], timeout)[0]
-                if self.wake_r in ready:
-                    with contextlib.suppress(BlockingIOError):
-                        while self.wake_r.recv(4096):
-                            pass
-                    self._reap()
-                if self.listener in ready:
-                    self._accept()
-                if not self.helpers and self._idle_for() >= self.idle:
-                    return
-        finally:
-            with contextlib.suppress(OSError):
-                if self.path.stat().st_ino == self.inode:
-                    self.path.unlink()  # a client that connects now starts a new server
+                self._accept()
 
     def _idle_for(self) -> float:
         return time.monotonic() - self.last_busy
 
     def _accept(self) -> None:
         conn, _ = self.listener.accept()
+        fds: list[int] = []
         try:
             uid = struct.unpack("3i", conn.getsockopt(
                 socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]  # fmt: skip
             if uid != os.getuid():
                 raise PermissionError(f"a connection from uid {uid}")
-            conn.settimeout(10.0)
+            conn.settimeout(2.0)  # our clients send at once; nobody holds the others up
             data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
             if len(fds) != 3 or len(data) < _HEADER.size:
                 raise ValueError("an incomplete request")
@@ -368,6 +359,8 @@ class _Server:
             job = json.loads(data[_HEADER.size : _HEADER.size + size])
         except (OSError, ValueError) as err:
             print(f"refused a request: {err}", file=sys.stderr)
+            for fd in fds:  # or the job's pipe would stay open here, and it would wait on it
+                os.close(fd)
             conn.close()
             return
         pid = os.fork()
@@ -375,19 +368,22 @@ class _Server:
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                for sock in (self.listener, self.wake_r, self.wake_w, conn, *self.helpers.values()):
+                for sock in (self.listener, self.wake_r, self.wake_w, *self.helpers.values()):
                     sock.close()
-                self.lock.close()
+                self.lock.close()  # a helper outliving its server must not keep others out
                 _become_the_job(job, fds)
+                # now the job may count on it (had that failed, the job sees the exit instead)
+                conn.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
+                conn.close()
                 self.serve_job()
+            except BaseException:
+                traceback.print_exc()  # on the job's stderr once it is taken over
             finally:
                 os._exit(1)
         for fd in fds:
             os.close(fd)
         self.helpers[pid] = conn
         self.last_busy = time.monotonic()
-        with contextlib.suppress(OSError):
-            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
 
     def _reap(self) -> None:
         while self.helpers:
@@ -400,50 +396,40 @@ class _Server:
             conn = self.helpers.pop(pid, None)
             self.last_busy = time.monotonic()
             if conn is not None:
+                code = os.waitstatus_to_exitcode(status)
                 with contextlib.suppress(OSError):
-                    conn.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode()
-                                 + b"\n")  # fmt: skip
+                    conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
                 conn.close()
 
 
 def main(path: str, idle: str, serve: Callable[[], None]) -> None:
-    """Fork the server; return (exit 0) once it listens, or exit 1 with the reason.
+    """Detach, take the lock of ``path``, import MLflow, then serve until idle.
 
     ``python -m rlbench.tracking.helper --fork-server PATH IDLE`` calls this with the helper's
-    own loop as ``serve``, which each forked helper runs."""
-    ready_r, ready_w = os.pipe()
-    if os.fork():  # the launcher: the server becomes init's child when this exits
-        os.close(ready_w)
-        with os.fdopen(ready_r, "rb") as ready:
-            answer = ready.read().decode(errors="replace")
-        if answer != "ok":
-            print(answer or "the helper server died while starting", file=sys.stderr)
-            os._exit(1)
+    own loop as ``serve``, which each forked helper runs. The socket appears only once the
+    imports are done, so a client that finds it gets its helper at once; a second server for
+    the same path finds the lock taken and exits."""
+    if os.fork():  # the launcher returns at once; the server becomes init's child
         os._exit(0)
-    os.close(ready_r)
-    try:
-        server = _Server(Path(path), float(idle), serve)
-    except BlockingIOError:  # another server holds the lock: the client connects to it
-        os.write(ready_w, b"ok")
-        os._exit(0)
-    except Exception as err:  # e.g. a socket path longer than the system allows
-        os.write(ready_w, f"cannot listen at {path}: {err}".encode())
-        os._exit(1)
-    # the launcher's stdout and stderr are its caller's pipes: the server lets go of them
-    log_fd = os.open(f"{path}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     null_fd = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null_fd, 0)
-    os.dup2(null_fd, 1)
-    os.dup2(log_fd, 2)
-    os.write(ready_w, b"ok")
-    os.close(ready_w)
+    log_fd = os.open(f"{path}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    for target, fd in ((0, null_fd), (1, null_fd), (2, log_fd)):
+        os.dup2(fd, target)
+    os.close(null_fd)
+    os.close(log_fd)
+    lock = open(f"{path}.lock", "w")  # noqa: SIM115 - held for the server's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os._exit(0)  # another server has it
     try:
         _preload()
         import gc
 
         gc.freeze()  # the preloaded objects stay shared with every forked helper
-    except Exception as err:  # a broken install: clients fall back to their own helpers
-        print(f"could not preload MLflow: {err}", file=sys.stderr)
+        server = _Server(Path(path), float(idle), serve, lock)
+    except Exception:  # a broken install, an unusable folder: clients start their own helpers
+        traceback.print_exc()
         os._exit(1)
     server.serve()
     os._exit(0)

@@ -227,7 +227,7 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--fork-server"]:  # rlbench.tracking.forkserver starts one so
+    if sys.argv[1:2] == ["--fork-server"]:  # how rlbench.tracking.forkserver starts one
         from rlbench.tracking import forkserver
 
         forkserver.main(sys.argv[2], sys.argv[3], serve)

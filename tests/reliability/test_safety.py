@@ -169,10 +169,10 @@ def test_the_only_network_server_is_rlbench_serve_and_it_binds_localhost_by_defa
 
     args = _parser().parse_args(["models:/x@champion"])
     assert args.host == "127.0.0.1"
-    # the one process we start is the MLflow helper, spoken to through pipes (or forked by the
-    # fork server, which the helper's own module starts: python -m rlbench.tracking.helper)
-    popens = [(p.name, f) for p in SOURCES for f, _, _ in calls(p) if "Popen" in f]
-    assert popens == [("helper.py", "subprocess.Popen")]
+    # the processes we start: the MLflow helper, spoken to through pipes, and the fork server
+    # that forks helpers with MLflow already imported
+    popens = sorted((p.name, f) for p in SOURCES for f, _, _ in calls(p) if "Popen" in f)
+    assert popens == [("forkserver.py", "subprocess.Popen"), ("helper.py", "subprocess.Popen")]
 
 
 @pytest.mark.slow
