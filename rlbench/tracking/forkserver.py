@@ -9,11 +9,11 @@ over the job's pipes and stderr (passed over the socket), its environment, worki
 umask, then runs :func:`rlbench.tracking.helper.serve` exactly as a helper the job started
 itself. When the job dies its pipes close and the helper ends the job's open runs KILLED.
 
-The first tracked command starts the server and, not to wait for its imports, starts its own
-helper as before; later commands find it ready (the socket appears only once the imports are
-done). One server per Python, rlbench source, installed packages, MLflow environment, file size
-limit and cgroup (a change to any of them starts another: a helper runs under its server's
-limits and cgroup, so those must be the job's). It exits after ``RLBENCH_HELPER_IDLE`` seconds
+The first tracked command starts the server and waits for its imports, which cost it what
+its own helper would have; later commands get a helper in milliseconds. One server per Python,
+rlbench source, installed packages, MLflow environment, file size limit and cgroup (a change to
+any of them starts another: a helper runs under its server's limits and cgroup, so those must
+be the job's). It exits after ``RLBENCH_HELPER_IDLE`` seconds
 without a helper (default 600); ``RLBENCH_HELPER_IDLE=0`` turns it off. Whatever fails here,
 the job starts its own helper: the fork server can make start-up faster, never break it.
 
@@ -47,12 +47,12 @@ log = logging.getLogger(__name__)
 
 IDLE_ENV = "RLBENCH_HELPER_IDLE"
 DEFAULT_IDLE_S = 600.0
-ANSWER_TIMEOUT_S = 5.0  # a ready server forks in milliseconds
+# a ready server forks in milliseconds; a new one first imports MLflow (seconds, more on a
+# loaded machine); past this, the job starts its own helper
+ANSWER_TIMEOUT_S = 60.0
 # environment the server's imports may read once: part of its identity, not passed per job
 _IMPORT_ENV_PREFIXES = ("MLFLOW_", "PYTHON", "SQLALCHEMY", "TMPDIR", "TEMP", "TMP", "HOME", "TZ")
 _HEADER = struct.Struct("!I")
-# servers this process started (once each); the launchers exit at once and are reaped later
-_LAUNCHED: dict[str, subprocess.Popen[bytes]] = {}
 
 
 def idle_seconds() -> float:
@@ -199,13 +199,7 @@ def fork_helper(env: Mapping[str, str]) -> ForkedHelper | None:
         if folder is None:
             return None
         path = folder / f"helper-{_identity(env)}.sock"
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.settimeout(ANSWER_TIMEOUT_S)
-        try:
-            conn.connect(str(path))
-        except OSError:
-            _start_server(path, env)  # for the next jobs; this one does not wait for it
-            raise
+        conn = _connect(path, env)
         stdin_r, stdin_w = os.pipe()
         fds += [stdin_r, stdin_w]
         stdout_r, stdout_w = os.pipe()
@@ -253,17 +247,33 @@ def _umask() -> int:
     return mask
 
 
+def _connect(path: Path, env: Mapping[str, str]) -> socket.socket:
+    """A connection to the server at ``path``, started first if none listens there."""
+    for attempt in range(2):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.settimeout(ANSWER_TIMEOUT_S)
+        try:
+            conn.connect(str(path))
+            return conn
+        except OSError:
+            conn.close()
+            if attempt:
+                raise
+        _start_server(path, env)
+    raise AssertionError("unreachable")
+
+
 def _start_server(path: Path, env: Mapping[str, str]) -> None:
-    """Start a server for ``path`` (at most once per process), without waiting for it. It
-    detaches at once into a session of its own: killing the job's process group leaves it be."""
-    if str(path) in _LAUNCHED:
-        return
-    _LAUNCHED[str(path)] = subprocess.Popen(
+    """Start a server for ``path``; return once it listens (or another one does). It detaches
+    into a session of its own: killing the job's process group leaves it be."""
+    launcher = subprocess.run(
         [sys.executable, "-m", "rlbench.tracking.helper", "--fork-server", str(path),
          str(idle_seconds())],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=dict(env), cwd="/", start_new_session=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=dict(env), cwd="/", start_new_session=True, timeout=ANSWER_TIMEOUT_S,
     )  # fmt: skip
+    if launcher.returncode != 0:
+        raise OSError(launcher.stderr.decode(errors="replace").strip() or "it could not start")
 
 
 # --------------------------------------------------------------------------- the server
@@ -303,7 +313,7 @@ class _Server:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(staging))
         self.listener.listen(128)
-        os.replace(staging, path)  # clients connect from now on
+        os.replace(staging, path)  # clients connect from now on (accepted after the imports)
         self.inode = path.stat().st_ino
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
@@ -327,13 +337,21 @@ class _Server:
             if not self.helpers and self._idle_for() >= self.idle:
                 break
         # idle: no new client finds the socket; those already queued are still served
-        with contextlib.suppress(OSError):
-            if self.path.stat().st_ino == self.inode:
-                self.path.unlink()
+        self.close()
         self.listener.setblocking(False)
         with contextlib.suppress(BlockingIOError):
             while True:
                 self._accept()
+
+    def close(self) -> None:
+        """Remove the socket (if it is still ours), its lock file and an empty log."""
+        with contextlib.suppress(OSError):
+            if self.path.stat().st_ino == self.inode:
+                self.path.unlink()
+                Path(f"{self.path}.lock").unlink()
+                log_file = Path(f"{self.path}.log")
+                if log_file.stat().st_size == 0:
+                    log_file.unlink()
 
     def _idle_for(self) -> float:
         return time.monotonic() - self.last_busy
@@ -403,33 +421,48 @@ class _Server:
 
 
 def main(path: str, idle: str, serve: Callable[[], None]) -> None:
-    """Detach, take the lock of ``path``, import MLflow, then serve until idle.
+    """Detach, take the lock of ``path``, listen, then import MLflow and serve until idle.
 
     ``python -m rlbench.tracking.helper --fork-server PATH IDLE`` calls this with the helper's
-    own loop as ``serve``, which each forked helper runs. The socket appears only once the
-    imports are done, so a client that finds it gets its helper at once; a second server for
-    the same path finds the lock taken and exits."""
-    if os.fork():  # the launcher returns at once; the server becomes init's child
-        os._exit(0)
-    null_fd = os.open(os.devnull, os.O_RDWR)
-    log_fd = os.open(f"{path}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    for target, fd in ((0, null_fd), (1, null_fd), (2, log_fd)):
-        os.dup2(fd, target)
-    os.close(null_fd)
-    os.close(log_fd)
-    lock = open(f"{path}.lock", "w")  # noqa: SIM115 - held for the server's life
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os._exit(0)  # another server has it
+    own loop as ``serve``, which each forked helper runs. The launcher exits 0 once the server
+    listens (clients queue while it imports MLflow) or another one holds the lock, else 1 with
+    the reason on stderr."""
+    ready_r, ready_w = os.pipe()
+    if os.fork():  # the launcher; the server becomes init's child when it exits
+        os.close(ready_w)
+        with os.fdopen(ready_r, "rb") as ready:
+            answer = ready.read().decode(errors="replace")
+        if answer != "ok":
+            print(answer or "the helper server died while starting", file=sys.stderr)
+        os._exit(0 if answer == "ok" else 1)
+    os.close(ready_r)
+    try:  # let go of the launcher's stdio (its caller waits for the end of its stderr)
+        null_fd = os.open(os.devnull, os.O_RDWR)
+        log_fd = os.open(f"{path}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        for target, fd in ((0, null_fd), (1, null_fd), (2, log_fd)):
+            os.dup2(fd, target)
+        os.close(null_fd)
+        os.close(log_fd)
+        lock = open(f"{path}.lock", "w")  # noqa: SIM115 - held for the server's life
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.write(ready_w, b"ok")  # another server has it: the client connects to that one
+            os._exit(0)
+        server = _Server(Path(path), float(idle), serve, lock)
+    except Exception as err:  # e.g. a folder that cannot hold the socket
+        os.write(ready_w, f"cannot serve at {path}: {err}".encode())
+        os._exit(1)
+    os.write(ready_w, b"ok")
+    os.close(ready_w)
     try:
         _preload()
         import gc
 
         gc.freeze()  # the preloaded objects stay shared with every forked helper
-        server = _Server(Path(path), float(idle), serve, lock)
-    except Exception:  # a broken install, an unusable folder: clients start their own helpers
+    except Exception:  # a broken install: the queued clients start their own helpers
         traceback.print_exc()
+        server.close()
         os._exit(1)
     server.serve()
     os._exit(0)
