@@ -9,11 +9,14 @@ over the job's pipes and stderr (passed over the socket), its environment, worki
 umask, then runs :func:`rlbench.tracking.helper.serve` exactly as a helper the job started
 itself. When the job dies its pipes close and the helper ends the job's open runs KILLED.
 
-The first tracked command starts the server and waits for its imports, which cost it what
-its own helper would have; later commands get a helper in milliseconds. One server per Python,
-rlbench source, installed packages, MLflow environment, file size limit and cgroup (a change to
-any of them starts another: a helper runs under its server's limits and cgroup, so those must
-be the job's). It exits after ``RLBENCH_HELPER_IDLE`` seconds
+The first tracked command starts the server and goes on while it imports (its requests wait
+in the pipe, as they would for its own helper); later commands get a helper in milliseconds.
+Should the server die before forking a job's helper, the job starts its own and sends it what
+it had sent (nothing was done yet: a helper reads nothing before it says its pid).
+
+One server per Python, rlbench source, installed packages, MLflow environment, file size limit
+and cgroup (a change to any of them starts another: a helper runs under its server's limits and
+cgroup, so those must be the job's). It exits after ``RLBENCH_HELPER_IDLE`` seconds
 without a helper (default 600); ``RLBENCH_HELPER_IDLE=0`` turns it off. Whatever fails here,
 the job starts its own helper: the fork server can make start-up faster, never break it.
 
@@ -47,8 +50,8 @@ log = logging.getLogger(__name__)
 
 IDLE_ENV = "RLBENCH_HELPER_IDLE"
 DEFAULT_IDLE_S = 600.0
-# a ready server forks in milliseconds; a new one first imports MLflow (seconds, more on a
-# loaded machine); past this, the job starts its own helper
+# how long a job waits for a server to start listening, or at its end for a helper the server
+# has not forked yet (it first imports MLflow: seconds, more on a loaded machine)
 ANSWER_TIMEOUT_S = 60.0
 # environment the server's imports may read once: part of its identity, not passed per job
 _IMPORT_ENV_PREFIXES = ("MLFLOW_", "PYTHON", "SQLALCHEMY", "TMPDIR", "TEMP", "TMP", "HOME", "TZ")
@@ -76,19 +79,28 @@ def _readable(fd: int, timeout: float | None) -> bool:
 
 
 class ForkedHelper:
-    """The part of :class:`subprocess.Popen` a helper needs, for a helper the server forked.
+    """The part of :class:`subprocess.Popen` a helper needs, for a helper the server forks.
 
-    The helper is the server's child: the server says its exit code on the connection the
-    helper was asked for, when it reaps it.
+    The job does not wait for the fork: its requests queue in the pipe meanwhile, as they do
+    while a helper it started itself imports MLflow. The helper says its pid on the connection
+    once it has taken the job's pipes and before it reads a request, so a helper that never
+    says it did nothing (:attr:`confirmed`); the server says its exit code when it reaps it.
     """
 
-    def __init__(self, conn: socket.socket, pid: int, stdin: Any, stdout: Any) -> None:
-        self.conn, self.pid, self.stdin, self.stdout = conn, pid, stdin, stdout
+    def __init__(self, conn: socket.socket, stdin: Any, stdout: Any) -> None:
+        self.conn, self.stdin, self.stdout = conn, stdin, stdout
+        self.pid: int | None = None
         self.returncode: int | None = None
         self._buffer = b""
 
+    @property
+    def confirmed(self) -> bool:
+        """The helper exists and may have acted on what it was sent."""
+        self._read(0.0)
+        return self.pid is not None
+
     def _read(self, timeout: float | None) -> None:
-        """Take the exit code if the server says it within ``timeout``."""
+        """Take what the server and the helper said within ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.returncode is None:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -98,22 +110,22 @@ class ForkedHelper:
                 data = self.conn.recv(4096)
             except OSError:
                 data = b""
-            if not data:  # the server is gone: the helper is alive while it reads its stdin
-                if not self._reading():
+            if not data:  # the server is gone: a helper is alive while it reads its stdin
+                if self.pid is None or not self._reading():
                     self.returncode = -1
                     return
                 if deadline is not None and time.monotonic() >= deadline:
                     return
                 time.sleep(0.05)
                 continue
-            self.take(data)
-
-    def take(self, data: bytes) -> None:
-        """What the server said (its exit line, once the helper is reaped)."""
-        self._buffer += data
-        if b"\n" in self._buffer:
-            line = self._buffer.split(b"\n", 1)[0]
-            self.returncode = int(json.loads(line)["exit"])
+            self._buffer += data
+            while b"\n" in self._buffer:
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                message = json.loads(line)
+                if "pid" in message:
+                    self.pid = int(message["pid"])
+                else:
+                    self.returncode = int(message["exit"])
 
     def _reading(self) -> bool:
         """The helper still holds its end of our pipe (POLLERR: nobody reads it any more)."""
@@ -132,9 +144,16 @@ class ForkedHelper:
         return self.returncode
 
     def kill(self) -> None:
-        if self.poll() is None and self._reading():  # never a pid the system has reused
+        if self.pid is not None and self.poll() is None and self._reading():  # not a reused pid
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Let go of the pipes and the connection (a helper that will never start)."""
+        for stream in (self.stdin, self.stdout):
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
+        self.conn.close()
 
     def close_connection(self) -> None:
         """In a forked copy of the job: let go of the connection without reading from it."""
@@ -188,8 +207,8 @@ def _identity(env: Mapping[str, str]) -> str:
 
 
 def fork_helper(env: Mapping[str, str]) -> ForkedHelper | None:
-    """A helper forked by this user's server, or None: then the job starts its own (and, if no
-    server was running, has started one for the next jobs)."""
+    """A helper forked by this user's server (started first if none listens), or None: then
+    the job starts its own. Returns without waiting for the fork (see :class:`ForkedHelper`)."""
     if idle_seconds() <= 0 or not hasattr(socket, "send_fds") or sys.platform != "linux":
         return None
     fds: list[int] = []
@@ -213,8 +232,6 @@ def fork_helper(env: Mapping[str, str]) -> ForkedHelper | None:
         os.close(stdin_r)
         os.close(stdout_w)
         fds = [stdin_w, stdout_r]
-        line, rest = _read_line(conn)  # the helper says its pid once it has become the job's
-        pid = int(json.loads(line)["pid"])  # (a server that dropped the request says nothing)
     except Exception as err:
         log.debug("no forked MLflow helper (%s); starting one", err)
         for fd in fds:
@@ -224,21 +241,7 @@ def fork_helper(env: Mapping[str, str]) -> ForkedHelper | None:
             conn.close()
         return None
     conn.settimeout(None)
-    helper = ForkedHelper(conn, pid, os.fdopen(stdin_w, "wb"), os.fdopen(stdout_r, "rb"))
-    helper.take(rest)
-    return helper
-
-
-def _read_line(conn: socket.socket) -> tuple[bytes, bytes]:
-    """The first line from ``conn`` and what came after it."""
-    data = b""
-    while b"\n" not in data:
-        chunk = conn.recv(4096)  # the socket's timeout bounds each wait
-        if not chunk:
-            raise OSError("the helper server closed the connection")
-        data += chunk
-    line, rest = data.split(b"\n", 1)
-    return line, rest
+    return ForkedHelper(conn, os.fdopen(stdin_w, "wb"), os.fdopen(stdout_r, "rb"))
 
 
 def _umask() -> int:

@@ -18,11 +18,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from rlbench.errors import UserError, first_line
-from rlbench.tracking.forkserver import ForkedHelper, fork_helper
+from rlbench.tracking.forkserver import ANSWER_TIMEOUT_S, ForkedHelper, fork_helper
 from rlbench.tracking.store import HTTP_ENV_DEFAULTS, end_all_open_runs, store_for
 
 log = logging.getLogger(__name__)
@@ -61,20 +62,54 @@ class _Helper:
             env.setdefault(key, value)
         root = str(Path(__file__).resolve().parents[2])  # rlbench importable as in this process
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self.proc: subprocess.Popen[bytes] | ForkedHelper
-        self.proc = fork_helper(env) or subprocess.Popen(
-            [sys.executable, "-m", "rlbench.tracking.helper"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            start_new_session=True,  # no terminal signals: it lives exactly as long as its stdin
-        )
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | ForkedHelper = fork_helper(env) or self._start()
+        # what a forked helper was sent before it said it exists: sent again to our own helper
+        # should its server die before forking it
+        self._unconfirmed: list[bytes] | None = [] if isinstance(self.proc, ForkedHelper) else None
         self.owner_pid = os.getpid()
         self._next_id = 0
         self._lock = threading.Lock()
 
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "rlbench.tracking.helper"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=self.env,
+            start_new_session=True,  # no terminal signals: it lives exactly as long as its stdin
+        )
+
+    def _confirmed(self) -> bool:
+        """The helper exists (one we started, or a forked one that said its pid)."""
+        if self._unconfirmed is not None and self.proc.confirmed:  # type: ignore[union-attr]
+            self._unconfirmed = None
+        return self._unconfirmed is None
+
+    def _replace(self) -> bool:
+        """A forked helper that never came (its server died first) did nothing: start our own
+        and send it everything again. False if the helper had come (a real death)."""
+        if self._confirmed():
+            return False
+        assert isinstance(self.proc, ForkedHelper) and self._unconfirmed is not None
+        pending, self._unconfirmed = self._unconfirmed, None
+        log.debug("the forked MLflow helper never started; starting one and resending")
+        self.proc.close()
+        self.proc = self._start()
+        for data in pending:
+            self._write(data)
+        return True
+
     def alive(self) -> bool:
-        return self.owner_pid == os.getpid() and self.proc.poll() is None
+        if self.owner_pid != os.getpid():
+            return False
+        with self._lock:
+            return self.proc.poll() is None or self._replace()
+
+    def _write(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
 
     def _send(self, message: dict[str, Any]) -> None:
         data = (json.dumps(message) + "\n").encode()
@@ -82,11 +117,14 @@ class _Helper:
         if main:  # a Ctrl-C must not cut a request in half
             old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(data)
-            self.proc.stdin.flush()
-        except (BrokenPipeError, ValueError):
-            raise RuntimeError(self._died()) from None
+            if not self._confirmed():
+                assert self._unconfirmed is not None
+                self._unconfirmed.append(data)
+            try:
+                self._write(data)
+            except (BrokenPipeError, ValueError):
+                if not self._replace():
+                    raise RuntimeError(self._died()) from None
         finally:
             if main:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
@@ -104,10 +142,12 @@ class _Helper:
             self._next_id += 1
             rid = self._next_id
             self._send({"id": rid, "op": op, "uri": uri, "args": kwargs})
-            assert self.proc.stdout is not None
             while True:  # replies to calls a Ctrl-C abandoned are skipped
+                assert self.proc.stdout is not None
                 line = self.proc.stdout.readline()
                 if not line:
+                    if self._replace():  # the replacement answers this call too
+                        continue
                     raise RuntimeError(self._died())
                 reply = json.loads(line)
                 for warning in reply.get("warnings", ()):
@@ -122,6 +162,8 @@ class _Helper:
 
     def close(self, timeout: float = 10.0) -> None:
         """End the helper after it has written everything it was sent."""
+        if not self._confirmed():
+            self._await_fork()
         with contextlib.suppress(OSError, ValueError):
             assert self.proc.stdin is not None
             self.proc.stdin.close()
@@ -129,7 +171,25 @@ class _Helper:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+
+    def _await_fork(self) -> None:
+        """At the end, a forked helper the server has not made yet (it is still importing):
+        wait for it, or, if the server died first, send everything to our own."""
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        while not self._confirmed():
+            if self.proc.poll() is not None:  # the server is gone and no helper came
+                self._replace()
+                return
+            if time.monotonic() > deadline:
+                log.warning(
+                    "the MLflow helper server forked no helper in %.0f s: what this process "
+                    "had to record may be lost (RLBENCH_HELPER_IDLE=0 turns the server off)",
+                    ANSWER_TIMEOUT_S,
+                )
+                return
+            time.sleep(0.02)
 
 
 _HELPER: _Helper | None = None
