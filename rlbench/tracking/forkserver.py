@@ -441,17 +441,18 @@ def main(path: str, idle: str, serve: Callable[[], None]) -> None:
     os.close(ready_r)
     try:  # let go of the launcher's stdio (its caller waits for the end of its stderr)
         null_fd = os.open(os.devnull, os.O_RDWR)
-        log_fd = os.open(f"{path}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        for target, fd in ((0, null_fd), (1, null_fd), (2, log_fd)):
-            os.dup2(fd, target)
+        for target in (0, 1, 2):
+            os.dup2(null_fd, target)
         os.close(null_fd)
-        os.close(log_fd)
         lock = open(f"{path}.lock", "w")  # noqa: SIM115 - held for the server's life
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.write(ready_w, b"ok")  # another server has it: the client connects to that one
             os._exit(0)
+        log_fd = os.open(f"{path}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(log_fd, 2)  # the server's own errors; a forked helper writes to its job's
+        os.close(log_fd)
         server = _Server(Path(path), float(idle), serve, lock)
     except Exception as err:  # e.g. a folder that cannot hold the socket
         os.write(ready_w, f"cannot serve at {path}: {err}".encode())
