@@ -52,12 +52,17 @@ def _overrides(tmp: Path, steps: int, enabled: bool) -> list[str]:
     ]
 
 
+def _env(own_helper: bool) -> dict[str, str]:
+    """This environment; with ``own_helper``, the command starts its own helper (no server)."""
+    return os.environ | ({IDLE_ENV: "0"} if own_helper else {})
+
+
 def _subprocess_seconds(
     tmp: Path, steps: int, enabled: bool, tag: str, own_helper: bool = False
 ) -> float:
     exe = Path(sys.executable).with_name("rlbench-train")
     command = [str(exe), *_overrides(tmp, steps, enabled), f"hydra.run.dir={tmp / 'runs' / tag}"]
-    env = os.environ | ({IDLE_ENV: "0"} if own_helper else {})
+    env = _env(own_helper)
 
     def launch() -> None:
         subprocess.run(command, check=True, capture_output=True, cwd=tmp, env=env)
@@ -80,7 +85,7 @@ print(t1 - t0)
 
 def _new_store_seconds(tmp: Path, tag: str, own_helper: bool) -> float:
     uri = f"sqlite:///{tmp / tag / 'mlflow.db'}"
-    env = os.environ | ({IDLE_ENV: "0"} if own_helper else {})
+    env = _env(own_helper)
     done = subprocess.run(
         [sys.executable, "-c", NEW_STORE, uri, str(tmp / tag / "mlartifacts")],
         check=True, capture_output=True, text=True, cwd=tmp, env=env,

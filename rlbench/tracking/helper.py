@@ -162,8 +162,7 @@ class _Helper:
 
     def close(self, timeout: float = 10.0) -> None:
         """End the helper after it has written everything it was sent."""
-        if not self._confirmed():
-            self._await_fork()
+        self._await_fork()
         with contextlib.suppress(OSError, ValueError):
             assert self.proc.stdin is not None
             self.proc.stdin.close()
@@ -176,7 +175,8 @@ class _Helper:
 
     def _await_fork(self) -> None:
         """At the end, a forked helper the server has not made yet (it is still importing):
-        wait for it, or, if the server died first, send everything to our own."""
+        wait for it, or, if the server died first, send everything to our own. Returns at once
+        for a helper that exists."""
         deadline = time.monotonic() + ANSWER_TIMEOUT_S
         while not self._confirmed():
             if self.proc.poll() is not None:  # the server is gone and no helper came
