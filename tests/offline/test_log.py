@@ -67,19 +67,50 @@ def test_days_are_partitions_and_batches_are_configurable(tmp_path):
     assert len(read_log(tmp_path, start=DAY, end=DAY + 10)) == 3  # a window
 
 
-def test_records_are_the_text_json_dumps_writes(tmp_path):
-    """The writer's reused encoder writes exactly json.dumps' text (numpy values as lists and
-    numbers, non-finite floats as json writes them), one line per record."""
+def test_records_read_back_as_the_values_appended(tmp_path):
+    """Numpy arrays and scalars, non-ASCII text and nested context survive the round trip, a
+    float32 as the same float32; one compact JSON line per record."""
     recs = [
-        record(0, obs=np.array([0.1, 1e-300]), next_obs=[np.float32(0.3)], action=np.int64(1)),
-        record(1, reward=float("nan"), context={"user_id": "ü", "n": [1, 2.5, None]}),
+        record(0, obs=np.array([0.1, 1e-300]), next_obs=np.float32([0.3, 2.5]), action=np.int64(1)),
+        record(
+            1,
+            obs=[0, 1],
+            next_obs=[1, 0],
+            reward=np.float64(-1.5),
+            action=0,
+            context={"user_id": "ü", "n": [1, 2.5, None]},
+        ),
     ]
     with LogWriter(tmp_path, env_id="x", obs_shape=(2,), n_actions=2, batch_size=1) as w:
         w.append_many(recs)
     (part,) = w.files
-    lines = part.read_text().splitlines()[1:]
-    expected = [json.dumps(r, separators=(",", ":"), default=lambda v: v.tolist()) for r in recs]
-    assert lines == expected
+    lines = part.read_text(encoding="utf-8").splitlines()[1:]
+    assert len(lines) == 2 and all(" " not in line for line in lines)
+    log = read_log(tmp_path)
+    assert log.obs[0].tolist() == [0.1, 1e-300]
+    assert np.float32(log.next_obs[0]).tolist() == np.float32([0.3, 2.5]).tolist()
+    assert log.action.tolist() == [1, 0] and log.reward[1] == -1.5
+    assert log.context[1] == {"user_id": "ü", "n": [1, 2.5, None]}
+
+
+def test_a_non_finite_value_is_written_as_null_and_named_on_reading(tmp_path):
+    """orjson writes strict JSON (NaN as null); the reader names the file, line and column."""
+    with LogWriter(tmp_path, env_id="x", obs_shape=(2,), n_actions=2) as w:
+        w.append(record(0, obs=[0, 0], next_obs=[0, 0], reward=float("nan")))
+    with pytest.raises(UserError, match=r"line 2: reward is not finite"):
+        read_log(tmp_path)
+
+
+def test_logs_written_with_nan_tokens_still_read(tmp_path):
+    """Logs from before orjson hold the standard library's text, NaN tokens included."""
+    with LogWriter(tmp_path, env_id="x", obs_shape=(2,), n_actions=2) as w:
+        w.append(record(0, obs=[0, 0], next_obs=[0, 0]))
+    (part,) = w.files
+    rec = record(1, obs=[0, 0], next_obs=[0, 0], context={"score": float("nan")})
+    with part.open("a") as f:
+        f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+    log = read_log(tmp_path)
+    assert len(log) == 2 and np.isnan(log.context[1]["score"])
 
 
 def test_a_failed_fsync_is_raised_not_lost(tmp_path, monkeypatch):
@@ -101,6 +132,31 @@ def test_a_failed_fsync_is_raised_not_lost(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="Input/output error"):
         w.close()
     assert w.flushed == 0
+
+
+def test_a_slow_disk_is_synced_in_groups_and_never_too_far_behind(tmp_path, monkeypatch):
+    """With a 20 ms fsync, batches are written at once and one fsync covers several of them;
+    the unsynced records never exceed the lag bound, and close returns with all of them synced."""
+    import rlbench.offline.log as log_module
+
+    real = os.fsync
+    lags, synced_calls = [], []
+    w = LogWriter(tmp_path, env_id="x", obs_shape=(1,), n_actions=2, batch_size=10)
+
+    def slow_fsync(fd):
+        lags.append(w.written - w.flushed)
+        synced_calls.append(fd)
+        time.sleep(0.02)
+        real(fd)
+
+    monkeypatch.setattr(log_module.os, "fsync", slow_fsync)
+    t0 = time.perf_counter()
+    w.append_many(record(i) for i in range(400))  # 40 batches: 0.8 s if synced one by one
+    w.close()
+    assert time.perf_counter() - t0 < 0.6
+    assert len(synced_calls) < 30 and max(lags) <= log_module.MAX_LAG_BATCHES * 10
+    assert w.flushed == w.written == 400
+    assert len(read_log(tmp_path)) == 400
 
 
 def test_a_torn_last_line_is_skipped_and_counted(tmp_path):
