@@ -18,6 +18,9 @@ from rlbench.errors import UserError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 """``conf/``: ``train.yaml`` (rlbench-train), ``report.yaml`` (rlbench-report) and their groups."""
+CONF_LIVE_DIR = str(Path(__file__).resolve().parent.parent / "conf_live")
+"""``conf_live/``: ``live.yaml`` (rlbench-live) and its groups, apart so that they never show in
+``rlbench-train --help``."""
 PROGRESS_MODES = ("auto", "bar", "log", "off")  # train.progress
 SEED_MAX = 2**63 - 1  # seeds are 0..2**63-1: numpy's int64, in which reports hold them
 NET_ARCH_FORM = (

@@ -326,6 +326,39 @@ def _day_of(path: Path) -> dt.date | None:
     return None
 
 
+def write_log(data: InteractionLog, root: str | Path, *, fsync: bool = False) -> Path:
+    """Write ``data`` as a log under ``root`` (a subset to train on, say): the same records,
+    read back equal by :func:`read_log`. No fsync by default: such a copy can be made again."""
+    with LogWriter(
+        root,
+        env_id=data.env_id,
+        obs_shape=data.obs_shape,
+        n_actions=data.n_actions,
+        batch_size=1000,
+        fsync=fsync,
+    ) as writer:
+        for i in range(len(data)):
+            name, _, version = data.policy[i].rpartition(":")  # read_log joined them
+            writer.append(
+                {
+                    "ts": float(data.ts[i]),
+                    "episode": data.episode_ids[data.episode[i]],
+                    "step": int(data.step[i]),
+                    "obs": data.obs[i],
+                    "action": int(data.action[i]),
+                    "propensity": float(data.propensity[i]),
+                    "reward": float(data.reward[i]),
+                    "next_obs": data.next_obs[i],
+                    "done": bool(data.done[i]),
+                    "terminal": bool(data.terminal[i]),
+                    "policy": name,
+                    "policy_version": version,
+                    "context": data.context[i],
+                }
+            )
+    return Path(root)
+
+
 def read_log(
     path: str | Path,
     *,

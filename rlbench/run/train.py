@@ -215,7 +215,7 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags) -> TrainOutco
             run_name=run_name,
             params=flat,
             tags=tags,
-            parent_run_id=trial.parent_run_id if trial else None,
+            parent_run_id=trial.parent_run_id if trial else cfg.tracking.get("parent_run_id"),
             resume_run_id=state.get("mlflow_run_id") if state else None,
         )
     if trial is not None:

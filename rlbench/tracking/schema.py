@@ -190,3 +190,26 @@ OPE_TABLE_FILE = "ope.csv"  # an evaluation run's table: one row per policy and 
 def ope_metric(policy: str, estimator: str, part: str = "") -> str:
     """``ope/<policy>/<estimator>`` (the estimate) or ``..._low`` / ``..._high`` (its interval)."""
     return f"{OPE_PREFIX}{policy}/{estimator}{'_' + part if part else ''}"
+
+# --------------------------------------------------------------------------- live (issue 18)
+LIVE_KIND = "live"  # KIND_TAG of an rlbench-live session's parent run
+LIVE_SESSION_TAG = "rlbench.live.session"  # the session's name, on the parent and its children
+LIVE_ROLE_TAG = "rlbench.live.role"
+RETRAINING_ROLE = "retraining"  # LIVE_ROLE_TAG of a session's child run: one challenger
+LIVE_TRIGGER_TAG = "rlbench.live.trigger"  # why a retraining ran (the trigger's sentence)
+LIVE_GATE_TAG = "rlbench.live.gate"  # the gate's verdict: one of GATE_VERDICTS
+GATE_VERDICTS = ("promoted", "rejected", "refused", "rolled_back")
+LIVE_GATE_WHY_TAG = "rlbench.live.gate_why"  # the verdict's numbers in words
+LIVE_PREFIX = "live/"  # the parent's series: live/reward, live/decisions_per_s, ...
+GATE_PREFIX = "gate/"  # a retraining's gate: gate/diff, gate/diff_low, gate/diff_high, ...
+LIVE_STATE_FILE = "session.json"  # a live session folder's resumable state
+
+
+def live_metric(name: str) -> str:
+    """A live session's series: ``live/<name>``."""
+    return LIVE_PREFIX + name
+
+
+def gate_metric(name: str) -> str:
+    """A retraining's gate value: ``gate/<name>``."""
+    return GATE_PREFIX + name

@@ -221,3 +221,14 @@ def test_a_log_of_another_env_and_an_empty_window_are_refused(tmp_path):
         w.append(record(0, ts=DAY + 86400))
     with pytest.raises(UserError, match=r"env_id 'other' differs from 'test/Tiny-v0'"):
         read_log(tmp_path / "log")
+
+
+def test_a_log_written_back_reads_equal(tmp_path):
+    """write_log (a training subset, say) writes records read_log gives back unchanged."""
+    from rlbench.offline.log import write_log
+
+    first = write_episodes(tmp_path / "a", [[(0, 1, 0.5, 1.0, 0)] * 3, [(1, 0, 0.25, -2.0, 1)] * 2])
+    again = read_log(write_log(first, tmp_path / "b"))
+    for name in ("ts", "step", "obs", "action", "propensity", "reward", "next_obs", "done"):
+        assert np.array_equal(getattr(first, name), getattr(again, name)), name
+    assert again.policy == first.policy and again.episode_ids == first.episode_ids

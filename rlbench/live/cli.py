@@ -1,0 +1,200 @@
+"""``rlbench-live``: the Hydra app that builds a session (adapter, registry, tracker, view) and
+runs it (:mod:`rlbench.live.loop`).
+
+    rlbench-live session=demo decisions=20000
+    rlbench-live experiment=drift
+    rlbench-live source=scheduler env=scheduler source.schedule=jobs.yaml
+
+Its config lives in ``conf_live/`` (apart from ``rlbench-train``'s, whose ``--help`` it must not
+clutter); ``env=`` and ``retrain.algo=`` name options of ``conf/env`` and ``conf/algo``.
+Mistakes are one ``error:`` line and exit code 2 (:mod:`rlbench.cli`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from rlbench import cli
+from rlbench.config import CONF_LIVE_DIR, env_spec
+from rlbench.errors import UserError, first_line
+from rlbench.live.adapters import Adapter, SimAdapter
+from rlbench.live.champion import Registry
+from rlbench.live.dashboard import make_view
+from rlbench.live.loop import LiveSession, State
+from rlbench.live.retrain import run_training, train_overrides
+from rlbench.tracking import schema
+from rlbench.tracking.redaction import MaskingStream
+
+log = logging.getLogger(__name__)
+SOURCES = ("sim", "trace", "scheduler")
+
+
+def make_adapter(cfg: DictConfig, env_id: str, env_kwargs: dict[str, Any]) -> Adapter:
+    """The system ``source`` describes (``source._target_``: a user's own adapter class)."""
+    src = cfg.source
+    if src.get("_target_"):
+        adapter = hydra.utils.instantiate(src, _convert_="all")
+        if not isinstance(adapter, Adapter):
+            raise UserError(f"source._target_={src._target_}: not an rlbench live Adapter")
+        return adapter
+    kind = str(src.get("kind", "sim"))
+    if kind not in SOURCES:
+        raise UserError(f"source.kind={kind!r}: choose one of {', '.join(SOURCES)}")
+    if kind == "scheduler":
+        from rlbench.live.scheduler import SchedulerAdapter
+
+        return SchedulerAdapter(
+            src.schedule, Path(cfg.folder) / "scheduler", script=src.get("script"),
+            step_seconds=float(src.step_seconds), timeout_s=float(src.timeout_s),
+            seconds_per_minute=float(src.seconds_per_minute), env_kwargs=env_kwargs,
+        )  # fmt: skip
+    kwargs = dict(env_kwargs)
+    if kind == "trace":
+        kwargs["load"] = "trace"
+        if src.get("trace_path"):
+            kwargs["trace_path"] = str(src.trace_path)
+    return SimAdapter(
+        env_id, kwargs, speed=float(src.speed), drift_at=src.drift_at,
+        drift_kwargs=dict(src.drift_args or {}), seed=int(cfg.seed),
+    )  # fmt: skip
+
+
+def _env(cfg: DictConfig) -> tuple[str, dict[str, Any], DictConfig]:
+    from rlbench.offline.collect import compose
+
+    overrides = [f"env={cfg.env}"] + [f"env.{k}={v}" for k, v in cfg.env_args.items()]
+    train_cfg = compose(overrides)
+    env_id, kwargs = env_spec(train_cfg.env)
+    return env_id, kwargs, train_cfg
+
+
+def _policy_loader(cfg: DictConfig, env_id: str, env_kwargs: dict[str, Any], uri: str):
+    """``spec`` -> agent: ``models:/NAME/VERSION`` from the registry, else an ``algo`` option
+    (the fallback rule) built on the session's environment."""
+    from rlbench.agents import build_agent
+    from rlbench.offline.collect import compose, load_policy
+    from rlbench.run.train import build_env
+
+    venv = build_env(env_id, env_kwargs, 1, int(cfg.seed))
+
+    def load(spec: str) -> Any:
+        if spec.startswith("models:/"):
+            return load_policy(spec, None, venv, int(cfg.seed), uri)[0]
+        algo = compose([f"env={cfg.env}", f"algo={spec}"]).algo
+        return build_agent(algo, venv, seed=int(cfg.seed), device="cpu")
+
+    return load
+
+
+def _check(cfg: DictConfig) -> None:
+    if not cfg.tracking.enabled:
+        raise UserError(
+            "rlbench-live needs a tracking store (the registry holds the champion): "
+            "drop tracking.enabled=false"
+        )
+    if cfg.decisions is not None and int(cfg.decisions) < 1:
+        raise UserError(f"decisions must be >= 1 (or null: until Ctrl-C), got {cfg.decisions}")
+    if str(cfg.explore.kind) not in ("epsilon", "softmax", "none"):
+        raise UserError(f"explore.kind={cfg.explore.kind!r}: choose epsilon, softmax or none")
+
+
+def run_session(cfg: DictConfig, view: Any = "config") -> State:
+    """Build and run the session ``cfg`` describes; the session's state at the end.
+
+    ``view``: a callable given snapshots, None for none, or ``"config"``: ``cfg.dashboard``.
+    """
+    from rlbench.tracking.tracker import flatten_config, make_tracker
+
+    _check(cfg)
+    folder = Path(cfg.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    env_id, env_kwargs, _ = _env(cfg)
+    adapter = make_adapter(cfg, env_id, env_kwargs)
+    if adapter.env_id != env_id:
+        raise UserError(
+            f"the source speaks {adapter.env_id}, but env={cfg.env} is {env_id}: set env= to "
+            "the environment the adapter's policies were trained in"
+        )
+    tracker = make_tracker(cfg.tracking)
+    registry = Registry(tracker.uri)
+    shown = make_view(str(cfg.dashboard)) if view == "config" else view
+    session = LiveSession(
+        cfg, adapter, folder, tracker, registry,
+        _policy_loader(cfg, env_id, env_kwargs, tracker.uri), shown,
+    )  # fmt: skip
+    resumed = session.state.run_id is not None
+    run_id = tracker.start(
+        run_name=cfg.tracking.get("run_name") or f"live-{cfg.session}",
+        params=flatten_config(cfg),
+        tags={schema.KIND_TAG: schema.LIVE_KIND, schema.LIVE_SESSION_TAG: str(cfg.session)},
+        resume_run_id=session.state.run_id,
+    )
+    session.state.run_id = run_id
+    session.state.save(session.state_path, durable=True)
+    status, error = "FAILED", None
+    try:
+        if resumed:
+            log.info("resuming session %s at decision %d", cfg.session, session.state.decisions)
+        if not registry.exists(str(cfg.model)):
+            _bootstrap(cfg, tracker, run_id)
+        state = session.run()
+        status = "FINISHED"
+        return state
+    except KeyboardInterrupt:
+        status, error = "KILLED", "interrupted"
+        raise
+    except Exception as err:
+        error = first_line(err)
+        raise
+    finally:
+        if shown is not None and hasattr(shown, "close"):
+            shown.close()
+        adapter.close()
+        tracker.end(status, error=error)
+
+
+def _bootstrap(cfg: DictConfig, tracker: Any, run_id: str) -> None:
+    """The session's model does not exist: train ``initial`` and register it as champion."""
+    log.info("%s is not registered: training algo=%s as its first champion", cfg.model, cfg.initial)
+    overrides = train_overrides(
+        env=str(cfg.env), env_args=dict(cfg.env_args), algo=str(cfg.initial),
+        steps=int(cfg.initial_steps), seed=int(cfg.seed), data=None,
+        tracking=dict(OmegaConf.to_container(cfg.tracking, resolve=True)),
+        register=str(cfg.model), run_name=f"{cfg.session}-initial",
+        parent_run_id=run_id, extra=[],
+    )  # fmt: skip
+    run_training(overrides)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_LIVE_DIR, config_name="live")
+def app(cfg: DictConfig) -> None:
+    """Hydra task: run the session, print where its records are."""
+    try:
+        state = run_session(cfg)
+    except UserError as err:
+        if cli.wants_traceback():
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(cli.exit_code(err))
+    verdicts = [h.get("verdict", "?") for h in state.history]
+    mean = state.reward_sum / max(state.decisions, 1)
+    print(
+        f"session {cfg.session}: {state.decisions} decisions, mean reward {mean:.4g}, "
+        f"{len(verdicts)} retrainings ({', '.join(verdicts) or 'none'}); "
+        f"mlflow run: {state.run_id}; log: {Path(cfg.folder) / 'log'}"
+    )
+
+
+def main() -> None:
+    """The ``rlbench-live`` console script."""
+    cli.run_app(app, wrap_stdout=MaskingStream)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""``rlbench-live-ctl``: a user's commands to a live session and to its script scheduler.
+
+    rlbench-live-ctl run backup --session sched                 # run it now, by hand
+    rlbench-live-ctl increase backup --session sched            # "run it more often"
+    rlbench-live-ctl decrease backup --workdir live/scheduler   # "run it less often"
+    rlbench-live-ctl kill --session demo       # the kill switch: the fallback rule acts
+    rlbench-live-ctl release --session demo    # the champion acts again
+    rlbench-live-ctl retrain --session demo    # a retraining now (the file trigger)
+    rlbench-live-ctl approve --session demo    # promote the challenger waiting for approval
+    rlbench-live-ctl reject --session demo     # or refuse it
+
+Session verbs create or remove a file in the session's ``control/`` folder
+(:data:`rlbench.live.loop.CONTROL_FILES`), which the session reads between decisions.
+
+What it owns: the command line. The protocol (a command is a file renamed into the script's
+command folder; the adapter applies it exactly once) is :mod:`rlbench.live.scheduler`'s, which
+writes and reads it (:func:`~rlbench.live.scheduler.send_command`). Layer 7
+(:mod:`rlbench.live`): may import anything in rlbench.
+
+``run`` counts as a manual run (the simulator's manual run); ``increase`` is the preference
+signal +1 ("run more often"), ``decrease`` is -1 ("run less often"), the sign convention of
+``rlbench/ScriptScheduler-v0``. Mistakes (an unknown verb or script) are one ``error:`` line and
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from rlbench import cli
+from rlbench.errors import UserError
+from rlbench.live.scheduler import VERBS, WORKDIR_ENV, known_scripts, load_schedule, send_command
+from rlbench.tracking import schema
+
+LIVE_ROOT = "outputs/live"  # where sessions live (conf_live/live.yaml: folder)
+#: session verb -> the control file it creates (release removes kill)
+SESSION_VERBS = {"kill": "kill", "release": "kill", "retrain": "retrain", "approve": "approve",
+                 "reject": "reject"}  # fmt: skip
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are a ``UserError`` (one line, exit 2), not usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="rlbench-live-ctl",
+        description="Send a command to a script of the live scheduler (rlbench-live).",
+    )
+    p.add_argument("verb", choices=list(VERBS) + list(SESSION_VERBS), help="run: run a "
+                   "script now by hand; increase: run it more often; decrease: less often; "
+                   "kill/release: the kill switch on/off; retrain: a retraining now; "
+                   "approve/reject: the challenger waiting for approval")  # fmt: skip
+    p.add_argument("script", nargs="?", help="the script's name (run, increase, decrease)")
+    p.add_argument("--session", default=None, help="the session's name (its folder is "
+                   f"{LIVE_ROOT}/NAME); the scheduler's working folder is inside it")  # fmt: skip
+    p.add_argument("--folder", default=None, help="the session's folder, when not the default")
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help=f"the scheduler's working folder (default: the session's, else ${WORKDIR_ENV} or .)",
+    )
+    p.add_argument("--schedule", default=None, help="the schedule file: lets a command be "
+                   "queued before the adapter has started")  # fmt: skip
+    return p
+
+
+def command(argv: Sequence[str]) -> None:
+    """Check the script exists, queue the command, say where it went."""
+    args = parser().parse_args(argv)
+    folder = Path(args.folder) if args.folder else (
+        Path(LIVE_ROOT) / args.session if args.session else None
+    )  # fmt: skip
+    if args.verb in SESSION_VERBS:
+        return _session_command(args.verb, folder)
+    if not args.script:
+        raise UserError(f"{args.verb} needs a SCRIPT: rlbench-live-ctl {args.verb} SCRIPT")
+    if args.workdir is None:
+        args.workdir = str(folder / "scheduler") if folder else os.environ.get(WORKDIR_ENV, ".")
+    if args.schedule is not None:
+        scripts = [spec.name for spec in load_schedule(args.schedule)]
+        where = f"the schedule {args.schedule}"
+    else:
+        scripts = known_scripts(args.workdir)
+        where = f"--workdir {args.workdir}"
+        if not scripts:
+            raise UserError(
+                f"no scheduled scripts under --workdir {args.workdir}: start rlbench-live with "
+                "the scheduler adapter there first, or pass --schedule FILE"
+            )
+    if args.script not in scripts:
+        raise UserError(
+            f"unknown script {args.script!r}{cli.did_you_mean(args.script, scripts)}; "
+            f"scripts in {where}: {', '.join(scripts)}"
+        )
+    path = send_command(args.workdir, args.script, args.verb)
+    print(f"queued {args.verb} for {args.script} ({path})")
+
+
+def _session_command(verb: str, folder: Path | None) -> None:
+    if folder is None:
+        raise UserError(f"{verb} acts on a session: name it with --session NAME or --folder DIR")
+    if not (folder / schema.LIVE_STATE_FILE).exists():
+        raise UserError(f"{folder}: no live session there (no {schema.LIVE_STATE_FILE})")
+    control = folder / "control"
+    control.mkdir(exist_ok=True)
+    if verb == "release":
+        (control / "kill").unlink(missing_ok=True)
+        print(f"kill switch off for {folder}: the champion acts again")
+        return
+    (control / SESSION_VERBS[verb]).touch()
+    print(f"{verb}: {control / SESSION_VERBS[verb]}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``rlbench-live-ctl`` console script (``argv`` for in-process callers)."""
+    cli.run_app(lambda: command(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()

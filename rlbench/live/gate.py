@@ -1,0 +1,103 @@
+"""The promotion gate: a challenger replaces the champion only if the log says it is better.
+
+Both policies are evaluated on the SAME held-out logged episodes by the paired off-policy
+comparison (:func:`rlbench.offline.ope.compare`): one bootstrap over episodes, the interval of
+``value(challenger) - value(champion)``. The challenger is promoted only when the lower bound of
+that interval is above ``margin`` (0 by default); otherwise it is rejected with its numbers.
+The estimator is the config's choice: ``experiments/ope-validation`` measured which estimators'
+intervals cover the truth (``dr_bandit`` on the recommender; none reached 85% on autoscaling's
+long episodes, so a gate there is only as good as the log's support).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rlbench.errors import UserError
+from rlbench.offline import ope
+from rlbench.offline.log import InteractionLog
+
+
+@dataclass
+class GateResult:
+    """The paired comparison and the verdict (``promote``) with its reason in words."""
+
+    estimator: str
+    diff: float  # value(challenger) - value(champion)
+    low: float
+    high: float
+    challenger: float
+    champion: float
+    margin: float
+    episodes: int
+    decisions: int
+    ess_episodes: float  # the challenger's effective sample size on the held-out log
+    promote: bool
+    why: str
+
+    def metrics(self) -> dict[str, float]:
+        """The numbers for MLflow (``gate/<name>``)."""
+        d = asdict(self)
+        return {
+            k: float(d[k])
+            for k in ("diff", "low", "high", "challenger", "champion", "margin", "ess_episodes")
+        } | {"episodes": float(self.episodes), "decisions": float(self.decisions)}
+
+
+def paired_gate(
+    holdout: InteractionLog,
+    challenger: Any,
+    champion: Any,
+    *,
+    estimator: str,
+    n_boot: int = 200,
+    alpha: float = 0.05,
+    margin: float = 0.0,
+    gamma: float = 1.0,
+    seed: int = 0,
+) -> GateResult:
+    """Compare ``challenger`` with ``champion`` on ``holdout`` and decide (see the module)."""
+    if estimator not in ope.SEQUENTIAL + ope.BANDIT:
+        raise UserError(
+            f"live.gate.estimator={estimator!r} is not an estimator; choose one of "
+            f"{', '.join(ope.SEQUENTIAL + ope.BANDIT)}"
+        )
+    with warnings.catch_warnings():  # the diagnostics below carry the support warnings
+        warnings.simplefilter("ignore", ope.SupportWarning)
+        diff = ope.compare(
+            holdout, challenger, champion, [estimator], gamma=gamma, n_boot=n_boot,
+            alpha=alpha, seed=seed,
+        )[estimator]  # fmt: skip
+    kw = {"gamma": gamma}
+    ev_ch = ope.Evaluator(ope.make_batch(holdout, challenger), **kw)
+    ev_cp = ope.Evaluator(ope.make_batch(holdout, champion), **kw)
+    diag = ev_ch.diagnostics()
+    low = diff.low
+    promote = math.isfinite(low) and low > margin
+    interval = f"{diff.value:+.4g} [{diff.low:.4g}, {diff.high:.4g}]"
+    if promote:
+        why = f"{estimator}: challenger - champion = {interval}, lower bound above {margin:g}"
+    elif not math.isfinite(low):
+        why = f"{estimator}: the difference is undefined on the held-out log ({interval})"
+    else:
+        why = f"{estimator}: challenger - champion = {interval}, lower bound not above {margin:g}"
+    notes = [w for w in diag.warnings if estimator in ("is", "wis") or "trajectory" not in w]
+    if notes:  # trajectory weights matter only to the trajectory estimators
+        why += "; " + notes[0]
+    return GateResult(
+        estimator=estimator,
+        diff=diff.value,
+        low=diff.low,
+        high=diff.high,
+        challenger=ev_ch.point(estimator),
+        champion=ev_cp.point(estimator),
+        margin=margin,
+        episodes=holdout.n_episodes,
+        decisions=len(holdout),
+        ess_episodes=diag.ess_episodes,
+        promote=promote,
+        why=why,
+    )

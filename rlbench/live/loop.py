@@ -1,0 +1,481 @@
+"""The live session: act with the champion, log every decision, retrain when triggered, gate,
+promote or reject, watch the new champion and roll it back if it does worse.
+
+One decision, in order: read the control folder (every ``CONTROL_EVERY`` decisions: the kill
+switch), compute pi(.|obs) of the acting policy under the configured exploration and sample the
+action (so its propensity is exact), step the adapter, append the decision to the interaction
+log, feed the triggers and the rollback watch. When a trigger fires (and at least
+``retrain.min_interval`` decisions passed since the last retraining) the session retrains
+(:mod:`rlbench.live.retrain`), gates (:mod:`rlbench.live.gate`) and then, by config, waits for
+a manual approval, runs the challenger in shadow (it decides beside the champion, logged in the
+decision's ``context``, not acted on), and promotes it through the registry.
+
+Durability: the log is fsynced in batches (a killed session loses at most the unflushed batch);
+``state.json`` (counts, triggers, the rollback watch) is replaced atomically; the champion is
+always read back from the registry, whose alias moves are single atomic updates, so a kill
+between two steps never leaves a half-promoted model. Rerunning the same command resumes the
+session: the same MLflow parent run, counts and triggers, the log continued in new part files.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlbench.errors import UserError
+from rlbench.live.adapters import Adapter
+from rlbench.live.gate import GateResult, paired_gate
+from rlbench.live.retrain import (
+    OFFLINE_ALGOS,
+    run_training,
+    split_window,
+    train_overrides,
+    write_training_split,
+)
+from rlbench.live.triggers import Trigger, build_triggers
+from rlbench.offline.collect import Behaviour
+from rlbench.offline.log import LogWriter, read_log
+from rlbench.tracking import schema
+
+log = logging.getLogger(__name__)
+CONTROL_EVERY = 50  # decisions between looks at the control folder
+VIEW_EVERY_S = 0.25  # wall seconds between dashboard refreshes
+CONTROL_FILES = ("kill", "retrain", "approve", "reject")
+
+
+@dataclass
+class State:
+    """What a resumed session needs (``state.json``)."""
+
+    run_id: str | None = None
+    decisions: int = 0
+    episodes: int = 0
+    retrainings: int = 0
+    last_retrain: int | None = None  # decision count at the last retraining
+    reward_sum: float = 0.0
+    triggers: dict[str, Any] = field(default_factory=dict)
+    watch: dict[str, Any] | None = None  # the rollback watch of a new champion
+    shadow: dict[str, Any] | None = None  # a gated challenger deciding in shadow
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per retraining
+
+    def save(self, path: Path, durable: bool = False) -> None:
+        """Replace ``path`` atomically (write a temporary file, rename it over)."""
+        tmp = path.with_suffix(".tmp")
+        data = json.dumps(asdict(self), default=float).encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> State:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as err:
+            raise UserError(
+                f"{path}: not a live session state ({err}); delete it to start the session anew"
+            ) from None
+
+
+@dataclass
+class PolicyHandle:
+    """A policy the session can act with: the agent, its registry version and a label."""
+
+    agent: Any
+    version: str
+    label: str
+
+
+class LiveSession:
+    """One session of ``rlbench-live`` (see the module docstring).
+
+    ``cfg`` is the ``rlbench-live`` config; ``adapter`` the system; ``tracker`` the session's
+    MLflow tracker (:func:`rlbench.tracking.tracker.make_tracker`); ``load_policy(spec)`` gives
+    the agent of ``models:/NAME/VERSION`` or of an ``algo`` option (the fallback rule);
+    ``view`` is called with :meth:`snapshot` a few times per second (the dashboard).
+    """
+
+    def __init__(
+        self,
+        cfg: Any,
+        adapter: Adapter,
+        folder: Path,
+        tracker: Any,
+        registry: Any,
+        load_policy: Callable[[str], Any],
+        view: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.cfg, self.adapter, self.folder = cfg, adapter, Path(folder)
+        self.tracker, self.registry, self.load_policy = tracker, registry, load_policy
+        self.view = view or (lambda snapshot: None)
+        self.control = self.folder / "control"
+        self.control.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.folder / schema.LIVE_STATE_FILE
+        self.state = State.load(self.state_path) if self.state_path.exists() else State()
+        self.triggers: list[Trigger] = build_triggers(cfg.triggers, self.control)
+        for trig in self.triggers:
+            trig.load(self.state.triggers.get(trig.name, {}))
+        self.rng = np.random.default_rng([int(cfg.seed), self.state.decisions])
+        self.model = str(cfg.model)
+        self.champion: PolicyHandle | None = None
+        self.shadow: PolicyHandle | None = None
+        self.fallback: PolicyHandle | None = None
+        self.killed = False
+        self.recent = collections.deque(maxlen=int(cfg.rollback.window))
+        self.view_rewards = collections.deque(maxlen=1000)
+        self.last_event = ""
+        self._rate = 0.0
+
+    # ------------------------------------------------------------------ the policies
+    def _load_champion(self) -> PolicyHandle:
+        version = self.registry.resolve_alias(f"models:/{self.model}@{schema.CHAMPION}")
+        agent = self.load_policy(f"models:/{self.model}/{version}")
+        return PolicyHandle(agent, str(version), f"{self.model}")
+
+    def _behaviour(self, handle: PolicyHandle) -> Behaviour:
+        ex = self.cfg.explore
+        return Behaviour(
+            handle.agent, str(ex.kind), float(ex.epsilon), float(ex.temperature),
+            handle.label, handle.version,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> State:
+        """Act until ``cfg.decisions`` decisions (counted over the whole session)."""
+        self.champion = self._load_champion()
+        if self.state.shadow:
+            self.shadow = self._version_handle(self.state.shadow["version"])
+        behaviour = self._behaviour(self.champion)
+        fallback_behaviour: Behaviour | None = None
+        target = math.inf if self.cfg.decisions is None else int(self.cfg.decisions)
+        space = self.adapter.observation_space
+        writer = LogWriter(
+            self.folder / "log",
+            env_id=self.adapter.env_id,
+            obs_shape=space.shape,
+            n_actions=int(self.adapter.action_space.n),
+            batch_size=int(self.cfg.log.batch),
+            fsync=bool(self.cfg.log.fsync),
+            meta={"session": str(self.cfg.session)},
+        )
+        self.writer = writer
+        seconds = float(getattr(self.adapter, "step_seconds", 1.0))
+        obs = self._reset()
+        step = 0
+        t_rate, n_rate = time.monotonic(), self.state.decisions
+        next_view = 0.0
+        report_every = int(self.cfg.report_every)
+        window_rewards: list[float] = []
+        try:
+            while self.state.decisions < target:
+                if self.state.decisions % CONTROL_EVERY == 0:
+                    killed = (self.control / "kill").exists()
+                    if killed != self.killed:
+                        self.killed = killed
+                        self._event("kill switch ON: the fallback rule acts" if killed
+                                    else "kill switch OFF: the champion acts again")  # fmt: skip
+                    if killed and fallback_behaviour is None:
+                        self.fallback = self._fallback()
+                        fallback_behaviour = self._behaviour(self.fallback)
+                acting = fallback_behaviour if self.killed else behaviour
+                assert acting is not None
+                probs = acting.action_probabilities(obs[None])[0]
+                action = int(np.searchsorted(np.cumsum(probs), self.rng.random() * probs.sum()))
+                action = min(action, len(probs) - 1)
+                context: dict[str, Any] = {}
+                if self.shadow is not None:
+                    shadow_action = int(self.shadow.agent.predict(obs[None], deterministic=True)[0])
+                    context["shadow_action"] = shadow_action
+                    self.state.shadow["n"] += 1
+                    self.state.shadow["agree"] += int(shadow_action == action)
+                next_obs, reward, terminated, truncated, info = self.adapter.step(action)
+                done = bool(terminated or truncated)
+                writer.append(
+                    {
+                        "ts": time.time(),
+                        "episode": f"{self.cfg.session}-{self.state.episodes}",
+                        "step": step,
+                        "obs": obs,
+                        "action": action,
+                        "propensity": float(probs[action]),
+                        "reward": reward,
+                        "next_obs": next_obs,
+                        "done": done,
+                        "terminal": bool(terminated),
+                        "policy": acting.name,
+                        "policy_version": acting.version,
+                        "context": context,
+                    }
+                )
+                self.state.decisions += 1
+                self.state.reward_sum += reward
+                self.recent.append(reward)
+                self.view_rewards.append(reward)
+                window_rewards.append(reward)
+                for trig in self.triggers:
+                    trig.observe(reward, info, seconds)
+                if self.state.watch is not None:
+                    self.state.watch["n"] += 1
+                    self.state.watch["sum"] += reward
+                step += 1
+                if done:
+                    self.state.episodes += 1
+                    obs, step = self._reset(), 0
+                else:
+                    obs = next_obs
+                if self.state.decisions % writer.batch_size == 0:
+                    self._save()
+                if self.state.decisions % report_every == 0:
+                    now = time.monotonic()
+                    self._rate = (self.state.decisions - n_rate) / max(now - t_rate, 1e-9)
+                    t_rate, n_rate = now, self.state.decisions
+                    self._report(float(np.mean(window_rewards)))
+                    window_rewards.clear()
+                if self._events():
+                    behaviour = self._behaviour(self.champion)
+                if time.monotonic() >= next_view:
+                    self.view(self.snapshot())
+                    next_view = time.monotonic() + VIEW_EVERY_S
+        finally:
+            writer.close()
+            self._save(durable=True)
+        self.view(self.snapshot())
+        return self.state
+
+    def _events(self) -> bool:
+        """The rollback watch, the end of a shadow, a due retraining; True when the champion
+        changed."""
+        watch, shadow = self.state.watch, self.state.shadow
+        if watch is not None and watch["n"] >= self.recent.maxlen:
+            return self._check_rollback()
+        if shadow is not None and self.state.decisions >= shadow["until"]:
+            return self._end_shadow()
+        reason = self._due()
+        return bool(reason) and self._retrain(reason)
+
+    def _reset(self) -> np.ndarray:
+        seed = int(np.random.default_rng([int(self.cfg.seed), self.state.episodes]).integers(2**31))
+        return np.asarray(self.adapter.reset(seed=seed), dtype=np.float32)
+
+    def _save(self, durable: bool = False) -> None:
+        self.state.triggers = {t.name: t.state() for t in self.triggers}
+        self.state.save(self.state_path, durable)
+
+    def _event(self, text: str) -> None:
+        self.last_event = f"[{self.state.decisions}] {text}"
+        log.info("%s", self.last_event)
+
+    def _report(self, mean_reward: float) -> None:
+        metrics = {
+            schema.live_metric("reward"): mean_reward,
+            schema.live_metric("decisions_per_s"): self._rate,
+            schema.live_metric("champion_version"): float(self.champion.version)
+            if self.champion and self.champion.version.isdigit()
+            else math.nan,
+            schema.live_metric("killed"): float(self.killed),
+        }
+        self.tracker.log_metrics(metrics, step=self.state.decisions)
+
+    # ------------------------------------------------------------------ retraining
+    def _due(self) -> str | None:
+        last = self.state.last_retrain
+        if last is not None and self.state.decisions - last < int(self.cfg.retrain.min_interval):
+            return None
+        if self.state.shadow is not None:  # one challenger at a time
+            return None
+        for trig in self.triggers:
+            why = trig.fired()
+            if why:
+                return f"{trig.name}: {why}"
+        return None
+
+    def _retrain(self, reason: str) -> bool:
+        """Train, gate and maybe promote a challenger; True when the champion changed."""
+        k = self.state.retrainings + 1
+        rc = self.cfg.retrain
+        self._event(f"retraining {k}: {reason}")
+        self.writer.flush()
+        for trig in self.triggers:
+            trig.reset()
+        self.state.last_retrain = self.state.decisions
+        self.state.retrainings = k
+        entry: dict[str, Any] = {"k": k, "at": self.state.decisions, "trigger": reason}
+        self.state.history.append(entry)
+        self._save(durable=True)
+        t0 = time.perf_counter()
+        data = read_log(self.folder / "log")
+        split = split_window(data, int(rc.window), float(rc.holdout), int(self.cfg.seed) + k)
+        folder = self.folder / f"retrain-{k}"
+        train_data = None
+        if str(rc.algo) in OFFLINE_ALGOS:
+            train_data = write_training_split(split, folder / "train-log")
+        overrides = train_overrides(
+            env=str(self.cfg.env),
+            env_args=dict(self.cfg.env_args),
+            algo=str(rc.algo),
+            steps=int(rc.steps),
+            seed=int(self.cfg.seed) + k,
+            data=train_data,
+            tracking=dict(self.cfg.tracking),
+            register=self.model,
+            run_name=f"{self.cfg.session}-retrain-{k}",
+            parent_run_id=self.state.run_id,
+            extra=list(rc.overrides),
+        )
+        run_id, score = run_training(overrides)
+        version = self.registry.version_of_run(self.model, run_id)
+        challenger = self._version_handle(version)
+        gc = self.cfg.gate
+        result = paired_gate(
+            split.holdout, challenger.agent, self.champion.agent, estimator=str(gc.estimator),
+            n_boot=int(gc.n_boot), alpha=float(gc.alpha), margin=float(gc.margin),
+            gamma=float(gc.gamma), seed=int(self.cfg.seed) + k,
+        )  # fmt: skip
+        seconds = time.perf_counter() - t0
+        entry.update(run_id=run_id, version=version, score=score, seconds=seconds)
+        entry.update(gate=result.metrics(), why=result.why)
+        verdict = "promoted" if result.promote else "rejected"
+        if result.promote and self.cfg.gate.approval and not self._approved(version, result):
+            verdict = "refused"
+        changed = False
+        if verdict == "promoted" and int(self.cfg.shadow.decisions) > 0:
+            verdict = "shadow"
+            self.shadow = challenger
+            self.state.shadow = {
+                "version": version, "run_id": run_id, "n": 0, "agree": 0,
+                "until": self.state.decisions + int(self.cfg.shadow.decisions),
+            }  # fmt: skip
+            self._event(f"challenger v{version} passed the gate; in shadow for "
+                        f"{int(self.cfg.shadow.decisions)} decisions")  # fmt: skip
+        elif verdict == "promoted":
+            self._promote(challenger, result.why)
+            changed = True
+        entry["verdict"] = verdict
+        self._record(run_id, reason, verdict if verdict != "shadow" else "promoted", result)
+        self._event(f"retraining {k} ({seconds:.1f} s): v{version} {verdict}: {result.why}")
+        self._save(durable=True)
+        return changed
+
+    def _version_handle(self, version: str) -> PolicyHandle:
+        agent = self.load_policy(f"models:/{self.model}/{version}")
+        return PolicyHandle(agent, str(version), self.model)
+
+    def _approved(self, version: str, result: GateResult) -> bool:
+        """Wait for ``control/approve`` or ``control/reject`` (manual approval)."""
+        approve, reject = self.control / "approve", self.control / "reject"
+        self._event(f"challenger v{version} passed the gate: waiting for approval "
+                    f"(rlbench-live-ctl approve|reject, or touch {approve})")  # fmt: skip
+        timeout = self.cfg.gate.approval_timeout_s
+        deadline = math.inf if timeout is None else time.monotonic() + float(timeout)
+        while time.monotonic() < deadline:
+            self.view(self.snapshot())
+            if reject.exists():
+                reject.unlink(missing_ok=True)
+                return False
+            if approve.exists():
+                approve.unlink(missing_ok=True)
+                return True
+            time.sleep(0.2)
+        self._event(f"no approval within {timeout} s: v{version} not promoted")
+        return False
+
+    def _promote(self, challenger: PolicyHandle, why: str) -> None:
+        previous = self.champion
+        self.registry.promote(self.model, challenger.version, why)
+        baseline = float(np.mean(self.recent)) if self.recent else math.nan
+        self.state.watch = {
+            "version": challenger.version, "previous": previous.version if previous else None,
+            "baseline": baseline, "n": 0, "sum": 0.0,
+        }  # fmt: skip
+        self.champion = challenger
+
+    def _end_shadow(self) -> bool:
+        sh = self.state.shadow
+        agree = sh["agree"] / max(sh["n"], 1)
+        self.state.shadow, handle = None, self.shadow
+        self.shadow = None
+        self._event(f"shadow of v{sh['version']} done (agreed {agree:.0%}); promoting")
+        why = f"passed the gate, then {sh['n']} decisions in shadow ({agree:.0%} agreed)"
+        self._promote(handle, why)
+        self._tag(sh["run_id"], {schema.LIVE_GATE_TAG: "promoted"})
+        self._save(durable=True)
+        return True
+
+    def _check_rollback(self) -> bool:
+        w = self.state.watch
+        self.state.watch = None
+        mean = w["sum"] / max(w["n"], 1)
+        margin = float(self.cfg.rollback.margin)
+        if not (math.isfinite(w["baseline"]) and mean < w["baseline"] - margin):
+            self._event(f"v{w['version']} kept: mean reward {mean:.4g} over {w['n']} decisions "
+                        f"(before it {w['baseline']:.4g})")  # fmt: skip
+            return False
+        why = (f"live reward {mean:.4g} over {w['n']} decisions below the previous champion's "
+               f"{w['baseline']:.4g} by more than {margin:g}")  # fmt: skip
+        self.registry.rollback(self.model, why)
+        self.champion = self._load_champion()
+        for entry in reversed(self.state.history):
+            if entry.get("version") == w["version"]:
+                entry["verdict"] = "rolled_back"
+                self._tag(entry["run_id"], {schema.LIVE_GATE_TAG: "rolled_back",
+                                            schema.LIVE_GATE_WHY_TAG: why})  # fmt: skip
+                break
+        self._event(f"rolled back v{w['version']} -> v{self.champion.version}: {why}")
+        self._save(durable=True)
+        return True
+
+    def _fallback(self) -> PolicyHandle:
+        rule = str(self.cfg.fallback)
+        return PolicyHandle(self.load_policy(rule), "rule", f"fallback:{rule}")
+
+    # ------------------------------------------------------------------ records
+    def _record(self, run_id: str, reason: str, verdict: str, result: GateResult) -> None:
+        self._tag(
+            run_id,
+            {
+                schema.LIVE_ROLE_TAG: schema.RETRAINING_ROLE,
+                schema.LIVE_SESSION_TAG: str(self.cfg.session),
+                schema.LIVE_TRIGGER_TAG: reason[:4000],
+                schema.LIVE_GATE_TAG: verdict,
+                schema.LIVE_GATE_WHY_TAG: result.why[:4000],
+            },
+            {schema.gate_metric(k): v for k, v in result.metrics().items() if math.isfinite(v)},
+        )
+
+    def _tag(self, run_id: str, tags: dict[str, str], metrics: dict[str, float] | None = None):
+        self.registry.annotate_run(run_id, tags, metrics or {})
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the dashboard shows."""
+        s = self.state
+        return {
+            "session": str(self.cfg.session),
+            "decisions": s.decisions,
+            "episodes": s.episodes,
+            "reward_recent": float(np.mean(self.view_rewards)) if self.view_rewards else math.nan,
+            "reward_mean": s.reward_sum / s.decisions if s.decisions else math.nan,
+            "rate": self._rate,
+            "champion": self.champion.version if self.champion else "-",
+            "acting": "fallback" if self.killed else "champion",
+            "shadow": s.shadow["version"] if s.shadow else None,
+            "watch": dict(s.watch) if s.watch else None,
+            "triggers": {t.name: t.state() for t in self.triggers},
+            "retrainings": list(s.history[-5:]),
+            "log_written": getattr(getattr(self, "writer", None), "written", 0),
+            "log_flushed": getattr(getattr(self, "writer", None), "flushed", 0),
+            "event": self.last_event,
+        }
