@@ -57,6 +57,7 @@ def paired_gate(
     alpha: float = 0.05,
     margin: float = 0.0,
     gamma: float = 1.0,
+    features: str = "poly2",
     seed: int = 0,
 ) -> GateResult:
     """Compare ``challenger`` with ``champion`` on ``holdout`` and decide (see the module)."""
@@ -69,9 +70,9 @@ def paired_gate(
         warnings.simplefilter("ignore", ope.SupportWarning)
         diff = ope.compare(
             holdout, challenger, champion, [estimator], gamma=gamma, n_boot=n_boot,
-            alpha=alpha, seed=seed,
+            alpha=alpha, seed=seed, features=features,
         )[estimator]  # fmt: skip
-    kw = {"gamma": gamma}
+    kw = {"gamma": gamma, "features": features}
     ev_ch = ope.Evaluator(ope.make_batch(holdout, challenger), **kw)
     ev_cp = ope.Evaluator(ope.make_batch(holdout, champion), **kw)
     diag = ev_ch.diagnostics()

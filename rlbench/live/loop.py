@@ -58,6 +58,7 @@ class State:
     """What a resumed session needs (``state.json``)."""
 
     run_id: str | None = None
+    starts: int = 0  # how often the session was started: episode ids stay unique over resumes
     decisions: int = 0
     episodes: int = 0
     retrainings: int = 0
@@ -156,6 +157,8 @@ class LiveSession:
     # ------------------------------------------------------------------ the loop
     def run(self) -> State:
         """Act until ``cfg.decisions`` decisions (counted over the whole session)."""
+        self.state.starts += 1
+        self._save(durable=True)
         self.champion = self._load_champion()
         if self.state.shadow:
             self.shadow = self._version_handle(self.state.shadow["version"])
@@ -207,7 +210,7 @@ class LiveSession:
                 writer.append(
                     {
                         "ts": time.time(),
-                        "episode": f"{self.cfg.session}-{self.state.episodes}",
+                        "episode": f"{self.cfg.session}-{self.state.starts}-{self.state.episodes}",
                         "step": step,
                         "obs": obs,
                         "action": action,
@@ -318,7 +321,13 @@ class LiveSession:
         self._save(durable=True)
         t0 = time.perf_counter()
         data = read_log(self.folder / "log")
-        split = split_window(data, int(rc.window), float(rc.holdout), int(self.cfg.seed) + k)
+        try:
+            split = split_window(data, int(rc.window), float(rc.holdout), int(self.cfg.seed) + k)
+        except UserError as err:  # too little data yet: the session goes on with its champion
+            entry.update(verdict="skipped", why=str(err))
+            self._event(f"retraining {k} skipped: {err}")
+            self._save(durable=True)
+            return False
         folder = self.folder / f"retrain-{k}"
         train_data = None
         if str(rc.algo) in OFFLINE_ALGOS:
@@ -343,7 +352,7 @@ class LiveSession:
         result = paired_gate(
             split.holdout, challenger.agent, self.champion.agent, estimator=str(gc.estimator),
             n_boot=int(gc.n_boot), alpha=float(gc.alpha), margin=float(gc.margin),
-            gamma=float(gc.gamma), seed=int(self.cfg.seed) + k,
+            gamma=float(gc.gamma), features=str(gc.features), seed=int(self.cfg.seed) + k,
         )  # fmt: skip
         seconds = time.perf_counter() - t0
         entry.update(run_id=run_id, version=version, score=score, seconds=seconds)

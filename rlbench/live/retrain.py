@@ -34,14 +34,13 @@ class Split:
 
 
 def split_window(log: InteractionLog, window: int, holdout: float, seed: int) -> Split:
-    """The episodes that end within the last ``window`` decisions, shuffled by ``seed`` into
-    training and held-out parts (``holdout`` = the held-out share of episodes)."""
+    """The episodes with a decision among the latest ``window`` (by time), whole, shuffled by
+    ``seed`` into training and held-out parts (``holdout``: the held-out share of episodes)."""
     if not 0.0 < holdout < 1.0:
         raise UserError(f"live.retrain.holdout must be in (0, 1), got {holdout}")
-    first = max(0, len(log) - int(window))
-    recent = np.unique(log.episode[first:])
-    # an episode that started before the window is kept whole only if it is mostly inside
-    inside = np.isin(log.episode, recent)
+    newest = np.argsort(log.ts, kind="stable")[-int(window) :]  # part files are not in time order
+    recent = np.unique(log.episode[newest])
+    inside = np.isin(log.episode, recent)  # every episode with a decision in the window, whole
     data = log.subset(inside)
     n = data.n_episodes
     if n < 2:

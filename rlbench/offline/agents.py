@@ -166,6 +166,7 @@ class _TorchOfflineAgent(Agent):
         self.gen = torch.Generator().manual_seed(self.seed)
         self.updates = 0
         self._data: dict[str, Any] | None = None
+        self._numpy_net: tuple[int, list[tuple[np.ndarray, np.ndarray]]] | None = None
 
     def _mlp(self, n_in: int, n_out: int):
         import torch
@@ -220,11 +221,23 @@ class _TorchOfflineAgent(Agent):
         raise NotImplementedError
 
     def _scores(self, obs: np.ndarray) -> np.ndarray:
-        import torch
+        """The network's outputs, computed in numpy from a copy of the weights taken after the
+        last update: one decision costs ~10 us instead of torch's ~200 us per call (the live
+        loop decides one observation at a time), and every caller sees the same numbers."""
+        if self._numpy_net is None or self._numpy_net[0] != self.updates:
+            import torch
 
-        x = torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(len(obs), -1))
-        with torch.no_grad():
-            return self.net(x).numpy().astype(np.float64)
+            linear = [m for m in self.net if isinstance(m, torch.nn.Linear)]
+            weights = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
+                       for m in linear]  # fmt: skip
+            self._numpy_net = (self.updates, weights)
+        h = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
+        layers = self._numpy_net[1]
+        for i, (w, b) in enumerate(layers):
+            h = h @ w + b
+            if i < len(layers) - 1:
+                np.maximum(h, 0.0, out=h)
+        return h.astype(np.float64)
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         if deterministic:
@@ -250,6 +263,7 @@ class _TorchOfflineAgent(Agent):
         }
         self.net.load_state_dict(state)  # a wrong shape is a RuntimeError -> invalid model
         self.updates = int(ckpt.meta["state"]["updates"])
+        self._numpy_net = None
         self._after_restore()
 
     def _after_restore(self) -> None:

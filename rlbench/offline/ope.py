@@ -9,10 +9,11 @@ evaluation). Contextual-bandit estimators (every decision on its own, value = ex
 of one decision): ``dm`` (direct method), ``ips``, ``snips``, ``dr_bandit``.
 
 The model behind ``fqe``, ``dr``, ``wdr``, ``dm`` and ``dr_bandit`` is linear in features of the
-observation, one block per action (``quadratic``: 1, s, s²; ``linear``; or any callable), solved
-in closed form: the LSTD-Q fixed point ``sum w phi (phi - gamma (1-done) psi')^T theta =
-sum w phi r`` with ``psi'`` the target's expected next features, which is exactly what fitted-Q
-iteration converges to in this class. ``gamma=0`` makes it the reward regression of ``dm``.
+observation, one block per action (``quadratic``: 1, s, s²; ``poly2``: also the cross terms
+s_i s_j; ``linear``; or any callable), solved in closed form: the LSTD-Q fixed point
+``sum w phi (phi - gamma (1-done) psi')^T theta = sum w phi r`` with ``psi'`` the target's
+expected next features, which is exactly what fitted-Q iteration converges to in this class.
+``gamma=0`` makes it the reward regression of ``dm``.
 
 An estimate is NaN where it is undefined: a self-normalised estimator (and IS) when no logged
 episode, or no decision at some step, has weight under the target; the diagnostics say why.
@@ -58,7 +59,16 @@ def linear(obs: np.ndarray) -> np.ndarray:
     return np.hstack([np.ones((len(s), 1)), s])
 
 
-FEATURES: dict[str, Features] = {"quadratic": quadratic, "linear": linear}
+def poly2(obs: np.ndarray) -> np.ndarray:
+    """Features ``[1, s, s_i * s_j for i <= j]``: the full second-degree polynomial, whose cross
+    terms let a linear model see interactions such as load against capacity (autoscaling's
+    value depends on both; measured in ``experiments/continual-learning``)."""
+    s = obs.reshape(len(obs), -1)
+    i, j = np.triu_indices(s.shape[1])
+    return np.hstack([np.ones((len(s), 1)), s, s[:, i] * s[:, j]])
+
+
+FEATURES: dict[str, Features] = {"quadratic": quadratic, "linear": linear, "poly2": poly2}
 
 
 @dataclass

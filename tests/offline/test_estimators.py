@@ -152,3 +152,11 @@ def test_effective_sample_size(tmp_path):
     w = np.array([0.64, 0.4, 1.6])
     assert diag.ess_episodes == pytest.approx(w.sum() ** 2 / (w**2).sum())
     assert diag.max_ratio == pytest.approx(1.6)
+
+
+def test_poly2_features_are_the_full_second_degree_polynomial():
+    """[1, s1, s2, s1*s1, s1*s2, s2*s2] for two-dimensional observations, by hand."""
+    from rlbench.offline.ope import poly2
+
+    out = poly2(np.array([[2.0, 3.0], [0.5, -1.0]]))
+    assert out.tolist() == [[1, 2, 3, 4, 6, 9], [1, 0.5, -1, 0.25, -0.5, 1]]

@@ -1,0 +1,237 @@
+"""The live session's decisions, records and verdicts, with a fake registry and fake trainings
+(the real registry, MLflow and training are in test_live_e2e.py).
+
+Each test runs a real :class:`~rlbench.live.adapters.SimAdapter` (autoscaling, one-hour episodes)
+and real off-policy gates; only the registry is a dict and "training" hands over a prepared
+policy, so the tests check the loop's logic in a second or two each.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+import rlbench  # noqa: F401  (registers the environments)
+from rlbench.config import CONF_LIVE_DIR
+from rlbench.live import loop as loop_module
+from rlbench.live.adapters import SimAdapter
+from rlbench.live.loop import LiveSession
+from rlbench.offline.log import read_log
+from rlbench.tracking import schema
+from rlbench.tracking.tracker import Tracker
+
+ENV = {"horizon": 12, "provision_delay": 0, "load": "steady", "base_load": 800.0, "noise": 0.05}
+
+
+class Fixed:
+    """Always ``action`` (0 remove, 1 hold, 2 add)."""
+
+    def __init__(self, action: int) -> None:
+        self.action = action
+
+    def action_probabilities(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        out = np.zeros((len(obs), 3))
+        out[:, self.action] = 1.0
+        return out
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        return np.full(len(obs), self.action)
+
+
+class Scaler(Fixed):
+    """Add while requests wait, remove when utilisation is low, else hold (a threshold rule)."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def action_probabilities(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        act = np.where(obs[:, 3] > 0, 2, np.where(obs[:, 2] < 0.5, 0, 1))
+        return np.eye(3)[act]
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        return self.action_probabilities(obs).argmax(axis=1)
+
+
+class FakeRegistry:
+    """Versions as a dict, aliases as two fields, every record kept for the asserts."""
+
+    def __init__(self, champion: Any) -> None:
+        self.agents = {"1": champion}
+        self.champion, self.replaced = "1", {}
+        self.run_versions: dict[str, str] = {}
+        self.notes: dict[str, dict[str, Any]] = {}
+        self.moves: list[tuple[str, str]] = []
+
+    def exists(self, model: str) -> bool:
+        return True
+
+    def resolve_alias(self, uri: str) -> str:
+        return self.champion
+
+    def promote(self, model: str, version: str, why: str) -> None:
+        self.replaced[version] = self.champion
+        self.champion = version
+        self.moves.append(("promote", version))
+
+    def rollback(self, model: str, why: str) -> None:
+        self.champion = self.replaced[self.champion]
+        self.moves.append(("rollback", self.champion))
+
+    def version_of_run(self, model: str, run_id: str) -> str:
+        return self.run_versions[run_id]
+
+    def annotate_run(self, run_id: str, tags: dict, metrics: dict) -> None:
+        note = self.notes.setdefault(run_id, {"tags": {}, "metrics": {}})
+        note["tags"].update(tags)
+        note["metrics"].update(metrics)
+
+    def load(self, spec: str) -> Any:
+        if spec.startswith("models:/"):
+            return self.agents[spec.rsplit("/", 1)[1]]
+        return Fixed(1)  # the fallback rule: hold
+
+
+@pytest.fixture
+def make_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``make_session(champion, challengers, *overrides)``: a session whose k-th retraining
+    "trains" ``challengers[k-1]``."""
+
+    def make(champion: Any, challengers: list[Any], *overrides: str, drift: bool = False):
+        registry = FakeRegistry(champion)
+        trained = iter(challengers)
+
+        def fake_training(train_overrides: list[str]) -> tuple[str, float]:
+            version = str(len(registry.agents) + 1)
+            registry.agents[version] = next(trained)
+            run_id = f"run-{version}"
+            registry.run_versions[run_id] = version
+            return run_id, 0.0
+
+        monkeypatch.setattr(loop_module, "run_training", fake_training)
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONF_LIVE_DIR, version_base="1.3"):
+            cfg = compose(
+                "live",
+                overrides=[
+                    f"folder={tmp_path / 'session'}", "session=t", "retrain.algo=threshold",
+                    "triggers.drift.enabled=false", "report_every=100", "retrain.window=1200",
+                    "rollback.window=300", "gate.n_boot=50", *overrides,
+                ],
+            )  # fmt: skip
+        adapter = SimAdapter(
+            "rlbench/Autoscaling-v0", ENV, seed=0,
+            drift_at=300 if drift else None, drift_kwargs={"base_load": 2000.0},
+        )  # fmt: skip
+        return LiveSession(cfg, adapter, tmp_path / "session", Tracker(), registry,
+                           registry.load), registry  # fmt: skip
+
+    return make
+
+
+EVERY_600 = ("triggers.count.enabled=true", "triggers.count.min_decisions=600",
+             "triggers.count.max_success_rate=null")  # fmt: skip
+
+
+def test_every_decision_is_logged_with_its_exact_propensity(make_session):
+    session, _ = make_session(Fixed(1), [], "decisions=500", "explore.epsilon=0.3")
+    state = session.run()
+    log = read_log(session.folder / "log")
+    assert state.decisions == len(log) == 500
+    hold = log.action == 1
+    assert np.allclose(log.propensity[hold], 0.8) and np.allclose(log.propensity[~hold], 0.1)
+    assert 0.1 < (~hold).mean() < 0.3  # about epsilon * 2/3 explored
+    assert set(log.policy) == {"autoscaling-live:1"}
+
+
+def test_a_worse_challenger_is_rejected_with_its_numbers(make_session):
+    session, registry = make_session(
+        Scaler(), [Fixed(0)], "decisions=700", *EVERY_600, drift=True
+    )  # from decision 300 the load needs 20 instances: removing them all is far worse
+    state = session.run()
+    (entry,) = state.history
+    assert entry["verdict"] == "rejected" and registry.champion == "1" and not registry.moves
+    gate = entry["gate"]
+    # the log cannot show that always removing is better: the interval's lower bound is not
+    # above zero (its point estimate is unreliable where the weights are this degenerate)
+    assert gate["low"] <= 0 < gate["high"] - gate["low"]
+    tags, metrics = registry.notes["run-2"]["tags"], registry.notes["run-2"]["metrics"]
+    assert tags[schema.LIVE_GATE_TAG] == "rejected" and tags[schema.LIVE_ROLE_TAG] == "retraining"
+    assert "count" in tags[schema.LIVE_TRIGGER_TAG]
+    assert metrics[schema.gate_metric("diff")] == pytest.approx(gate["diff"])
+
+
+def test_a_promoted_champion_that_does_worse_live_is_rolled_back(make_session):
+    session, registry = make_session(
+        Scaler(), [Fixed(0)], "decisions=1000", "gate.margin=-1e9", *EVERY_600, drift=True
+    )
+    state = session.run()
+    assert registry.moves == [("promote", "2"), ("rollback", "1")]
+    assert state.history[0]["verdict"] == "rolled_back"
+    assert registry.notes["run-2"]["tags"][schema.LIVE_GATE_TAG] == "rolled_back"
+    log = read_log(session.folder / "log")
+    versions = [p.rsplit(":", 1)[1] for p in log.policy]
+    assert versions[600:900] == ["2"] * 300 and set(versions[900:]) == {"1"}
+
+
+def test_shadow_decisions_are_logged_then_the_challenger_is_promoted(make_session):
+    session, registry = make_session(
+        Fixed(1), [Fixed(2)], "decisions=1000", "gate.margin=-1e9", "shadow.decisions=200",
+        "rollback.margin=1e9", *EVERY_600,
+    )  # fmt: skip
+    session.run()
+    log = read_log(session.folder / "log")
+    shadow = [c.get("shadow_action") for c in log.context]
+    assert shadow[:600] == [None] * 600 and shadow[600:800] == [2] * 200
+    assert set(log.policy[600:800]) == {"autoscaling-live:1"}  # the champion still acts
+    assert registry.moves == [("promote", "2")] and registry.champion == "2"
+
+
+def test_manual_approval_refused_keeps_the_champion(make_session):
+    session, registry = make_session(
+        Fixed(1), [Fixed(2)], "decisions=700", "gate.margin=-1e9", "gate.approval=true",
+        *EVERY_600,
+    )  # fmt: skip
+    (session.control / "reject").touch()
+    state = session.run()
+    assert state.history[0]["verdict"] == "refused" and not registry.moves
+    assert not (session.control / "reject").exists()  # consumed
+
+
+def test_the_kill_switch_hands_decisions_to_the_fallback_rule(make_session):
+    session, _ = make_session(Scaler(), [], "decisions=300", "explore.epsilon=0")
+    (session.control / "kill").touch()
+    session.run()
+    log = read_log(session.folder / "log")
+    assert set(log.policy) == {"fallback:threshold:rule"} and set(log.action) == {1}
+
+
+def test_too_little_data_skips_a_retraining_and_the_session_goes_on(make_session):
+    session, registry = make_session(
+        Fixed(1), [], "decisions=20", "triggers.count.enabled=true",
+        "triggers.count.min_decisions=5", "triggers.count.max_success_rate=null",
+        "retrain.min_interval=100",
+    )  # fmt: skip
+    state = session.run()
+    assert state.decisions == 20 and state.history[0]["verdict"] == "skipped"
+    assert "at least 2" in state.history[0]["why"] and not registry.moves
+
+
+def test_a_rerun_resumes_counts_triggers_and_unique_episode_ids(make_session, tmp_path):
+    session, _ = make_session(Fixed(1), [], "decisions=250", *EVERY_600)
+    session.run()
+    again, _ = make_session(Fixed(1), [], "decisions=400", *EVERY_600)
+    state = again.run()
+    saved = json.loads((tmp_path / "session" / schema.LIVE_STATE_FILE).read_text())
+    assert state.decisions == saved["decisions"] == 400 and state.starts == 2
+    assert saved["triggers"]["count"]["decisions"] == 400  # the count went on over the resume
+    log = read_log(tmp_path / "session" / "log")
+    assert len(log) == 400
+    starts = {i.rsplit("-", 1)[0] for i in log.episode_ids}
+    assert starts == {"t-1", "t-2"}  # episode ids carry the start: none is shared by two runs
+    assert np.bincount(log.episode).max() <= 12  # no id gathers decisions of two episodes
