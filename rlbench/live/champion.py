@@ -8,6 +8,7 @@ of the store) so that the session names a model once and tests can stand in a fa
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from rlbench.errors import UserError
 from rlbench.tracking import registry
@@ -55,3 +56,42 @@ class Registry:
             client.set_tag(run_id, key, value)
         for key, value in metrics.items():
             client.log_metric(run_id, key, float(value))
+
+
+class ServedPolicy:
+    """The champion as ``rlbench-serve`` answers for it: each decision is one ``POST /decide``
+    on a kept-alive connection. The server follows the registry's alias itself, so ``version``
+    is whatever it last answered with. Exploration is applied here, around the server's greedy
+    action (``explore.kind=epsilon``); softmax needs Q-values the server does not send."""
+
+    def __init__(self, url: str, n_actions: int, timeout: float = 5.0) -> None:
+        import http.client
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise UserError(f"live.serve_url={url!r}: write http://HOST:PORT of rlbench-serve")
+        self.url, self.n_actions = url, n_actions
+        self._conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+        self.version = "?"
+
+    def action_probabilities(self, obs: Any, deterministic: bool = True) -> Any:
+        import json
+
+        import numpy as np
+
+        body = json.dumps({"observations": np.asarray(obs).tolist(), "deterministic": True})
+        try:
+            self._conn.request("POST", "/decide", body, {"Content-Type": "application/json"})
+            response = self._conn.getresponse()
+            answer = json.loads(response.read())
+        except (OSError, ValueError) as err:
+            self._conn.close()
+            raise UserError(f"rlbench-serve at {self.url} did not answer: {err}") from None
+        if response.status != 200:
+            raise UserError(f"rlbench-serve at {self.url} answered {response.status}: {answer}")
+        self.version = str(answer.get("policy", {}).get("version", "?"))
+        return np.eye(self.n_actions)[np.asarray(answer["actions"], dtype=np.int64)]
+
+    def predict(self, obs: Any, deterministic: bool = True) -> Any:
+        return self.action_probabilities(obs).argmax(axis=1)

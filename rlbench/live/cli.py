@@ -102,6 +102,11 @@ def _check(cfg: DictConfig) -> None:
         raise UserError(f"decisions must be >= 1 (or null: until Ctrl-C), got {cfg.decisions}")
     if str(cfg.explore.kind) not in ("epsilon", "softmax", "none"):
         raise UserError(f"explore.kind={cfg.explore.kind!r}: choose epsilon, softmax or none")
+    if cfg.get("serve_url") and str(cfg.explore.kind) != "epsilon":
+        raise UserError(
+            "serve_url: rlbench-serve sends the greedy action, so exploration around it must be "
+            f"explore.kind=epsilon (got {cfg.explore.kind})"
+        )
 
 
 def run_session(cfg: DictConfig, view: Any = "config") -> State:

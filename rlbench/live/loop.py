@@ -34,6 +34,7 @@ import numpy as np
 
 from rlbench.errors import UserError
 from rlbench.live.adapters import Adapter
+from rlbench.live.champion import ServedPolicy
 from rlbench.live.gate import GateResult, paired_gate
 from rlbench.live.retrain import (
     OFFLINE_ALGOS,
@@ -144,6 +145,9 @@ class LiveSession:
     # ------------------------------------------------------------------ the policies
     def _load_champion(self) -> PolicyHandle:
         version = self.registry.resolve_alias(f"models:/{self.model}@{schema.CHAMPION}")
+        if self.cfg.get("serve_url"):  # rlbench-serve decides; it follows the alias itself
+            n = int(self.adapter.action_space.n)
+            return PolicyHandle(ServedPolicy(str(self.cfg.serve_url), n), str(version), self.model)
         agent = self.load_policy(f"models:/{self.model}/{version}")
         return PolicyHandle(agent, str(version), f"{self.model}")
 
