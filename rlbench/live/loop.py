@@ -320,7 +320,10 @@ class LiveSession:
             trig.reset()
         self.state.last_retrain = self.state.decisions
         self.state.retrainings = k
-        entry: dict[str, Any] = {"k": k, "at": self.state.decisions, "trigger": reason}
+        entry: dict[str, Any] = {
+            "k": k, "at": self.state.decisions, "trigger": reason,
+            "champion": self.champion.version if self.champion else None,
+        }  # fmt: skip
         self.state.history.append(entry)
         self._save(durable=True)
         t0 = time.perf_counter()

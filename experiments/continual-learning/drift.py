@@ -1,0 +1,187 @@
+"""The drift experiment: does the live loop notice a load change, retrain, promote only what is
+better, and recover the reward? And was each gate verdict right?
+
+    .venv/bin/python experiments/continual-learning/drift.py --seeds 0,1,2,3,4
+    .venv/bin/python experiments/continual-learning/drift.py --analyse-only
+
+Per seed, one ``rlbench-live experiment=drift seed=S`` session (its own session folder, model
+name and the shared MLflow store under ``--work``), timed as a process. Then, in simulation,
+where the truth is known: for every retraining, the true values of the champion and the
+challenger at that moment (mean return over ``--truth-episodes`` on-policy episodes of the
+environment the session was in then: the drifted one once the drift had reached the
+episodes), so each gate interval can be checked against the true difference. And the reward
+the session would have had without the loop (the first champion on the drifted load).
+
+Writes ``results/retrainings.csv`` (one row per retraining: gate interval, verdict, truth),
+``results/sessions.csv`` (per seed: wall time, reward before/after, promotions) and
+``figures/drift.png`` (the rolling live reward of every seed, with the drift and the verdicts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+DRIFT_AT = 1500  # conf_live/experiment/drift.yaml
+ROLL = 250  # decisions in the rolling mean of the figure
+
+
+def run_sessions(seeds: list[int], work: Path) -> pd.DataFrame:
+    """One session per seed (skipped when its state says it finished), timed as a process."""
+    rows = []
+    store = f"sqlite:///{(work / 'mlflow.db').resolve()}"
+    for seed in seeds:
+        folder = work / f"drift-s{seed}"
+        state_file = folder / "session.json"
+        done = state_file.exists() and json.loads(state_file.read_text())["decisions"] >= 9000
+        t0 = time.perf_counter()
+        if not done:
+            cmd = [sys.executable, "-m", "rlbench.live.cli", "experiment=drift", f"seed={seed}",
+                   f"session=drift-s{seed}", f"model=autoscaling-drift-s{seed}",
+                   f"folder={folder}", f"tracking.uri={store}", "dashboard=log",
+                   f"tracking.artifact_location={work / 'mlartifacts'}"]  # fmt: skip
+            print(" ".join(cmd[2:]), flush=True)
+            subprocess.run(cmd, check=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+        rows.append({"seed": seed, "wall_s": time.perf_counter() - t0 if not done else np.nan})
+    return pd.DataFrame(rows)
+
+
+def truth(seeds: list[int], work: Path, episodes: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The gate's verdicts against the simulated truth, and each session's rewards."""
+    from omegaconf import OmegaConf
+
+    from rlbench.config import CONF_LIVE_DIR, env_spec
+    from rlbench.offline.collect import compose, load_policy, on_policy_returns
+    from rlbench.offline.log import read_log
+    from rlbench.run.train import build_env
+
+    preset = OmegaConf.load(Path(CONF_LIVE_DIR) / "experiment" / "drift.yaml")
+    base = compose(["env=autoscaling"] + [f"env.{k}={v}" for k, v in preset.env_args.items()])
+    env_id, before_kw = env_spec(base.env)
+    after_kw = before_kw | dict(preset.source.drift_args)
+    horizon = int(before_kw["horizon"])
+    uri = f"sqlite:///{(work / 'mlflow.db').resolve()}"
+    venvs = {
+        k: build_env(env_id, kw, 8, 0) for k, kw in (("before", before_kw), ("after", after_kw))
+    }
+    cache: dict[tuple[str, str, str], float] = {}
+
+    def value(model: str, version: str, when: str) -> float:
+        key = (model, version, when)
+        if key not in cache:
+            agent = load_policy(f"models:/{model}/{version}", None, venvs[when], 0, uri)[0]
+            cache[key] = float(on_policy_returns(venvs[when], agent, episodes, 12345).mean())
+        return cache[key]
+
+    rows, sessions = [], []
+    for seed in seeds:
+        model, folder = f"autoscaling-drift-s{seed}", work / f"drift-s{seed}"
+        state = json.loads((folder / "session.json").read_text())
+        for h in state["history"]:
+            if h.get("verdict") == "skipped":
+                continue
+            when = "after" if h["at"] >= DRIFT_AT + horizon else "before"
+            v_champ, v_chal = value(model, h["champion"], when), value(model, h["version"], when)
+            g = h["gate"]
+            rows.append({
+                "seed": seed, "k": h["k"], "at": h["at"], "load": when,
+                "trigger": h["trigger"].split(":")[0],
+                "champion": h["champion"], "challenger": h["version"], "verdict": h["verdict"],
+                "gate_diff": g["diff"], "gate_low": g["low"], "gate_high": g["high"],
+                "true_diff": v_chal - v_champ,
+                "covered": g["low"] <= v_chal - v_champ <= g["high"],
+                "right": (h["verdict"] in ("promoted", "rolled_back")) == (v_chal > v_champ),
+                "seconds": h.get("seconds", np.nan),
+            })  # fmt: skip
+        log = read_log(folder / "log")
+        reward = log.reward[np.argsort(log.ts, kind="stable")]
+        static = value(model, "1", "after") / horizon
+        sessions.append({
+            "seed": seed, "decisions": len(reward), "reward_before_drift": reward[:DRIFT_AT].mean(),
+            "reward_drift_to_first_promotion": _until_promotion(reward, state),
+            "reward_last_3000": reward[-3000:].mean(), "static_champion_after_drift": static,
+            "promotions": sum(h.get("verdict") == "promoted" for h in state["history"]),
+            "rollbacks": sum(h.get("verdict") == "rolled_back" for h in state["history"]),
+            "retrainings": len(state["history"]),
+        })  # fmt: skip
+    return pd.DataFrame(rows), pd.DataFrame(sessions)
+
+
+def _until_promotion(reward: np.ndarray, state: dict) -> float:
+    ats = [h["at"] for h in state["history"] if h.get("verdict") == "promoted"]
+    end = ats[0] if ats else len(reward)
+    return float(reward[DRIFT_AT:end].mean()) if end > DRIFT_AT else float("nan")
+
+
+def figure(seeds: list[int], work: Path, out: Path) -> None:
+    """Rolling live reward per seed; the drift, and each retraining coloured by its verdict."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rlbench.offline.log import read_log
+
+    colours = {"promoted": "tab:green", "rejected": "tab:gray", "rolled_back": "tab:red",
+               "refused": "tab:orange"}  # fmt: skip
+    fig, axes = plt.subplots(len(seeds), 1, figsize=(9, 1.9 * len(seeds) + 0.6), sharex=True)
+    for ax, seed in zip(np.atleast_1d(axes), seeds, strict=True):
+        folder = work / f"drift-s{seed}"
+        log = read_log(folder / "log")
+        reward = log.reward[np.argsort(log.ts, kind="stable")]
+        roll = np.convolve(reward, np.ones(ROLL) / ROLL, mode="valid")
+        ax.plot(np.arange(ROLL, len(reward) + 1), roll, lw=1.2, color="tab:blue")
+        ax.axvline(DRIFT_AT, color="black", ls="--", lw=1)
+        for h in json.loads((folder / "session.json").read_text())["history"]:
+            ax.axvline(h["at"], color=colours.get(h.get("verdict"), "tab:purple"), lw=2, alpha=0.8)
+        ax.set_ylabel(f"seed {seed}")
+        ax.grid(alpha=0.3)
+    axes = np.atleast_1d(axes)
+    axes[0].set_title(
+        f"live reward per decision (rolling mean of {ROLL}); dashed: the load drifts; "
+        "retrainings: green promoted, grey rejected, red rolled back", fontsize=9,
+    )  # fmt: skip
+    axes[-1].set_xlabel("decision")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--work", default="outputs/continual-learning")
+    ap.add_argument("--truth-episodes", type=int, default=400)
+    ap.add_argument("--analyse-only", action="store_true")
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    (HERE / "results").mkdir(exist_ok=True)
+    if not args.analyse_only:
+        timing = run_sessions(seeds, work)
+        timing.to_csv(work / "timing.csv", index=False)
+    retrainings, sessions = truth(seeds, work, args.truth_episodes)
+    timing_file = work / "timing.csv"
+    if timing_file.exists():
+        sessions = sessions.merge(pd.read_csv(timing_file), on="seed", how="left")
+    retrainings.to_csv(HERE / "results" / "retrainings.csv", index=False)
+    sessions.to_csv(HERE / "results" / "sessions.csv", index=False)
+    figure(seeds, work, HERE / "figures" / "drift.png")
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(retrainings.round(3).to_string(index=False))
+        print(sessions.round(3).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
