@@ -235,3 +235,31 @@ def test_a_rerun_resumes_counts_triggers_and_unique_episode_ids(make_session, tm
     starts = {i.rsplit("-", 1)[0] for i in log.episode_ids}
     assert starts == {"t-1", "t-2"}  # episode ids carry the start: none is shared by two runs
     assert np.bincount(log.episode).max() <= 12  # no id gathers decisions of two episodes
+
+
+def test_the_loop_drives_real_scripts_and_a_user_command_is_its_feedback(tmp_path, monkeypatch):
+    """The scheduler adapter in a session: a real script runs at the policy's interval, and
+    `rlbench-live-ctl run` before the session becomes a manual run in the first decision
+    (+1.0, the seed's reward) and in the next observation (manual-run entry)."""
+    from rlbench.live.scheduler import FakeClock, SchedulerAdapter, send_command
+
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/sh\necho ran >> {tmp_path / 'ran.txt'}\n")
+    script.chmod(0o755)
+    schedule = tmp_path / "jobs.yaml"
+    schedule.write_text(f"scripts:\n  - name: job\n    command: [{script}]\n"
+                        "    interval_minutes: 60\n")  # fmt: skip
+    adapter = SchedulerAdapter(schedule, tmp_path / "work", step_seconds=1800, clock=FakeClock())
+    send_command(tmp_path / "work", "job", "run")
+    registry = FakeRegistry(Fixed(1))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_LIVE_DIR, version_base="1.3"):
+        cfg = compose("live", overrides=[f"folder={tmp_path / 's'}", "session=s", "env=scheduler",
+                                         "decisions=20", "explore.epsilon=0",
+                                         "triggers.drift.enabled=false"])  # fmt: skip
+    LiveSession(cfg, adapter, tmp_path / "s", Tracker(), registry, registry.load).run()
+    log = read_log(tmp_path / "s" / "log")
+    assert len(log) == 20 and log.env_id == "rlbench/ScriptScheduler-v0"
+    assert log.reward[0] >= 1.0 and log.next_obs[0, 2] > 0  # the manual run, seen and rewarded
+    runs = (tmp_path / "ran.txt").read_text().splitlines()
+    assert len(runs) >= 20 * 30 // 60  # every 60 minutes over 20 half-hour decisions, and more
