@@ -97,8 +97,8 @@ class CountTrigger(Trigger):
         rate = self.rate()
         if self.outcomes and rate < self.max_rate:
             return (
-                f"success rate {rate:.3f} < {self.max_rate} over {self.decisions} decisions "
-                f"({self.key} == {self.value:g})"
+                f"success rate {rate:.4f} < {self.max_rate} ({self.successes:g} of "
+                f"{self.outcomes} decisions with {self.key} == {self.value:g})"
             )
         return None
 
