@@ -65,22 +65,12 @@ def make_adapter(cfg: DictConfig, env_id: str, env_kwargs: dict[str, Any]) -> Ad
     )  # fmt: skip
 
 
-def _compose_checked(overrides: list[str]) -> DictConfig:
-    """``rlbench-train``'s config with ``overrides``; Hydra's errors as one line."""
+def _env(cfg: DictConfig) -> tuple[str, dict[str, Any], DictConfig]:
     from rlbench.offline.collect import compose
 
-    try:
-        return compose(overrides)
-    except UserError:
-        raise
-    except Exception as err:  # Hydra's composition errors, described as rlbench-train does
-        raise UserError(cli.describe(err)) from None
-
-
-def _env(cfg: DictConfig) -> tuple[str, dict[str, Any], DictConfig]:
     overrides = [f"env={cfg.env}"] + [f"env.{k}={v}" for k, v in cfg.env_args.items()]
     try:
-        train_cfg = _compose_checked(overrides)
+        train_cfg = compose(overrides)
     except UserError as err:
         raise UserError(f"env={cfg.env} with env_args: {err}") from None
     env_id, kwargs = env_spec(train_cfg.env)
@@ -115,14 +105,16 @@ def _check(cfg: DictConfig) -> None:
         raise UserError(f"decisions must be >= 1 (or null: until Ctrl-C), got {cfg.decisions}")
     if str(cfg.explore.kind) not in ("epsilon", "softmax", "none"):
         raise UserError(f"explore.kind={cfg.explore.kind!r}: choose epsilon, softmax or none")
+    from rlbench.offline.collect import compose
+
     try:
-        _compose_checked([f"env={cfg.env}"])
+        compose([f"env={cfg.env}"])
     except UserError as err:
         raise UserError(f"env={cfg.env}: {err}") from None
     for key in ("initial", "fallback", "retrain.algo"):  # found now, not at the first retraining
         option = OmegaConf.select(cfg, key)
         try:
-            _compose_checked([f"env={cfg.env}", f"algo={option}"])
+            compose([f"env={cfg.env}", f"algo={option}"])
         except UserError as err:
             raise UserError(f"{key}={option}: {err}") from None
     from rlbench.offline.ope import ESTIMATORS, FEATURES

@@ -35,13 +35,7 @@ def _compose(env: str, algo: str | None, overrides: Sequence[str]) -> Any:
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise UserError(f"{bad[0]!r} is not an override: write key=value (env.load=spike)")
-    words = [f"env={env}", *([f"algo={algo}"] if algo else []), *overrides]
-    try:
-        return compose(words)
-    except UserError:
-        raise
-    except Exception as err:  # Hydra's composition errors, described as rlbench-train does
-        raise UserError(cli.describe(err)) from None
+    return compose([f"env={env}", *([f"algo={algo}"] if algo else []), *overrides])
 
 
 def _is_model(spec: str) -> bool:

@@ -225,16 +225,23 @@ def parse_time(text: str | None) -> float | None:
 
 
 def compose(overrides: Sequence[str]) -> Any:
-    """The train config composed with ``overrides`` (env=..., algo=..., env.load=...)."""
+    """The train config composed with ``overrides`` (env=..., algo=..., env.load=...); Hydra's
+    composition errors become one-line ``UserError``s, described as ``rlbench-train`` does."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from rlbench import cli
     from rlbench.config import CONF_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return hydra_compose("train", overrides=list(overrides))
+        try:
+            return hydra_compose("train", overrides=list(overrides))
+        except UserError:
+            raise
+        except Exception as err:  # unknown options and keys, malformed overrides
+            raise UserError(cli.describe(err)) from None
 
 
 def load_policy(spec: str, algo_cfg: Any, venv: Any, seed: int, tracking_uri: str | None):

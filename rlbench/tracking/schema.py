@@ -191,6 +191,7 @@ def ope_metric(policy: str, estimator: str, part: str = "") -> str:
     """``ope/<policy>/<estimator>`` (the estimate) or ``..._low`` / ``..._high`` (its interval)."""
     return f"{OPE_PREFIX}{policy}/{estimator}{'_' + part if part else ''}"
 
+
 # --------------------------------------------------------------------------- live (issue 18)
 LIVE_KIND = "live"  # KIND_TAG of an rlbench-live session's parent run
 LIVE_SESSION_TAG = "rlbench.live.session"  # the session's name, on the parent and its children
