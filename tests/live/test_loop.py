@@ -263,3 +263,19 @@ def test_the_loop_drives_real_scripts_and_a_user_command_is_its_feedback(tmp_pat
     assert log.reward[0] >= 1.0 and log.next_obs[0, 2] > 0  # the manual run, seen and rewarded
     runs = (tmp_path / "ran.txt").read_text().splitlines()
     assert len(runs) >= 20 * 30 // 60  # every 60 minutes over 20 half-hour decisions, and more
+
+
+def test_the_dashboard_shows_the_session(make_session):
+    """The rich view renders what a user watches: decisions, reward, the acting version, the
+    triggers and the last retraining's verdict."""
+    from rich.console import Console
+
+    from rlbench.live.dashboard import RichView
+
+    session, _ = make_session(Scaler(), [Fixed(0)], "decisions=700", *EVERY_600, drift=True)
+    session.run()
+    console = Console(record=True, width=120)
+    console.print(RichView.render(session.snapshot()))
+    text = console.export_text()
+    for expected in ("decisions", "700", "champion v1", "count", "rejected", "fsynced"):
+        assert expected in text, expected
