@@ -13,12 +13,16 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 STUDIES = sorted(p for p in EXPERIMENTS.iterdir() if p.is_dir())
-CONFIGS = {"rlbench-train": "train", "rlbench-report": "report"}
-COMMAND = re.compile(r"(?:^|[\s/])(rlbench-train|rlbench-report)((?:[^\n#\\]|\\\n)*)")
+CONFIGS = {"rlbench-train": "train", "rlbench-report": "report", "rlbench-live": "live"}
+CONF_DIRS = {"rlbench-live": "conf_live"}  # the others: conf/
+COMMAND = re.compile(
+    r"(?:^|[\s/])(rlbench-train|rlbench-report|rlbench-live)(?!-)((?:[^\n#\\]|\\\n)*)"
+)
 
 
 def commands(readme: Path) -> list[tuple[str, list[str]]]:
-    """``(program, overrides)`` of every rlbench-train/-report line in the README's code blocks."""
+    """``(program, overrides)`` of every rlbench-train/-report/-live line in the README's code
+    blocks."""
     blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", readme.read_text(), flags=re.S)
     found = []
     for block in blocks:
@@ -40,8 +44,8 @@ def test_every_study_has_a_readme_and_the_index_names_it():
 
 @pytest.mark.parametrize("study", STUDIES, ids=lambda p: p.name)
 def test_every_command_in_a_readme_composes(study):
-    conf = str(ROOT / "conf")
     for program, overrides in commands(study / "README.md"):
+        conf = str(ROOT / CONF_DIRS.get(program, "conf"))
         # a sweep (a=x,y with -m) composes like its first job
         first = [re.sub(r"=([^,\[\]{}()'\"]+),[^\[\]{}()'\"]*$", r"=\1", o) for o in overrides]
         with initialize_config_dir(config_dir=conf, version_base="1.3"):

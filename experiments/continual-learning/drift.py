@@ -9,8 +9,9 @@ name and the shared MLflow store under ``--work``), timed as a process. Then, in
 where the truth is known: for every retraining, the true values of the champion and the
 challenger at that moment (mean return over ``--truth-episodes`` on-policy episodes of the
 environment the session was in then: the drifted one once the drift had reached the
-episodes), so each gate interval can be checked against the true difference. And the reward
-the session would have had without the loop (the first champion on the drifted load).
+episodes), so each gate interval can be checked against the true difference. And per decision
+on the drifted load, without exploration: the first champion (no loop), the last promoted
+challenger, and the threshold rule (an adaptive policy nobody trained on this load).
 
 Writes ``results/retrainings.csv`` (one row per retraining: gate interval, verdict, truth),
 ``results/sessions.csv`` (per seed: wall time, reward before/after, promotions) and
@@ -82,6 +83,12 @@ def truth(seeds: list[int], work: Path, episodes: int) -> tuple[pd.DataFrame, pd
             cache[key] = float(on_policy_returns(venvs[when], agent, episodes, 12345).mean())
         return cache[key]
 
+    from rlbench.agents import build_agent
+
+    rule = build_agent(
+        compose(["env=autoscaling", "algo=threshold"]).algo, venvs["after"], 0, "cpu"
+    )
+    threshold = float(on_policy_returns(venvs["after"], rule, episodes, 12345).mean()) / horizon
     rows, sessions = [], []
     for seed in seeds:
         model, folder = f"autoscaling-drift-s{seed}", work / f"drift-s{seed}"
@@ -105,10 +112,13 @@ def truth(seeds: list[int], work: Path, episodes: int) -> tuple[pd.DataFrame, pd
         log = read_log(folder / "log")
         reward = log.reward[np.argsort(log.ts, kind="stable")]
         static = value(model, "1", "after") / horizon
+        final = [h for h in state["history"] if h.get("verdict") == "promoted"]
+        promoted = value(model, final[-1]["version"], "after") / horizon if final else np.nan
         sessions.append({
             "seed": seed, "decisions": len(reward), "reward_before_drift": reward[:DRIFT_AT].mean(),
             "reward_drift_to_first_promotion": _until_promotion(reward, state),
             "reward_last_3000": reward[-3000:].mean(), "static_champion_after_drift": static,
+            "last_promoted_after_drift": promoted, "threshold_rule_after_drift": threshold,
             "promotions": sum(h.get("verdict") == "promoted" for h in state["history"]),
             "rollbacks": sum(h.get("verdict") == "rolled_back" for h in state["history"]),
             "retrainings": len(state["history"]),
