@@ -64,6 +64,7 @@ BEHAVIOURS = {
 }
 COVERAGE_RULE = 0.85
 TIME_FEATURES: list[bool | None] = [None]  # --time-features (None: ope.evaluate's default)
+FEATURES: list[str] = ["quadratic"]  # --features: the model's features (ope.FEATURES)
 
 
 def policy(env_id: str, kwargs: dict, algo: dict, eps: float, name: str):
@@ -110,7 +111,7 @@ def one_log(env: str, behaviour: str, size: int, index: int, boot: int) -> list[
     for target, (t_algo, t_eps) in TARGETS[env].items():
         est, diag = ope.evaluate(
             log, policy(env_id, kwargs, t_algo, t_eps, target), names, n_boot=boot,
-            seed=seed, warn=False, time_features=TIME_FEATURES[0],
+            seed=seed, warn=False, time_features=TIME_FEATURES[0], features=FEATURES[0],
         )  # fmt: skip
         for name, e in est.items():
             rows.append({
@@ -250,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-features", choices=("auto", "on", "off"), default="auto",
                    help="the sequential model's time-to-go features (ope.evaluate's default: "
                    "auto, on for gamma 1)")  # fmt: skip
+    p.add_argument("--features", choices=("quadratic", "poly2", "linear"), default="quadratic",
+                   help="the model's features (fqe, dr, wdr, dm, dr_bandit)")  # fmt: skip
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     p.add_argument("--merge", nargs="+", default=None,
                    help="no runs: summarise the estimates.csv/truth.csv of these folders "
@@ -263,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     ENVS["autoscaling"] = ("rlbench/Autoscaling-v0", {"horizon": args.horizon})
     TIME_FEATURES[0] = {"auto": None, "on": True, "off": False}[args.time_features]
+    FEATURES[0] = args.features
     if args.truth_only:
         envs = [e for e in args.envs.split(",") if e]
         tru = pd.concat([truth(env, args.truth_episodes, 7) for env in envs], ignore_index=True)

@@ -35,7 +35,9 @@ def live(*args: str, store, cwd: Path, **kw) -> subprocess.Popen:
 
 
 def test_a_drifting_load_triggers_a_gated_promotion_and_the_reward_recovers(mlflow_store, tmp_path):
-    proc = live("experiment=drift", "decisions=5800", store=mlflow_store, cwd=tmp_path)
+    proc = live(
+        "experiment=drift", "decisions=5800", "retrain.steps=5000", store=mlflow_store, cwd=tmp_path
+    )
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     folder = tmp_path / "outputs" / "live" / "drift"

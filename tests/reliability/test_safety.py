@@ -170,9 +170,13 @@ def test_the_only_network_server_is_rlbench_serve_and_it_binds_localhost_by_defa
     args = _parser().parse_args(["models:/x@champion"])
     assert args.host == "127.0.0.1"
     # the processes we leave running: the MLflow helper, spoken to through pipes, and the fork
-    # server that forks helpers with MLflow imported (its launcher returns once it listens)
-    popens = [(p.name, f) for p in SOURCES for f, _, _ in calls(p) if "Popen" in f]
-    assert popens == [("helper.py", "subprocess.Popen")]
+    # server that forks helpers with MLflow imported (its launcher returns once it listens);
+    # and the scripts a user's schedule lists (rlbench-live's scheduler), run as argument lists
+    # with a timeout, never through a shell
+    popens = sorted((p.name, f) for p in SOURCES for f, _, _ in calls(p) if "Popen" in f)
+    assert popens == [("helper.py", "subprocess.Popen"), ("scheduler.py", "subprocess.Popen")]
+    scheduler = (ROOT / "rlbench/live/scheduler.py").read_text()
+    assert "shell=True" not in scheduler and "os.system" not in scheduler
     launches = [(o, f) for f, _, o in calls(ROOT / "rlbench/tracking/forkserver.py")]
     assert ("_start_server", "subprocess.run") in launches
 
