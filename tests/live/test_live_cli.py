@@ -48,3 +48,38 @@ def test_a_mistake_is_one_line_and_exit_2(case, mlflow_store, tmp_path, monkeypa
     assert err[-1].startswith("error: ")
     assert re.search(message, err[-1]), err
     assert not (tmp_path / "outputs" / "live" / "default" / "log").exists()  # nothing decided
+
+
+def test_rlbench_train_help_shows_none_of_the_live_groups(capsys, monkeypatch):
+    """rlbench-live's config lives in conf_live/: its source/ and experiment presets never show
+    among rlbench-train's groups."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rlbench.run import main as train
+
+    monkeypatch.setattr(sys, "argv", ["rlbench-train", "--help"])
+    with pytest.raises(SystemExit):
+        train.main()
+    GlobalHydra.instance().clear()
+    out = capsys.readouterr().out
+    assert "experiment: " in out and "benchmark" in out  # the groups are listed
+    assert "source" not in out and "drift" not in out and "scheduler, sim" not in out
+
+
+def test_a_recorded_trace_is_replayed_as_the_autoscaling_load(tmp_path):
+    """source=trace: the autoscaling environment on load=trace, the CSV's counts as arrivals."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rlbench.config import CONF_LIVE_DIR
+    from rlbench.live.cli import make_adapter
+
+    trace = tmp_path / "trace.csv"
+    trace.write_text("requests\n" + "\n".join(str(500 + 10 * i) for i in range(40)) + "\n")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_LIVE_DIR, version_base="1.3"):
+        cfg = compose("live", overrides=["source=trace", f"source.trace_path={trace}"])
+    adapter = make_adapter(cfg, "rlbench/Autoscaling-v0", {"horizon": 10, "noise": 0.0})
+    adapter.reset(seed=0)
+    arrivals = [adapter.step(1)[4]["influx"] for _ in range(10)]
+    assert len(set(arrivals)) == 10 and all(500 <= a <= 890 for a in arrivals)
