@@ -284,6 +284,7 @@ class SB3Agent(Agent):
         self._rng = rng
         if state.get("action_space_rng") is not None:
             self.model.action_space.np_random.bit_generator.state = state["action_space_rng"]
+        self._actor_cache = None  # new weights: PPO's numpy copy is taken again
 
 
 class PPOAgent(SB3Agent):
@@ -295,6 +296,57 @@ class PPOAgent(SB3Agent):
     def _distribution(self, obs_t: Any, n: int, deterministic: bool) -> np.ndarray:
         probs = self.model.policy.get_distribution(obs_t).distribution.probs.cpu().numpy()
         return one_hot(probs.argmax(axis=1), n) if deterministic else probs.astype(np.float64)
+
+    def action_probabilities(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """As SB3 computes it; a few observations at a time (a live decision) in numpy from a
+        copy of the actor's weights, ~30 us instead of ~400 us through torch. The copy is taken
+        again whenever training has moved on (``num_steps``)."""
+        obs = np.asarray(obs)
+        actor = self._numpy_actor() if len(obs) <= NUMPY_BATCH else None
+        if actor is None:
+            return super().action_probabilities(obs, deterministic)
+        h = obs.reshape(len(obs), -1).astype(np.float32)
+        layers, activation = actor
+        for i, (w, b) in enumerate(layers):
+            h = h @ w + b
+            if i < len(layers) - 1:
+                h = activation(h)
+        if deterministic:
+            return one_hot(h.argmax(axis=1), h.shape[1])
+        z = np.exp(h - h.max(axis=1, keepdims=True)).astype(np.float64)
+        return z / z.sum(axis=1, keepdims=True)
+
+    def _numpy_actor(self) -> tuple[list[tuple[np.ndarray, np.ndarray]], Any] | None:
+        """The actor (policy MLP and action head) as numpy arrays, or None when the policy is
+        not the plain flatten + MLP + categorical head this copies (then torch decides)."""
+        cached = getattr(self, "_actor_cache", None)
+        if cached is not None and cached[0] == self.num_steps:
+            return cached[1]
+        from stable_baselines3.common.torch_layers import FlattenExtractor
+
+        policy = self.model.policy
+        activations = {torch.nn.Tanh: np.tanh, torch.nn.ReLU: lambda h: np.maximum(h, 0.0)}
+        modules = [*policy.mlp_extractor.policy_net, policy.action_net]
+        linear = [m for m in modules if isinstance(m, torch.nn.Linear)]
+        others = {type(m) for m in modules if not isinstance(m, torch.nn.Linear)}
+        actor = None
+        if (
+            isinstance(policy.pi_features_extractor, FlattenExtractor)
+            and isinstance(self.model.observation_space, spaces.Box)
+            and isinstance(self.model.action_space, spaces.Discrete)
+            and len(others) <= 1
+            and others <= set(activations)
+        ):
+            act = activations[others.pop()] if others else (lambda h: h)
+            with torch.no_grad():
+                layers = [(m.weight.cpu().numpy().T.copy(), m.bias.cpu().numpy().copy())
+                          for m in linear]  # fmt: skip
+            actor = (layers, act)
+        self._actor_cache = (self.num_steps, actor)
+        return actor
+
+
+NUMPY_BATCH = 16  # observations up to which PPO decides in numpy (see PPOAgent)
 
 
 class DQNAgent(SB3Agent):

@@ -147,3 +147,21 @@ def test_agents_leave_the_callers_random_generators_alone():
     agent.learn(64)
     agent.predict(OBS, deterministic=False)
     assert (np.random.random(), torch.rand(1).item()) == expected
+
+
+@pytest.mark.parametrize("arch", [[64, 64], [], [8]], ids=["default", "no hidden", "one"])
+def test_ppo_decides_a_few_observations_in_numpy_as_torch_does(arch):
+    """A live decision (a few observations) goes through a numpy copy of the actor: the same
+    probabilities as SB3's torch forward, the same greedy actions, a fresh copy after learning."""
+    from rlbench.agents.sb3_agents import SB3Agent
+
+    agent = tiny("ppo", policy_kwargs={"net_arch": arch})
+    for _ in range(2):
+        agent.learn(agent.num_steps + 64)  # the weights move; the copy must follow
+        for obs in (OBS[:1], OBS):
+            torch_pi = SB3Agent.action_probabilities(agent, obs, deterministic=False)
+            numpy_pi = agent.action_probabilities(obs, deterministic=False)
+            assert np.allclose(numpy_pi, torch_pi, atol=1e-6)
+            greedy = agent.action_probabilities(obs, deterministic=True)
+            assert (greedy.argmax(axis=1) == torch_pi.argmax(axis=1)).all()
+    assert agent._numpy_actor() is not None
