@@ -8,6 +8,7 @@ of the store) so that the session names a model once and tests can stand in a fa
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from rlbench.errors import UserError
@@ -43,6 +44,15 @@ class Registry:
         if not found:
             raise UserError(f"run {run_id} was not registered as {model}")
         return found[0].version
+
+    def model_file(self, model: str, version: str, folder: Path) -> Path:
+        """The saved model of ``version`` (its run's ``model/model.*``), downloaded."""
+        from rlbench.offline.collect import run_model_file
+
+        found = [v for v in registry.versions(model, self.uri) if v.version == str(version)]
+        if not found or not found[0].run_id:
+            raise UserError(f"{model} version {version} has no run to take its model from")
+        return run_model_file(found[0].run_id, folder, self.uri)
 
     def annotate_run(
         self, run_id: str, tags: Mapping[str, str], metrics: Mapping[str, float]

@@ -336,9 +336,11 @@ class LiveSession:
             self._save(durable=True)
             return False
         folder = self.folder / f"retrain-{k}"
-        train_data = None
+        train_data, init_from = None, None
         if str(rc.algo) in OFFLINE_ALGOS:
             train_data = write_training_split(split, folder / "train-log")
+        elif rc.get("warm_start", True):
+            init_from = self._warm_start_file(str(rc.algo), folder)
         overrides = train_overrides(
             env=str(self.cfg.env),
             env_args=dict(self.cfg.env_args),
@@ -351,6 +353,7 @@ class LiveSession:
             run_name=f"{self.cfg.session}-retrain-{k}",
             parent_run_id=self.state.run_id,
             extra=list(rc.overrides),
+            init_from=init_from,
         )
         run_id, score = run_training(overrides)
         version = self.registry.version_of_run(self.model, run_id)
@@ -385,6 +388,22 @@ class LiveSession:
         self._event(f"retraining {k} ({seconds:.1f} s): v{version} {verdict}: {result.why}")
         self._save(durable=True)
         return changed
+
+    def _warm_start_file(self, algo: str, folder: Path) -> Path | None:
+        """The champion's saved model when it is an ``algo`` agent (a simulated retraining
+        continues from it), else None: the challenger starts from scratch."""
+        from rlbench.agents import peek_algo
+
+        try:
+            path = self.registry.model_file(self.model, self.champion.version, folder / "champion")
+            saved = peek_algo(path)
+        except UserError as err:
+            self._event(f"no warm start ({err}): the challenger starts from scratch")
+            return None
+        if saved != algo:
+            self._event(f"the champion is {saved}, not {algo}: the challenger starts from scratch")
+            return None
+        return path
 
     def _version_handle(self, version: str) -> PolicyHandle:
         agent = self.load_policy(f"models:/{self.model}/{version}")

@@ -3,7 +3,8 @@ trained by ``rlbench-train`` (in this process, as a child run of the session) an
 
 The challenger learns offline from the training episodes (``algo=offline_dqn|cql|bc|
 qlearning_replay`` with ``data=<the split>``), or in simulation (any online ``algo=`` trains in
-the environment the session's adapter speaks; ``retrain.overrides`` can point it at a load
+the environment the session's adapter speaks, warm-started from the champion's saved model when
+the champion is that algorithm (``init_from=``); ``retrain.overrides`` can point it at a load
 closer to what the log shows). Either way it is an ordinary rlbench run: resolved config, seed,
 commit, versions, curve and score, nested under the session's run and registered as a new
 version of the session's model (alias ``challenger``). Held-out episodes never reach training:
@@ -68,12 +69,15 @@ def train_overrides(
     run_name: str,
     parent_run_id: str | None,
     extra: Sequence[str],
+    init_from: Path | None = None,
 ) -> list[str]:
     """The ``rlbench-train`` overrides of one retraining (or of the session's first champion)."""
     out = [f"env={env}", f"algo={algo}", f"seed={seed}", f"train.total_steps={int(steps)}"]
     out += [f"env.{k}={_value(v)}" for k, v in env_args.items()]
     if data is not None:
         out.append(f"data={_value(str(data))}")
+    if init_from is not None:
+        out.append(f"init_from={_value(str(init_from))}")
     out += [
         "train.progress=off",
         f"tracking.enabled={str(bool(tracking.get('enabled', True))).lower()}",

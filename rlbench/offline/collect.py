@@ -282,6 +282,13 @@ def _from_run(run_id: str, venv: Any, tracking_uri: str | None):
     import tempfile
 
     from rlbench.agents import load_agent
+
+    path = run_model_file(run_id, tempfile.mkdtemp(prefix="rlbench-collect-"), tracking_uri)
+    return load_agent(path, venv), f"run-{run_id[:8]}", run_id
+
+
+def run_model_file(run_id: str, folder: str | Path, tracking_uri: str | None) -> Path:
+    """The final model a finished run logged (``model/model.*``), downloaded into ``folder``."""
     from rlbench.tracking import schema
     from rlbench.tracking.client import mlflow_client
     from rlbench.tracking.store import resolve_uri
@@ -296,6 +303,4 @@ def _from_run(run_id: str, venv: Any, tracking_uri: str | None):
     final = [p for p in files if Path(p).stem == schema.MODEL_STEM]
     if not final:
         raise UserError(f"run {run_id} has no {schema.MODEL_DIR}/{schema.MODEL_STEM}.* model")
-    tmp = tempfile.mkdtemp(prefix="rlbench-collect-")
-    path = client.download_artifacts(run_id, final[0], tmp)
-    return load_agent(path, venv), f"run-{run_id[:8]}", run_id
+    return Path(client.download_artifacts(run_id, final[0], str(folder)))

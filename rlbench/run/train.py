@@ -88,6 +88,24 @@ def _resume_agent(ckpt, state: dict[str, Any], algo_name: str, venv, device: str
         raise UserError(f"cannot resume: {err}; {fix}") from None
 
 
+def _warm_start(path: str, algo_name: str, venv, device: str):
+    """``init_from=PATH``: the saved agent (its weights and settings), counting from step 0 so
+    that ``train.total_steps`` more are learned. It must be the algorithm being trained."""
+    from rlbench.agents import load_agent, peek_algo
+
+    if not Path(path).is_file():
+        raise UserError(f"init_from={path}: no such model file")
+    saved = peek_algo(path)
+    if saved != algo_name:
+        raise UserError(
+            f"init_from={path} holds a {saved} model, not {algo_name}: set algo={saved}"
+        )
+    agent = load_agent(path, venv, device)
+    agent.num_steps = 0
+    log.info("warm start from %s", path)
+    return agent
+
+
 def _registry_name(cfg: DictConfig, trial: Any) -> str | None:
     """``tracking.register``: the registered model a finished run's policy becomes a version of."""
     name = cfg.tracking.get("register")
@@ -183,6 +201,8 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags) -> TrainOutco
         venv = divergence.finite_env(build_env(env_id, env_kwargs, num_envs, cfg.seed))
     with slow_phase(f"building the {algo_name} agent (networks, buffers)"):
         agent = _build_agent(cfg.algo, venv, int(cfg.seed), device)
+    if cfg.get("init_from"):
+        agent = _warm_start(str(cfg.init_from), algo_name, venv, device)
     ckpt = CheckpointDir(cfg.train.checkpoint_dir, run_key(flat), agent.file_suffix)
     state = ckpt.read_state() if cfg.resume else None
     if state is not None:

@@ -67,6 +67,8 @@ class FakeRegistry:
         self.run_versions: dict[str, str] = {}
         self.notes: dict[str, dict[str, Any]] = {}
         self.moves: list[tuple[str, str]] = []
+        self.trainings: list[list[str]] = []  # the rlbench-train overrides of each retraining
+        self.files: dict[str, Path] = {}  # version -> its saved model
 
     def exists(self, model: str) -> bool:
         return True
@@ -91,6 +93,13 @@ class FakeRegistry:
         note["tags"].update(tags)
         note["metrics"].update(metrics)
 
+    def model_file(self, model: str, version: str, folder: Path) -> Path:
+        from rlbench.errors import UserError
+
+        if version not in self.files:
+            raise UserError(f"version {version} has no file")
+        return self.files[version]
+
     def load(self, spec: str) -> Any:
         if spec.startswith("models:/"):
             return self.agents[spec.rsplit("/", 1)[1]]
@@ -107,6 +116,7 @@ def make_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         trained = iter(challengers)
 
         def fake_training(train_overrides: list[str]) -> tuple[str, float]:
+            registry.trainings.append(train_overrides)
             version = str(len(registry.agents) + 1)
             registry.agents[version] = next(trained)
             run_id = f"run-{version}"
@@ -279,3 +289,29 @@ def test_the_dashboard_shows_the_session(make_session):
     text = console.export_text()
     for expected in ("decisions", "700", "champion v1", "count", "rejected", "fsynced"):
         assert expected in text, expected
+
+
+def test_a_simulated_retraining_starts_from_the_champions_model(make_session, tmp_path):
+    """retrain.algo=<online algo>: the challenger is trained in simulation from the champion's
+    saved model when the champion is that algorithm (init_from=), from scratch otherwise."""
+    from rlbench.agents import build_agent
+    from rlbench.offline.collect import compose as train_compose
+    from rlbench.run.train import build_env
+
+    venv = build_env("rlbench/Autoscaling-v0", ENV, 1, 0)
+    ppo = build_agent(train_compose(["algo=ppo"]).algo, venv, seed=0, device="cpu")
+    ppo.save(tmp_path / "champion.zip")
+    session, registry = make_session(ppo, [Fixed(1)], "decisions=700", "retrain.algo=ppo",
+                                     *EVERY_600)  # fmt: skip
+    registry.files["1"] = tmp_path / "champion.zip"
+    session.run()
+    (overrides,) = registry.trainings
+    assert f"init_from={tmp_path / 'champion.zip'}" in overrides and "algo=ppo" in overrides
+
+
+def test_a_simulated_retraining_from_a_rule_champion_starts_from_scratch(make_session):
+    session, registry = make_session(Fixed(1), [Fixed(1)], "decisions=700", "retrain.algo=ppo",
+                                     *EVERY_600)  # fmt: skip
+    session.run()
+    (overrides,) = registry.trainings
+    assert not any(o.startswith("init_from=") for o in overrides)

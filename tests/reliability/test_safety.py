@@ -134,6 +134,11 @@ def test_models_are_loaded_only_from_places_the_user_names():
                 found.add((str(path.relative_to(ROOT)), outer, func))
     assert found == {
         ("rlbench/run/train.py", "_resume_agent", "agent_class().load"),
+        # init_from=PATH: the model file the user (or rlbench-live, the champion's) names
+        ("rlbench/run/train.py", "_warm_start", "load_agent"),
+        ("rlbench/run/train.py", "_warm_start", "peek_algo"),  # which algorithm the file holds
+        # rlbench-live: the champion's own model (from its registered run), read for its algo
+        ("rlbench/live/loop.py", "_warm_start_file", "peek_algo"),
         ("rlbench/results/verify.py", "verify_model", "load_agent"),
         # the registry checks that a run's own model loads before it logs it
         ("rlbench/tracking/registry.py", "log_policy", "load_agent"),
