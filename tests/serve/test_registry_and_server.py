@@ -50,16 +50,19 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
-    runs = []
+    procs = []  # both trainings at once (one torch thread each): half the fixture's wall time
     for seed, extra in ((0, [f"tracking.register={NAME}"]), (1, [])):  # the first at training
-        done = subprocess.run(
+        procs.append(subprocess.Popen(
             [sys.executable, "-m", "rlbench.run.main", "algo=ppo", "debug=fast",
              f"seed={seed}", "train.progress=off", f"tracking.artifact_location={root}/art",
              *extra],
-            cwd=root, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-2000:]
-        runs.append(done.stdout.split("mlflow run: ")[1].split()[0])
+            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))  # fmt: skip
+    runs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        runs.append(out.split("mlflow run: ")[1].split()[0])
     from rlbench.tracking import registry
 
     before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
