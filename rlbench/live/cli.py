@@ -122,8 +122,8 @@ def _check(cfg: DictConfig) -> None:
     if str(cfg.gate.estimator) not in ESTIMATORS:
         raise UserError(f"gate.estimator={cfg.gate.estimator!r}: choose one of "
                         f"{', '.join(ESTIMATORS)}")  # fmt: skip
-    if str(cfg.gate.features) not in FEATURES:
-        raise UserError(f"gate.features={cfg.gate.features!r}: choose one of "
+    if str(cfg.gate.features) not in (*FEATURES, "auto"):
+        raise UserError(f"gate.features={cfg.gate.features!r}: choose one of auto, "
                         f"{', '.join(FEATURES)}")  # fmt: skip
     if cfg.get("serve_url") and str(cfg.explore.kind) != "epsilon":
         raise UserError(

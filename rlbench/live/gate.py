@@ -16,9 +16,13 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from rlbench.errors import UserError
 from rlbench.offline import ope
 from rlbench.offline.log import InteractionLog
+
+POLY2_MAX_DIM = 12  # observation entries up to which the gate's model has all cross terms
 
 
 @dataclass
@@ -57,10 +61,15 @@ def paired_gate(
     alpha: float = 0.05,
     margin: float = 0.0,
     gamma: float = 1.0,
-    features: str = "poly2",
+    features: str = "auto",
     seed: int = 0,
 ) -> GateResult:
-    """Compare ``challenger`` with ``champion`` on ``holdout`` and decide (see the module)."""
+    """Compare ``challenger`` with ``champion`` on ``holdout`` and decide (see the module).
+    ``features="auto"``: ``poly2`` up to ``POLY2_MAX_DIM`` observation entries (its size grows
+    with their square), ``quadratic`` beyond."""
+    if features == "auto":
+        dim = int(np.prod(holdout.obs_shape))
+        features = "poly2" if dim <= POLY2_MAX_DIM else "quadratic"
     if estimator not in ope.SEQUENTIAL + ope.BANDIT:
         raise UserError(
             f"live.gate.estimator={estimator!r} is not an estimator; choose one of "
