@@ -11,7 +11,8 @@ a manual approval, runs the challenger in shadow (it decides beside the champion
 decision's ``context``, not acted on), and promotes it through the registry.
 
 Durability: the log is fsynced in batches (a killed session loses at most the unflushed batch);
-``state.json`` (counts, triggers, the rollback watch) is replaced atomically; the champion is
+``session.json`` (counts, triggers, the rollback watch) is replaced atomically after each batch
+is written, so it never counts a decision the log lacks; the champion is
 always read back from the registry, whose alias moves are single atomic updates, so a kill
 between two steps never leaves a half-promoted model. Rerunning the same command resumes the
 session: the same MLflow parent run, counts and triggers, the log continued in new part files.
@@ -56,7 +57,7 @@ CONTROL_FILES = ("kill", "retrain", "approve", "reject")
 
 @dataclass
 class State:
-    """What a resumed session needs (``state.json``)."""
+    """What a resumed session needs (``session.json``)."""
 
     run_id: str | None = None
     starts: int = 0  # how often the session was started: episode ids stay unique over resumes
@@ -187,6 +188,7 @@ class LiveSession:
         next_view = 0.0
         report_every = int(self.cfg.report_every)
         window_rewards: list[float] = []
+        saved_written = 0
         try:
             while self.state.decisions < target:
                 if self.state.decisions % CONTROL_EVERY == 0:
@@ -244,7 +246,8 @@ class LiveSession:
                     obs, step = self._reset(), 0
                 else:
                     obs = next_obs
-                if self.state.decisions % writer.batch_size == 0:
+                if writer.written != saved_written:  # a batch went to the log: count it
+                    saved_written = writer.written
                     self._save()
                 if self.state.decisions % report_every == 0:
                     now = time.monotonic()
