@@ -144,25 +144,30 @@ def run_session(cfg: DictConfig, view: Any = "config") -> State:
     folder.mkdir(parents=True, exist_ok=True)
     env_id, env_kwargs, _ = _env(cfg)
     adapter = make_adapter(cfg, env_id, env_kwargs)
-    if adapter.env_id != env_id:
-        raise UserError(
-            f"the source speaks {adapter.env_id}, but env={cfg.env} is {env_id}: set env= to "
-            "the environment the adapter's policies were trained in"
+    try:  # a mistake found from here on still releases the adapter (the scheduler's lock)
+        if adapter.env_id != env_id:
+            raise UserError(
+                f"the source speaks {adapter.env_id}, but env={cfg.env} is {env_id}: set env= "
+                "to the environment the adapter's policies were trained in"
+            )
+        tracker = make_tracker(cfg.tracking)
+        registry = Registry(tracker.uri)
+        session = LiveSession(
+            cfg, adapter, folder, tracker, registry,
+            _policy_loader(cfg, env_id, env_kwargs, tracker.uri),
+        )  # fmt: skip
+        resumed = session.state.run_id is not None
+        run_id = tracker.start(
+            run_name=cfg.tracking.get("run_name") or f"live-{cfg.session}",
+            params=flatten_config(cfg),
+            tags={schema.KIND_TAG: schema.LIVE_KIND, schema.LIVE_SESSION_TAG: str(cfg.session)},
+            resume_run_id=session.state.run_id,
         )
-    tracker = make_tracker(cfg.tracking)
-    registry = Registry(tracker.uri)
+    except BaseException:
+        adapter.close()
+        raise
     shown = make_view(str(cfg.dashboard)) if view == "config" else view
-    session = LiveSession(
-        cfg, adapter, folder, tracker, registry,
-        _policy_loader(cfg, env_id, env_kwargs, tracker.uri), shown,
-    )  # fmt: skip
-    resumed = session.state.run_id is not None
-    run_id = tracker.start(
-        run_name=cfg.tracking.get("run_name") or f"live-{cfg.session}",
-        params=flatten_config(cfg),
-        tags={schema.KIND_TAG: schema.LIVE_KIND, schema.LIVE_SESSION_TAG: str(cfg.session)},
-        resume_run_id=session.state.run_id,
-    )
+    session.view = shown or (lambda snapshot: None)
     session.state.run_id = run_id
     session.state.save(session.state_path, durable=True)
     status, error = "FAILED", None
