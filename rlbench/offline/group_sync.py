@@ -20,10 +20,12 @@ class GroupSync:
 
     The writer writes each batch through :meth:`write`; a failed fsync is raised by the
     writer's next call and every call after it (the file's durability is unknown from then on).
+    With ``fsync=False`` a written record counts as synced and no thread is started.
     """
 
-    def __init__(self, max_lag: int) -> None:
+    def __init__(self, max_lag: int, fsync: bool = True) -> None:
         self.max_lag = max_lag
+        self.fsync = fsync
         self.written = 0
         self.synced = 0
         self._fd: int | None = None
@@ -37,6 +39,11 @@ class GroupSync:
         unsynced, so the unsynced records never exceed ``max_lag`` (a batch larger than that
         waits for everything before it). The fd changes only after :meth:`wait_all`, so one
         fsync never has to cover two files."""
+        if not self.fsync:
+            write_all(fd, data)
+            self.written += n
+            self.synced = self.written
+            return
         with self._cond:
             while self.written - self.synced > max(self.max_lag - n, 0) and self._error is None:
                 self._cond.wait()

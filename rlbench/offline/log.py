@@ -100,7 +100,7 @@ class LogWriter:
         }
         self.batch_size = batch_size
         self.fsync = fsync
-        self._sync = GroupSync(max_lag=MAX_LAG_BATCHES * batch_size)
+        self._sync = GroupSync(max_lag=MAX_LAG_BATCHES * batch_size, fsync=fsync)
         self._pending: list[bytes] = []
         self._pending_day: Path | None = None
         self._day_start = math.inf  # unix time of the pending day's midnight (UTC)
@@ -136,7 +136,7 @@ class LogWriter:
     @property
     def flushed(self) -> int:
         """Records durably written (fsynced; with ``fsync=False``, written)."""
-        return self._sync.synced if self.fsync else self._sync.written
+        return self._sync.synced
 
     def flush(self) -> None:
         """Write the pending records with one ``os.write`` and wait for their fsync; on return
@@ -153,12 +153,8 @@ class LogWriter:
             self._pending.append(b"")  # the batch ends with a newline
             data = b"\n".join(self._pending)
             self._pending.clear()
-            if self.fsync:
-                self._sync.write(fd, data, n)
-            else:
-                write_all(fd, data)
-                self._sync.written += n
-        if wait and self.fsync:
+            self._sync.write(fd, data, n)
+        if wait:
             self._sync.wait_all()
 
     def close(self) -> None:
@@ -181,8 +177,7 @@ class LogWriter:
         if self._fd is not None and day == self._day:
             return self._fd
         if self._fd is not None:
-            if self.fsync:
-                self._sync.wait_all()  # never close a file with unsynced records
+            self._sync.wait_all()  # never close a file with unsynced records
             os.close(self._fd)
             self._fd = None
         day.mkdir(parents=True, exist_ok=True)
