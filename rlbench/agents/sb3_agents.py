@@ -38,6 +38,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import set_random_seed
 
+from rlbench.agents import numpy_mlp
 from rlbench.agents.base import (
     Agent,
     LearnCallback,
@@ -305,18 +306,13 @@ class PPOAgent(SB3Agent):
         actor = self._numpy_actor() if len(obs) <= NUMPY_BATCH else None
         if actor is None:
             return super().action_probabilities(obs, deterministic)
-        h = obs.reshape(len(obs), -1).astype(np.float32)
-        layers, activation = actor
-        for i, (w, b) in enumerate(layers):
-            h = h @ w + b
-            if i < len(layers) - 1:
-                h = activation(h)
+        h = numpy_mlp.forward(obs, *actor)
         if deterministic:
             return one_hot(h.argmax(axis=1), h.shape[1])
         z = np.exp(h - h.max(axis=1, keepdims=True)).astype(np.float64)
         return z / z.sum(axis=1, keepdims=True)
 
-    def _numpy_actor(self) -> tuple[list[tuple[np.ndarray, np.ndarray]], Any] | None:
+    def _numpy_actor(self) -> tuple[numpy_mlp.Layers, Any] | None:
         """The actor (policy MLP and action head) as numpy arrays, or None when the policy is
         not the plain flatten + MLP + categorical head this copies (then torch decides)."""
         cached = getattr(self, "_actor_cache", None)
@@ -325,7 +321,7 @@ class PPOAgent(SB3Agent):
         from stable_baselines3.common.torch_layers import FlattenExtractor
 
         policy = self.model.policy
-        activations = {torch.nn.Tanh: np.tanh, torch.nn.ReLU: lambda h: np.maximum(h, 0.0)}
+        activations = {torch.nn.Tanh: np.tanh, torch.nn.ReLU: numpy_mlp.relu}
         modules = [*policy.mlp_extractor.policy_net, policy.action_net]
         linear = [m for m in modules if isinstance(m, torch.nn.Linear)]
         others = {type(m) for m in modules if not isinstance(m, torch.nn.Linear)}
@@ -338,10 +334,7 @@ class PPOAgent(SB3Agent):
             and others <= set(activations)
         ):
             act = activations[others.pop()] if others else (lambda h: h)
-            with torch.no_grad():
-                layers = [(m.weight.cpu().numpy().T.copy(), m.bias.cpu().numpy().copy())
-                          for m in linear]  # fmt: skip
-            actor = (layers, act)
+            actor = (numpy_mlp.copy_linear(linear), act)
         self._actor_cache = (self.num_steps, actor)
         return actor
 
