@@ -80,17 +80,13 @@ def _env(cfg: DictConfig) -> tuple[str, dict[str, Any], DictConfig]:
 def _policy_loader(cfg: DictConfig, env_id: str, env_kwargs: dict[str, Any], uri: str):
     """``spec`` -> agent: ``models:/NAME/VERSION`` from the registry, else an ``algo`` option
     (the fallback rule) built on the session's environment."""
-    from rlbench.agents import build_agent
-    from rlbench.offline.collect import compose, load_policy
+    from rlbench.offline.collect import policy_from_spec
     from rlbench.run.train import build_env
 
     venv = build_env(env_id, env_kwargs, 1, int(cfg.seed))
 
     def load(spec: str) -> Any:
-        if spec.startswith("models:/"):
-            return load_policy(spec, None, venv, int(cfg.seed), uri)[0]
-        algo = compose([f"env={cfg.env}", f"algo={spec}"]).algo
-        return build_agent(algo, venv, seed=int(cfg.seed), device="cpu")
+        return policy_from_spec(spec, str(cfg.env), venv, int(cfg.seed), uri)[0]
 
     return load
 

@@ -391,7 +391,7 @@ def parser() -> argparse.ArgumentParser:
 
 def parse_models(specs: Sequence[str]) -> dict[str, str]:
     """``NAME=SPEC`` words as ``{NAME: SPEC}``; ``UserError`` on a malformed one."""
-    from rlbench.offline.cli import _is_model
+    from rlbench.offline.collect import is_model_spec
 
     models: dict[str, str] = {}
     for word in specs:
@@ -399,7 +399,7 @@ def parse_models(specs: Sequence[str]) -> dict[str, str]:
         name, spec = name.strip(), spec.strip()
         if not eq or not name or not spec or "," in name or name.lower() == "all":
             raise UserError(f"--model {word!r}: write NAME=SPEC (ppo=models:/autoscaling@champion)")
-        if not (_is_model(spec) or spec.endswith(".json") or Path(spec).is_file()):
+        if not (is_model_spec(spec) or spec.endswith(".json") or Path(spec).is_file()):
             raise UserError(
                 f"--model {word!r}: {spec!r} is not a model file (.zip, .npz), "
                 "models:/NAME@ALIAS or runs:/<run id>"
@@ -450,10 +450,8 @@ def build_policies(
 ) -> dict[str, Any]:
     """One agent per name: a rule built from its ``conf/algo`` option (with the env
     ``overrides``), or a loaded model, each on an env of its own."""
-    from rlbench.agents import build_agent
     from rlbench.envs import make_vec
-    from rlbench.offline.cli import _compose
-    from rlbench.offline.collect import load_policy
+    from rlbench.offline.collect import load_policy, policy_from_spec
 
     agents = {}
     for name in names:
@@ -461,8 +459,8 @@ def build_policies(
         if name in models:
             agents[name] = load_policy(models[name], None, venv, seed, tracking_uri)[0]
         else:
-            algo = _compose("autoscaling", name, overrides).algo
-            agents[name] = build_agent(algo, venv, seed=seed, device="cpu")
+            agents[name] = policy_from_spec(name, "autoscaling", venv, seed, tracking_uri,
+                                            overrides)[0]  # fmt: skip
     return agents
 
 

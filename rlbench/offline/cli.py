@@ -38,10 +38,6 @@ def _compose(env: str, algo: str | None, overrides: Sequence[str]) -> Any:
     return compose([f"env={env}", *([f"algo={algo}"] if algo else []), *overrides])
 
 
-def _is_model(spec: str) -> bool:
-    return spec.startswith(("models:/", "runs:/")) or Path(spec).suffix in (".zip", ".npz")
-
-
 def collect_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="rlbench-collect",
@@ -88,7 +84,7 @@ def collect_command(argv: Sequence[str] | None = None) -> None:
     """Parse, check everything, then write the log and print a one-line summary."""
     from rlbench.config import env_spec
     from rlbench.envs import make_vec
-    from rlbench.offline.collect import Behaviour, collect, load_policy, parse_time
+    from rlbench.offline.collect import Behaviour, collect, is_model_spec, load_policy, parse_time
     from rlbench.offline.log import LogWriter
 
     args = collect_parser().parse_intermixed_args(argv)
@@ -101,7 +97,7 @@ def collect_command(argv: Sequence[str] | None = None) -> None:
         raise UserError("--seconds-per-step must be >= 0")
     _check_exploration(args.explore, args.epsilon, args.temperature)
     start = parse_time(args.start)
-    cfg = _compose(args.env, None if _is_model(args.policy) else args.policy, args.overrides)
+    cfg = _compose(args.env, None if is_model_spec(args.policy) else args.policy, args.overrides)
     env_id, env_kwargs = env_spec(cfg.env)
     try:
         venv = make_vec(env_id, args.copies, seed=args.seed, **env_kwargs)
@@ -172,7 +168,7 @@ def ope_command(argv: Sequence[str] | None = None) -> None:
     from rlbench.config import env_spec
     from rlbench.envs import make_vec
     from rlbench.offline import ope
-    from rlbench.offline.collect import Behaviour, load_policy
+    from rlbench.offline.collect import Behaviour, policy_from_spec
     from rlbench.offline.log import read_log
 
     args = ope_parser().parse_intermixed_args(argv)
@@ -199,8 +195,8 @@ def ope_command(argv: Sequence[str] | None = None) -> None:
     names = names_given or list(ope.BANDIT if lengths.max() == 1 else ope.SEQUENTIAL)
     targets = {}
     for spec in args.policy:
-        algo_cfg = cfg.algo if _is_model(spec) else _compose(args.env, spec, args.overrides).algo
-        agent, name, _ = load_policy(spec, algo_cfg, venv, 0, args.tracking_uri)
+        agent, name, _ = policy_from_spec(spec, args.env, venv, 0, args.tracking_uri,
+                                          args.overrides)  # fmt: skip
         label = name if name not in targets else f"{name}-{len(targets)}"
         targets[label] = Behaviour(agent, "epsilon", args.epsilon, name=label)
     rows = []

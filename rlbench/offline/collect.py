@@ -244,6 +244,27 @@ def compose(overrides: Sequence[str]) -> Any:
             raise UserError(cli.describe(err)) from None
 
 
+def is_model_spec(spec: str) -> bool:
+    """A saved policy (``models:/``, ``runs:/``, a .zip/.npz file), not an ``algo`` option."""
+    return spec.startswith(("models:/", "runs:/")) or Path(spec).suffix in (".zip", ".npz")
+
+
+def policy_from_spec(
+    spec: str,
+    env: str,
+    venv: Any,
+    seed: int,
+    tracking_uri: str | None,
+    overrides: Sequence[str] = (),
+):
+    """:func:`load_policy` for a spec that is a saved policy or an ``algo`` option of
+    ``conf/algo`` (composed with ``env=<env>`` and ``overrides``)."""
+    algo_cfg = None
+    if not is_model_spec(spec):
+        algo_cfg = compose([f"env={env}", f"algo={spec}", *overrides]).algo
+    return load_policy(spec, algo_cfg, venv, seed, tracking_uri)
+
+
 def load_policy(spec: str, algo_cfg: Any, venv: Any, seed: int, tracking_uri: str | None):
     """``(agent, name, version)`` for a policy spec: ``models:/NAME@ALIAS``, ``runs:/<id>``, a
     model file, or (anything else) the composed ``algo`` config."""
