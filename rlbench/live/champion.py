@@ -7,9 +7,12 @@ of the store) so that the session names a model once and tests can stand in a fa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from rlbench.errors import UserError
 from rlbench.tracking import registry
@@ -86,10 +89,6 @@ class ServedPolicy:
         self.version = "?"
 
     def action_probabilities(self, obs: Any, deterministic: bool = True) -> Any:
-        import json
-
-        import numpy as np
-
         body = json.dumps({"observations": np.asarray(obs).tolist(), "deterministic": True})
         try:
             self._conn.request("POST", "/decide", body, {"Content-Type": "application/json"})

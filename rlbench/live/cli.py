@@ -27,7 +27,6 @@ from rlbench.live.adapters import Adapter, SimAdapter
 from rlbench.live.champion import Registry
 from rlbench.live.dashboard import make_view
 from rlbench.live.loop import LiveSession, State
-from rlbench.live.retrain import run_training, train_overrides
 from rlbench.tracking import schema
 from rlbench.tracking.redaction import MaskingStream
 
@@ -171,7 +170,7 @@ def run_session(cfg: DictConfig, view: Any = "config") -> State:
         if resumed:
             log.info("resuming session %s at decision %d", cfg.session, session.state.decisions)
         if not registry.exists(str(cfg.model)):
-            _bootstrap(cfg, tracker, run_id)
+            session.bootstrap()
         state = session.run()
         status = "FINISHED"
         return state
@@ -186,19 +185,6 @@ def run_session(cfg: DictConfig, view: Any = "config") -> State:
             shown.close()
         adapter.close()
         tracker.end(status, error=error)
-
-
-def _bootstrap(cfg: DictConfig, tracker: Any, run_id: str) -> None:
-    """The session's model does not exist: train ``initial`` and register it as champion."""
-    log.info("%s is not registered: training algo=%s as its first champion", cfg.model, cfg.initial)
-    overrides = train_overrides(
-        env=str(cfg.env), env_args=dict(cfg.env_args), algo=str(cfg.initial),
-        steps=int(cfg.initial_steps), seed=int(cfg.seed), data=None,
-        tracking=dict(OmegaConf.to_container(cfg.tracking, resolve=True)),
-        register=str(cfg.model), run_name=f"{cfg.session}-initial",
-        parent_run_id=run_id, extra=[],
-    )  # fmt: skip
-    run_training(overrides)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_LIVE_DIR, config_name="live")

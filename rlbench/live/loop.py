@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from rlbench.errors import UserError
 from rlbench.live.adapters import Adapter
@@ -141,6 +142,7 @@ class LiveSession:
         self.recent = collections.deque(maxlen=int(cfg.rollback.window))
         self.view_rewards = collections.deque(maxlen=1000)
         self.last_event = ""
+        self.writer: LogWriter | None = None  # the session's log while it runs
         self._rate = 0.0
 
     # ------------------------------------------------------------------ the policies
@@ -344,21 +346,11 @@ class LiveSession:
             train_data = write_training_split(split, folder / "train-log")
         elif rc.get("warm_start", True):
             init_from = self._warm_start_file(str(rc.algo), folder)
-        overrides = train_overrides(
-            env=str(self.cfg.env),
-            env_args=dict(self.cfg.env_args),
-            algo=str(rc.algo),
-            steps=int(rc.steps),
-            seed=int(self.cfg.seed) + k,
-            data=train_data,
-            tracking=dict(self.cfg.tracking),
-            register=self.model,
-            run_name=f"{self.cfg.session}-retrain-{k}",
-            parent_run_id=self.state.run_id,
+        run_id, score = self._train(
+            algo=str(rc.algo), steps=int(rc.steps), seed=int(self.cfg.seed) + k,
+            run_name=f"{self.cfg.session}-retrain-{k}", data=train_data, init_from=init_from,
             extra=list(rc.overrides),
-            init_from=init_from,
-        )
-        run_id, score = run_training(overrides)
+        )  # fmt: skip
         version = self.registry.version_of_run(self.model, run_id)
         challenger = self._version_handle(version)
         gc = self.cfg.gate
@@ -371,7 +363,7 @@ class LiveSession:
         entry.update(run_id=run_id, version=version, score=score, seconds=seconds)
         entry.update(gate=result.metrics(), why=result.why)
         verdict = "promoted" if result.promote else "rejected"
-        if result.promote and self.cfg.gate.approval and not self._approved(version, result):
+        if result.promote and self.cfg.gate.approval and not self._approved(version):
             verdict = "refused"
         changed = False
         if verdict == "promoted" and int(self.cfg.shadow.decisions) > 0:
@@ -391,6 +383,43 @@ class LiveSession:
         self._event(f"retraining {k} ({seconds:.1f} s): v{version} {verdict}: {result.why}")
         self._save(durable=True)
         return changed
+
+    def bootstrap(self) -> None:
+        """The session's model does not exist yet: train ``initial`` and register it (the
+        first version of a model becomes its champion)."""
+        log.info("%s is not registered: training algo=%s as its first champion", self.model,
+                 self.cfg.initial)  # fmt: skip
+        self._train(algo=str(self.cfg.initial), steps=int(self.cfg.initial_steps),
+                    seed=int(self.cfg.seed), run_name=f"{self.cfg.session}-initial")  # fmt: skip
+
+    def _train(
+        self,
+        *,
+        algo: str,
+        steps: int,
+        seed: int,
+        run_name: str,
+        data: Path | None = None,
+        init_from: Path | None = None,
+        extra: list[str] | None = None,
+    ) -> tuple[str, float]:
+        """An ``rlbench-train`` run of the session's env, nested under the session's run and
+        registered as a version of its model; ``(run id, score)``."""
+        overrides = train_overrides(
+            env=str(self.cfg.env),
+            env_args=dict(self.cfg.env_args),
+            algo=algo,
+            steps=steps,
+            seed=seed,
+            data=data,
+            tracking=OmegaConf.to_container(self.cfg.tracking, resolve=True),
+            register=self.model,
+            run_name=run_name,
+            parent_run_id=self.state.run_id,
+            extra=extra or [],
+            init_from=init_from,
+        )
+        return run_training(overrides)
 
     def _warm_start_file(self, algo: str, folder: Path) -> Path | None:
         """The champion's saved model when it is an ``algo`` agent (a simulated retraining
@@ -412,7 +441,7 @@ class LiveSession:
         agent = self.load_policy(f"models:/{self.model}/{version}")
         return PolicyHandle(agent, str(version), self.model)
 
-    def _approved(self, version: str, result: GateResult) -> bool:
+    def _approved(self, version: str) -> bool:
         """Wait for ``control/approve`` or ``control/reject`` (manual approval)."""
         approve, reject = self.control / "approve", self.control / "reject"
         self._event(f"challenger v{version} passed the gate: waiting for approval "
@@ -513,7 +542,7 @@ class LiveSession:
             "watch": dict(s.watch) if s.watch else None,
             "triggers": {t.name: t.state() for t in self.triggers},
             "retrainings": list(s.history[-5:]),
-            "log_written": getattr(getattr(self, "writer", None), "written", 0),
-            "log_flushed": getattr(getattr(self, "writer", None), "flushed", 0),
+            "log_written": self.writer.written if self.writer else 0,
+            "log_flushed": self.writer.flushed if self.writer else 0,
             "event": self.last_event,
         }

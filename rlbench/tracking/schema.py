@@ -198,11 +198,10 @@ LIVE_SESSION_TAG = "rlbench.live.session"  # the session's name, on the parent a
 LIVE_ROLE_TAG = "rlbench.live.role"
 RETRAINING_ROLE = "retraining"  # LIVE_ROLE_TAG of a session's child run: one challenger
 LIVE_TRIGGER_TAG = "rlbench.live.trigger"  # why a retraining ran (the trigger's sentence)
-LIVE_GATE_TAG = "rlbench.live.gate"  # the gate's verdict: one of GATE_VERDICTS
-GATE_VERDICTS = ("promoted", "rejected", "refused", "rolled_back")
+LIVE_GATE_TAG = "rlbench.live.gate"  # the gate's verdict: promoted|rejected|refused|rolled_back
 LIVE_GATE_WHY_TAG = "rlbench.live.gate_why"  # the verdict's numbers in words
 LIVE_PREFIX = "live/"  # the parent's series: live/reward, live/decisions_per_s, ...
-GATE_PREFIX = "gate/"  # a retraining's gate: gate/diff, gate/diff_low, gate/diff_high, ...
+GATE_PREFIX = "gate/"  # a retraining's gate: gate/diff, gate/low, gate/high, gate/champion, ...
 LIVE_STATE_FILE = "session.json"  # a live session folder's resumable state
 
 
