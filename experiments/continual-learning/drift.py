@@ -60,13 +60,14 @@ def truth(seeds: list[int], work: Path, episodes: int) -> tuple[pd.DataFrame, pd
     """The gate's verdicts against the simulated truth, and each session's rewards."""
     from omegaconf import OmegaConf
 
-    from rlbench.config import CONF_LIVE_DIR, env_spec
+    from rlbench.config import CONF_LIVE_DIR, env_spec, override_value
     from rlbench.offline.collect import compose, load_policy, on_policy_returns
     from rlbench.offline.log import read_log
     from rlbench.run.train import build_env
 
     preset = OmegaConf.load(Path(CONF_LIVE_DIR) / "experiment" / "drift.yaml")
-    base = compose(["env=autoscaling"] + [f"env.{k}={v}" for k, v in preset.env_args.items()])
+    env_args = [f"env.{k}={override_value(v)}" for k, v in preset.env_args.items()]
+    base = compose(["env=autoscaling", *env_args])
     env_id, before_kw = env_spec(base.env)
     after_kw = before_kw | dict(preset.source.drift_args)
     horizon = int(before_kw["horizon"])

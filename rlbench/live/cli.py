@@ -21,7 +21,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rlbench import cli
-from rlbench.config import CONF_LIVE_DIR, env_spec
+from rlbench.config import CONF_LIVE_DIR, env_spec, override_value
 from rlbench.errors import UserError, first_line
 from rlbench.live.adapters import Adapter, SimAdapter
 from rlbench.live.champion import Registry
@@ -67,7 +67,8 @@ def make_adapter(cfg: DictConfig, env_id: str, env_kwargs: dict[str, Any]) -> Ad
 def _env(cfg: DictConfig) -> tuple[str, dict[str, Any], DictConfig]:
     from rlbench.offline.collect import compose
 
-    overrides = [f"env={cfg.env}"] + [f"env.{k}={v}" for k, v in cfg.env_args.items()]
+    overrides = [f"env={cfg.env}"]
+    overrides += [f"env.{k}={override_value(v)}" for k, v in cfg.env_args.items()]
     try:
         train_cfg = compose(overrides)
     except UserError as err:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from rlbench.config import override_value
 from rlbench.errors import UserError
 from rlbench.offline.log import InteractionLog, write_log
 
@@ -73,11 +74,11 @@ def train_overrides(
 ) -> list[str]:
     """The ``rlbench-train`` overrides of one retraining (or of the session's first champion)."""
     out = [f"env={env}", f"algo={algo}", f"seed={seed}", f"train.total_steps={int(steps)}"]
-    out += [f"env.{k}={_value(v)}" for k, v in env_args.items()]
+    out += [f"env.{k}={override_value(v)}" for k, v in env_args.items()]
     if data is not None:
-        out.append(f"data={_value(str(data))}")
+        out.append(f"data={override_value(str(data))}")
     if init_from is not None:
-        out.append(f"init_from={_value(str(init_from))}")
+        out.append(f"init_from={override_value(str(init_from))}")
     out += [
         "train.progress=off",
         f"tracking.enabled={str(bool(tracking.get('enabled', True))).lower()}",
@@ -86,7 +87,7 @@ def train_overrides(
     ]
     for key in ("uri", "experiment", "artifact_location"):
         if tracking.get(key):
-            out.append(f"tracking.{key}={_value(str(tracking[key]))}")
+            out.append(f"tracking.{key}={override_value(str(tracking[key]))}")
     if parent_run_id:
         out.append(f"tracking.parent_run_id={parent_run_id}")
     return out + list(extra)
@@ -106,11 +107,3 @@ def run_training(overrides: Sequence[str]) -> tuple[str, float]:
 def write_training_split(split: Split, folder: Path) -> Path:
     """The training episodes as a log the offline algorithms read (``data=<folder>``)."""
     return write_log(split.train, folder)
-
-
-def _value(v: Any) -> str:
-    """A Hydra override value: strings quoted when they hold characters Hydra parses."""
-    text = str(v)
-    if isinstance(v, str) and any(c in text for c in " ,=[]{}()'\":"):
-        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return text

@@ -157,7 +157,8 @@ class DriftTrigger(Trigger):
                 f"live.triggers.drift needs blocks >= 2 and window >= 2 * blocks, got "
                 f"window={window}, blocks={blocks}"
             )
-        self.window, self.blocks, self.z = int(window), int(blocks), float(z)
+        self.blocks, self.z = int(blocks), float(z)
+        self.window = self.blocks * (int(window) // self.blocks)  # whole blocks
         self.reset()
 
     def observe(self, reward: float, info: Mapping[str, Any], seconds: float) -> None:
@@ -189,10 +190,8 @@ class DriftTrigger(Trigger):
         return None
 
     def reset(self) -> None:
-        usable = self.blocks * (self.window // self.blocks)
         self.reference: list[float] = []
-        self.recent: deque[float] = deque(maxlen=usable)
-        self.window = usable
+        self.recent: deque[float] = deque(maxlen=self.window)
 
     def state(self) -> dict[str, Any]:
         return {"reference": list(self.reference), "recent": list(self.recent)}

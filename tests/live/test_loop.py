@@ -306,7 +306,10 @@ def test_a_simulated_retraining_starts_from_the_champions_model(make_session, tm
     registry.files["1"] = tmp_path / "champion.zip"
     session.run()
     (overrides,) = registry.trainings
-    assert f"init_from={tmp_path / 'champion.zip'}" in overrides and "algo=ppo" in overrides
+    from rlbench.config import override_value
+
+    champion = override_value(str(tmp_path / "champion.zip"))
+    assert f"init_from={champion}" in overrides and "algo=ppo" in overrides
 
 
 def test_a_simulated_retraining_from_a_rule_champion_starts_from_scratch(make_session):
