@@ -8,13 +8,14 @@ restores full tracebacks.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import errno
 import os
 import re
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from rlbench.errors import UserError, first_line, storage_message
 
@@ -25,6 +26,13 @@ EXIT_INTERRUPTED = 130
 # an output folder that cannot be written: read-only, full, or a file in the way
 _WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR, errno.EEXIST}
 _user_wants_traceback: bool | None = None  # while run_app runs: what the user asked for
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes are a ``UserError`` (one line, exit 2), not usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def wants_traceback() -> bool:

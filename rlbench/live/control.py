@@ -30,7 +30,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from rlbench import cli
 from rlbench.errors import UserError
@@ -43,15 +42,8 @@ SESSION_VERBS = {"kill": "kill", "release": "kill", "retrain": "retrain", "appro
                  "reject": "reject"}  # fmt: skip
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose mistakes are a ``UserError`` (one line, exit 2), not usage text."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = cli.ArgumentParser(
         prog="rlbench-live-ctl",
         description="Send a command to a script of the live scheduler (rlbench-live).",
     )

@@ -16,17 +16,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from rlbench import cli
 from rlbench.errors import UserError
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose mistakes are a ``UserError`` (one line, exit 2), not usage text."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def _compose(env: str, algo: str | None, overrides: Sequence[str]) -> Any:
@@ -39,7 +32,7 @@ def _compose(env: str, algo: str | None, overrides: Sequence[str]) -> Any:
 
 
 def collect_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = cli.ArgumentParser(
         prog="rlbench-collect",
         description="Write an interaction log: a policy under known exploration in an env.",
     )
@@ -139,7 +132,9 @@ def _run(command: Any) -> None:
 
 
 def ope_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="rlbench-ope", description="Off-policy evaluation of policies on a log.")
+    p = cli.ArgumentParser(
+        prog="rlbench-ope", description="Off-policy evaluation of policies on a log."
+    )
     p.add_argument("log", help="the interaction log (a folder or a part file)")
     p.add_argument("--env", default="autoscaling", help="env option the log is from")
     p.add_argument("--policy", action="append", required=True,
