@@ -103,7 +103,7 @@ def _agents() -> dict[str, Any]:
     return out
 
 
-def _served_rate(agent_ppo_steps: int, decisions: int) -> float:
+def _served_rate(decisions: int) -> float:
     """PPO through rlbench-serve: a store with a registered PPO, the server on a free port."""
     from benchmarks.serving import NAME, prepare, wait_up
 
@@ -132,6 +132,7 @@ def retraining_seconds(n: int) -> tuple[float, dict[str, float]]:
     """Seconds of one retraining on an ``n``-decision log, and its phases."""
     import warnings
 
+    from rlbench.agents import build_agent
     from rlbench.live.gate import paired_gate
     from rlbench.live.retrain import (
         run_training,
@@ -139,8 +140,8 @@ def retraining_seconds(n: int) -> tuple[float, dict[str, float]]:
         train_overrides,
         write_training_split,
     )
-    from rlbench.offline.collect import collect, compose, load_policy
-    from rlbench.offline.log import read_log
+    from rlbench.offline.collect import Behaviour, collect, compose, load_policy
+    from rlbench.offline.log import LogWriter, read_log
     from rlbench.run.train import build_env
 
     phases: dict[str, float] = {}
@@ -148,10 +149,6 @@ def retraining_seconds(n: int) -> tuple[float, dict[str, float]]:
         root = Path(tmp)
         venv = build_env("rlbench/Autoscaling-v0", ENV, 8, 0)
         rule = compose(["env=autoscaling", "algo=threshold"]).algo
-        from rlbench.agents import build_agent
-        from rlbench.offline.collect import Behaviour
-        from rlbench.offline.log import LogWriter
-
         champion = build_agent(rule, venv, seed=0, device="cpu")
         with LogWriter(root / "log", env_id="rlbench/Autoscaling-v0", obs_shape=(7,),
                        n_actions=3, fsync=False) as writer:  # fmt: skip
@@ -194,7 +191,7 @@ def run(quick: bool = False) -> list[Row]:
             value=rate, unit="decisions/s", target=f">= {DECISIONS_TARGET:.0f}",
             status=judged(rate >= DECISIONS_TARGET, quick),
         ))  # fmt: skip
-    served = _served_rate(4096, 2000 if quick else 10000)
+    served = _served_rate(2000 if quick else 10000)
     print(f"  through rlbench-serve (ppo): {served:,.0f} decisions/s", flush=True)
     rows.append(Row(group="live", case="ppo through rlbench-serve, fsynced log",
                     value=served, unit="decisions/s"))  # fmt: skip
