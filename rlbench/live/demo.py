@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from rlbench import cli
 from rlbench.errors import UserError
 
 ENV_ID = "rlbench/Autoscaling-v0"
@@ -344,9 +345,7 @@ def _blitted_frames(fig: Any, moving: list[Any], show: Callable, ends: list[int]
 
 
 def parser() -> argparse.ArgumentParser:
-    from rlbench.offline.cli import _Parser
-
-    p = _Parser(
+    p = cli.ArgumentParser(
         prog="rlbench-live-demo",
         description="Several autoscaling policies side by side on one load (same seed, same "
         "requests): a live table, an animated figure, a ranked summary.",
@@ -554,8 +553,6 @@ def _run_live(agents: Mapping[str, Any], args: Any, env_kwargs: Any, env_id: str
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The ``rlbench-live-demo`` console script: mistakes are one ``error:`` line, exit 2."""
-    from rlbench import cli
-
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one torch thread: small nets, shared cores
     words = list(sys.argv[1:] if argv is None else argv)
     cli.run_app(lambda: command(words))
