@@ -79,7 +79,12 @@ class ThresholdAgent(_FixedPolicy):
     """The seed project's autoscaling rule, per copy, on ``env.core.signals(obs)``.
 
     Add (2) when ``load_pct > upper`` or ``queue > queue_limit``; remove (0) when
-    ``load_pct < lower`` and ``queue == 0``; otherwise hold (1). After a scaling action a copy
+    ``load_pct < lower`` and ``queue == 0``; otherwise hold (1). With a load forecast in the
+    observation (``env.forecast``; the core's signal ``forecast_pct``: the forecast load when an
+    instance added now would serve, against the capacity then) and ``use_forecast`` on, the
+    rule also adds when ``forecast_pct > upper`` and removes only when ``forecast_pct < lower``
+    too: it scales ahead of a rise and does not shed capacity a rise will need. After a scaling
+    action a copy
     holds for the next ``cooldown`` calls. The cooldown counters live in the agent, one per row
     of ``obs``; they restart when the batch size changes (a new evaluation env), and carry over
     an episode boundary within the same batch.
@@ -91,6 +96,7 @@ class ThresholdAgent(_FixedPolicy):
         "lower": 40.0,
         "queue_limit": 100.0,
         "cooldown": 0,
+        "use_forecast": True,
     }
 
     def __init__(self, env: VecEnv, cfg: Mapping[str, Any], seed: int, device: str = "cpu") -> None:
@@ -98,6 +104,7 @@ class ThresholdAgent(_FixedPolicy):
         s = self._settings()
         self.upper, self.lower = float(s["upper"]), float(s["lower"])
         self.queue_limit, self.cooldown = float(s["queue_limit"]), int(s["cooldown"])
+        self.use_forecast = bool(s["use_forecast"])
         if self.lower > self.upper:
             raise UserError(f"algo.lower={self.lower} must not exceed algo.upper={self.upper}")
         if self.cooldown < 0:
@@ -116,11 +123,17 @@ class ThresholdAgent(_FixedPolicy):
             )
         self._cool = np.zeros(0, dtype=np.int64)
 
-    def rule(self, load_pct: np.ndarray, queue: np.ndarray) -> np.ndarray:
+    def rule(
+        self, load_pct: np.ndarray, queue: np.ndarray, forecast_pct: np.ndarray | None = None
+    ) -> np.ndarray:
         """The threshold decision alone (no cooldown), vectorised over copies."""
         load_pct, queue = np.asarray(load_pct, float), np.asarray(queue, float)
         add = (load_pct > self.upper) | (queue > self.queue_limit)
         remove = (load_pct < self.lower) & (queue == 0)
+        if forecast_pct is not None:
+            forecast_pct = np.asarray(forecast_pct, float)
+            add |= forecast_pct > self.upper
+            remove &= forecast_pct < self.lower
         return np.where(add, ADD, np.where(remove, REMOVE, HOLD)).astype(np.int64)
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
@@ -137,7 +150,8 @@ class ThresholdAgent(_FixedPolicy):
     def _decide(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The rule's wish per copy, and which copies are out of their cooldown."""
         sig = self._signals(np.asarray(obs))
-        wanted = self.rule(sig["load_pct"], sig["queue"])
+        forecast = sig.get("forecast_pct") if self.use_forecast else None
+        wanted = self.rule(sig["load_pct"], sig["queue"], forecast)
         if self._cool.shape != wanted.shape:
             self._cool = np.zeros(wanted.shape, dtype=np.int64)
         return wanted, self._cool == 0

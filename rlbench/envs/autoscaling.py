@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
-from rlbench.envs import load_patterns
+from rlbench.envs import forecasters, load_patterns
 from rlbench.envs._checks import integer as _integer
 from rlbench.envs._checks import number as _number
 from rlbench.envs.base import Core, CoreEnv, StepResult
@@ -80,6 +80,9 @@ class AutoscalingCore(Core):
         noise: float = 0.0,
         trace_path: str | Path | None = None,
         trace_scale: float = 1.0,
+        forecast: str = "none",
+        forecast_steps: int = 6,
+        forecast_model: str | None = None,
     ) -> None:
         super().__init__(num_envs)
         self.load = load_patterns.pattern_name(load)
@@ -125,7 +128,26 @@ class AutoscalingCore(Core):
             trace=trace,
         )
         self.dollars_per_instance_step = self.price_per_hour * self.step_minutes / 60.0
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(7,), dtype=np.float32)
+        # A forecast appends ``forecast_steps`` entries to the observation; the load series
+        # then carries the history the forecaster reads (``_before`` steps in front of the
+        # episode) and, for the oracle, the future it reveals (``_after`` steps behind).
+        self.forecast = str(forecast).strip().lower()
+        self.forecast_steps = _integer("forecast_steps", forecast_steps, 1)
+        self.forecaster = forecasters.make_forecaster(
+            self.forecast, self.forecast_steps, self.params.period, forecast_model
+        )
+        k = 0 if self.forecast == "none" else self.forecast_steps
+        self._before = self.forecaster.window if self.forecaster is not None else 0
+        self._after = k if self.forecast == "oracle" else 0
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(7 + k,), dtype=np.float32)
+        if k:
+            # tabular agents also bin the forecast load when an instance added now would serve
+            ahead = 7 + min(self.provision_delay, k - 1)
+            self.tabular_hint = {
+                "obs_indices": [0, 2, 3, ahead],
+                "bins": [25, 10, 5, 5],
+                "q_init": -100.0,
+            }
         self.action_space = spaces.Discrete(3)
 
         n = self.num_envs
@@ -136,12 +158,20 @@ class AutoscalingCore(Core):
         self.queue = np.zeros(n)
         self.arrivals = np.zeros(n)
         self.utilisation = np.zeros(n)
-        self.loads = np.zeros((n, self.horizon))
+        self.loads = np.zeros((n, self._before + self.horizon + self._after))
 
     def reset_copies(self, mask: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
         steps = np.arange(self.horizon)
         for i in np.flatnonzero(mask):
-            self.loads[i] = load_patterns.generate(self.load, steps, self.params, rngs[i])
+            series = load_patterns.generate(self.load, steps, self.params, rngs[i])
+            if self._before or self._after:
+                # drawn from a child generator: the copy's own stream, and so every later
+                # episode, stays what it is without a forecast
+                extra = _child(rngs[i])
+                series = load_patterns.extend(
+                    self.load, series, self._before, self._after, self.params, extra
+                )
+            self.loads[i] = series
         self.t[mask] = 0
         self.running[mask] = self.initial_instances
         self.pipeline[mask] = 0
@@ -165,7 +195,22 @@ class AutoscalingCore(Core):
             ],
             axis=1,
         )
+        if self.forecast != "none":
+            obs = np.concatenate([obs, self.forecast_loads() / full], axis=1)
         return np.clip(obs, 0.0, 1.0).astype(np.float32)
+
+    def forecast_loads(self) -> np.ndarray:
+        """``(N, forecast_steps)``: the forecast load (requests per step) of steps ``t`` ..
+        ``t + forecast_steps - 1`` of every copy; the true loads for the oracle."""
+        t = self.t[:, None]
+        rows = self._rows[:, None]
+        if self.forecaster is None:  # the oracle
+            return self.loads[rows, self._before + t + np.arange(self.forecast_steps)]
+        w = self.forecaster.window
+        history = self.loads[rows, t + np.arange(w)]  # steps t - w .. t - 1
+        return self.forecaster.predict(history, self.t, self.params.period)[
+            :, : self.forecast_steps
+        ]
 
     def step(self, actions: np.ndarray) -> StepResult:
         actions = np.asarray(actions)
@@ -184,7 +229,7 @@ class AutoscalingCore(Core):
         self.pipeline[:, :-1] = self.pipeline[:, 1:]
         self.pipeline[:, -1] = 0
         # 3. Requests: the queue is served first-come with this step's arrivals.
-        self.arrivals = self.loads[self._rows, self.t % self.horizon]
+        self.arrivals = self.loads[self._rows, self._before + self.t % self.horizon]
         demand = self.queue + self.arrivals
         capacity = self.running * self.capacity
         served = np.minimum(demand, capacity)
@@ -229,10 +274,22 @@ class AutoscalingCore(Core):
         )
 
     def signals(self, obs: np.ndarray) -> dict[str, np.ndarray]:
-        """Decode observations (``(N, 7)`` or ``(7,)``) into what a threshold rule reads:
-        ``load_pct`` (served / capacity, 0-100) and ``queue`` (requests waiting)."""
+        """Decode observations (``(N, d)`` or ``(d,)``) into what a threshold rule reads:
+        ``load_pct`` (served / capacity, 0-100) and ``queue`` (requests waiting); with a
+        forecast also ``forecast_pct``: the forecast load ``provision_delay`` steps ahead (when
+        an instance added now serves) against running + pending capacity, percent."""
         obs = np.asarray(obs, dtype=np.float64)
-        return {"load_pct": obs[..., 2] * 100.0, "queue": obs[..., 3] * self.max_queue}
+        signals = {"load_pct": obs[..., 2] * 100.0, "queue": obs[..., 3] * self.max_queue}
+        if self.forecast != "none":
+            # the forecast load when an instance added now would serve, against the capacity
+            # running and pending instances will have then (percent; inf with none at all)
+            ahead = 7 + min(self.provision_delay, self.forecast_steps - 1)
+            load = obs[..., ahead] * self.max_instances * self.capacity
+            capacity = (obs[..., 0] + obs[..., 1]) * self.max_instances * self.capacity
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pct = np.where(capacity > 0, load / capacity * 100.0, np.inf)
+            signals["forecast_pct"] = np.where(load > 0, pct, 0.0)
+        return signals
 
     def format_step(self, info: dict[str, Any]) -> str:
         reward = info["cost_reward"] + info["sla_reward"] + info["churn_reward"]
@@ -283,6 +340,15 @@ class AutoscalingEnv(CoreEnv):
 
     ``t`` counts the steps taken in the episode. After reset, utilisation and arrivals are 0.
 
+    With ``forecast`` other than ``none`` the observation has ``7 + forecast_steps`` entries:
+    entry ``7 + j`` is the forecast load of step ``t + j`` (the arrivals of the ``j + 1``-th
+    step from now) / (max_instances * capacity). ``naive``: the load one ``period`` earlier;
+    ``last_value``: the last load; ``lstm``: a trained forecaster (``forecast_model``);
+    ``oracle``: the true future load, the upper bound of what a forecast can give. The
+    forecasters read the loads before ``t`` only, including, at an episode's start, the
+    pattern's history before step 0; the episode's loads are the same with or without a
+    forecast.
+
     ## Rewards
     All terms are in dollars, multiplied by ``reward_scale``; ``reward = cost_reward +
     sla_reward + churn_reward`` (each term is in ``info``):
@@ -326,6 +392,8 @@ class AutoscalingEnv(CoreEnv):
     - ``price_per_hour`` (0.192 $), ``sla_penalty`` (0.5 $ per 1000 waiting requests),
       ``drop_penalty`` (5.0 $ per 1000 dropped), ``churn_penalty`` (0.01 $),
       ``invalid_action_penalty`` (0.0 $), ``reward_scale`` (1.0).
+    - ``forecast`` (``none``), ``forecast_steps`` (6), ``forecast_model`` (a folder written
+      by ``rlbench-forecast train`` or ``models:/<name>@<alias>``; ``lstm`` only).
     - ``render_mode``: ``"ansi"`` (the last step as one line) or ``"rgb_array"`` (influx,
       capacity, instances and queue over the episode so far).
 
@@ -333,3 +401,14 @@ class AutoscalingEnv(CoreEnv):
     """
 
     core_cls = AutoscalingCore
+
+
+def _child(rng: np.random.Generator) -> np.random.Generator:
+    """A generator derived from ``rng`` without drawing from it (its seed sequence's next
+    child; a generator without one gives a copy of its state, advanced independently)."""
+    try:
+        return rng.spawn(1)[0]
+    except (TypeError, ValueError):
+        copy = np.random.Generator(type(rng.bit_generator)())
+        copy.bit_generator.state = rng.bit_generator.state
+        return copy

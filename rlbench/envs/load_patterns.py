@@ -153,6 +153,49 @@ def generate(name: str, t: np.ndarray, p: LoadParams, rng: np.random.Generator) 
     return np.clip(load, 0.0, None)
 
 
+def extend(
+    name: str,
+    series: np.ndarray,
+    before: int,
+    after: int,
+    p: LoadParams,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``series`` (an episode's loads at steps ``0 .. n-1`` from :func:`generate`) with
+    ``before`` loads in front (steps ``-before .. -1``: the history a forecaster reads at the
+    episode's start) and ``after`` behind (steps ``n .. n+after-1``: what an oracle forecast
+    sees near the end). The series itself is returned unchanged, so an environment with a
+    forecast replays the same episodes as one without.
+
+    The deterministic patterns and ``trace`` are evaluated at those steps (a trace wraps); a
+    ``poisson`` load draws new counts; the ``random`` walk continues backwards from the first
+    load and forwards from the last, reflected into its band; noise, if any, is drawn anew.
+    """
+    name, series = pattern_name(name), np.asarray(series, dtype=np.float64)
+    n = len(series)
+    if name == "random":
+        head = _walk_from(series[0], before, p, rng)[::-1]
+        tail = _walk_from(series[-1], after, p, rng)
+    else:
+        head = PATTERNS[name](np.arange(-before, 0), p, rng)
+        tail = PATTERNS[name](np.arange(n, n + after), p, rng)
+    if p.noise > 0:
+        head = head * (1.0 + p.noise * rng.standard_normal(head.shape))
+        tail = tail * (1.0 + p.noise * rng.standard_normal(tail.shape))
+    return np.concatenate([np.clip(head, 0.0, None), series, np.clip(tail, 0.0, None)])
+
+
+def _walk_from(start: float, count: int, p: LoadParams, rng: np.random.Generator) -> np.ndarray:
+    """``count`` further steps of the reflected random walk after ``start``."""
+    lo, hi = max(p.base_load - p.amplitude, 0.0), p.base_load + p.amplitude
+    width = hi - lo
+    if width == 0.0 or count == 0:
+        return np.full(count, lo if width == 0.0 else start)
+    walk = (min(max(start, lo), hi) - lo) + np.cumsum(rng.normal(0.0, p.random_step, count))
+    folded = np.mod(walk, 2.0 * width)
+    return lo + np.where(folded <= width, folded, 2.0 * width - folded)
+
+
 def read_trace(path: str | Path) -> np.ndarray:
     """Request counts from a CSV with one number per row (an optional non-numeric header row,
     blank rows skipped). ``ValueError`` naming ``trace_path`` if the file is missing, empty,

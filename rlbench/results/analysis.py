@@ -77,6 +77,8 @@ RUN_COLUMNS = (
     "score",
 )
 NO_LOAD = "-"  # the load column of environments without load patterns
+#: the param of an observation's load forecast: ``ppo`` with ``env.forecast=lstm`` is ``ppo+lstm``
+FORECAST_PARAM = "env.forecast"
 INT64_MIN = -(2**63)
 
 
@@ -104,7 +106,8 @@ def load_runs(
     the params ``env.name``, ``env.load``, ``algo.name``, ``seed``), ``score`` (the last value of
     ``metric``: by default ``test/mean_return``, the final evaluation on held-out test seeds, or
     ``eval/mean_return`` in runs logged before validation and test were split; NaN if not
-    logged), then every param as
+    logged; a run whose observation carries a load forecast, ``env.forecast``, is the entry
+    ``<algo>+<forecast>``), then every param as
     ``params.<key>``, every metric's last value as ``metrics.<key>`` and every tag as
     ``tags.<key>`` (MLflow's own column names). Params that are numbers in every run become
     numeric columns. ``status`` keeps only runs in that state (``"FINISHED"``); comparison
@@ -189,6 +192,12 @@ def _runs_frame(rows: list[dict[str, Any]], metric: str) -> pd.DataFrame:
     preset = frame.get(f"tags.{ALGO_PRESET_TAG}")
     if preset is not None:  # algo=ppo_seed is its own entry, not more seeds of ppo
         frame["algo"] = preset.where(preset.notna() & (preset != "None"), frame["algo"])
+    forecast = frame.get(f"params.{FORECAST_PARAM}")
+    if forecast is not None:  # a policy that sees a forecast is its own entry, too
+        with_forecast = forecast.notna() & ~forecast.astype(str).isin(["none", "None", "nan"])
+        frame["algo"] = frame["algo"].where(
+            ~with_forecast, frame["algo"].astype(str) + "+" + forecast.astype(str)
+        )
     frame["load"] = frame["load"].astype(object).where(frame["load"].notna(), NO_LOAD)
     frame["seed"] = _seeds(frame["seed"])
     frame["score"] = pd.to_numeric(_metric_or_legacy(frame, metric), errors="coerce").astype(float)
