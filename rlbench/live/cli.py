@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,6 +27,7 @@ from rlbench.errors import UserError, first_line
 from rlbench.live.adapters import Adapter, SimAdapter
 from rlbench.live.champion import Registry
 from rlbench.live.dashboard import make_view
+from rlbench.live.forecast_feed import build_feed
 from rlbench.live.loop import LiveSession, State
 from rlbench.tracking import schema
 from rlbench.tracking.redaction import MaskingStream
@@ -140,17 +142,27 @@ def run_session(cfg: DictConfig, view: Any = "config") -> State:
     folder.mkdir(parents=True, exist_ok=True)
     env_id, env_kwargs, _ = _env(cfg)
     adapter = make_adapter(cfg, env_id, env_kwargs)
+    feed = None
     try:  # a mistake found from here on still releases the adapter (the scheduler's lock)
         if adapter.env_id != env_id:
             raise UserError(
                 f"the source speaks {adapter.env_id}, but env={cfg.env} is {env_id}: set env= "
                 "to the environment the adapter's policies were trained in"
             )
+        expected = gym.make(env_id, **env_kwargs).observation_space.shape
+        if tuple(adapter.observation_space.shape) != tuple(expected):
+            raise UserError(
+                f"the source's observations have shape {adapter.observation_space.shape}, but "
+                f"{env_id} with these env_args gives {expected}: a policy trained there cannot "
+                "act on it (a forecast adds env_args.forecast_steps entries: give the source "
+                "the same env_args)"
+            )
+        feed = build_feed(cfg.get("forecast"), env_kwargs, adapter.observation_space.shape)
         tracker = make_tracker(cfg.tracking)
         registry = Registry(tracker.uri)
         session = LiveSession(
             cfg, adapter, folder, tracker, registry,
-            _policy_loader(cfg, env_id, env_kwargs, tracker.uri),
+            _policy_loader(cfg, env_id, env_kwargs, tracker.uri), feed=feed,
         )  # fmt: skip
         resumed = session.state.run_id is not None
         run_id = tracker.start(
@@ -184,6 +196,8 @@ def run_session(cfg: DictConfig, view: Any = "config") -> State:
     finally:
         if shown is not None and hasattr(shown, "close"):
             shown.close()
+        if feed is not None:
+            feed.close()
         adapter.close()
         tracker.end(status, error=error)
 

@@ -82,6 +82,16 @@ class RichView:
                 "rollback watch", f"v{w['version']}: {w['n']} decisions",
                 "baseline", _fmt(w["baseline"]),
             )  # fmt: skip
+        if s.get("forecast"):
+            f = s["forecast"]
+            head.add_row(
+                f"forecast ({f['forecaster']})",
+                f"{f['source']}: {f['fresh']:,} fresh, {f['stale']:,} stale, "
+                f"{f['fallbacks']:,} fallbacks, {f['errors']:,} errors",
+                "queue delay",
+                f"p50 {_fmt(f['delay_p50_ms'], '.2f')} ms, p99 {_fmt(f['delay_p99_ms'], '.2f')} "
+                f"ms, {f['dropped']:,} dropped",
+            )  # fmt: skip
         trig = Table("trigger", "state", box=None)
         for name, state in s["triggers"].items():
             trig.add_row(name, _trigger_text(state))

@@ -37,6 +37,7 @@ from omegaconf import OmegaConf
 from rlbench.errors import UserError
 from rlbench.live.adapters import Adapter
 from rlbench.live.champion import ServedPolicy
+from rlbench.live.forecast_feed import ForecastFeed
 from rlbench.live.gate import GateResult, paired_gate
 from rlbench.live.retrain import (
     OFFLINE_ALGOS,
@@ -110,7 +111,10 @@ class LiveSession:
     ``cfg`` is the ``rlbench-live`` config; ``adapter`` the system; ``tracker`` the session's
     MLflow tracker (:func:`rlbench.tracking.tracker.make_tracker`); ``load_policy(spec)`` gives
     the agent of ``models:/NAME/VERSION`` or of an ``algo`` option (the fallback rule);
-    ``view`` is called with :meth:`snapshot` a few times per second (the dashboard).
+    ``view`` is called with :meth:`snapshot` a few times per second (the dashboard);
+    ``feed``: the forecaster as a producer thread (:mod:`rlbench.live.forecast_feed`): each
+    step's load (``info[forecast.load_key]``) goes to it, and every observation the policy sees
+    carries its freshest forecast.
     """
 
     def __init__(
@@ -122,10 +126,13 @@ class LiveSession:
         registry: Any,
         load_policy: Callable[[str], Any],
         view: Callable[[dict[str, Any]], None] | None = None,
+        feed: ForecastFeed | None = None,
     ) -> None:
         self.cfg, self.adapter, self.folder = cfg, adapter, Path(folder)
         self.tracker, self.registry, self.load_policy = tracker, registry, load_policy
         self.view = view or (lambda snapshot: None)
+        self.feed = feed
+        self.load_key = str(OmegaConf.select(cfg, "forecast.load_key", default="influx"))
         self.control = self.folder / "control"
         self.control.mkdir(parents=True, exist_ok=True)
         self.state_path = self.folder / schema.LIVE_STATE_FILE
@@ -184,6 +191,8 @@ class LiveSession:
         )
         self.writer = writer
         seconds = float(getattr(self.adapter, "step_seconds", 1.0))
+        if self.feed is not None:
+            self.feed.start()
         obs = self._reset()
         step = 0
         t_rate, n_rate = time.monotonic(), self.state.decisions
@@ -215,6 +224,8 @@ class LiveSession:
                     self.state.shadow["agree"] += int(shadow_action == action)
                 next_obs, reward, terminated, truncated, info = self.adapter.step(action)
                 done = bool(terminated or truncated)
+                if self.feed is not None:  # the next decision's observation, with its forecast
+                    next_obs = self._forecast(next_obs, info, step + 1)
                 writer.append(
                     {
                         "ts": time.time(),
@@ -263,6 +274,8 @@ class LiveSession:
                     self.view(self.snapshot())
                     next_view = time.monotonic() + VIEW_EVERY_S
         finally:
+            if self.feed is not None:
+                self.feed.close()
             writer.close()
             self._save(durable=True)
         self.view(self.snapshot())
@@ -281,7 +294,18 @@ class LiveSession:
 
     def _reset(self) -> np.ndarray:
         seed = int(np.random.default_rng([int(self.cfg.seed), self.state.episodes]).integers(2**31))
-        return np.asarray(self.adapter.reset(seed=seed), dtype=np.float32)
+        obs = np.asarray(self.adapter.reset(seed=seed), dtype=np.float32)
+        return self.feed.apply(obs) if self.feed is not None else obs
+
+    def _forecast(self, obs: np.ndarray, info: dict[str, Any], t: int) -> np.ndarray:
+        """Hand the step's load to the feed; ``obs`` with the freshest forecast in it."""
+        if self.load_key not in info:
+            raise UserError(
+                f"forecast.load_key={self.load_key}: the adapter's step info has no such entry "
+                f"(it has {', '.join(sorted(info)) or 'none'}): name the one with the step's load"
+            )
+        self.feed.observe(float(info[self.load_key]), t)
+        return self.feed.apply(obs)
 
     def _save(self, durable: bool = False) -> None:
         self.state.triggers = {t.name: t.state() for t in self.triggers}
@@ -300,6 +324,8 @@ class LiveSession:
             else math.nan,
             schema.live_metric("killed"): float(self.killed),
         }
+        if self.feed is not None:
+            metrics.update({k: v for k, v in self.feed.metrics().items() if math.isfinite(v)})
         self.tracker.log_metrics(metrics, step=self.state.decisions)
 
     # ------------------------------------------------------------------ retraining
@@ -545,4 +571,5 @@ class LiveSession:
             "log_written": self.writer.written if self.writer else 0,
             "log_flushed": self.writer.flushed if self.writer else 0,
             "event": self.last_event,
+            "forecast": self.feed.snapshot() if self.feed is not None else None,
         }
