@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "rlbench.tracking": 3,
     "rlbench.run": 4,
     "rlbench.train": 4,  # old path, re-exports rlbench.run
+    "rlbench.forecast": 4,
     "rlbench.results": 5,
     "rlbench.analysis": 5,  # old path, re-exports rlbench.results.analysis
     "rlbench.report": 5,  # old path, re-exports rlbench.results.stats and .plots
@@ -197,7 +198,7 @@ def test_few_plain_modules_sit_at_the_top_of_the_package():
 
 
 @pytest.mark.parametrize("package", ["envs", "agents", "tracking", "run", "results", "serve",
-                                     "offline", "live"])  # fmt: skip
+                                     "offline", "live", "forecast"])  # fmt: skip
 def test_every_package_says_what_it_may_import(package):
     doc = ast.get_docstring(ast.parse((ROOT / "rlbench" / package / "__init__.py").read_text()))
     assert doc and re.search(r"may import|imports nothing", doc, re.IGNORECASE), package

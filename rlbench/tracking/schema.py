@@ -213,3 +213,17 @@ def live_metric(name: str) -> str:
 def gate_metric(name: str) -> str:
     """A retraining's gate value: ``gate/<name>``."""
     return GATE_PREFIX + name
+
+
+# --------------------------------------------------------------------------- forecasting (issue 19)
+FORECAST_EXPERIMENT = "forecasting"  # rlbench-forecast train's runs
+FORECAST_KIND = "forecaster"  # KIND_TAG of a forecaster's training run
+FORECASTER_DIR = "forecaster"  # the run's forecaster folder; a registered version's files
+FORECAST_MODEL_NAME = "load-forecaster"  # the registered model's default name
+FORECAST_PREFIX = "forecast/"  # forecast/<series>/<forecaster>/<stat>: held-out accuracy
+
+
+def forecast_metric(series: str, forecaster: str, stat: str) -> str:
+    """A held-out accuracy value: ``forecast/<series>/<forecaster>/<stat>`` (``stat``: mae,
+    mape, or mae_by_step logged with the horizon step as its MLflow step)."""
+    return f"{FORECAST_PREFIX}{series}/{forecaster}/{stat}"
