@@ -159,6 +159,8 @@ class AutoscalingCore(Core):
         self.arrivals = np.zeros(n)
         self.utilisation = np.zeros(n)
         self.loads = np.zeros((n, self._before + self.horizon + self._after))
+        # every step's forecast of the episode, made at reset (see reset_copies)
+        self.forecasts = np.zeros((n, self.horizon + 1, k))
 
     def reset_copies(self, mask: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
         steps = np.arange(self.horizon)
@@ -172,6 +174,8 @@ class AutoscalingCore(Core):
                     self.load, series, self._before, self._after, self.params, extra
                 )
             self.loads[i] = series
+            if self.forecaster is not None:
+                self.forecasts[i] = self._episode_forecasts(series)
         self.t[mask] = 0
         self.running[mask] = self.initial_instances
         self.pipeline[mask] = 0
@@ -202,15 +206,26 @@ class AutoscalingCore(Core):
     def forecast_loads(self) -> np.ndarray:
         """``(N, forecast_steps)``: the forecast load (requests per step) of steps ``t`` ..
         ``t + forecast_steps - 1`` of every copy; the true loads for the oracle."""
-        t = self.t[:, None]
-        rows = self._rows[:, None]
         if self.forecaster is None:  # the oracle
-            return self.loads[rows, self._before + t + np.arange(self.forecast_steps)]
+            t = self.t[:, None]
+            return self.loads[
+                self._rows[:, None], self._before + t + np.arange(self.forecast_steps)
+            ]
+        return self.forecasts[self._rows, self.t]
+
+    def _episode_forecasts(self, series: np.ndarray) -> np.ndarray:
+        """The forecast at every step ``t = 0 .. horizon`` of one episode, in one call.
+
+        Each forecast reads only the ``window`` loads before its step, exactly as a forecast
+        made at that step would; making them all at reset is one batched call instead of one
+        per step (the LSTM's cost is in its per-call overhead), and, being one call per copy
+        with the same shapes, gives a copy the same numbers in a batch and alone.
+        """
         w = self.forecaster.window
-        history = self.loads[rows, t + np.arange(w)]  # steps t - w .. t - 1
-        return self.forecaster.predict(history, self.t, self.params.period)[
-            :, : self.forecast_steps
-        ]
+        windows = np.lib.stride_tricks.sliding_window_view(series[: w + self.horizon], w)
+        t = np.arange(self.horizon + 1)
+        forecast = self.forecaster.predict(windows, t, self.params.period)
+        return forecast[:, : self.forecast_steps]
 
     def step(self, actions: np.ndarray) -> StepResult:
         actions = np.asarray(actions)

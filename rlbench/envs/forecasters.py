@@ -1,9 +1,11 @@
 """Load forecasters an environment can add to its observation: the contract and the baselines.
 
 A forecaster reads the last ``window`` loads of each of ``N`` copies and returns the next
-``steps`` loads, in one numpy call for all copies (the batched environment forecasts every copy
-in one forward pass). It is stateless: the same history gives the same forecast, so a batch of
-copies and single copies agree exactly, and a reset needs no bookkeeping.
+``steps`` loads, in one numpy call for many histories. It is stateless: the same history gives
+the same forecast and a reset needs no bookkeeping. The environment therefore makes all of an
+episode's forecasts at its reset, one call per copy over every step's window (each window holds
+only the loads before its step), and a step only looks its forecast up: the cost is one forward
+pass per episode, and a copy gets the same numbers in a batch and alone.
 
 - :class:`LastValue`: the last load, repeated (persistence).
 - :class:`SeasonalNaive`: the load one period earlier ("the same time yesterday").

@@ -136,6 +136,11 @@ def train(cfg: DictConfig) -> TrainOutcome:
     check_config(cfg)  # the preset's values too
     _check_writable(Path(cfg.train.checkpoint_dir), "train.checkpoint_dir")
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.train.threads))
+    # numpy's BLAS started with a thread per core before that was read: a forecaster's matmuls
+    # would spread over both cores beside a second job
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(cfg.train.threads), user_api="blas")
     from rlbench.tracking import flatten_config, make_tracker
 
     # First, so MLflow warms up in its helper process while torch and the agent load here.

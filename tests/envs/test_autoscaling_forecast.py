@@ -14,6 +14,7 @@ from rlbench.agents.baselines import ThresholdAgent
 from rlbench.envs import load_patterns, make_vec
 from rlbench.envs.autoscaling import AutoscalingEnv
 from rlbench.envs.forecasters import LastValue, SeasonalNaive, make_forecaster
+from rlbench.envs.lstm_forecaster import expected_shapes, load_forecaster, save_forecaster
 
 ENV = "rlbench/Autoscaling-v0"
 FULL = 50 * 100.0  # max_instances * capacity: the observation's load scale
@@ -84,11 +85,40 @@ def test_seasonal_history_continues_the_pattern() -> None:
     assert abs(walk[399] - 3000) < 5 * p.random_step and abs(walk[405] - 3000) < 5 * p.random_step
 
 
-@pytest.mark.parametrize("mode", ["naive", "last_value", "oracle"])
-def test_batched_equals_single_copies_with_forecasts(mode: str) -> None:
+@pytest.fixture(scope="module")
+def lstm_folder(tmp_path_factory) -> str:
+    """An untrained LSTM forecaster folder (random weights): the env's plumbing, not accuracy."""
+    meta = {"window": 12, "steps": 6, "hidden": 8}
+    rng = np.random.default_rng(0)
+    weights = {k: rng.normal(0, 0.3, s) for k, s in expected_shapes(meta).items()}
+    return str(save_forecaster(tmp_path_factory.mktemp("lstm") / "f", weights, meta))
+
+
+@pytest.mark.parametrize("mode", ["naive", "last_value", "lstm", "oracle"])
+def test_batched_equals_single_copies_with_forecasts(mode: str, lstm_folder: str) -> None:
+    """Bit for bit, the LSTM's forecasts included (each copy's made in a call of its own)."""
     kwargs = dict(load="random", noise=0.1, horizon=37, provision_delay=1, forecast=mode)
+    kwargs["forecast_model"] = lstm_folder
     episodes = run_batched_against_singles(ENV, 6, 120, 5, 3, **kwargs, forecast_steps=3)
     assert episodes == 6 * (120 // 37)
+
+
+def test_lstm_forecasts_read_only_the_loads_before_their_step(lstm_folder: str) -> None:
+    """Made at reset for the whole episode, each forecast equals the forecaster's own answer
+    on the window before its step, and changing a later load changes no earlier forecast."""
+    env = AutoscalingEnv(load="random", forecast="lstm", forecast_model=lstm_folder)
+    env.reset(seed=4)
+    core = env.unwrapped.core
+    forecaster = load_forecaster(lstm_folder)
+    loads = core.loads[0]  # the 12 loads of history, then the episode
+    for t in (0, 1, 100, 288):
+        direct = forecaster.predict(loads[None, t : t + 12], np.array([t]), 288.0)
+        np.testing.assert_allclose(core.forecasts[0, t], direct[0], rtol=1e-5)
+    changed = loads.copy()
+    changed[12 + 150] *= 3.0  # the load of step 150
+    again = core._episode_forecasts(changed)
+    np.testing.assert_array_equal(again[:151], core.forecasts[0, :151])
+    assert not np.allclose(again[151], core.forecasts[0, 151])
 
 
 @pytest.mark.parametrize("mode", ["naive", "oracle"])
