@@ -22,7 +22,7 @@ from benchmarks.common import MISS, PASS, machine, table, write
 
 BENCHMARKS = (
     "device", "env", "qlearning", "training", "tracking", "report", "serving", "offline",
-    "live", "scale_out",
+    "live", "forecasting", "scale_out",
 )  # fmt: skip
 MODULES = {"env": "env_throughput"}
 
