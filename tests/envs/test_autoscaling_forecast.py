@@ -54,6 +54,7 @@ def test_observation_layout(mode: str) -> None:
 def test_same_episodes_with_or_without_a_forecast(load: str) -> None:
     """Every mode replays the loads of forecast=none, also after an auto-reset, so forecast
     modes are compared on the same episodes."""
+
     def two_episodes(**kwargs) -> list[np.ndarray]:
         venv = make_vec(ENV, 2, seed=11, load=load, noise=0.1, **kwargs)
         venv.reset()
