@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rlbench.config import check_config, env_spec
+from rlbench.envs import core_of
 from rlbench.errors import UserError
 from rlbench.run import divergence
 from rlbench.run.env_presets import apply_env_preset
@@ -201,6 +202,7 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags) -> TrainOutco
     num_envs = int(cfg.train.num_envs)
     probe = build_env(env_id, env_kwargs, 1, cfg.seed)  # one copy: the observation's size
     check_memory(cfg.algo, num_envs, tuple(probe.observation_space.shape or ()))
+    forecaster = _forecaster_tag(probe)
     probe.close()
     with slow_phase(f"building {num_envs} copies of {env_id}"):
         venv = divergence.finite_env(build_env(env_id, env_kwargs, num_envs, cfg.seed))
@@ -220,7 +222,7 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags) -> TrainOutco
         )  # fmt: skip
 
     tags = run_tags(cfg, device) | {schema.RUN_KEY_TAG: ckpt.path.name}
-    tags |= user_tags
+    tags |= user_tags | forecaster
     if trial is not None:
         tags |= trial.mlflow_tags()
     ckpt.stamp = {"code": tags.get(schema.CODE_TAG), "versions": package_versions()}
@@ -271,6 +273,14 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags) -> TrainOutco
         tracker.end(status, error=error)
         venv.close()
     return _register(outcome, register, tracker)
+
+
+def _forecaster_tag(env: Any) -> dict[str, str]:
+    """The trained forecaster the observation carries, by its weights' hash: an alias such as
+    ``models:/load-forecaster@latest`` names other weights after a retraining."""
+    meta = getattr(getattr(core_of(env), "forecaster", None), "meta", None) or {}
+    digest = meta.get("weights_sha256")
+    return {schema.FORECASTER_TAG: f"sha256:{digest}"} if digest else {}
 
 
 def _labels(cfg, run_name: str, env_kwargs, score: float, episodes: int) -> dict[str, str]:

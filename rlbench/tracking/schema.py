@@ -220,6 +220,7 @@ FORECAST_EXPERIMENT = "forecasting"  # rlbench-forecast train's runs
 FORECAST_KIND = "forecaster"  # KIND_TAG of a forecaster's training run
 FORECASTER_DIR = "forecaster"  # the run's forecaster folder; a registered version's files
 FORECAST_MODEL_NAME = "load-forecaster"  # the registered model's default name
+FORECASTER_TAG = "rlbench.forecaster"  # a run's env.forecast=lstm weights: sha256:<hex>
 FORECAST_PREFIX = "forecast/"  # forecast/<series>/<forecaster>/<stat>: held-out accuracy
 
 

@@ -3,6 +3,11 @@ environment's ``make_forecaster`` loads, and one-line mistakes."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -61,6 +66,21 @@ def test_train_tracks_registers_and_the_env_loads_it_by_alias(
     proc = console(cli.main, "evaluate", "models:/fc@prod", "--patterns", "spike", *store)
     assert proc.returncode == 0, proc.stderr
     assert "spike" in proc.stdout and "last_value" in proc.stdout
+
+    # a training run whose observation carries the registered forecaster records its weights
+    cmd = [str(Path(sys.executable).parent / "rlbench-train"), *mlflow_store.overrides()]
+    cmd += [
+        "algo=threshold",
+        "debug=fast",
+        "env.forecast=lstm",
+        "env.forecast_model=models:/fc@prod",
+    ]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = mlflow_store.runs()
+    digest = json.loads((out / "forecaster.json").read_text())["weights_sha256"]
+    assert run.data.tags[schema.FORECASTER_TAG] == f"sha256:{digest}"
+    assert run.data.params["env.forecast_model"] == "models:/fc@prod"
 
 
 def test_a_missing_store_is_one_line(tmp_path, cache):
