@@ -11,6 +11,7 @@ Packages, lowest layer first; a module imports only from its own layer or lower 
 2. :mod:`~rlbench.agents`: the algorithms and baselines behind one protocol;
 3. :mod:`~rlbench.tracking`: MLflow runs and every recorded name (:mod:`rlbench.tracking.schema`);
 4. :mod:`~rlbench.run`: one training job, config to score (``rlbench-train``);
+   :mod:`~rlbench.forecast`: the load forecaster's training (``rlbench-forecast``);
 5. :mod:`~rlbench.results`: analysis frames, statistics, reports, verify;
 6. :mod:`~rlbench.serve`, :mod:`~rlbench.offline`: registry and serving; logs and off-policy
    evaluation;

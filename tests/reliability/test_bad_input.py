@@ -67,6 +67,13 @@ CASES: dict[str, tuple[list[str], str, int]] = {
     "trace file not numeric": (
         ["env.load=trace", "env.trace_path={tmp}/words.csv"], "row 2 is not a number: 'b'", 2,
     ),
+    "unknown forecast": (["env.forecast=crystal"], "forecast must be one of none, naive", 2),
+    "lstm forecast without a forecaster": (
+        ["env.forecast=lstm"], "forecast_model: forecast=lstm needs a trained forecaster", 2,
+    ),
+    "forecaster folder missing": (
+        ["env.forecast=lstm", "env.forecast_model={tmp}/nope"], "nope: no such folder", 2,
+    ),
     "unwritable checkpoint folder": (
         ["train.checkpoint_dir={tmp}/a_file/checkpoints"],
         "train.checkpoint_dir={tmp}/a_file/checkpoints: cannot create it (Not a directory)", 2,
