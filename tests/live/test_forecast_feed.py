@@ -421,37 +421,3 @@ def test_the_feed_writes_what_the_simulator_would_with_env_forecast():
     assert own_arr.shape == feed_arr.shape == (12, 10)
     np.testing.assert_allclose(feed_arr[1:], own_arr[1:], rtol=1e-6)
     np.testing.assert_allclose(feed_arr[0, 7:], 0.25)  # 500 / 2000: the feed's own history
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["+env_args.forecast=oracle"], r"env_args\.forecast=oracle reads the true future"),
-        (["+env_args.forecast=naive", "forecast.queue=0"], r"forecast\.queue must be"),
-    ],
-)
-def test_rlbench_live_says_what_is_wrong_with_the_feed(args, message, tmp_path, monkeypatch,
-                                                        capsys):  # fmt: skip
-    """The mistake is one ``error:`` line, exit 2, before anything is decided or tracked."""
-    import re
-    import sys
-
-    from hydra.core.hydra_config import HydraConfig
-
-    from rlbench.live import cli
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["rlbench-live", "+env_args.horizon=12", *args])
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        with pytest.raises(SystemExit) as stop:
-            cli.main()
-    finally:
-        root.handlers[:], root.level = handlers, level
-        HydraConfig.instance().cfg = None
-        GlobalHydra.instance().clear()
-    err = capsys.readouterr().err.strip().splitlines()
-    assert stop.value.code == 2 and re.search(message, err[-1]), err
-    assert not (tmp_path / "outputs" / "mlflow.db").exists()
-    assert not (tmp_path / "outputs" / "live" / "default" / "log").exists()

@@ -17,6 +17,14 @@ CASES = {
     "tracking off": (["tracking.enabled=false"], r"needs a tracking store"),
     "no decisions": (["decisions=0"], r"decisions must be >= 1"),
     "a wrong key": (["gate.estimatr=dr"], r"gate\.estimatr"),
+    "a forecast feed for the oracle": (
+        ["+env_args.horizon=12", "+env_args.forecast=oracle"],
+        r"env_args\.forecast=oracle reads the true future",
+    ),
+    "a forecast feed without a queue": (
+        ["+env_args.horizon=12", "+env_args.forecast=naive", "forecast.queue=0"],
+        r"forecast\.queue must be",
+    ),
     "a schedule that is not there": (
         ["env=scheduler", "source=scheduler", "source.schedule=missing.yaml"],
         r"cannot read the schedule file missing\.yaml",
