@@ -140,11 +140,12 @@ class AutoscalingCore(Core):
         self._before = self.forecaster.window if self.forecaster is not None else 0
         self._after = k if self.forecast == "oracle" else 0
         self.observation_space = spaces.Box(0.0, 1.0, shape=(7 + k,), dtype=np.float32)
+        # the observation entry of the forecast load when an instance added now would serve
+        self._ahead = 7 + min(self.provision_delay, self.forecast_steps - 1)
         if k:
-            # tabular agents also bin the forecast load when an instance added now would serve
-            ahead = 7 + min(self.provision_delay, k - 1)
+            # tabular agents also bin it
             self.tabular_hint = {
-                "obs_indices": [0, 2, 3, ahead],
+                "obs_indices": [0, 2, 3, self._ahead],
                 "bins": [25, 10, 5, 5],
                 "q_init": -100.0,
             }
@@ -298,8 +299,7 @@ class AutoscalingCore(Core):
         if self.forecast != "none":
             # the forecast load when an instance added now would serve, against the capacity
             # running and pending instances will have then (percent; inf with none at all)
-            ahead = 7 + min(self.provision_delay, self.forecast_steps - 1)
-            load = obs[..., ahead] * self.max_instances * self.capacity
+            load = obs[..., self._ahead] * self.max_instances * self.capacity
             capacity = (obs[..., 0] + obs[..., 1]) * self.max_instances * self.capacity
             with np.errstate(divide="ignore", invalid="ignore"):
                 pct = np.where(capacity > 0, load / capacity * 100.0, np.inf)
