@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,3 +167,13 @@ def console(
         return subprocess.CompletedProcess(args, code, out, err)
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_as_from_a_terminal():
+    """Every test starts with Ctrl-C handled as Python's default: some earlier test can leave
+    the xdist worker with SIGINT ignored, every child a test starts then inherits that, and
+    tests that send SIGINT to a job saw it run to its end (exit 0, not 130)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    yield
