@@ -15,6 +15,11 @@ target's mean return over ``--truth-episodes`` simulated on-policy episodes. Wri
 
 The recommended estimator is chosen by a rule fixed before the runs: the smallest RMSE among
 the estimators whose coverage is at least 85%, pooled over every cell of its environment.
+
+``--estimators`` runs some of them only (the same logs: every log's seed depends only on
+environment, behaviour, size and index), ``--truth-from`` reuses a finished run's truth, and
+``--merge`` joins the folders into one table. The bounds estimators (``pdis_bounds``,
+``ips_bounds``) run with ``ope.evaluate``'s defaults: clip sqrt(n), the logged reward range.
 """
 
 from __future__ import annotations
@@ -91,6 +96,9 @@ def truth(env: str, episodes: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+ONLY: list[str] = []  # --estimators: a subset of the env's estimators (empty: all)
+
+
 def one_log(env: str, behaviour: str, size: int, index: int, boot: int) -> list[dict]:
     from rlbench.envs import make_vec
     from rlbench.offline import ope
@@ -107,6 +115,7 @@ def one_log(env: str, behaviour: str, size: int, index: int, boot: int) -> list[
     out = collect(venv, beh, None, episodes=-(-size // horizon), seed=seed, start_ts=0.0)
     log = rows_to_log(out["rows"], env_id, venv)
     names = ope.SEQUENTIAL if horizon > 1 else ope.BANDIT
+    names = [n for n in names if n in ONLY] if ONLY else names
     rows = []
     for target, (t_algo, t_eps) in TARGETS[env].items():
         est, diag = ope.evaluate(
@@ -253,6 +262,14 @@ def main(argv: list[str] | None = None) -> int:
                    "auto, on for gamma 1)")  # fmt: skip
     p.add_argument("--features", choices=("quadratic", "poly2", "linear"), default="quadratic",
                    help="the model's features (fqe, dr, wdr, dm, dr_bandit)")  # fmt: skip
+    p.add_argument(
+        "--estimators", default="", help="comma-separated: only these (each env runs those it has)"
+    )
+    p.add_argument(
+        "--truth-from",
+        default=None,
+        help="a finished run's folder: take its truth.csv instead of simulating",
+    )
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     p.add_argument("--merge", nargs="+", default=None,
                    help="no runs: summarise the estimates.csv/truth.csv of these folders "
@@ -267,6 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     ENVS["autoscaling"] = ("rlbench/Autoscaling-v0", {"horizon": args.horizon})
     TIME_FEATURES[0] = {"auto": None, "on": True, "off": False}[args.time_features]
     FEATURES[0] = args.features
+    from rlbench.offline import ope
+
+    ONLY[:] = [n for n in args.estimators.split(",") if n]
+    unknown = sorted(set(ONLY) - set(ope.ESTIMATORS))
+    if unknown:
+        p.error(
+            f"unknown estimator(s) {', '.join(unknown)}; choose from {', '.join(ope.ESTIMATORS)}"
+        )
     if args.truth_only:
         envs = [e for e in args.envs.split(",") if e]
         tru = pd.concat([truth(env, args.truth_episodes, 7) for env in envs], ignore_index=True)
@@ -280,7 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    tru = pd.concat([truth(env, args.truth_episodes, 7) for env in envs], ignore_index=True)
+    if args.truth_from:
+        tru = pd.read_csv(Path(args.truth_from) / "truth.csv")
+        tru = tru[tru["env"].isin(envs)]
+    else:
+        tru = pd.concat([truth(env, args.truth_episodes, 7) for env in envs], ignore_index=True)
     tru.to_csv(out / "truth.csv", index=False)
     rows: list[dict] = []
     for env in envs:

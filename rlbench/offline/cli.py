@@ -145,6 +145,15 @@ def ope_parser() -> argparse.ArgumentParser:
                    help="comma-separated (default: the sequential ones, or the bandit ones for "
                    "one-decision episodes)")  # fmt: skip
     p.add_argument("--gamma", type=float, default=1.0)
+    p.add_argument(
+        "--clip",
+        type=float,
+        default=None,
+        help="bounds estimators: largest importance weight counted (default sqrt(n))",
+    )
+    p.add_argument("--reward-range", default=None, metavar="LOW,HIGH",
+                   help="bounds estimators: the range every reward lies in (default: the "
+                   "logged range)")  # fmt: skip
     p.add_argument("--boot", type=int, default=200, help="bootstrap replicates")
     p.add_argument("--seed", type=int, default=0, help="fixes the bootstrap")
     p.add_argument("--window-days", type=float, default=None, help="only the last N days")
@@ -176,6 +185,7 @@ def ope_command(argv: Sequence[str] | None = None) -> None:
     for name in names_given:
         if name not in ope.ESTIMATORS:
             raise UserError(f"unknown estimator {name!r}; choose from {', '.join(ope.ESTIMATORS)}")
+    reward_range = _reward_range(args.reward_range)
     cfg = _compose(args.env, None, args.overrides)
     env_id, env_kwargs = env_spec(cfg.env)
     venv = make_vec(env_id, 1, seed=0, **env_kwargs)
@@ -199,7 +209,8 @@ def ope_command(argv: Sequence[str] | None = None) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ope.SupportWarning)
             est, diag = ope.evaluate(data, target, names, gamma=args.gamma, n_boot=args.boot,
-                                     seed=args.seed)  # fmt: skip
+                                     seed=args.seed, clip=args.clip,
+                                     reward_range=reward_range)  # fmt: skip
         for w in caught:
             print(f"warning: {label}: {w.message}", file=sys.stderr)
         print(f"{label}: {diag.n_decisions} decisions, {diag.n_episodes} episodes, ESS "
@@ -209,22 +220,36 @@ def ope_command(argv: Sequence[str] | None = None) -> None:
     labels = list(targets)
     if len(labels) >= 2:
         diff = ope.compare(data, targets[labels[0]], targets[labels[1]], names, gamma=args.gamma,
-                           n_boot=args.boot, seed=args.seed)  # fmt: skip
+                           n_boot=args.boot, seed=args.seed, clip=args.clip,
+                           reward_range=reward_range)  # fmt: skip
         rows += [(f"{labels[0]} - {labels[1]}", e) for e in diff.values()]
     width = max(len(r[0]) for r in rows)
-    print(f"{'policy'.ljust(width)}  {'estimator':9}  {'value':>10}  95% interval")
+    print(f"{'policy'.ljust(width)}  {'estimator':11}  {'value':>10}  95% interval")
     for label, e in rows:
         shown = (
             f"{e.value:10.4g}  [{e.low:.4g}, {e.high:.4g}]"
             if e.value == e.value
             else f"{'undefined':>10}  (no logged weight under the target)"
         )
-        print(f"{label.ljust(width)}  {e.name:9}  {shown}")
+        print(f"{label.ljust(width)}  {e.name:11}  {shown}")
     if not args.no_track:
         from rlbench.offline.tracking import record_evaluation
 
         run_id = record_evaluation(args.tracking_uri, data, args.log, rows, vars(args))
         print(f"mlflow run: {run_id}")
+
+
+def _reward_range(text: str | None) -> tuple[float, float] | None:
+    """``--reward-range LOW,HIGH`` as two numbers (the estimator checks them against the log)."""
+    if text is None:
+        return None
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(
+            f"--reward-range must be two numbers LOW,HIGH (e.g. -30,0), got {text!r}"
+        ) from None
+    return low, high
 
 
 def ope_main() -> None:

@@ -4,9 +4,26 @@ interval, on numpy alone.
 Sequential estimators (episodes, value = expected discounted return of an episode):
 ``is`` (trajectory importance sampling), ``wis`` (its self-normalised form), ``pdis``
 (per-decision IS), ``pdwis`` (per-decision weighted IS), ``dr`` (per-decision doubly robust,
-Jiang & Li 2016), ``wdr`` (its weighted form, Thomas & Brunskill 2016) and ``fqe`` (fitted-Q
-evaluation). Contextual-bandit estimators (every decision on its own, value = expected reward
-of one decision): ``dm`` (direct method), ``ips``, ``snips``, ``dr_bandit``.
+Jiang & Li 2016), ``wdr`` (its weighted form, Thomas & Brunskill 2016), ``fqe`` (fitted-Q
+evaluation) and ``pdis_bounds``. Contextual-bandit estimators (every decision on its own, value
+= expected reward of one decision): ``dm`` (direct method), ``ips``, ``snips``, ``dr_bandit``
+and ``ips_bounds``.
+
+``pdis_bounds`` and ``ips_bounds`` are the estimators whose interval stays honest where the log
+does not support the target (no other estimator's does on long episodes: measured in
+``experiments/ope-validation``). They split each step's value ``E_b[w_t r_t]`` (``w_t`` the
+cumulative importance weight, ``E_b[w_t] = 1`` up to unsupported actions) into the part the
+log sees, ``E_b[min(w_t, clip) r_t]``, and the rest, whose weight is exactly
+``m_t = 1 - E_b[min(w_t, clip)]`` and whose reward lies in the reward range: so the value lies
+in ``sum_t S_t + m_t [lo, hi]``, a partial-identification interval (Manski's worst-case bounds
+on the weight the log cannot show). The bootstrap adds the sampling error of both ends. Where
+the log follows the target the interval is as narrow as clipped per-decision IS; where it does
+not, it widens towards ``horizon x (hi - lo)``, which is what such a log can honestly say. The
+point estimate is clipped per-decision weighted IS (the logged mean reward at a step with no
+weight at all). ``clip`` defaults to ``sqrt(n)`` (episodes, or decisions for the bandit form:
+truncated IS's rate, Ionides 2008); ``reward_range`` to the logged rewards' range (with 0 when
+episodes differ in length: a finished episode earns 0) - an assumption, so pass the real
+bounds when they are known.
 
 The model behind ``fqe``, ``dr``, ``wdr``, ``dm`` and ``dr_bandit`` is linear in features of the
 observation, one block per action (``quadratic``: 1, s, s²; ``poly2``: also the cross terms
@@ -36,10 +53,11 @@ import numpy as np
 
 from rlbench.errors import UserError
 
-SEQUENTIAL = ("is", "wis", "pdis", "pdwis", "dr", "wdr", "fqe")
-BANDIT = ("dm", "ips", "snips", "dr_bandit")
+SEQUENTIAL = ("is", "wis", "pdis", "pdwis", "dr", "wdr", "fqe", "pdis_bounds")
+BANDIT = ("dm", "ips", "snips", "dr_bandit", "ips_bounds")
 ESTIMATORS = SEQUENTIAL + BANDIT
 MODEL_BASED = frozenset({"dr", "wdr", "fqe", "dm", "dr_bandit"})
+BOUNDED = frozenset({"pdis_bounds", "ips_bounds"})  # interval from bounds, not the point's spread
 Features = Callable[[np.ndarray], np.ndarray]
 
 
@@ -309,6 +327,8 @@ class Evaluator:
         features: str | Features = "quadratic",
         ridge: float = 1e-4,
         time_features: bool | None = None,
+        clip: float | None = None,
+        reward_range: tuple[float, float] | None = None,
     ) -> None:
         if not len(batch.action):
             raise UserError("no decisions to evaluate on: the log or its window is empty")
@@ -348,6 +368,11 @@ class Evaluator:
         self.lengths = lengths
         self.rho = rho
         self._model: dict[float, LinearQ] = {}
+        if clip is not None and not clip > 0:
+            raise UserError(f"clip must be a positive weight, got {clip}")
+        self.clip = float(clip) if clip is not None else None
+        self.reward_range = _reward_range(batch.reward, lengths, reward_range)
+        self._range_from_log = reward_range is None
 
     # -- the estimators, each on a (B, E) matrix of episode counts ------------------------------
     def _is(self, c: np.ndarray) -> np.ndarray:
@@ -362,6 +387,27 @@ class Evaluator:
 
     def _pdwis(self, c: np.ndarray) -> np.ndarray:
         return _ratio(c @ (self.w * self.r), c @ self.w) @ self.disc
+
+    def _pdis_bounds(self, c: np.ndarray) -> np.ndarray:
+        return self._sequential_bounds(c)[0]
+
+    def _sequential_bounds(self, c: np.ndarray) -> tuple[np.ndarray, ...]:
+        n = c.sum(axis=1)[:, None]
+        wc = np.minimum(self.w, self.clip or np.sqrt(len(self.w)))
+        ends = self._ends(c @ (wc * self.r) / n, c @ wc / n, c @ self.r / n)
+        return tuple(x @ self.disc for x in ends)
+
+    def _ends(
+        self, seen: np.ndarray, mass: np.ndarray, fill: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Point, low and high of a step's value from ``seen`` = mean of min(w, clip) * r,
+        ``mass`` = mean of min(w, clip) and ``fill`` = the logged mean reward (see the
+        module's docstring)."""
+        point = np.where(mass > 0, seen / np.where(mass > 0, mass, 1.0), fill)
+        missing = np.clip(1.0 - mass, 0.0, None)
+        lo, hi = self.reward_range
+        # the point lies outside seen + missing * [lo, hi] only when mass > 1 (sampling noise)
+        return point, np.minimum(seen + missing * lo, point), np.maximum(seen + missing * hi, point)
 
     def _model_for(self, gamma: float) -> LinearQ:
         if gamma not in self._model:
@@ -400,6 +446,28 @@ class Evaluator:
     def _snips(self, c: np.ndarray) -> np.ndarray:
         num = c @ self._per_episode(self.rho * self.b.reward)
         return _ratio(num, c @ self._per_episode(self.rho))
+
+    def _ips_bounds(self, c: np.ndarray) -> np.ndarray:
+        return self._bandit_bounds(c)[0]
+
+    def _bandit_bounds(self, c: np.ndarray) -> tuple[np.ndarray, ...]:
+        n = c @ self._per_episode(np.ones(len(self.rho)))
+        # clipped per decision, summed per session
+        wc = np.minimum(self.rho, self.clip or np.sqrt(len(self.rho)))
+        return self._ends(
+            c @ self._per_episode(wc * self.b.reward) / n,
+            c @ self._per_episode(wc) / n,
+            c @ self._per_episode(self.b.reward) / n,
+        )
+
+    def bounds(self, name: str, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Low and high ends of a bounds estimator (``BOUNDED``) on each row of ``counts``."""
+        c = np.asarray(counts, dtype=np.float64)
+        if name == "pdis_bounds":
+            return self._sequential_bounds(c)[1:]
+        if name == "ips_bounds":
+            return self._bandit_bounds(c)[1:]
+        raise UserError(f"{name!r} is not a bounds estimator; those are {', '.join(BOUNDED)}")
 
     def _dm(self, crow: np.ndarray, q: np.ndarray, v: np.ndarray) -> float:
         n = self._per_episode(np.ones(len(self.rho)))
@@ -456,6 +524,13 @@ class Evaluator:
                 f"the target puts {100 * mass:.1f}% of its probability on actions the logging "
                 f"policy never took ({', '.join(map(str, missing))}): importance-weighted "
                 "estimates cannot see them and model-based ones extrapolate"
+                + (
+                    "; the bounds estimators assume their rewards lie in the logged range "
+                    f"[{self.reward_range[0]:g}, {self.reward_range[1]:g}] (give reward_range "
+                    "if they may not)"
+                    if self._range_from_log
+                    else ""
+                )
             )
         E = len(W)
         if ess_e < max(10.0, 0.01 * E) and self.w.shape[1] > 1:
@@ -476,6 +551,26 @@ class Evaluator:
             unsupported_actions=missing,
             warnings=notes,
         )
+
+
+def _reward_range(
+    reward: np.ndarray, lengths: np.ndarray, given: tuple[float, float] | None
+) -> tuple[float, float]:
+    """The range the bounds estimators assume a step's reward lies in: ``given``, checked
+    against the log, else the logged range (with 0 when episodes differ in length)."""
+    seen = (float(reward.min()), float(reward.max()))
+    if given is None:
+        varied = len(set(lengths.tolist())) > 1
+        return (min(seen[0], 0.0), max(seen[1], 0.0)) if varied else seen
+    lo, hi = (float(x) for x in given)
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+        raise UserError(f"reward_range must be two finite numbers, low <= high; got {given}")
+    if seen[0] < lo or seen[1] > hi:
+        raise UserError(
+            f"reward_range [{lo:g}, {hi:g}] does not hold the logged rewards "
+            f"[{seen[0]:g}, {seen[1]:g}]: widen it (or leave it out to use the logged range)"
+        )
+    return lo, hi
 
 
 def _solve(mat: np.ndarray, rhs: np.ndarray) -> np.ndarray:
@@ -506,14 +601,26 @@ def bootstrap_counts(n_episodes: int, n_boot: int, seed: int, chunk: int = 64):
         yield out
 
 
-def _interval(name: str, point: float, reps: np.ndarray, alpha: float) -> Estimate:
-    """Percentile interval of the finite replicates; all NaN when the estimate is undefined."""
+def _interval(
+    name: str,
+    point: float,
+    reps: np.ndarray,
+    alpha: float,
+    ends: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Estimate:
+    """Percentile interval of the finite replicates; all NaN when the estimate is undefined.
+    With ``ends`` (a bounds estimator's low and high replicates) the interval runs from the
+    alpha/2 quantile of the lows to the 1 - alpha/2 quantile of the highs."""
     finite = reps[np.isfinite(reps)]
     if not np.isfinite(point) or len(finite) < 2:
         return Estimate(
             name, float("nan"), float("nan"), float("nan"), float("nan"), len(reps), reps
         )
     lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+    if ends is not None:
+        low, high = (x[np.isfinite(x)] for x in ends)
+        lo = min(float(np.quantile(low, alpha / 2)), point)
+        hi = max(float(np.quantile(high, 1 - alpha / 2)), point)
     sd = float(np.std(finite, ddof=1))
     return Estimate(name, point, float(lo), float(hi), sd, len(reps), reps)
 
@@ -530,28 +637,44 @@ def evaluate(
     features: str | Features = "quadratic",
     ridge: float = 1e-4,
     time_features: bool | None = None,
+    clip: float | None = None,
+    reward_range: tuple[float, float] | None = None,
     warn: bool = True,
 ) -> tuple[dict[str, Estimate], Diagnostics]:
     """Every estimator in ``estimators`` for ``policy`` on ``log``, with a (1 - alpha) bootstrap
     interval over episodes (``n_boot`` replicates, fixed by ``seed``), and the diagnostics.
     Missing support or degenerate weights are also raised as a :class:`SupportWarning`.
     ``time_features``: the model's time-to-go features (see :class:`LinearQ`; None: with them
-    when gamma is 1 and episodes are longer than one decision)."""
+    when gamma is 1 and episodes are longer than one decision). ``clip`` and ``reward_range``:
+    the bounds estimators' settings (module docstring)."""
     batch = log if isinstance(log, Batch) else make_batch(log, policy)
-    ev = Evaluator(batch, gamma=gamma, features=features, ridge=ridge, time_features=time_features)
+    ev = Evaluator(
+        batch, gamma=gamma, features=features, ridge=ridge, time_features=time_features,
+        clip=clip, reward_range=reward_range,
+    )  # fmt: skip
     diag = ev.diagnostics()
     if warn:
         for note in diag.warnings:
             warnings.warn(note, SupportWarning, stacklevel=2)
     points = ev.replicates_many(estimators, np.ones((1, batch.n_episodes)))
-    reps = _chunked(ev, estimators, n_boot, seed)
-    out = {n: _interval(n, float(points[n][0]), reps[n], alpha) for n in estimators}
+    reps, ends = _chunked(ev, estimators, n_boot, seed)
+    out = {n: _interval(n, float(points[n][0]), reps[n], alpha, ends.get(n)) for n in estimators}
     return out, diag
 
 
-def _chunked(ev: Evaluator, names: Sequence[str], n_boot: int, seed: int) -> dict[str, np.ndarray]:
-    parts = [ev.replicates_many(names, c) for c in bootstrap_counts(ev.b.n_episodes, n_boot, seed)]
-    return {n: np.concatenate([p[n] for p in parts]) for n in names}
+def _chunked(
+    ev: Evaluator, names: Sequence[str], n_boot: int, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Every estimator's replicates, and the bounds estimators' low and high replicates."""
+    parts, lows, highs = [], {n: [] for n in names if n in BOUNDED}, {}
+    for c in bootstrap_counts(ev.b.n_episodes, n_boot, seed):
+        parts.append(ev.replicates_many(names, c))
+        for n in lows:
+            low, high = ev.bounds(n, c)
+            lows[n].append(low)
+            highs.setdefault(n, []).append(high)
+    reps = {n: np.concatenate([p[n] for p in parts]) for n in names}
+    return reps, {n: (np.concatenate(lows[n]), np.concatenate(highs[n])) for n in lows}
 
 
 def compare(
@@ -567,14 +690,29 @@ def compare(
     features: str | Features = "quadratic",
     ridge: float = 1e-4,
     time_features: bool | None = None,
+    clip: float | None = None,
+    reward_range: tuple[float, float] | None = None,
 ) -> dict[str, Estimate]:
     """value(a) - value(b) on the same log, each estimator's interval from the SAME bootstrap
     replicates for both policies (paired): the interval of the difference, which is narrower
-    than two separate intervals suggest when the estimates share the log's noise."""
+    than two separate intervals suggest when the estimates share the log's noise. A bounds
+    estimator's difference runs from a's low - b's high to a's high - b's low: what neither
+    log shows may differ between the policies by anything the reward range allows."""
     ba, bb = make_batch(log, policy_a), make_batch(log, policy_b)
-    kw = {"gamma": gamma, "features": features, "ridge": ridge, "time_features": time_features}
+    kw = {"gamma": gamma, "features": features, "ridge": ridge, "time_features": time_features,
+          "clip": clip, "reward_range": reward_range}  # fmt: skip
     ea, eb = Evaluator(ba, **kw), Evaluator(bb, **kw)
     ones = np.ones((1, ba.n_episodes))
     pa, pb = ea.replicates_many(estimators, ones), eb.replicates_many(estimators, ones)
-    ra, rb = _chunked(ea, estimators, n_boot, seed), _chunked(eb, estimators, n_boot, seed)
-    return {n: _interval(n, float(pa[n][0] - pb[n][0]), ra[n] - rb[n], alpha) for n in estimators}
+    (ra, ends_a), (rb, ends_b) = (
+        _chunked(ea, estimators, n_boot, seed),
+        _chunked(eb, estimators, n_boot, seed),
+    )
+    out = {}
+    for n in estimators:
+        ends = None
+        if n in BOUNDED:
+            (la, ha), (lb, hb) = ends_a[n], ends_b[n]
+            ends = (la - hb, ha - lb)
+        out[n] = _interval(n, float(pa[n][0] - pb[n][0]), ra[n] - rb[n], alpha, ends)
+    return out

@@ -88,6 +88,10 @@ def rec_log(tmp_path_factory):
         (["--policy", "recommender_rule", "--gamma", "2"], r"--gamma must be in \[0, 1\]"),
         (["--policy", "recommender_rule", "--window-days", "0"], r"--window-days must be > 0"),
         (["--policy", "threshold"], r"threshold needs 3 actions"),
+        (["--policy", "random", "--reward-range", "5"], r"--reward-range must be two numbers"),
+        (["--policy", "random", "--reward-range", "5,6"],
+         r"reward_range \[5, 6\] does not hold the logged rewards"),
+        (["--policy", "random", "--clip", "-1"], r"clip must be a positive weight"),
     ],
 )  # fmt: skip
 def test_ope_mistakes_are_one_line(rec_log, argv, message):
@@ -101,7 +105,7 @@ def test_ope_records_a_run_with_the_log_as_its_evaluation_input(rec_log, mlflow_
                  "--policy", "random", "--boot", "20", "--tracking-uri", mlflow_store.uri,
                  "env.horizon=1"])  # fmt: skip
     out = capsys.readouterr().out
-    assert "recommender_rule - random" in out and "dr_bandit" in out
+    assert "recommender_rule - random" in out and "dr_bandit" in out and "ips_bounds" in out
     (run,) = mlflow_store.runs()
     assert run.data.tags["rlbench.kind"] == "ope" and run.info.status == "FINISHED"
     assert "ope/recommender_rule/snips_low" in run.data.metrics

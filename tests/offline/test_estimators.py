@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from logfakes import Fixed, constant, onehot2, write_episodes
 
+from rlbench.errors import UserError
 from rlbench.offline import ope
 
 TARGET = Fixed([0.2, 0.8])
@@ -50,6 +51,41 @@ def test_fitted_q_and_doubly_robust_by_hand(seq):
     assert seq.point("dr") == pytest.approx(10.72 / 3)
     # WDR: t0: -5.12/3.6 + 10.72/3;  t1: 0 + (1.6*3.2)/(1.6 + 0.4 + 1.6) = 5.12/3.6
     assert seq.point("wdr") == pytest.approx(-5.12 / 3.6 + 10.72 / 3 + 5.12 / 3.6)
+
+
+def test_bounds_estimator_by_hand(seq):
+    """clip 1.5; reward range [0, 4] (rewards 1..4, and 0: episodes differ in length).
+    t0: min(w, 1.5) = 1.5, 0.4, 1.5 with r = 1, 2, 3: seen = 6.8/3, mass = 3.4/3 > 1 (no
+        missing weight), point = 6.8/3.4 = 2; low = min(seen, point) = 2, high = 6.8/3.
+    t1: min(w, 1.5) = 0.64, 0.4 (carried), 1.5 (carried) with r = 4, 0, 0: seen = 2.56/3,
+        mass = 2.54/3, missing = 0.46/3; point = 2.56/2.54, low = 2.56/3 + 0.46/3 * 0,
+        high = 2.56/3 + 0.46/3 * 4 = 4.4/3."""
+    seq = ope.Evaluator(seq.b, gamma=1.0, features=onehot2, clip=1.5)
+    assert seq.reward_range == (0.0, 4.0)
+    ones = np.ones((1, 3))
+    low, high = seq.bounds("pdis_bounds", ones)
+    assert seq.point("pdis_bounds") == pytest.approx(2.0 + 2.56 / 2.54)
+    assert low[0] == pytest.approx(2.0 + 2.56 / 3)
+    assert high[0] == pytest.approx(6.8 / 3 + 4.4 / 3)
+
+
+def test_bounds_say_everything_is_possible_without_support(tmp_path):
+    """The log only ever took action 0; the target always takes 1: no weight at all, so the
+    interval is the horizon times the reward range and the point the logged mean reward."""
+    episodes = [[(0, 0, 0.5, -1.0, 1), (1, 0, 0.5, -3.0, 0)]] * 5
+    log = write_episodes(tmp_path / "log", episodes)
+    est, _ = ope.evaluate(log, Fixed([0.0, 1.0]), ["pdis_bounds"], n_boot=20, warn=False)
+    e = est["pdis_bounds"]
+    assert (e.low, e.value, e.high) == pytest.approx((-6.0, -4.0, -2.0))
+    # the user knows better bounds: they are used, and checked against the log
+    est, _ = ope.evaluate(
+        log, Fixed([0.0, 1.0]), ["pdis_bounds"], n_boot=20, warn=False, reward_range=(-5, 0)
+    )
+    assert (est["pdis_bounds"].low, est["pdis_bounds"].high) == pytest.approx((-10.0, 0.0))
+    with pytest.raises(UserError, match=r"reward_range \[-2, 0\] does not hold the logged"):
+        ope.evaluate(log, Fixed([0.0, 1.0]), ["pdis_bounds"], warn=False, reward_range=(-2, 0))
+    with pytest.raises(UserError, match="clip must be a positive weight"):
+        ope.evaluate(log, Fixed([0.0, 1.0]), ["pdis_bounds"], warn=False, clip=0)
 
 
 def test_the_model_knows_the_time_to_go_by_hand(tmp_path):
@@ -109,6 +145,15 @@ def test_bandit_estimators_by_hand(tmp_path):
     assert ev1.point("dm") == pytest.approx(1.3)
     # DR = 1.3 + (1.6*(1-1.5) + 0.4*(0-0.5) + 1.6*(2-1.5) + 0.25*(1-0.5)) / 4 = 1.3 - 0.075/4
     assert ev1.point("dr_bandit") == pytest.approx(1.3 - 0.075 / 4)
+    # bounds, rewards in [0, 2], clip sqrt(4) = 2 (no ratio clipped): seen = 5.05/4, mass
+    # 3.85/4, missing 0.15/4: point = SNIPS, low = seen + 0, high = seen + 0.15/4 * 2
+    ones = np.ones((1, 4))
+    assert ev.point("ips_bounds") == pytest.approx(5.05 / 3.85)
+    assert np.r_[ev.bounds("ips_bounds", ones)] == pytest.approx([5.05 / 4, 5.35 / 4])
+    # clip 1: min(rho, 1) = 1, 0.4, 1, 0.25: seen = 3.25/4, mass 2.65/4, missing 1.35/4
+    ev2 = ope.Evaluator(batch, gamma=0.0, features=onehot2, clip=1.0)
+    assert ev2.point("ips_bounds") == pytest.approx(3.25 / 2.65)
+    assert np.r_[ev2.bounds("ips_bounds", ones)] == pytest.approx([3.25 / 4, 5.95 / 4])
 
 
 def test_intervals_are_reproducible_and_hold_the_estimate(tmp_path):
@@ -128,8 +173,11 @@ def test_intervals_are_reproducible_and_hold_the_estimate(tmp_path):
 def test_paired_difference_of_a_policy_with_itself_is_exactly_zero(tmp_path):
     log = write_episodes(tmp_path / "log", EPISODES * 10)
     diff = ope.compare(log, TARGET, Fixed([0.2, 0.8]), features=onehot2, n_boot=30)
-    for est in diff.values():
-        assert est.value == 0 and est.low == 0 and est.high == 0
+    for name, est in diff.items():
+        if name in ope.BOUNDED:  # what the log cannot show may differ by the reward range
+            assert est.value == 0 and est.low == pytest.approx(-est.high) and est.high > 0
+        else:
+            assert est.value == 0 and est.low == 0 and est.high == 0
     better = ope.compare(log, Fixed([0.0, 1.0]), TARGET, ["pdis"], n_boot=30)["pdis"]
     worse = ope.compare(log, TARGET, Fixed([0.0, 1.0]), ["pdis"], n_boot=30)["pdis"]
     assert better.value == pytest.approx(-worse.value)
@@ -140,7 +188,8 @@ def test_missing_support_is_a_clear_warning(tmp_path):
     log = write_episodes(tmp_path / "log", [[(0, 0, 0.5, 1.0, 0)], [(1, 0, 0.5, 0.0, 1)]])
     with pytest.warns(
         ope.SupportWarning,
-        match=r"80\.0% of its probability on actions the logging policy never took \(1\)",
+        match=r"80\.0% of its probability on actions the logging policy never took \(1\).*"
+        r"bounds estimators assume their rewards lie in the logged range \[0, 1\]",
     ):
         _, diag = ope.evaluate(log, TARGET, ["ips"], n_boot=10)
     assert diag.unsupported_actions == [1] and diag.unsupported_mass == pytest.approx(0.8)
@@ -160,3 +209,23 @@ def test_poly2_features_are_the_full_second_degree_polynomial():
 
     out = poly2(np.array([[2.0, 3.0], [0.5, -1.0]]))
     assert out.tolist() == [[1, 2, 3, 4, 6, 9], [1, 0.5, -1, 0.25, -0.5, 1]]
+
+
+def test_the_bounds_difference_is_decisive_only_where_the_log_shows_both_policies(tmp_path):
+    """What a promotion gate on ``pdis_bounds`` relies on. Action 1 earns 1, action 0 earns 0.
+    Logged uniformly, a policy that mostly takes 1 is clearly better than one that mostly takes
+    0 (lower bound above 0); logged by a policy that never took 1, the same comparison cannot
+    exclude 'worse' (the bounds say so), where plain PDIS reports 'no difference' with
+    certainty. (That log never shows a reward of 1, so the range is given: the logged range
+    would be [0, 0].)"""
+    rng = np.random.default_rng(0)
+    both = [[(0, int(a), 0.5, float(a), 0)] for a in rng.integers(0, 2, 400)]
+    good, bad = Fixed([0.1, 0.9]), Fixed([0.9, 0.1])
+    diff = ope.compare(write_episodes(tmp_path / "both", both), good, bad, ["pdis_bounds"],
+                       n_boot=100)["pdis_bounds"]  # fmt: skip
+    assert 0.5 < diff.low <= diff.value == pytest.approx(0.8, abs=0.1)
+    only0 = [[(0, 0, 1.0, 0.0, 0)]] * 400
+    log0 = write_episodes(tmp_path / "only0", only0)
+    diff = ope.compare(log0, good, bad, ["pdis_bounds", "pdis"], n_boot=100, reward_range=(0, 1))
+    assert diff["pdis_bounds"].low < 0 < diff["pdis_bounds"].high
+    assert diff["pdis"].low == diff["pdis"].high == 0  # the truth is +0.8
