@@ -164,4 +164,24 @@ def test_ppo_decides_a_few_observations_in_numpy_as_torch_does(arch):
             assert np.allclose(numpy_pi, torch_pi, atol=1e-6)
             greedy = agent.action_probabilities(obs, deterministic=True)
             assert (greedy.argmax(axis=1) == torch_pi.argmax(axis=1)).all()
-    assert agent._numpy_actor() is not None
+    assert agent._numpy_net() is not None
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_a_greedy_decision_in_numpy_is_sb3s_own(algo):
+    """Evaluations decide a few observations at a time in numpy: the same greedy actions as
+    SB3's predict, before and after learning (the copy follows the weights), and epsilon-greedy
+    probabilities for DQN as SB3 would explore."""
+    from rlbench.agents.sb3_agents import SB3Agent
+
+    agent = tiny(algo)
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(0, 1, size=(16, *OBS.shape[1:])).astype(np.float32)
+    for _ in range(2):
+        with torch.no_grad():
+            sb3 = agent.model.predict(obs, deterministic=True)[0]
+        assert (agent.predict(obs) == sb3).all()
+        torch_pi = SB3Agent.action_probabilities(agent, obs, deterministic=False)
+        assert np.allclose(agent.action_probabilities(obs), torch_pi, atol=1e-6)
+        agent.learn(agent.num_steps + 256)
+    assert agent._numpy_net() is not None
