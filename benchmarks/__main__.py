@@ -21,8 +21,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 from benchmarks.common import MISS, PASS, machine, table, write
 
 BENCHMARKS = (
-    "device", "env", "qlearning", "training", "tracking", "report", "serving", "offline",
-    "live", "forecasting", "scale_out",
+    "device", "env", "qlearning", "training", "whole_command", "tracking", "report", "serving",
+    "offline", "live", "forecasting", "scale_out",
 )  # fmt: skip
 MODULES = {"env": "env_throughput"}
 

@@ -76,6 +76,9 @@ def check_config(cfg: DictConfig) -> None:
             f"train.progress must be one of {', '.join(PROGRESS_MODES)} (or true/false), "
             f"got {progress!r}"
         )
+    plot = OmegaConf.select(cfg, "eval.trajectory_plot", default="auto")
+    if plot != "auto" and not isinstance(plot, bool):
+        raise UserError(f"eval.trajectory_plot must be auto, true or false, got {plot!r}")
     for key, value in _flat_numbers(cfg.algo, "algo"):
         if math.isnan(value) or math.isinf(value):
             raise UserError(f"{key} must be a finite number, got {value}")

@@ -81,6 +81,27 @@ def test_each_algorithm_trains_evaluates_and_tracks_one_finished_run(mlflow_stor
             assert models[0].endswith(suffix)
         for expected in ("config.yaml", "eval/eval_episodes.csv", "eval/trajectory.png"):
             assert expected in files, (algo, expected, files)
+        # where the command's time went (benchmarks/whole_command.py reads the same numbers)
+        assert run.data.metrics["time/learn_s"] > 0 and run.data.metrics["time/startup_s"] > 0
+        assert run.data.metrics["time/validation_s"] > 0 or algo not in ("ppo", "dqn"), algo
+
+
+def test_an_untracked_run_says_where_its_time_went_and_skips_the_picture(tmp_path):
+    """tracking off: timing.json beside the outputs, every phase timed; the trajectory CSV but
+    not its picture (eval.trajectory_plot=auto draws it for the run's page only)."""
+    from rlbench.run.timing import PHASES
+
+    out = tmp_path / "run"
+    proc = rlbench_train(
+        "algo=qlearning", "train.total_steps=2048", "train.eval_every=1024", "eval.episodes=2",
+        "eval.periodic_episodes=1", "train.progress=off", "tracking.enabled=false",
+        f"hydra.run.dir={out}", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    timing = json.loads((out / "timing.json").read_text())
+    assert list(timing) == list(PHASES) and all(v >= 0 for v in timing.values()), timing
+    assert timing["startup"] > 0 and timing["learn"] > 0 and timing["validation"] > 0, timing
+    assert (out / "trajectory.csv").is_file() and not (out / "trajectory.png").exists()
 
 
 @pytest.mark.slow
@@ -111,6 +132,10 @@ BAD_INPUTS = {
     "dqn on a continuous action space": (
         ["env=gym", "env.id=Pendulum-v1", "algo=dqn"],
         "dqn needs a discrete action space",
+    ),
+    "trajectory_plot not a choice": (
+        ["eval.trajectory_plot=maybe"],
+        "eval.trajectory_plot must be auto, true or false, got 'maybe'",
     ),
     "unreachable tracking server": (
         ["tracking.uri=http://127.0.0.1:9"],

@@ -18,6 +18,7 @@ from rlbench.run import divergence
 from rlbench.run.checkpoints import CheckpointDir
 from rlbench.run.evaluate import evaluate
 from rlbench.run.progress import Progress
+from rlbench.run.timing import Phases
 from rlbench.run.trial import TrialContext
 from rlbench.tracking import Tracker, schema
 
@@ -47,8 +48,10 @@ class PeriodicWork:
         trial: TrialContext | None,
         progress: Progress,
         best: float = -math.inf,
+        phases: Phases | None = None,
     ) -> None:
         self.agent, self.policy = agent, policy
+        self.phases = phases or Phases()
         self.env_id, self.env_kwargs = env_id, env_kwargs
         self.validation_seeds, self.deterministic = list(validation_seeds), deterministic
         self.total, self.eval_every, self.checkpoint_every = total, eval_every, checkpoint_every
@@ -63,13 +66,15 @@ class PeriodicWork:
         self.log_stats(steps, stats)
         if self.eval_every and self._next_eval <= steps < self.total:
             self._next_eval = next_mark(steps, self.eval_every)
-            self.validate(steps)
+            with self.phases.phase("validation"):
+                self.validate(steps)
             if self.trial is not None and self.trial.report(steps, self.last_score):
                 self.pruned = True
                 return False
         if self.checkpoint_every and self._next_checkpoint <= steps < self.total:
             self._next_checkpoint = next_mark(steps, self.checkpoint_every)
-            self.ckpt.save(self.agent, self.state())
+            with self.phases.phase("checkpoints"):
+                self.ckpt.save(self.agent, self.state())
         self.progress.update(steps, **{k: v for k, v in stats.items() if "return" in k})
         return True
 

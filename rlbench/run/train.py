@@ -133,6 +133,11 @@ def _check_writable(folder: Path, key: str) -> None:
 
 def train(cfg: DictConfig) -> TrainOutcome:
     """Train and evaluate the configured agent; the caller handles errors and exit codes."""
+    from rlbench.run.timing import Phases, process_age
+
+    phases = Phases()
+    phases.seconds["startup"] = process_age()
+    phases.begin("setup")
     cfg, env_preset = apply_env_preset(cfg)  # conf/env_presets.yaml's block for this env, if any
     check_config(cfg)  # the preset's values too
     _check_writable(Path(cfg.train.checkpoint_dir), "train.checkpoint_dir")
@@ -168,7 +173,7 @@ def train(cfg: DictConfig) -> TrainOutcome:
             if done is not None:
                 reused = TrainOutcome(done.score, done.run_id, done.steps, reused=True)
                 return _with_link(_register(reused, register, tracker), cfg, tracker)
-        outcome = _train_claimed(cfg, tracker, flat, trial, register, user_tags)
+        outcome = _train_claimed(cfg, tracker, flat, trial, register, user_tags, phases)
         return _with_link(outcome, cfg, tracker)
 
 
@@ -183,7 +188,7 @@ def _with_link(outcome: TrainOutcome, cfg: DictConfig, tracker: Any) -> TrainOut
     return outcome
 
 
-def _train_claimed(cfg, tracker, flat, trial, register, user_tags) -> TrainOutcome:
+def _train_claimed(cfg, tracker, flat, trial, register, user_tags, phases) -> TrainOutcome:
     """The job once its run key is claimed: build, learn, evaluate, record."""
     from rlbench.run.checkpoints import CheckpointDir, run_key
     from rlbench.tracking import run_tags
@@ -252,7 +257,7 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags) -> TrainOutco
     status, error = "FAILED", None
     try:
         score, pruned, returns = _learn_and_evaluate(
-            cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state
+            cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state, phases
         )
         if returns is not None:  # the runs list and the run's page show the score
             tracker.set_tags(_labels(cfg, run_name, env_kwargs, score, len(returns)))
@@ -307,8 +312,9 @@ def _register(outcome: TrainOutcome, name: str | None, tracker: Any) -> TrainOut
     return outcome
 
 
-def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state):
-    """The training loop proper: learn with periodic work, save, final evaluation."""
+def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state, phases):
+    """The training loop proper: learn with periodic work, save, final evaluation; each phase
+    timed (``phases``, recorded at the end)."""
     from rlbench.run.evaluate import evaluate, evaluation_seeds
     from rlbench.run.periodic import PeriodicWork
     from rlbench.run.progress import Progress
@@ -337,9 +343,12 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
         trial=trial,
         progress=progress,
         best=-math.inf if saved_best is None else float(saved_best),
+        phases=phases,
     )
+    phases.end("setup")
     try:
-        agent.learn(total, callback=periodic)
+        with phases.phase("learn"):
+            agent.learn(total, callback=periodic)
     except (ValueError, RuntimeError) as err:
         if isinstance(err, UserError | divergence.TrainingDiverged) or agent.check_finite():
             raise
@@ -349,29 +358,38 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
         ) from err
     finally:
         progress.close()
+        # the periodic work ran inside learn(): learning proper is the rest
+        phases.seconds["learn"] -= phases.seconds["validation"] + phases.seconds["checkpoints"]
     divergence.check_parameters(agent, agent.num_steps)
 
     out_dir = _output_dir()
-    _log_model_and_config(cfg, agent, ckpt, tracker, out_dir)
+    with phases.phase("save"):
+        _log_model_and_config(cfg, agent, ckpt, tracker, out_dir)
     steps_metric = {schema.TOTAL_STEPS_METRIC: agent.num_steps}
     if periodic.pruned:
         trial.mark_pruned()
         tracker.set_tags(
             {schema.PRUNED_TAG: "true", schema.PRUNED_AT_STEP_TAG: str(agent.num_steps)}
         )
-        tracker.log_metrics(steps_metric, step=agent.num_steps)
+        tracker.log_metrics(steps_metric | phases.metrics(), step=agent.num_steps)
+        phases.write(out_dir)
         log.info("pruned at step %d (last evaluation %.4g)", agent.num_steps, periodic.last_score)
         ckpt.remove()
         return periodic.last_score, True, None
 
-    seeds = evaluation_seeds(cfg.seed, cfg.eval.episodes, cfg.eval.seed_offset)
-    result = evaluate(policy, env_id, env_kwargs, seeds, deterministic=cfg.eval.deterministic)
-    divergence.check_returns(agent, agent.num_steps, result.returns)
-    tracker.log_metrics(result.metrics() | steps_metric, step=agent.num_steps)
+    with phases.phase("evaluation"):
+        seeds = evaluation_seeds(cfg.seed, cfg.eval.episodes, cfg.eval.seed_offset)
+        result = evaluate(policy, env_id, env_kwargs, seeds, deterministic=cfg.eval.deterministic)
+        divergence.check_returns(agent, agent.num_steps, result.returns)
     title = f"{cfg.algo.name} on {env_id} {env_kwargs.get('load', '')} (seed {result.seeds[0]})"
-    plot = bool(OmegaConf.select(cfg, "eval.trajectory_plot", default=True))
-    for path in result.write_artifacts(out_dir, env_id, title, plot=plot):
-        tracker.log_artifact(path, schema.EVAL_DIR)
+    plot = OmegaConf.select(cfg, "eval.trajectory_plot", default="auto")
+    if plot == "auto":  # drawn for the run's page; untracked, the trajectory CSV is enough
+        plot = bool(cfg.tracking.get("enabled", True))
+    with phases.phase("artifacts"):
+        for path in result.write_artifacts(out_dir, env_id, title, plot=plot):
+            tracker.log_artifact(path, schema.EVAL_DIR)
+    tracker.log_metrics(result.metrics() | steps_metric | phases.metrics(), step=agent.num_steps)
+    phases.write(out_dir)
     ckpt.remove()
     return result.mean_return, False, [float(r) for r in result.returns]
 

@@ -83,6 +83,7 @@ EPISODES_ARTIFACT = f"{EVAL_DIR}/{EPISODES_FILE}"
 TRAJECTORY_ARTIFACT = f"{EVAL_DIR}/{TRAJECTORY_FILE}"
 TRAJECTORY_PLOT_ARTIFACT = f"{EVAL_DIR}/{TRAJECTORY_PLOT_FILE}"
 EVAL_METRICS_FILE = "eval_metrics.json"  # beside the run's outputs, not logged
+TIMING_FILE = "timing.json"  # where the command's wall time went, beside the run's outputs
 REPORT_FILE = "report.md"  # a comparison report's files (its run's artifacts)
 REPORT_HTML_FILE = "report.html"
 SCORES_FILE = "scores.csv"
@@ -101,6 +102,7 @@ VAL_PREFIX = "val/"  # periodic evaluation on validation seeds: the learning cur
 TEST_PREFIX = "test/"  # the final evaluation on held-out test seeds: the run's score
 TRAIN_PREFIX = "train/"  # an agent's training statistics, namespaced by the run
 SWEEP_PREFIX = "sweep/"  # a sweep parent's counts and best value
+TIME_PREFIX = "time/"  # seconds of wall time per phase of a training command (run.timing)
 RETURN = "mean_return"  # mean episode return (reward summed over an episode)
 STD_RETURN = "std_return"  # their standard deviation over the evaluation episodes
 MEAN_LENGTH = "mean_length"  # mean episode length (steps)
@@ -144,6 +146,11 @@ def score_of(metrics: dict[str, float]) -> float | None:
 def train_metric(name: str) -> str:
     """The metric key of an agent's training statistic: ``train/<name>``."""
     return TRAIN_PREFIX + name
+
+
+def time_metric(phase: str) -> str:
+    """The metric key of a phase's wall seconds: ``time/<phase>_s``."""
+    return f"{TIME_PREFIX}{phase}_s"
 
 
 def sweep_metric(name: str) -> str:

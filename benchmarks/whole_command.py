@@ -1,0 +1,120 @@
+"""The whole ``rlbench-train`` command against its own ``learn()``: where every second goes.
+
+``rlbench-train env=autoscaling algo=ppo|dqn train.total_steps=100000 tracking.enabled=false``
+runs as a fresh process (as a user types it), timed from outside; the run's ``timing.json``
+(:mod:`rlbench.run.timing`) says how long each phase took inside it. The judged ratio is the
+whole command's wall time over its ``learn`` phase (learning proper, without the periodic
+validation and checkpoints it calls), target <= 1.5 (issue 21). "exit and the rest" is what no
+phase covers: the Python process's start before ``train()`` is measured, its tear-down after.
+With tracking off the trajectory picture is not drawn (``eval.trajectory_plot=auto``); the
+same command with tracking on (a SQLite store in a temporary folder, made by the first tracked
+run) is shown beside it, not judged. Runs alternate between the algorithms and tracking off
+and on, ``REPEATS`` of each; the figures are medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import Row, judged, median
+
+RATIO_TARGET = 1.5
+REPEATS = 2
+PHASES_SHOWN = (
+    "startup", "setup", "validation", "checkpoints", "save", "evaluation", "artifacts",
+)  # fmt: skip
+
+
+def _one(algo: str, steps: int, tmp: Path, tag: str, tracked: bool) -> dict[str, float]:
+    """One whole command: its wall seconds and the phases it recorded."""
+    run_dir = tmp / tag
+    exe = Path(sys.executable).with_name("rlbench-train")
+    tracking = (
+        [f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+         f"tracking.artifact_location={tmp / 'mlartifacts'}"]
+        if tracked
+        else ["tracking.enabled=false"]
+    )  # fmt: skip
+    command = [
+        str(exe), "env=autoscaling", f"algo={algo}", f"train.total_steps={steps}",
+        *tracking, "train.progress=off", f"hydra.run.dir={run_dir}",
+        f"train.checkpoint_dir={tmp / 'checkpoints'}",
+    ]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, cwd=tmp, env=env)
+    wall = time.perf_counter() - start
+    phases = json.loads((run_dir / "timing.json").read_text())
+    return {"whole": wall, **phases}
+
+
+def run(quick: bool = False) -> list[Row]:
+    steps = 20_000 if quick else 100_000
+    repeats = 1 if quick else REPEATS
+    found: dict[tuple[str, bool], list[dict[str, float]]] = {
+        (algo, tracked): [] for algo in ("ppo", "dqn") for tracked in (False, True)
+    }
+    with tempfile.TemporaryDirectory(prefix="rlbench-whole-") as name:
+        tmp = Path(name)
+        for i in range(repeats):
+            for (algo, tracked), runs in found.items():
+                runs.append(_one(algo, steps, tmp, f"{algo}-{tracked}-{i}", tracked))
+                said = "on" if tracked else "off"
+                print(f"  {algo} tracking {said} {i}: whole {runs[-1]['whole']:.1f} s, "
+                      f"learn {runs[-1]['learn']:.1f} s", flush=True)  # fmt: skip
+    rows = []
+    for algo in ("ppo", "dqn"):
+        on = found[algo, True]
+        ratio_on = median(r["whole"] / r["learn"] for r in on)
+        rows.append(
+            Row(
+                group="whole-command",
+                case=f"{algo.upper()} {steps // 1000}k, tracking on: whole / its learn()",
+                value=ratio_on,
+                unit="x",
+                reference=f"whole {median(r['whole'] for r in on):.1f} s, learn "
+                f"{median(r['learn'] for r in on):.1f} s (picture drawn, run recorded)",
+                details={"runs": on},
+            )
+        )
+    for (algo, tracked), runs in found.items():
+        if tracked:
+            continue
+        whole = median(r["whole"] for r in runs)
+        learn = median(r["learn"] for r in runs)
+        ratio = median(r["whole"] / r["learn"] for r in runs)
+        label = f"{algo.upper()} {steps // 1000}k, tracking off"
+        rows.append(
+            Row(
+                group="whole-command",
+                case=f"{label}: whole rlbench-train / its learn()",
+                value=ratio,
+                unit="x",
+                reference=f"whole {whole:.1f} s, learn {learn:.1f} s",
+                target=f"<= {RATIO_TARGET}x",
+                status=judged(ratio <= RATIO_TARGET, quick),
+                details={"runs": runs},
+            )
+        )
+        for phase in PHASES_SHOWN:
+            seconds = median(r[phase] for r in runs)
+            rows.append(_share_row(f"{label}: {phase}", seconds, whole))
+        rest = median(r["whole"] - sum(r[p] for p in ("learn", *PHASES_SHOWN)) for r in runs)
+        rows.append(_share_row(f"{label}: exit and the rest", rest, whole))
+    return rows
+
+
+def _share_row(case: str, seconds: float, whole: float) -> Row:
+    return Row("whole-command", case, seconds, "s", reference=f"{seconds / whole:.0%} of the whole")
+
+
+if __name__ == "__main__":
+    from benchmarks.common import table
+
+    print(table(run(quick="--quick" in sys.argv)))
