@@ -8,8 +8,11 @@ validation and checkpoints it calls), target <= 1.5 (issue 21). "exit and the re
 phase covers: the Python process's start before ``train()`` is measured, its tear-down after.
 With tracking off the trajectory picture is not drawn (``eval.trajectory_plot=auto``); the
 same command with tracking on (a SQLite store in a temporary folder, made by the first tracked
-run) is shown beside it, not judged. Runs alternate between the algorithms and tracking off
-and on, ``REPEATS`` of each; the figures are medians.
+run) is shown beside it, not judged. "learn() alone" is benchmarks/training.py's path in a
+process of its own (``make_vec`` + ``build_agent`` + ``learn``, timed after torch and its
+optimizer's imports): learning without the command's wrappers (finite-value checks, metrics,
+progress), the stricter denominator, judged against the same target. Runs alternate between
+the algorithms and tracking off and on, ``REPEATS`` of each; the figures are medians.
 """
 
 from __future__ import annotations
@@ -54,15 +57,34 @@ def _one(algo: str, steps: int, tmp: Path, tag: str, tracked: bool) -> dict[str,
     return {"whole": wall, **phases}
 
 
+def _learn_alone(algo: str, steps: int) -> float:
+    """Seconds of benchmarks/training.py's build + learn in a fresh process, imports excluded."""
+    code = (
+        "import sys, torch; torch.set_num_threads(1); "
+        "torch.optim.Adam([torch.zeros(1, requires_grad=True)]); "  # imports torch._dynamo
+        "from benchmarks.training import train_ours; "
+        f"print(train_ours({algo!r}, 0, {steps})[0])"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True, cwd=root, env=env)  # fmt: skip
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def run(quick: bool = False) -> list[Row]:
     steps = 20_000 if quick else 100_000
     repeats = 1 if quick else REPEATS
     found: dict[tuple[str, bool], list[dict[str, float]]] = {
         (algo, tracked): [] for algo in ("ppo", "dqn") for tracked in (False, True)
     }
+    alone: dict[str, list[float]] = {"ppo": [], "dqn": []}
     with tempfile.TemporaryDirectory(prefix="rlbench-whole-") as name:
         tmp = Path(name)
         for i in range(repeats):
+            for algo, seconds in alone.items():
+                seconds.append(_learn_alone(algo, steps))
+                print(f"  {algo} learn() alone {i}: {seconds[-1]:.1f} s", flush=True)
             for (algo, tracked), runs in found.items():
                 runs.append(_one(algo, steps, tmp, f"{algo}-{tracked}-{i}", tracked))
                 said = "on" if tracked else "off"
@@ -90,6 +112,19 @@ def run(quick: bool = False) -> list[Row]:
         learn = median(r["learn"] for r in runs)
         ratio = median(r["whole"] / r["learn"] for r in runs)
         label = f"{algo.upper()} {steps // 1000}k, tracking off"
+        ratio_alone = whole / median(alone[algo])
+        rows.append(
+            Row(
+                group="whole-command",
+                case=f"{label}: whole rlbench-train / learn() alone",
+                value=ratio_alone,
+                unit="x",
+                reference=f"whole {whole:.1f} s, learn() alone {median(alone[algo]):.1f} s",
+                target=f"<= {RATIO_TARGET}x",
+                status=judged(ratio_alone <= RATIO_TARGET, quick),
+                details={"alone": alone[algo]},
+            )
+        )
         rows.append(
             Row(
                 group="whole-command",
