@@ -70,6 +70,9 @@ def _reproduce(cfg: DictConfig) -> float:
 
 def main() -> None:
     """The ``rlbench-train`` console script."""
+    from rlbench.run import timing
+
+    timing.expect_startup()  # the first job's time/startup_s is this process's start-up
     cli.run_app(app, wrap_stdout=MaskingStream)
 
 

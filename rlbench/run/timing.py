@@ -19,7 +19,7 @@ from rlbench.tracking import schema
 
 #: in the order a command passes through them; ``learn`` excludes the periodic work it calls
 PHASES = (
-    "startup",  # process start to train(): interpreter, imports, Hydra's composition
+    "startup",  # process start to the first train() of rlbench-train: imports, Hydra (0 after)
     "setup",  # train() to learn(): config checks, store, env copies, agent (torch, optimizer)
     "learn",  # agent.learn() without the periodic work below
     "validation",  # periodic evaluations on validation seeds, with the best-model checkpoint
@@ -28,6 +28,25 @@ PHASES = (
     "evaluation",  # the final evaluation on held-out seeds
     "artifacts",  # its CSVs and trajectory figure
 )
+
+
+_startup_pending = False  # set by the console script; the first train() takes the startup
+
+
+def expect_startup() -> None:
+    """Called by ``rlbench-train`` before Hydra starts: the first job of this process counts
+    the process's start-up (a notebook's or a grid worker's later jobs do not)."""
+    global _startup_pending
+    _startup_pending = True
+
+
+def take_startup() -> float:
+    """The process's age for the first job after :func:`expect_startup`, else 0.0."""
+    global _startup_pending
+    if not _startup_pending:
+        return 0.0
+    _startup_pending = False
+    return process_age()
 
 
 def process_age() -> float:

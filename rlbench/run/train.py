@@ -133,10 +133,10 @@ def _check_writable(folder: Path, key: str) -> None:
 
 def train(cfg: DictConfig) -> TrainOutcome:
     """Train and evaluate the configured agent; the caller handles errors and exit codes."""
-    from rlbench.run.timing import Phases, process_age
+    from rlbench.run.timing import Phases, take_startup
 
     phases = Phases()
-    phases.seconds["startup"] = process_age()
+    phases.seconds["startup"] = take_startup()
     phases.begin("setup")
     cfg, env_preset = apply_env_preset(cfg)  # conf/env_presets.yaml's block for this env, if any
     check_config(cfg)  # the preset's values too
