@@ -460,13 +460,14 @@ class Evaluator:
             c @ self._per_episode(self.b.reward) / n,
         )
 
-    def bounds(self, name: str, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Low and high ends of a bounds estimator (``BOUNDED``) on each row of ``counts``."""
+    def bounds(self, name: str, counts: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Point, low and high end of a bounds estimator (``BOUNDED``) on each row of
+        ``counts``, from one pass over the weights."""
         c = np.asarray(counts, dtype=np.float64)
         if name == "pdis_bounds":
-            return self._sequential_bounds(c)[1:]
+            return self._sequential_bounds(c)
         if name == "ips_bounds":
-            return self._bandit_bounds(c)[1:]
+            return self._bandit_bounds(c)
         raise UserError(f"{name!r} is not a bounds estimator; those are {', '.join(BOUNDED)}")
 
     def _dm(self, crow: np.ndarray, q: np.ndarray, v: np.ndarray) -> float:
@@ -665,16 +666,19 @@ def evaluate(
 def _chunked(
     ev: Evaluator, names: Sequence[str], n_boot: int, seed: int
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Every estimator's replicates, and the bounds estimators' low and high replicates."""
-    parts, lows, highs = [], {n: [] for n in names if n in BOUNDED}, {}
+    """Every estimator's replicates, and the bounds estimators' low and high replicates (their
+    points, lows and highs from one pass per chunk)."""
+    plain = [n for n in names if n not in BOUNDED]
+    parts, ends = [], {n: ([], []) for n in names if n in BOUNDED}
     for c in bootstrap_counts(ev.b.n_episodes, n_boot, seed):
-        parts.append(ev.replicates_many(names, c))
-        for n in lows:
-            low, high = ev.bounds(n, c)
-            lows[n].append(low)
-            highs.setdefault(n, []).append(high)
+        part = ev.replicates_many(plain, c)
+        for n, (lows, highs) in ends.items():
+            part[n], low, high = ev.bounds(n, c)
+            lows.append(low)
+            highs.append(high)
+        parts.append(part)
     reps = {n: np.concatenate([p[n] for p in parts]) for n in names}
-    return reps, {n: (np.concatenate(lows[n]), np.concatenate(highs[n])) for n in lows}
+    return reps, {n: (np.concatenate(lo), np.concatenate(hi)) for n, (lo, hi) in ends.items()}
 
 
 def compare(
