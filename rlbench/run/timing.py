@@ -76,11 +76,11 @@ class Phases:
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        self.begin(name)
         try:
             yield
         finally:
-            self.seconds[name] += time.perf_counter() - start
+            self.end(name)
 
     def metrics(self) -> dict[str, float]:
         return {schema.time_metric(name): value for name, value in self.seconds.items()}
