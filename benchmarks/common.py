@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,23 @@ def time_call(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     wall, cpu = time.perf_counter(), time.process_time()
     result = fn()
     return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # as `make bench` runs
+
+
+def rlbench_train(
+    args: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None
+) -> tuple[float, str]:
+    """Wall seconds and standard output of one whole ``rlbench-train`` process, as a user
+    types it (``env``: this process's environment with one torch/BLAS thread by default)."""
+    exe = Path(sys.executable).with_name("rlbench-train")
+    env = os.environ | ONE_THREAD if env is None else env
+    start = time.perf_counter()
+    done = subprocess.run(
+        [str(exe), *args], check=True, capture_output=True, text=True, cwd=cwd, env=dict(env)
+    )
+    return time.perf_counter() - start, done.stdout
 
 
 def median(values: Iterable[float]) -> float:

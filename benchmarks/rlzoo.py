@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import Row, judged, mean
+from benchmarks.common import ONE_THREAD, Row, judged, mean, rlbench_train
 
 VENV = Path(__file__).resolve().parent.parent / "outputs" / "bench" / "rlzoo-venv"
 ZOO_VERSION = "2.9.2"
@@ -60,22 +60,15 @@ def ensure_venv(venv: Path = VENV) -> Path:
     return python
 
 
-def _env() -> dict[str, str]:
-    return os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
 def run_ours(algo: str, steps: int, seed: int, tmp: Path) -> tuple[float, float]:
     """Wall seconds and score of the whole ``rlbench-train`` command."""
-    exe = Path(sys.executable).with_name("rlbench-train")
-    command = [
-        str(exe), "env=gym", "env.id=CartPole-v1", f"algo={algo}", f"train.total_steps={steps}",
-        f"seed={seed}", "eval.episodes=20", "tracking.enabled=false", "train.progress=off",
-        f"hydra.run.dir={tmp / f'ours-{algo}-{seed}'}", f"train.checkpoint_dir={tmp / 'ckpt'}",
-    ]  # fmt: skip
-    start = time.perf_counter()
-    done = subprocess.run(command, check=True, capture_output=True, text=True, env=_env())
-    wall = time.perf_counter() - start
-    return wall, float(SCORE.search(done.stdout)[1])
+    wall, out = rlbench_train(
+        ["env=gym", "env.id=CartPole-v1", f"algo={algo}", f"train.total_steps={steps}",
+         f"seed={seed}", "eval.episodes=20", "tracking.enabled=false", "train.progress=off",
+         f"hydra.run.dir={tmp / f'ours-{algo}-{seed}'}", f"train.checkpoint_dir={tmp / 'ckpt'}"],
+        tmp,
+    )  # fmt: skip
+    return wall, float(SCORE.search(out)[1])
 
 
 def run_zoo(python: Path, algo: str, steps: int, seed: int, tmp: Path) -> tuple[float, float]:
@@ -88,7 +81,7 @@ def run_zoo(python: Path, algo: str, steps: int, seed: int, tmp: Path) -> tuple[
         "--eval-episodes", "20", "--num-threads", "1", "--device", "cpu", "-f", str(folder),
     ]  # fmt: skip
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, cwd=tmp, env=_env())
+    subprocess.run(command, check=True, capture_output=True, cwd=tmp, env=os.environ | ONE_THREAD)
     wall = time.perf_counter() - start
     (npz,) = folder.glob(f"{algo}/CartPole-v1_*/evaluations.npz")
     with np.load(npz, allow_pickle=False) as data:

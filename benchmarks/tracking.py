@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import Row, judged, median, time_call
+from benchmarks.common import Row, judged, median, rlbench_train, time_call
 from benchmarks.training import compose
 from rlbench.tracking.forkserver import IDLE_ENV
 
@@ -60,14 +60,8 @@ def _env(own_helper: bool) -> dict[str, str]:
 def _subprocess_seconds(
     tmp: Path, steps: int, enabled: bool, tag: str, own_helper: bool = False
 ) -> float:
-    exe = Path(sys.executable).with_name("rlbench-train")
-    command = [str(exe), *_overrides(tmp, steps, enabled), f"hydra.run.dir={tmp / 'runs' / tag}"]
-    env = _env(own_helper)
-
-    def launch() -> None:
-        subprocess.run(command, check=True, capture_output=True, cwd=tmp, env=env)
-
-    return time_call(launch)[0]
+    args = [*_overrides(tmp, steps, enabled), f"hydra.run.dir={tmp / 'runs' / tag}"]
+    return rlbench_train(args, tmp, _env(own_helper))[0]
 
 
 # a new store, from nothing to a started run, timed inside a fresh process

@@ -22,53 +22,46 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.common import Row, judged, median
+from benchmarks.common import ONE_THREAD, Row, judged, median, rlbench_train
+from rlbench.run.timing import PHASES
+from rlbench.tracking.schema import TIMING_FILE
 
 RATIO_TARGET = 1.5
 REPEATS = 2
-PHASES_SHOWN = (
-    "startup", "setup", "validation", "checkpoints", "save", "evaluation", "artifacts",
-)  # fmt: skip
+OUTSIDE_LEARN = tuple(p for p in PHASES if p != "learn")
 
 
 def _one(algo: str, steps: int, tmp: Path, tag: str, tracked: bool) -> dict[str, float]:
     """One whole command: its wall seconds and the phases it recorded."""
     run_dir = tmp / tag
-    exe = Path(sys.executable).with_name("rlbench-train")
     tracking = (
         [f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
          f"tracking.artifact_location={tmp / 'mlartifacts'}"]
         if tracked
         else ["tracking.enabled=false"]
     )  # fmt: skip
-    command = [
-        str(exe), "env=autoscaling", f"algo={algo}", f"train.total_steps={steps}",
-        *tracking, "train.progress=off", f"hydra.run.dir={run_dir}",
-        f"train.checkpoint_dir={tmp / 'checkpoints'}",
-    ]  # fmt: skip
-    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, cwd=tmp, env=env)
-    wall = time.perf_counter() - start
-    phases = json.loads((run_dir / "timing.json").read_text())
-    return {"whole": wall, **phases}
+    wall, _ = rlbench_train(
+        ["env=autoscaling", f"algo={algo}", f"train.total_steps={steps}", *tracking,
+         "train.progress=off", f"hydra.run.dir={run_dir}",
+         f"train.checkpoint_dir={tmp / 'checkpoints'}"],
+        tmp,
+    )  # fmt: skip
+    return {"whole": wall, **json.loads((run_dir / TIMING_FILE).read_text())}
 
 
 def _learn_alone(algo: str, steps: int) -> float:
     """Seconds of benchmarks/training.py's build + learn in a fresh process, imports excluded."""
     code = (
-        "import sys, torch; torch.set_num_threads(1); "
+        "import torch; torch.set_num_threads(1); "
         "torch.optim.Adam([torch.zeros(1, requires_grad=True)]); "  # imports torch._dynamo
         "from benchmarks.training import train_ours; "
         f"print(train_ours({algo!r}, 0, {steps})[0])"
     )
     root = Path(__file__).resolve().parent.parent
-    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                          text=True, cwd=root, env=env)  # fmt: skip
+                          text=True, cwd=root, env=os.environ | ONE_THREAD)  # fmt: skip
     return float(done.stdout.strip().splitlines()[-1])
 
 
@@ -90,59 +83,52 @@ def run(quick: bool = False) -> list[Row]:
                 said = "on" if tracked else "off"
                 print(f"  {algo} tracking {said} {i}: whole {runs[-1]['whole']:.1f} s, "
                       f"learn {runs[-1]['learn']:.1f} s", flush=True)  # fmt: skip
-    rows = []
+    on_rows, off_rows = [], []
     for algo in ("ppo", "dqn"):
-        on = found[algo, True]
-        ratio_on = median(r["whole"] / r["learn"] for r in on)
-        rows.append(
-            Row(
-                group="whole-command",
-                case=f"{algo.upper()} {steps // 1000}k, tracking on: whole / its learn()",
-                value=ratio_on,
-                unit="x",
-                reference=f"whole {median(r['whole'] for r in on):.1f} s, learn "
+        name = f"{algo.upper()} {steps // 1000}k"
+        on, off = found[algo, True], found[algo, False]
+        on_rows.append(
+            _ratio_row(
+                f"{name}, tracking on: whole / its learn()",
+                median(r["whole"] / r["learn"] for r in on),
+                f"whole {median(r['whole'] for r in on):.1f} s, learn "
                 f"{median(r['learn'] for r in on):.1f} s (picture drawn, run recorded)",
-                details={"runs": on},
+                {"runs": on},
             )
         )
-    for (algo, tracked), runs in found.items():
-        if tracked:
-            continue
-        whole = median(r["whole"] for r in runs)
-        learn = median(r["learn"] for r in runs)
-        ratio = median(r["whole"] / r["learn"] for r in runs)
-        label = f"{algo.upper()} {steps // 1000}k, tracking off"
-        ratio_alone = whole / median(alone[algo])
-        rows.append(
-            Row(
-                group="whole-command",
-                case=f"{label}: whole rlbench-train / learn() alone",
-                value=ratio_alone,
-                unit="x",
-                reference=f"whole {whole:.1f} s, learn() alone {median(alone[algo]):.1f} s",
-                target=f"<= {RATIO_TARGET}x",
-                status=judged(ratio_alone <= RATIO_TARGET, quick),
-                details={"alone": alone[algo]},
-            )
-        )
-        rows.append(
-            Row(
-                group="whole-command",
-                case=f"{label}: whole rlbench-train / its learn()",
-                value=ratio,
-                unit="x",
-                reference=f"whole {whole:.1f} s, learn {learn:.1f} s",
-                target=f"<= {RATIO_TARGET}x",
-                status=judged(ratio <= RATIO_TARGET, quick),
-                details={"runs": runs},
-            )
-        )
-        for phase in PHASES_SHOWN:
-            seconds = median(r[phase] for r in runs)
-            rows.append(_share_row(f"{label}: {phase}", seconds, whole))
-        rest = median(r["whole"] - sum(r[p] for p in ("learn", *PHASES_SHOWN)) for r in runs)
-        rows.append(_share_row(f"{label}: exit and the rest", rest, whole))
-    return rows
+        label = f"{name}, tracking off"
+        whole = median(r["whole"] for r in off)
+        off_rows += [
+            _ratio_row(
+                f"{label}: whole rlbench-train / learn() alone",
+                whole / median(alone[algo]),
+                f"whole {whole:.1f} s, learn() alone {median(alone[algo]):.1f} s",
+                {"alone": alone[algo]},
+                quick,
+            ),
+            _ratio_row(
+                f"{label}: whole rlbench-train / its learn()",
+                median(r["whole"] / r["learn"] for r in off),
+                f"whole {whole:.1f} s, learn {median(r['learn'] for r in off):.1f} s",
+                {"runs": off},
+                quick,
+            ),
+        ]
+        for phase in OUTSIDE_LEARN:
+            off_rows.append(_share_row(f"{label}: {phase}", median(r[phase] for r in off), whole))
+        rest = median(r["whole"] - sum(r[p] for p in PHASES) for r in off)
+        off_rows.append(_share_row(f"{label}: exit and the rest", rest, whole))
+    return on_rows + off_rows
+
+
+def _ratio_row(
+    case: str, ratio: float, reference: str, details: dict, quick: bool | None = None
+) -> Row:
+    """A whole/learn ratio; judged against the target unless ``quick`` is None (shown only)."""
+    judge = {} if quick is None else {
+        "target": f"<= {RATIO_TARGET}x", "status": judged(ratio <= RATIO_TARGET, quick)
+    }  # fmt: skip
+    return Row("whole-command", case, ratio, "x", reference=reference, details=details, **judge)
 
 
 def _share_row(case: str, seconds: float, whole: float) -> Row:
