@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,17 +11,6 @@ from pathlib import Path
 import pytest
 
 TOY_APP = Path(__file__).with_name("toy_app.py")
-
-
-def _as_from_a_terminal() -> None:
-    """In the child before exec: Ctrl-C handled as a shell in a terminal would start it.
-
-    A child inherits an ignored or blocked SIGINT, and Python then installs no KeyboardInterrupt
-    handler: in the full suite another test left the xdist worker so, and the Ctrl-C test's sweep
-    ran to its end (exit 0). The tests send SIGINT; they must not depend on the worker's state.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def toy_command(*overrides: str) -> list[str]:
@@ -71,7 +59,6 @@ def popen_toy(tmp_path: Path) -> Callable[..., subprocess.Popen]:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=_as_from_a_terminal,
         )
 
     return start
