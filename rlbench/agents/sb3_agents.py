@@ -1,14 +1,16 @@
 """PPO and DQN from stable-baselines3 behind the :class:`~rlbench.agents.base.Agent` protocol.
 
-Every key of the ``algo`` group except ``name`` is an SB3 constructor argument
+Every key of the ``algo`` group except ``name`` (and PPO's ``loop``: rlbench's numpy rollout
+and update, rlbench/agents/ppo_loop.py, or ``sb3``'s own) is an SB3 constructor argument
 (``algo.n_steps=2048``); ``policy_kwargs.activation_fn`` and ``policy_kwargs.optimizer_class``
 are names (``tanh``, ``relu``, ``adam``...) mapped to torch classes, so configs stay plain YAML.
 
 Model files never use SB3's ``model.save`` (its zip embeds cloudpickled objects). We store the
 algo config (JSON), the policy and optimizer ``state_dict`` and the torch RNG state (each a
 ``torch.save`` blob read back with ``weights_only=True``), numpy's global RNG state (SB3 samples
-minibatches and DQN's random actions from it), and the counters; ``load`` rebuilds the model from
-the config on the given env and loads the state dicts. DQN's replay buffer is NOT saved (it can
+minibatches and DQN's random actions from it, rlbench's PPO loop its actions), and the
+counters; ``load`` rebuilds the model from the config on the given env and loads the state
+dicts. DQN's replay buffer is NOT saved (it can
 be gigabytes): a resumed DQN first refills it with ``learning_starts`` steps of random actions,
 as a fresh one does, before it updates again. Its exploration rate follows
 SB3's linear schedule over the ``total_steps`` given to ``learn``; a run resumed with the same
@@ -50,6 +52,7 @@ from rlbench.agents.base import (
 )
 from rlbench.agents.checkpoint_io import Checkpoint
 from rlbench.agents.device import resolve_device
+from rlbench.agents.ppo_loop import LeanPPO
 from rlbench.envs import core_of
 from rlbench.envs.vec_base import register_with_sb3
 from rlbench.errors import UserError
@@ -104,9 +107,11 @@ def env_name(env: VecEnv) -> str:
 class SB3Agent(Agent):
     """Common machinery for an SB3 algorithm; subclasses set ``name`` and ``sb3_class``."""
 
-    sb3_class: ClassVar[type[BaseAlgorithm]]
+    sb3_class: type[BaseAlgorithm]
     #: Report to the callback at most this often (environment steps; at least one rollout).
     report_every: ClassVar[int] = 1
+    #: Keys of the algo config that are ours, not SB3 constructor arguments.
+    own_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, env: VecEnv, cfg: Mapping[str, Any], seed: int, device: str = "cpu") -> None:
         super().__init__(env, cfg, seed, device)
@@ -150,10 +155,10 @@ class SB3Agent(Agent):
 
     def _sb3_kwargs(self) -> dict[str, Any]:
         """The SB3 constructor arguments from config, checked against its signature."""
-        settings = {k: v for k, v in self.cfg.items() if k != "name"}
+        settings = {k: v for k, v in self.cfg.items() if k != "name" and k not in self.own_keys}
         check_finite_settings(self.name, settings)
         params = inspect.signature(self.sb3_class.__init__).parameters
-        known = [p for p in params if p not in _OURS]
+        known = [p for p in params if p not in _OURS] + list(self.own_keys)
         for key, value in list(settings.items()):
             if key not in known:
                 raise unknown_key_error(self.name, key, known)
@@ -329,7 +334,19 @@ class PPOAgent(SB3Agent):
     """Proximal Policy Optimisation (SB3); reports to the callback after every rollout+update."""
 
     name: ClassVar[str] = "ppo"
-    sb3_class: ClassVar[type[BaseAlgorithm]] = PPO
+    own_keys: ClassVar[tuple[str, ...]] = ("loop",)
+    #: ``algo.loop``: rlbench's rollout and update loops (rlbench/agents/ppo_loop.py) or SB3's.
+    LOOPS: ClassVar[dict[str, type[BaseAlgorithm]]] = {"numpy": LeanPPO, "sb3": PPO}
+
+    def __init__(self, env: VecEnv, cfg: Mapping[str, Any], seed: int, device: str = "cpu") -> None:
+        loop = cfg.get("loop", "numpy")
+        if loop not in self.LOOPS:
+            raise UserError(
+                f"algo.loop={loop!r} is not a choice; choose numpy (rlbench's loops, "
+                f"the default) or sb3 (stable-baselines3's own)"
+            )
+        self.sb3_class = self.LOOPS[loop]
+        super().__init__(env, cfg, seed, device)
 
     def _distribution(self, obs_t: Any, n: int, deterministic: bool) -> np.ndarray:
         probs = self.model.policy.get_distribution(obs_t).distribution.probs.cpu().numpy()
@@ -363,7 +380,7 @@ class DQNAgent(SB3Agent):
     """Deep Q-Network (SB3); reports about every 1000 steps. Discrete actions only."""
 
     name: ClassVar[str] = "dqn"
-    sb3_class: ClassVar[type[BaseAlgorithm]] = DQN
+    sb3_class = DQN
     report_every: ClassVar[int] = 1000
 
     def _check_env(self, env: VecEnv) -> None:
