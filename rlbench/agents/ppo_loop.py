@@ -10,10 +10,10 @@ another ``Categorical`` and clips gradients parameter by parameter. :class:`Lean
   weights taken at the start of each rollout (the weights only change in ``train``), samples
   actions by inverse CDF from numpy's global generator (which the agent owns and saves in
   checkpoints, as it does for SB3's minibatch order) and writes the rollout buffer directly.
-- :meth:`LeanPPO.train` is SB3's clipped-surrogate update with the softmax computed directly,
-  the buffer turned into tensors once per update instead of once per minibatch, statistics kept
-  as tensors until the update ends, and ``foreach`` gradient clipping. From the same state and
-  data it gives SB3's parameters to float32 rounding (tests/test_ppo_loop.py).
+- :meth:`LeanPPO.train` is SB3's clipped-surrogate update with its gradients worked out in
+  numpy (:mod:`rlbench.agents.numpy_grad`) and the policy's torch optimizer taking the step.
+  From the same state and data it gives SB3's parameters to float32 rounding
+  (tests/agents/test_ppo_loop.py).
 
 Both fall back to SB3's own methods for anything else (continuous actions, gSDE, image
 observations, custom policies): :func:`lean_enough` says which.
@@ -34,15 +34,13 @@ from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
-from rlbench.agents import numpy_mlp
-
-_ACTIVATIONS = {torch.nn.Tanh: np.tanh, torch.nn.ReLU: numpy_mlp.relu}
+from rlbench.agents.numpy_grad import MLPView, clip_grad_norm, supported
 
 
 def lean_enough(model: PPO) -> bool:
-    """Whether :class:`LeanPPO`'s loops apply: SB3's own ``ActorCriticPolicy`` (flattened
-    float observations, an MLP of Linear layers and one tanh/ReLU activation per branch)
-    choosing among discrete actions, without gSDE."""
+    """Whether :class:`LeanPPO`'s loops apply: SB3's own ``ActorCriticPolicy`` on the CPU
+    (flattened float observations, an MLP of Linear layers and one tanh/ReLU activation per
+    branch, no other parameters) choosing among discrete actions, without gSDE."""
     policy = model.policy
     if type(policy) is not ActorCriticPolicy or model.use_sde:
         return False
@@ -53,11 +51,20 @@ def lean_enough(model: PPO) -> bool:
         return False
     if not isinstance(policy.features_extractor, FlattenExtractor):
         return False
-    for branch in (policy.mlp_extractor.policy_net, policy.mlp_extractor.value_net):
-        kinds = {type(m) for m in branch if not isinstance(m, torch.nn.Linear)}
-        if len(kinds) > 1 or not kinds <= set(_ACTIVATIONS):
-            return False
-    return True
+    actor, critic = _branches(policy)
+    if not (supported(actor) and supported(critic)):
+        return False
+    known = {id(p) for m in (*actor, *critic) for p in m.parameters()}
+    return all(id(p) in known for p in policy.parameters())
+
+
+def _branches(policy: ActorCriticPolicy) -> tuple[list[Any], list[Any]]:
+    """The actor (MLP + action head) and the critic (MLP + value head) as module lists."""
+    extractor = policy.mlp_extractor
+    return (
+        [*extractor.policy_net, policy.action_net],
+        [*extractor.value_net, policy.value_net],
+    )
 
 
 def sample_categorical(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,13 +77,6 @@ def sample_categorical(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     u = np.random.random_sample((len(z), 1)) * cdf[:, -1:]
     actions = np.minimum((cdf <= u).sum(axis=1), z.shape[1] - 1)
     return actions, log_pi[np.arange(len(z)), actions]
-
-
-def _branch(layers: Any, head: torch.nn.Linear) -> tuple[numpy_mlp.Layers, Any]:
-    """One branch of the policy (MLP + head) as numpy weights and its activation."""
-    kinds = [type(m) for m in layers if not isinstance(m, torch.nn.Linear)]
-    act = _ACTIVATIONS[kinds[0]] if kinds else (lambda h: h)
-    return numpy_mlp.copy_linear([*layers, head]), act
 
 
 class LeanPPO(PPO):
@@ -96,8 +96,7 @@ class LeanPPO(PPO):
         assert self._last_obs is not None, "No previous observation was provided"
         policy = self.policy
         policy.set_training_mode(False)
-        actor = _branch(policy.mlp_extractor.policy_net, policy.action_net)
-        critic = _branch(policy.mlp_extractor.value_net, policy.value_net)
+        actor, critic = (MLPView(branch) for branch in _branches(policy))
         n_envs = env.num_envs
         rollout_buffer.reset()
         callback.on_rollout_start()
@@ -106,8 +105,8 @@ class LeanPPO(PPO):
         new_obs = dones = None
         while n_steps < n_rollout_steps:
             obs = np.asarray(self._last_obs, dtype=np.float32).reshape(n_envs, -1)
-            actions, log_probs = sample_categorical(numpy_mlp.forward(obs, *actor))
-            values = numpy_mlp.forward(obs, *critic)[:, 0]
+            actions, log_probs = sample_categorical(actor.output(obs))
+            values = critic.output(obs)[:, 0]
 
             new_obs, rewards, dones, infos = env.step(actions)
             self.num_timesteps += n_envs
@@ -121,8 +120,7 @@ class LeanPPO(PPO):
                 info = infos[idx]
                 terminal = info.get("terminal_observation")
                 if terminal is not None and info.get("TimeLimit.truncated", False):
-                    last = np.asarray(terminal, dtype=np.float32).reshape(1, -1)
-                    rewards[idx] += self.gamma * numpy_mlp.forward(last, *critic)[0, 0]
+                    rewards[idx] += self.gamma * critic.output(np.asarray(terminal)[None])[0, 0]
 
             pos = rollout_buffer.pos
             rollout_buffer.observations[pos] = np.asarray(self._last_obs).reshape(
@@ -138,8 +136,7 @@ class LeanPPO(PPO):
             self._last_obs = new_obs
             self._last_episode_starts = dones
 
-        last_obs = np.asarray(new_obs, dtype=np.float32).reshape(n_envs, -1)
-        last_values = torch.as_tensor(numpy_mlp.forward(last_obs, *critic)[:, 0])
+        last_values = torch.as_tensor(critic.output(np.asarray(new_obs))[:, 0])
         rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
         callback.update_locals(locals())
         callback.on_rollout_end()
@@ -150,7 +147,7 @@ class LeanPPO(PPO):
         per-minibatch advantage normalisation, gradient-norm clipping, ``target_kl`` early
         stop), same minibatch order, same logged statistics; the gradients are worked out in
         numpy (:class:`_Gradients`) and the policy's own torch optimizer takes the step."""
-        if not lean_enough(self) or self.device.type != "cpu":
+        if not lean_enough(self):
             return super().train()
         policy = self.policy
         policy.set_training_mode(True)
@@ -159,8 +156,6 @@ class LeanPPO(PPO):
         clip_range = float(self.clip_range(progress))  # type: ignore[operator]
         clip_vf = None if self.clip_range_vf is None else float(self.clip_range_vf(progress))  # type: ignore[operator]
         grads = _Gradients(policy)
-        if grads.params is None:
-            return super().train()
 
         buf = self.rollout_buffer
         n = buf.buffer_size * buf.n_envs
@@ -208,7 +203,7 @@ class LeanPPO(PPO):
                 if self.target_kl is not None and out["approx_kl"] > 1.5 * self.target_kl:
                     continue_training = False
                     break
-                grads.clip(self.max_grad_norm)
+                clip_grad_norm(grads.nets, self.max_grad_norm)
                 policy.optimizer.step()
             self._n_updates += 1
             if not continue_training:
@@ -232,74 +227,13 @@ class LeanPPO(PPO):
 
 
 class _Gradients:
-    """PPO's loss and its gradient for an actor-critic of two MLP branches, in numpy.
-
-    The weights are numpy views of the torch parameters and the gradients are written into
-    numpy views of their ``.grad`` tensors, so the policy's torch optimizer (fused Adam by
-    default) steps on them as after ``loss.backward()``: no copies either way. For 64x64
-    networks autograd's bookkeeping is most of a minibatch's time; this does the same
-    arithmetic (SB3's losses, torch's gradient conventions at ties and clip boundaries) in
-    about a third of it. ``params`` is None when the policy has parameters this does not know.
-    """
+    """PPO's loss and its gradient, in numpy, for an actor-critic of two MLP branches whose
+    parameters and gradients :class:`MLPView` sees. The arithmetic is SB3's losses with
+    torch's gradient conventions at ties (``torch.min``) and clip boundaries (``clamp``)."""
 
     def __init__(self, policy: ActorCriticPolicy) -> None:
-        extractor = policy.mlp_extractor
-        branches = [
-            (extractor.policy_net, policy.action_net),
-            (extractor.value_net, policy.value_net),
-        ]
-        self.layers: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = []
-        self.relu: list[bool] = []
-        torch_params: list[torch.nn.Parameter] = []
-        for mlp, head in branches:
-            linear = [m for m in mlp if isinstance(m, torch.nn.Linear)] + [head]
-            self.relu.append(any(isinstance(m, torch.nn.ReLU) for m in mlp))
-            layers = []
-            for m in linear:
-                for p in (m.weight, m.bias):
-                    if p.grad is None or p.grad.shape != p.shape:
-                        p.grad = torch.zeros_like(p)
-                    torch_params.append(p)
-                layers.append(
-                    (
-                        m.weight.detach().numpy(),
-                        m.bias.detach().numpy(),
-                        m.weight.grad.numpy(),
-                        m.bias.grad.numpy(),
-                    )
-                )
-            self.layers.append(layers)
-        known = {id(p) for p in torch_params}
-        others = [p for p in policy.parameters() if p.requires_grad and id(p) not in known]
-        self.params = None if others else torch_params
-
-    def _forward(self, branch: int, x: np.ndarray) -> list[np.ndarray]:
-        """Inputs of every layer of a branch, then its output."""
-        acts = [x]
-        layers = self.layers[branch]
-        for i, (w, b, _, _) in enumerate(layers):
-            h = acts[-1] @ w.T + b
-            if i < len(layers) - 1:
-                h = np.maximum(h, 0, out=h) if self.relu[branch] else np.tanh(h, out=h)
-            acts.append(h)
-        return acts
-
-    def _backward(self, branch: int, acts: list[np.ndarray], grad_out: np.ndarray) -> None:
-        """Write d(loss)/d(parameters) of a branch, given d(loss)/d(output)."""
-        layers = self.layers[branch]
-        g = grad_out
-        for i in range(len(layers) - 1, -1, -1):
-            w, _, gw, gb = layers[i]
-            np.matmul(g.T, acts[i], out=gw)
-            np.sum(g, axis=0, out=gb)
-            if i == 0:
-                break
-            g = g @ w
-            h = acts[i]
-            if self.relu[branch]:
-                g *= h > 0
-            else:
-                g *= 1 - h * h
+        self.actor, self.critic = (MLPView(b, grads=True) for b in _branches(policy))
+        self.nets = (self.actor, self.critic)
 
     def compute(
         self,
@@ -318,8 +252,7 @@ class _Gradients:
         """Fill the gradients for one minibatch; return its losses and statistics."""
         batch = len(obs)
         rows = np.arange(batch)
-        actor = self._forward(0, obs)
-        critic = self._forward(1, obs)
+        actor, critic = self.actor.forward(obs), self.critic.forward(obs)
         logits = actor[-1]
         z = logits - logits.max(axis=1, keepdims=True)
         e = np.exp(z)
@@ -336,7 +269,7 @@ class _Gradients:
         surrogate = advantages * ratio
         surrogate_clipped = advantages * clipped
         policy_loss = -np.minimum(surrogate, surrogate_clipped).mean()
-        if clip_vf is None:
+        if clip_vf is None or old_values is None:
             values_pred, value_mask = values, 1.0
         else:
             delta = values - old_values
@@ -352,8 +285,8 @@ class _Gradients:
         d_logits[rows, actions] += d_logp
         d_logits += (ent_coef / batch) * pi * (log_pi + entropy[:, None])
         d_values = (2.0 * vf_coef / batch) * (values_pred - returns) * value_mask
-        self._backward(0, actor, d_logits.astype(np.float32, copy=False))
-        self._backward(1, critic, d_values.astype(np.float32, copy=False)[:, None])
+        self.actor.backward(actor, d_logits)
+        self.critic.backward(critic, d_values[:, None])
         return {
             "pg": float(policy_loss),
             "value": float(value_loss),
@@ -362,12 +295,3 @@ class _Gradients:
             "approx_kl": float(np.mean((ratio - 1) - log_ratio)),
             "loss": float(policy_loss + ent_coef * entropy_loss + vf_coef * value_loss),
         }
-
-    def clip(self, max_norm: float) -> None:
-        """Scale the gradients to a total 2-norm of at most ``max_norm`` (torch's rule)."""
-        grads = [g for layers in self.layers for _, _, gw, gb in layers for g in (gw, gb)]
-        norm = float(np.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads)))
-        coef = max_norm / (norm + 1e-6)
-        if coef < 1.0:
-            for g in grads:
-                g *= np.float32(coef)

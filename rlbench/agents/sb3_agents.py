@@ -1,7 +1,8 @@
 """PPO and DQN from stable-baselines3 behind the :class:`~rlbench.agents.base.Agent` protocol.
 
-Every key of the ``algo`` group except ``name`` (and PPO's ``loop``: rlbench's numpy rollout
-and update, rlbench/agents/ppo_loop.py, or ``sb3``'s own) is an SB3 constructor argument
+Every key of the ``algo`` group except ``name`` and ``loop`` (``numpy``: rlbench's forward
+passes and gradients for small MLPs, rlbench/agents/{ppo,dqn}_loop.py; ``sb3``: SB3's own) is an
+SB3 constructor argument
 (``algo.n_steps=2048``); ``policy_kwargs.activation_fn`` and ``policy_kwargs.optimizer_class``
 are names (``tanh``, ``relu``, ``adam``...) mapped to torch classes, so configs stay plain YAML.
 
@@ -52,6 +53,7 @@ from rlbench.agents.base import (
 )
 from rlbench.agents.checkpoint_io import Checkpoint
 from rlbench.agents.device import resolve_device
+from rlbench.agents.dqn_loop import LeanDQN
 from rlbench.agents.ppo_loop import LeanPPO
 from rlbench.envs import core_of
 from rlbench.envs.vec_base import register_with_sb3
@@ -105,16 +107,26 @@ def env_name(env: VecEnv) -> str:
 
 
 class SB3Agent(Agent):
-    """Common machinery for an SB3 algorithm; subclasses set ``name`` and ``sb3_class``."""
+    """Common machinery for an SB3 algorithm; subclasses set ``name`` and ``LOOPS``."""
 
-    sb3_class: type[BaseAlgorithm]
+    #: ``algo.loop``: rlbench's loops (numpy forward passes and gradients for small MLPs,
+    #: rlbench/agents/{ppo,dqn}_loop.py; the default) or stable-baselines3's own.
+    LOOPS: ClassVar[dict[str, type[BaseAlgorithm]]]
+    sb3_class: type[BaseAlgorithm]  # the chosen loop's class
     #: Report to the callback at most this often (environment steps; at least one rollout).
     report_every: ClassVar[int] = 1
     #: Keys of the algo config that are ours, not SB3 constructor arguments.
-    own_keys: ClassVar[tuple[str, ...]] = ()
+    own_keys: ClassVar[tuple[str, ...]] = ("loop",)
 
     def __init__(self, env: VecEnv, cfg: Mapping[str, Any], seed: int, device: str = "cpu") -> None:
         super().__init__(env, cfg, seed, device)
+        loop = self.cfg.get("loop", "numpy")
+        if loop not in self.LOOPS:
+            raise UserError(
+                f"algo.loop={loop!r} is not a choice; choose numpy (rlbench's loops, the "
+                f"default) or sb3 (stable-baselines3's own) ({self.name})"
+            )
+        self.sb3_class = self.LOOPS[loop]
         self.device = resolve_device(device, self.cfg)
         self._check_env(env)
         kwargs = self._sb3_kwargs()
@@ -165,7 +177,7 @@ class SB3Agent(Agent):
             if key in SCHEDULED and isinstance(value, str):
                 settings[key] = LinearSchedule.parse(self.name, key, value)
                 continue
-            settings[key] = _coerce(self.name, key, value, params[key].default)
+            settings[key] = _coerce(self.name, key, value, params[key])
         if settings.get("policy_kwargs") is not None:
             settings["policy_kwargs"] = _policy_kwargs(self.name, settings["policy_kwargs"])
         if isinstance(settings.get("train_freq"), list):  # YAML has no tuples: [4, step]
@@ -334,19 +346,7 @@ class PPOAgent(SB3Agent):
     """Proximal Policy Optimisation (SB3); reports to the callback after every rollout+update."""
 
     name: ClassVar[str] = "ppo"
-    own_keys: ClassVar[tuple[str, ...]] = ("loop",)
-    #: ``algo.loop``: rlbench's rollout and update loops (rlbench/agents/ppo_loop.py) or SB3's.
     LOOPS: ClassVar[dict[str, type[BaseAlgorithm]]] = {"numpy": LeanPPO, "sb3": PPO}
-
-    def __init__(self, env: VecEnv, cfg: Mapping[str, Any], seed: int, device: str = "cpu") -> None:
-        loop = cfg.get("loop", "numpy")
-        if loop not in self.LOOPS:
-            raise UserError(
-                f"algo.loop={loop!r} is not a choice; choose numpy (rlbench's loops, "
-                f"the default) or sb3 (stable-baselines3's own)"
-            )
-        self.sb3_class = self.LOOPS[loop]
-        super().__init__(env, cfg, seed, device)
 
     def _distribution(self, obs_t: Any, n: int, deterministic: bool) -> np.ndarray:
         probs = self.model.policy.get_distribution(obs_t).distribution.probs.cpu().numpy()
@@ -380,7 +380,7 @@ class DQNAgent(SB3Agent):
     """Deep Q-Network (SB3); reports about every 1000 steps. Discrete actions only."""
 
     name: ClassVar[str] = "dqn"
-    sb3_class = DQN
+    LOOPS: ClassVar[dict[str, type[BaseAlgorithm]]] = {"numpy": LeanDQN, "sb3": DQN}
     report_every: ClassVar[int] = 1000
 
     def _check_env(self, env: VecEnv) -> None:
@@ -525,10 +525,14 @@ def _policy_kwargs(algo: str, value: Mapping[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _coerce(algo: str, key: str, value: Any, default: Any) -> Any:
+def _coerce(algo: str, key: str, value: Any, param: inspect.Parameter) -> Any:
     """Check a setting against the type of its SB3 default: ``UserError`` for a string or bool
-    where SB3 wants a number (or the reverse); ``1e6`` for an integer setting becomes ``1000000``.
+    where SB3 wants a number (or the reverse); ``1e6`` for an integer setting becomes ``1000000``
+    (a setting annotated ``float`` takes any number, though its default is written ``10``).
     Values of other types (lists, dicts, schedules) are left to SB3."""
+    default = param.default
+    if param.annotation in (float, "float") and isinstance(default, int):
+        default = float(default)
     if value is None or default is None or default is inspect.Parameter.empty:
         return value
     if isinstance(default, bool):

@@ -130,6 +130,12 @@ def test_integer_settings_written_as_floats_are_integers():
     assert agent.model.buffer_size == 1000 and isinstance(agent.model.buffer_size, int)
 
 
+def test_a_float_setting_whose_sb3_default_is_written_as_an_integer_takes_fractions():
+    assert tiny("dqn", max_grad_norm=0.5).model.max_grad_norm == 0.5  # SB3: max_grad_norm=10
+    with pytest.raises(UserError, match="must be an integer"):
+        tiny("dqn", batch_size=16.5)
+
+
 def test_building_does_not_reseed_the_env():
     env = make_fake(n=2, seed=100)
     expected = make_fake(n=2, seed=100).reset()

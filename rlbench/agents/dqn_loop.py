@@ -1,0 +1,116 @@
+"""DQN's action choice and update, written for small networks on a CPU.
+
+SB3's DQN asks its Q-network for the greedy action of every environment step through
+``policy.predict`` (~0.3 ms of torch dispatch for a 64x64 MLP) and spends most of each
+gradient step on autograd's bookkeeping. :class:`LeanDQN` is SB3's ``DQN`` with two methods
+replaced, same algorithm and same random streams:
+
+- :meth:`LeanDQN.predict` keeps SB3's epsilon-greedy coin (numpy's global generator, one coin
+  for all copies) and takes the greedy action from the Q-network's weights in numpy.
+- :meth:`LeanDQN.train` samples the replay buffer as SB3 does and works out the Huber loss's
+  gradient in numpy (:mod:`rlbench.agents.numpy_grad`); the policy's torch optimizer takes the
+  step. From the same state it gives SB3's parameters to float32 rounding
+  (tests/agents/test_dqn_loop.py).
+
+Both fall back to SB3's own methods for anything else (image or dict observations, custom
+policies, a GPU): :func:`lean_enough` says which.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3 import DQN
+from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.dqn.policies import DQNPolicy
+
+from rlbench.agents.numpy_grad import MLPView, clip_grad_norm, supported
+
+
+def lean_enough(model: DQN) -> bool:
+    """Whether :class:`LeanDQN`'s methods apply: SB3's own ``DQNPolicy`` (``MlpPolicy``) on the
+    CPU, flattened float observations, a Q-network of Linear layers with one tanh/ReLU
+    activation and no other parameters."""
+    policy = model.policy
+    if type(policy) is not DQNPolicy:
+        return False
+    space = model.observation_space
+    if not isinstance(space, spaces.Box) or not np.issubdtype(space.dtype, np.floating):
+        return False
+    if not isinstance(model.action_space, spaces.Discrete):
+        return False
+    for net in (policy.q_net, policy.q_net_target):
+        if not isinstance(net.features_extractor, FlattenExtractor):
+            return False
+        if not supported(net.q_net):
+            return False
+    known = {id(p) for net in (policy.q_net, policy.q_net_target) for p in net.q_net.parameters()}
+    return all(id(p) in known for p in policy.parameters())
+
+
+class LeanDQN(DQN):
+    """SB3's DQN with numpy greedy actions and a numpy gradient for small MLP Q-networks."""
+
+    def predict(
+        self,
+        observation: Any,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's epsilon-greedy choice; the greedy actions of a batch in numpy."""
+        shape = self.observation_space.shape
+        batch = isinstance(observation, np.ndarray) and observation.shape[1:] == shape
+        q_net = self._greedy_view() if batch and len(observation) else None
+        if q_net is None:
+            return super().predict(observation, state, episode_start, deterministic)
+        if not deterministic and np.random.rand() < self.exploration_rate:
+            action = np.array([self.action_space.sample() for _ in range(len(observation))])
+            return action, state
+        return q_net.output(observation).argmax(axis=1), state
+
+    def _greedy_view(self) -> MLPView | None:
+        """The Q-network seen from numpy (views: always its current weights), or None where
+        :func:`lean_enough` says no; worked out once per policy object, not per step."""
+        cached = self.__dict__.get("_view_cache")
+        if cached is None or cached[0] is not self.policy:
+            view = MLPView(self.policy.q_net.q_net) if lean_enough(self) else None
+            cached = self._view_cache = (self.policy, view)
+        return cached[1]
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        """SB3's DQN update: replay samples, the target network's greedy value, Huber loss,
+        gradient-norm clipping, one optimizer step per gradient step."""
+        if self._greedy_view() is None:
+            return super().train(gradient_steps, batch_size)
+        policy = self.policy  # Linear layers and activations only: no train/eval mode to set
+        self._update_learning_rate(policy.optimizer)
+        q_net = MLPView(policy.q_net.q_net, grads=True)
+        target = MLPView(policy.q_net_target.q_net)
+        losses = []
+        for _ in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            obs = data.observations.numpy().reshape(batch_size, -1)
+            next_obs = data.next_observations.numpy().reshape(batch_size, -1)
+            actions = data.actions.numpy().reshape(-1).astype(np.int64)
+            rewards, dones = data.rewards.numpy()[:, 0], data.dones.numpy()[:, 0]
+            discounts = self.gamma if data.discounts is None else data.discounts.numpy()[:, 0]
+            next_q = target.forward(next_obs)[-1].max(axis=1)
+            targets = rewards + (1 - dones) * discounts * next_q
+
+            acts = q_net.forward(obs)
+            rows = np.arange(batch_size)
+            diff = acts[-1][rows, actions] - targets
+            small = np.abs(diff) < 1.0  # smooth_l1 with beta 1: quadratic inside, linear out
+            losses.append(float(np.where(small, 0.5 * diff * diff, np.abs(diff) - 0.5).mean()))
+            grad_out = np.zeros_like(acts[-1])
+            grad_out[rows, actions] = np.where(small, diff, np.sign(diff)) / batch_size
+            q_net.backward(acts, grad_out)
+            clip_grad_norm([q_net], self.max_grad_norm)
+            policy.optimizer.step()
+
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", float(np.mean(losses)))
