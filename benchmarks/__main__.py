@@ -21,7 +21,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 from benchmarks.common import MISS, PASS, machine, table, write
 
 BENCHMARKS = (
-    "device", "env", "qlearning", "training", "whole_command", "tracking", "report", "serving",
+    "device", "env", "qlearning", "training", "whole_command", "seed_script", "tracking", "report",
+    "serving",
     "offline", "live", "forecasting", "scale_out",
 )  # fmt: skip
 MODULES = {"env": "env_throughput"}
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         if name == "training":
             found = module.run(quick=args.quick, seeds=args.seeds, steps=args.steps)
+        elif name == "seed_script":
+            found = module.run(quick=args.quick, seeds=args.seeds)
         else:
             found = module.run(quick=args.quick)
         print(f"   {name}: {time.perf_counter() - t0:.0f} s", flush=True)

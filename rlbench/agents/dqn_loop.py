@@ -8,9 +8,8 @@ replaced, same algorithm and same random streams:
 - :meth:`LeanDQN.predict` keeps SB3's epsilon-greedy coin (numpy's global generator, one coin
   for all copies) and takes the greedy action from the Q-network's weights in numpy.
 - :meth:`LeanDQN.train` samples the replay buffer as SB3 does and works out the Huber loss's
-  gradient in numpy (:mod:`rlbench.agents.numpy_grad`); the policy's torch optimizer takes the
-  step. From the same state it gives SB3's parameters to float32 rounding
-  (tests/agents/test_dqn_loop.py).
+  gradient in numpy (:mod:`rlbench.agents.numpy_grad`), and Adam's step too. From the same
+  state it gives SB3's parameters to float32 rounding (tests/agents/test_dqn_loop.py).
 
 Both fall back to SB3's own methods for anything else (image or dict observations, custom
 policies, a GPU): :func:`lean_enough` says which.
@@ -26,7 +25,7 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.dqn.policies import DQNPolicy
 
-from rlbench.agents.numpy_grad import MLPView, clip_grad_norm, supported
+from rlbench.agents.numpy_grad import AdamStep, MLPView, clip_grad_norm, supported
 
 
 def lean_enough(model: DQN) -> bool:
@@ -87,6 +86,7 @@ class LeanDQN(DQN):
             return super().train(gradient_steps, batch_size)
         policy = self.policy  # Linear layers and activations only: no train/eval mode to set
         self._update_learning_rate(policy.optimizer)
+        optimizer_step = AdamStep.of(policy.optimizer) or policy.optimizer.step
         q_net = MLPView(policy.q_net.q_net, grads=True)
         target = MLPView(policy.q_net_target.q_net)
         losses = []
@@ -109,7 +109,7 @@ class LeanDQN(DQN):
             grad_out[rows, actions] = np.where(small, diff, np.sign(diff)) / batch_size
             q_net.backward(acts, grad_out)
             clip_grad_norm([q_net], self.max_grad_norm)
-            policy.optimizer.step()
+            optimizer_step()
 
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")

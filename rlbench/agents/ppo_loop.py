@@ -11,7 +11,7 @@ another ``Categorical`` and clips gradients parameter by parameter. :class:`Lean
   actions by inverse CDF from numpy's global generator (which the agent owns and saves in
   checkpoints, as it does for SB3's minibatch order) and writes the rollout buffer directly.
 - :meth:`LeanPPO.train` is SB3's clipped-surrogate update with its gradients worked out in
-  numpy (:mod:`rlbench.agents.numpy_grad`) and the policy's torch optimizer taking the step.
+  numpy (:mod:`rlbench.agents.numpy_grad`) and the optimizer's step too when it is Adam.
   From the same state and data it gives SB3's parameters to float32 rounding
   (tests/agents/test_ppo_loop.py).
 
@@ -34,7 +34,7 @@ from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
-from rlbench.agents.numpy_grad import MLPView, clip_grad_norm, supported
+from rlbench.agents.numpy_grad import AdamStep, MLPView, clip_grad_norm, supported
 
 
 def lean_enough(model: PPO) -> bool:
@@ -146,7 +146,8 @@ class LeanPPO(PPO):
         """SB3's PPO update (clipped surrogate, optional value clipping, entropy bonus,
         per-minibatch advantage normalisation, gradient-norm clipping, ``target_kl`` early
         stop), same minibatch order, same logged statistics; the gradients are worked out in
-        numpy (:class:`_Gradients`) and the policy's own torch optimizer takes the step."""
+        numpy (:class:`_Gradients`), then the policy's optimizer steps (Adam in numpy on its
+        own state, :class:`~rlbench.agents.numpy_grad.AdamStep`; others through torch)."""
         if not lean_enough(self):
             return super().train()
         policy = self.policy
@@ -156,6 +157,7 @@ class LeanPPO(PPO):
         clip_range = float(self.clip_range(progress))  # type: ignore[operator]
         clip_vf = None if self.clip_range_vf is None else float(self.clip_range_vf(progress))  # type: ignore[operator]
         grads = _Gradients(policy)
+        optimizer_step = AdamStep.of(policy.optimizer) or policy.optimizer.step
 
         buf = self.rollout_buffer
         n = buf.buffer_size * buf.n_envs
@@ -204,7 +206,7 @@ class LeanPPO(PPO):
                     continue_training = False
                     break
                 clip_grad_norm(grads.nets, self.max_grad_norm)
-                policy.optimizer.step()
+                optimizer_step()
             self._n_updates += 1
             if not continue_training:
                 break

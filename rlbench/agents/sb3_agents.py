@@ -55,6 +55,7 @@ from rlbench.agents.checkpoint_io import Checkpoint
 from rlbench.agents.device import resolve_device
 from rlbench.agents.dqn_loop import LeanDQN
 from rlbench.agents.ppo_loop import LeanPPO
+from rlbench.agents.torch_startup import optimizers_without_dynamo
 from rlbench.envs import core_of
 from rlbench.envs.vec_base import register_with_sb3
 from rlbench.errors import UserError
@@ -127,6 +128,8 @@ class SB3Agent(Agent):
                 f"default) or sb3 (stable-baselines3's own) ({self.name})"
             )
         self.sb3_class = self.LOOPS[loop]
+        if loop == "numpy":  # its optimizers never meet torch.compile: skip importing it
+            optimizers_without_dynamo()
         self.device = resolve_device(device, self.cfg)
         self._check_env(env)
         kwargs = self._sb3_kwargs()
