@@ -26,6 +26,7 @@ from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.dqn.policies import DQNPolicy
 
 from rlbench.agents.numpy_grad import AdamStep, MLPView, clip_grad_norm, supported
+from rlbench.agents.sb3_logger import record_training
 
 
 def lean_enough(model: DQN) -> bool:
@@ -112,5 +113,4 @@ class LeanDQN(DQN):
             optimizer_step()
 
         self._n_updates += gradient_steps
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", float(np.mean(losses)))
+        record_training(self.logger, {"loss": float(np.mean(losses))}, self._n_updates)

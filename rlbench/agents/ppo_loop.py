@@ -35,6 +35,7 @@ from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
 from rlbench.agents.numpy_grad import AdamStep, MLPView, clip_grad_norm, supported
+from rlbench.agents.sb3_logger import record_training
 
 
 def lean_enough(model: PPO) -> bool:
@@ -214,18 +215,19 @@ class LeanPPO(PPO):
         def mean(values: list[float]) -> float:
             return float(np.mean(values)) if values else float("nan")
 
-        explained_var = explained_variance(buf.values.flatten(), buf.returns.flatten())
-        self.logger.record("train/entropy_loss", mean(stats["entropy"]))
-        self.logger.record("train/policy_gradient_loss", mean(stats["pg"]))
-        self.logger.record("train/value_loss", mean(stats["value"]))
-        self.logger.record("train/approx_kl", mean(approx_kls))
-        self.logger.record("train/clip_fraction", mean(stats["clip"]))
-        self.logger.record("train/loss", loss)
-        self.logger.record("train/explained_variance", explained_var)
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/clip_range", clip_range)
+        stats_out = {
+            "entropy_loss": mean(stats["entropy"]),
+            "policy_gradient_loss": mean(stats["pg"]),
+            "value_loss": mean(stats["value"]),
+            "approx_kl": mean(approx_kls),
+            "clip_fraction": mean(stats["clip"]),
+            "loss": loss,
+            "explained_variance": explained_variance(buf.values.flatten(), buf.returns.flatten()),
+            "clip_range": clip_range,
+        }
         if clip_vf is not None:
-            self.logger.record("train/clip_range_vf", clip_vf)
+            stats_out["clip_range_vf"] = clip_vf
+        record_training(self.logger, stats_out, self._n_updates)
 
 
 class _Gradients:

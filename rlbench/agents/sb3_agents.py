@@ -55,6 +55,7 @@ from rlbench.agents.checkpoint_io import Checkpoint
 from rlbench.agents.device import resolve_device
 from rlbench.agents.dqn_loop import LeanDQN
 from rlbench.agents.ppo_loop import LeanPPO
+from rlbench.agents.sb3_logger import SB3_TRAIN_GROUP
 from rlbench.agents.torch_startup import optimizers_without_dynamo
 from rlbench.envs import core_of
 from rlbench.envs.vec_base import register_with_sb3
@@ -80,7 +81,6 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
     "sgd": torch.optim.SGD,
 }
-SB3_TRAIN_GROUP = "train"  # SB3 logs losses as "train/<name>"; we pass on the names
 # Constructor arguments we set ourselves, not from config.
 _OURS = {"self", "env", "seed", "device", "_init_setup_model"}
 
