@@ -20,10 +20,16 @@ def first_line(err: BaseException) -> str:
     """The first line of an error's message (MLflow's ``.message`` if it has one), else its type.
 
     Library errors run over many lines (a server's HTML, a SQL statement); one line is what a
-    user reads in ``error: ...``.
+    user reads in ``error: ...``. A first line that only introduces the reason (ends with ``:``,
+    as Hydra's "ConfigKeyError raised while composing config:") keeps the line after it.
     """
     text = str(getattr(err, "message", None) or err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    if not text:
+        return type(err).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines[0].endswith(":") and len(lines) > 1:  # "... raised while composing config:" + why
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]
 
 
 # an OS write failure that is the machine's, not the program's: the disk, a quota, a size limit

@@ -122,6 +122,10 @@ CASES: dict[str, tuple[list[str], str, int]] = {
         ["-m", "search=threshold", "hydra.sweeper.n_trials=0"],
         "hydra.sweeper.n_trials must be a positive integer, got 0", 2,
     ),
+    "a launcher without a key the preset sets": (
+        ["-m", "experiment=quick", "hydra/launcher=basic"],
+        "raised while composing config: Key 'n_jobs' not in 'BasicLauncherConf'", 2,
+    ),
     "reproduce an unknown run": (["+reproduce=0123abcd"], "no MLflow run '0123abcd' in sqlite:", 2),
     "reproduce with a changed setting": (
         ["+reproduce=0123abcd", "seed=3"], "drop 'seed=3' (only tracking.*, device and hydra.*", 2,
