@@ -126,6 +126,10 @@ CASES: dict[str, tuple[list[str], str, int]] = {
         ["-m", "experiment=quick", "hydra/launcher=basic"],
         "raised while composing config: Key 'n_jobs' not in 'BasicLauncherConf'", 2,
     ),
+    "misspelt option in a preset's grid": (
+        ["experiment=quick", "algo=threshold,thresold"],  # the preset makes it a grid
+        "unknown algo option 'thresold' (did you mean 'threshold'?)", 2,
+    ),
     "reproduce an unknown run": (["+reproduce=0123abcd"], "no MLflow run '0123abcd' in sqlite:", 2),
     "reproduce with a changed setting": (
         ["+reproduce=0123abcd", "seed=3"], "drop 'seed=3' (only tracking.*, device and hydra.*", 2,
