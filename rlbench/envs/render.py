@@ -14,7 +14,14 @@ def episode_figure(history: Sequence[dict[str, Any]], keys: Sequence[str], title
     from matplotlib.figure import Figure
 
     keys = list(keys) or sorted({k for step in history for k in step})
-    fig = Figure(figsize=(8, 1.6 * max(len(keys), 1)), dpi=80, layout="constrained")
+    width, height = 8.0, 1.6 * max(len(keys), 1)
+    fig = Figure(figsize=(width, height), dpi=80)
+    # fixed margins in inches (room for 6-digit tick labels, the title, the x label): constrained
+    # layout measured every label and took half of the ~0.3 s each run spends on this picture
+    fig.subplots_adjust(
+        left=1.0 / width, right=1 - 0.2 / width, bottom=0.5 / height, top=1 - 0.35 / height,
+        hspace=0.25,
+    )  # fmt: skip
     axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]
     t = np.arange(1, len(history) + 1)
     for ax, key in zip(axes, keys, strict=True):
