@@ -22,10 +22,17 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3 import DQN
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.dqn.policies import DQNPolicy
 
-from rlbench.agents.numpy_grad import AdamStep, MLPView, clip_grad_norm, supported
+from rlbench.agents.numpy_grad import (
+    AdamStep,
+    MLPView,
+    clip_grad_norm,
+    flatten_parameters,
+    supported,
+)
 from rlbench.agents.sb3_logger import record_training
 
 
@@ -52,6 +59,13 @@ def lean_enough(model: DQN) -> bool:
 
 class LeanDQN(DQN):
     """SB3's DQN with numpy greedy actions and a numpy gradient for small MLP Q-networks."""
+
+    def _setup_model(self) -> None:
+        """SB3's setup, then the trained parameters moved into one flat buffer (same values)
+        so that Adam's numpy step is a dozen calls, not a dozen per parameter."""
+        super()._setup_model()
+        if lean_enough(self):
+            flatten_parameters(self.policy.optimizer)
 
     def predict(
         self,
@@ -88,16 +102,10 @@ class LeanDQN(DQN):
         policy = self.policy  # Linear layers and activations only: no train/eval mode to set
         self._update_learning_rate(policy.optimizer)
         optimizer_step = AdamStep.of(policy.optimizer) or policy.optimizer.step
-        q_net = MLPView(policy.q_net.q_net, grads=True)
-        target = MLPView(policy.q_net_target.q_net)
+        q_net, target = self._train_views()
         losses = []
         for _ in range(gradient_steps):
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            obs = data.observations.numpy().reshape(batch_size, -1)
-            next_obs = data.next_observations.numpy().reshape(batch_size, -1)
-            actions = data.actions.numpy().reshape(-1).astype(np.int64)
-            rewards, dones = data.rewards.numpy()[:, 0], data.dones.numpy()[:, 0]
-            discounts = self.gamma if data.discounts is None else data.discounts.numpy()[:, 0]
+            obs, actions, next_obs, dones, rewards, discounts = self._sample(batch_size)
             next_q = target.forward(next_obs)[-1].max(axis=1)
             targets = rewards + (1 - dones) * discounts * next_q
 
@@ -114,3 +122,48 @@ class LeanDQN(DQN):
 
         self._n_updates += gradient_steps
         record_training(self.logger, {"loss": float(np.mean(losses))}, self._n_updates)
+
+    def _train_views(self) -> tuple[MLPView, MLPView]:
+        """The Q-network with its gradients and the target network, seen from numpy; made
+        once per policy object (the views follow the weights), not per gradient step."""
+        cached = self.__dict__.get("_train_cache")
+        if (  # made again for a new policy, or when a .grad tensor was replaced (zero_grad)
+            cached is None
+            or cached[0] is not self.policy
+            or any(p.grad is not g for p, g in zip(cached[1].params, cached[3], strict=True))
+        ):
+            q_net = MLPView(self.policy.q_net.q_net, grads=True)
+            target = MLPView(self.policy.q_net_target.q_net)
+            cached = (self.policy, q_net, target, [p.grad for p in q_net.params])
+            self._train_cache = cached
+        return cached[1], cached[2]
+
+    def _sample(self, batch_size: int) -> tuple[np.ndarray, ...]:
+        """A replay minibatch as numpy arrays: observations, actions, next observations, dones,
+        rewards, discounts. SB3's own ``ReplayBuffer.sample`` (same random draws, same rows),
+        read straight from its arrays for the plain buffer; through SB3 for any other."""
+        buf = self.replay_buffer
+        plain = type(buf) is ReplayBuffer and not buf.optimize_memory_usage
+        if plain and self._vec_normalize_env is None:
+            upper = buf.buffer_size if buf.full else buf.pos
+            rows = np.random.randint(0, upper, size=batch_size)
+            envs = np.random.randint(0, high=buf.n_envs, size=(batch_size,))
+            dones = buf.dones[rows, envs] * (1 - buf.timeouts[rows, envs])
+            return (
+                buf.observations[rows, envs, :].reshape(batch_size, -1),
+                buf.actions[rows, envs, :].reshape(-1).astype(np.int64),
+                buf.next_observations[rows, envs, :].reshape(batch_size, -1),
+                dones.astype(np.float32, copy=False),
+                buf.rewards[rows, envs].astype(np.float32, copy=False),
+                self.gamma,
+            )
+        data = buf.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+        discounts = self.gamma if data.discounts is None else data.discounts.numpy()[:, 0]
+        return (
+            data.observations.numpy().reshape(batch_size, -1),
+            data.actions.numpy().reshape(-1).astype(np.int64),
+            data.next_observations.numpy().reshape(batch_size, -1),
+            data.dones.numpy()[:, 0],
+            data.rewards.numpy()[:, 0],
+            discounts,
+        )

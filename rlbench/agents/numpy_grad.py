@@ -10,6 +10,7 @@ weights it changes are the ones the next forward pass reads. CPU tensors only.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,6 +18,8 @@ import numpy as np
 import torch
 
 ACTIVATIONS = (torch.nn.Tanh, torch.nn.ReLU)
+#: optimizer -> its AdamStep (see AdamStep.of)
+_STEPS: weakref.WeakKeyDictionary[torch.optim.Optimizer, AdamStep] = weakref.WeakKeyDictionary()
 
 
 def supported(modules: Iterable[Any]) -> bool:
@@ -88,6 +91,123 @@ def clip_grad_norm(nets: Iterable[MLPView], max_norm: float) -> float:
     return norm
 
 
+def flatten_parameters(optimizer: torch.optim.Optimizer) -> bool:
+    """Make each param group's parameters, and their gradients, views of one contiguous
+    float32 buffer, in the group's order; True where every group could be (CPU float32).
+
+    The values stay; the Parameter objects stay (the optimizer, modules and state keep them),
+    only their storage moves. :class:`AdamStep` then updates a whole group with a dozen numpy
+    calls instead of a dozen per parameter. Views made before this call (``MLPView``) see the
+    old storage: flatten right after a model is built, before anything looks at its weights.
+    """
+    groups = optimizer.param_groups
+    params = [p for g in groups for p in g["params"]]
+    if not params or any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params):
+        return False
+    with torch.no_grad():
+        for group in groups:
+            size = sum(p.numel() for p in group["params"])
+            values, grads = torch.empty(size), torch.zeros(size)
+            start = 0
+            for p in group["params"]:
+                end = start + p.numel()
+                values[start:end].copy_(p.reshape(-1))
+                if p.grad is not None:
+                    grads[start:end].copy_(p.grad.reshape(-1))
+                p.data = values[start:end].view(p.shape)
+                p.grad = grads[start:end].view(p.shape)
+                start = end
+    return True
+
+
+class _FlatGroup:
+    """One param group as flat numpy arrays: parameters, gradients, both moments, the steps.
+
+    Valid while the tensors it was made from are the ones in use (:meth:`current`): a loaded
+    optimizer state or a gradient replaced by a new tensor sends :class:`AdamStep` back to its
+    per-parameter path, which rebuilds this on its next call."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> None:
+        params = group["params"]
+        first = params[0]
+        self.param = _flat_view(first, [p.detach() for p in params])
+        self.grad = _flat_view(first.grad, [p.grad for p in params])
+        # the moments and step counters: moved into flat buffers of their own (same values)
+        size = sum(p.numel() for p in params)
+        m, v, steps = np.zeros(size, np.float32), np.zeros(size, np.float32), []
+        start = 0
+        for p in params:
+            state = optimizer.state[p]
+            end = start + p.numel()
+            m[start:end] = state["exp_avg"].numpy().reshape(-1)
+            v[start:end] = state["exp_avg_sq"].numpy().reshape(-1)
+            steps.append(float(state["step"]))
+            start = end
+        self.steps = np.array(steps, dtype=np.float32)
+        self.m, self.v = m, v
+        mt, vt, st = torch.from_numpy(m), torch.from_numpy(v), torch.from_numpy(self.steps)
+        start = 0
+        for i, p in enumerate(params):
+            state, end = optimizer.state[p], start + p.numel()
+            state["exp_avg"] = mt[start:end].view(p.shape)
+            state["exp_avg_sq"] = vt[start:end].view(p.shape)
+            state["step"] = st[i]
+            start = end
+        self._tensors = [
+            (p, p.grad, optimizer.state[p]["exp_avg"], optimizer.state[p]["exp_avg_sq"])
+            for p in params
+        ]
+
+    @classmethod
+    def of(cls, optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> _FlatGroup | None:
+        """A flat view of ``group`` where its parameters and gradients are already contiguous
+        (:func:`flatten_parameters`) and its steps agree; else None."""
+        params = group["params"]
+        if not params or any(p.grad is None for p in params):
+            return None
+        grads = [p.grad for p in params]
+        if _flat_view(params[0], params) is None or _flat_view(grads[0], grads) is None:
+            return None
+        steps = {float(optimizer.state[p]["step"]) for p in params if optimizer.state[p]}
+        if len(steps) > 1 or (steps and any(not optimizer.state[p] for p in params)):
+            return None
+        for p in params:
+            state = optimizer.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return cls(optimizer, group)
+
+    def current(self, optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> bool:
+        """Whether the group still holds the tensors this was made from."""
+        params, state = group["params"], optimizer.state
+        return len(params) == len(self._tensors) and all(
+            q is p
+            and p.grad is g
+            and state[p].get("exp_avg") is m
+            and state[p].get("exp_avg_sq") is v
+            for q, (p, g, m, v) in zip(params, self._tensors, strict=True)
+        )
+
+
+def _flat_view(first: torch.Tensor, tensors: Sequence[torch.Tensor]) -> np.ndarray | None:
+    """A 1-d numpy view over ``tensors`` when they lie one after another in one storage."""
+    base, storage = first.data_ptr(), first.untyped_storage().data_ptr()
+    expected = base
+    for t in tensors:  # separate tensors may lie side by side too: one storage is the test
+        if t.data_ptr() != expected or t.untyped_storage().data_ptr() != storage:
+            return None
+        if not t.is_contiguous():
+            return None
+        expected += t.numel() * t.element_size()
+    total = (expected - base) // first.element_size()
+    flat = torch.empty(0, dtype=first.dtype).set_(
+        first.untyped_storage(), first.storage_offset(), (total,)
+    )
+    return flat.numpy()
+
+
 class AdamStep:
     """torch's ``Adam``/``AdamW`` step in numpy, on the optimizer's own parameters and state.
 
@@ -102,10 +222,19 @@ class AdamStep:
         self.optimizer = optimizer
         self.decoupled = isinstance(optimizer, torch.optim.AdamW)
         self._views: dict[int, tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._flat: dict[int, _FlatGroup | None] = {}  # param group index -> its flat arrays
+
+    @property
+    def flat(self) -> bool:
+        """Whether every param group took the flat path (:func:`flatten_parameters`) last step."""
+        return bool(self._flat) and all(f is not None for f in self._flat.values())
 
     @classmethod
     def of(cls, optimizer: torch.optim.Optimizer) -> AdamStep | None:
         """An :class:`AdamStep` for plain Adam/AdamW on CPU float32 parameters, else None."""
+        cached = _STEPS.get(optimizer)
+        if cached is not None:  # one per optimizer: its flat arrays outlive a train() call
+            return cached
         if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
             return None
         for group in optimizer.param_groups:
@@ -116,7 +245,8 @@ class AdamStep:
             for p in group["params"]:
                 if p.device.type != "cpu" or p.dtype != torch.float32:
                     return None
-        return cls(optimizer)
+        step = _STEPS[optimizer] = cls(optimizer)
+        return step
 
     def _state(self, p: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Numpy views of the parameter and its two moments (created as torch creates them)."""
@@ -134,25 +264,42 @@ class AdamStep:
 
     def __call__(self) -> None:
         """One step for every parameter that has a gradient."""
-        for group in self.optimizer.param_groups:
-            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            decay = group["weight_decay"]
+        for i, group in enumerate(self.optimizer.param_groups):
+            flat = self._flat.get(i)
+            if flat is None or not flat.current(self.optimizer, group):
+                flat = self._flat[i] = _FlatGroup.of(self.optimizer, group)
+            if flat is not None:  # the whole group at once: the same arithmetic, flat arrays
+                flat.steps += 1
+                self._update(flat.param, flat.grad, flat.m, flat.v, float(flat.steps[0]), group)
+                continue
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 param, m, v = self._state(p)
-                grad = p.grad.numpy()
                 step_t = self.optimizer.state[p]["step"]
                 step_t += 1
-                step = float(step_t)
-                if decay and self.decoupled:
-                    param *= np.float32(1 - lr * decay)
-                elif decay:
-                    grad = grad + np.float32(decay) * param
-                m += np.float32(1 - beta1) * (grad - m)  # torch: exp_avg.lerp_(grad, 1 - beta1)
-                v *= np.float32(beta2)
-                v += np.float32(1 - beta2) * grad * grad
-                bias1, bias2 = 1 - beta1**step, 1 - beta2**step
-                denom = np.sqrt(v) / np.float32(np.sqrt(bias2))
-                denom += np.float32(eps)
-                param -= np.float32(lr / bias1) * m / denom
+                self._update(param, p.grad.numpy(), m, v, float(step_t), group)
+
+    def _update(
+        self,
+        param: np.ndarray,
+        grad: np.ndarray,
+        m: np.ndarray,
+        v: np.ndarray,
+        step: float,
+        group: dict[str, Any],
+    ) -> None:
+        """torch's Adam/AdamW formula on arrays of any shape (one parameter or a flat group)."""
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        decay = group["weight_decay"]
+        if decay and self.decoupled:
+            param *= np.float32(1 - lr * decay)
+        elif decay:
+            grad = grad + np.float32(decay) * param
+        m += np.float32(1 - beta1) * (grad - m)  # torch: exp_avg.lerp_(grad, 1 - beta1)
+        v *= np.float32(beta2)
+        v += np.float32(1 - beta2) * grad * grad
+        bias1, bias2 = 1 - beta1**step, 1 - beta2**step
+        denom = np.sqrt(v) / np.float32(np.sqrt(bias2))
+        denom += np.float32(eps)
+        param -= np.float32(lr / bias1) * m / denom

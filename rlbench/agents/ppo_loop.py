@@ -34,7 +34,13 @@ from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
-from rlbench.agents.numpy_grad import AdamStep, MLPView, clip_grad_norm, supported
+from rlbench.agents.numpy_grad import (
+    AdamStep,
+    MLPView,
+    clip_grad_norm,
+    flatten_parameters,
+    supported,
+)
 from rlbench.agents.sb3_logger import record_training
 
 
@@ -82,6 +88,13 @@ def sample_categorical(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class LeanPPO(PPO):
     """SB3's PPO with a numpy rollout and a leaner update for small discrete-action MLPs."""
+
+    def _setup_model(self) -> None:
+        """SB3's setup, then the trained parameters moved into one flat buffer (same values)
+        so that Adam's numpy step is a dozen calls, not a dozen per parameter."""
+        super()._setup_model()
+        if lean_enough(self):
+            flatten_parameters(self.policy.optimizer)
 
     def collect_rollouts(
         self,

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from rlbench.agents.numpy_grad import AdamStep, MLPView, clip_grad_norm, supported
+from rlbench.agents.numpy_grad import (
+    AdamStep,
+    MLPView,
+    clip_grad_norm,
+    flatten_parameters,
+    supported,
+)
 
 
 def net(activation=torch.nn.Tanh, sizes=(5, 7, 6, 3)):
@@ -85,6 +91,43 @@ def test_adam_step_is_torchs_and_torch_can_take_over(cls, kwargs):
         if i == 30:  # saved and loaded halfway: new state tensors, the views follow
             opt_ours.load_state_dict(copy.deepcopy(opt_ours.state_dict()))
         step() if i < 50 else opt_ours.step()  # torch continues from our state
+        opt_theirs.step()
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+    for a, b in zip(opt_ours.state.values(), opt_theirs.state.values(), strict=True):
+        assert float(a["step"]) == float(b["step"]) == 60
+        torch.testing.assert_close(a["exp_avg_sq"], b["exp_avg_sq"], atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [(torch.optim.Adam, {}), (torch.optim.AdamW, {"weight_decay": 0.1})],
+    ids=["adam", "adamw"],
+)
+def test_adam_step_on_flat_parameters_is_torchs(cls, kwargs):
+    ours, theirs = net(), net()
+    before = [p.detach().clone() for p in ours.parameters()]
+    ids = [id(p) for p in ours.parameters()]
+    opt_ours = cls(ours.parameters(), lr=1e-2, **kwargs)
+    opt_theirs = cls(theirs.parameters(), lr=1e-2, **kwargs)
+    assert flatten_parameters(opt_ours)
+    assert [id(p) for p in ours.parameters()] == ids  # the same Parameters, their values kept
+    for p, b in zip(ours.parameters(), before, strict=True):
+        torch.testing.assert_close(p.detach(), b, rtol=0, atol=0)
+    params = list(ours.parameters())  # one after another in one buffer
+    assert all(q.data_ptr() - p.data_ptr() == p.numel() * 4 for p, q in itertools.pairwise(params))
+    step = AdamStep.of(opt_ours)
+    assert step is AdamStep.of(opt_ours)  # one per optimizer, flat arrays kept between calls
+    g = torch.Generator().manual_seed(1)
+    for i in range(60):
+        for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+            grad = torch.randn(p.shape, generator=g)
+            p.grad.copy_(grad)  # in place, as MLPView.backward writes them
+            q.grad = grad.clone()
+        if i == 30:  # saved and loaded halfway: new state tensors, flattened again
+            opt_ours.load_state_dict(copy.deepcopy(opt_ours.state_dict()))
+        step() if i < 50 else opt_ours.step()  # torch continues from our state
+        assert step.flat
         opt_theirs.step()
     for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
