@@ -160,6 +160,13 @@ class AutoscalingCore(Core):
         self.arrivals = np.zeros(n)
         self.utilisation = np.zeros(n)
         self.loads = np.zeros((n, self._before + self.horizon + self._after))
+        self.pending = np.zeros(n, dtype=np.int64)  # pipeline.sum(axis=1), kept up to date
+        # the time-of-day features of every step of an episode (the same arithmetic as for
+        # one step; observe() reads them instead of two trig calls a step)
+        phase = 2.0 * np.pi * np.arange(self.horizon + 1) / self.params.period
+        self._time_features = np.stack(
+            [(np.sin(phase) + 1.0) / 2.0, (np.cos(phase) + 1.0) / 2.0], 1
+        )
         # every step's forecast of the episode, made at reset (see reset_copies)
         self.forecasts = np.zeros((n, self.horizon + 1, k))
 
@@ -180,29 +187,30 @@ class AutoscalingCore(Core):
         self.t[mask] = 0
         self.running[mask] = self.initial_instances
         self.pipeline[mask] = 0
+        self.pending = np.where(
+            mask, 0, self.pending
+        )  # a new array: last step's info keeps its own
         self.queue[mask] = 0.0
         self.arrivals[mask] = 0.0
         self.utilisation[mask] = 0.0
 
     def observe(self) -> np.ndarray:
         full = self.max_instances * self.capacity
-        phase = 2.0 * np.pi * self.t / self.params.period
-        queue_frac = self.queue / self.max_queue if self.max_queue > 0 else 0.0 * self.queue
-        obs = np.stack(
-            [
-                self.running / self.max_instances,
-                self.pipeline.sum(axis=1) / self.max_instances,
-                self.utilisation,
-                queue_frac,
-                self.arrivals / full,
-                (np.sin(phase) + 1.0) / 2.0,
-                (np.cos(phase) + 1.0) / 2.0,
-            ],
-            axis=1,
-        )
+        obs = np.empty((self.num_envs, self.observation_space.shape[0]))
+        obs[:, 0] = self.running / self.max_instances
+        obs[:, 1] = self.pending / self.max_instances
+        obs[:, 2] = self.utilisation
+        obs[:, 3] = self.queue / self.max_queue if self.max_queue > 0 else 0.0 * self.queue
+        obs[:, 4] = self.arrivals / full
+        if self.t.max() <= self.horizon:  # within an episode: the precomputed features
+            obs[:, 5:7] = self._time_features[self.t]
+        else:  # stepped past the horizon without a reset
+            phase = 2.0 * np.pi * self.t / self.params.period
+            obs[:, 5] = (np.sin(phase) + 1.0) / 2.0
+            obs[:, 6] = (np.cos(phase) + 1.0) / 2.0
         if self.forecast != "none":
-            obs = np.concatenate([obs, self.forecast_loads() / full], axis=1)
-        return np.clip(obs, 0.0, 1.0).astype(np.float32)
+            obs[:, 7:] = self.forecast_loads() / full
+        return np.clip(obs, 0.0, 1.0, out=obs).astype(np.float32)
 
     def forecast_loads(self) -> np.ndarray:
         """``(N, forecast_steps)``: the forecast load (requests per step) of steps ``t`` ..
@@ -234,7 +242,7 @@ class AutoscalingCore(Core):
             raise ValueError(f"actions must be 0 (remove), 1 (hold) or 2 (add), got {actions}")
         # 1. The action: add goes into the pipeline, remove takes a running instance at once;
         #    one that would cross min/max (running + pending) is a no-op.
-        total = self.running + self.pipeline.sum(axis=1)
+        total = self.running + self.pending
         add = (actions == ADD) & (total < self.max_instances)
         remove = (actions == REMOVE) & (total > self.min_instances) & (self.running > 0)
         invalid = (actions != HOLD) & ~add & ~remove
@@ -244,6 +252,7 @@ class AutoscalingCore(Core):
         self.running += self.pipeline[:, 0]
         self.pipeline[:, :-1] = self.pipeline[:, 1:]
         self.pipeline[:, -1] = 0
+        self.pending = self.pipeline.sum(axis=1)
         # 3. Requests: the queue is served first-come with this step's arrivals.
         self.arrivals = self.loads[self._rows, self._before + self.t % self.horizon]
         demand = self.queue + self.arrivals
@@ -257,7 +266,7 @@ class AutoscalingCore(Core):
         )
         self.t += 1
         # 4. Money, in dollars: instances billed from launch, waiting and dropped work, churn.
-        pending = self.pipeline.sum(axis=1)
+        pending = self.pending
         cost = (self.running + pending) * self.dollars_per_instance_step
         sla_cost = (self.sla_penalty * self.queue + self.drop_penalty * dropped) / 1000.0
         scaled = add | remove

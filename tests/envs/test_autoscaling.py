@@ -150,6 +150,19 @@ def test_observation_by_hand() -> None:
     assert signals["queue"] == pytest.approx(100.0)
 
 
+def test_time_of_day_past_the_horizon() -> None:
+    """A core stepped past its horizon without a reset (the gym env truncates; a caller of
+    the core may not) still observes the time of day of its step."""
+    core = AutoscalingCore(num_envs=2, load="steady", horizon=4, period=8)
+    core.reset_copies(np.ones(2, dtype=bool), [np.random.default_rng(i) for i in range(2)])
+    for t in range(1, 7):
+        core.step(np.full(2, HOLD))
+        obs = core.observe()
+        phase = 2 * np.pi * t / 8
+        expected = [(np.sin(phase) + 1) / 2, (np.cos(phase) + 1) / 2]
+        np.testing.assert_allclose(obs[:, 5:7], [expected, expected], atol=1e-7)
+
+
 def test_signals_decode_a_batch() -> None:
     core = AutoscalingCore(2, max_instances=50, capacity=100)  # max_queue = 5000
     obs = np.zeros((2, 7), dtype=np.float32)
