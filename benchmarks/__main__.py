@@ -26,8 +26,9 @@ BENCHMARKS = (
     "offline", "live", "forecasting", "scale_out",
 )  # fmt: skip
 MODULES = {"env": "env_throughput"}
-# only when named in --only: rlzoo builds a virtualenv of rl-zoo3 and runs it (minutes)
-OPTIONAL = ("rlzoo",)
+# only when named in --only: rlzoo builds a virtualenv of rl-zoo3 and runs it (minutes); demo
+# runs make demo's commands against the 30k-step demo's, twice each (~12 minutes)
+OPTIONAL = ("rlzoo", "demo")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
