@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
 
 BINCOUNT_TABLE_FACTOR = 64  # bincount over the whole table when it is this small per batch
+SMALL_BATCH = 16  # transitions per update up to which grouping runs in plain Python
 MAX_STATES = 10_000_000  # 10M states x actions x 8 bytes is already hundreds of MB
 
 
@@ -145,6 +146,16 @@ class QLearningAgent(Agent):
             sums = np.bincount(flat, weights=delta, minlength=qflat.size)
             counts = np.bincount(flat, minlength=qflat.size)
             qflat += self.lr * sums / np.maximum(counts, 1)
+            self.visited[states] = True
+            return float(np.abs(delta).mean())
+        if len(flat) <= SMALL_BATCH:  # a few copies: numpy's per-call cost is the whole update
+            sums: dict[int, list[float]] = {}
+            for pair, d in zip(flat.tolist(), delta.tolist(), strict=True):
+                entry = sums.setdefault(pair, [0.0, 0])  # left to right: reduceat may differ
+                entry[0] += d  # in the last bit where it sums three or more pairwise
+                entry[1] += 1
+            for pair, (total, count) in sums.items():
+                qflat[pair] += self.lr * total / count
             self.visited[states] = True
             return float(np.abs(delta).mean())
         # large table: group equal pairs by sorting (cheaper than np.unique for small batches)

@@ -65,6 +65,29 @@ def test_copies_in_the_same_state_share_one_averaged_update():
     assert agent.q[5].tolist() == [0.0, 2.0, 1.0]
 
 
+def test_a_few_copies_group_in_python_as_numpy_groups_many(monkeypatch):
+    """The plain-Python grouping of small batches (``SMALL_BATCH``) gives the sorting path's
+    table, repeated pairs and all (to rounding: numpy's ``reduceat`` sums three or more deltas
+    pairwise, Python left to right)."""
+    import rlbench.agents.qlearning as qlearning
+
+    rng = np.random.default_rng(0)
+    batches = [
+        (rng.integers(0, 6, 8), rng.integers(0, 3, 8), rng.normal(size=8),
+         rng.integers(0, 800, 8), rng.random(8) < 0.2)
+        for _ in range(200)
+    ]  # fmt: skip
+    tables = []
+    for small in (qlearning.SMALL_BATCH, 0):
+        monkeypatch.setattr(qlearning, "SMALL_BATCH", small)
+        agent = qagent(bins=[40, 20], learning_rate=0.3, gamma=0.9)  # 2,400 entries: not bincount
+        for batch in batches:
+            agent.update(*batch)
+        tables.append(agent.q.copy())
+    np.testing.assert_allclose(tables[0], tables[1], rtol=1e-12, atol=1e-15)
+    assert (tables[0] != tables[0][799, 0]).sum() > 10  # many entries were updated
+
+
 def test_time_limit_truncation_bootstraps_from_the_final_observation():
     # One-step episodes: every transition is truncated, never terminated. With every entry
     # starting at 10, the one updated entry must be r + gamma * 10 (r = the episode return).
