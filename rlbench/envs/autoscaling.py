@@ -187,9 +187,8 @@ class AutoscalingCore(Core):
         self.t[mask] = 0
         self.running[mask] = self.initial_instances
         self.pipeline[mask] = 0
-        self.pending = np.where(
-            mask, 0, self.pending
-        )  # a new array: last step's info keeps its own
+        # a new array, not an update in place: the last step's info holds the old one
+        self.pending = np.where(mask, 0, self.pending)
         self.queue[mask] = 0.0
         self.arrivals[mask] = 0.0
         self.utilisation[mask] = 0.0
