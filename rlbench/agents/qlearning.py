@@ -141,36 +141,36 @@ class QLearningAgent(Agent):
         flat = states * self.n_actions + actions
         qflat = self.q.reshape(-1)
         delta = rewards + self.gamma * bootstrap - qflat[flat]
-        # Copies that visit the same (state, action) in one step share one averaged update.
+        self._add_averaged(qflat, flat, delta)
+        self.visited[states] = True
+        return float(np.abs(delta).mean())
+
+    def _add_averaged(self, qflat: np.ndarray, flat: np.ndarray, delta: np.ndarray) -> None:
+        """``qflat[flat] += lr * delta``, where copies that visit the same (state, action) in
+        one step share one averaged update; the cheapest grouping for the table and batch."""
         if qflat.size <= BINCOUNT_TABLE_FACTOR * len(flat):  # small table: one pass over it
             sums = np.bincount(flat, weights=delta, minlength=qflat.size)
             counts = np.bincount(flat, minlength=qflat.size)
             qflat += self.lr * sums / np.maximum(counts, 1)
-            self.visited[states] = True
-            return float(np.abs(delta).mean())
-        if len(flat) <= SMALL_BATCH:  # a few copies: numpy's per-call cost is the whole update
-            sums: dict[int, list[float]] = {}
+        elif len(flat) <= SMALL_BATCH:  # a few copies: numpy's per-call cost is the whole update
+            groups: dict[int, list[float]] = {}
             for pair, d in zip(flat.tolist(), delta.tolist(), strict=True):
-                entry = sums.setdefault(pair, [0.0, 0])  # left to right: reduceat may differ
+                entry = groups.setdefault(pair, [0.0, 0])  # left to right: reduceat may differ
                 entry[0] += d  # in the last bit where it sums three or more pairwise
                 entry[1] += 1
-            for pair, (total, count) in sums.items():
+            for pair, (total, count) in groups.items():
                 qflat[pair] += self.lr * total / count
-            self.visited[states] = True
-            return float(np.abs(delta).mean())
-        # large table: group equal pairs by sorting (cheaper than np.unique for small batches)
-        order = np.argsort(flat, kind="stable")
-        pairs = flat[order]
-        new_pair = pairs[1:] != pairs[:-1]
-        if new_pair.all():  # all pairs distinct: a plain fancy-index update
-            qflat[flat] += self.lr * delta
-        else:
-            first = np.concatenate(([0], np.flatnonzero(new_pair) + 1))
-            sums = np.add.reduceat(delta[order], first)
-            counts = np.diff(first, append=len(flat))
-            qflat[pairs[first]] += self.lr * sums / counts
-        self.visited[states] = True
-        return float(np.abs(delta).mean())
+        else:  # large table: group equal pairs by sorting (cheaper than np.unique here)
+            order = np.argsort(flat, kind="stable")
+            pairs = flat[order]
+            new_pair = pairs[1:] != pairs[:-1]
+            if new_pair.all():  # all pairs distinct: a plain fancy-index update
+                qflat[flat] += self.lr * delta
+            else:
+                first = np.concatenate(([0], np.flatnonzero(new_pair) + 1))
+                sums = np.add.reduceat(delta[order], first)
+                counts = np.diff(first, append=len(flat))
+                qflat[pairs[first]] += self.lr * sums / counts
 
     def check_finite(self) -> bool:
         return bool(np.isfinite(self.q).all())
