@@ -9,6 +9,7 @@ restores full tracebacks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import errno
 import os
@@ -167,3 +168,43 @@ def exit_code(err: BaseException) -> int:
     if isinstance(err, OSError) and err.filename is not None:  # an unwritable path
         return EXIT_USER_ERROR
     return EXIT_FAILED
+
+
+def console(main: Callable[[], int | None]) -> NoReturn:
+    """Run a console script's ``main`` and end the process without tearing its modules down.
+
+    An interpreter that loaded torch spends about 0.45 s after the last line of a command
+    destroying modules and C++ state nobody reads again (``python -c "import torch,
+    stable_baselines3, hydra"`` exits 0.5 s after its last line, 0.02 s via ``os._exit``). What
+    an exit must do still happens here, in Python's order: other threads are waited for (when a
+    non-daemon one still runs, such as a joblib grid's executor, the interpreter's own exit
+    does it all), then the atexit handlers (the tracking helper's shutdown, logging's flush,
+    coverage), then the standard streams are flushed. ``main`` may return an exit code or raise
+    ``SystemExit``; other exceptions take the normal path with their traceback.
+    """
+    try:
+        code: object = main()
+    except SystemExit as done:
+        code = done.code
+    if any(t.is_alive() and not t.daemon for t in _other_threads()):
+        sys.exit(code)
+    import atexit
+
+    atexit._run_exitfuncs()
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): printed, status 1, as Python does
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (| head): nothing to say
+            stream.flush()
+    os._exit(status)
+
+
+def _other_threads() -> list[Any]:
+    import threading
+
+    return [t for t in threading.enumerate() if t is not threading.current_thread()]

@@ -347,5 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
 
 
+def console() -> None:
+    """The installed command: :func:`main`, then a quick exit (:func:`rlbench.cli.console`)."""
+    cli.console(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlbench import cli
 from rlbench.errors import UserError, first_line
 from rlbench.tracking.schema import CONFIG_ARTIFACT, EPISODES_ARTIFACT, MODEL_DIR, MODEL_STEM
 
@@ -263,5 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if any(not c.ok for c in checks) else 0
 
 
+def console() -> None:
+    """The installed command: :func:`main`, then a quick exit (:func:`rlbench.cli.console`)."""
+    cli.console(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -76,5 +76,10 @@ def main() -> None:
     cli.run_app(app, wrap_stdout=MaskingStream)
 
 
+def console() -> None:
+    """The installed ``rlbench-train``: :func:`main`, then a quick exit (``cli.console``)."""
+    cli.console(main)
+
+
 if __name__ == "__main__":
-    main()
+    console()
