@@ -104,14 +104,12 @@ class EvalResult:
         (out_dir / schema.EVAL_METRICS_FILE).write_text(json.dumps(self.metrics(), indent=2))
         if not plot:
             return [episodes, trajectory]
-        from rlbench.envs.render import episode_figure
+        from rlbench.envs.render import save_episode_figure
 
         keys = env_class(env_id).core_cls.render_keys if env_id in ENVIRONMENTS else ()
         keys = (*(k for k in keys if k in self.trajectory), "action")
-        columns = self.trajectory
-        rows = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
         picture = out_dir / schema.TRAJECTORY_PLOT_FILE
-        episode_figure(rows, keys, title=title).savefig(picture)
+        save_episode_figure(self.trajectory, keys, picture, title=title)
         return [episodes, trajectory, picture]
 
 
