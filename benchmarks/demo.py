@@ -7,7 +7,8 @@ benchmark's does. Both sides run from this ``.venv`` (requirements/constraints.t
 since :data:`REFERENCE`): the reference's code from a git worktree put first on ``PYTHONPATH``.
 Each side is what ``make demo`` runs, ``rlbench-train experiment=quick`` then ``rlbench-report
 benchmark=quick``, in a fresh folder (its own ``outputs/``: new MLflow and Optuna stores),
-timed from outside; the sides alternate which goes first, :data:`REPEATS` pairs, medians.
+each run as that commit's pyproject.toml installs the console script (its entry point), timed
+from outside; the sides alternate which goes first, :data:`REPEATS` pairs, medians.
 Opt-in (``--only demo``): about 12 minutes on 2 cores.
 """
 
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 from benchmarks.common import ONE_THREAD, Row, judged, median
@@ -25,10 +27,7 @@ from benchmarks.common import ONE_THREAD, Row, judged, median
 REFERENCE = "864b9ff"  # the last commit whose experiment=quick trained 30k steps a run
 REPEATS = 2
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = (
-    ("rlbench.run.main", "experiment=quick"),
-    ("rlbench.results.cli", "benchmark=quick"),
-)
+COMMANDS = (("rlbench-train", "experiment=quick"), ("rlbench-report", "benchmark=quick"))
 
 
 def _worktree(folder: Path) -> Path:
@@ -41,13 +40,21 @@ def _worktree(folder: Path) -> Path:
     return tree
 
 
+def _script(code: Path, name: str) -> list[str]:
+    """The console script ``name`` as ``code``'s pyproject.toml installs it (its entry point)."""
+    scripts = tomllib.loads((code / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts[name].partition(":")
+    call = f"from {module} import {function}; sys.argv[0] = {name!r}; sys.exit({function}())"
+    return [sys.executable, "-c", f"import sys; {call}"]
+
+
 def _demo(code: Path, folder: Path) -> tuple[float, str]:
     """Wall seconds of both commands with ``code`` first on the path, and the report's text."""
     folder.mkdir(parents=True)
     env = os.environ | ONE_THREAD | {"PYTHONPATH": str(code)}
     start = time.perf_counter()
-    for module, arg in COMMANDS:
-        subprocess.run([sys.executable, "-m", module, arg], check=True, capture_output=True,
+    for name, arg in COMMANDS:
+        subprocess.run([*_script(code, name), arg], check=True, capture_output=True,
                        cwd=folder, env=env)  # fmt: skip
     wall = time.perf_counter() - start
     return wall, (folder / "outputs" / "reports" / "quick" / "report.md").read_text()

@@ -269,5 +269,5 @@ def console() -> None:
     cli.console(main)
 
 
-if __name__ == "__main__":
-    console()
+if __name__ == "__main__":  # python -m: the ordinary exit (profilers write on it)
+    sys.exit(main())

@@ -81,5 +81,5 @@ def console() -> None:
     cli.console(main)
 
 
-if __name__ == "__main__":
-    console()
+if __name__ == "__main__":  # python -m: the ordinary exit (profilers write on it)
+    main()
