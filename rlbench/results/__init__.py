@@ -2,7 +2,8 @@
 
 - :mod:`.analysis`: runs, curves, trajectories and studies as tidy pandas frames (notebooks);
 - :mod:`.stats`: rliable's statistics on numpy/scipy (IQM, bootstrap intervals, ranks);
-- :mod:`.plots`, :mod:`.document`: the figures and the Markdown/HTML writer;
+- :mod:`.plots`, :mod:`.drawing`, :mod:`.document`: the figures (drawn on every core) and the
+  Markdown/HTML writer;
 - :mod:`.report`: runs to a comparison report (``rlbench-report``, :mod:`.cli`);
 - :mod:`.verify`: every logged model still loads and acts (``rlbench-verify``).
 

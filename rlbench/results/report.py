@@ -36,6 +36,7 @@ from rlbench.results.analysis import (
     score_table,
 )
 from rlbench.results.document import Document
+from rlbench.results.drawing import Drawing, draw_all
 from rlbench.results.first_screen import (
     degenerate_note,
     interval,
@@ -408,51 +409,57 @@ def _ui(settings: ReportSettings, data: ReportData, run_id: str | None = None) -
 def draw_figures(
     data: ReportData, analysis: Analysis, settings: ReportSettings, out: Path
 ) -> dict[str, list[Path]]:
-    """Every figure of the report, by section."""
+    """Every figure of the report, by section (drawn on every core: :mod:`.drawing`)."""
     colors = plots.algo_colors(data.scores["algo"])
-    figures: dict[str, list[Path]] = {}
-    figures["intervals"] = plots.plot_intervals(analysis.per_load, out, colors=colors)
-    figures["poi"] = (
-        plots.plot_probability_of_improvement(analysis.poi_per_load, out)
-        if len(analysis.poi_per_load)
-        else []
-    )
-    if analysis.overall is not None:
-        figures["overall"] = plots.plot_intervals(
-            analysis.overall, out, name="intervals_overall", colors=colors
+    sections: list[str] = []
+    drawings: list[Drawing] = []
+
+    def add(section: str, fn: Callable[..., list[Path]], *args: Any, **kwargs: Any) -> None:
+        sections.append(section)
+        drawings.append(Drawing(fn, (*args, out), kwargs))
+
+    chosen = representative_runs(data.scores)  # the runs whose episodes are drawn
+    ranked = analysis.per_load.sort_values(["rank", "iqm"], ascending=[True, False])
+    for (env, load), episodes in sorted(data.trajectories.items()):  # the slowest: first
+        order = ranked[(ranked["env"] == env) & (ranked["load"] == load)]["algo"]
+        by_rank = {a: episodes[a] for a in order if a in episodes}
+        shown = chosen[(chosen["env"] == env) & (chosen["load"] == load)]
+        add(
+            "decisions",
+            plots.plot_decisions,
+            by_rank,
+            load=str(load),
+            env=str(env),
+            colors=colors,
+            scores=dict(zip(shown["algo"], shown["score"], strict=True)),
         )
+    add("intervals", plots.plot_intervals, analysis.per_load, colors=colors)
+    if len(analysis.poi_per_load):
+        add("poi", plots.plot_probability_of_improvement, analysis.poi_per_load)
+    if analysis.overall is not None:
+        add("overall", plots.plot_intervals, analysis.overall, name="intervals_overall",
+            colors=colors)  # fmt: skip
         if analysis.poi_overall is not None and len(analysis.poi_overall):
-            figures["overall"] += plots.plot_probability_of_improvement(
-                analysis.poi_overall, out, name="probability_of_improvement_overall"
-            )
-        figures["profiles"] = plots.plot_performance_profiles(analysis.profiles, out, colors=colors)
+            add("overall", plots.plot_probability_of_improvement, analysis.poi_overall,
+                name="probability_of_improvement_overall")  # fmt: skip
+        add("profiles", plots.plot_performance_profiles, analysis.profiles, colors=colors)
     curve = schema.curve_metric(settings.metric)
     curves = load_curves(data.scores, curve, data.runs.attrs.get("tracking_uri"))
     if settings.direction == "minimize":
         curves["value"] = -curves["value"]
-    figures["curves"] = (
-        plots.plot_learning_curves(
+    if len(curves):
+        add(
+            "curves",
+            plots.plot_learning_curves,
             curves,
-            out,
             reps=int(settings.reps),
             seed=int(settings.seed),
             colors=colors,
             ylabel=_metric_label(settings, curve),
         )
-        if len(curves)
-        else []
-    )
-    figures["decisions"] = []
-    chosen = representative_runs(data.scores)  # the runs whose episodes are drawn
-    ranked = analysis.per_load.sort_values(["rank", "iqm"], ascending=[True, False])
-    for (env, load), episodes in sorted(data.trajectories.items()):
-        order = ranked[(ranked["env"] == env) & (ranked["load"] == load)]["algo"]
-        by_rank = {a: episodes[a] for a in order if a in episodes}
-        shown = chosen[(chosen["env"] == env) & (chosen["load"] == load)]
-        figures["decisions"] += plots.plot_decisions(
-            by_rank, out, load=str(load), env=str(env), colors=colors,
-            scores=dict(zip(shown["algo"], shown["score"], strict=True)),
-        )  # fmt: skip
+    figures: dict[str, list[Path]] = {"intervals": [], "poi": [], "curves": [], "decisions": []}
+    for section, paths in zip(sections, draw_all(drawings), strict=True):
+        figures.setdefault(section, []).extend(paths)
     return figures
 
 
