@@ -57,6 +57,15 @@ def test_same_seeds_same_returns():
     assert np.array_equal(a.returns, b.returns)
 
 
+def test_validation_without_the_trajectory_scores_the_same():
+    full = evaluation.evaluate(Hold(), ENV, KWARGS, seeds=range(3))
+    lean = evaluation.evaluate(Hold(), ENV, KWARGS, seeds=range(3), record_trajectory=False)
+    np.testing.assert_array_equal(lean.returns, full.returns)
+    assert lean.metrics() == full.metrics()
+    assert len(full.trajectory["step"]) == full.lengths[0]
+    assert all(len(column) == 0 for column in lean.trajectory.values())
+
+
 def test_the_environment_is_closed_when_the_policy_raises(closed):
     with pytest.raises(FloatingPointError):
         evaluation.evaluate(Broken(after=5), ENV, KWARGS, seeds=range(4))

@@ -93,6 +93,7 @@ class PeriodicWork:
             self.env_kwargs,
             self.validation_seeds,
             deterministic=self.deterministic,
+            record_trajectory=False,
         )
         divergence.check_returns(self.agent, steps, result.returns)
         self.last_score = result.mean_return
