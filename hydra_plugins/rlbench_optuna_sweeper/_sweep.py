@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
 from rlbench.errors import UserError, first_line, storage_message
-from rlbench.run.trial import make_pruner
+from rlbench.run.trial import close_storages, make_pruner
 from rlbench.tracking.databases import with_driver
 from rlbench.tracking.schema import (
     DUPLICATE_ATTR,
@@ -135,6 +135,12 @@ class OptunaSweep:
 
     # -- the sweep -------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
+        try:
+            return self._sweep(arguments)
+        finally:  # the study's file whole again (its write-ahead log folded in)
+            close_storages(getattr(self, "rdb", None))
+
+    def _sweep(self, arguments: list[str]) -> list[JobReturn]:
         space = self._space(arguments)
         study = self._open(space)
         log.info(

@@ -64,6 +64,21 @@ def job_storage(url: str) -> Any:
     return _STORAGES[url]
 
 
+def close_storages(*storages: Any) -> None:
+    """Close the database connections of ``storages`` and of this process's job storages.
+
+    The last connection to a SQLite study in write-ahead-log mode folds the log back into the
+    ``.db`` file and removes ``-wal``/``-shm``: a study copied as its one file then holds every
+    trial. Ending a sweep does this itself rather than leave it to interpreter tear-down, which
+    the installed commands skip (:func:`rlbench.cli.console`).
+    """
+    for storage in (*storages, *_STORAGES.values()):
+        engine = getattr(storage, "engine", None)  # an in-memory storage has none
+        if engine is not None:
+            engine.dispose()
+    _STORAGES.clear()
+
+
 def make_pruner(name: str, kwargs: dict[str, Any] | None = None) -> Any:
     """An Optuna pruner by its short name (``none`` never prunes) or its class's dotted path,
     with its keyword arguments.
