@@ -11,9 +11,11 @@ here, one after another.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -44,7 +46,10 @@ def draw_all(drawings: Sequence[Drawing]) -> list[list[Path]]:
     with _one_at_a_time:
         _pending = drawings  # the forked workers find them here: nothing is pickled but paths
         pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_ctrl_c
+            workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_start_worker,
+            initargs=(os.getpid(),),
         )
         try:
             futures = [pool.submit(_draw, i) for i in range(len(drawings))]
@@ -74,6 +79,18 @@ def _workers(tasks: int) -> int:
     return min(tasks, cores)
 
 
-def _ignore_ctrl_c() -> None:
-    """Ctrl-C reaches the whole process group: the report process alone answers it."""
+def _start_worker(report_pid: int) -> None:
+    """Ctrl-C reaches the whole process group: the report process alone answers it. A report
+    killed outright takes its workers with it (Linux), so none goes on drawing into, and
+    holding the lock of, the folder the next report removes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == "linux":
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != report_pid:  # it died before the line above took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
