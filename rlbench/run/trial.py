@@ -24,6 +24,7 @@ system attribute ``rlbench.pruned`` that the sweeper reads to end the trial PRUN
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -74,8 +75,10 @@ def close_storages(*storages: Any) -> None:
     """
     for storage in (*storages, *_STORAGES.values()):
         engine = getattr(storage, "engine", None)  # an in-memory storage has none
-        if engine is not None:
-            engine.dispose()
+        # called on the way out of a failed sweep too: its own error is the one to show
+        with contextlib.suppress(Exception):
+            if engine is not None:
+                engine.dispose()
     _STORAGES.clear()
 
 
