@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -60,10 +61,10 @@ draw_all([Drawing(slow, (i,)) for i in range(6)])
 
 
 @pytest.mark.skipif(drawing._workers(2) < 2, reason="one core: the figures are drawn in-process")
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
 def test_a_killed_report_takes_its_drawing_workers_with_it(tmp_path: Path) -> None:
     import signal
     import subprocess
-    import sys
 
     report = subprocess.Popen([sys.executable, "-c", KILLED_REPORT, str(tmp_path)])
     deadline = time.monotonic() + 60
