@@ -23,7 +23,7 @@ _reused = threading.local()  # figures are not thread-safe: one set per thread
 
 def episode_figure(history: Sequence[dict[str, Any]], keys: Sequence[str], title: str = ""):
     """A new figure with one panel per ``key`` of the step ``history`` (a list of info dicts)."""
-    keys = tuple(keys) or tuple(sorted({k for step in history for k in step}))
+    keys = _keys(history, keys)
     fig = _empty_figure(keys)
     _draw(fig, keys, _columns(history, keys), title)
     return fig
@@ -50,12 +50,17 @@ def episode_figure_rgb(
     """The :func:`episode_figure` rendered to an ``(H, W, 3)`` uint8 array."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    keys = tuple(keys) or tuple(sorted({k for step in history for k in step}))
+    keys = _keys(history, keys)
     fig = _figure_for(keys)
     _draw(fig, keys, _columns(history, keys), title)
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _keys(history: Sequence[dict[str, Any]], keys: Sequence[str]) -> tuple[str, ...]:
+    """``keys``, or every key the history recorded when none are given."""
+    return tuple(keys) or tuple(sorted({k for step in history for k in step}))
 
 
 def _columns(history: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, list[float]]:
