@@ -411,12 +411,10 @@ def draw_figures(
 ) -> dict[str, list[Path]]:
     """Every figure of the report, by section (drawn on every core: :mod:`.drawing`)."""
     colors = plots.algo_colors(data.scores["algo"])
-    sections: list[str] = []
-    drawings: list[Drawing] = []
+    planned: list[tuple[str, Drawing]] = []  # (section, drawing)
 
     def add(section: str, fn: Callable[..., list[Path]], *args: Any, **kwargs: Any) -> None:
-        sections.append(section)
-        drawings.append(Drawing(fn, (*args, out), kwargs))
+        planned.append((section, Drawing(fn, (*args, out), kwargs)))
 
     chosen = representative_runs(data.scores)  # the runs whose episodes are drawn
     ranked = analysis.per_load.sort_values(["rank", "iqm"], ascending=[True, False])
@@ -458,7 +456,8 @@ def draw_figures(
             ylabel=_metric_label(settings, curve),
         )
     figures: dict[str, list[Path]] = {"intervals": [], "poi": [], "curves": [], "decisions": []}
-    for section, paths in zip(sections, draw_all(drawings), strict=True):
+    drawn = draw_all([drawing for _, drawing in planned])
+    for (section, _), paths in zip(planned, drawn, strict=True):
         figures.setdefault(section, []).extend(paths)
     return figures
 
