@@ -22,6 +22,7 @@ CONF_LIVE_DIR = str(Path(__file__).resolve().parent.parent / "conf_live")
 """``conf_live/``: ``live.yaml`` (rlbench-live) and its groups, apart so that they never show in
 ``rlbench-train --help``."""
 PROGRESS_MODES = ("auto", "bar", "log", "off")  # train.progress
+EVAL_POLICIES = ("final", "best")  # eval.policy: the weights the final evaluation scores
 SEED_MAX = 2**63 - 1  # seeds are 0..2**63-1: numpy's int64, in which reports hold them
 NET_ARCH_FORM = (
     "a list of layer widths, e.g. algo.policy_kwargs.net_arch=[64,64], or SB3's dict form "
@@ -75,6 +76,12 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(
             f"train.progress must be one of {', '.join(PROGRESS_MODES)} (or true/false), "
             f"got {progress!r}"
+        )
+    policy = OmegaConf.select(cfg, "eval.policy", default="final")
+    if policy not in EVAL_POLICIES:
+        raise UserError(
+            f"eval.policy must be one of {', '.join(EVAL_POLICIES)}, got {policy!r}: final scores "
+            "the last weights, best the ones that scored best in periodic validation"
         )
     plot = OmegaConf.select(cfg, "eval.trajectory_plot", default="auto")
     if plot != "auto" and not isinstance(plot, bool):

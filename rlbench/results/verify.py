@@ -5,10 +5,11 @@
 
 For every file under a run's ``model/`` artifacts: download it, rebuild the run's environment from
 its logged ``config.yaml`` (else its ``env.*`` params), ``load_agent`` it, check that it predicts
-one valid action per environment copy, and run an evaluation: the final model replays the run's
+one valid action per environment copy, and run an evaluation: the scored model (``model``: the
+final weights, or with ``eval.policy=best`` the validation-selected ones) replays the run's
 logged evaluation episodes (``eval/eval_episodes.csv``) and must reproduce their returns; other
-models (``best_model``) run one episode and must give a finite return. Prints a pass/fail table
-with reasons; exit code 1 if any model fails, 2 when there is nothing to verify.
+models (``best_model``, ``last_model``) run one episode and must give a finite return. Prints a
+pass/fail table with reasons; exit code 1 if any model fails, 2 when there is nothing to verify.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Hydra choice of its own and list every task in ``rlbench-train --help``.
 Our algorithm defaults are tuned for rlbench's own environments; on a gymnasium task a user
 expects the settings known to work there, as rl-zoo3 ships them. Precedence, highest first:
 
-1. what the user set: any ``algo.*`` / ``train.*`` key named on the command line (a sweep's or a
+1. what the user set: any ``algo.*`` / ``train.*`` / ``eval.*`` key named on the command line (a sweep's or a
    search's too), or whose value differs from the algorithm's own defaults file (an experiment
    or debug preset set it; a preset value equal to the default cannot be told from it: name
    it on the command line, or ``tuned=false``);
@@ -33,7 +33,7 @@ from rlbench.config import CONF_DIR
 
 log = logging.getLogger(__name__)
 PRESETS_FILE = Path(CONF_DIR) / "env_presets.yaml"
-GROUPS = ("algo", "train")  # the sections a preset may set
+GROUPS = ("algo", "train", "eval")  # the sections a preset may set
 
 
 def find_preset(env_id: str | None, algo_option: str) -> DictConfig | None:
@@ -55,9 +55,11 @@ def apply_env_preset(cfg: DictConfig) -> tuple[DictConfig, str | None]:
     preset = find_preset(cfg.env.get("id"), option)
     if preset is None:
         return cfg, None
+    top = OmegaConf.load(Path(CONF_DIR) / "train.yaml")
     defaults = {
         "algo": _load_or_empty(Path(CONF_DIR) / "algo" / f"{option}.yaml"),
-        "train": OmegaConf.load(Path(CONF_DIR) / "train.yaml").get("train", {}),
+        "train": top.get("train", {}),
+        "eval": top.get("eval", {}),
     }
     if not in_job:  # train(cfg) from code: the algo= option is only known as algo.name
         changed = _differs(cfg.algo, defaults["algo"])

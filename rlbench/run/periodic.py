@@ -48,6 +48,7 @@ class PeriodicWork:
         trial: TrialContext | None,
         progress: Progress,
         best: float = -math.inf,
+        best_step: int | None = None,
         phases: Phases | None = None,
     ) -> None:
         self.agent, self.policy = agent, policy
@@ -57,6 +58,7 @@ class PeriodicWork:
         self.total, self.eval_every, self.checkpoint_every = total, eval_every, checkpoint_every
         self.tracker, self.ckpt, self.trial, self.progress = tracker, ckpt, trial, progress
         self.best = best  # best validation score so far (the best checkpoint's)
+        self.best_step = best_step  # the step the best checkpoint was saved at
         self.last_score = best  # the latest validation score (what a pruned trial reports)
         self.pruned = False
         self._next_eval = next_mark(agent.num_steps, eval_every)
@@ -84,8 +86,12 @@ class PeriodicWork:
         divergence.check_stats(self.agent, steps, metrics)
         self.tracker.log_metrics(metrics, step=steps)
 
-    def validate(self, steps: int) -> None:
-        """Evaluate on the validation seeds, log the learning-curve point, keep the best model."""
+    def validate(self, steps: int, *, final: bool = False) -> None:
+        """Evaluate on the validation seeds, log the learning-curve point, keep the best model.
+
+        Equal scores keep the earlier checkpoint, except for the ``final`` weights, which win
+        a tie: ``eval.policy=best`` departs from the last weights only when validation says
+        an earlier checkpoint was strictly better (and the final ones need no file)."""
         divergence.check_parameters(self.agent, steps)
         result = evaluate(
             self.policy,
@@ -98,9 +104,17 @@ class PeriodicWork:
         divergence.check_returns(self.agent, steps, result.returns)
         self.last_score = result.mean_return
         self.tracker.log_metrics(result.metrics(schema.VAL_PREFIX), step=steps)
-        if self.last_score > self.best:
-            self.best = self.last_score
-            self.ckpt.save(self.agent, self.state(), best=True)
+        if self.last_score > self.best or (final and self.last_score == self.best):
+            self.best, self.best_step = self.last_score, steps
+            if not final:
+                self.ckpt.save(self.agent, self.state(), best=True)
+
+    def final_is_best(self, steps: int) -> bool:
+        """``eval.policy=best``: validate the final weights as one more candidate; True when
+        they scored best (else the best checkpoint, ``ckpt.best``, is the one to score)."""
+        with self.phases.phase("validation"):
+            self.validate(steps, final=True)
+        return self.best_step == steps
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint records beside the model, so that ``resume=true`` continues."""
@@ -109,4 +123,5 @@ class PeriodicWork:
             "steps": self.agent.num_steps,
             "algo": self.agent.name,
             "best_score": None if math.isinf(self.best) else self.best,
+            "best_step": self.best_step,
         }

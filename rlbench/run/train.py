@@ -325,6 +325,7 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
         mode = "auto" if mode else "off"
     progress = Progress(total, f"{cfg.algo.name} on {cfg.env.name}", mode, agent.num_steps)
     saved_best = state.get("best_score") if state else None
+    saved_step = state.get("best_step") if state else None
     policy = divergence.FinitePolicy(agent)
     periodic = PeriodicWork(
         agent,
@@ -343,6 +344,7 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
         trial=trial,
         progress=progress,
         best=-math.inf if saved_best is None else float(saved_best),
+        best_step=None if saved_step is None else int(saved_step),
         phases=phases,
     )
     phases.end("setup")
@@ -363,8 +365,18 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
     divergence.check_parameters(agent, agent.num_steps)
 
     out_dir = _output_dir()
+    scored = agent  # the weights the final evaluation scores (eval.policy)
+    best = eval_policy(cfg) == "best" and not periodic.pruned
+    if best and not periodic.final_is_best(agent.num_steps):
+        scored = _load_checkpoint(ckpt.best, agent)
+        policy = divergence.FinitePolicy(scored)
+    if not periodic.pruned:
+        step = agent.num_steps if scored is agent else periodic.best_step
+        tracker.set_tags(
+            {schema.SCORED_POLICY_TAG: eval_policy(cfg), schema.SCORED_STEP_TAG: str(step)}
+        )
     with phases.phase("save"):
-        _log_model_and_config(cfg, agent, ckpt, tracker, out_dir)
+        _log_model_and_config(cfg, agent, scored, ckpt, tracker, out_dir)
     steps_metric = {schema.TOTAL_STEPS_METRIC: agent.num_steps}
     if periodic.pruned:
         trial.mark_pruned()
@@ -394,12 +406,33 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
     return result.mean_return, False, [float(r) for r in result.returns]
 
 
-def _log_model_and_config(cfg, agent, ckpt, tracker, out_dir: Path) -> None:
-    """The final model, the best checkpoint's model and the resolved config, as artifacts."""
+def eval_policy(cfg: DictConfig) -> str:
+    """``eval.policy``: ``final`` (the last weights are scored) or ``best`` (the weights that
+    scored best on the validation seeds; configs logged before it existed mean final)."""
+    return str(OmegaConf.select(cfg, "eval.policy", default="final"))
+
+
+def _load_checkpoint(path: Path, agent: Any) -> Any:
+    """The agent saved at ``path`` (this run's best checkpoint), on the trained agent's env."""
+    from rlbench.agents import agent_class
+
+    return agent_class(agent.name).load(path, agent.env, device=agent.device)
+
+
+def _log_model_and_config(cfg, agent, scored, ckpt, tracker, out_dir: Path) -> None:
+    """The scored model (``model``: the final weights, or with ``eval.policy=best`` the
+    validation-selected ones, and then the final weights as ``last_model``), the best
+    checkpoint's model, and the resolved config, as artifacts."""
     model_path = out_dir / f"{schema.MODEL_STEM}{agent.file_suffix}"
-    agent.save(model_path)
+    if scored is agent:
+        agent.save(model_path)
+    else:  # the checkpoint file itself: the bytes that were validated
+        shutil.copyfile(ckpt.best, model_path)
+        last_path = out_dir / f"{schema.LAST_MODEL_STEM}{agent.file_suffix}"
+        agent.save(last_path)
+        tracker.log_artifact(last_path, schema.MODEL_DIR)
     tracker.log_artifact(model_path, schema.MODEL_DIR)
-    if ckpt.best.is_file():
+    if ckpt.best.is_file() and eval_policy(cfg) == "final":
         best_path = out_dir / f"{schema.BEST_MODEL_STEM}{agent.file_suffix}"
         shutil.copyfile(ckpt.best, best_path)
         tracker.log_artifact(best_path, schema.MODEL_DIR)

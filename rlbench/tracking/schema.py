@@ -22,6 +22,8 @@ MIXED_CODE = "mixed"  # CODE_TAG of a run resumed under other code or libraries:
 RUN_KEY_TAG = "rlbench.run_key"  # the configuration's hash (rlbench.run.checkpoints.run_key)
 ALGO_PRESET_TAG = "rlbench.algo_preset"  # the algo= option chosen (ppo_seed), not algo.name
 ENV_PRESET_TAG = "rlbench.env_preset"  # the conf/env_presets.yaml block applied: CartPole-v1/ppo
+SCORED_POLICY_TAG = "rlbench.scored_policy"  # eval.policy of a scored run: final | best
+SCORED_STEP_TAG = "rlbench.scored_step"  # the training step of the weights the score is for
 HYDRA_OVERRIDES_TAG = "hydra.overrides"
 HYDRA_CHOICES_TAG = "hydra.choices"
 HYDRA_OUTPUT_DIR_TAG = "hydra.output_dir"
@@ -72,9 +74,10 @@ BEST_PARAM_TAG_PREFIX = "rlbench.best."  # + a searched key: rlbench.best.algo.l
 
 # --------------------------------------------------------------------------- artifacts
 CONFIG_ARTIFACT = "config.yaml"  # the resolved config, passwords masked
-MODEL_DIR = "model"  # model<suffix> (final) and best_model<suffix> (best validation)
-MODEL_STEM = "model"
-BEST_MODEL_STEM = "best_model"
+MODEL_DIR = "model"  # model<suffix> (the weights scored) and best_model or last_model<suffix>
+MODEL_STEM = "model"  # the weights the final evaluation scored (eval.policy: final or best)
+BEST_MODEL_STEM = "best_model"  # eval.policy=final: the best validation checkpoint
+LAST_MODEL_STEM = "last_model"  # eval.policy=best, an earlier checkpoint scored: the final weights
 EVAL_DIR = "eval"
 EPISODES_FILE = "eval_episodes.csv"  # one row per final evaluation episode
 TRAJECTORY_FILE = "trajectory.csv"  # the first evaluation episode, step by step

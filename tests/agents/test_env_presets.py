@@ -57,6 +57,23 @@ def test_a_value_set_by_a_preset_file_wins_over_the_tuned_one():
 
 
 @pytest.mark.parametrize(
+    ("overrides", "policy"),
+    [([], "best"), (["eval.policy=final"], "final")],
+    ids=["preset", "command-line"],
+)
+def test_cartpole_dqn_scores_its_validation_selected_weights_unless_told_otherwise(
+    overrides, policy
+):
+    """rl-zoo3's CartPole DQN block collapses late on some seeds: our block scores the weights
+    that validated best (an eval.* key, in the same precedence as algo.* and train.*)."""
+    cfg = composed("env=gym", "env.id=CartPole-v1", "algo=dqn", *overrides, hydra=True)
+    tuned, name = apply_env_preset(cfg)
+    assert name == "CartPole-v1/dqn"
+    assert tuned.eval.policy == policy and tuned.algo.gradient_steps == 128
+    assert cfg.eval.policy == "final"  # train.yaml's default, for every other run
+
+
+@pytest.mark.parametrize(
     "overrides",
     [
         ("env=gym", "env.id=CartPole-v1", "algo=ppo_seed"),  # a named variant: deliberate
