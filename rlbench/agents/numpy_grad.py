@@ -49,31 +49,43 @@ class MLPView:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
             self.grads = [(m.weight.grad.numpy(), m.bias.grad.numpy()) for m in linear]
+        # all of them as one array, where they lie side by side (flatten_parameters)
+        self.flat_grad = (
+            _flat_view(self.params[0].grad, [p.grad for p in self.params]) if grads else None
+        )
 
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
-        """The input of every layer, then the output (what :meth:`backward` needs)."""
+        """The input of every layer, then the output (what :meth:`backward` needs).
+
+        ``x`` and the output are (batch, features); the hidden layers' activations are kept
+        the other way round, (features, batch), because ``W @ a`` is BLAS's fast case and
+        ``a @ W.T`` (a transposed right-hand operand) is ~20% slower for 256-wide layers."""
         acts = [x]
+        h = x.T
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(self.weights):
-            h = acts[-1] @ w.T + b
+            h = w @ h
+            h += b[:, None]
             if i < last:
                 h = np.maximum(h, 0, out=h) if self.relu else np.tanh(h, out=h)
             acts.append(h)
+        acts[-1] = h.T
         return acts
 
     def output(self, x: np.ndarray) -> np.ndarray:
         return self.forward(np.asarray(x, dtype=np.float32).reshape(len(x), -1))[-1]
 
     def backward(self, acts: list[np.ndarray], grad_out: np.ndarray) -> None:
-        """Write d(loss)/d(parameters) into the gradient views, given d(loss)/d(output)."""
-        g = np.asarray(grad_out, dtype=np.float32)
+        """Write d(loss)/d(parameters) into the gradient views, given d(loss)/d(output)
+        (batch, outputs) and :meth:`forward`'s activations."""
+        g = np.asarray(grad_out, dtype=np.float32).T  # (outputs, batch), as the activations
         for i in range(len(self.weights) - 1, -1, -1):
             gw, gb = self.grads[i]
-            np.matmul(g.T, acts[i], out=gw)
-            np.sum(g, axis=0, out=gb)
+            np.matmul(g, acts[i] if i == 0 else acts[i].T, out=gw)
+            np.sum(g, axis=1, out=gb)
             if i == 0:
                 break
-            g = g @ self.weights[i][0]
+            g = self.weights[i][0].T @ g
             h = acts[i]
             g *= (h > 0) if self.relu else (1 - h * h)
 
@@ -82,7 +94,9 @@ def clip_grad_norm(nets: Iterable[MLPView], max_norm: float) -> float:
     """Scale the nets' gradients to a total 2-norm of at most ``max_norm``, as
     ``torch.nn.utils.clip_grad_norm_`` does (coefficient ``max_norm / (norm + 1e-6)``);
     return the norm before clipping."""
-    grads = [g for net in nets for pair in net.grads for g in pair]
+    grads = []
+    for net in nets:  # one array a net where its gradients are one buffer: fewer calls
+        grads += [net.flat_grad] if net.flat_grad is not None else [g for p in net.grads for g in p]
     norm = float(np.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads)))
     coef = max_norm / (norm + 1e-6)
     if coef < 1.0:
