@@ -6,19 +6,23 @@ rl-zoo3 2.9.2 lives in a virtualenv of its own (``outputs/bench/rlzoo-venv``, ma
 run with ``pip install torch==2.13.0 rl_zoo3==2.9.2``; never by the test suite, and never part of
 a default ``make bench``). For PPO (100k steps) and DQN (50k steps, rl-zoo3's budgets) and each
 seed, the two commands run one after the other, alternating which goes first, each timed as a
-process with one torch thread on the CPU:
+process with one torch thread on the CPU, under one protocol:
 
 - ours: ``rlbench-train env=gym env.id=CartPole-v1 algo=<algo> train.total_steps=<n> seed=<s>
-  eval.episodes=20 tracking.enabled=false`` (rl-zoo3's values from conf/env_presets.yaml);
+  eval.episodes=20 tracking.enabled=false`` (rl-zoo3's values from conf/env_presets.yaml):
+  5 validation episodes every 10k steps, then 20 evaluation episodes of the scored weights
+  (the block's ``eval.policy``: the last weights for PPO, the best-validated for DQN);
 - rl-zoo3: ``python -m rl_zoo3.train --algo <algo> --env CartPole-v1 -n <n> --seed <s>
-  --eval-freq <n> --eval-episodes 20 --num-threads 1 --device cpu`` (its own hyperparams file).
+  --eval-freq 10000 --eval-episodes 5 --num-threads 1 --device cpu`` (its own hyperparams
+  file; its EvalCallback validates as ours does and keeps ``best_model.zip``), then 20
+  deterministic episodes of the same choice of weights (``CartPole-v1.zip``, or
+  ``best_model.zip`` where ours scores the best), timed without the interpreter's start and
+  added to its wall time.
 
 Both sides do the same learning work (same tuned values: PPO 391 rollouts of 8 x 32 steps and
 20 epochs of one 256-sample minibatch = 7,820 gradient updates; DQN one environment, 128
-gradient steps every 256 steps after 1,000 = 24,960 updates) and end with 20 deterministic
-evaluation episodes; ours also validates 5 episodes every 10k steps (its learning curve),
-rl-zoo3 evaluates only at the end here. Targets (issue 21): return >= 475 and our wall time
-<= 0.5x rl-zoo3's.
+gradient steps every 256 steps after 1,000 = 24,960 updates), the same validation and the same
+final evaluation. Targets (issue 21): return >= 475 and our wall time <= 0.5x rl-zoo3's.
 """
 
 from __future__ import annotations
@@ -31,8 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.common import ONE_THREAD, Row, judged, mean, rlbench_train
 
 VENV = Path(__file__).resolve().parent.parent / "outputs" / "bench" / "rlzoo-venv"
@@ -41,7 +43,31 @@ BUDGETS = {"ppo": 100_000, "dqn": 50_000}  # rl-zoo3's n_timesteps for CartPole-
 RETURN_TARGET = 475.0
 TIME_TARGET = 0.5
 SEEDS = (0, 1)
+VALIDATE_EVERY, VALIDATION_EPISODES, EPISODES = 10_000, 5, 20  # train.yaml's, on both sides
+SCORED = {"ppo": "final", "dqn": "best"}  # conf/env_presets.yaml's eval.policy per block
 SCORE = re.compile(r"^score: (\S+)", re.M)
+# rl-zoo3's chosen weights, 20 episodes (SB3's evaluate_policy). The schedules and spaces are
+# given, not unpickled from the zip: the file is rl-zoo3's output of this run, but nothing
+# pickled needs to be loaded to act.
+EVALUATE = """
+import sys, time
+import gymnasium as gym, numpy as np, torch
+from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.evaluation import evaluate_policy
+torch.set_num_threads(1)
+algo, path, seed, episodes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+env = gym.make("CartPole-v1")
+const = lambda _: 0.0
+given = {"learning_rate": 0.0, "lr_schedule": const, "exploration_schedule": const,
+         "clip_range": const, "observation_space": env.observation_space,
+         "action_space": env.action_space}
+model = {"dqn": DQN, "ppo": PPO}[algo].load(path, device="cpu", custom_objects=given)
+env.reset(seed=seed)
+start = time.perf_counter()
+returns, _ = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=True,
+                             return_episode_rewards=True)
+print(time.perf_counter() - start, float(np.mean(returns)))
+"""
 
 
 def ensure_venv(venv: Path = VENV) -> Path:
@@ -64,7 +90,9 @@ def run_ours(algo: str, steps: int, seed: int, tmp: Path) -> tuple[float, float]
     """Wall seconds and score of the whole ``rlbench-train`` command."""
     wall, out = rlbench_train(
         ["env=gym", "env.id=CartPole-v1", f"algo={algo}", f"train.total_steps={steps}",
-         f"seed={seed}", "eval.episodes=20", "tracking.enabled=false", "train.progress=off",
+         f"seed={seed}", f"eval.episodes={EPISODES}", f"train.eval_every={VALIDATE_EVERY}",
+         f"eval.periodic_episodes={VALIDATION_EPISODES}", f"eval.policy={SCORED[algo]}",
+         "tracking.enabled=false", "train.progress=off",
          f"hydra.run.dir={tmp / f'ours-{algo}-{seed}'}", f"train.checkpoint_dir={tmp / 'ckpt'}"],
         tmp,
     )  # fmt: skip
@@ -72,20 +100,26 @@ def run_ours(algo: str, steps: int, seed: int, tmp: Path) -> tuple[float, float]
 
 
 def run_zoo(python: Path, algo: str, steps: int, seed: int, tmp: Path) -> tuple[float, float]:
-    """Wall seconds of ``python -m rl_zoo3.train`` and the mean of its final 20-episode
-    evaluation (``evaluations.npz``, read without pickle)."""
+    """Wall seconds of ``python -m rl_zoo3.train`` plus its 20-episode evaluation of the same
+    choice of weights as ours (timed inside its process), and that evaluation's mean return."""
     folder = tmp / f"zoo-{algo}-{seed}"
     command = [
         str(python), "-m", "rl_zoo3.train", "--algo", algo, "--env", "CartPole-v1",
-        "-n", str(steps), "--seed", str(seed), "--eval-freq", str(steps),
-        "--eval-episodes", "20", "--num-threads", "1", "--device", "cpu", "-f", str(folder),
+        "-n", str(steps), "--seed", str(seed), "--eval-freq", str(VALIDATE_EVERY),
+        "--eval-episodes", str(VALIDATION_EPISODES), "--num-threads", "1", "--device", "cpu",
+        "-f", str(folder),
     ]  # fmt: skip
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, cwd=tmp, env=os.environ | ONE_THREAD)
     wall = time.perf_counter() - start
-    (npz,) = folder.glob(f"{algo}/CartPole-v1_*/evaluations.npz")
-    with np.load(npz, allow_pickle=False) as data:
-        return wall, float(np.mean(data["results"][-1]))
+    (log_dir,) = folder.glob(f"{algo}/CartPole-v1_*")
+    model = log_dir / ("best_model.zip" if SCORED[algo] == "best" else "CartPole-v1.zip")
+    evaluation = subprocess.run(
+        [str(python), "-c", EVALUATE, algo, str(model), str(1_000_000 + seed), str(EPISODES)],
+        check=True, capture_output=True, text=True, cwd=tmp, env=os.environ | ONE_THREAD,
+    )  # fmt: skip
+    seconds, mean_return = (float(x) for x in evaluation.stdout.split()[-2:])
+    return wall + seconds, mean_return
 
 
 def run(quick: bool = False) -> list[Row]:
