@@ -6,10 +6,10 @@ Hydra choice of its own and list every task in ``rlbench-train --help``.
 Our algorithm defaults are tuned for rlbench's own environments; on a gymnasium task a user
 expects the settings known to work there, as rl-zoo3 ships them. Precedence, highest first:
 
-1. what the user set: any ``algo.*`` / ``train.*`` / ``eval.*`` key named on the command line (a sweep's or a
-   search's too), or whose value differs from the algorithm's own defaults file (an experiment
-   or debug preset set it; a preset value equal to the default cannot be told from it: name
-   it on the command line, or ``tuned=false``);
+1. what the user set: any ``algo.*`` / ``train.*`` / ``eval.*`` key named on the command line
+   (a sweep's or a search's too), or whose value differs from the algorithm's own defaults
+   file (an experiment or debug preset set it; a preset value equal to the default cannot be
+   told from it: name it on the command line, or ``tuned=false``);
 2. the per-environment preset;
 3. the algorithm's defaults (``conf/algo/<algo>.yaml``).
 
