@@ -343,3 +343,26 @@ def test_trial_and_compose_errors_are_one_line(ppo_trial):
         analysis.trial_overrides(foreign)
     with pytest.raises(UserError, match=r"cannot compose the config for algo=sarsa: .*algo/sarsa"):
         analysis.compose_train_config(["algo=sarsa"])
+
+
+def test_runs_scored_on_their_best_validated_weights_are_an_entry_of_their_own():
+    """eval.policy=best scores another policy than the last weights: its runs are not more
+    seeds of the same algorithm, in any comparison."""
+    from rlbench.tracking.schema import SCORED_POLICY_TAG
+
+    def row(run_id: str, seed: int, scored: str | None) -> dict:
+        tags = {} if scored is None else {f"tags.{SCORED_POLICY_TAG}": scored}
+        return {
+            "run_id": run_id, "run_name": run_id, "experiment_id": "1", "status": "FINISHED",
+            "start_time": 0, "end_time": 1, "params.env.name": "gym", "params.env.load": None,
+            "params.algo.name": "dqn", "params.seed": str(seed),
+            "metrics.test/mean_return": 400.0 + seed,
+        } | tags  # fmt: skip
+
+    runs = analysis._runs_frame(
+        [row("a", 0, "best"), row("b", 1, "final"), row("c", 2, None), row("d", 3, "best")],
+        "test/mean_return",
+    )
+    assert dict(zip(runs["run_id"], runs["algo"], strict=True)) == {
+        "a": "dqn@best", "b": "dqn", "c": "dqn", "d": "dqn@best",
+    }  # fmt: skip

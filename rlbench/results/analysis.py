@@ -46,6 +46,7 @@ from rlbench.tracking.schema import (
     RETURN,
     RUN_KEY_TAG,
     SCORE_METRIC,
+    SCORED_POLICY_TAG,
     SWEEP_STUDY_TAG,
     TEST_PREFIX,
     TRAJECTORY_ARTIFACT,
@@ -77,6 +78,7 @@ RUN_COLUMNS = (
     "score",
 )
 NO_LOAD = "-"  # the load column of environments without load patterns
+BEST_SUFFIX = "@best"  # the entry of runs scored with eval.policy=best: dqn@best
 #: the param of an observation's load forecast: ``ppo`` with ``env.forecast=lstm`` is ``ppo+lstm``
 FORECAST_PARAM = "env.forecast"
 INT64_MIN = -(2**63)
@@ -107,7 +109,8 @@ def load_runs(
     ``metric``: by default ``test/mean_return``, the final evaluation on held-out test seeds, or
     ``eval/mean_return`` in runs logged before validation and test were split; NaN if not
     logged; a run whose observation carries a load forecast, ``env.forecast``, is the entry
-    ``<algo>+<forecast>``), then every param as
+    ``<algo>+<forecast>``, and one scored on its best-validated weights, ``eval.policy=best``,
+    the entry ``<algo>@best``), then every param as
     ``params.<key>``, every metric's last value as ``metrics.<key>`` and every tag as
     ``tags.<key>`` (MLflow's own column names). Params that are numbers in every run become
     numeric columns. ``status`` keeps only runs in that state (``"FINISHED"``); comparison
@@ -198,6 +201,10 @@ def _runs_frame(rows: list[dict[str, Any]], metric: str) -> pd.DataFrame:
         frame["algo"] = frame["algo"].where(
             ~with_forecast, frame["algo"].astype(str) + "+" + forecast.astype(str)
         )
+    scored = frame.get(f"tags.{SCORED_POLICY_TAG}")
+    if scored is not None:  # scored on its best-validated weights: not more seeds of the last
+        best = scored.astype(str) == "best"
+        frame["algo"] = frame["algo"].where(~best, frame["algo"].astype(str) + BEST_SUFFIX)
     frame["load"] = frame["load"].astype(object).where(frame["load"].notna(), NO_LOAD)
     frame["seed"] = _seeds(frame["seed"])
     frame["score"] = pd.to_numeric(_metric_or_legacy(frame, metric), errors="coerce").astype(float)

@@ -372,9 +372,10 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
         policy = divergence.FinitePolicy(scored)
     if not periodic.pruned:
         step = agent.num_steps if scored is agent else periodic.best_step
-        tracker.set_tags(
-            {schema.SCORED_POLICY_TAG: eval_policy(cfg), schema.SCORED_STEP_TAG: str(step)}
-        )
+        scored_tags = {schema.SCORED_POLICY_TAG: eval_policy(cfg)}
+        if step is not None:  # None: a best checkpoint resumed from a state that did not say
+            scored_tags[schema.SCORED_STEP_TAG] = str(step)
+        tracker.set_tags(scored_tags)
     with phases.phase("save"):
         _log_model_and_config(cfg, agent, scored, ckpt, tracker, out_dir)
     steps_metric = {schema.TOTAL_STEPS_METRIC: agent.num_steps}
@@ -421,8 +422,8 @@ def _load_checkpoint(path: Path, agent: Any) -> Any:
 
 def _log_model_and_config(cfg, agent, scored, ckpt, tracker, out_dir: Path) -> None:
     """The scored model (``model``: the final weights, or with ``eval.policy=best`` the
-    validation-selected ones, and then the final weights as ``last_model``), the best
-    checkpoint's model, and the resolved config, as artifacts."""
+    validation-selected ones, and then the final weights as ``last_model``), with ``final``
+    the best checkpoint's model (``best_model``), and the resolved config, as artifacts."""
     model_path = out_dir / f"{schema.MODEL_STEM}{agent.file_suffix}"
     if scored is agent:
         agent.save(model_path)
