@@ -120,7 +120,8 @@ def test_logged_artifacts_and_checkpoints_hold_no_code(algo, cli, mlflow_store, 
 def test_models_are_loaded_only_from_places_the_user_names():
     """Every place outside the agents package that reads a model file, and why it may.
 
-    train.py resumes from the run's own checkpoint folder, only with ``resume=true``;
+    train.py resumes from the run's own checkpoint folder, only with ``resume=true``, and with
+    ``eval.policy=best`` scores the best checkpoint the job itself wrote there;
     verify.py checks the models of the MLflow runs the user selects (experiment, filter).
     A new place must be added here on purpose.
     """
@@ -134,6 +135,8 @@ def test_models_are_loaded_only_from_places_the_user_names():
                 found.add((str(path.relative_to(ROOT)), outer, func))
     assert found == {
         ("rlbench/run/train.py", "_resume_agent", "agent_class().load"),
+        # eval.policy=best: the best checkpoint this same job just wrote, to score it
+        ("rlbench/run/train.py", "_load_checkpoint", "agent_class().load"),
         # init_from=PATH: the model file the user (or rlbench-live, the champion's) names
         ("rlbench/run/train.py", "_warm_start", "load_agent"),
         ("rlbench/run/train.py", "_warm_start", "peek_algo"),  # which algorithm the file holds
