@@ -10,10 +10,11 @@ process with one torch thread on the CPU, under one protocol:
 
 - ours: ``rlbench-train env=gym env.id=CartPole-v1 algo=<algo> train.total_steps=<n> seed=<s>
   eval.episodes=20 tracking.enabled=false`` (rl-zoo3's values from conf/env_presets.yaml):
-  5 validation episodes every 10k steps, then 20 evaluation episodes of the scored weights
-  (the block's ``eval.policy``: the last weights for PPO, the best-validated for DQN);
+  5 validation episodes every ``train.eval_every`` steps (the block's: 10k for PPO, 5k for
+  DQN), then 20 evaluation episodes of the scored weights (the block's ``eval.policy``: the
+  last weights for PPO, the best-validated for DQN);
 - rl-zoo3: ``python -m rl_zoo3.train --algo <algo> --env CartPole-v1 -n <n> --seed <s>
-  --eval-freq 10000 --eval-episodes 5 --num-threads 1 --device cpu`` (its own hyperparams
+  --eval-freq <the same> --eval-episodes 5 --num-threads 1 --device cpu`` (its own hyperparams
   file; its EvalCallback validates as ours does and keeps ``best_model.zip``), then 20
   deterministic episodes of the same choice of weights (``CartPole-v1.zip``, or
   ``best_model.zip`` where ours scores the best), timed without the interpreter's start and
@@ -43,8 +44,7 @@ BUDGETS = {"ppo": 100_000, "dqn": 50_000}  # rl-zoo3's n_timesteps for CartPole-
 RETURN_TARGET = 475.0
 TIME_TARGET = 0.5
 SEEDS = (0, 1)
-VALIDATE_EVERY, VALIDATION_EPISODES, EPISODES = 10_000, 5, 20  # train.yaml's, on both sides
-SCORED = {"ppo": "final", "dqn": "best"}  # conf/env_presets.yaml's eval.policy per block
+EPISODES = 20  # final evaluation episodes, both sides
 SCORE = re.compile(r"^score: (\S+)", re.M)
 # rl-zoo3's chosen weights, 20 episodes (SB3's evaluate_policy). The schedules and spaces are
 # given, not unpickled from the zip: the file is rl-zoo3's output of this run, but nothing
@@ -86,13 +86,25 @@ def ensure_venv(venv: Path = VENV) -> Path:
     return python
 
 
+def protocol(algo: str) -> tuple[int, int, str]:
+    """Our block's validation (every n steps, episodes) and scored weights, for both sides:
+    conf/env_presets.yaml's CartPole-v1 block over conf/train.yaml's defaults."""
+    from omegaconf import OmegaConf
+
+    from rlbench.config import CONF_DIR
+    from rlbench.run.env_presets import find_preset
+
+    cfg = OmegaConf.load(Path(CONF_DIR) / "train.yaml")
+    cfg = OmegaConf.merge(cfg, find_preset("CartPole-v1", algo) or {})
+    return int(cfg.train.eval_every), int(cfg.eval.periodic_episodes), str(cfg.eval.policy)
+
+
 def run_ours(algo: str, steps: int, seed: int, tmp: Path) -> tuple[float, float]:
-    """Wall seconds and score of the whole ``rlbench-train`` command."""
+    """Wall seconds and score of the whole ``rlbench-train`` command (the block's protocol)."""
     wall, out = rlbench_train(
         ["env=gym", "env.id=CartPole-v1", f"algo={algo}", f"train.total_steps={steps}",
-         f"seed={seed}", f"eval.episodes={EPISODES}", f"train.eval_every={VALIDATE_EVERY}",
-         f"eval.periodic_episodes={VALIDATION_EPISODES}", f"eval.policy={SCORED[algo]}",
-         "tracking.enabled=false", "train.progress=off",
+         f"seed={seed}", f"eval.episodes={EPISODES}", "tracking.enabled=false",
+         "train.progress=off",
          f"hydra.run.dir={tmp / f'ours-{algo}-{seed}'}", f"train.checkpoint_dir={tmp / 'ckpt'}"],
         tmp,
     )  # fmt: skip
@@ -103,17 +115,18 @@ def run_zoo(python: Path, algo: str, steps: int, seed: int, tmp: Path) -> tuple[
     """Wall seconds of ``python -m rl_zoo3.train`` plus its 20-episode evaluation of the same
     choice of weights as ours (timed inside its process), and that evaluation's mean return."""
     folder = tmp / f"zoo-{algo}-{seed}"
+    every, episodes, scored = protocol(algo)
     command = [
         str(python), "-m", "rl_zoo3.train", "--algo", algo, "--env", "CartPole-v1",
-        "-n", str(steps), "--seed", str(seed), "--eval-freq", str(VALIDATE_EVERY),
-        "--eval-episodes", str(VALIDATION_EPISODES), "--num-threads", "1", "--device", "cpu",
+        "-n", str(steps), "--seed", str(seed), "--eval-freq", str(every),
+        "--eval-episodes", str(episodes), "--num-threads", "1", "--device", "cpu",
         "-f", str(folder),
     ]  # fmt: skip
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, cwd=tmp, env=os.environ | ONE_THREAD)
     wall = time.perf_counter() - start
     (log_dir,) = folder.glob(f"{algo}/CartPole-v1_*")
-    model = log_dir / ("best_model.zip" if SCORED[algo] == "best" else "CartPole-v1.zip")
+    model = log_dir / ("best_model.zip" if scored == "best" else "CartPole-v1.zip")
     evaluation = subprocess.run(
         [str(python), "-c", EVALUATE, algo, str(model), str(1_000_000 + seed), str(EPISODES)],
         check=True, capture_output=True, text=True, cwd=tmp, env=os.environ | ONE_THREAD,

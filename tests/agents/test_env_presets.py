@@ -64,13 +64,15 @@ def test_a_value_set_by_a_preset_file_wins_over_the_tuned_one():
 def test_cartpole_dqn_scores_its_validation_selected_weights_unless_told_otherwise(
     overrides, policy
 ):
-    """rl-zoo3's CartPole DQN block collapses late on some seeds: our block scores the weights
-    that validated best (an eval.* key, in the same precedence as algo.* and train.*)."""
+    """rl-zoo3's CartPole DQN block collapses late on some seeds: our block validates every 5k
+    steps and scores the weights that validated best (an eval.* key, in the same precedence as
+    algo.* and train.*)."""
     cfg = composed("env=gym", "env.id=CartPole-v1", "algo=dqn", *overrides, hydra=True)
     tuned, name = apply_env_preset(cfg)
     assert name == "CartPole-v1/dqn"
     assert tuned.eval.policy == policy and tuned.algo.gradient_steps == 128
-    assert cfg.eval.policy == "final"  # train.yaml's default, for every other run
+    assert tuned.train.eval_every == 5000  # more candidates to choose from
+    assert cfg.eval.policy == "final" and cfg.train.eval_every == 10000  # train.yaml's defaults
 
 
 @pytest.mark.parametrize(
