@@ -208,3 +208,22 @@ def _other_threads() -> list[Any]:
     import threading
 
     return [t for t in threading.enumerate() if t is not threading.current_thread()]
+
+
+def start_helper_child(parent_pid: int) -> None:
+    """First thing in a forked helper (a report's drawing worker, a run's validation): Ctrl-C
+    reaches the whole process group and the parent alone answers it; a parent killed outright
+    takes the child with it (Linux), so none goes on writing into folders the parent owned."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == "linux":
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # it died before the line above took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h

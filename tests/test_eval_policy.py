@@ -53,8 +53,12 @@ def scripted(monkeypatch):
 
 def run(mlflow_store, tmp_path, monkeypatch, *overrides: str):
     """One Q-learning job in-process (validations at 1024, 2048 and 3072 steps, 4096 in all)."""
+    from rlbench.run import forked_validation
     from rlbench.run.train import train
 
+    # validated in this process, where the script counts (tests/test_forked_validation.py
+    # shows a forked validation records the same)
+    monkeypatch.setattr(forked_validation, "available", lambda: False)
     monkeypatch.chdir(tmp_path)
     cfg = compose_train(
         "algo=qlearning", "debug=fast", "train.total_steps=4096", "train.checkpoint_every=0",

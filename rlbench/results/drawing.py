@@ -11,17 +11,16 @@ here, one after another.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
-import signal
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rlbench import cli
 
 
 @dataclass(frozen=True)
@@ -80,17 +79,5 @@ def _workers(tasks: int) -> int:
 
 
 def _start_worker(report_pid: int) -> None:
-    """Ctrl-C reaches the whole process group: the report process alone answers it. A report
-    killed outright takes its workers with it (Linux), so none goes on drawing into, and
-    holding the lock of, the folder the next report removes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform == "linux":
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != report_pid:  # it died before the line above took effect
-        os._exit(1)
-
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+    """A drawing worker dies with its report (the report's temporary folder and its lock)."""
+    cli.start_helper_child(report_pid)

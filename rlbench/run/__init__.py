@@ -3,7 +3,8 @@
 - :mod:`.main`: the Hydra app (``rlbench-train``): compose, train or ``+reproduce``, print;
 - :mod:`.train`: build the environment and the agent, learn, evaluate, record one MLflow run;
 - :mod:`.periodic`: what happens between learning steps (statistics, validation, checkpoints,
-  pruning, progress), one method each;
+  pruning, progress), one method each; :mod:`.forked_validation` runs a single run's
+  validations on the idle core;
 - :mod:`.evaluate`: the one evaluation protocol and the artifacts of its result;
 - :mod:`.checkpoints`, :mod:`.resume`: where an interrupted run continues, which runs count
   as finished;

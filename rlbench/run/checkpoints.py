@@ -66,6 +66,22 @@ class CheckpointDir:
         os.replace(tmp, target)
         self.write_state(state)
 
+    @property
+    def pending_best(self) -> Path:
+        """A forked validation's best model, until the parent makes it :attr:`best` (with the
+        state that describes it): a kill in between leaves the old best and its state."""
+        return self.path / f".pending-best{self.suffix}"
+
+    def save_pending_best(self, agent: Any) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f".tmp-pending-best{self.suffix}"
+        agent.save(tmp)
+        os.replace(tmp, self.pending_best)
+
+    def promote_pending_best(self, state: Mapping[str, Any]) -> None:
+        os.replace(self.pending_best, self.best)
+        self.write_state(state)
+
     def write_state(self, state: Mapping[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.path / ".state.json.tmp"

@@ -14,9 +14,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rlbench.run import divergence
+import numpy as np
+
+from rlbench.run import divergence, forked_validation
 from rlbench.run.checkpoints import CheckpointDir
 from rlbench.run.evaluate import evaluate
+from rlbench.run.forked_validation import ValidationChild
 from rlbench.run.progress import Progress
 from rlbench.run.timing import Phases
 from rlbench.run.trial import TrialContext
@@ -50,6 +53,7 @@ class PeriodicWork:
         best: float = -math.inf,
         best_step: int | None = None,
         phases: Phases | None = None,
+        fork: bool = False,
     ) -> None:
         self.agent, self.policy = agent, policy
         self.phases = phases or Phases()
@@ -61,6 +65,8 @@ class PeriodicWork:
         self.best_step = best_step  # the step the best checkpoint was saved at
         self.last_score = best  # the latest validation score (what a pruned trial reports)
         self.pruned = False
+        self.fork = fork  # validations in a forked child (rlbench.run.forked_validation)
+        self._child: ValidationChild | None = None
         self._next_eval = next_mark(agent.num_steps, eval_every)
         self._next_checkpoint = next_mark(agent.num_steps, checkpoint_every)
 
@@ -69,7 +75,11 @@ class PeriodicWork:
         if self.eval_every and self._next_eval <= steps < self.total:
             self._next_eval = next_mark(steps, self.eval_every)
             with self.phases.phase("validation"):
-                self.validate(steps)
+                if self.fork:
+                    self.collect()
+                    self._child = self._fork_validation(steps)
+                else:
+                    self.validate(steps)
             if self.trial is not None and self.trial.report(steps, self.last_score):
                 self.pruned = True
                 return False
@@ -108,6 +118,57 @@ class PeriodicWork:
             self.best, self.best_step = self.last_score, steps
             if not final:
                 self.ckpt.save(self.agent, self.state(), best=True)
+
+    def _fork_validation(self, steps: int) -> ValidationChild:
+        """:meth:`validate`'s evaluation in a forked child; :meth:`collect` takes its result.
+        A child that beats the best writes its model as the pending best checkpoint."""
+        divergence.check_parameters(self.agent, steps)
+        best = self.best
+
+        def work() -> dict[str, Any]:
+            result = evaluate(
+                self.policy,
+                self.env_id,
+                self.env_kwargs,
+                self.validation_seeds,
+                deterministic=self.deterministic,
+                record_trajectory=False,
+            )
+            saved = bool(np.isfinite(result.returns).all()) and result.mean_return > best
+            if saved:
+                self.ckpt.save_pending_best(self.agent)
+            return {
+                "returns": result.returns.tolist(),
+                "metrics": result.metrics(schema.VAL_PREFIX),
+                "saved": saved,
+            }
+
+        return forked_validation.fork(work, steps)
+
+    def collect(self) -> None:
+        """The forked validation's result, once it is done: as :meth:`validate` records it."""
+        child, self._child = self._child, None
+        if child is None:
+            return
+        out = child.result()
+        returns = np.asarray(out["returns"], dtype=float)
+        divergence.check_returns(self.agent, child.steps, returns)
+        self.last_score = float(np.mean(returns))
+        self.tracker.log_metrics(out["metrics"], step=child.steps)
+        if out["saved"]:
+            self.best, self.best_step = self.last_score, child.steps
+            self.ckpt.promote_pending_best(self.state())
+
+    def finish(self) -> None:
+        """After learning: the last forked validation's result."""
+        with self.phases.phase("validation"):
+            self.collect()
+
+    def abandon(self) -> None:
+        """Learning failed or was interrupted: a validation still running is stopped."""
+        child, self._child = self._child, None
+        if child is not None:
+            child.kill()
 
     def final_is_best(self, steps: int) -> bool:
         """``eval.policy=best``: validate the final weights as one more candidate; True when

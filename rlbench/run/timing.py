@@ -23,6 +23,7 @@ PHASES = (
     "setup",  # train() to learn(): config checks, store, env copies, agent (torch, optimizer)
     "learn",  # agent.learn() without the periodic work below
     "validation",  # periodic evaluations on validation seeds, with the best-model checkpoint
+    # (forked onto the idle core in a single run: only forking and collecting them)
     "checkpoints",  # periodic checkpoints
     "save",  # the final model and the resolved config
     "evaluation",  # the final evaluation on held-out seeds

@@ -315,6 +315,7 @@ def _register(outcome: TrainOutcome, name: str | None, tracker: Any) -> TrainOut
 def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state, phases):
     """The training loop proper: learn with periodic work, save, final evaluation; each phase
     timed (``phases``, recorded at the end)."""
+    from rlbench.run import forked_validation
     from rlbench.run.evaluate import evaluate, evaluation_seeds
     from rlbench.run.periodic import PeriodicWork
     from rlbench.run.progress import Progress
@@ -346,11 +347,14 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
         best=-math.inf if saved_best is None else float(saved_best),
         best_step=None if saved_step is None else int(saved_step),
         phases=phases,
+        fork=trial is None and not in_multirun() and forked_validation.available(),
     )
     phases.end("setup")
+    learned = False
     try:
         with phases.phase("learn"):
             agent.learn(total, callback=periodic)
+        learned = True
     except (ValueError, RuntimeError) as err:
         if isinstance(err, UserError | divergence.TrainingDiverged) or agent.check_finite():
             raise
@@ -359,9 +363,12 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
             divergence.message(agent, agent.num_steps, "its parameters")
         ) from err
     finally:
+        if not learned:  # a forked validation still running when learning failed: stopped
+            periodic.abandon()
         progress.close()
         # the periodic work ran inside learn(): learning proper is the rest
         phases.seconds["learn"] -= phases.seconds["validation"] + phases.seconds["checkpoints"]
+    periodic.finish()  # the last forked validation's result
     divergence.check_parameters(agent, agent.num_steps)
 
     out_dir = _output_dir()
