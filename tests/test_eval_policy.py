@@ -58,7 +58,7 @@ def run(mlflow_store, tmp_path, monkeypatch, *overrides: str):
 
     # validated in this process, where the script counts (tests/test_forked_validation.py
     # shows a forked validation records the same)
-    monkeypatch.setattr(forked_validation, "available", lambda: False)
+    monkeypatch.setattr(forked_validation, "available", lambda device="cpu": False)
     monkeypatch.chdir(tmp_path)
     cfg = compose_train(
         "algo=qlearning", "debug=fast", "train.total_steps=4096", "train.checkpoint_every=0",

@@ -35,7 +35,7 @@ def trained(mlflow_store, tmp_path, monkeypatch, *, fork: bool, algo: str):
         forks.append(steps)
         return REAL_FORK(work, steps)
 
-    monkeypatch.setattr(forked_validation, "available", lambda: fork)
+    monkeypatch.setattr(forked_validation, "available", lambda device="cpu": fork)
     monkeypatch.setattr(forked_validation, "fork", counted)
     folder = tmp_path / ("forked" if fork else "inline")
     folder.mkdir()
@@ -97,3 +97,25 @@ def test_an_abandoned_validation_is_stopped_at_once():
     assert time.monotonic() - started < 5
     with pytest.raises(ChildProcessError):  # reaped: no zombie left behind
         os.waitpid(pid, os.WNOHANG)
+
+
+def test_an_interrupted_wait_stops_the_child(monkeypatch):
+    def work():
+        time.sleep(60)
+        return {}
+
+    child = forked_validation.fork(work, 1)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fdopen", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        child.result()
+    with pytest.raises(ChildProcessError):  # stopped and reaped
+        os.waitpid(child.pid, os.WNOHANG)
+
+
+def test_only_a_cpu_agent_forks():
+    assert not forked_validation.available("cuda:0")
+    assert forked_validation.available("cpu") == (len(os.sched_getaffinity(0)) > 1)

@@ -26,9 +26,10 @@ from typing import Any
 from rlbench import cli
 
 
-def available() -> bool:
-    """Whether this process may fork its validations: Linux with two cores or more for it."""
-    if sys.platform != "linux":
+def available(device: str = "cpu") -> bool:
+    """Whether this process may fork its validations: Linux with two cores or more for it,
+    and an agent on the CPU (CUDA does not survive a fork)."""
+    if sys.platform != "linux" or not str(device).startswith("cpu"):
         return False
     return len(os.sched_getaffinity(0)) > 1
 
@@ -41,10 +42,15 @@ class ValidationChild:
         self.pid, self.fd, self.steps = pid, fd, steps
 
     def result(self) -> dict[str, Any]:
-        """What the child's work returned; a ``RuntimeError`` naming the step when it failed."""
-        with os.fdopen(self.fd, "rb") as pipe:
-            data = pipe.read()
-        self.fd = -1
+        """What the child's work returned; a ``RuntimeError`` naming the step when it failed.
+        Interrupted while waiting (Ctrl-C), it stops the child before passing that on."""
+        fd, self.fd = self.fd, -1
+        try:
+            with os.fdopen(fd, "rb") as pipe:
+                data = pipe.read()
+        except BaseException:
+            self._stop()
+            raise
         os.waitpid(self.pid, 0)
         if not data:
             raise RuntimeError(f"the validation at step {self.steps} ended without a result")
@@ -54,14 +60,18 @@ class ValidationChild:
         return out
 
     def kill(self) -> None:
+        """Stop the child and reap it (nothing is left running or unreaped)."""
         if self.fd < 0:
             return
+        os.close(self.fd)
+        self.fd = -1
+        self._stop()
+
+    def _stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
-        os.close(self.fd)
-        self.fd = -1
 
 
 def fork(work: Callable[[], dict[str, Any]], steps: int) -> ValidationChild:
