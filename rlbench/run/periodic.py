@@ -18,7 +18,7 @@ import numpy as np
 
 from rlbench.run import divergence, forked_validation
 from rlbench.run.checkpoints import CheckpointDir
-from rlbench.run.evaluate import evaluate
+from rlbench.run.evaluate import EvalResult, evaluate
 from rlbench.run.forked_validation import ValidationChild
 from rlbench.run.progress import Progress
 from rlbench.run.timing import Phases
@@ -103,14 +103,7 @@ class PeriodicWork:
         a tie: ``eval.policy=best`` departs from the last weights only when validation says
         an earlier checkpoint was strictly better (and the final ones need no file)."""
         divergence.check_parameters(self.agent, steps)
-        result = evaluate(
-            self.policy,
-            self.env_id,
-            self.env_kwargs,
-            self.validation_seeds,
-            deterministic=self.deterministic,
-            record_trajectory=False,
-        )
+        result = self._evaluate()
         divergence.check_returns(self.agent, steps, result.returns)
         self.last_score = result.mean_return
         self.tracker.log_metrics(result.metrics(schema.VAL_PREFIX), step=steps)
@@ -119,6 +112,17 @@ class PeriodicWork:
             if not final:
                 self.ckpt.save(self.agent, self.state(), best=True)
 
+    def _evaluate(self) -> EvalResult:
+        """The current weights on the validation seeds (the curve needs no trajectory)."""
+        return evaluate(
+            self.policy,
+            self.env_id,
+            self.env_kwargs,
+            self.validation_seeds,
+            deterministic=self.deterministic,
+            record_trajectory=False,
+        )
+
     def _fork_validation(self, steps: int) -> ValidationChild:
         """:meth:`validate`'s evaluation in a forked child; :meth:`collect` takes its result.
         A child that beats the best writes its model as the pending best checkpoint."""
@@ -126,14 +130,7 @@ class PeriodicWork:
         best = self.best
 
         def work() -> dict[str, Any]:
-            result = evaluate(
-                self.policy,
-                self.env_id,
-                self.env_kwargs,
-                self.validation_seeds,
-                deterministic=self.deterministic,
-                record_trajectory=False,
-            )
+            result = self._evaluate()
             saved = bool(np.isfinite(result.returns).all()) and result.mean_return > best
             if saved:
                 self.ckpt.save_pending_best(self.agent)
