@@ -4,7 +4,10 @@ An agent's ``learn`` calls :class:`PeriodicWork` every few thousand steps with i
 statistics. It logs them as ``train/*`` metrics, evaluates on validation seeds every
 ``train.eval_every`` steps (the learning curve; the best model so far is checkpointed; a sweep's
 pruner may stop the trial), saves a checkpoint every ``train.checkpoint_every`` steps, and moves
-the progress line. Any NaN or inf stops training at once (:mod:`rlbench.run.divergence`).
+the progress line. Any NaN or inf stops training at once (:mod:`rlbench.run.divergence`). A
+single run validates in a forked child on the idle core and records the result at the next
+validation point (:mod:`rlbench.run.forked_validation`); with ``eval.policy=best`` the final
+weights are validated too (:meth:`PeriodicWork.final_is_best`).
 """
 
 from __future__ import annotations
