@@ -28,6 +28,7 @@ import pandas as pd
 from rlbench.errors import UserError, first_line
 from rlbench.results import plots, stats
 from rlbench.results.analysis import (
+    BEST_SUFFIX,
     invalid_seeds,
     load_curves,
     load_runs,
@@ -530,6 +531,7 @@ def compose(
         f"{scores.groupby(['env', 'load']).ngroups} load patterns; runs (distinct seeds) per "
         "algorithm: "
         + ", ".join(f"{a} {r['size']} ({r['nunique']})" for a, r in per_algo.iterrows()),
+        *_best_entries_line(scores),
         f"- left out: {_counts(data.excluded)}" if data.excluded else "- left out: none",
         f"- outlier runs: {len(outliers)}"
         + (" (see [Outlier runs](#outlier-runs))" if len(outliers) else ""),
@@ -668,6 +670,19 @@ def _every_run_section(doc: Document, data: ReportData, settings: ReportSettings
             rows.append(row)
         doc.heading(3, f"Runs: {task_label(env, load)}")
         doc.table(["algorithm", *(f"seed {s}" for s in seeds)], rows)
+
+
+def _best_entries_line(scores: pd.DataFrame) -> list[str]:
+    """What an ``<algo>@best`` entry is, when the comparison has one."""
+    entries = sorted(a for a in scores["algo"].unique() if str(a).endswith(BEST_SUFFIX))
+    if not entries:
+        return []
+    names = ", ".join(f"`{a}`" for a in entries)
+    return [
+        f"- {names}: scored on the weights that validated best during training "
+        "(`eval.policy=best`, tag `rlbench.scored_policy`), not on the last ones: a protocol "
+        "of its own, so never pooled with the algorithm's runs scored on their last weights"
+    ]
 
 
 def _registered_section(doc: Document, data: ReportData, settings: ReportSettings) -> None:

@@ -430,3 +430,31 @@ def test_a_store_of_runs_logged_before_the_split_still_reports(mlflow_template, 
     assert sorted(scores[scores["algo"] == "ppo"]["score"]) == [-5.2, -5.1, -5.0]
     assert list(scores["cost"]) == list(-scores["score"] / 2)  # eval/cost read as the cost
     assert "learning_curves_autoscaling.png" in text
+
+
+def test_runs_scored_on_their_best_weights_are_their_own_entry_and_said_so(
+    mlflow_template, tmp_path
+):
+    """eval.policy=best runs of dqn are ``dqn@best``, ranked beside ``dqn``, never pooled."""
+    from mlflow.tracking import MlflowClient
+
+    from rlbench.tracking.schema import SCORED_POLICY_TAG
+
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(mlflow_template, db)
+    client = MlflowClient(f"sqlite:///{db}")
+    exp_id = client.create_experiment("rlbench", artifact_location=(tmp_path / "art").as_uri())
+    files = tmp_path / "files"
+    files.mkdir()
+    for seed in range(5):
+        for algo, score, scored in (
+            ("random", -40.0 - seed, "final"), ("dqn", -20.0 - seed, "final"),
+            ("dqn", -5.0 - seed, "best"),
+        ):  # fmt: skip
+            tags = {SCORED_POLICY_TAG: scored, "rlbench.run_key": f"{algo}-{scored}-{seed}"}
+            log_run(client, exp_id, files, algo=algo, load="steady", seed=seed, score=score,
+                    tags=tags)  # fmt: skip
+    text = build_report(settings({"uri": f"sqlite:///{db}"}, tmp_path)).read_text()
+    ranked = table_rows(text, "### autoscaling/steady")
+    assert [name for _, name in ranked] == ["dqn@best", "dqn", "random"]
+    assert "- `dqn@best`: scored on the weights that validated best during training" in text
