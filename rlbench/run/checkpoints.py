@@ -59,12 +59,15 @@ class CheckpointDir:
 
     def save(self, agent: Any, state: Mapping[str, Any], *, best: bool = False) -> None:
         """Save ``agent`` as the last (or best) checkpoint, then the state that points at it."""
+        self._save_model(agent, self.best if best else self.last)
+        self.write_state(state)
+
+    def _save_model(self, agent: Any, target: Path) -> None:
+        """``agent`` at ``target``, whole or not at all (written aside, then renamed)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        target = self.best if best else self.last
         tmp = target.with_name(f".tmp-{target.name}")
         agent.save(tmp)
         os.replace(tmp, target)
-        self.write_state(state)
 
     @property
     def pending_best(self) -> Path:
@@ -73,10 +76,7 @@ class CheckpointDir:
         return self.path / f".pending-best{self.suffix}"
 
     def save_pending_best(self, agent: Any) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / f".tmp-pending-best{self.suffix}"
-        agent.save(tmp)
-        os.replace(tmp, self.pending_best)
+        self._save_model(agent, self.pending_best)
 
     def promote_pending_best(self, state: Mapping[str, Any]) -> None:
         os.replace(self.pending_best, self.best)

@@ -347,9 +347,7 @@ def _learn_and_evaluate(cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, st
         best=-math.inf if saved_best is None else float(saved_best),
         best_step=None if saved_step is None else int(saved_step),
         phases=phases,
-        fork=trial is None
-        and not in_multirun()
-        and forked_validation.available(str(getattr(agent, "device", "cpu"))),
+        fork=trial is None and not in_multirun() and forked_validation.available(str(agent.device)),
     )
     phases.end("setup")
     learned = False
