@@ -4,6 +4,10 @@ Hydra prints composition errors over many lines (the config search path, a hint 
 ``HYDRA_FULL_ERROR``). :func:`run_app` lets those exceptions reach it instead and says what is
 wrong in one line, with a "did you mean" where a name was misspelt. ``HYDRA_FULL_ERROR=1``
 restores full tracebacks.
+
+Also the process-level rules every command shares: the quick exit (:func:`console`), and for
+forked helper children how many the cores allow (:func:`usable_cores`) and that they die with
+their parent (:func:`start_helper_child`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 import contextlib
 import difflib
 import errno
+import math
 import os
 import re
 import sys
@@ -208,6 +213,37 @@ def _other_threads() -> list[Any]:
     import threading
 
     return [t for t in threading.enumerate() if t is not threading.current_thread()]
+
+
+def usable_cores() -> int:
+    """How many cores this process may keep busy: its CPU affinity, capped by a cgroup's CPU
+    quota (a container granted 2 CPUs of a 64-core host has 2: helper children beyond that
+    only take turns)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cores, math.ceil(quota))) if quota else max(1, cores)
+
+
+def _cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs granted by cgroup v2's ``cpu.max`` or v1's CFS quota; None when unlimited/unknown."""
+
+    def read(name: str) -> list[str]:
+        with open(os.path.join(root, name)) as f:
+            return f.read().split()
+
+    for files in (("cpu.max",), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            fields = [field for name in files for field in read(name)]
+        except OSError:
+            continue
+        with contextlib.suppress(ValueError, ZeroDivisionError):
+            quota, period = (int(field) for field in fields)  # "max" / -1: unlimited
+            return quota / period if quota > 0 else None
+        return None
+    return None
 
 
 def start_helper_child(parent_pid: int) -> None:

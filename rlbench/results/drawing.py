@@ -71,11 +71,7 @@ def _workers(tasks: int) -> int:
         return 1
     if multiprocessing.current_process().daemon:
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return min(tasks, cores)
+    return min(tasks, cli.usable_cores())
 
 
 def _start_worker(report_pid: int) -> None:

@@ -31,7 +31,7 @@ def available(device: str = "cpu") -> bool:
     and an agent on the CPU (CUDA does not survive a fork)."""
     if sys.platform != "linux" or not str(device).startswith("cpu"):
         return False
-    return len(os.sched_getaffinity(0)) > 1
+    return cli.usable_cores() > 1
 
 
 class ValidationChild:

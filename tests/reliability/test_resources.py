@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import pytest
@@ -37,3 +38,40 @@ def test_a_long_phase_says_what_it_is_doing(caplog):
         pass
     time.sleep(0.6)
     assert not any("quick" in r.getMessage() for r in caplog.records)  # short phases are quiet
+
+
+@pytest.mark.parametrize(
+    ("files", "cpus"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2: a container granted 1.5 CPUs
+        ({"cpu.max": "max 100000\n"}, None),  # unlimited
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu.max": "garbage\n"}, None),
+        ({}, None),  # no cgroup files (not Linux, or not mounted)
+    ],
+)
+def test_a_cgroup_cpu_quota_is_read_in_both_cgroup_versions(tmp_path, files, cpus):
+    from rlbench import cli
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cli._cgroup_cpu_quota(str(tmp_path)) == cpus
+
+
+def test_helper_children_never_outnumber_the_cores_a_quota_grants(monkeypatch):
+    """A report's drawing workers and a run's forked validation count the same cores: with
+    one CPU granted, neither forks (the child would only take turns with its parent)."""
+    from rlbench import cli
+    from rlbench.results import drawing
+    from rlbench.run import forked_validation
+
+    monkeypatch.setattr(cli, "_cgroup_cpu_quota", lambda: 1.0)
+    assert cli.usable_cores() == 1
+    assert drawing._workers(8) == 1
+    assert not forked_validation.available("cpu")
+    monkeypatch.setattr(cli, "_cgroup_cpu_quota", lambda: 0.5)
+    assert cli.usable_cores() == 1
+    monkeypatch.setattr(cli, "_cgroup_cpu_quota", lambda: None)
+    assert cli.usable_cores() == len(os.sched_getaffinity(0))
