@@ -444,7 +444,13 @@ def _load_trajectories(chosen: pd.DataFrame, uri: str, artifact: str) -> pd.Data
             dst.mkdir()
             try:
                 episode = pd.read_csv(client.download_artifacts(row.run_id, artifact, str(dst)))
-            except (MlflowException, OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            except (
+                MlflowException,
+                OSError,
+                UnicodeDecodeError,  # a damaged file: listed as missing, like a torn one
+                pd.errors.ParserError,
+                pd.errors.EmptyDataError,
+            ):
                 missing.append(row.run_id)
                 continue
             episode = episode.drop(columns=[c for c in keys if c in episode])

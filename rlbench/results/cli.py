@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -45,13 +45,31 @@ def settings_from(cfg: DictConfig) -> ReportSettings:
         metric=str(cfg.metric) if cfg.metric else SCORE_METRIC,
         direction=str(cfg.direction),
         baseline=str(cfg.baseline),
-        min_seeds=int(cfg.min_seeds),
-        reps=int(cfg.bootstrap.reps),
-        confidence=float(cfg.bootstrap.confidence),
-        seed=int(cfg.seed),
-        log_to_mlflow=bool(cfg.log_to_mlflow),
+        min_seeds=_number(cfg, "min_seeds", int, 1),
+        reps=_number(cfg, "bootstrap.reps", int, 100),
+        confidence=_number(cfg, "bootstrap.confidence", float, 0.5),
+        seed=_number(cfg, "seed", int, 0),
+        log_to_mlflow=_switch(cfg, "log_to_mlflow"),
         ui_url=cfg.tracking.get("ui_url"),
     )
+
+
+def _number(cfg: DictConfig, key: str, kind: type, low: float) -> Any:
+    """``cfg``'s ``key`` as an int (or float) of at least ``low``; ``UserError`` otherwise."""
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and (kind is float or float(value).is_integer()) and value >= low
+    if not ok:
+        what = "an integer" if kind is int else "a number"
+        raise UserError(f"{key} must be {what} >= {low:g}, got {value!r}")
+    return kind(value)
+
+
+def _switch(cfg: DictConfig, key: str) -> bool:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, bool):
+        raise UserError(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 def run_filter(cfg: DictConfig) -> str | None:

@@ -97,8 +97,43 @@ class ReportSettings:
             raise UserError(f"bootstrap.reps must be at least 100, got {self.reps}")
         if not 0.5 < float(self.confidence) < 1.0:
             raise UserError(f"bootstrap.confidence must be in (0.5, 1), got {self.confidence}")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(self.name)):
-            raise UserError(f"name={self.name!r}: use letters, digits, '_', '-' and '.' only")
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", str(self.name)):
+            raise UserError(
+                f"name={self.name!r}: use letters, digits, '_', '-' and '.' only, starting with "
+                "a letter, digit or '_'"
+            )
+        _check_output_dir(Path(self.output_dir))
+
+
+#: the files every report folder holds: a folder with all of them may be replaced by a report
+REPORT_FILES = (schema.REPORT_FILE, schema.REPORT_HTML_FILE, schema.SCORES_FILE)
+
+
+def _check_output_dir(final: Path) -> None:
+    """A report replaces its folder whole, so ``output_dir`` must be new, empty or an earlier
+    report: never a file, a store or someone's documents (``output_dir=outputs``)."""
+    key = f"output_dir={final}"
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise UserError(f"{key} is not a folder: a report is a folder of its own; choose a new one")
+    if final.is_dir():
+        try:
+            entries = sorted(entry.name for entry in final.iterdir())
+        except OSError as err:
+            raise UserError(f"{key}: cannot read it ({err.strerror or err})") from None
+        if entries and not all((final / name).is_file() for name in REPORT_FILES):
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise UserError(
+                f"{key} holds files that are not an rlbench report ({shown}), and a report "
+                "replaces its folder whole: choose a new or empty folder, e.g. "
+                "output_dir=outputs/reports/<name>"
+            )
+    existing = final.parent.absolute()  # checked, not made: nothing is written before the runs
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{key}: cannot create a folder under {existing}, a file")
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"{key}: {existing} is not writable: choose another output_dir")
 
 
 @dataclass
@@ -778,7 +813,13 @@ def build_report(settings: ReportSettings) -> Path:
         analysis = analyse(data, settings)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(final)
-    tmp, lock = _writing_folder(final)
+    try:
+        tmp, lock = _writing_folder(final)
+    except OSError as err:
+        raise UserError(
+            f"output_dir={final}: cannot write a folder in {final.parent} "
+            f"({err.strerror or err}): choose another output_dir"
+        ) from None
     tracker = None
     try:
         with phase("drawing the figures"):
@@ -861,6 +902,9 @@ def _writing_folder(final: Path) -> tuple[Path, int]:
     (``.NAME.tmp-<pid>-<random>``), locked (``flock``) for as long as this report writes it:
     :func:`remove_leftovers` of another report run never takes a folder that is locked."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would keep a shared report private
     fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     return tmp, fd

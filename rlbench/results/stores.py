@@ -101,6 +101,15 @@ def reading_store(uri: str | None) -> Iterator[None]:
     try:
         yield
     except Exception as err:
+        if uri and sqlite_path(uri) is None:  # a server: unreachable or refusing, not damaged
+            from rlbench.tracking.databases import server_message
+            from rlbench.tracking.redaction import mask_passwords
+
+            said = server_message(err, uri)
+            if said is not None:
+                raise UserError(
+                    f"cannot read the MLflow store {mask_passwords(uri)}: {said}"
+                ) from None
         cause = _database_error(err, sqlite=sqlite_path(uri or "") is not None)
         if cause is None:
             raise
@@ -121,10 +130,21 @@ def _database_error(err: BaseException, sqlite: bool) -> BaseException | None:
             return node
         if isinstance(node, DatabaseError) and not isinstance(node.orig, sqlite3.OperationalError):
             return node.orig or node
-        if sqlite and isinstance(node, UnicodeDecodeError):  # SQLite text that is not UTF-8
-            return node
+        if sqlite and isinstance(node, UnicodeDecodeError) and _from_the_database(node):
+            return node  # SQLite text that is not UTF-8 (not an artifact file that is not)
         node = node.__cause__ or node.__context__
     return None
+
+
+def _from_the_database(err: BaseException) -> bool:
+    """Whether ``err`` was raised while SQLAlchemy or sqlite3 read rows."""
+    tb = err.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if "sqlalchemy" in name or "sqlite3" in name:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _damaged(uri: str | None, err: BaseException) -> str:

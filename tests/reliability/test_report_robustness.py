@@ -275,6 +275,59 @@ def test_an_experiment_of_one_run_gets_a_report(mlflow_template, report, tmp_pat
     assert "## Learning curves" in text and "## Decisions" in text
 
 
+# --------------------------------------------------------------------------- output folders
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("outputs", "holds files that are not an rlbench report (mlflow.db"),  # the store's folder
+        ("mydocs", "holds files that are not an rlbench report (thesis.tex)"),
+        ("afile", "is not a folder"),
+        ("afile/sub", "cannot create a folder under"),
+    ],
+)
+def test_a_report_never_replaces_a_folder_that_is_not_a_report(
+    good_store, report, tmp_path, target, message
+):
+    """A report replaces its folder whole: a store's folder, someone's documents or a file at
+    ``output_dir`` is refused (one line, exit 2) and left exactly as it was."""
+    (tmp_path / "outputs").mkdir()
+    store = shutil.copy(good_store, tmp_path / "outputs" / "mlflow.db")
+    (tmp_path / "mydocs").mkdir()
+    (tmp_path / "mydocs" / "thesis.tex").write_text("important\n")
+    (tmp_path / "afile").write_text("precious\n")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    result = report(f"tracking.uri=sqlite:///{store}", f"output_dir={target}", REPS)
+    assert_one_clear_line(result, message, 2)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "mydocs" / "thesis.tex").read_text() == "important\n"
+    assert (tmp_path / "afile").read_text() == "precious\n"
+
+
+def test_a_report_replaces_an_earlier_report_and_is_readable_by_others(
+    good_store, report, tmp_path
+):
+    store = f"tracking.uri=sqlite:///{good_store}"
+    for _ in range(2):
+        result = report(store, "output_dir=out/r", "log_to_mlflow=false", REPS)
+        assert result.code == 0, result.err[-2000:]
+    assert (tmp_path / "out" / "r" / "report.md").is_file()
+    assert (tmp_path / "out" / "r").stat().st_mode & 0o055 == 0o055  # group/others may read
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("name=..", "name='..': use letters"),
+        ("min_seeds=abc", "min_seeds must be an integer >= 1, got 'abc'"),
+        ("min_seeds=-1", "min_seeds must be an integer >= 1, got -1"),
+        ("log_to_mlflow=maybe", "log_to_mlflow must be true or false"),
+    ],
+)
+def test_report_settings_of_the_wrong_kind_are_one_line(good_store, report, setting, message):
+    result = report(f"tracking.uri=sqlite:///{good_store}", setting, REPS)
+    assert_one_clear_line(result, message, 2)
+
+
 # --------------------------------------------------------------------------- leftovers
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
