@@ -41,6 +41,11 @@ def env_spec(env_cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     return str(env_id), kwargs
 
 
+def is_train_config(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` is rlbench-train's (a sweeper also serves other Hydra apps)."""
+    return all(isinstance(cfg.get(g), DictConfig) for g in ("env", "algo", "train", "tracking"))
+
+
 def check_config(cfg: DictConfig) -> None:
     """Reject budgets and settings that cannot work, before anything is built or logged."""
     for group in ("env", "algo", "train", "eval", "tracking"):
@@ -69,8 +74,15 @@ def check_config(cfg: DictConfig) -> None:
             raise UserError(f"{key} must be a positive integer, got {value!r}")
     for key in ("train.eval_every", "train.checkpoint_every"):
         value = OmegaConf.select(cfg, key)
-        if not isinstance(value, int) or value < 0:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise UserError(f"{key} must be an integer >= 0 (0 turns it off), got {value!r}")
+    offset = OmegaConf.select(cfg, "eval.seed_offset", default=0)
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= SEED_MAX // 2:
+        raise UserError(
+            f"eval.seed_offset must be an integer from 0 to 2**62 (evaluation seeds are "
+            f"seed_offset + 1000 * seed + episode), got {offset!r}"
+        )
+    _check_kinds(cfg)
     progress = OmegaConf.select(cfg, "train.progress", default="auto")
     if progress not in PROGRESS_MODES and not isinstance(progress, bool):
         raise UserError(
@@ -90,6 +102,44 @@ def check_config(cfg: DictConfig) -> None:
         if math.isnan(value) or math.isinf(value):
             raise UserError(f"{key} must be a finite number, got {value}")
     _check_net_arch(OmegaConf.select(cfg, "algo.policy_kwargs.net_arch", default=None))
+
+
+#: settings with one kind of value, checked by kind (the ones above have their own checks)
+SWITCHES = ("eval.deterministic", "tracking.enabled", "tracking.background")
+NAMES = ("tracking.experiment", "train.checkpoint_dir", "tracking.artifact_location", "device")
+OPTIONAL_NAMES = ("tracking.run_name", "tracking.ui_url", "tracking.parent_run_id")
+
+
+def _check_kinds(cfg: DictConfig) -> None:
+    """On/off switches are true or false, names are one word or number (not a list), tags a
+    mapping: ``tracking.enabled=maybe`` must not quietly mean true."""
+    for key in SWITCHES:
+        value = OmegaConf.select(cfg, key, default=True)
+        if not isinstance(value, bool):
+            raise UserError(f"{key} must be true or false, got {_override_text(value)}")
+    for key in NAMES + OPTIONAL_NAMES:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None and key in OPTIONAL_NAMES:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
+            raise UserError(
+                f"{key} must be a name{' (or null)' if key in OPTIONAL_NAMES else ''}, got "
+                f"{_override_text(_plain(value)) or repr(value)}"
+            )
+    tags = OmegaConf.select(cfg, "tracking.tags", default=None)
+    if tags is None:
+        return
+    plain = _plain(tags)
+    bad = not isinstance(plain, dict) or any(isinstance(v, dict | list) for v in plain.values())
+    if bad:
+        raise UserError(
+            "tracking.tags must map tag names to values (+tracking.tags.benchmark=quick), got "
+            f"{_override_text(plain)}"
+        )
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _check_net_arch(value: Any) -> None:

@@ -121,6 +121,15 @@ class ThresholdAgent(_FixedPolicy):
                 f"threshold needs an env that reports load and queue (a core with signals()); "
                 f"{what} has none"
             )
+        probe = np.zeros((1, *(env.observation_space.shape or ())), dtype=np.float32)
+        missing = {"load_pct", "queue"} - set(self._signals(probe))
+        if missing:  # e.g. the scheduler's signals are intervals and manual runs
+            what = type(core).__name__
+            raise UserError(
+                f"threshold needs an env that reports load and queue; {what} reports "
+                f"{', '.join(sorted(self._signals(probe)))} (no {', '.join(sorted(missing))}): "
+                "pick an autoscaling env, or another algo (random, qlearning, ppo, dqn)"
+            )
         self._cool = np.zeros(0, dtype=np.int64)
 
     def rule(

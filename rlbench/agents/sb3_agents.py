@@ -181,6 +181,7 @@ class SB3Agent(Agent):
                 settings[key] = LinearSchedule.parse(self.name, key, value)
                 continue
             settings[key] = _coerce(self.name, key, value, params[key])
+            _check_range(self.name, key, settings[key])
         if settings.get("policy_kwargs") is not None:
             settings["policy_kwargs"] = _policy_kwargs(self.name, settings["policy_kwargs"])
         if isinstance(settings.get("train_freq"), list):  # YAML has no tuples: [4, step]
@@ -549,6 +550,44 @@ def _coerce(algo: str, key: str, value: Any, param: inspect.Parameter) -> Any:
                 raise UserError(f"algo.{key}={value!r} must be an integer ({algo})")
             return int(value)
     return value
+
+
+#: SB3 settings -> (lowest, highest) value that can work; SB3 itself asserts on few of them,
+#: and the others (``n_epochs=0``, a DQN ``batch_size=0``) fail later as a NaN loss, which
+#: would be reported as divergence. ``gradient_steps=-1`` is SB3's "as many as steps".
+RANGES: dict[str, tuple[float, float]] = {
+    "n_steps": (1, math.inf),
+    "batch_size": (1, math.inf),
+    "n_epochs": (1, math.inf),
+    "buffer_size": (1, math.inf),
+    "learning_starts": (0, math.inf),
+    "target_update_interval": (1, math.inf),
+    "gradient_steps": (-1, math.inf),
+    "gamma": (0, 1),
+    "gae_lambda": (0, 1),
+    "tau": (0, 1),
+    "exploration_fraction": (0, 1),
+    "exploration_initial_eps": (0, 1),
+    "exploration_final_eps": (0, 1),
+    "ent_coef": (0, math.inf),
+    "vf_coef": (0, math.inf),
+    "max_grad_norm": (0, math.inf),
+    "learning_rate": (0, math.inf),
+    "clip_range": (0, math.inf),
+}
+
+
+def _check_range(algo: str, key: str, value: Any) -> None:
+    """``UserError`` for a number outside what :data:`RANGES` says can work."""
+    bounds = RANGES.get(key)
+    if bounds is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    low, high = bounds
+    if key == "gradient_steps" and value == 0:
+        raise UserError(f"algo.gradient_steps must be >= 1 (or -1: one per step), got 0 ({algo})")
+    if not low <= value <= high:
+        want = f">= {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
+        raise UserError(f"algo.{key} must be {want}, got {value!r} ({algo})")
 
 
 def _capture_rng() -> dict[str, Any]:

@@ -75,7 +75,15 @@ def make_vec(env_id: str, num_envs: int, seed: int | None = None, **kwargs: Any)
         horizon = kwargs.pop("horizon", None)  # rlbench's name for gymnasium's time limit
         if horizon is not None:
             kwargs["max_episode_steps"] = int(horizon)
-        venv = DummyVecEnv([lambda: Monitor(gym.make(env_id, **kwargs))] * int(num_envs))
+        if kwargs.get("render_mode") == "human":  # a window per copy, drawn at every step
+            raise ValueError(
+                "render_mode=human opens a window per copy and draws every step; training and "
+                "evaluation never show one: drop env.render_mode (rgb_array is fine)"
+            )
+        try:
+            venv = DummyVecEnv([lambda: Monitor(gym.make(env_id, **kwargs))] * int(num_envs))
+        except gym.error.DependencyNotInstalled as err:  # e.g. Box2D, MuJoCo, pygame
+            raise ValueError(f"{env_id} needs a package that is not installed: {err}") from None
     else:
         known = ", ".join(sorted(ENVIRONMENTS))
         raise ValueError(

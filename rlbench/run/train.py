@@ -250,12 +250,12 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags, phases) -> Tr
             parent_run_id=trial.parent_run_id if trial else cfg.tracking.get("parent_run_id"),
             resume_run_id=state.get("mlflow_run_id") if state else None,
         )
-    if trial is not None:
-        trial.record_run(run_id, [schema.SCORE_METRIC])
-    if state is not None:
-        tracker.set_tags({schema.RESUMED_FROM_STEP_TAG: str(agent.num_steps)})
     status, error = "FAILED", None
-    try:
+    try:  # from here on the run is ended whatever happens, as FINISHED, FAILED or KILLED
+        if trial is not None:
+            trial.record_run(run_id, [schema.SCORE_METRIC])
+        if state is not None:
+            tracker.set_tags({schema.RESUMED_FROM_STEP_TAG: str(agent.num_steps)})
         score, pruned, returns = _learn_and_evaluate(
             cfg, agent, env_id, env_kwargs, tracker, ckpt, trial, state, phases
         )

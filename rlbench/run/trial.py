@@ -188,10 +188,16 @@ class TrialContext:
         if self.seed_index:
             key = f"{key}.seed{self.seed_index}"
         trial.storage.set_trial_user_attr(self.trial_id, key, run_id)
-        if metric_names and self._study.metric_names is None:
+        study = self._study
+        # another count of directions is the sweeper's to say (it stops the sweep at once)
+        if (
+            metric_names
+            and study.metric_names is None
+            and len(study.directions) == len(metric_names)
+        ):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # experimental in some Optuna versions
-                self._study.set_metric_names(list(metric_names))
+                study.set_metric_names(list(metric_names))
 
     def report(self, step: int, value: float) -> bool:
         """Record ``value`` at ``step`` in the study's storage; ``True`` means stop (prune) now.

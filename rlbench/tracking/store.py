@@ -72,7 +72,7 @@ def resolve_uri(uri: str | None) -> str:
     """The store to use: ``uri`` if given (a value set on the command line, in a preset, or by
     the config's default, which itself reads ``MLFLOW_TRACKING_URI``), else
     ``MLFLOW_TRACKING_URI``, else ``sqlite:///outputs/mlflow.db``; a relative SQLite path made
-    absolute.
+    absolute; an in-memory SQLite one refused.
 
     A tracking server's ``user:password@`` moves into ``MLFLOW_TRACKING_USERNAME`` and
     ``MLFLOW_TRACKING_PASSWORD`` (which MLflow reads, here and in child processes such as the
@@ -80,6 +80,12 @@ def resolve_uri(uri: str | None) -> str:
     """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     quiet_engine_log()
+    if uri.lower().startswith("sqlite") and sqlite_path(uri) is None:
+        raise UserError(
+            f"tracking store {uri} is an in-memory database: what is recorded would vanish "
+            "with the process (and each helper process has a database of its own); give a "
+            "file, e.g. sqlite:///outputs/mlflow.db"
+        )
     if uri.startswith("sqlite:///"):
         path, sep, query = uri.removeprefix("sqlite:///").partition("?")
         if path and path != ":memory:" and not Path(path).is_absolute():

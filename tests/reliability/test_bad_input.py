@@ -130,6 +130,65 @@ CASES: dict[str, tuple[list[str], str, int]] = {
         ["experiment=quick", "algo=threshold,thresold"],  # the preset makes it a grid
         "unknown algo option 'thresold' (did you mean 'threshold'?)", 2,
     ),
+    "a switch that is not a boolean": (
+        ["tracking.background=maybe"], "tracking.background must be true or false", 2,
+    ),
+    "a period that is a boolean": (
+        ["train.eval_every=true"], "train.eval_every must be an integer >= 0", 2,
+    ),
+    "an evaluation seed offset that is not a number": (
+        ["eval.seed_offset=abc"], "eval.seed_offset must be an integer from 0", 2,
+    ),
+    "a negative evaluation seed offset": (
+        ["eval.seed_offset=-5"], "eval.seed_offset must be an integer from 0", 2,
+    ),
+    "a list for a name": (["tracking.run_name=[a]"], "tracking.run_name must be a name", 2),
+    "tags that are not a mapping": (["tracking.tags=5"], "tracking.tags must map tag names", 2),
+    "an SB3 count of zero": (["algo=ppo", "algo.n_epochs=0"], "algo.n_epochs must be >= 1", 2),
+    "a DQN minibatch of zero": (
+        ["algo=dqn", "algo.batch_size=0"], "algo.batch_size must be >= 1, got 0 (dqn)", 2,
+    ),
+    "a discount above one": (["algo=ppo", "algo.gamma=1.5"], "algo.gamma must be from 0 to 1", 2),
+    "threshold on an env without load and queue": (
+        ["env=scheduler"], "threshold needs an env that reports load and queue", 2,
+    ),
+    "a gymnasium task whose package is missing": (
+        ["env=gym", "env.id=CarRacing-v3", "algo=random"],
+        "needs a package that is not installed", 2,
+    ),
+    "a window per copy": (
+        ["env=gym", "env.id=CartPole-v1", "+env.render_mode=human", "algo=random"],
+        "render_mode=human opens a window per copy", 2,
+    ),
+    "an in-memory tracking store": (
+        ["tracking.uri=sqlite://"], "tracking store sqlite:// is an in-memory database", 2,
+    ),
+    "an in-memory Optuna storage": (
+        ["-m", "search=threshold", "hydra.sweeper.storage=sqlite://"],
+        "an in-memory SQLite database is private to each process", 2,
+    ),
+    "a misspelt key searched by a sweep": (
+        ["-m", "search=threshold", "algo.uper=interval(50.0,90.0)"],
+        "unknown config key 'algo.uper' (did you mean 'algo.upper'?)", 2,
+    ),
+    "a searched range with a value that cannot work": (
+        ["-m", "search=threshold", "train.num_envs=int(interval(0,4))"],
+        "train.num_envs must be a positive integer, got 0 (a value in the searched range", 2,
+    ),
+    "two directions for one score": (
+        ["-m", "search=threshold", "hydra.sweeper.direction=[maximize,minimize]"],
+        "rlbench-train returns one score (test/mean_return): give one direction", 2,
+    ),
+    "a sweep folder that cannot be made": (
+        ["-m", "search=threshold", "hydra.sweep.dir={tmp}/a_file/sweep"],
+        "a_file/sweep: cannot create it", 2,
+    ),
+    "a bad value late in a checked grid": (
+        ["-m", "hydra/sweeper=rlbench_grid", "seed=0,-1"],
+        "seed must be an integer >= 0, got -1 (in the job with overrides", 2,
+    ),
+    "print the config of a multirun": (["--cfg=job", "-m"], "Only one of --run, --multirun", 2),
+    "an unknown flag": (["--foo"], "rlbench-train: unrecognized arguments: --foo", 2),
     "reproduce an unknown run": (["+reproduce=0123abcd"], "no MLflow run '0123abcd' in sqlite:", 2),
     "reproduce with a changed setting": (
         ["+reproduce=0123abcd", "seed=3"], "drop 'seed=3' (only tracking.*, device and hydra.*", 2,
@@ -164,7 +223,7 @@ def test_bad_input(case, cli, mlflow_store, tmp_path):
     args = [a.replace("{tmp}", str(tmp_path)) for a in overrides]
     store = [] if any("tracking.uri" in a for a in args) else mlflow_store.overrides()
     flags = [a for a in args if a.startswith("-")]
-    if flags:  # a sweep: its own Optuna storage
+    if any(a.startswith("search=") for a in args):  # an Optuna sweep: its own storage
         flags.append(f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db")
     args = [a for a in args if not a.startswith("-")]
     budget = [] if any(a.startswith("+reproduce") for a in args) else ["debug=fast"]
