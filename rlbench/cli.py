@@ -95,6 +95,8 @@ def describe(err: BaseException) -> str:
                 f"(to add a key the config does not have, write +{key}=...)"
             )
         return f"bad value for {key!r}: {first_line(cause)}"
+    if _is_flag_conflict(err):
+        return f"{first_line(err)} (--cfg/--info print the config of one run: drop -m)"
     if isinstance(err, OverrideParseException):
         return f"malformed override: {first_line(err)} (see https://hydra.cc/docs/advanced/override_grammar/basic/)"
     if isinstance(err, OSError) and err.filename is not None:
@@ -133,30 +135,62 @@ def run_app(app: Callable[[], Any], wrap_stdout: Callable[[Any], Any] | None = N
             _user_wants_traceback = None
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us rather than Hydra's printer
-    stdout = sys.stdout
+    stdout, stderr, parser_error = sys.stdout, sys.stderr, argparse.ArgumentParser.error
     if wrap_stdout is not None and _prints_config(sys.argv[1:]):
         sys.stdout = wrap_stdout(stdout)
+    sys.stderr = jobs = _FailedJobLine(stderr)
+    argparse.ArgumentParser.error = ArgumentParser.error  # Hydra's own flags: one line too
     try:
         app()
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted", file=stderr)
         sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:  # output piped into `head`: nothing more to say
-        sys.stderr.close()
+        stderr.close()
         sys.exit(0)
     except Exception as err:
         code = exit_code(err)
-        print(f"error: {describe(err)}", file=sys.stderr)
+        print(f"error: {describe(err)}{jobs.which()}", file=stderr)
         if code == EXIT_FAILED:
-            print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
+            print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=stderr)
         sys.exit(code)
     finally:
-        sys.stdout = stdout
+        sys.stdout, sys.stderr = stdout, stderr
+        argparse.ArgumentParser.error = parser_error
         _user_wants_traceback = None
         if saved is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = saved
+
+
+class _FailedJobLine:
+    """``sys.stderr`` during a Hydra app, without the line Hydra's sweepers write before
+    re-raising a failed job's error ("Error executing job with overrides: [...]"): the job's
+    overrides are added to the one ``error:`` line instead."""
+
+    PREFIX = "Error executing job with overrides: "
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.job: str | None = None
+
+    def write(self, text: str) -> int:
+        if text.startswith(self.PREFIX):
+            self.job = text.removeprefix(self.PREFIX).strip()
+            return len(text)
+        return self._stream.write(text)
+
+    def which(self) -> str:
+        return f" (in the job with overrides {self.job})" if self.job else ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _is_flag_conflict(err: BaseException) -> bool:
+    """Hydra's ValueError for two of --run, --multirun, --cfg, --info at once."""
+    return isinstance(err, ValueError) and str(err).startswith("Only one of --run")
 
 
 def exit_code(err: BaseException) -> int:
@@ -167,6 +201,8 @@ def exit_code(err: BaseException) -> int:
     if getattr(err, "exit_code", None) is not None:  # e.g. rlbench.run.divergence.TrainingDiverged
         return int(err.exit_code)
     if isinstance(err, UserError | HydraException | OmegaConfBaseException):
+        return EXIT_USER_ERROR
+    if _is_flag_conflict(err):
         return EXIT_USER_ERROR
     if storage_message(err) is not None:  # a full disk, a size limit: the machine's, not a bug
         return EXIT_USER_ERROR

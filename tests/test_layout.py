@@ -41,7 +41,10 @@ LAYERS: dict[str, int] = {
 PLUGIN = "hydra_plugins.rlbench_optuna_sweeper"
 PLUGIN_MAY_IMPORT = ("rlbench.errors", "rlbench.config", "rlbench.tracking", "rlbench.run.trial")
 #: every Hydra plugin of ours -> what it may import from rlbench
-PLUGINS = {PLUGIN: PLUGIN_MAY_IMPORT, "hydra_plugins.rlbench_grid_sweeper": ()}
+PLUGINS = {
+    PLUGIN: PLUGIN_MAY_IMPORT,
+    "hydra_plugins.rlbench_grid_sweeper": ("rlbench.errors", "rlbench.config"),
+}
 SHIMS = {"analysis.py", "train.py"}  # old import paths kept as re-exports
 MAX_TOP_LEVEL_MODULES = 5
 

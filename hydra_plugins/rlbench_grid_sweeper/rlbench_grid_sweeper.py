@@ -6,6 +6,7 @@ from typing import Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
 
 
 @dataclass
@@ -40,11 +41,28 @@ def covering(batch: Sequence[Sequence[str]]) -> list[Sequence[str]]:
 
 
 class GridSweeper(BasicSweeper):
-    """Hydra's basic sweeper, validating :func:`covering` of each batch instead of all of it.
+    """Hydra's basic sweeper, validating :func:`covering` of each batch instead of all of it,
+    and, for rlbench-train, the values of those jobs (:func:`rlbench.config.check_config`).
 
     A failure that only a combination of values triggers is reported by that job where the
     launcher composes it, as with a launcher on another machine.
     """
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        super().validate_batch_is_legal(covering(batch))
+        """Compose :func:`covering` of ``batch``; for rlbench-train's config also check every
+        value as the job will (a ``seed=-1`` stops the grid before ``seed=0`` trains)."""
+        loader = self.hydra_context.config_loader
+        for overrides in covering(batch):
+            job = loader.load_sweep_config(self.config, sweep_overrides=list(overrides))
+            _check_values(job, overrides)
+
+
+def _check_values(job: DictConfig, overrides: Sequence[str]) -> None:
+    from rlbench.config import check_config, is_train_config
+    from rlbench.errors import UserError
+
+    if is_train_config(job):
+        try:
+            check_config(job)
+        except UserError as err:
+            raise UserError(f"{err} (in the job with overrides {list(overrides)})") from None

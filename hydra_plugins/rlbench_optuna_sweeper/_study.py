@@ -103,6 +103,12 @@ def open_storage(
     if url is None:
         return optuna.storages.InMemoryStorage()
     _make_sqlite_dir(url)
+    if url.lower().startswith("sqlite") and sqlite_path(url) is None:
+        raise SweepError(
+            f"hydra.sweeper.storage={url}: an in-memory SQLite database is private to each "
+            "process, so the jobs could not see the study; give a file "
+            "(sqlite:///outputs/optuna.db), or storage null for a study in this process's memory"
+        )
     db = sqlite_path(url)
     if db is not None:
         _create_sqlite_storage(db)

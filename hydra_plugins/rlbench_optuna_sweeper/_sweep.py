@@ -12,17 +12,19 @@ import contextlib
 import importlib.util
 import logging
 import math
+import os
 import sys
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import Trial, TrialState
 
 from rlbench.errors import UserError, first_line, storage_message
@@ -34,6 +36,7 @@ from rlbench.tracking.schema import (
     IGNORED_ATTR,
     PRUNED_ATTR,
     PRUNER_ATTR,
+    SCORE_METRIC,
     SEARCH_SPACE_ATTR,
 )
 
@@ -122,6 +125,8 @@ class OptunaSweep:
             log.info("hydra.sweeper.experiment_sequence is ignored: trials go out in batches")
         self.job_idx = 0
         self._first_launch = True
+        self._first_batch: list[Trial] = []
+        self._created = False  # whether this command created the study (see _forget_study)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # we say what matters ourselves
 
     def setup(
@@ -142,6 +147,7 @@ class OptunaSweep:
 
     def _sweep(self, arguments: list[str]) -> list[JobReturn]:
         space = self._space(arguments)
+        self._check_first_job(space)
         study = self._open(space)
         log.info(
             "Optuna study %r in %s: %d trials in total, %d at a time, %s sampler, %s pruner",
@@ -165,6 +171,10 @@ class OptunaSweep:
             status = "FINISHED"
             sweep_dir = OmegaConf.select(self.config, "hydra.sweep.dir", default=".")
             results = write_results(study, str(sweep_dir))
+        except BrokenConfig:  # nothing of this command's making is kept
+            status = "BROKEN"
+            self._forget_study(study)
+            raise
         except KeyboardInterrupt:
             status = "KILLED"
             again = (
@@ -182,7 +192,10 @@ class OptunaSweep:
                 raise
             raise SweepError(f"the Optuna study could not be written: {storage}") from None
         finally:
-            parent.finish(study, status, results)
+            if status == "BROKEN":
+                parent.abandon()
+            else:
+                parent.finish(study, status, results)
         for line in summary_lines(study, self.storage_url):
             print(line)
         self._fail_if_nothing_completed(study)
@@ -211,6 +224,61 @@ class OptunaSweep:
         self.sampler_spec.make(0, self.grid)  # reject bad settings before anything is created
         self.space = space
         return space
+
+    def _check_first_job(self, space: SearchSpace) -> None:
+        """Compose one job (each searched key at a value of its range) and check its folder,
+        before the study or any run exists: a misspelt searched key (``algo.uper=interval(...)``)
+        must not leave behind a study whose stored search space refuses the corrected command.
+        An app with rlbench-train's groups also gets rlbench's value checks on that job."""
+        overrides = list(space.fixed.values())
+        overrides += [p.override(_a_value(p.distribution)) for p in space.params.values()]
+        loader = self.hydra_context.config_loader
+        job = loader.load_sweep_config(master_config=self.config, sweep_overrides=overrides)
+        from rlbench.config import check_config, is_train_config
+
+        if is_train_config(job):
+            if len(self.directions) != 1:
+                raise SweepError(
+                    f"hydra.sweeper.direction names {len(self.directions)} objectives, but "
+                    f"rlbench-train returns one score ({SCORE_METRIC}): give one direction "
+                    "(maximize)"
+                )
+            with open_dict(job):
+                job.pop("hydra", None)
+            try:
+                check_config(job)
+            except UserError as err:
+                searched = [k for k in space.params if f"{k} " in f"{err} "]
+                where = f" (a value in the searched range of {searched[0]})" if searched else ""
+                raise SweepError(f"{err}{where}") from None
+        folder = Path(str(OmegaConf.select(self.config, "hydra.sweep.dir", default=".")))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            writable = os.access(folder, os.W_OK)
+        except OSError as err:
+            raise SweepError(
+                f"hydra.sweep.dir={folder}: cannot create it ({err.strerror or err})"
+            ) from None
+        if not writable:
+            raise SweepError(f"hydra.sweep.dir={folder} is not writable: choose another folder")
+
+    def _forget_study(self, study: optuna.Study) -> None:
+        """Delete the study this command created when its first trials proved the config
+        broken: the corrected command then starts afresh (its search space and directions are
+        not held against it). A study that existed before, or that others added trials to, is
+        kept (its failed trials are already marked ignored)."""
+        if not self._created:
+            return
+        ours = {t.number for t in self._first_batch}
+        others = [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.number not in ours and t.state != TrialState.WAITING
+        ]
+        if others:
+            return
+        with contextlib.suppress(Exception):  # best effort: the error itself matters more
+            optuna.delete_study(study_name=study.study_name, storage=self.rdb)
 
     def _open(self, space: SearchSpace) -> optuna.Study:
         """The study in its storage, checked against the space, with its enqueued trials."""
@@ -396,7 +464,8 @@ class OptunaSweep:
         for trial in batch:
             self.rdb.set_trial_system_attr(trial._trial_id, IGNORED_ATTR, True)
             self._tell(trial, TrialState.FAIL)
-        raise SweepError(f"trial {batch[0].number} failed: {errors[0]}")
+        self._first_batch = list(batch)
+        raise BrokenConfig(f"trial {batch[0].number} failed: {errors[0]}")
 
     def _outcome(self, trial: Trial, ret: JobReturn) -> list[float] | _Ended:
         """The job's objective values, or how the trial ended (told to Optuna by the caller)."""
@@ -412,6 +481,9 @@ class OptunaSweep:
             return _Ended(TrialState.PRUNED)
         try:
             return self._values(ret.return_value)
+        except _ObjectiveCount as err:  # the command's directions, not the trial: stop at once
+            log.warning("trial %d failed: %s", trial.number, err)
+            return _Ended(TrialState.FAIL, str(err), error=str(err))
         except (TypeError, ValueError) as err:
             log.warning("trial %d failed: %s", trial.number, err)
             return _Ended(TrialState.FAIL, error=str(err))
@@ -420,9 +492,10 @@ class OptunaSweep:
         n = len(self.directions)
         items = list(value) if isinstance(value, list | tuple) else [value]
         if len(items) != n:
-            raise ValueError(
-                f"the job returned {value!r}; the study has {n} objective(s) "
-                "(a multi-objective job returns a tuple with one value per direction)"
+            raise _ObjectiveCount(
+                f"the job returned {value!r}, {len(items)} value(s), and hydra.sweeper.direction "
+                f"names {n}: give one direction per value the job returns (a multi-objective "
+                "job returns a tuple)"
             )
         values = [float(v) for v in items]
         if any(math.isnan(v) for v in values):
@@ -475,6 +548,12 @@ class OptunaSweep:
     def _study(self, rdb: Any, pruner: Any, sampler: Any) -> optuna.Study:
         name = self.study_name or str(OmegaConf.select(self.config, "hydra.job.name") or "rlbench")
         directions = [d.lower() for d in self.directions]
+        try:
+            rdb.get_study_id_from_name(name)
+        except KeyError:
+            self._created = True
+        except Exception:  # unreachable storage: create_study below says so
+            pass
         try:
             study = optuna.create_study(
                 study_name=name,
@@ -541,6 +620,20 @@ class OptunaSweep:
             "sweep.pruner": self.pruner_spec["name"],
             "sweep.trial_seeds": self.trial_seeds,
         } | {f"space.{k}": str(p.distribution) for k, p in space.params.items()}
+
+
+class BrokenConfig(SweepError):
+    """Every job of the first launch failed on its configuration: the command is wrong."""
+
+
+class _ObjectiveCount(ValueError):
+    """The job returned another number of values than the study has directions."""
+
+
+def _a_value(distribution: Any) -> Any:
+    """One value a searched key can take (the first choice, the low end of a range)."""
+    choices = getattr(distribution, "choices", None)
+    return choices[0] if choices else distribution.low
 
 
 @dataclass

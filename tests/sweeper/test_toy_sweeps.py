@@ -183,9 +183,23 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(run_toy, study, args, line):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert proc.stderr.startswith("error: ") and line in proc.stderr
-    if "user_error=true" in args:  # a broken config does not use up the budget
-        (t,) = study().get_trials()
-        assert t.state == TrialState.FAIL and t.system_attrs["rlbench.not_counted"]
+    if "user_error=true" in args:  # the study this broken command created is not kept
+        with pytest.raises(KeyError):
+            study()
+
+
+def test_a_broken_command_on_an_existing_study_keeps_it_and_spends_no_budget(run_toy, study):
+    """The study holds earlier trials: it stays, and the broken command's trial is marked as
+    not counted (it does not use up n_trials); the corrected command continues it."""
+    run_toy("hydra.sweeper.n_trials=1")
+    proc = run_toy("hydra.sweeper.n_trials=2", "fail_above=-100", "user_error=true", check=False)
+    assert proc.returncode == 2 and "is above fail_above" in proc.stderr
+    first, failed = study().get_trials()
+    assert first.state == TrialState.COMPLETE
+    assert failed.state == TrialState.FAIL and failed.system_attrs["rlbench.not_counted"]
+    run_toy("hydra.sweeper.n_trials=2")
+    states = [t.state for t in study().get_trials()]
+    assert states.count(TrialState.COMPLETE) == 2, states
 
 
 def test_each_trial_knows_its_run_and_the_study_its_objective(
