@@ -43,6 +43,19 @@ def action_values(agent: Any, obs: np.ndarray) -> np.ndarray:
     )
 
 
+def check_memoryless(agent: Any, role: str) -> None:
+    """``UserError`` for a policy whose decision depends on its own past (threshold's
+    cooldown): propensities and off-policy estimates are pi(a|s) of the observation alone, so
+    the log would describe another policy than the one named."""
+    setting = getattr(agent, "history_setting", lambda: None)()
+    if setting:
+        raise UserError(
+            f"{role} has {setting}: its decisions depend on its own past actions, which the "
+            "log's propensities pi(a|s) cannot say; use a policy of the observation alone "
+            "(algo.cooldown=0)"
+        )
+
+
 @dataclass
 class Behaviour:
     """A base policy under exploration: its pi is what the log records as propensities.
@@ -66,6 +79,7 @@ class Behaviour:
             raise UserError(f"epsilon must be in [0, 1], got {self.epsilon}")
         if not float(self.temperature) > 0.0:
             raise UserError(f"temperature must be > 0, got {self.temperature}")
+        check_memoryless(self.agent, "the policy")
 
     def action_probabilities(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         if self.explore == "softmax":
@@ -282,21 +296,13 @@ def load_policy(spec: str, algo_cfg: Any, venv: Any, seed: int, tracking_uri: st
 
 
 def _registered(spec: str, tracking_uri: str | None):
-    import mlflow
-
-    from rlbench.errors import first_line
     from rlbench.tracking import registry
-    from rlbench.tracking.client import using_store
-    from rlbench.tracking.store import resolve_uri
 
     name, _, _ = registry.parse_model_uri(spec)
     version = registry.resolve_alias(spec, tracking_uri)
-    try:
-        with using_store(resolve_uri(tracking_uri)):
-            model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-        return model.unwrap_python_model().agent, name, str(version)
-    except Exception as err:
-        raise UserError(f"cannot load {name} version {version}: {first_line(err)}") from None
+    agent, venv = registry.load_version(name, version, tracking_uri)
+    venv.close()
+    return agent, name, str(version)
 
 
 def _from_run(run_id: str, venv: Any, tracking_uri: str | None):

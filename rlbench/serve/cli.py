@@ -18,12 +18,13 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from rlbench import cli
 from rlbench.cli import EXIT_USER_ERROR
 from rlbench.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="rlbench-serve", description="Serve a registered policy's decisions over HTTP."
     )
     parser.add_argument("model_uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
@@ -48,6 +49,12 @@ def _check_port(host: str, port: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
+        except socket.gaierror as err:
+            raise UserError(
+                f"cannot listen on {host} ({err.strerror}): choose another --host"
+            ) from None
+        except OverflowError:
+            raise UserError(f"--port {port} is not a port: choose one from 1 to 65535") from None
         except OSError as err:
             raise UserError(
                 f"cannot listen on {host}:{port} ({err.strerror}): choose another --port"
@@ -117,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console() -> None:
-    sys.exit(main())
+    """The installed script: mistakes, Ctrl-C and failures as one line (``cli.run_app``)."""
+    cli.run_app(lambda: sys.exit(main()))
 
 
 if __name__ == "__main__":

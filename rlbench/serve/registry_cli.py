@@ -16,12 +16,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from rlbench import cli
 from rlbench.cli import EXIT_USER_ERROR
 from rlbench.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="rlbench-registry",
         description="Register trained policies as MLflow models; promote and roll back versions.",
     )
@@ -69,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console() -> None:
-    sys.exit(main())
+    """The installed script: mistakes, Ctrl-C and failures as one line (``cli.run_app``)."""
+    cli.run_app(lambda: sys.exit(main()))
 
 
 if __name__ == "__main__":

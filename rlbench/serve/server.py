@@ -38,9 +38,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from rlbench.errors import UserError, first_line
 from rlbench.serve.metrics import ServerMetrics
 from rlbench.serve.queue import BoundedQueue, Entry
-from rlbench.tracking.client import resolve_tracking_uri, using_store
 
 log = logging.getLogger(__name__)
+RETRY_REFUSED_S = 60.0  # a version that failed to load is tried again after this long
 LAG_TICK = 0.005  # seconds between the event loop's lag measurements
 OVERLOADED = b'{"error":"overloaded: this request waited too long; retry"}'
 
@@ -99,19 +99,19 @@ class BadRequest(Exception):
 
 def load_policy(model_uri: str, tracking_uri: str | None) -> Policy:
     """Resolve ``models:/NAME@ALIAS`` to its version now and load it (``UserError`` if not)."""
-    import mlflow
+    from gymnasium import spaces
 
     from rlbench.tracking import registry
 
     name, _, _ = registry.parse_model_uri(model_uri)
     version = registry.resolve_alias(model_uri, tracking_uri)
-    try:
-        with using_store(resolve_tracking_uri(tracking_uri)):
-            model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-        inner = model.unwrap_python_model()
-    except Exception as err:
-        raise UserError(f"cannot load {name} version {version}: {first_line(err)}") from None
-    return Policy(name, version, inner.agent, tuple(inner.shape))
+    agent, venv = registry.load_version(name, version, tracking_uri)
+    if not isinstance(venv.action_space, spaces.Discrete):
+        raise UserError(
+            f"cannot serve {name} version {version}: rlbench-serve answers discrete actions, "
+            f"and its policy acts in {venv.action_space}"
+        )
+    return Policy(name, version, agent, tuple(venv.observation_space.shape))
 
 
 class DecisionServer:
@@ -123,7 +123,7 @@ class DecisionServer:
         self.queue: BoundedQueue[Pending] = BoundedQueue(settings.capacity)
         self.metrics = ServerMetrics()
         self._next: Policy | None = None  # loaded, waiting for the next batch boundary
-        self._refused: set[str] = set()  # versions that failed to load
+        self._refused: dict[str, float] = {}  # the alias's version that failed to load: when
         self._stop = threading.Event()
         self._poller_thread: threading.Thread | None = None
         self._batcher_task: asyncio.Task | None = None
@@ -161,10 +161,17 @@ class DecisionServer:
     # -- requests -----------------------------------------------------------------------------
     def parse(self, body: bytes) -> tuple[np.ndarray, bool]:
         """Observations ``(N, *shape)`` and ``deterministic`` of a request body, or BadRequest."""
+        limit = self.settings.max_rows * (32 * math.prod(self.policy.shape) + 8) + 4096
+        if len(body) > limit:  # refused before parsing: a huge body must not stall the others
+            raise BadRequest(
+                413,
+                f"request body of {len(body)} bytes; at most {limit} ({self.settings.max_rows} "
+                "observations)",
+            )
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise BadRequest(400, f"malformed JSON: {err}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
+            raise BadRequest(400, f"malformed JSON: {first_line(err)}") from None
         if not isinstance(data, dict) or not ({"observations", "observation"} & data.keys()):
             raise BadRequest(
                 400, 'expected {"observations": [[...], ...]} or {"observation": [...]}'
@@ -172,8 +179,11 @@ class DecisionServer:
         one = "observations" not in data
         raw = data["observation"] if one else data["observations"]
         try:
-            obs = np.asarray(raw, dtype=np.float32)
-        except (ValueError, TypeError):
+            values = np.asarray(raw)
+            if values.dtype.kind not in "iuf":  # "0.5" or true is no number here
+                raise TypeError(values.dtype)
+            obs = values.astype(np.float32)
+        except (ValueError, TypeError, OverflowError):
             raise BadRequest(400, "observations must be arrays of numbers") from None
         if one:
             obs = obs[None]
@@ -305,7 +315,12 @@ class DecisionServer:
                 log.warning("cannot read %s: %s", self.settings.model_uri, first_line(err))
                 continue
             current = self._next or self.policy
-            if version == current.version or version in self._refused:
+            # a refused version is tried again when the alias comes back to it, or after a
+            # while (its artifacts may have been mid-copy, the store briefly away)
+            self._refused = {v: t for v, t in self._refused.items() if v == version}
+            refused_at = self._refused.get(version)
+            recent = refused_at is not None and time.monotonic() - refused_at < RETRY_REFUSED_S
+            if version == current.version or recent:
                 continue
             try:
                 uri = f"models:/{self.policy.name}/{version}"
@@ -313,20 +328,24 @@ class DecisionServer:
                 if loaded.shape != self.policy.shape:
                     raise UserError(f"observations {loaded.shape}, served {self.policy.shape}")
             except Exception as err:
-                self._refused.add(version)
+                self._refused = {version: time.monotonic()}
                 self.metrics.refused += 1
                 log.error("refused %s version %s: %s", self.policy.name, version, first_line(err))
                 continue
             self._next = loaded
+            self._refused = {}
 
     # -- views --------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         stats = self.queue.stats()
-        return {
+        out = {
             "status": "ok",
             "policy": {"name": self.policy.name, "version": self.policy.version},
             "queue": {"depth": stats.depth, "capacity": stats.capacity, "dropped": stats.dropped},
         }
+        if self._refused:  # the alias names a version that would not load: say so
+            out["refused_version"] = next(iter(self._refused))
+        return out
 
 
 class DecisionRoute:

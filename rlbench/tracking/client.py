@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlbench.errors import UserError, first_line
@@ -46,21 +47,41 @@ def mlflow_client(uri: str | None = None, *, missing_hint: str = NO_STORE_HINT) 
     if db is not None:
         if not db.is_file():
             raise UserError(f"no MLflow store at {display_uri(db)}: {missing_hint}")
+        _require_mlflow_tables(db)  # MLflow would make any file it opens a store
     elif not uri.startswith("sqlite:"):
         check_store(uri)  # a tracking server that does not answer fails in seconds, not minutes
     for key, value in HTTP_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     try:
         # rlbench's registry lives in the same store (never a stray MLFLOW_REGISTRY_URI)
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
-    except MlflowException as err:
+    except Exception as err:  # MLflow's own, SQLAlchemy's URL errors, a missing driver
+        from rlbench.tracking.databases import server_message
+
+        said = server_message(err, uri) or _masked_line(err)
+        raise UserError(f"cannot open the MLflow store {display_uri(uri)}: {said}") from None
+
+
+def _require_mlflow_tables(db: Path) -> None:
+    """``UserError`` unless SQLite file ``db`` holds MLflow's tables (read, never changed)."""
+    import sqlite3
+
+    from rlbench.tracking.store import sqlite_tables
+
+    try:
+        tables = sqlite_tables(db) if db.stat().st_size else set()
+    except (OSError, sqlite3.DatabaseError) as err:
+        tables, why = set(), str(err)
+    else:
+        why = "an empty file" if not db.stat().st_size else "no MLflow tables in it"
+    if "experiments" not in tables:
         raise UserError(
-            f"cannot open the MLflow store {display_uri(uri)}: {_masked_line(err)}"
-        ) from None
+            f"no MLflow store at {display_uri(db)} ({why}): point the tracking URI at your "
+            "MLflow store (the file was left untouched)"
+        )
 
 
 @contextlib.contextmanager

@@ -127,16 +127,79 @@ def log_policy(run_id: str, tracking_uri: str | None = None) -> str:
                 ]
             ),
         )
-        with using_store(uri), mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name=schema.POLICY_MODEL_NAME,
-                python_model=str(CODE_FILE),
-                artifacts={"policy": str(model), "env": str(env_file)},
-                signature=signature,
-                input_example=example,
-                pip_requirements=_pip_requirements(),
-            )
+        # logging into the run reopens it; its status and end time are put back whatever
+        # happens (an interrupted registration left a FINISHED run RUNNING or FAILED)
+        before = client.get_run(run_id).info
+        try:
+            with using_store(uri), mlflow.start_run(run_id=run_id):
+                info = mlflow.pyfunc.log_model(
+                    name=schema.POLICY_MODEL_NAME,
+                    python_model=str(CODE_FILE),
+                    artifacts={"policy": str(model), "env": str(env_file)},
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=_pip_requirements(),
+                )
+        finally:
+            client.set_terminated(run_id, status=before.status, end_time=before.end_time)
     return info.model_uri
+
+
+#: what rlbench logs (log_policy): MLflow's models-from-code loader, rlbench's code file, and
+#: the two artifacts it reads; anything else in a version is not loaded
+CODE_LOADER = "mlflow.pyfunc.loaders.code_model"
+POLICY_ARTIFACTS = {"policy", "env"}
+
+
+def load_version(name: str, version: str, tracking_uri: str | None = None) -> tuple[Any, Any]:
+    """The agent of version ``version`` of ``name`` and the single-copy env it acts in, read
+    from the version's artifacts without running anything stored with it.
+
+    ``mlflow.pyfunc.load_model`` would unpickle a cloudpickled model, or execute the code file
+    stored with a models-from-code one: anyone who can register a version could run code in a
+    server. Only a version that has rlbench's form (:func:`log_policy`) is accepted, and its
+    ``policy`` artifact is read by rlbench's own loader (SB3 zip with ``weights_only``, NPZ,
+    JSON); rlbench's own code does the rest."""
+    import mlflow
+    import yaml
+
+    from rlbench.agents import load_agent
+    from rlbench.envs import make_vec
+
+    uri = resolve_tracking_uri(tracking_uri)
+    what = f"{name} version {version}"
+    with tempfile.TemporaryDirectory(prefix="rlbench-load-") as tmp:
+        try:
+            with using_store(uri):
+                local = Path(
+                    mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp)
+                )
+            meta = yaml.safe_load((local / "MLmodel").read_text())
+        except Exception as err:
+            raise UserError(f"cannot load {what}: {first_line(err)}") from None
+        flavor = (meta or {}).get("flavors", {}).get("python_function") or {}
+        artifacts = flavor.get("artifacts") or {}
+        pickles = sorted(p.name for p in local.rglob("*.pkl"))
+        if (
+            flavor.get("loader_module") != CODE_LOADER
+            or set(artifacts) != POLICY_ARTIFACTS
+            or pickles
+        ):
+            raise UserError(
+                f"{what} is not an rlbench policy (registered by rlbench-registry or "
+                "tracking.register); it is not loaded: another MLflow model could run "
+                "arbitrary code when loaded"
+            )
+        try:
+            spec = json.loads((local / artifacts["env"]["path"]).read_text())
+            venv = make_vec(spec["env_id"], 1, **spec["env_kwargs"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise UserError(f"cannot load {what}: its env artifact ({first_line(err)})") from None
+        try:
+            agent = load_agent(local / artifacts["policy"]["path"], venv, device="cpu")
+        except UserError as err:
+            raise UserError(f"cannot load {what}: {err}") from None
+    return agent, venv
 
 
 def register(
@@ -147,6 +210,11 @@ def register(
     version (registering twice makes no duplicate)."""
     from mlflow.exceptions import MlflowException
 
+    if not str(name).strip() or any(c in str(name) for c in "/:"):
+        raise UserError(
+            f"model name {name!r}: give a non-empty name without '/' or ':' (MLflow's rule), "
+            "e.g. autoscaler"
+        )
     earlier = [v for v in versions_of_runs([run_id], tracking_uri) if v.name == name]
     if earlier:
         return earlier[0]
@@ -178,7 +246,9 @@ def promote(
     version = version or _alias_version(client, name, schema.CHALLENGER)
     if version is None:
         raise UserError(f"{name} has no {schema.CHALLENGER}: name the version to promote")
-    _require_version(client, name, str(version))
+    version = _require_version(client, name, str(version))
+    # a version that is not rlbench's form is never made champion (a server would load it)
+    load_version(name, version, tracking_uri)[1].close()
     previous = _alias_version(client, name, schema.CHAMPION)
     if previous == str(version):
         raise UserError(f"version {version} of {name} is already the {schema.CHAMPION}")
@@ -247,8 +317,7 @@ def resolve_alias(model_uri: str, tracking_uri: str | None = None) -> str:
         if found is None:
             raise UserError(f"{name} has no alias {alias!r}")
         return found
-    _require_version(client, name, str(version))
-    return str(version)
+    return _require_version(client, name, str(version))
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -286,11 +355,12 @@ def _require_model(client: Any, name: str) -> None:
         raise UserError(f"no registered model {name!r} (registered: {known})") from None
 
 
-def _require_version(client: Any, name: str, version: str) -> None:
+def _require_version(client: Any, name: str, version: str) -> str:
+    """``version`` as the registry writes it ("02" is version "2"); ``UserError`` if none."""
     from mlflow.exceptions import MlflowException
 
     try:
-        client.get_model_version(name, version)
+        return str(client.get_model_version(name, version).version)
     except MlflowException:
         raise UserError(f"{name} has no version {version!r}") from None
 

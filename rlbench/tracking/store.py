@@ -81,6 +81,12 @@ def resolve_uri(uri: str | None) -> str:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     quiet_engine_log()
     if uri.lower().startswith("sqlite") and sqlite_path(uri) is None:
+        path = uri.partition(":")[2].lstrip("/").partition("?")[0]
+        if path and path != ":memory:":  # sqlite:/x.db, sqlite://x.db: SQLAlchemy reads no file
+            raise UserError(
+                f"tracking store {uri}: a SQLite URL names its file after three slashes: "
+                f"sqlite:///{path} (relative to here) or sqlite:////an/absolute/path.db"
+            )
         raise UserError(
             f"tracking store {uri} is an in-memory database: what is recorded would vanish "
             "with the process (and each helper process has a database of its own); give a "

@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
+from rlbench.errors import UserError
+
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serve")]
 NAME = "autoscaler"
 OBS_DIM = 7
@@ -226,6 +228,10 @@ BAD_REQUESTS = [
     (b'{"observation": [NaN, 0, 0, 0, 0, 0, 0]}', 400, "finite numbers"),
     (b'{"observation": [0, 0, 0, 0, 0, 0, 0], "deterministic": "yes"}', 400, "true or false"),
     (json.dumps({"observations": [[0.0] * 7] * 9}).encode(), 413, "at most 8"),
+    (b'{"observation": ["0.5", "0", "0", "0", "0", "0", "0"]}', 400, "arrays of numbers"),
+    (b'{"observation": [true, false, true, false, true, false, true]}', 400, "arrays of numbers"),
+    (b'{"observation": ' + b"[" * 2500 + b"]" * 2500 + b"}", 400, "malformed JSON"),  # deep
+    (json.dumps({"observations": [[0.5] * 7] * 10_000}).encode(), 413, "request body of"),
 ]
 
 
@@ -328,8 +334,11 @@ def test_a_version_that_fails_to_load_is_refused_and_the_old_one_serves_on(store
     policy_file = Path(urlparse(stored).path) / "artifacts" / "model.zip"
     assert policy_file.is_file()
     policy_file.write_bytes(b"not a zip")  # the store's own copy: a damaged upload
+    with pytest.raises(UserError, match="is not a valid rlbench model"):  # promote loads it
+        registry.promote(NAME, broken.version, reason="bad build", tracking_uri=uri)
     url = served("--poll-interval", "0.3")
-    registry.promote(NAME, broken.version, reason="bad build", tracking_uri=uri)
+    # damaged after its promotion (or moved by another MLflow client): the server refuses it
+    client.set_registered_model_alias(NAME, "champion", broken.version)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and "refused_versions_total 1" not in get(url + "/metrics"):
         time.sleep(0.3)
@@ -337,6 +346,56 @@ def test_a_version_that_fails_to_load_is_refused_and_the_old_one_serves_on(store
     code, answer = post(url + "/decide", json.dumps({"observation": [0.3] * 7}).encode())
     assert code == 200 and answer["policy"]["version"] == "1"
     registry.promote(NAME, "1", reason="undo", tracking_uri=uri)
+
+
+def test_a_model_that_would_unpickle_is_never_loaded_nor_promoted(store, tmp_path):
+    """A pyfunc version logged by other means (a cloudpickled PythonModel) is refused by the
+    server, by collection and by promotion, and its pickle is never run."""
+    import subprocess
+
+    marker = tmp_path / "PWNED"
+    script = f"""
+import builtins, mlflow
+from mlflow.pyfunc import PythonModel
+mlflow.set_tracking_uri({store["uri"]!r})
+class Evil(PythonModel):
+    def predict(self, context, x, params=None):
+        return x
+    def __reduce__(self):
+        return (builtins.exec, ("open({str(marker)!r}, 'a').write('ran')",))
+with mlflow.start_run():
+    info = mlflow.pyfunc.log_model(name="policy", python_model=Evil())
+print(mlflow.register_model(info.model_uri, {NAME!r}).version)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=store["env"], cwd=tmp_path, check=True)  # fmt: skip
+    version = done.stdout.strip().splitlines()[-1]
+    marker.unlink(missing_ok=True)  # MLflow's log_model may load what it logged
+    from rlbench.offline.collect import policy_from_spec
+    from rlbench.serve.server import load_policy
+    from rlbench.tracking import registry
+
+    with pytest.raises(UserError, match="is not an rlbench policy"):
+        load_policy(f"models:/{NAME}/{version}", store["uri"])
+    with pytest.raises(UserError, match="is not an rlbench policy"):
+        registry.promote(NAME, version, reason="test", tracking_uri=store["uri"])
+    with pytest.raises(UserError, match="is not an rlbench policy"):
+        policy_from_spec(f"models:/{NAME}/{version}", "autoscaling", None, 0, store["uri"], [])
+    assert not marker.exists()
+
+
+def test_registration_leaves_the_run_as_it_was(store):
+    import mlflow
+
+    from rlbench.tracking import registry
+
+    client = mlflow.MlflowClient(store["uri"])
+    before = client.get_run(store["runs"][0]).info
+    registry.register(store["runs"][0], "another-name", tracking_uri=store["uri"])
+    after = client.get_run(store["runs"][0]).info
+    assert (after.status, after.end_time) == (before.status, before.end_time)
+    with pytest.raises(UserError, match="without '/' or ':'"):
+        registry.register(store["runs"][0], "a/b", tracking_uri=store["uri"])
 
 
 def test_serve_cli_refuses_an_unknown_model_or_alias_in_one_line(store, capsys):
