@@ -13,6 +13,7 @@ Mistakes are one ``error:`` line and exit code 2 (:mod:`rlbench.cli`).
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,7 @@ def _check(cfg: DictConfig) -> None:
             "rlbench-live needs a tracking store (the registry holds the champion): "
             "drop tracking.enabled=false"
         )
-    if cfg.decisions is not None and int(cfg.decisions) < 1:
-        raise UserError(f"decisions must be >= 1 (or null: until Ctrl-C), got {cfg.decisions}")
+    _check_numbers(cfg)
     if str(cfg.explore.kind) not in ("epsilon", "softmax", "none"):
         raise UserError(f"explore.kind={cfg.explore.kind!r}: choose epsilon, softmax or none")
     from rlbench.offline.collect import compose
@@ -128,6 +128,61 @@ def _check(cfg: DictConfig) -> None:
             "serve_url: rlbench-serve sends the greedy action, so exploration around it must be "
             f"explore.kind=epsilon (got {cfg.explore.kind})"
         )
+
+
+#: key -> (int or float, lowest, highest, null allowed); an open end is None. A value out of
+#: range is refused before the first decision: a gate.alpha of 2 reversed the gate's interval
+#: and promoted a worse challenger, a report_every of 0 crashed after the first decision.
+NUMBERS: dict[str, tuple[type, float | None, float | None, bool]] = {
+    "seed": (int, 0, None, False),
+    "decisions": (int, 1, None, True),
+    "initial_steps": (int, 1, None, False),
+    "report_every": (int, 1, None, False),
+    "triggers.count.min_decisions": (int, 1, None, False),
+    "triggers.count.max_success_rate": (float, 0, 1, True),
+    "triggers.elapsed_s": (float, 0, None, True),
+    "triggers.drift.window": (int, 2, None, False),
+    "triggers.drift.blocks": (int, 2, None, False),
+    "triggers.drift.z": (float, 0, None, False),
+    "retrain.steps": (int, 1, None, False),
+    "retrain.window": (int, 1, None, False),
+    "retrain.holdout": (float, 0, 1, False),
+    "retrain.min_interval": (int, 0, None, False),
+    "gate.n_boot": (int, 10, None, False),
+    "gate.alpha": (float, 0, 1, False),
+    "gate.gamma": (float, 0, 1, False),
+    "gate.margin": (float, None, None, False),
+    "gate.approval_timeout_s": (float, 0, None, True),
+    "shadow.decisions": (int, 0, None, False),
+    "rollback.window": (int, 0, None, False),
+    "rollback.margin": (float, None, None, False),
+}
+#: ends that are not allowed themselves (a share of 0 or 1, an alpha of 0 or 1)
+OPEN_ENDS = {"retrain.holdout", "gate.alpha", "triggers.drift.z"}
+
+
+def _check_numbers(cfg: DictConfig) -> None:
+    for key, (kind, low, high, nullable) in NUMBERS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None and nullable:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = number and math.isfinite(value) and (kind is float or float(value).is_integer())
+        strict = key in OPEN_ENDS
+        if ok and low is not None:
+            ok = value > low if strict else value >= low
+        if ok and high is not None:
+            ok = value < high if strict else value <= high
+        if not ok:
+            what = "an integer" if kind is int else "a number"
+            if low is not None and high is not None:
+                bounds = f" {'strictly ' if strict else ''}between {low:g} and {high:g}"
+            elif low is not None:
+                bounds = f" {'>' if strict else '>='} {low:g}"
+            else:
+                bounds = ""
+            null = " (or null)" if nullable else ""
+            raise UserError(f"{key} must be {what}{bounds}{null}, got {value!r}")
 
 
 def run_session(cfg: DictConfig, view: Any = "config") -> State:

@@ -108,8 +108,18 @@ def _session_command(verb: str, folder: Path | None) -> None:
         (control / "kill").unlink(missing_ok=True)
         print(f"kill switch off for {folder}: the champion acts again")
         return
+    if verb in ("approve", "reject"):
+        waiting = control / schema.LIVE_AWAITING_FILE
+        if not waiting.is_file():
+            raise UserError(
+                f"{folder}: no challenger is waiting for approval (one waits only while its "
+                "session runs with gate.approval=true and it has passed the gate)"
+            )
+        verb_said = f"{verb} v{waiting.read_text().strip()}"
+    else:
+        verb_said = verb
     (control / SESSION_VERBS[verb]).touch()
-    print(f"{verb}: {control / SESSION_VERBS[verb]}")
+    print(f"{verb_said}: {control / SESSION_VERBS[verb]}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -89,11 +89,38 @@ class State:
     @classmethod
     def load(cls, path: Path) -> State:
         try:
-            return cls(**json.loads(path.read_text()))
+            state = cls(**json.loads(path.read_text()))
+            state._check()
+            return state
         except (ValueError, TypeError) as err:
             raise UserError(
                 f"{path}: not a live session state ({err}); delete it to start the session anew"
             ) from None
+
+    #: field -> the kinds its value may have (None for an optional field)
+    KINDS: ClassVar[dict[str, tuple[type, ...]]] = {
+        "run_id": (str, type(None)), "starts": (int,), "decisions": (int,), "episodes": (int,),
+        "retrainings": (int,), "last_retrain": (int, type(None)), "reward_sum": (int, float),
+        "triggers": (dict,), "watch": (dict, type(None)), "shadow": (dict, type(None)),
+        "history": (list,),
+    }  # fmt: skip
+    WATCH_KEYS: ClassVar[tuple[str, ...]] = ("version", "baseline", "n", "sum")
+    SHADOW_KEYS: ClassVar[tuple[str, ...]] = ("version", "run_id", "n", "agree", "until")
+
+    def _check(self) -> None:
+        """ValueError for a field of the wrong kind (a hand-edited or foreign file)."""
+        for name, kinds in self.KINDS.items():
+            value = getattr(self, name)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise ValueError(f"{name} is {value!r}")
+            if name != "reward_sum" and isinstance(value, int) and value < 0:
+                raise ValueError(f"{name} is negative ({value})")
+        for name, keys in (("watch", self.WATCH_KEYS), ("shadow", self.SHADOW_KEYS)):
+            node = getattr(self, name)
+            if node is not None and not set(keys) <= set(node):
+                raise ValueError(f"{name} lacks {', '.join(sorted(set(keys) - set(node)))}")
+        if not all(isinstance(e, dict) and "k" in e and "trigger" in e for e in self.history):
+            raise ValueError("history holds an entry that is not a retraining")
 
 
 @dataclass
@@ -150,6 +177,8 @@ class LiveSession:
         self.view_rewards = collections.deque(maxlen=1000)
         self.last_event = ""
         self.writer: LogWriter | None = None  # the session's log while it runs
+        self._running = False  # while the writer is open
+        self._redo: str | None = None  # a retraining a killed session did not finish
         self._rate = 0.0
 
     # ------------------------------------------------------------------ the policies
@@ -172,6 +201,11 @@ class LiveSession:
     def run(self) -> State:
         """Act until ``cfg.decisions`` decisions (counted over the whole session)."""
         self.state.starts += 1
+        last = self.state.history[-1] if self.state.history else None
+        if last is not None and "verdict" not in last:  # killed while it trained: do it again
+            last.update(verdict="interrupted", why="the session stopped while it trained")
+            self._redo = f"again, after an interrupted retraining {last['k']} ({last['trigger']})"
+            self._event(f"retraining {last['k']} was interrupted: it runs again now")
         self._save(durable=True)
         self.champion = self._load_champion()
         if self.state.shadow:
@@ -190,6 +224,7 @@ class LiveSession:
             meta={"session": str(self.cfg.session)},
         )
         self.writer = writer
+        self._running = True
         seconds = float(getattr(self.adapter, "step_seconds", 1.0))
         if self.feed is not None:
             self.feed.start()
@@ -274,6 +309,7 @@ class LiveSession:
                     self.view(self.snapshot())
                     next_view = time.monotonic() + VIEW_EVERY_S
         finally:
+            self._running = False
             if self.feed is not None:
                 self.feed.close()
             writer.close()
@@ -289,7 +325,8 @@ class LiveSession:
             return self._check_rollback()
         if shadow is not None and self.state.decisions >= shadow["until"]:
             return self._end_shadow()
-        reason = self._due()
+        reason = self._redo or self._due()
+        self._redo = None
         return bool(reason) and self._retrain(reason)
 
     def _reset(self) -> np.ndarray:
@@ -308,6 +345,10 @@ class LiveSession:
         return self.feed.apply(obs)
 
     def _save(self, durable: bool = False) -> None:
+        """Save the state; a durable save mid-batch (a shadow's end, a rollback, a retraining)
+        first makes the log hold every decision the state counts."""
+        if durable and self.writer is not None and self._running:
+            self.writer.flush()
         self.state.triggers = {t.name: t.state() for t in self.triggers}
         self.state.save(self.state_path, durable)
 
@@ -470,19 +511,28 @@ class LiveSession:
     def _approved(self, version: str) -> bool:
         """Wait for ``control/approve`` or ``control/reject`` (manual approval)."""
         approve, reject = self.control / "approve", self.control / "reject"
+        awaiting = self.control / schema.LIVE_AWAITING_FILE
+        # only a decision made after this challenger passed counts: an old file is no answer
+        approve.unlink(missing_ok=True)
+        reject.unlink(missing_ok=True)
+        self.control.mkdir(parents=True, exist_ok=True)
+        awaiting.write_text(f"{version}\n")  # rlbench-live-ctl approve|reject needs it there
         self._event(f"challenger v{version} passed the gate: waiting for approval "
                     f"(rlbench-live-ctl approve|reject, or touch {approve})")  # fmt: skip
         timeout = self.cfg.gate.approval_timeout_s
         deadline = math.inf if timeout is None else time.monotonic() + float(timeout)
-        while time.monotonic() < deadline:
-            self.view(self.snapshot())
-            if reject.exists():
-                reject.unlink(missing_ok=True)
-                return False
-            if approve.exists():
-                approve.unlink(missing_ok=True)
-                return True
-            time.sleep(0.2)
+        try:
+            while time.monotonic() < deadline:
+                self.view(self.snapshot())
+                if reject.exists():
+                    reject.unlink(missing_ok=True)
+                    return False
+                if approve.exists():
+                    approve.unlink(missing_ok=True)
+                    return True
+                time.sleep(0.2)
+        finally:
+            awaiting.unlink(missing_ok=True)
         self._event(f"no approval within {timeout} s: v{version} not promoted")
         return False
 
@@ -505,6 +555,10 @@ class LiveSession:
         why = f"passed the gate, then {sh['n']} decisions in shadow ({agree:.0%} agreed)"
         self._promote(handle, why)
         self._tag(sh["run_id"], {schema.LIVE_GATE_TAG: "promoted"})
+        for entry in reversed(self.state.history):
+            if entry.get("version") == sh["version"] and entry.get("verdict") == "shadow":
+                entry["verdict"] = "promoted"
+                break
         self._save(durable=True)
         return True
 

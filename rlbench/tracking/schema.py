@@ -213,6 +213,7 @@ LIVE_GATE_WHY_TAG = "rlbench.live.gate_why"  # the verdict's numbers in words
 LIVE_PREFIX = "live/"  # the parent's series: live/reward, live/decisions_per_s, ...
 GATE_PREFIX = "gate/"  # a retraining's gate: gate/diff, gate/low, gate/high, gate/champion, ...
 LIVE_STATE_FILE = "session.json"  # a live session folder's resumable state
+LIVE_AWAITING_FILE = "awaiting_approval"  # control/: a challenger's version while it waits
 
 
 def live_metric(name: str) -> str:

@@ -9,6 +9,8 @@ policy, so the tests check the loop's logic in a second or two each.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -203,14 +205,25 @@ def test_shadow_decisions_are_logged_then_the_challenger_is_promoted(make_sessio
 
 
 def test_manual_approval_refused_keeps_the_champion(make_session):
+    """Only an answer given after the challenger passed counts: an approve file left from
+    before is no approval (it would promote the next challenger unseen)."""
     session, registry = make_session(
         Fixed(1), [Fixed(2)], "decisions=700", "gate.margin=-1e9", "gate.approval=true",
-        *EVERY_600,
+        "gate.approval_timeout_s=60", *EVERY_600,
     )  # fmt: skip
-    (session.control / "reject").touch()
+    (session.control / "approve").touch()  # stale: sent while nothing waited
+    awaiting = session.control / schema.LIVE_AWAITING_FILE
+
+    def reject_when_asked() -> None:
+        while not awaiting.exists():
+            time.sleep(0.02)
+        (session.control / "reject").touch()
+
+    threading.Thread(target=reject_when_asked, daemon=True).start()
     state = session.run()
     assert state.history[0]["verdict"] == "refused" and not registry.moves
     assert not (session.control / "reject").exists()  # consumed
+    assert not awaiting.exists()  # nothing waits any more
 
 
 def test_the_kill_switch_hands_decisions_to_the_fallback_rule(make_session):
