@@ -111,6 +111,12 @@ class Agent(abc.ABC):
         pi = self.action_probabilities(obs, deterministic=deterministic)
         return self.predict(obs, deterministic=deterministic), pi
 
+    def history_setting(self) -> str | None:
+        """The setting that makes this policy's decision depend on its own past (a rule's
+        cooldown), or None: a log's propensities and off-policy estimates are pi(a|s) of the
+        observation alone, which such a policy is not."""
+        return None
+
     def action_probabilities(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """pi(a|s): the distribution :meth:`predict` draws each action from, shape ``(N, A)``,
         rows summing to 1, for a discrete action space.

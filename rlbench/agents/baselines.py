@@ -151,6 +151,9 @@ class ThresholdAgent(_FixedPolicy):
         self._cool = np.where(free, np.where(wanted != HOLD, self.cooldown, 0), self._cool - 1)
         return action
 
+    def history_setting(self) -> str | None:
+        return f"algo.cooldown={self.cooldown}" if self.cooldown > 0 else None
+
     def action_probabilities(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """One-hot on the action :meth:`predict` would take now, without stepping the cooldown."""
         wanted, free = self._decide(obs)

@@ -78,7 +78,7 @@ def collect_command(argv: Sequence[str] | None = None) -> None:
     from rlbench.config import env_spec
     from rlbench.envs import make_vec
     from rlbench.offline.collect import Behaviour, collect, is_model_spec, load_policy, parse_time
-    from rlbench.offline.log import LogWriter
+    from rlbench.offline.log import COLLECTION_KEY, LogWriter, collections_in
 
     args = collect_parser().parse_intermixed_args(argv)
     for key in ("episodes", "copies", "batch_size"):
@@ -103,6 +103,11 @@ def collect_command(argv: Sequence[str] | None = None) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the log")
     meta = {"env_kwargs": env_kwargs, "behaviour": name, "explore": args.explore}
+    # a collection added to a log folder gets episode ids of its own (-c2, -c3, ...): with
+    # the same ids, two collections' episodes would be read back as one, twice as long
+    earlier = collections_in(out)
+    nth = f"-c{earlier + 1}" if earlier else ""
+    meta[COLLECTION_KEY] = earlier + 1
     writer = LogWriter(
         out, env_id=env_id, obs_shape=venv.observation_space.shape,
         n_actions=int(venv.action_space.n), batch_size=args.batch_size, meta=meta,
@@ -110,13 +115,45 @@ def collect_command(argv: Sequence[str] | None = None) -> None:
     with writer:
         result = collect(
             venv, behaviour, writer, episodes=args.episodes, seed=args.seed, start_ts=start,
-            seconds_per_step=args.seconds_per_step, run_name=f"{name}-s{args.seed}",
+            seconds_per_step=args.seconds_per_step, run_name=f"{name}-s{args.seed}{nth}",
         )  # fmt: skip
     returns = result["returns"]
     print(
         f"logged {writer.flushed} decisions of {len(returns)} episodes to {out} "
         f"(mean return {sum(returns) / len(returns):.4g}; {len(writer.files)} file(s))"
     )
+
+
+def _whole_episodes(data: Any) -> Any:
+    """The episodes the log holds whole (step 0 to a done record, no step missing), with a
+    warning naming how many others were left out: an episode cut by ``--window-days`` or by a
+    collection killed mid-episode would bias every trajectory estimator."""
+    import numpy as np
+
+    n = data.n_episodes
+    count = np.bincount(data.episode, minlength=n)
+    first = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first, data.episode, data.step)
+    last = np.full(n, -1)
+    np.maximum.at(last, data.episode, data.step)
+    ends = np.zeros(n, dtype=bool)
+    ends[data.episode[data.done]] = True  # some record of the episode ends it
+    at_last = np.zeros(n, dtype=bool)
+    at_last[data.episode[data.done & (data.step == last[data.episode])]] = True
+    whole = (first == 0) & (count == last + 1) & ends & at_last
+    if whole.all():
+        return data
+    if not whole.any():
+        raise UserError(
+            "the log holds no whole episode (each lacks its first step or its end): collect "
+            "more, or widen --window-days"
+        )
+    print(
+        f"warning: left out {int((~whole).sum())} of {n} episodes the log does not hold whole "
+        "(cut by --window-days, or a collection stopped mid-episode)",
+        file=sys.stderr,
+    )
+    return data.subset(whole[data.episode])
 
 
 def collect_main() -> None:
@@ -196,6 +233,7 @@ def ope_command(argv: Sequence[str] | None = None) -> None:
             raise UserError("--window-days must be > 0")
         keep = data.ts > data.ts.max() - 86400.0 * args.window_days
         data = data.subset(keep)
+    data = _whole_episodes(data)
     lengths = np.bincount(data.episode)
     names = names_given or list(ope.BANDIT if lengths.max() == 1 else ope.SEQUENTIAL)
     targets = {}

@@ -311,6 +311,31 @@ def log_files(path: str | Path) -> list[Path]:
     return files
 
 
+COLLECTION_KEY = "collection"  # header: which collection into a log folder wrote the file
+
+
+def collections_in(root: str | Path) -> int:
+    """How many collections wrote into the log folder ``root`` so far (0 for none): the highest
+    ``collection`` number in its part files' headers, or, for files from before that number,
+    one per writing process (``part-<pid>-...``)."""
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    numbered, pids = 0, set()
+    for path in root.rglob("part-*.jsonl"):
+        try:
+            with path.open("rb") as f:
+                header = json.loads(f.readline() or b"{}")
+        except (OSError, ValueError):
+            header = {}
+        number = header.get(COLLECTION_KEY) if isinstance(header, dict) else None
+        if isinstance(number, int) and not isinstance(number, bool):
+            numbered = max(numbered, number)
+        else:
+            pids.add(path.name.split("-")[1] if path.name.count("-") >= 2 else path.name)
+    return max(numbered, len(pids))
+
+
 def _day_of(path: Path) -> dt.date | None:
     for part in path.parts:
         if part.startswith("date="):
@@ -520,6 +545,7 @@ def _to_arrays(
             more = int(mask.sum()) - 1
             raise UserError(f"{f}: line {line}: {what}" + (f" (and {more} more)" if more else ""))
 
+    first_bad(step < 0, f"step {int(step.min(initial=0))} is negative")
     bad_a = (action != np.round(action)) | (action < 0) | (action >= n_actions)
     if bad_a.any():
         a = action[np.argmax(bad_a)]
@@ -540,6 +566,16 @@ def _to_arrays(
             codes[key] = len(episode_ids)
             episode_ids.append(key)
         episode[i] = codes[key]
+    pairs = episode * (int(step.max(initial=0)) + 1) + step
+    _, first, counts = np.unique(pairs, return_index=True, return_counts=True)
+    if (counts > 1).any():  # two records of one step: logs of two collections with one id
+        i = int(first[np.argmax(counts > 1)])
+        f, line = rows[i]["_where"]
+        raise UserError(
+            f"{f}: line {line}: episode {episode_ids[episode[i]]!r} step {int(step[i])} is "
+            "logged more than once (two collections wrote the same episode ids into one folder?): "
+            "read them as separate logs, or collect again into a new --out folder"
+        )
     return InteractionLog(
         env_id=str(header["env_id"]),
         obs_shape=obs_shape,

@@ -141,6 +141,9 @@ def make_batch(log: Any, policy: Any) -> Batch:
 
 def target_probabilities(policy: Any, obs: np.ndarray, n_actions: int) -> np.ndarray:
     """pi(.|obs) of the target in chunks, checked to be ``(n, n_actions)`` distributions."""
+    from rlbench.offline.collect import check_memoryless
+
+    check_memoryless(policy, "the target policy")
     out = np.empty((len(obs), n_actions))
     for lo in range(0, len(obs), 8192):
         chunk = np.asarray(policy.action_probabilities(obs[lo : lo + 8192], deterministic=True))
@@ -534,7 +537,8 @@ class Evaluator:
                 )
             )
         E = len(W)
-        if ess_e < max(10.0, 0.01 * E) and self.w.shape[1] > 1:
+        # degenerate: a few episodes carry the weight (not: few episodes, all weighed alike)
+        if ess_e < min(max(10.0, 0.01 * E), 0.5 * E) and self.w.shape[1] > 1:
             notes.append(
                 f"trajectory weights are degenerate: effective sample size {ess_e:.1f} of {E} "
                 "episodes (prefer per-decision or model-based estimators)"

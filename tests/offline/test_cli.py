@@ -29,6 +29,48 @@ def test_a_seed_fixes_the_collection(tmp_path):
     assert a.done.sum() == 6 and not a.terminal.any()  # time-limit ends, not terminal
 
 
+def test_a_collection_added_to_a_log_folder_keeps_its_episodes_apart(tmp_path, capsys):
+    """Two collections into one --out (the same seed, as people run them): four episodes of
+    16 steps each, not two of 32; on-policy IS equals the logged mean return."""
+    for _ in range(2):
+        collect_command(["--policy", "threshold", "--epsilon", "0.3", "--out", str(tmp_path),
+                         "--episodes", "2", "--copies", "2", "--start", "2026-01-01",
+                         "env.horizon=16"])  # fmt: skip
+    log = read_log(tmp_path)
+    assert log.n_episodes == 4 and np.all(np.bincount(log.episode) == 16)
+    capsys.readouterr()
+    ope_command([str(tmp_path), "--policy", "threshold", "--epsilon", "0.3", "--no-track",
+                 "--estimators", "is", "--boot", "20", "env.horizon=16"])  # fmt: skip
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    (value,) = [float(r[2]) for r in rows if len(r) > 2 and r[1] == "is"]
+    returns = np.bincount(log.episode, weights=log.reward)
+    assert value == pytest.approx(returns.mean(), abs=0.01)  # printed to 4 digits
+
+
+def test_a_log_with_a_step_twice_is_refused(tmp_path):
+    collect_command(["--policy", "threshold", "--out", str(tmp_path / "a"), *FAST])
+    part = next((tmp_path / "a").rglob("*.jsonl"))
+    lines = part.read_text().splitlines()
+    part.write_text("\n".join([*lines, lines[1]]) + "\n")  # one record written twice
+    with pytest.raises(UserError, match="is logged more than once"):
+        read_log(tmp_path / "a")
+
+
+def test_ope_leaves_out_episodes_the_log_does_not_hold_whole(tmp_path, capsys):
+    """A collection killed mid-episode: the cut episode is left out with a warning."""
+    collect_command(["--policy", "threshold", "--epsilon", "0.3", "--out", str(tmp_path),
+                     *FAST])  # fmt: skip
+    part = next(tmp_path.rglob("*.jsonl"))
+    lines = part.read_text().splitlines()
+    part.write_text("\n".join(lines[:-1]) + "\n")  # an episode's last step lost
+    capsys.readouterr()
+    ope_command([str(tmp_path), "--policy", "threshold", "--epsilon", "0.3", "--no-track",
+                 "--estimators", "is", "--boot", "20", "env.horizon=16"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert "left out 1 of 6 episodes the log does not hold whole" in captured.err
+    assert "5 episodes" in captured.out
+
+
 def test_softmax_exploration_records_the_softmax_probability(tmp_path):
     collect_command(["--policy", "qlearning", "--explore", "softmax", "--temperature", "2",
                      "--out", str(tmp_path), *FAST])  # fmt: skip
@@ -54,6 +96,8 @@ def test_softmax_exploration_records_the_softmax_probability(tmp_path):
         (["--policy", "threshold", "--start", "yesterday"],
          r"--start 'yesterday' is not an ISO date"),
         (["--policy", "missing.zip"], r"missing.zip: no such model file"),
+        (["--policy", "threshold", "algo.cooldown=12"],
+         r"has algo.cooldown=12: its decisions depend on its own past actions"),
     ],
 )  # fmt: skip
 def test_collect_mistakes_are_one_line_and_write_nothing(tmp_path, argv, message):
