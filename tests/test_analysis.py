@@ -366,3 +366,34 @@ def test_runs_scored_on_their_best_validated_weights_are_an_entry_of_their_own()
     assert dict(zip(runs["run_id"], runs["algo"], strict=True)) == {
         "a": "dqn@best", "b": "dqn", "c": "dqn", "d": "dqn@best",
     }  # fmt: skip
+
+
+def _run_row(run_id: str, seed: int, start: int, **params: str) -> dict:
+    return {
+        "run_id": run_id, "run_name": run_id, "experiment_id": "1", "status": "FINISHED",
+        "start_time": start, "end_time": start + 1, "params.env.name": "gym",
+        "params.env.load": None, "params.algo.name": "random", "params.seed": str(seed),
+        "metrics.test/mean_return": float(start), f"tags.{RUN_KEY}": run_id,
+    } | {f"params.{k.replace('__', '.')}": v for k, v in params.items()}  # fmt: skip
+
+
+RUN_KEY = "rlbench.run_key"
+
+
+def test_gymnasium_tasks_are_told_apart_and_a_seed_counts_once():
+    """env=gym runs on CartPole and on Acrobot are two tasks, not seeds of one; one seed run
+    with three budgets is one seed (the newest run), not three."""
+    rows = [
+        _run_row("c0", 0, 1, env__id="CartPole-v1"),
+        _run_row("a0", 0, 2, env__id="Acrobot-v1"),
+        _run_row("s1", 5, 3, env__id="CartPole-v1", train__total_steps="2048"),
+        _run_row("s2", 5, 4, env__id="CartPole-v1", train__total_steps="4096"),
+        _run_row("s3", 5, 5, env__id="CartPole-v1", train__total_steps="8192"),
+    ]
+    runs = analysis._runs_frame(rows, "test/mean_return")
+    assert dict(zip(runs["run_id"], runs["env"], strict=True))["a0"] == "Acrobot-v1"
+    table = analysis.score_table(runs)
+    cells = table.groupby(["env", "algo"])["seed"].apply(list).to_dict()
+    assert cells == {("Acrobot-v1", "random"): [0], ("CartPole-v1", "random"): [0, 5]}
+    assert table.set_index("seed").loc[5, "run_id"] == "s3"  # the newest of seed 5
+    assert table.attrs["left_out"] == {"runs of an algorithm, task and seed with other settings": 2}

@@ -78,6 +78,7 @@ RUN_COLUMNS = (
     "score",
 )
 NO_LOAD = "-"  # the load column of environments without load patterns
+GENERIC_ENV = "gym"  # env.name of conf/env/gym.yaml: its runs are told apart by env.id
 BEST_SUFFIX = "@best"  # the entry of runs scored with eval.policy=best: dqn@best
 #: the param of an observation's load forecast: ``ppo`` with ``env.forecast=lstm`` is ``ppo+lstm``
 FORECAST_PARAM = "env.forecast"
@@ -205,6 +206,10 @@ def _runs_frame(rows: list[dict[str, Any]], metric: str) -> pd.DataFrame:
     if scored is not None:  # scored on its best-validated weights: not more seeds of the last
         best = scored.astype(str) == "best"
         frame["algo"] = frame["algo"].where(~best, frame["algo"].astype(str) + BEST_SUFFIX)
+    env_id = frame.get("params.env.id")
+    if env_id is not None:  # env=gym names every gymnasium task "gym": the task is its id
+        generic = (frame["env"] == GENERIC_ENV) & env_id.notna()
+        frame["env"] = frame["env"].where(~generic, env_id)
     frame["load"] = frame["load"].astype(object).where(frame["load"].notna(), NO_LOAD)
     frame["seed"] = _seeds(frame["seed"])
     frame["score"] = pd.to_numeric(_metric_or_legacy(frame, metric), errors="coerce").astype(float)
@@ -285,7 +290,9 @@ def score_table(
     Keeps runs that FINISHED, were not pruned, logged the score metric and name an algorithm
     (a sweep's parent run names none), and whose seed, when they logged one, is an integer in
     0..2**63-1 (:func:`invalid_seeds`). With ``latest_per_config``, a configuration trained
-    twice (same ``rlbench.run_key`` tag: same config and seed) counts once, by its newest run.
+    twice (same ``rlbench.run_key`` tag: same config and seed) counts once, by its newest run,
+    and so does an algorithm run on a task with one seed but other settings (a seed is not
+    counted twice). ``attrs["left_out"]``: how many runs each rule left out.
     ``sweep_trials=False`` also leaves out the runs of Optuna trials (tag
     ``rlbench.sweep.study``): each tries other settings, so they are not seeds of one algorithm.
     Columns: ``run_id``, ``run_name``, ``env``, ``load``, ``algo``, ``seed``, ``score``, then
@@ -298,16 +305,27 @@ def score_table(
         keep &= ~runs["run_id"].isin(invalid_seeds(runs)["run_id"])
     if f"tags.{PRUNED_TAG}" in runs:
         keep &= runs[f"tags.{PRUNED_TAG}"].fillna("false").astype(str).str.lower() != "true"
+    left_out: dict[str, int] = {}
     if not sweep_trials and f"tags.{SWEEP_STUDY_TAG}" in runs:
-        keep &= runs[f"tags.{SWEEP_STUDY_TAG}"].isna()
+        trial = runs[f"tags.{SWEEP_STUDY_TAG}"].notna()
+        left_out["runs of sweep trials"] = int((keep & trial).sum())
+        keep &= ~trial
     used = runs[keep]
     if latest_per_config and f"tags.{RUN_KEY_TAG}" in used:
         key = used[f"tags.{RUN_KEY_TAG}"].fillna(used["run_id"])
         newest = used.assign(_key=key).sort_values("start_time", ascending=False)
         used = newest.drop_duplicates("_key").drop(columns="_key")
+        left_out["older runs of the same configuration"] = int(keep.sum()) - len(used)
+        # the same algorithm, task and seed with other settings (train.total_steps=2048,4096):
+        # not more seeds of one entry; the newest is compared
+        seeded = used[used["seed"].notna()].sort_values("start_time", ascending=False)
+        again = seeded.duplicated(["env", "load", "algo", "seed"])
+        left_out["runs of an algorithm, task and seed with other settings"] = int(again.sum())
+        used = used.drop(index=seeded.index[again])
     finals = final_metrics(used)
     table = used[["run_id", "run_name", *GROUP_PARAMS, "score"]].join(finals)
     table.attrs = dict(runs.attrs)  # the store, for load_curves and load_trajectories
+    table.attrs["left_out"] = {k: n for k, n in left_out.items() if n}
     table = table.astype({"algo": str, "env": str, "load": str})
     table = table.sort_values(["env", "load", "algo", "seed", "run_id"], kind="stable")
     return table.reset_index(drop=True)

@@ -105,8 +105,9 @@ class ReportSettings:
         _check_output_dir(Path(self.output_dir))
 
 
-#: the files every report folder holds: a folder with all of them may be replaced by a report
-REPORT_FILES = (schema.REPORT_FILE, schema.REPORT_HTML_FILE, schema.SCORES_FILE)
+#: what a report folder holds (report.md, report.html, scores.csv, figures): a folder with
+#: report.md and nothing else may be replaced by a report
+REPORT_SUFFIXES = frozenset({".md", ".html", ".csv", ".png", ".svg"})
 
 
 def _check_output_dir(final: Path) -> None:
@@ -120,7 +121,10 @@ def _check_output_dir(final: Path) -> None:
             entries = sorted(entry.name for entry in final.iterdir())
         except OSError as err:
             raise UserError(f"{key}: cannot read it ({err.strerror or err})") from None
-        if entries and not all((final / name).is_file() for name in REPORT_FILES):
+        ours = (final / schema.REPORT_FILE).is_file() and all(
+            (final / name).is_file() and Path(name).suffix in REPORT_SUFFIXES for name in entries
+        )
+        if entries and not ours:
             shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
             raise UserError(
                 f"{key} holds files that are not an rlbench report ({shown}), and a report "
@@ -196,7 +200,7 @@ def gather(settings: ReportSettings) -> ReportData:
         raise UserError(f"no run of {where} can be compared (all pruned or without algo.name)")
     if settings.direction == "minimize":
         scores["score"] = -scores["score"]
-    excluded = _excluded(runs, len(scores), settings.metric)
+    excluded = _excluded(runs, scores, settings.metric)
     if len(bad_seeds):
         excluded["seed outside 0..2**63-1"] = len(bad_seeds)
     data = ReportData(runs=runs, scores=scores, excluded=excluded)
@@ -216,7 +220,7 @@ def _registered(scores: pd.DataFrame, tracking_uri: str | None) -> list[Any]:
         return []
 
 
-def _excluded(runs: pd.DataFrame, used: int, metric: str) -> dict[str, int]:
+def _excluded(runs: pd.DataFrame, scores: pd.DataFrame, metric: str) -> dict[str, int]:
     """How many runs :func:`~rlbench.analysis.score_table` left out, by reason."""
     finished = runs["status"] == "FINISHED"
     scored = finished & runs["score"].notna()
@@ -228,8 +232,13 @@ def _excluded(runs: pd.DataFrame, used: int, metric: str) -> dict[str, int]:
         f"without {metric}": int((finished & runs["score"].isna()).sum()),
         "pruned": int((scored & pruned).sum()),
         "without algo.name": int((scored & ~pruned & runs["algo"].isna()).sum()),
-        "older runs of the same configuration": int(named.sum()) - used,
     }
+    left_out = scores.attrs.get("left_out", {})
+    counts |= left_out
+    # the rest: a seed outside 0..2**63-1 (warned about apart) or a score that is not finite
+    counts["with a seed out of range or a score that is not finite"] = (
+        int(named.sum()) - len(scores) - sum(left_out.values())
+    )
     return {reason: n for reason, n in counts.items() if n}
 
 
