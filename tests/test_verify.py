@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -97,6 +98,26 @@ def test_corrupted_and_tampered_models_fail_with_a_reason(store, capsys):
     assert tampered.startswith("FAIL")
     assert f"returned {logged:.6g}, logged {logged + 5:.6g}" in tampered
     assert lines[store["runs"]["static"][0][:8]].startswith("PASS")
+
+
+def test_a_scored_run_without_its_model_or_its_logged_evaluation_fails(store, tmp_path):
+    """Nothing to load, or nothing to reproduce: neither may pass as a check."""
+    from mlflow.tracking import MlflowClient
+
+    from rlbench.results.verify import verify_experiment
+
+    client = MlflowClient(store["uri"])
+    exp_id = client.create_experiment("holes")
+    no_eval, _ = log_model_run(client, exp_id, tmp_path, "threshold")
+    artifacts = Path(client.get_run(no_eval).info.artifact_uri.removeprefix("file://"))
+    (artifacts / "eval" / "eval_episodes.csv").unlink()
+    no_model = client.create_run(exp_id, run_name="no-model").info.run_id
+    client.log_param(no_model, "algo.name", "threshold")
+    client.log_metric(no_model, "test/mean_return", -5.0)
+    client.set_terminated(no_model, "FINISHED")
+    checks = {c.run_id: c for c in verify_experiment("holes", tracking_uri=store["uri"])}
+    assert not checks[no_eval].ok and "eval_episodes.csv is missing" in checks[no_eval].detail
+    assert not checks[no_model].ok and checks[no_model].detail == "no model logged under model/"
 
 
 def test_filter_selects_runs(store):

@@ -94,7 +94,13 @@ def verdict(
         elif len(group) > 1:
             tied.append(label)
     parts = []
-    if overall is not None and len(overall) > 1:
+    tasks = per_load.groupby("algo")[["env", "load"]].apply(
+        lambda g: frozenset(map(tuple, g.to_numpy().tolist()))
+    )
+    if overall is not None and len(overall) > 1 and tasks.nunique() > 1:
+        # threshold on autoscaling and user_feedback on the scheduler were never compared
+        parts.append("no overall winner: not every algorithm ran on every task")
+    elif overall is not None and len(overall) > 1:
         first = rank1(overall)
         if len(first) == 1:
             best = overall[overall["algo"] == first[0]].iloc[0]

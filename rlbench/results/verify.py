@@ -87,12 +87,21 @@ def _run_config(client: Any, run: dict[str, Any], tmp: Path) -> Any:
 
 
 def _logged_episodes(client: Any, run_id: str, tmp: Path) -> Any:
+    """The run's logged evaluation episodes; ``ValueError`` when the file is missing or
+    unreadable (a scored model must reproduce what it logged, so there must be something)."""
     import pandas as pd
 
     try:
-        return pd.read_csv(client.download_artifacts(run_id, EPISODES_ARTIFACT, str(tmp)))
+        path = client.download_artifacts(run_id, EPISODES_ARTIFACT, str(tmp))
     except Exception:
-        return None
+        raise ValueError(f"its logged evaluation {EPISODES_ARTIFACT} is missing") from None
+    try:
+        episodes = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise ValueError(f"{EPISODES_ARTIFACT} is unreadable ({first_line(err)})") from None
+    if not {"seed", "return"} <= set(episodes.columns) or episodes.empty:
+        raise ValueError(f"{EPISODES_ARTIFACT} has no seed and return columns or no rows")
+    return episodes
 
 
 def _eval_seeds(cfg: Any, logged: Any) -> list[int]:
@@ -207,12 +216,21 @@ def _verify_runs(client: Any, runs: Any, device: str, checks: list[Check]) -> No
         except Exception as err:
             files = []
             checks.append(_check(run, MODEL_DIR, False, f"cannot list artifacts: {_reason(err)}"))
+        trained = run.get("status") == "FINISHED" and _present(run.get("algo"))
+        if not files and trained and _present(run.get("score")):  # scored, yet no model
+            checks.append(_check(run, MODEL_DIR, False, "no model logged under model/"))
         for info in files:
             try:
                 detail, ok = verify_model(client, run, info.path, device), True
             except (UserError, ValueError, RuntimeError, OSError, KeyError, TypeError) as err:
                 detail, ok = _reason(err), False
             checks.append(_check(run, info.path, ok, detail))
+
+
+def _present(value: Any) -> bool:
+    import pandas as pd
+
+    return not pd.isna(value)
 
 
 def _check(run: dict[str, Any], model: str, ok: bool, detail: str) -> Check:
@@ -257,7 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     try:
-        checks = verify_experiment(args.experiment, args.filter, args.tracking_uri, args.device)
+        from rlbench.agents.device import resolve_device
+
+        device = resolve_device(args.device)  # a device this machine lacks: one line, first
+        checks = verify_experiment(args.experiment, args.filter, args.tracking_uri, device)
     except UserError as err:
         print(f"error: {mask_passwords(str(err))}", file=sys.stderr)
         return 2

@@ -71,3 +71,15 @@ def test_links_open_mlflow_on_the_runs_in_training_mode():
         links.scored_name("ppo-autoscaling-spike-s3", -241.31)
         == "-241.3 · ppo-autoscaling-spike-s3"
     )
+
+
+def test_no_overall_winner_is_named_among_algorithms_that_never_shared_a_task():
+    """threshold ran on steady only, dqn on poisson only: the overall table ranks them, but
+    the first sentence must not say one beats or ties the other."""
+    overall = pd.DataFrame(
+        [{"algo": a, "rank": 1, "mean": m, "mean_lo": m - 0.1, "mean_hi": m + 0.1}
+         for a, m in (("threshold", 0.9), ("ppo", 0.5), ("qlearning", 0.4), ("dqn", 0.2))]
+    )  # fmt: skip
+    sentence = verdict(PER_LOAD, overall, pd.Series([5, 5, 5, 5, 5]), min_seeds=3)
+    assert "no overall winner: not every algorithm ran on every task" in sentence.lower()
+    assert "best overall" not in sentence and "told apart overall" not in sentence
