@@ -127,10 +127,19 @@ def _check(args: argparse.Namespace) -> None:
             raise UserError(f"--{key.replace('_', '-')} must be an integer >= 1")
     if args.steps > PERIOD:
         raise UserError(f"--steps must be <= {PERIOD} (the period the baselines need)")
+    from rlbench.forecast.data import EVAL_PERIODS, TRAIN_PERIODS
+
+    longest = min(TRAIN_PERIODS, EVAL_PERIODS) * PERIOD - args.steps  # held-out series too
+    if args.window > longest:
+        raise UserError(
+            f"--window {args.window} leaves no window to learn or score: the series are "
+            f"{min(TRAIN_PERIODS, EVAL_PERIODS) * PERIOD} steps, so --window + --steps must be "
+            f"at most that (--window <= {longest})"
+        )
     if args.seed < 0:
         raise UserError("--seed must be an integer >= 0")
-    if not args.learning_rate > 0:
-        raise UserError("--learning-rate must be > 0")
+    if not 0 < args.learning_rate <= 1:
+        raise UserError(f"--learning-rate must be in (0, 1], got {args.learning_rate}")
     if args.seconds is not None and not args.seconds > 0:
         raise UserError("--seconds must be > 0")
     if args.register is not None and args.no_tracking:

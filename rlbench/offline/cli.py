@@ -86,8 +86,8 @@ def collect_command(argv: Sequence[str] | None = None) -> None:
             raise UserError(f"--{key.replace('_', '-')} must be a positive integer")
     if args.seed < 0:
         raise UserError("--seed must be an integer >= 0")
-    if not args.seconds_per_step >= 0:
-        raise UserError("--seconds-per-step must be >= 0")
+    if not 0 <= args.seconds_per_step < float("inf"):
+        raise UserError(f"--seconds-per-step must be a number >= 0, got {args.seconds_per_step}")
     _check_exploration(args.explore, args.epsilon, args.temperature)
     start = parse_time(args.start)
     cfg = _compose(args.env, None if is_model_spec(args.policy) else args.policy, args.overrides)
@@ -223,6 +223,12 @@ def ope_command(argv: Sequence[str] | None = None) -> None:
         if name not in ope.ESTIMATORS:
             raise UserError(f"unknown estimator {name!r}; choose from {', '.join(ope.ESTIMATORS)}")
     reward_range = _reward_range(args.reward_range)
+    if args.seed < 0:
+        raise UserError(f"--seed must be an integer >= 0, got {args.seed}")
+    if not args.no_track:  # a store that cannot be used is said now, not after the bootstrap
+        from rlbench.tracking.store import check_store, resolve_uri
+
+        check_store(resolve_uri(args.tracking_uri))
     cfg = _compose(args.env, None, args.overrides)
     env_id, env_kwargs = env_spec(cfg.env)
     venv = make_vec(env_id, 1, seed=0, **env_kwargs)

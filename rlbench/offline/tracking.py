@@ -77,7 +77,8 @@ def record_evaluation(
     import tempfile
 
     from rlbench.tracking.client import mlflow_call, resolve_tracking_uri
-    from rlbench.tracking.store import sqlite_path, store_for
+    from rlbench.tracking.store import artifact_uri, sqlite_path, store_for
+    from rlbench.tracking.tracker import DEFAULT_ARTIFACTS
 
     uri = resolve_tracking_uri(uri)
     db = sqlite_path(uri)
@@ -86,7 +87,9 @@ def record_evaluation(
     # the training runs' store path: created atomically, experiment tagged for the MLflow UI
     store = store_for(uri)
     client = store.client
-    exp = mlflow_call(uri, "finding the experiment", store.prepare, "rlbench", None)
+    # a new experiment keeps its artifacts where training's do (not ./mlruns of the cwd)
+    location = artifact_uri(DEFAULT_ARTIFACTS, uri)
+    exp = mlflow_call(uri, "finding the experiment", store.prepare, "rlbench", location)
     run = mlflow_call(
         uri, "starting the run", client.create_run, exp,
         tags={schema.KIND_TAG: schema.OPE_KIND}, run_name=f"ope-{Path(path).name}",

@@ -177,6 +177,34 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
                     f"MLflow tracking server {shown} is unreachable ({reason}): start it "
                     f"(mlflow server --host 127.0.0.1 --port PORT), {HELP}"
                 ) from None
+    else:
+        _check_kind(uri, shown)
+
+
+#: schemes MLflow opens that rlbench leaves to it (their driver or service says what is wrong)
+OTHER_STORES = ("mysql", "mssql", "databricks", "databricks-uc", "uc")
+
+
+def _check_kind(uri: str, shown: str) -> None:
+    """An unknown scheme, or MLflow's retired folder store, in one line before any work
+    (MLflow itself would say so only when a run opens: after training, for some commands)."""
+    found = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", uri)
+    scheme = found.group(1).lower().split("+")[0] if found and len(found.group(1)) > 1 else ""
+    if scheme in OTHER_STORES:
+        return
+    if scheme in ("", "file"):
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() == "true":
+            return
+        path = uri.removeprefix("file://").removeprefix("file:") or "mlflow"
+        raise UserError(
+            f"tracking store {shown} is a folder store (MLflow's retired file backend): write "
+            f"sqlite:///{path.rstrip('/').removesuffix('.db')}.db for a database file, or set "
+            "MLFLOW_ALLOW_FILE_STORE=true to use the folder"
+        )
+    raise UserError(
+        f"tracking store {shown}: MLflow has no {scheme}:// store; use sqlite:///<file>.db, "
+        "http(s)://<tracking server> or postgresql://<user>@<host>/<database>"
+    )
 
 
 def refused_credentials(shown: str, status: str) -> str:

@@ -105,6 +105,9 @@ def test_train_without_tracking_writes_the_folder(console, tmp_path):
     ("args", "words"),
     [
         (["train", "--window", "0"], "--window must be an integer >= 1"),
+        (["train", "--window", "1200"], "--window 1200 leaves no window to learn or score"),
+        (["train", "--learning-rate", "1e300"], "--learning-rate must be in (0, 1]"),
+        (["train", "--tracking-uri", "foo://bar"], "MLflow has no foo:// store"),
         (["train", "--patterns", "trace"], "--traces FILE.csv"),
         (["train", "--patterns", "spikes"], "unknown pattern 'spikes'"),
         (["train", "--register", "x", "--no-tracking"], "drop --no-tracking"),

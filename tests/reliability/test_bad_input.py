@@ -160,6 +160,15 @@ CASES: dict[str, tuple[list[str], str, int]] = {
         ["env=gym", "env.id=CartPole-v1", "+env.render_mode=human", "algo=random"],
         "render_mode=human opens a window per copy", 2,
     ),
+    "a store MLflow has no kind of": (
+        ["tracking.uri=foo://bar"], "tracking store foo://bar: MLflow has no foo:// store", 2,
+    ),
+    "a bare path for the store": (
+        ["tracking.uri=mlflow.db"], "is a folder store (MLflow's retired file backend)", 2,
+    ),
+    "a SQLite URL with two slashes": (
+        ["tracking.uri=sqlite://x.db"], "a SQLite URL names its file after three slashes", 2,
+    ),
     "an in-memory tracking store": (
         ["tracking.uri=sqlite://"], "tracking store sqlite:// is an in-memory database", 2,
     ),
