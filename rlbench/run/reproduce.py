@@ -24,7 +24,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rlbench.errors import UserError, first_line
-from rlbench.tracking.schema import CONFIG_ARTIFACT, EPISODES_ARTIFACT, PRUNED_TAG
+from rlbench.tracking.schema import (
+    CONFIG_ARTIFACT,
+    EPISODES_ARTIFACT,
+    PRUNED_TAG,
+    RESUMED_FROM_STEP_TAG,
+    RESUMED_TAG,
+)
 
 # keys of a logged config that describe the bookkeeping of the original job, not what it learned
 DROPPED_KEYS = ("trial", "reproduce")
@@ -122,6 +128,14 @@ def _logged_run(run_id: str, tracking: DictConfig) -> tuple[DictConfig, list[int
         raise UserError(f"run {run_id} is {run.info.status}, not FINISHED: nothing to compare")
     if run.data.tags.get(PRUNED_TAG) == "true":
         raise UserError(f"run {run_id} was pruned: it has no final evaluation to compare")
+    if run.data.tags.get(RESUMED_TAG) == "true":
+        step = run.data.tags.get(RESUMED_FROM_STEP_TAG, "?")
+        raise UserError(
+            f"run {run_id} was resumed from a checkpoint at step {step}: its weights carried "
+            "over but its training environments restarted from the seed there, so a rerun "
+            "from step 0 cannot match it; train the configuration afresh (resume=false) for a "
+            "run that reproduces"
+        )
     with tempfile.TemporaryDirectory(prefix="rlbench-logged-") as tmp:
         try:
             config_path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)

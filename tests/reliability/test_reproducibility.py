@@ -107,3 +107,19 @@ def test_reproduce_reruns_a_logged_run_and_says_it_matched(cli, mlflow_store, tm
     assert differs.code == 1
     assert f"run {run_id} did NOT reproduce: episode 0 (seed " in differs.out
     assert f"logged {float(np.nextafter(logged, np.inf))!r}" in differs.out
+
+
+def test_a_resumed_run_is_not_offered_as_reproducible(cli, mlflow_store):
+    """A run continued from a checkpoint restarted its environments from the seed at that
+    step: +reproduce says so at once instead of training and reporting a mismatch."""
+    from mlflow.tracking import MlflowClient
+
+    trained = cli(*mlflow_store.overrides(), "algo=random", "debug=fast")
+    assert trained.code == 0, trained.err
+    run_id = re.search(r"mlflow run: (\w+)", trained.out)[1]
+    client = MlflowClient(mlflow_store.uri)
+    client.set_tag(run_id, "rlbench.resumed", "true")
+    client.set_tag(run_id, "rlbench.resumed_from_step", "1024")
+    again = cli(*mlflow_store.overrides(), f"+reproduce={run_id}")
+    assert again.code == 2
+    assert f"run {run_id} was resumed from a checkpoint at step 1024" in again.err
