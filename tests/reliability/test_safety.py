@@ -145,8 +145,12 @@ def test_models_are_loaded_only_from_places_the_user_names():
         ("rlbench/results/verify.py", "verify_model", "load_agent"),
         # the registry checks that a run's own model loads before it logs it
         ("rlbench/tracking/registry.py", "log_policy", "load_agent"),
-        # MLflow loads a registered policy from its own model folder
+        # MLflow loads a registered policy from its own model folder (mlflow.pyfunc users)
         ("rlbench/tracking/policy_model.py", "load_context", "load_agent"),
+        # serve, collect, live and promote: a registered version's policy artifact, read by
+        # rlbench's loader once the version is checked to be rlbench's form (nothing it stores
+        # is unpickled or executed)
+        ("rlbench/tracking/registry.py", "load_version", "load_agent"),
         # rlbench-collect / rlbench-ope: the model file (--policy PATH) or the run's model
         # (--policy runs:/<id>) the user names as the behaviour or target policy
         ("rlbench/offline/collect.py", "load_policy", "load_agent"),
@@ -215,3 +219,15 @@ def test_the_scan_sees_a_pickled_object():
     (found,) = pickles_in("blob.pt", buf.getvalue())
     assert found[0].endswith("data.pkl")
     assert pickle_globals(found[1]) - TORCH_GLOBALS == {("fractions", "Fraction")}
+
+
+def test_no_registered_model_is_loaded_through_mlflow_pyfunc():
+    """mlflow.pyfunc.load_model unpickles a cloudpickled model or runs a stored code file:
+    rlbench reads a version's policy artifact itself (registry.load_version)."""
+    hits = [
+        (str(path.relative_to(ROOT)), outer)
+        for path in SOURCES
+        for func, _, outer in calls(path)
+        if func.endswith(("pyfunc.load_model", "unwrap_python_model"))
+    ]
+    assert hits == []
