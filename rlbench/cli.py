@@ -143,16 +143,16 @@ def run_app(app: Callable[[], Any], wrap_stdout: Callable[[Any], Any] | None = N
     try:
         app()
     except KeyboardInterrupt:
-        print("interrupted", file=stderr)
+        print("interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:  # output piped into `head`: nothing more to say
         stderr.close()
         sys.exit(0)
-    except Exception as err:
+    except Exception as err:  # (sys.stderr: whatever masking stream is in place still masks)
         code = exit_code(err)
-        print(f"error: {describe(err)}{jobs.which()}", file=stderr)
+        print(f"error: {describe(err)}{jobs.which()}", file=sys.stderr)
         if code == EXIT_FAILED:
-            print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=stderr)
+            print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
         sys.exit(code)
     finally:
         sys.stdout, sys.stderr = stdout, stderr
@@ -182,7 +182,8 @@ class _FailedJobLine:
         return self._stream.write(text)
 
     def which(self) -> str:
-        return f" (in the job with overrides {self.job})" if self.job else ""
+        """Which job of a multirun failed (a single run's overrides are the command's own)."""
+        return f" (in the job with overrides {self.job})" if self.job not in (None, "[]") else ""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

@@ -79,7 +79,7 @@ def check_config(cfg: DictConfig) -> None:
     offset = OmegaConf.select(cfg, "eval.seed_offset", default=0)
     if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= SEED_MAX // 2:
         raise UserError(
-            f"eval.seed_offset must be an integer from 0 to 2**62 (evaluation seeds are "
+            f"eval.seed_offset must be an integer from 0 to 2**62-1 (evaluation seeds are "
             f"seed_offset + 1000 * seed + episode), got {offset!r}"
         )
     _check_kinds(cfg)
@@ -106,8 +106,15 @@ def check_config(cfg: DictConfig) -> None:
 
 #: settings with one kind of value, checked by kind (the ones above have their own checks)
 SWITCHES = ("eval.deterministic", "tracking.enabled", "tracking.background")
-NAMES = ("tracking.experiment", "train.checkpoint_dir", "tracking.artifact_location", "device")
-OPTIONAL_NAMES = ("tracking.run_name", "tracking.ui_url", "tracking.parent_run_id")
+NAMES = ("train.checkpoint_dir", "device")
+#: null: the default (experiment rlbench, MLflow's own artifact location, a generated name)
+OPTIONAL_NAMES = (
+    "tracking.experiment",
+    "tracking.artifact_location",
+    "tracking.run_name",
+    "tracking.ui_url",
+    "tracking.parent_run_id",
+)
 
 
 def _check_kinds(cfg: DictConfig) -> None:

@@ -115,7 +115,12 @@ def test_a_scored_run_without_its_model_or_its_logged_evaluation_fails(store, tm
     client.log_param(no_model, "algo.name", "threshold")
     client.log_metric(no_model, "test/mean_return", -5.0)
     client.set_terminated(no_model, "FINISHED")
+    pruned, _ = log_model_run(client, exp_id, tmp_path, "random")  # a trial stopped early
+    artifacts = Path(client.get_run(pruned).info.artifact_uri.removeprefix("file://"))
+    (artifacts / "eval" / "eval_episodes.csv").unlink()
+    client.set_tag(pruned, "pruned", "true")  # schema.PRUNED_TAG, as train.py sets it
     checks = {c.run_id: c for c in verify_experiment("holes", tracking_uri=store["uri"])}
+    assert checks[pruned].ok, checks[pruned].detail  # it has no test to reproduce
     assert not checks[no_eval].ok and "eval_episodes.csv is missing" in checks[no_eval].detail
     assert not checks[no_model].ok and checks[no_model].detail == "no model logged under model/"
 

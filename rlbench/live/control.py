@@ -109,13 +109,14 @@ def _session_command(verb: str, folder: Path | None) -> None:
         print(f"kill switch off for {folder}: the champion acts again")
         return
     if verb in ("approve", "reject"):
-        waiting = control / schema.LIVE_AWAITING_FILE
-        if not waiting.is_file():
+        try:
+            version = (control / schema.LIVE_AWAITING_FILE).read_text().strip()
+        except FileNotFoundError:
             raise UserError(
                 f"{folder}: no challenger is waiting for approval (one waits only while its "
                 "session runs with gate.approval=true and it has passed the gate)"
-            )
-        verb_said = f"{verb} v{waiting.read_text().strip()}"
+            ) from None
+        verb_said = f"{verb} v{version}"
     else:
         verb_said = verb
     (control / SESSION_VERBS[verb]).touch()

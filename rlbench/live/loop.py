@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 from omegaconf import OmegaConf
 
-from rlbench.errors import UserError
+from rlbench.errors import UserError, first_line
 from rlbench.live.adapters import Adapter
 from rlbench.live.champion import ServedPolicy
 from rlbench.live.forecast_feed import ForecastFeed
@@ -48,7 +48,7 @@ from rlbench.live.retrain import (
 )
 from rlbench.live.triggers import Trigger, build_triggers
 from rlbench.offline.collect import Behaviour
-from rlbench.offline.log import LogWriter, read_log
+from rlbench.offline.log import COLLECTION_KEY, LogWriter, collections_in, read_log
 from rlbench.tracking import schema
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,10 @@ class LiveSession:
     # ------------------------------------------------------------------ the loop
     def run(self) -> State:
         """Act until ``cfg.decisions`` decisions (counted over the whole session)."""
+        if self.state.starts == 0:  # a new state over an old log: its episode ids stay apart
+            self.state.starts = collections_in(self.folder / "log")
         self.state.starts += 1
+        (self.control / schema.LIVE_AWAITING_FILE).unlink(missing_ok=True)  # a killed wait's
         last = self.state.history[-1] if self.state.history else None
         if last is not None and "verdict" not in last:  # killed while it trained: do it again
             last.update(verdict="interrupted", why="the session stopped while it trained")
@@ -221,7 +224,7 @@ class LiveSession:
             n_actions=int(self.adapter.action_space.n),
             batch_size=int(self.cfg.log.batch),
             fsync=bool(self.cfg.log.fsync),
-            meta={"session": str(self.cfg.session)},
+            meta={"session": str(self.cfg.session), COLLECTION_KEY: self.state.starts},
         )
         self.writer = writer
         self._running = True
@@ -327,7 +330,16 @@ class LiveSession:
             return self._end_shadow()
         reason = self._redo or self._due()
         self._redo = None
-        return bool(reason) and self._retrain(reason)
+        if not reason:
+            return False
+        try:
+            return self._retrain(reason)
+        except Exception as err:  # said as failed: only a kill leaves an entry without verdict
+            last = self.state.history[-1] if self.state.history else None
+            if last is not None and "verdict" not in last:
+                last.update(verdict="failed", why=first_line(err))
+                self._save(durable=True)
+            raise
 
     def _reset(self) -> np.ndarray:
         seed = int(np.random.default_rng([int(self.cfg.seed), self.state.episodes]).integers(2**31))
@@ -399,8 +411,8 @@ class LiveSession:
         self.state.history.append(entry)
         self._save(durable=True)
         t0 = time.perf_counter()
-        data = read_log(self.folder / "log")
         try:
+            data = read_log(self.folder / "log")
             split = split_window(data, int(rc.window), float(rc.holdout), int(self.cfg.seed) + k)
         except UserError as err:  # too little data yet: the session goes on with its champion
             entry.update(verdict="skipped", why=str(err))

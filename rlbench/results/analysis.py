@@ -318,7 +318,10 @@ def score_table(
         left_out["older runs of the same configuration"] = int(keep.sum()) - len(used)
         # the same algorithm, task and seed with other settings (train.total_steps=2048,4096):
         # not more seeds of one entry; the newest is compared
-        seeded = used[used["seed"].notna()].sort_values("start_time", ascending=False)
+        trial = used.get(f"tags.{SWEEP_STUDY_TAG}", pd.Series(None, index=used.index))
+        # (a sweep's trials share their seed by design: each is its own configuration)
+        seeded = used[used["seed"].notna() & trial.isna()]
+        seeded = seeded.sort_values("start_time", ascending=False)
         again = seeded.duplicated(["env", "load", "algo", "seed"])
         left_out["runs of an algorithm, task and seed with other settings"] = int(again.sum())
         used = used.drop(index=seeded.index[again])

@@ -10,6 +10,7 @@ the report's path is printed last on success.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -45,23 +46,23 @@ def settings_from(cfg: DictConfig) -> ReportSettings:
         metric=str(cfg.metric) if cfg.metric else SCORE_METRIC,
         direction=str(cfg.direction),
         baseline=str(cfg.baseline),
-        min_seeds=_number(cfg, "min_seeds", int, 1),
-        reps=_number(cfg, "bootstrap.reps", int, 100),
-        confidence=_number(cfg, "bootstrap.confidence", float, 0.5),
-        seed=_number(cfg, "seed", int, 0),
+        min_seeds=_number(cfg, "min_seeds", int),
+        reps=_number(cfg, "bootstrap.reps", int),
+        confidence=_number(cfg, "bootstrap.confidence", float),
+        seed=_number(cfg, "seed", int),
         log_to_mlflow=_switch(cfg, "log_to_mlflow"),
         ui_url=cfg.tracking.get("ui_url"),
     )
 
 
-def _number(cfg: DictConfig, key: str, kind: type, low: float) -> Any:
-    """``cfg``'s ``key`` as an int (or float) of at least ``low``; ``UserError`` otherwise."""
+def _number(cfg: DictConfig, key: str, kind: type) -> Any:
+    """``cfg``'s ``key`` as an int (or float); its range is ReportSettings.check's to say."""
     value = OmegaConf.select(cfg, key)
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and (kind is float or float(value).is_integer()) and value >= low
-    if not ok:
-        what = "an integer" if kind is int else "a number"
-        raise UserError(f"{key} must be {what} >= {low:g}, got {value!r}")
+    if not (ok and math.isfinite(value) and (kind is float or float(value).is_integer())):
+        raise UserError(
+            f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}"
+        )
     return kind(value)
 
 

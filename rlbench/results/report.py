@@ -93,6 +93,10 @@ class ReportSettings:
     def check(self) -> None:
         if self.direction not in ("maximize", "minimize"):
             raise UserError(f"direction must be maximize or minimize, got {self.direction!r}")
+        if int(self.min_seeds) < 1:
+            raise UserError(f"min_seeds must be an integer >= 1, got {self.min_seeds}")
+        if int(self.seed) < 0:
+            raise UserError(f"seed must be an integer >= 0, got {self.seed}")
         if int(self.reps) < 100:
             raise UserError(f"bootstrap.reps must be at least 100, got {self.reps}")
         if not 0.5 < float(self.confidence) < 1.0:

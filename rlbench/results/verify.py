@@ -25,7 +25,13 @@ from typing import Any
 
 from rlbench import cli
 from rlbench.errors import UserError, first_line
-from rlbench.tracking.schema import CONFIG_ARTIFACT, EPISODES_ARTIFACT, MODEL_DIR, MODEL_STEM
+from rlbench.tracking.schema import (
+    CONFIG_ARTIFACT,
+    EPISODES_ARTIFACT,
+    MODEL_DIR,
+    MODEL_STEM,
+    PRUNED_TAG,
+)
 
 RETURN_TOLERANCE = 1e-6  # relative; the replay is the same computation, so it matches exactly
 
@@ -129,7 +135,9 @@ def verify_model(client: Any, run: dict[str, Any], artifact: str, device: str = 
         if "env" not in cfg:
             raise ValueError("the run logged neither config.yaml nor env.* params")
         env_id, env_kwargs = env_spec(cfg.env)
-        final = Path(artifact).stem == MODEL_STEM
+        # a final model must reproduce what it logged; a pruned trial stopped before its test
+        pruned = str(run.get(f"tags.{PRUNED_TAG}")).lower() == "true"
+        final = Path(artifact).stem == MODEL_STEM and not pruned
         logged = _logged_episodes(client, run["run_id"], tmp / "episodes") if final else None
         seeds = _eval_seeds(cfg, logged)
         if logged is None:

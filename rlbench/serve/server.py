@@ -343,8 +343,9 @@ class DecisionServer:
             "policy": {"name": self.policy.name, "version": self.policy.version},
             "queue": {"depth": stats.depth, "capacity": stats.capacity, "dropped": stats.dropped},
         }
-        if self._refused:  # the alias names a version that would not load: say so
-            out["refused_version"] = next(iter(self._refused))
+        refused = list(self._refused)  # one read: the poller replaces the dict
+        if refused:  # the alias names a version that would not load: say so
+            out["refused_version"] = refused[0]
         return out
 
 

@@ -190,6 +190,10 @@ def load_version(name: str, version: str, tracking_uri: str | None = None) -> tu
                 "tracking.register); it is not loaded: another MLflow model could run "
                 "arbitrary code when loaded"
             )
+        paths = [a.get("path", "") if isinstance(a, dict) else "" for a in artifacts.values()]
+        inside = [(local / str(path)).resolve() for path in paths]
+        if not all(p.is_relative_to(local.resolve()) for p in inside):
+            raise UserError(f"{what}: its artifacts point outside the model: it is not loaded")
         try:
             spec = json.loads((local / artifacts["env"]["path"]).read_text())
             venv = make_vec(spec["env_id"], 1, **spec["env_kwargs"])

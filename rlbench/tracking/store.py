@@ -80,7 +80,10 @@ def resolve_uri(uri: str | None) -> str:
     """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     quiet_engine_log()
-    if uri.lower().startswith("sqlite") and sqlite_path(uri) is None:
+    scheme = re.match(r"^sqlite(\+\w+)?:", uri, re.IGNORECASE)
+    if scheme:  # SQLITE:, sqlite+pysqlite: (the default driver) read as sqlite:
+        uri = "sqlite:" + uri[scheme.end() :]
+    if scheme and sqlite_path(uri) is None:
         path = uri.partition(":")[2].lstrip("/").partition("?")[0]
         if path and path != ":memory:":  # sqlite:/x.db, sqlite://x.db: SQLAlchemy reads no file
             raise UserError(
@@ -183,17 +186,20 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
 
 #: schemes MLflow opens that rlbench leaves to it (their driver or service says what is wrong)
 OTHER_STORES = ("mysql", "mssql", "databricks", "databricks-uc", "uc")
+KNOWN_STORES = ("sqlite", "http", "https", "postgresql", "postgres")  # checked above
 
 
 def _check_kind(uri: str, shown: str) -> None:
     """An unknown scheme, or MLflow's retired folder store, in one line before any work
     (MLflow itself would say so only when a run opens: after training, for some commands)."""
+    if uri.strip().lower() in OTHER_STORES:  # "databricks" alone names a profile's workspace
+        return
     found = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", uri)
     scheme = found.group(1).lower().split("+")[0] if found and len(found.group(1)) > 1 else ""
-    if scheme in OTHER_STORES:
+    if scheme in OTHER_STORES or scheme in KNOWN_STORES:  # (another spelling: MLflow's to say)
         return
     if scheme in ("", "file"):
-        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() == "true":
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1", "yes"):
             return
         path = uri.removeprefix("file://").removeprefix("file:") or "mlflow"
         raise UserError(

@@ -318,7 +318,7 @@ def test_a_report_replaces_an_earlier_report_and_is_readable_by_others(
     ("setting", "message"),
     [
         ("name=..", "name='..': use letters"),
-        ("min_seeds=abc", "min_seeds must be an integer >= 1, got 'abc'"),
+        ("min_seeds=abc", "min_seeds must be an integer, got 'abc'"),
         ("min_seeds=-1", "min_seeds must be an integer >= 1, got -1"),
         ("log_to_mlflow=maybe", "log_to_mlflow must be true or false"),
     ],
