@@ -30,6 +30,18 @@ NET_ARCH_FORM = (
 )
 
 
+#: the rule each environment's seed system used: rlbench-live's first champion and kill-switch
+#: fallback by default (``${rule_for:${env}}``); any other env falls back to random
+RULES = {
+    "autoscaling": "threshold",
+    "gym_scaling": "threshold",
+    "scheduler": "user_feedback",
+    "recommender": "recommender_rule",
+    "selfhealing": "runbook",
+}
+OmegaConf.register_new_resolver("rule_for", lambda env: RULES.get(str(env), "random"), replace=True)
+
+
 def env_spec(env_cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     """The gymnasium id and constructor arguments of the ``env`` config group."""
     kwargs = OmegaConf.to_container(env_cfg, resolve=True)

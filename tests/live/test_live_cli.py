@@ -97,3 +97,26 @@ def test_a_recorded_trace_is_replayed_as_the_autoscaling_load(tmp_path):
     adapter.reset(seed=0)
     arrivals = [adapter.step(1)[4]["influx"] for _ in range(10)]
     assert len(set(arrivals)) == 10 and all(500 <= a <= 890 for a in arrivals)
+
+
+def test_the_first_champion_and_the_fallback_are_the_envs_own_rule():
+    """threshold reads load and queue, which only the autoscaling envs report: a scheduler
+    session starts from the scheduler seed's rule (and its kill switch falls back to it)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rlbench.config import CONF_LIVE_DIR
+
+    expected = {
+        "autoscaling": "threshold",
+        "scheduler": "user_feedback",
+        "recommender": "recommender_rule",
+        "selfhealing": "runbook",
+        "gym": "random",
+    }
+    for env, rule in expected.items():
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONF_LIVE_DIR, version_base="1.3"):
+            cfg = compose("live", overrides=[f"env={env}"])
+        assert (cfg.initial, cfg.fallback) == (rule, rule), env
+    GlobalHydra.instance().clear()
