@@ -21,6 +21,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from rlbench.errors import UserError, first_line, storage_message
@@ -101,11 +102,13 @@ def describe(err: BaseException) -> str:
         return f"malformed override: {first_line(err)} (see https://hydra.cc/docs/advanced/override_grammar/basic/)"
     if isinstance(err, OSError) and err.filename is not None:
         text = f"cannot use {err.filename}: {err.strerror or first_line(err)}"
-        if err.errno in _WRITE_ERRORS:
+        if err.errno in _WRITE_ERRORS and Path(sys.argv[0]).name == "rlbench-train":
             text += (
                 " (is the folder writable? run from another directory, or set hydra.run.dir / "
                 "hydra.sweep.dir / train.checkpoint_dir)"
             )
+        elif err.errno in _WRITE_ERRORS:  # the folder flag is the command's own (--out, ...)
+            text += " (is the folder writable? choose another output folder)"
         return text
     return f"{type(err).__name__}: {first_line(err)}"
 
@@ -228,6 +231,9 @@ def console(main: Callable[[], int | None]) -> NoReturn:
         code: object = main()
     except SystemExit as done:
         code = done.code
+    except KeyboardInterrupt:  # a command without its own handler: the same line and code
+        print("interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     if any(t.is_alive() and not t.daemon for t in _other_threads()):
         sys.exit(code)
     import atexit

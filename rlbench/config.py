@@ -8,6 +8,7 @@ imports only :mod:`rlbench.errors` and omegaconf.
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ RULES = {
     "selfhealing": "runbook",
 }
 OmegaConf.register_new_resolver("rule_for", lambda env: RULES.get(str(env), "random"), replace=True)
+# ${pid:}: the process id, so that two commands started in the same second never share a
+# Hydra output folder (they wrote each other's evaluation files into it)
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
 
 
 def env_spec(env_cfg: DictConfig) -> tuple[str, dict[str, Any]]:

@@ -187,6 +187,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(mlflow_store, tmp_path):
     assert 0 < saved_steps < 20000
     runs = mlflow_store.runs()
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert "error" not in runs[0].data.tags  # the kill's error went with the kill
     # PPO learns in rollouts of n_steps 128 x 8 copies = 1024 steps: 20 of them pass 20000,
     # the same total as an uninterrupted run (steps before the kill are not counted twice)
     assert runs[0].data.metrics["train/total_steps"] == 20 * 1024

@@ -104,7 +104,9 @@ class ThresholdAgent(_FixedPolicy):
         s = self._settings()
         self.upper, self.lower = float(s["upper"]), float(s["lower"])
         self.queue_limit, self.cooldown = float(s["queue_limit"]), int(s["cooldown"])
-        self.use_forecast = bool(s["use_forecast"])
+        if not isinstance(s["use_forecast"], bool):
+            raise UserError(f"algo.use_forecast must be true or false, got {s['use_forecast']!r}")
+        self.use_forecast = s["use_forecast"]
         if self.lower > self.upper:
             raise UserError(f"algo.lower={self.lower} must not exceed algo.upper={self.upper}")
         if self.cooldown < 0:

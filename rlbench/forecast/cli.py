@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rlbench import cli
+from rlbench.config import SEED_MAX
 from rlbench.errors import UserError
 
 DEFAULT_OUT = Path("outputs") / "forecasters"
@@ -136,8 +138,10 @@ def _check(args: argparse.Namespace) -> None:
             f"{min(TRAIN_PERIODS, EVAL_PERIODS) * PERIOD} steps, so --window + --steps must be "
             f"at most that (--window <= {longest})"
         )
-    if args.seed < 0:
-        raise UserError("--seed must be an integer >= 0")
+    if not 0 <= args.seed <= SEED_MAX:  # rlbench's seed range (torch's ends at 2**64-1)
+        raise UserError(f"--seed must be an integer from 0 to 2**63-1, got {args.seed}")
+    if args.hidden > 4096:  # 4096 units: 64M weights per gate matrix, far past a load series
+        raise UserError(f"--hidden must be at most 4096, got {args.hidden}")
     if not 0 < args.learning_rate <= 1:
         raise UserError(f"--learning-rate must be in (0, 1], got {args.learning_rate}")
     if args.seconds is not None and not args.seconds > 0:
@@ -148,6 +152,13 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError("--alias needs --register NAME")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file; give a folder")
+    if args.out is not None:  # checked before minutes of training, not after
+        existing = args.out.absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise UserError(f"--out {args.out}: cannot create it under {existing}; give a "
+                            "writable folder")  # fmt: skip
 
 
 def _progress(epoch: int, epochs: int, loss: float, elapsed: float) -> None:

@@ -23,7 +23,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rlbench import cli
-from rlbench.config import CONF_LIVE_DIR, env_spec, override_value
+from rlbench.config import CONF_LIVE_DIR, SEED_MAX, env_spec, override_value
 from rlbench.errors import UserError, first_line
 from rlbench.live.adapters import Adapter, SimAdapter
 from rlbench.live.champion import Registry
@@ -134,7 +134,10 @@ def _check(cfg: DictConfig) -> None:
 #: range is refused before the first decision: a gate.alpha of 2 reversed the gate's interval
 #: and promoted a worse challenger, a report_every of 0 crashed after the first decision.
 NUMBERS: dict[str, tuple[type, float | None, float | None, bool]] = {
-    "seed": (int, 0, None, False),
+    "seed": (int, 0, SEED_MAX, False),
+    "log.batch": (int, 1, None, False),
+    "explore.epsilon": (float, 0, 1, False),
+    "explore.temperature": (float, 0, None, False),
     "decisions": (int, 1, None, True),
     "initial_steps": (int, 1, None, False),
     "report_every": (int, 1, None, False),
@@ -158,16 +161,40 @@ NUMBERS: dict[str, tuple[type, float | None, float | None, bool]] = {
     "rollback.margin": (float, None, None, False),
 }
 #: ends that are not allowed themselves (a share of 0 or 1, an alpha of 0 or 1)
-OPEN_ENDS = {"retrain.holdout", "gate.alpha", "triggers.drift.z"}
+OPEN_ENDS = {"retrain.holdout", "gate.alpha", "triggers.drift.z", "explore.temperature"}
+#: on/off settings: true or false, never a word read as true
+SWITCHES = (
+    "log.fsync", "triggers.count.enabled", "triggers.drift.enabled", "triggers.file",
+    "retrain.warm_start", "gate.approval", "tracking.background",
+)  # fmt: skip
+BIGGEST = 2**62  # an integer setting beyond this is a typo (and overflows SQLite's INTEGER)
+
+
+def _shown(bound: float) -> str:
+    return "2**63-1" if bound == SEED_MAX else f"{bound:g}"
 
 
 def _check_numbers(cfg: DictConfig) -> None:
+    for key in SWITCHES:
+        value = OmegaConf.select(cfg, key, default=False)
+        if not isinstance(value, bool):
+            raise UserError(f"{key} must be true or false, got {value!r}")
+    for key, kind in (("env_args", dict), ("retrain.overrides", list)):
+        value = OmegaConf.select(cfg, key, default=None)
+        plain = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        if value is not None and not isinstance(plain, kind):
+            what = "env settings (+env_args.load=spike)" if kind is dict else "a list of overrides"
+            raise UserError(f"{key} must be {what}, got {value!r}")
+    model = str(cfg.get("model", ""))
+    if not model.strip() or any(c in model for c in "/:"):
+        raise UserError(f"model={model!r}: give a registered model name without '/' or ':'")
     for key, (kind, low, high, nullable) in NUMBERS.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is None and nullable:
             continue
         number = isinstance(value, int | float) and not isinstance(value, bool)
         ok = number and math.isfinite(value) and (kind is float or float(value).is_integer())
+        ok = ok and (kind is float or abs(value) <= max(BIGGEST, high or 0))
         strict = key in OPEN_ENDS
         if ok and low is not None:
             ok = value > low if strict else value >= low
@@ -176,7 +203,7 @@ def _check_numbers(cfg: DictConfig) -> None:
         if not ok:
             what = "an integer" if kind is int else "a number"
             if low is not None and high is not None:
-                bounds = f" {'strictly ' if strict else ''}between {low:g} and {high:g}"
+                bounds = f" {'strictly ' if strict else ''}between {low:g} and {_shown(high)}"
             elif low is not None:
                 bounds = f" {'>' if strict else '>='} {low:g}"
             else:

@@ -500,9 +500,6 @@ def command(argv: Sequence[str] | None = None) -> DemoResult:
     models = parse_models(args.model)
     names = select_policies(args.policy, models)
     asked = {w.strip().lower() for item in args.policy or ["all"] for w in item.split(",")}
-    if "all" in asked and not models:
-        print(f"note: trained policies ({', '.join(TRAINED)}) join with --model NAME=SPEC",
-              file=sys.stderr)  # fmt: skip
     out = Path(args.out) if args.out else None
     if out is not None:
         check_out(out)
@@ -521,6 +518,9 @@ def command(argv: Sequence[str] | None = None) -> DemoResult:
         make_vec(env_id, 1, **env_kwargs).close()  # a bad env setting: one line, before the run
     except (ValueError, TypeError) as err:
         raise UserError(f"env ({env_id}): {err}") from None
+    if "all" in asked and not models:  # said once the input is known good (one error line)
+        print(f"note: trained policies ({', '.join(TRAINED)}) join with --model NAME=SPEC",
+              file=sys.stderr)  # fmt: skip
     agents = build_policies(
         names, models, env_kwargs, args.seed, overrides, args.tracking_uri, env_id=env_id
     )

@@ -92,36 +92,48 @@ def collect_command(argv: Sequence[str] | None = None) -> None:
     start = parse_time(args.start)
     cfg = _compose(args.env, None if is_model_spec(args.policy) else args.policy, args.overrides)
     env_id, env_kwargs = env_spec(cfg.env)
-    try:
-        venv = make_vec(env_id, args.copies, seed=args.seed, **env_kwargs)
-    except (ValueError, TypeError) as err:
-        raise UserError(f"env ({env_id}): {err}") from None
-    agent, name, version = load_policy(args.policy, cfg.algo, venv, args.seed, args.tracking_uri)
-    behaviour = Behaviour(agent, args.explore, args.epsilon, args.temperature, name, version)
-    behaviour.action_probabilities(venv.reset())  # softmax without Q-values fails here, early
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the log")
-    meta = {"env_kwargs": env_kwargs, "behaviour": name, "explore": args.explore}
-    # a collection added to a log folder gets episode ids of its own (-c2, -c3, ...): with
-    # the same ids, two collections' episodes would be read back as one, twice as long
+    # A collection added to a log folder gets episode ids of its own (-c2, -c3, ...): with the
+    # same ids, two collections' episodes would be read back as one, twice as long. It also
+    # draws its own episodes (a seed derived from --seed and its number): the same command
+    # rerun after a kill would otherwise log the killed run's episodes a second time.
     earlier = collections_in(out)
     nth = f"-c{earlier + 1}" if earlier else ""
-    meta[COLLECTION_KEY] = earlier + 1
+    seed = args.seed if not earlier else collection_seed(args.seed, earlier + 1)
+    try:
+        venv = make_vec(env_id, args.copies, seed=seed, **env_kwargs)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"env ({env_id}): {err}") from None
+    agent, name, version = load_policy(args.policy, cfg.algo, venv, seed, args.tracking_uri)
+    behaviour = Behaviour(agent, args.explore, args.epsilon, args.temperature, name, version)
+    behaviour.action_probabilities(venv.reset())  # softmax without Q-values fails here, early
+    meta = {"env_kwargs": env_kwargs, "behaviour": name, "explore": args.explore}
+    meta |= {COLLECTION_KEY: earlier + 1, "seed": seed}
     writer = LogWriter(
         out, env_id=env_id, obs_shape=venv.observation_space.shape,
         n_actions=int(venv.action_space.n), batch_size=args.batch_size, meta=meta,
     )  # fmt: skip
     with writer:
         result = collect(
-            venv, behaviour, writer, episodes=args.episodes, seed=args.seed, start_ts=start,
+            venv, behaviour, writer, episodes=args.episodes, seed=seed, start_ts=start,
             seconds_per_step=args.seconds_per_step, run_name=f"{name}-s{args.seed}{nth}",
         )  # fmt: skip
     returns = result["returns"]
+    more = f"; collection {earlier + 1} there, seed {seed}" if earlier else ""
     print(
         f"logged {writer.flushed} decisions of {len(returns)} episodes to {out} "
-        f"(mean return {sum(returns) / len(returns):.4g}; {len(writer.files)} file(s))"
+        f"(mean return {sum(returns) / len(returns):.4g}; {len(writer.files)} file(s){more})"
     )
+
+
+def collection_seed(seed: int, nth: int) -> int:
+    """The seed of collection ``nth`` (2, 3, ...) into one log folder with ``--seed seed``:
+    fixed by the two (a rerun of the same commands gives the same log), other episodes."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, nth]).generate_state(1)[0])
 
 
 def _whole_episodes(data: Any) -> Any:

@@ -41,7 +41,7 @@ def settings_from(cfg: DictConfig) -> ReportSettings:
         experiment=str(cfg.tracking.experiment),
         filter=run_filter(cfg),
         name=str(cfg.name),
-        output_dir=str(cfg.output_dir),
+        output_dir=_path(cfg, "output_dir"),
         tracking_uri=resolve_uri(cfg.tracking.uri),
         metric=str(cfg.metric) if cfg.metric else SCORE_METRIC,
         direction=str(cfg.direction),
@@ -53,6 +53,13 @@ def settings_from(cfg: DictConfig) -> ReportSettings:
         log_to_mlflow=_switch(cfg, "log_to_mlflow"),
         ui_url=cfg.tracking.get("ui_url"),
     )
+
+
+def _path(cfg: DictConfig, key: str) -> str:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, str) or not value:
+        raise UserError(f"{key} must be a folder path, got {value!r}")
+    return value
 
 
 def _number(cfg: DictConfig, key: str, kind: type) -> Any:

@@ -97,6 +97,8 @@ class ReportSettings:
             raise UserError(f"min_seeds must be an integer >= 1, got {self.min_seeds}")
         if int(self.seed) < 0:
             raise UserError(f"seed must be an integer >= 0, got {self.seed}")
+        if int(self.reps) > 1_000_000:
+            raise UserError(f"bootstrap.reps must be at most 1000000, got {self.reps}")
         if int(self.reps) < 100:
             raise UserError(f"bootstrap.reps must be at least 100, got {self.reps}")
         if not 0.5 < float(self.confidence) < 1.0:

@@ -50,7 +50,7 @@ class Check:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="rlbench-verify",
         description="Load every model logged in an MLflow experiment, check it predicts valid "
         "actions and reproduces its logged evaluation; exit 1 if any fails.",
@@ -280,9 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``rlbench-verify``; returns the exit code: 0 all pass, 1 a model failed, 2 bad input."""
     from rlbench.tracking.redaction import mask_passwords
 
-    args = _parser().parse_args(argv)
-
     try:
+        args = _parser().parse_args(argv)
         from rlbench.agents.device import resolve_device
 
         device = resolve_device(args.device)  # a device this machine lacks: one line, first

@@ -459,7 +459,7 @@ def _output_dir() -> Path:
     if runtime is not None and not OmegaConf.is_missing(runtime, "output_dir"):
         path = Path(runtime.output_dir)
     else:
-        path = Path("outputs/runs/adhoc")
+        path = Path("outputs/runs/adhoc") / str(os.getpid())  # never another process's files
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -78,6 +78,8 @@ def resolve_uri(uri: str | None) -> str:
     ``MLFLOW_TRACKING_PASSWORD`` (which MLflow reads, here and in child processes such as the
     tracking helper) and out of the URI, so that no message or log line can show it.
     """
+    if uri is not None and not isinstance(uri, str):  # tracking.uri=[a] composes a list
+        raise UserError(f"tracking.uri must be a URL, got {uri!r}")
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     quiet_engine_log()
     scheme = re.match(r"^sqlite(\+\w+)?:", uri, re.IGNORECASE)
@@ -135,6 +137,7 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
     shown = display_uri(uri)
     db = sqlite_path(uri)
     if db is not None:
+        check_sqlite_store(db, shown)  # a directory, another file: before any lock is taken
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -196,6 +199,18 @@ def _check_kind(uri: str, shown: str) -> None:
         return
     found = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", uri)
     scheme = found.group(1).lower().split("+")[0] if found and len(found.group(1)) > 1 else ""
+    if scheme in ("mysql", "mssql"):  # their driver is an extra: missing, it is said now
+        from sqlalchemy import create_engine
+
+        from rlbench.tracking.databases import server_message
+
+        try:
+            create_engine(uri).dispose()  # loads the driver, connects to nothing
+        except Exception as err:
+            said = server_message(err, uri)
+            if said is not None:
+                raise UserError(f"cannot open the MLflow store {shown}: {said}") from None
+        return
     if scheme in OTHER_STORES or scheme in KNOWN_STORES:  # (another spelling: MLflow's to say)
         return
     if scheme in ("", "file"):
@@ -396,6 +411,8 @@ class Store:
                     f"cannot resume MLflow run {resume_run_id}: not found in {self.uri}"
                 ) from None
             _retry_locked(self.client.update_run, resume_run_id, "RUNNING")
+            if schema.ERROR_TAG in run.data.tags:  # the kill's error is not the resumed run's
+                _retry_locked(self.client.delete_tag, resume_run_id, schema.ERROR_TAG)
             run_id, logged = resume_run_id, run.data.params
             # MLflow refuses to change a logged param: keep the first values, name the changes
             changed = sorted(k for k, v in params.items() if k in logged and logged[k] != v)

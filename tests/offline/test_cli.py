@@ -38,6 +38,8 @@ def test_a_collection_added_to_a_log_folder_keeps_its_episodes_apart(tmp_path, c
                          "env.horizon=16"])  # fmt: skip
     log = read_log(tmp_path)
     assert log.n_episodes == 4 and np.all(np.bincount(log.episode) == 16)
+    first, second = (log.obs[log.episode == e] for e in (0, 2))  # copy 0 of each collection
+    assert not np.array_equal(first, second)  # its own episodes, not the first's again
     capsys.readouterr()
     ope_command([str(tmp_path), "--policy", "threshold", "--epsilon", "0.3", "--no-track",
                  "--estimators", "is", "--boot", "20", "env.horizon=16"])  # fmt: skip
