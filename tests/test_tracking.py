@@ -426,3 +426,17 @@ def test_a_job_that_exits_without_ending_its_run_marks_it_failed(mlflow_store, t
 def test_conftest_store_is_a_copy_of_one_migrated_template(mlflow_store, mlflow_template):
     assert Path(mlflow_store.db_path).read_bytes() == Path(mlflow_template).read_bytes()
     assert mlflow_store.runs() == []
+
+
+def test_a_directory_or_a_foreign_file_as_the_store_is_refused_before_anything_is_written(
+    tmp_path,
+):
+    """Every command opens its tracker first: these are said there, with no lock file left
+    beside the user's path (rlbench-ope and rlbench-forecast used to find them after working)."""
+    (tmp_path / "D").mkdir()
+    (tmp_path / "notes.txt").write_text("mine\n")
+    for name, message in (("D", "names a directory"), ("notes.txt", "is not a SQLite database")):
+        with pytest.raises(UserError, match=message):
+            make_tracker({"uri": f"sqlite:///{tmp_path / name}"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["D", "notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "mine\n"

@@ -137,7 +137,8 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
     shown = display_uri(uri)
     db = sqlite_path(uri)
     if db is not None:
-        check_sqlite_store(db, shown)  # a directory, another file: before any lock is taken
+        if db.exists():  # a directory, another file: said before any lock file is made
+            check_sqlite_store(db, shown)
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
