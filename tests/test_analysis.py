@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pandas as pd
@@ -397,3 +398,33 @@ def test_gymnasium_tasks_are_told_apart_and_a_seed_counts_once():
     assert cells == {("Acrobot-v1", "random"): [0], ("CartPole-v1", "random"): [0, 5]}
     assert table.set_index("seed").loc[5, "run_id"] == "s3"  # the newest of seed 5
     assert table.attrs["left_out"] == {"runs of an algorithm, task and seed with other settings": 2}
+
+
+def test_notebook_mixups_are_one_user_error_each(tmp_path):
+    """What a notebook passes by mistake gets a UserError naming it, never a pandas
+    KeyError/AttributeError from deep inside."""
+    import sqlite3
+
+    scores = pd.DataFrame(
+        {"env": ["autoscaling"] * 2, "load": ["spike", None], "algo": ["random"] * 2,
+         "seed": [0, 1], "score": [-1.0, -2.0]}
+    )  # fmt: skip
+    cases = [
+        (lambda: analysis.score_table("runs"), "expected a load_runs() frame, got str"),
+        (lambda: analysis.score_table(scores), "with a 'status' column"),
+        (lambda: analysis.compare(None), "expected a load_runs() or score_table() frame"),
+        (lambda: analysis.compare(scores), "1 run(s) have no env / load / algo value"),
+        (lambda: analysis.compare(scores.dropna(), reps=0), "reps must be an integer"),
+        (lambda: analysis.compare(scores.dropna(), confidence=2), "confidence must be"),
+        (lambda: analysis.load_curves(None), "expected a runs frame or a list of run ids"),
+    ]
+    for call, message in cases:
+        with pytest.raises(UserError, match=re.escape(message)):
+            call()
+    db = tmp_path / "foreign.db"
+    with sqlite3.connect(db) as con:
+        con.execute("create table mine(x)")
+    with pytest.raises(UserError, match="is not an Optuna storage"):
+        analysis.load_study(storage=f"sqlite:///{db}")
+    with sqlite3.connect(db) as con:  # a reader wrote nothing into it
+        assert [r[0] for r in con.execute("select name from sqlite_master")] == ["mine"]

@@ -118,6 +118,8 @@ def load_runs(
     reports (tag ``rlbench.kind = report``) are left out unless ``include_reports``.
     The frame's ``attrs["tracking_uri"]`` records the store, for :func:`load_curves`.
     """
+    if not isinstance(filter, str | None):
+        raise UserError(f"filter must be an MLflow filter string, got {filter!r}")
     uri = resolve_tracking_uri(tracking_uri)
     with reading_store(uri):
         return _load_runs(uri, experiment, filter, status, include_reports, metric)
@@ -299,6 +301,7 @@ def score_table(
     the other final ``test/*`` metrics without their prefix (``cost``, ``sla_violation``, ...;
     ``eval/*`` for runs logged before validation and test were split).
     """
+    _require_frame(runs, "a load_runs() frame", "status")
     keep = (runs["status"] == "FINISHED") & runs["score"].notna() & runs["algo"].notna()
     keep &= np.isfinite(runs["score"].astype(float))
     if len(runs):
@@ -372,7 +375,12 @@ def load_curves(
     (0.3 s for 500 runs), so its private bulk query would save little; over HTTP, where each call
     is a round trip, ``threads`` calls run at once.
     """
+    if isinstance(runs, str):  # one run id, not its characters
+        runs = [runs]
+    if not isinstance(runs, pd.DataFrame | list | tuple | pd.Series | pd.Index):
+        raise UserError(f"expected a runs frame or a list of run ids, got {type(runs).__name__}")
     frame = runs if isinstance(runs, pd.DataFrame) else pd.DataFrame({"run_id": list(runs)})
+    _require_frame(frame, "a runs frame or a list of run ids", "run_id")
     uri = resolve_tracking_uri(tracking_uri or frame.attrs.get("tracking_uri"))
     with reading_store(uri):
         return _load_curves(frame, metric, uri, threads)
@@ -460,7 +468,7 @@ def _load_trajectories(chosen: pd.DataFrame, uri: str, artifact: str) -> pd.Data
     keys = [c for c in ("run_id", *GROUP_PARAMS) if c in chosen.columns]
     parts, missing = [], []
     with tempfile.TemporaryDirectory(prefix="rlbench-trajectories-") as tmp:
-        for row in chosen[keys].itertuples(index=False):
+        for row in chosen[keys].drop_duplicates("run_id").itertuples(index=False):
             dst = Path(tmp) / row.run_id
             dst.mkdir()
             try:
@@ -500,6 +508,7 @@ def load_study(
             raise UserError(
                 f"no Optuna storage at {path}: run a sweep first (rlbench-train -m search=...)"
             )
+        _require_optuna_tables(path)
     try:
         summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
     except Exception as err:  # SQLAlchemy / connection errors have no common base we import
@@ -526,6 +535,24 @@ def load_study(
     else:
         frame = frame.rename(columns={f"values_{n}": f"values_{i}" for i, n in enumerate(names)})
     return study, frame
+
+
+def _require_optuna_tables(path: Path) -> None:
+    """Optuna creates its tables in any database it opens: a reader must not (an empty file,
+    another program's database, the MLflow store)."""
+    import sqlite3
+
+    from rlbench.tracking.store import sqlite_tables
+
+    try:
+        tables = sqlite_tables(path) if path.stat().st_size else set()
+    except (OSError, sqlite3.DatabaseError) as err:
+        raise UserError(f"{path} is not an Optuna storage ({first_line(err)})") from None
+    if "studies" not in tables:
+        raise UserError(
+            f"{path} is not an Optuna storage (no studies table; it was left untouched): name "
+            "the sweep's storage, e.g. sqlite:///outputs/optuna.db"
+        )
 
 
 def trial_overrides(trial: optuna.trial.FrozenTrial, *, params: bool = True) -> list[str]:
@@ -628,7 +655,8 @@ def compare(
     """
     from rlbench.results.stats import compare as _compare
 
-    return _compare(_scores(frame), by=list(by), **kwargs)
+    by = [by] if isinstance(by, str) else list(by)  # by="env" is one column, not three
+    return _compare(_scores(frame), by=by, **kwargs)
 
 
 def outliers(frame: pd.DataFrame, **kwargs: Any) -> pd.DataFrame:
@@ -643,4 +671,13 @@ def outliers(frame: pd.DataFrame, **kwargs: Any) -> pd.DataFrame:
 def _scores(frame: pd.DataFrame) -> pd.DataFrame:
     """A :func:`load_runs` frame (it has ``status``) reduced by :func:`score_table`; a score
     frame as it is."""
+    _require_frame(frame, "a load_runs() or score_table() frame")
     return score_table(frame) if "status" in frame.columns else frame
+
+
+def _require_frame(frame: Any, what: str, column: str | None = None) -> None:
+    """``UserError`` for a value that is not the frame a function takes (a notebook's mix-up)."""
+    if not isinstance(frame, pd.DataFrame):
+        raise UserError(f"expected {what}, got {type(frame).__name__}")
+    if column is not None and column not in frame.columns:
+        raise UserError(f"expected {what} (with a {column!r} column); it has {list(frame.columns)}")

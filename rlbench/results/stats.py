@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -157,9 +158,16 @@ def _rng(seed: int, key: Iterable[object]) -> np.random.Generator:
 
 # --------------------------------------------------------------------------- frames
 def _check_frame(frame: pd.DataFrame, required: Sequence[str]) -> None:
-    missing = [c for c in required if c not in frame.columns]
+    missing = list(dict.fromkeys(c for c in required if c not in frame.columns))
     if missing:
         raise UserError(f"the runs frame lacks column(s) {missing}; it has {list(frame.columns)}")
+    keys = [c for c in dict.fromkeys(required) if c not in ("score", "seed")]
+    unnamed = frame[keys].isna().any(axis=1).to_numpy()
+    if unnamed.any():  # groupby would drop them without a word
+        raise UserError(
+            f"{int(unnamed.sum())} run(s) have no {' / '.join(keys)} value (e.g. row "
+            f"{frame.index[unnamed][0]!r}): fill or drop them before comparing"
+        )
     scores = pd.to_numeric(frame["score"], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(scores)
     if bad.any():
@@ -167,6 +175,16 @@ def _check_frame(frame: pd.DataFrame, required: Sequence[str]) -> None:
             f"{int(bad.sum())} run(s) have no finite score (e.g. row {frame.index[bad][0]!r}); "
             "drop failed runs before comparing"
         )
+
+
+def _check_settings(reps: Any, seed: Any, confidence: Any) -> None:
+    """The bootstrap's settings, as rlbench-report checks them (one line, not numpy's)."""
+    if isinstance(reps, bool) or not isinstance(reps, int | np.integer) or not 1 <= reps <= 10**6:
+        raise UserError(f"reps must be an integer from 1 to 1000000, got {reps!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise UserError(f"seed must be an integer >= 0, got {seed!r}")
+    if not isinstance(confidence, float | int) or not 0 < confidence < 1:
+        raise UserError(f"confidence must be a number in (0, 1), got {confidence!r}")
 
 
 def _check_by(frame: pd.DataFrame, by: Sequence[str], task_cols: Sequence[str]) -> list[str]:
@@ -374,6 +392,7 @@ def compare(
     ``n_runs``, ``n_tasks``, ``normalised``. ``seed`` fixes the bootstrap generator.
     """
     by = _check_by(frame, by, task_cols)
+    _check_settings(reps, seed, confidence)
     normalised = not set(task_cols) <= set(by)
     data = normalise_scores(frame, baseline=baseline, task_cols=task_cols) if normalised else frame
     value = "normalised_score" if normalised else "score"
