@@ -36,7 +36,6 @@ from ._study import redact, sqlite_path, storage_lock
 
 log = logging.getLogger(__name__)
 ABANDONED = "its sweep process died before ending the run"
-RUN_STATES = ("RUNNING", "FINISHED", "FAILED", "KILLED")  # MLflow's, SCHEDULED aside
 SETTLE_S = 1.0  # server storages: how long parallel starters may race to create the parent
 
 
@@ -45,7 +44,6 @@ class ParentRun:
     tracker: Any = None
     run_id: str | None = None
     out_dir: Path | None = None
-    created: bool = False  # by this command (not a rerun's reopened parent)
 
     @classmethod
     def start(
@@ -72,8 +70,7 @@ class ParentRun:
         with storage_lock(storage_url):
             previous = study.user_attrs.get(PARENT_RUN_ATTR)
             run_id = _reopen(tracker, name, tags, previous)
-            created = run_id is None
-            if created:
+            if run_id is None:
                 run_id = tracker.start(name, settings, tags)
             if run_id and run_id != previous:
                 study.set_user_attr(PARENT_RUN_ATTR, run_id)
@@ -83,11 +80,9 @@ class ParentRun:
             kept = study.user_attrs.get(PARENT_RUN_ATTR)
             if kept and kept != run_id:
                 tracker.discard()
-                reopened = _reopen(tracker, name, tags, kept)
-                created = reopened is None
-                run_id = reopened or run_id
+                run_id = _reopen(tracker, name, tags, kept) or run_id
         sweep_dir = OmegaConf.select(config, "hydra.sweep.dir", default="outputs/multirun")
-        parent = cls(tracker, run_id, Path(str(sweep_dir)) / "optuna", created)
+        parent = cls(tracker, run_id, Path(str(sweep_dir)) / "optuna")
         parent.end_abandoned_children(study)
         return parent
 
@@ -136,21 +131,6 @@ class ParentRun:
             log.warning("could not log the study summary to MLflow: %s", error)
         finally:
             self.tracker.end(status)
-
-    def abandon(self) -> None:
-        """The command was wrong (its first trials failed on their config): a parent it created
-        goes to MLflow's trash (kept FAILED if a job got as far as a child run); a reopened one
-        is closed with nothing added."""
-        if self.tracker is None:
-            return
-        children = []
-        with contextlib.suppress(Exception):  # a job that got as far as a run keeps its parent
-            where = f"tags.`{schema.PARENT_RUN_TAG}` = '{self.run_id}'"
-            children = [r for s in RUN_STATES for r in self.tracker.find_runs(where, s)]
-        if self.created and not children:
-            self.tracker.discard()
-        else:
-            self.tracker.end("FINISHED" if not self.created else "FAILED")
 
     def _log_results(self, study: optuna.Study) -> None:
         assert self.out_dir is not None

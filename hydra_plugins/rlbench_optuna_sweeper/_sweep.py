@@ -125,8 +125,6 @@ class OptunaSweep:
             log.info("hydra.sweeper.experiment_sequence is ignored: trials go out in batches")
         self.job_idx = 0
         self._first_launch = True
-        self._first_batch: list[Trial] = []
-        self._created = False  # whether this command created the study (see _forget_study)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # we say what matters ourselves
 
     def setup(
@@ -171,9 +169,7 @@ class OptunaSweep:
             status = "FINISHED"
             sweep_dir = OmegaConf.select(self.config, "hydra.sweep.dir", default=".")
             results = write_results(study, str(sweep_dir))
-        except BrokenConfig:  # nothing of this command's making is kept
-            status = "BROKEN"
-            self._forget_study(study)
+        except BrokenConfig:  # its trials are not counted; the corrected command may go on
             raise
         except KeyboardInterrupt:
             status = "KILLED"
@@ -192,10 +188,7 @@ class OptunaSweep:
                 raise
             raise SweepError(f"the Optuna study could not be written: {storage}") from None
         finally:
-            if status == "BROKEN":
-                parent.abandon()
-            else:
-                parent.finish(study, status, results)
+            parent.finish(study, status, results)
         for line in summary_lines(study, self.storage_url):
             print(line)
         self._fail_if_nothing_completed(study)
@@ -261,24 +254,6 @@ class OptunaSweep:
             ) from None
         if not writable:
             raise SweepError(f"hydra.sweep.dir={folder} is not writable: choose another folder")
-
-    def _forget_study(self, study: optuna.Study) -> None:
-        """Delete the study this command created when its first trials proved the config
-        broken: the corrected command then starts afresh (its search space and directions are
-        not held against it). A study that existed before, or that others added trials to, is
-        kept (its failed trials are already marked ignored)."""
-        if not self._created:
-            return
-        ours = {t.number for t in self._first_batch}
-        others = [
-            t
-            for t in study.get_trials(deepcopy=False)
-            if t.number not in ours and t.state != TrialState.WAITING
-        ]
-        if others:
-            return
-        with contextlib.suppress(Exception):  # best effort: the error itself matters more
-            optuna.delete_study(study_name=study.study_name, storage=self.rdb)
 
     def _open(self, space: SearchSpace) -> optuna.Study:
         """The study in its storage, checked against the space, with its enqueued trials."""
@@ -464,7 +439,6 @@ class OptunaSweep:
         for trial in batch:
             self.rdb.set_trial_system_attr(trial._trial_id, IGNORED_ATTR, True)
             self._tell(trial, TrialState.FAIL)
-        self._first_batch = list(batch)
         raise BrokenConfig(f"trial {batch[0].number} failed: {errors[0]}")
 
     def _outcome(self, trial: Trial, ret: JobReturn) -> list[float] | _Ended:
@@ -549,12 +523,6 @@ class OptunaSweep:
         name = self.study_name or str(OmegaConf.select(self.config, "hydra.job.name") or "rlbench")
         directions = [d.lower() for d in self.directions]
         try:
-            rdb.get_study_id_from_name(name)
-        except KeyError:
-            self._created = True
-        except Exception:  # unreachable storage: create_study below says so
-            pass
-        try:
             study = optuna.create_study(
                 study_name=name,
                 storage=rdb,
@@ -588,6 +556,12 @@ class OptunaSweep:
                 last = sampled[-1].distributions
                 keys = set(wanted) | (set() if self.extender else set(last))
                 stored = {k: distribution_to_json(last[k]) for k in keys if k in last}
+        if stored is not None and stored != wanted and not self._counted(study):
+            # only trials of broken commands (not counted) or none used it: nothing to mix
+            log.info("study %r: no counted trial used its stored search space; it takes this "
+                     "command's", study.study_name)  # fmt: skip
+            study.set_user_attr(SEARCH_SPACE_ATTR, wanted)
+            stored = wanted
         if stored is not None and stored != wanted:
             differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
             raise SweepError(
@@ -597,6 +571,13 @@ class OptunaSweep:
             )
         if study.user_attrs.get(SEARCH_SPACE_ATTR) is None:
             study.set_user_attr(SEARCH_SPACE_ATTR, wanted)
+
+    @staticmethod
+    def _counted(study: optuna.Study) -> bool:
+        """Whether the study holds a trial that counts (not one a broken command left)."""
+        return any(
+            not t.system_attrs.get(IGNORED_ATTR) for t in study.get_trials(deepcopy=False)
+        )
 
     def _base_seed(self, space: SearchSpace) -> int:
         """The first training seed of each trial (``trial_seeds`` counts up from it)."""

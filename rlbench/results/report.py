@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import json
 import logging
 import os
 import re
@@ -114,6 +115,16 @@ class ReportSettings:
 #: what a report folder holds (report.md, report.html, scores.csv, figures): a folder with
 #: report.md and nothing else may be replaced by a report
 REPORT_SUFFIXES = frozenset({".md", ".html", ".csv", ".png", ".svg"})
+REPORT_MANIFEST = ".rlbench-report.json"  # the names of the files a report wrote
+
+
+def _report_manifest(folder: Path) -> set[str] | None:
+    """The files the report in ``folder`` wrote (its manifest), or None without one."""
+    try:
+        names = json.loads((folder / REPORT_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return set(names) if isinstance(names, list) else None
 
 
 def _check_output_dir(final: Path) -> None:
@@ -127,11 +138,18 @@ def _check_output_dir(final: Path) -> None:
             entries = sorted(entry.name for entry in final.iterdir())
         except OSError as err:
             raise UserError(f"{key}: cannot read it ({err.strerror or err})") from None
-        ours = (final / schema.REPORT_FILE).is_file() and all(
-            (final / name).is_file() and Path(name).suffix in REPORT_SUFFIXES for name in entries
-        )
-        if entries and not ours:
-            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        written = _report_manifest(final)
+        if written is not None:  # the files that report wrote, and nothing else
+            foreign = [e for e in entries if e not in written and e != REPORT_MANIFEST]
+        else:  # a report from before the manifest: report.md and files of a report's kinds
+            foreign = [
+                e for e in entries
+                if not (final / e).is_file() or Path(e).suffix not in REPORT_SUFFIXES
+            ]  # fmt: skip
+            if entries and not (final / schema.REPORT_FILE).is_file():
+                foreign = foreign or entries
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise UserError(
                 f"{key} holds files that are not an rlbench report ({shown}), and a report "
                 "replaces its folder whole: choose a new or empty folder, e.g. "
@@ -851,6 +869,8 @@ def build_report(settings: ReportSettings) -> Path:
             tracker = None
             if not recorded:  # the report must not name a run that does not hold it
                 _write_report(tmp, data, analysis, settings, figures, None)
+        names = sorted(p.name for p in tmp.iterdir())  # what a later report may replace
+        (tmp / REPORT_MANIFEST).write_text(json.dumps(names))
         _replace_dir(tmp, final)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -312,6 +312,11 @@ def test_a_report_replaces_an_earlier_report_and_is_readable_by_others(
         assert result.code == 0, result.err[-2000:]
     assert (tmp_path / "out" / "r" / "report.md").is_file()
     assert (tmp_path / "out" / "r").stat().st_mode & 0o055 == 0o055  # group/others may read
+    # a file the user added to the report folder, even one named like a report's: refused
+    (tmp_path / "out" / "r" / "notes.md").write_text("mine\n")
+    refused = report(store, "output_dir=out/r", "log_to_mlflow=false", REPS)
+    assert_one_clear_line(refused, "holds files that are not an rlbench report (notes.md)", 2)
+    assert (tmp_path / "out" / "r" / "notes.md").read_text() == "mine\n"
 
 
 @pytest.mark.parametrize(

@@ -183,9 +183,22 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(run_toy, study, args, line):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert proc.stderr.startswith("error: ") and line in proc.stderr
-    if "user_error=true" in args:  # the study this broken command created is not kept
-        with pytest.raises(KeyError):
-            study()
+    if "user_error=true" in args:  # a broken config does not use up the budget
+        (t,) = study().get_trials()
+        assert t.state == TrialState.FAIL and t.system_attrs["rlbench.not_counted"]
+
+
+def test_a_corrected_command_takes_over_a_study_only_broken_commands_used(run_toy, study):
+    """A misspelt searched key stored a search space no counted trial ever used: the corrected
+    command's space replaces it (a study with counted trials still refuses another space)."""
+    broken = run_toy("hydra.sweeper.n_trials=2", "fail_above=-100", "user_error=true",
+                     "x=interval(-5.0,5.0)", check=False)  # fmt: skip
+    assert broken.returncode == 2
+    run_toy("hydra.sweeper.n_trials=2", "x=interval(-3.0,3.0)")
+    counted = [t for t in study().get_trials() if not t.system_attrs.get("rlbench.not_counted")]
+    assert [t.state for t in counted] == [TrialState.COMPLETE] * 2
+    other = run_toy("hydra.sweeper.n_trials=3", "x=interval(-1.0,1.0)", check=False)
+    assert other.returncode == 2 and "was run with another search space" in other.stderr
 
 
 def test_a_broken_command_on_an_existing_study_keeps_it_and_spends_no_budget(run_toy, study):
