@@ -575,9 +575,7 @@ class OptunaSweep:
     @staticmethod
     def _counted(study: optuna.Study) -> bool:
         """Whether the study holds a trial that counts (not one a broken command left)."""
-        return any(
-            not t.system_attrs.get(IGNORED_ATTR) for t in study.get_trials(deepcopy=False)
-        )
+        return any(not t.system_attrs.get(IGNORED_ATTR) for t in study.get_trials(deepcopy=False))
 
     def _base_seed(self, space: SearchSpace) -> int:
         """The first training seed of each trial (``trial_seeds`` counts up from it)."""
