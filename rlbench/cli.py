@@ -258,6 +258,15 @@ def _other_threads() -> list[Any]:
     return [t for t in threading.enumerate() if t is not threading.current_thread()]
 
 
+def nearest_existing(path: Path) -> Path:
+    """The nearest path at or above ``path`` that exists: where making ``path`` would start.
+    Checked before long work, so that an output folder that cannot be made is said first."""
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
 def usable_cores() -> int:
     """How many cores this process may keep busy: its CPU affinity, capped by a cgroup's CPU
     quota (a container granted 2 CPUs of a 64-core host has 2: helper children beyond that

@@ -153,9 +153,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file; give a folder")
     if args.out is not None:  # checked before minutes of training, not after
-        existing = args.out.absolute()
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
+        existing = cli.nearest_existing(args.out)
         if not existing.is_dir() or not os.access(existing, os.W_OK):
             raise UserError(f"--out {args.out}: cannot create it under {existing}; give a "
                             "writable folder")  # fmt: skip

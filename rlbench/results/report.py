@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from rlbench import cli
 from rlbench.errors import UserError, first_line
 from rlbench.results import plots, stats
 from rlbench.results.analysis import (
@@ -155,9 +156,7 @@ def _check_output_dir(final: Path) -> None:
                 "replaces its folder whole: choose a new or empty folder, e.g. "
                 "output_dir=outputs/reports/<name>"
             )
-    existing = final.parent.absolute()  # checked, not made: nothing is written before the runs
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = cli.nearest_existing(final.parent)  # not made: nothing is written before the runs
     if not existing.is_dir():
         raise UserError(f"{key}: cannot create a folder under {existing}, a file")
     if not os.access(existing, os.W_OK):

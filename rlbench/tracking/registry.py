@@ -179,12 +179,8 @@ def load_version(name: str, version: str, tracking_uri: str | None = None) -> tu
             raise UserError(f"cannot load {what}: {first_line(err)}") from None
         flavor = (meta or {}).get("flavors", {}).get("python_function") or {}
         artifacts = flavor.get("artifacts") or {}
-        pickles = sorted(p.name for p in local.rglob("*.pkl"))
-        if (
-            flavor.get("loader_module") != CODE_LOADER
-            or set(artifacts) != POLICY_ARTIFACTS
-            or pickles
-        ):
+        ours = flavor.get("loader_module") == CODE_LOADER and set(artifacts) == POLICY_ARTIFACTS
+        if not ours or any(local.rglob("*.pkl")):
             raise UserError(
                 f"{what} is not an rlbench policy (registered by rlbench-registry or "
                 "tracking.register); it is not loaded: another MLflow model could run "
