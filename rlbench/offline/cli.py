@@ -148,11 +148,9 @@ def _whole_episodes(data: Any) -> Any:
     np.minimum.at(first, data.episode, data.step)
     last = np.full(n, -1)
     np.maximum.at(last, data.episode, data.step)
-    ends = np.zeros(n, dtype=bool)
-    ends[data.episode[data.done]] = True  # some record of the episode ends it
-    at_last = np.zeros(n, dtype=bool)
-    at_last[data.episode[data.done & (data.step == last[data.episode])]] = True
-    whole = (first == 0) & (count == last + 1) & ends & at_last
+    ends = np.zeros(n, dtype=bool)  # its last step is a done record
+    ends[data.episode[data.done & (data.step == last[data.episode])]] = True
+    whole = (first == 0) & (count == last + 1) & ends
     if whole.all():
         return data
     if not whole.any():
