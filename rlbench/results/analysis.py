@@ -540,18 +540,13 @@ def load_study(
 def _require_optuna_tables(path: Path) -> None:
     """Optuna creates its tables in any database it opens: a reader must not (an empty file,
     another program's database, the MLflow store)."""
-    import sqlite3
+    from rlbench.tracking.store import tables_of
 
-    from rlbench.tracking.store import sqlite_tables
-
-    try:
-        tables = sqlite_tables(path) if path.stat().st_size else set()
-    except (OSError, sqlite3.DatabaseError) as err:
-        raise UserError(f"{path} is not an Optuna storage ({first_line(err)})") from None
+    tables, why = tables_of(path)
     if "studies" not in tables:
         raise UserError(
-            f"{path} is not an Optuna storage (no studies table; it was left untouched): name "
-            "the sweep's storage, e.g. sqlite:///outputs/optuna.db"
+            f"{path} is not an Optuna storage ({why or 'no studies table'}; it was left "
+            "untouched): name the sweep's storage, e.g. sqlite:///outputs/optuna.db"
         )
 
 

@@ -67,20 +67,13 @@ def mlflow_client(uri: str | None = None, *, missing_hint: str = NO_STORE_HINT) 
 
 def _require_mlflow_tables(db: Path) -> None:
     """``UserError`` unless SQLite file ``db`` holds MLflow's tables (read, never changed)."""
-    import sqlite3
+    from rlbench.tracking.store import tables_of
 
-    from rlbench.tracking.store import sqlite_tables
-
-    try:
-        tables = sqlite_tables(db) if db.stat().st_size else set()
-    except (OSError, sqlite3.DatabaseError) as err:
-        tables, why = set(), str(err)
-    else:
-        why = "an empty file" if not db.stat().st_size else "no MLflow tables in it"
+    tables, why = tables_of(db)
     if "experiments" not in tables:
         raise UserError(
-            f"no MLflow store at {display_uri(db)} ({why}): point the tracking URI at your "
-            "MLflow store (the file was left untouched)"
+            f"no MLflow store at {display_uri(db)} ({why or 'no MLflow tables in it'}): point "
+            "the tracking URI at your MLflow store (the file was left untouched)"
         )
 
 

@@ -705,6 +705,19 @@ def check_sqlite_store(db: Path, uri: str) -> None:
         )
 
 
+def tables_of(db: Path) -> tuple[set[str], str]:
+    """The tables of SQLite file ``db``, read without creating any, and why there are none
+    when there are none (an empty file, not SQLite, no tables yet): for readers that must not
+    let MLflow or Optuna create their schema in whatever file they were pointed at."""
+    try:
+        if not db.stat().st_size:
+            return set(), "an empty file"
+        tables = sqlite_tables(db)
+    except (OSError, sqlite3.DatabaseError) as err:
+        return set(), first_line(err)
+    return tables, "" if tables else "no tables in it"
+
+
 def sqlite_tables(db: Path) -> set[str]:
     """The tables of SQLite file ``db`` (sqlite3 errors propagate). Opened read-write where the
     file and its folder allow it: a process killed mid-write leaves a hot journal that only a
