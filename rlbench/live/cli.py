@@ -152,6 +152,7 @@ NUMBERS: dict[str, tuple[type, float | None, float | None, bool]] = {
     "retrain.holdout": (float, 0, 1, False),
     "retrain.min_interval": (int, 0, None, False),
     "gate.n_boot": (int, 10, None, False),
+    "gate.min_episodes": (int, 2, None, False),
     "gate.alpha": (float, 0, 1, False),
     "gate.gamma": (float, 0, 1, False),
     "gate.margin": (float, None, None, False),

@@ -4,6 +4,9 @@ Both policies are evaluated on the SAME held-out logged episodes by the paired o
 comparison (:func:`rlbench.offline.ope.compare`): one bootstrap over episodes, the interval of
 ``value(challenger) - value(champion)``. The challenger is promoted only when the lower bound of
 that interval is above ``margin`` (0 by default); otherwise it is rejected with its numbers.
+Fewer than ``min_episodes`` held-out episodes never promote: a bootstrap over one episode has
+zero width (its "interval" is the point estimate), over a handful it is far narrower than the
+truth's spread, so the gate would pass a challenger on luck.
 The estimator is the config's choice: ``experiments/ope-validation`` measured which estimators'
 intervals cover the truth (``dr_bandit`` on the recommender; none reached 85% on autoscaling's
 long episodes, so a gate there is only as good as the log's support).
@@ -23,6 +26,7 @@ from rlbench.offline import ope
 from rlbench.offline.log import InteractionLog
 
 POLY2_MAX_DIM = 12  # observation entries up to which the gate's model has all cross terms
+MIN_EPISODES = 10  # held-out episodes below which the gate does not promote (gate.min_episodes)
 
 
 @dataclass
@@ -63,6 +67,7 @@ def paired_gate(
     gamma: float = 1.0,
     features: str = "auto",
     seed: int = 0,
+    min_episodes: int = MIN_EPISODES,
 ) -> GateResult:
     """Compare ``challenger`` with ``champion`` on ``holdout`` and decide (see the module).
     ``features="auto"``: ``poly2`` up to ``POLY2_MAX_DIM`` observation entries (its size grows
@@ -86,9 +91,16 @@ def paired_gate(
     ev_cp = ope.Evaluator(ope.make_batch(holdout, champion), **kw)
     diag = ev_ch.diagnostics()
     low = diff.low
-    promote = math.isfinite(low) and low > margin
+    enough = holdout.n_episodes >= min_episodes
+    promote = enough and math.isfinite(low) and low > margin
     interval = f"{diff.value:+.4g} [{diff.low:.4g}, {diff.high:.4g}]"
-    if promote:
+    if not enough:
+        why = (
+            f"{estimator}: challenger - champion = {interval} on {holdout.n_episodes} held-out "
+            f"episode(s), fewer than gate.min_episodes={min_episodes}: too few for an interval "
+            "to mean anything; raise live.retrain.window or live.retrain.holdout"
+        )
+    elif promote:
         why = f"{estimator}: challenger - champion = {interval}, lower bound above {margin:g}"
     elif not math.isfinite(low):
         why = f"{estimator}: the difference is undefined on the held-out log ({interval})"

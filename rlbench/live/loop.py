@@ -437,6 +437,7 @@ class LiveSession:
             split.holdout, challenger.agent, self.champion.agent, estimator=str(gc.estimator),
             n_boot=int(gc.n_boot), alpha=float(gc.alpha), margin=float(gc.margin),
             gamma=float(gc.gamma), features=str(gc.features), seed=int(self.cfg.seed) + k,
+            min_episodes=int(gc.min_episodes),
         )  # fmt: skip
         seconds = time.perf_counter() - t0
         entry.update(run_id=run_id, version=version, score=score, seconds=seconds)
