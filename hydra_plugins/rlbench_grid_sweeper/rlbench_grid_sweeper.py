@@ -42,7 +42,7 @@ def covering(batch: Sequence[Sequence[str]]) -> list[Sequence[str]]:
 
 class GridSweeper(BasicSweeper):
     """Hydra's basic sweeper, validating :func:`covering` of each batch instead of all of it,
-    and, for rlbench-train, the values of those jobs (:func:`rlbench.config.check_config`).
+    and, for rlbench-train, the values of those jobs (:func:`rlbench.run.job_checks.check_job`).
 
     A failure that only a combination of values triggers is reported by that job where the
     launcher composes it, as with a launcher on another machine.
@@ -58,11 +58,12 @@ class GridSweeper(BasicSweeper):
 
 
 def _check_values(job: DictConfig, overrides: Sequence[str]) -> None:
-    from rlbench.config import check_config, is_train_config
+    from rlbench.config import is_train_config
     from rlbench.errors import UserError
+    from rlbench.run.job_checks import check_job
 
     if is_train_config(job):
         try:
-            check_config(job)
+            check_job(job)
         except UserError as err:
             raise UserError(f"{err} (in the job with overrides {list(overrides)})") from None

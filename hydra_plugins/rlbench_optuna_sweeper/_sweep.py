@@ -222,28 +222,73 @@ class OptunaSweep:
         """Compose one job (each searched key at a value of its range) and check its folder,
         before the study or any run exists: a misspelt searched key (``algo.uper=interval(...)``)
         must not leave behind a study whose stored search space refuses the corrected command.
-        An app with rlbench-train's groups also gets rlbench's value checks on that job."""
+        An app with rlbench-train's groups also gets rlbench's value checks on that job and on
+        every choice and both ends of every range (``algo.n_epochs=choice(0,5)`` stops here,
+        not at the trial that draws 0)."""
         overrides = list(space.fixed.values())
-        overrides += [p.override(_a_value(p.distribution)) for p in space.params.values()]
+        firsts = {k: p.override(_a_value(p.distribution)) for k, p in space.params.items()}
         loader = self.hydra_context.config_loader
-        job = loader.load_sweep_config(master_config=self.config, sweep_overrides=overrides)
-        from rlbench.config import check_config, is_train_config
 
-        if is_train_config(job):
-            if len(self.directions) != 1:
-                raise SweepError(
-                    f"hydra.sweeper.direction names {len(self.directions)} objectives, but "
-                    f"rlbench-train returns one score ({SCORE_METRIC}): give one direction "
-                    "(maximize)"
-                )
-            with open_dict(job):
-                job.pop("hydra", None)
+        def compose(changed: dict[str, str]) -> DictConfig:
+            lines = overrides + list((firsts | changed).values())
+            return loader.load_sweep_config(master_config=self.config, sweep_overrides=lines)
+
+        job = compose({})
+        from rlbench.config import SEED_MAX, is_train_config
+        from rlbench.run.job_checks import check_job
+
+        if not is_train_config(job):
+            self._check_sweep_dir()
+            return
+        if len(self.directions) != 1:
+            raise SweepError(
+                f"hydra.sweeper.direction names {len(self.directions)} objectives, but "
+                f"rlbench-train returns one score ({SCORE_METRIC}): give one direction "
+                "(maximize)"
+            )
+        if self.base_seed + self.trial_seeds - 1 > SEED_MAX:
+            raise SweepError(
+                f"{self.seed_key}={self.base_seed} with hydra.sweeper.trial_seeds="
+                f"{self.trial_seeds} trains seeds up to {self.base_seed + self.trial_seeds - 1}, "
+                f"past 2**63-1: use a smaller {self.seed_key}"
+            )
+        variants = [(None, {})] + [
+            (key, {key: p.override(value)})
+            for key, p in space.params.items()
+            for value in _values_to_check(p.distribution)
+        ]
+        for key, changed in variants:
+            variant = job if not changed else self._variant(job, changed, compose)
+            with open_dict(variant):
+                variant.pop("hydra", None)
             try:
-                check_config(job)
+                check_job(variant)
             except UserError as err:
-                searched = [k for k in space.params if f"{k} " in f"{err} "]
-                where = f" (a value in the searched range of {searched[0]})" if searched else ""
+                searched = key or next((k for k in space.params if f"{k} " in f"{err} "), None)
+                value = f": {changed[key].split('=', 1)[1]}" if key else ""
+                where = f" (a value in the searched range of {searched}{value})" if searched else ""
                 raise SweepError(f"{err}{where}") from None
+        self._check_sweep_dir()
+
+    @staticmethod
+    def _variant(job: DictConfig, changed: dict[str, str], compose: Any) -> DictConfig:
+        """``job`` with one searched key's override applied: set in place when the key is a
+        value (cheap), composed again when it picks a config group's option (``algo=dqn``)."""
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        (line,) = changed.values()
+        parsed = OverridesParser.create().parse_override(line)
+        key = parsed.key_or_group
+        current = OmegaConf.select(job, key, default=None)
+        if isinstance(current, DictConfig) or parsed.is_delete():
+            return compose(changed)
+        variant = job.copy()
+        with open_dict(variant):
+            OmegaConf.update(variant, key, parsed.value(), merge=False, force_add=True)
+        return variant
+
+    def _check_sweep_dir(self) -> None:
+        """The sweep's folder exists and is writable (before the study does)."""
         folder = Path(str(OmegaConf.select(self.config, "hydra.sweep.dir", default=".")))
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -613,6 +658,15 @@ def _a_value(distribution: Any) -> Any:
     """One value a searched key can take (the first choice, the low end of a range)."""
     choices = getattr(distribution, "choices", None)
     return choices[0] if choices else distribution.low
+
+
+def _values_to_check(distribution: Any) -> list[Any]:
+    """The values a searched key can take that bound its others: every choice, a range's ends
+    (rlbench's settings are monotone in what they allow: an interval's ends cover it)."""
+    choices = getattr(distribution, "choices", None)
+    if choices:
+        return list(choices)
+    return [distribution.low, distribution.high]
 
 
 @dataclass

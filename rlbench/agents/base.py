@@ -94,6 +94,13 @@ class Agent(abc.ABC):
         self.device = device
         self.num_steps = 0
 
+    @classmethod
+    def check_settings(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """``UserError`` for settings that cannot work, judged without an env, so a sweep can
+        check every value of its searched ranges before its first trial; the settings over
+        :attr:`defaults`. Here: unknown keys and non-finite numbers; subclasses add ranges."""
+        return cls._settings_of(config_to_dict(cfg))
+
     # -- the protocol ----------------------------------------------------------------------
     @abc.abstractmethod
     def learn(self, total_steps: int, callback: LearnCallback | None = None) -> None:
@@ -171,14 +178,18 @@ class Agent(abc.ABC):
     # -- helpers ------------------------------------------------------------------------------
     def _settings(self) -> dict[str, Any]:
         """``self.cfg`` minus meta keys, over :attr:`defaults`; unknown keys are a ``UserError``."""
-        given = {k: v for k, v in self.cfg.items() if k not in META_KEYS}
-        if self.defaults is None:
+        return self._settings_of(self.cfg)
+
+    @classmethod
+    def _settings_of(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        given = {k: v for k, v in cfg.items() if k not in META_KEYS}
+        if cls.defaults is None:
             return given
         for key in given:
-            if key not in self.defaults:
-                raise unknown_key_error(self.name, key, list(self.defaults))
-        settings = {**self.defaults, **given}
-        check_finite_settings(self.name, settings)
+            if key not in cls.defaults:
+                raise unknown_key_error(cls.name, key, list(cls.defaults))
+        settings = {**cls.defaults, **given}
+        check_finite_settings(cls.name, settings)
         return settings
 
     def _discrete_actions(self) -> int:

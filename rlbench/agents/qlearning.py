@@ -67,9 +67,21 @@ class QLearningAgent(Agent):
         "q_init": None,
     }
 
+    @classmethod
+    def check_settings(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        s = super().check_settings(cfg)
+        if s["epsilon_decay_per"] not in ("episode", "step"):
+            raise UserError(
+                f"algo.epsilon_decay_per must be episode or step, got {s['epsilon_decay_per']}"
+            )
+        for key, lo, hi in (("learning_rate", 0, 1), ("gamma", 0, 1), ("epsilon_decay", 0, 1)):
+            if not lo < float(s[key]) <= hi:
+                raise UserError(f"algo.{key} must be in ({lo}, {hi}], got {s[key]}")
+        return s
+
     def __init__(self, env: VecEnv, cfg: Mapping[str, Any], seed: int, device: str = "cpu") -> None:
         super().__init__(env, cfg, seed, device)
-        s = _with_env_hint(self._settings(), env)
+        s = _with_env_hint(self.check_settings(self.cfg), env)
         self.n_actions = self._discrete_actions()
         space = env.observation_space
         if not isinstance(space, spaces.Box) or len(space.shape) != 1:
@@ -97,11 +109,6 @@ class QLearningAgent(Agent):
         self.epsilon, self.epsilon_decay = float(s["epsilon"]), float(s["epsilon_decay"])
         self.epsilon_min = float(s["epsilon_min"])
         self.decay_per = str(s["epsilon_decay_per"])
-        if self.decay_per not in ("episode", "step"):
-            raise UserError(f"algo.epsilon_decay_per must be episode or step, got {self.decay_per}")
-        for key, lo, hi in (("learning_rate", 0, 1), ("gamma", 0, 1), ("epsilon_decay", 0, 1)):
-            if not lo < float(s[key]) <= hi:
-                raise UserError(f"algo.{key} must be in ({lo}, {hi}], got {s[key]}")
         self.q = np.full((n_states, self.n_actions), float(s["q_init"]), dtype=np.float64)
         self.visited = np.zeros(n_states, dtype=bool)
         self.episodes = 0

@@ -47,6 +47,7 @@ from rlbench.agents.base import (
     LearnCallback,
     call_back,
     check_finite_settings,
+    config_to_dict,
     epsilon_greedy,
     one_hot,
     unknown_key_error,
@@ -122,17 +123,12 @@ class SB3Agent(Agent):
     def __init__(self, env: VecEnv, cfg: Mapping[str, Any], seed: int, device: str = "cpu") -> None:
         super().__init__(env, cfg, seed, device)
         loop = self.cfg.get("loop", "numpy")
-        if loop not in self.LOOPS:
-            raise UserError(
-                f"algo.loop={loop!r} is not a choice; choose numpy (rlbench's loops, the "
-                f"default) or sb3 (stable-baselines3's own) ({self.name})"
-            )
-        self.sb3_class = self.LOOPS[loop]
+        self.sb3_class = self._loop_class(self.cfg)
         if loop == "numpy":  # its optimizers never meet torch.compile: skip importing it
             optimizers_without_dynamo()
         self.device = resolve_device(device, self.cfg)
         self._check_env(env)
-        kwargs = self._sb3_kwargs()
+        kwargs = self._sb3_kwargs(self.cfg)
         kwargs.setdefault("policy", "MlpPolicy")
         kwargs.setdefault("verbose", 0)
         # Seed the global generators SB3 uses, build, keep the resulting streams as this
@@ -168,22 +164,37 @@ class SB3Agent(Agent):
     def _check_env(self, env: VecEnv) -> None:
         """Hook: refuse envs the algorithm cannot handle with a ``UserError``."""
 
-    def _sb3_kwargs(self) -> dict[str, Any]:
+    @classmethod
+    def check_settings(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        return cls._sb3_kwargs(config_to_dict(cfg))
+
+    @classmethod
+    def _loop_class(cls, cfg: Mapping[str, Any]) -> type[BaseAlgorithm]:
+        loop = cfg.get("loop", "numpy")
+        if loop not in cls.LOOPS:
+            raise UserError(
+                f"algo.loop={loop!r} is not a choice; choose numpy (rlbench's loops, the "
+                f"default) or sb3 (stable-baselines3's own) ({cls.name})"
+            )
+        return cls.LOOPS[loop]
+
+    @classmethod
+    def _sb3_kwargs(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
         """The SB3 constructor arguments from config, checked against its signature."""
-        settings = {k: v for k, v in self.cfg.items() if k != "name" and k not in self.own_keys}
-        check_finite_settings(self.name, settings)
-        params = inspect.signature(self.sb3_class.__init__).parameters
-        known = [p for p in params if p not in _OURS] + list(self.own_keys)
+        settings = {k: v for k, v in cfg.items() if k != "name" and k not in cls.own_keys}
+        check_finite_settings(cls.name, settings)
+        params = inspect.signature(cls._loop_class(cfg).__init__).parameters
+        known = [p for p in params if p not in _OURS] + list(cls.own_keys)
         for key, value in list(settings.items()):
             if key not in known:
-                raise unknown_key_error(self.name, key, known)
+                raise unknown_key_error(cls.name, key, known)
             if key in SCHEDULED and isinstance(value, str):
-                settings[key] = LinearSchedule.parse(self.name, key, value)
+                settings[key] = LinearSchedule.parse(cls.name, key, value)
                 continue
-            settings[key] = _coerce(self.name, key, value, params[key])
-            _check_range(self.name, key, settings[key])
+            settings[key] = _coerce(cls.name, key, value, params[key])
+            _check_range(cls.name, key, settings[key])
         if settings.get("policy_kwargs") is not None:
-            settings["policy_kwargs"] = _policy_kwargs(self.name, settings["policy_kwargs"])
+            settings["policy_kwargs"] = _policy_kwargs(cls.name, settings["policy_kwargs"])
         if isinstance(settings.get("train_freq"), list):  # YAML has no tuples: [4, step]
             settings["train_freq"] = tuple(settings["train_freq"])
         return settings

@@ -11,7 +11,8 @@
 - :mod:`.env_presets`: a gymnasium task's tuned settings (``conf/env_presets.yaml``) under the
   user's own;
 - :mod:`.divergence`, :mod:`.progress`, :mod:`.reproduce`, :mod:`.trial` (the job side of an
-  Optuna sweep: the only module here the sweeper plugin imports).
+  Optuna sweep) and :mod:`.job_checks` (what a sweeper checks of its jobs up front): the only
+  modules here the sweeper plugins import.
 
 May import :mod:`rlbench.errors`, :mod:`rlbench.config`, :mod:`rlbench.cli`, ``envs``,
 ``agents`` and ``tracking``; never ``results`` or what builds on it.

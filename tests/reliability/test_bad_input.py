@@ -184,6 +184,23 @@ CASES: dict[str, tuple[list[str], str, int]] = {
         ["-m", "search=threshold", "train.num_envs=int(interval(0,4))"],
         "train.num_envs must be a positive integer, got 0 (a value in the searched range", 2,
     ),
+    "an SB3 setting searched over a value that cannot work": (
+        ["-m", "search=ppo", "algo.n_epochs=choice(5,0)"],
+        "algo.n_epochs must be >= 1, got 0 (ppo) (a value in the searched range of "
+        "algo.n_epochs: 0)", 2,
+    ),
+    "a Q-learning range whose far end cannot work": (
+        ["-m", "search=qlearning", "algo.learning_rate=interval(0.5,1.5)"],
+        "algo.learning_rate must be in (0, 1], got 1.5 (a value in the searched range of", 2,
+    ),
+    "trial seeds past the largest seed": (
+        ["-m", "search=threshold", "hydra.sweeper.trial_seeds=3", "seed=9223372036854775806"],
+        "trains seeds up to 9223372036854775808, past 2**63-1", 2,
+    ),
+    "an SB3 value late in a checked grid": (
+        ["-m", "hydra/sweeper=rlbench_grid", "algo=dqn", "algo.batch_size=32,0"],
+        "algo.batch_size must be >= 1, got 0 (dqn) (in the job with overrides", 2,
+    ),
     "two directions for one score": (
         ["-m", "search=threshold", "hydra.sweeper.direction=[maximize,minimize]"],
         "rlbench-train returns one score (test/mean_return): give one direction", 2,
