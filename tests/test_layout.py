@@ -39,11 +39,18 @@ LAYERS: dict[str, int] = {
 }
 #: what the sweeper plugin may import from rlbench (Hydra imports it at every app's start)
 PLUGIN = "hydra_plugins.rlbench_optuna_sweeper"
-PLUGIN_MAY_IMPORT = ("rlbench.errors", "rlbench.config", "rlbench.tracking", "rlbench.run.trial")
+PLUGIN_MAY_IMPORT = (
+    "rlbench.errors", "rlbench.config", "rlbench.tracking", "rlbench.run.trial",
+    "rlbench.run.job_checks",
+)  # fmt: skip
 #: every Hydra plugin of ours -> what it may import from rlbench
 PLUGINS = {
     PLUGIN: PLUGIN_MAY_IMPORT,
-    "hydra_plugins.rlbench_grid_sweeper": ("rlbench.errors", "rlbench.config"),
+    "hydra_plugins.rlbench_grid_sweeper": (
+        "rlbench.errors",
+        "rlbench.config",
+        "rlbench.run.job_checks",
+    ),
 }
 SHIMS = {"analysis.py", "train.py"}  # old import paths kept as re-exports
 MAX_TOP_LEVEL_MODULES = 5

@@ -8,6 +8,7 @@ to its total ``n_trials`` and shares it between processes. Hydra imports ``confi
 
 Modules: ``_sweep`` (the study loop), ``_space`` (the search-space grammar), ``_study`` (storage,
 samplers, claims), ``_parent_run`` (the sweep's MLflow parent run). May import from rlbench only
-:mod:`rlbench.errors`, :mod:`rlbench.config`, ``rlbench.tracking`` and the job side of a trial,
-:mod:`rlbench.run.trial` (tests/test_layout.py checks it).
+:mod:`rlbench.errors`, :mod:`rlbench.config`, ``rlbench.tracking``, the job side of a trial,
+:mod:`rlbench.run.trial`, and the up-front job checks, :mod:`rlbench.run.job_checks`, inside the
+function that runs them (tests/test_layout.py checks it).
 """
