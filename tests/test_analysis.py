@@ -136,6 +136,12 @@ def test_load_runs_errors_are_one_line(store, tmp_path):
     with pytest.raises(UserError, match="no MLflow store at"):
         analysis.load_runs(tracking_uri=f"sqlite:///{tmp_path / 'missing.db'}")
     assert not (tmp_path / "missing.db").exists()
+    # a misspelt metric used to give NaN scores that compare() then called an empty frame
+    typo = r"metric='test/cots' was logged by none of the 4 runs of experiment 'rlbench' "
+    with pytest.raises(UserError, match=typo + r"\(did you mean 'test/cost'\?\)"):
+        analysis.load_runs(tracking_uri=store["uri"], metric="test/cots")
+    cost = analysis.load_runs(tracking_uri=store["uri"], metric="test/cost")  # logged by one
+    assert cost["score"].notna().sum() == 1
 
 
 def test_load_curves_long_format(store):

@@ -159,6 +159,7 @@ def _load_runs(
             break
     rows = [_run_row(run) for run in runs]
     frame = _runs_frame(rows, metric)
+    _check_metric_exists(frame, metric, experiment)
     if not include_reports and f"tags.{KIND_TAG}" in frame:
         frame = frame[frame[f"tags.{KIND_TAG}"].fillna("") != REPORT_KIND].reset_index(drop=True)
     frame.attrs["tracking_uri"] = uri
@@ -216,6 +217,25 @@ def _runs_frame(rows: list[dict[str, Any]], metric: str) -> pd.DataFrame:
     frame["seed"] = _seeds(frame["seed"])
     frame["score"] = pd.to_numeric(_metric_or_legacy(frame, metric), errors="coerce").astype(float)
     return frame[[*RUN_COLUMNS, *prefixed]]
+
+
+def _check_metric_exists(frame: pd.DataFrame, metric: str, experiment: str) -> None:
+    """``UserError`` when no run logged a chosen ``metric``: a misspelt name used to give a
+    frame of NaN scores that ``compare`` then called empty. The default score is exempt (runs
+    still training have not logged it yet)."""
+    if metric == SCORE_METRIC or frame.empty or f"metrics.{metric}" in frame:
+        return
+    legacy = LEGACY_NAMES.get(metric)
+    if legacy is not None and f"metrics.{legacy}" in frame:
+        return
+    from rlbench.cli import did_you_mean
+
+    names = sorted(c.removeprefix("metrics.") for c in frame if c.startswith("metrics."))
+    raise UserError(
+        f"metric={metric!r} was logged by none of the {len(frame)} runs of experiment "
+        f"{experiment!r}{did_you_mean(metric, names)}; their metrics: "
+        f"{', '.join(names[:12]) or 'none'}{', ...' if len(names) > 12 else ''}"
+    )
 
 
 def _metric_or_legacy(frame: pd.DataFrame, metric: str) -> pd.Series:
