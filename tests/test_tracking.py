@@ -327,6 +327,46 @@ def test_git_state_reports_commit_and_dirty_flag(tmp_path):
     assert git_state(tmp_path) == (commit, "true")
 
 
+def test_code_outside_its_own_checkout_is_named_by_its_source_not_the_cwd(tmp_path, monkeypatch):
+    """An installed rlbench run from a user's own repository used to be recorded as that
+    repository's commit, so resume=true reused runs of edited code. Outside its own checkout
+    the code is named by rlbench's version and a digest of its sources."""
+    from rlbench.tracking import provenance
+
+    for cached in (provenance._own_git_state, provenance.source_digest):
+        cached.cache_clear()
+    monkeypatch.setattr(provenance, "SOURCE_ROOT", tmp_path / "site-packages")
+    (tmp_path / "site-packages" / "rlbench").mkdir(parents=True)
+    module = tmp_path / "site-packages" / "rlbench" / "agents.py"
+    module.write_text("x = 1\n")
+    monkeypatch.chdir(Path(__file__).parent)  # a git checkout, but not rlbench's source root
+    try:
+        assert provenance.git_state() == ("unknown", "unknown")
+        first = provenance.code_version()
+        assert first is not None and first.startswith("rlbench==")
+        module.write_text("x = 2\n")
+        provenance.source_digest.cache_clear()
+        assert provenance.code_version() != first  # an edited copy is other code
+    finally:
+        for cached in (provenance._own_git_state, provenance.source_digest):
+            cached.cache_clear()
+
+
+def test_every_tracked_run_records_its_provenance(mlflow_store):
+    """Sweep parents, live sessions, forecasts and reports start their runs through the
+    tracker: each records the code, its versions and git state, not only training runs."""
+    from rlbench.tracking import schema
+
+    tracker = make_tracker(local(mlflow_store))
+    run_id = tracker.start("some-run", {}, {schema.KIND_TAG: "report"})
+    tracker.end()
+    tags = mlflow_store.client().get_run(run_id).data.tags
+    assert tags[schema.KIND_TAG] == "report"  # the caller's own tags kept
+    for key in (schema.GIT_COMMIT_TAG, schema.GIT_DIRTY_TAG, "version.rlbench", "version.torch",
+                "version.hydra", schema.HOST_TAG, schema.SOURCE_NAME_TAG):  # fmt: skip
+        assert tags.get(key), key
+
+
 # ---------------------------------------------------------------- the helper process (default)
 
 

@@ -77,6 +77,7 @@ def record_evaluation(
     import tempfile
 
     from rlbench.tracking.client import mlflow_call, resolve_tracking_uri
+    from rlbench.tracking.provenance import provenance_tags
     from rlbench.tracking.store import artifact_uri, sqlite_path, store_for
     from rlbench.tracking.tracker import DEFAULT_ARTIFACTS
 
@@ -90,9 +91,10 @@ def record_evaluation(
     # a new experiment keeps its artifacts where training's do (not ./mlruns of the cwd)
     location = artifact_uri(DEFAULT_ARTIFACTS, uri)
     exp = mlflow_call(uri, "finding the experiment", store.prepare, "rlbench", location)
+    tags = provenance_tags() | {schema.KIND_TAG: schema.OPE_KIND}
     run = mlflow_call(
-        uri, "starting the run", client.create_run, exp,
-        tags={schema.KIND_TAG: schema.OPE_KIND}, run_name=f"ope-{Path(path).name}",
+        uri, "starting the run", client.create_run, exp, tags=tags,
+        run_name=f"ope-{Path(path).name}",
     )  # fmt: skip
     run_id = run.info.run_id
     try:

@@ -1,13 +1,16 @@
 """Where a result came from: git commit and dirty flag, package versions, host, Hydra overrides.
 
-:func:`run_tags` records them as MLflow tags on every run so that a number in a report can be
-traced back to the code, the libraries and the command that produced it. Nothing here imports
+:func:`provenance_tags` records them as MLflow tags on every run of every command (the tracker
+adds them when it starts a run), so that a number in a report can be traced back to the code,
+the libraries and the command that produced it; :func:`run_tags` adds a training run's seed,
+device and Hydra overrides. Nothing here imports
 the packages it reports on (versions come from installed metadata): a few milliseconds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import platform
 import socket
@@ -23,13 +26,21 @@ from rlbench.tracking import schema
 
 # distribution name -> tag suffix; the libraries whose versions change results
 PACKAGES: dict[str, str] = {
+    "rlbench": "rlbench",
     "torch": "torch",
     "stable-baselines3": "sb3",
     "gymnasium": "gymnasium",
     "mlflow": "mlflow",
     "optuna": "optuna",
     "numpy": "numpy",
+    "scipy": "scipy",
+    "pandas": "pandas",
+    "hydra-core": "hydra",
+    "omegaconf": "omegaconf",
 }
+#: where rlbench's code lives: the package, its Hydra plugins and its configs
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+SOURCE_PARTS = ("rlbench", "hydra_plugins", "conf", "conf_live")
 
 
 def _git(repo: Path, *args: str) -> str | None:
@@ -50,15 +61,28 @@ def _git(repo: Path, *args: str) -> str | None:
 def git_state(repo: str | Path | None = None) -> tuple[str, str]:
     """``(commit, dirty)`` of the git checkout holding ``repo``.
 
-    ``repo`` defaults to the checkout that holds the rlbench sources (the code that ran), else
-    the working directory. ``commit`` is ``"unknown"`` outside a repository or before the first
-    commit; ``dirty`` is ``"true"`` when tracked files differ from that commit (untracked files,
-    e.g. ``outputs/``, do not count), ``"false"`` when clean, ``"unknown"`` without git.
+    ``repo`` defaults to the checkout that holds the rlbench sources (the code that ran; read
+    once per process). Never the working directory: an installed rlbench run from a user's own
+    repository used to be recorded as that repository's commit. ``commit`` is ``"unknown"``
+    outside a repository or before the first commit; ``dirty`` is ``"true"`` when tracked files
+    differ from that commit (untracked files, e.g. ``outputs/``, do not count), ``"false"`` when
+    clean, ``"unknown"`` without git.
     """
     if repo is None:
-        here = Path(__file__).resolve().parent
-        repo = here if _git(here, "rev-parse", "--git-dir") is not None else Path.cwd()
-    repo = Path(repo)
+        return _own_git_state()
+    return _git_state(Path(repo))
+
+
+@cache
+def _own_git_state() -> tuple[str, str]:
+    here = Path(__file__).resolve().parent
+    top = _git(here, "rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != SOURCE_ROOT:  # rlbench is not this checkout's own
+        return "unknown", "unknown"
+    return _git_state(here)
+
+
+def _git_state(repo: Path) -> tuple[str, str]:
     commit = _git(repo, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
     if not commit:
         return "unknown", "unknown"
@@ -79,10 +103,24 @@ def code_version(commit: str | None = None, dirty: str | None = None) -> str | N
         commit, dirty = git_state()
     if commit == "unknown":
         try:
-            return f"rlbench=={metadata.version('rlbench')}"
+            version = metadata.version("rlbench")
         except metadata.PackageNotFoundError:
-            return None
+            version = "unknown"
+        return f"rlbench=={version}+{source_digest()[:12]}"
     return commit if dirty == "false" else None
+
+
+@cache
+def source_digest() -> str:
+    """SHA-256 over rlbench's own files (:data:`SOURCE_PARTS`): names the code outside git,
+    where an edited copy keeps the installed version number (a few milliseconds)."""
+    digest = hashlib.sha256()
+    for part in SOURCE_PARTS:
+        for path in sorted((SOURCE_ROOT / part).rglob("*")):
+            if path.suffix in (".py", ".yaml") and path.is_file():
+                digest.update(str(path.relative_to(SOURCE_ROOT)).encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 @cache
@@ -180,21 +218,18 @@ def _hydra_tags() -> dict[str, str]:
     return tags
 
 
-def run_tags(cfg: Any, device: str) -> dict[str, str]:
-    """Provenance tags of a run: git, versions, host, seed, device, Hydra overrides."""
+def provenance_tags() -> dict[str, str]:
+    """What every MLflow run of every command records about the code that made it: git commit
+    and dirty flag, the code's name (:func:`code_version`), library versions, host, user and
+    command (MLflow's own keys, so its UI shows them)."""
     import getpass
 
     commit, dirty = git_state()
-    tags = git_tags(commit, dirty) | {schema.HOST_TAG: hostname(), schema.DEVICE_TAG: str(device)}
+    tags = git_tags(commit, dirty) | {schema.HOST_TAG: hostname()}
     code = code_version(commit, dirty)
     if code is not None:
         tags[schema.CODE_TAG] = code
     tags |= version_tags()
-    seed = cfg.get("seed")
-    if seed is not None:
-        tags[schema.SEED_TAG] = str(seed)
-    tags |= _hydra_tags()
-    # MLflow's own keys, so that its UI shows the source, the user and the commit
     source = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
     tags[schema.SOURCE_NAME_TAG] = source
     tags[schema.SOURCE_TYPE_TAG] = "LOCAL"
@@ -203,3 +238,12 @@ def run_tags(cfg: Any, device: str) -> dict[str, str]:
     with contextlib.suppress(Exception):
         tags[schema.USER_TAG] = getpass.getuser()
     return tags
+
+
+def run_tags(cfg: Any, device: str) -> dict[str, str]:
+    """A training run's tags: :func:`provenance_tags`, seed, device, Hydra overrides."""
+    tags = provenance_tags() | {schema.DEVICE_TAG: str(device)}
+    seed = cfg.get("seed")
+    if seed is not None:
+        tags[schema.SEED_TAG] = str(seed)
+    return tags | _hydra_tags()

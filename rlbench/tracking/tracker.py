@@ -33,7 +33,7 @@ from typing import Any
 from rlbench.errors import UserError
 from rlbench.tracking import schema
 from rlbench.tracking.helper import HelperTransport, LocalTransport, stop_helper
-from rlbench.tracking.provenance import hostname, process_tag
+from rlbench.tracking.provenance import process_tag, provenance_tags
 from rlbench.tracking.redaction import mask_passwords, mask_values
 from rlbench.tracking.store import (
     FLUSH_EVERY_S,
@@ -247,7 +247,7 @@ class MlflowTracker(Tracker):
         if self._open:
             raise RuntimeError(f"MLflow run {self.run_id} is still open: end() it first")
         # who writes the run: a later command ends it FAILED if this process dies unseen
-        tags = {schema.HOST_TAG: hostname()} | mask_values(tags)
+        tags = provenance_tags() | mask_values(tags)  # the caller's own win
         tags[schema.PROCESS_TAG] = process_tag()
         if self._uri_source:
             tags.setdefault(schema.TRACKING_URI_SOURCE_TAG, self._uri_source)
