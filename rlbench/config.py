@@ -98,6 +98,13 @@ def check_config(cfg: DictConfig) -> None:
             f"eval.seed_offset must be an integer from 0 to 2**62-1 (evaluation seeds are "
             f"seed_offset + 1000 * seed + episode), got {offset!r}"
         )
+    first_eval = offset + 1000 * cfg.seed  # rlbench.run.evaluate.evaluation_seeds
+    if first_eval < cfg.seed + cfg.train.num_envs:
+        raise UserError(
+            f"eval.seed_offset={offset} makes the evaluation seeds (from {first_eval}) overlap "
+            f"the training copies' seeds ({cfg.seed}..{cfg.seed + cfg.train.num_envs - 1}): "
+            "the score would not be on held-out seeds; leave it at its default (1000000)"
+        )
     _check_kinds(cfg)
     progress = OmegaConf.select(cfg, "train.progress", default="auto")
     if progress not in PROGRESS_MODES and not isinstance(progress, bool):

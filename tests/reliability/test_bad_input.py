@@ -139,6 +139,9 @@ CASES: dict[str, tuple[list[str], str, int]] = {
     "an evaluation seed offset that is not a number": (
         ["eval.seed_offset=abc"], "eval.seed_offset must be an integer from 0", 2,
     ),
+    "evaluation seeds overlapping the training seeds": (
+        ["eval.seed_offset=0"], "eval.seed_offset=0 makes the evaluation seeds (from 0) overlap", 2,
+    ),
     "a negative evaluation seed offset": (
         ["eval.seed_offset=-5"], "eval.seed_offset must be an integer from 0", 2,
     ),
