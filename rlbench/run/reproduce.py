@@ -179,6 +179,7 @@ def _rerun_config(logged: DictConfig, current: DictConfig, tmp: Path) -> DictCon
     with open_dict(cfg):
         cfg.resume = False
         cfg.tracking.enabled = False
+        cfg.tracking.register = None  # the rerun is compared, not registered again
         cfg.train.checkpoint_dir = str(tmp / "checkpoints")
         if OmegaConf.select(current, "device") is not None:
             cfg.device = current.device
