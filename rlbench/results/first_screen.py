@@ -41,7 +41,7 @@ def summary_table(
 ) -> tuple[list[str], list[list[str]]]:
     """Algorithm x load pattern (and overall) of IQM [CI]; rank-1 cells bold and starred.
 
-    Rows are ordered by the overall rank (else the mean per-pattern rank), then name.
+    Rows are ordered by the overall rank (else the mean per-pattern rank), then IQM, then name.
     """
     many_envs = per_load["env"].nunique() > 1
     tasks = sorted({(e, lo) for e, lo in zip(per_load["env"], per_load["load"], strict=True)})
@@ -55,7 +55,11 @@ def summary_table(
             columns.append((label, group))
     order_by = overall if overall is not None else per_load
     mean_rank = order_by.groupby("algo")["rank"].mean()
-    algos = sorted(set(per_load["algo"]), key=lambda a: (mean_rank.get(a, 1e9), a))
+    mean_iqm = order_by.groupby("algo")["iqm"].mean() if "iqm" in order_by else {}
+    algos = sorted(
+        set(per_load["algo"]),
+        key=lambda a: (mean_rank.get(a, 1e9), -mean_iqm.get(a, -1e300), a),
+    )
     rows = []
     for algo in algos:
         cells = [algo]
@@ -78,43 +82,72 @@ def rank1(table: pd.DataFrame) -> list[str]:
 
 
 def verdict(
-    per_load: pd.DataFrame, overall: pd.DataFrame | None, seeds: pd.Series, min_seeds: int
+    per_load: pd.DataFrame,
+    overall: pd.DataFrame | None,
+    seeds: pd.Series,
+    min_seeds: int,
+    confidence: float = 0.95,
 ) -> str:
     """One plain sentence (two at most): the overall finding, where it holds, the seed caveat.
 
-    ``seeds`` is the number of runs per (env, load, algo).
+    ``seeds`` is the number of runs per (env, load, algo). Each winner the sentence names is a
+    claim ("it beats every other algorithm there", ``p_claim`` of the tables); the claims are
+    corrected together (Holm, familywise error ``1 - confidence``): with six load patterns,
+    uncorrected claims named a winner among identical algorithms in half the reports.
     """
     many_envs = per_load["env"].nunique() > 1
-    clear, tied = {}, []
-    for (env, load), group in per_load.groupby(["env", "load"], sort=True):
-        first = rank1(group)
-        label = task_label(env, load, many_envs)
-        if len(first) == 1 and len(group) > 1:
-            clear.setdefault(first[0], []).append(label)
-        elif len(group) > 1:
-            tied.append(label)
-    parts = []
     tasks = per_load.groupby("algo")[["env", "load"]].apply(
         lambda g: frozenset(map(tuple, g.to_numpy().tolist()))
     )
-    if overall is not None and len(overall) > 1 and tasks.nunique() > 1:
+    compared = overall is not None and len(overall) > 1
+    apart = compared and tasks.nunique() > 1  # some algorithms never shared a task
+    claims: dict[str, tuple[str, float]] = {}  # task label (or "") -> (algo, p_claim)
+    tied, family = [], 0  # family: the hypotheses tested, one per compared load pattern
+    for (env, load), group in per_load.groupby(["env", "load"], sort=True):
+        if len(group) < 2:
+            continue
+        family += 1
+        first = rank1(group)
+        label = task_label(env, load, many_envs)
+        if len(first) == 1:
+            claims[label] = (first[0], _p_claim(group, first[0]))
+        else:
+            tied.append(label)
+    if compared and not apart:
+        family += 1
+        if len(rank1(overall)) == 1:
+            claims[""] = (rank1(overall)[0], _p_claim(overall, rank1(overall)[0]))
+    shown = _holm_claims(claims, family, 1.0 - confidence)
+    parts = []
+    if apart:
         # threshold on autoscaling and user_feedback on the scheduler were never compared
         parts.append("no overall winner: not every algorithm ran on every task")
-    elif overall is not None and len(overall) > 1:
+    elif compared:
         first = rank1(overall)
-        if len(first) == 1:
+        if "" in shown:
             best = overall[overall["algo"] == first[0]].iloc[0]
             parts.append(
                 f"**{first[0]}** is best overall (normalised score {interval(best)}, "
-                "0 = baseline, 1 = best mean per pattern)"
+                "0 = baseline, 1 = best mean per pattern)" + _larger_mean(overall, best)
+            )
+        elif len(first) == 1:
+            parts.append(
+                f"**{first[0]}** ranks first overall but is not shown better than every other "
+                f"algorithm once this sentence's {family} claims are corrected together"
             )
         else:
             parts.append(f"{names(first)} cannot be told apart overall")
+    clear: dict[str, list[str]] = {}
+    for label, (algo, _) in claims.items():
+        if label and label in shown:
+            clear.setdefault(algo, []).append(label)
+        elif label:
+            tied.append(label)
     if clear:
         wins = "; ".join(f"{a} on {names(sorted(t), bold=False)}" for a, t in clear.items())
         parts.append(f"clear winners per load pattern: {wins}")
     if tied:
-        parts.append(f"no single winner on {names(tied, bold=False)} (see the ★ cells)")
+        parts.append(f"no single winner on {names(sorted(tied), bold=False)} (see the ★ cells)")
     if not parts:
         parts.append("there is only one algorithm per load pattern: nothing to compare")
     low, high = int(seeds.min()), int(seeds.max())
@@ -129,6 +162,38 @@ def verdict(
     if not sentence.startswith("*"):  # a bold algorithm name keeps its case
         sentence = sentence[0].upper() + sentence[1:]
     return f"{sentence}. {caveat}"
+
+
+def _p_claim(table: pd.DataFrame, algo: str) -> float:
+    value = table.loc[table["algo"] == algo, "p_claim"].iloc[0]
+    return 1.0 if pd.isna(value) else float(value)
+
+
+def _holm_claims(claims: dict[str, tuple[str, float]], family: int, alpha: float) -> set[str]:
+    """The claims that survive Holm's correction over ``family`` hypotheses (one per compared
+    load pattern and the overall one; patterns without a single leader count, never pass)."""
+    labels = sorted(claims, key=lambda k: claims[k][1])
+    shown = set()
+    for step, label in enumerate(labels):
+        if not claims[label][1] <= alpha / (family - step):
+            break
+        shown.add(label)
+    return shown
+
+
+def _larger_mean(overall: pd.DataFrame, best: pd.Series) -> str:
+    """A note when another algorithm's mean normalised score is above the winner's: the winner
+    beats each other algorithm more often (P(X > Y)), not necessarily by more."""
+    if "mean" not in overall:
+        return ""
+    above = overall[overall["mean"] > best["mean"]]
+    if above.empty:
+        return ""
+    return (
+        f"; it wins more often, but {names(list(above['algo']), bold=False)} "
+        f"{'has' if len(above) == 1 else 'have'} a higher mean normalised score (wins by more "
+        "where it wins)"
+    )
 
 
 def degenerate_note(per_load: pd.DataFrame, scores: pd.DataFrame) -> str | None:

@@ -349,9 +349,10 @@ def plot_probability_of_improvement(
     """Heatmap of P(row > column) per group, annotated with the value and its 95 % CI.
 
     ``poi`` is :func:`~rlbench.results.stats.probability_of_improvement_table`'s output. Bold
-    values are distinguishable (CI excludes 0.5); rows are ordered by average P, best first.
+    values are distinguishable (the permutation test's verdict); rows are ordered by average P,
+    best first.
     """
-    own = {"algo_x", "algo_y", "p", "p_lo", "p_hi", "n_tasks", "distinguishable"}
+    own = {"algo_x", "algo_y", "p", "p_lo", "p_hi", "n_tasks", "p_value", "distinguishable"}
     _require(poi, ["algo_x", "algo_y", "p", "p_lo", "p_hi"], "the probability-of-improvement frame")
     cols = _group_cols(poi, own)
     groups = _groups(poi, cols)
@@ -385,7 +386,7 @@ def plot_probability_of_improvement(
     fig.colorbar(
         image, ax=axes, shrink=0.6, label="P(X > Y): probability that a run of X beats one of Y"
     )
-    fig.suptitle("Probability of improvement with 95% CI (bold: distinguishable from 0.5)")
+    fig.suptitle("Probability of improvement with 95% CI (bold: told apart by a permutation test)")
     return [_save(fig, out_dir, name)]
 
 

@@ -564,7 +564,12 @@ def compose(
         else f"{_metric_label(settings)}, the final value of each run (higher is better)"
     )
     seeds = scores.groupby(["env", "load", "algo"]).size()
-    doc.para(verdict(analysis.per_load, analysis.overall, seeds, int(settings.min_seeds)))
+    doc.para(
+        verdict(
+            analysis.per_load, analysis.overall, seeds, int(settings.min_seeds),
+            float(settings.confidence),
+        )
+    )  # fmt: skip
     doc.table(*summary_table(analysis.per_load, analysis.overall))
     doc.para(
         f"IQM over seeds [{settings.confidence:.0%} stratified bootstrap CI]. "
@@ -603,7 +608,9 @@ def compose(
         f"- outlier runs: {len(outliers)}"
         + (" (see [Outlier runs](#outlier-runs))" if len(outliers) else ""),
         f"- statistics: {settings.reps} bootstrap replicates, seed {settings.seed}, "
-        f"distinguishable when the CI of P(X>Y) excludes 0.5 with ≥ {settings.min_seeds} seeds",
+        f"two algorithms are distinguishable when a permutation test of P(X>Y) rejects "
+        f"equality at {1 - settings.confidence:.0%} with ≥ {settings.min_seeds} seeds each "
+        "(each pair in the tables; the first sentence's winners corrected together, Holm)",
         f"- generated {when}"
         + (f"; MLflow run {_run_link(settings, data, report_run_id)}" if report_run_id else ""),
         f"- browse these runs in MLflow: [runs view]({_ui(settings, data)}) (start the UI with "
@@ -616,8 +623,9 @@ def compose(
 
     doc.heading(2, "Per load pattern")
     doc.para(
-        "Rank: 1 + the number of algorithms shown better (the CI of P(X > Y) excludes 0.5; "
-        "listed under 'shown better'), so algorithms that cannot be told apart from the best "
+        "Rank: 1 + the number of algorithms shown better (a permutation test of P(X > Y) "
+        "rejects equality; listed under 'shown better'), so algorithms that cannot be told "
+        "apart from the best "
         f"all rank 1. Rows: rank, then IQM. Scores: {unit}."
     )
     for (env, load), group in analysis.per_load.groupby(["env", "load"], sort=True):
@@ -696,8 +704,11 @@ def compose(
             "- IQM: mean of the middle 50% of runs; robust to outlier seeds.",
             "- CIs: percentile bootstrap, resampling runs within each load pattern "
             "(stratified), never across.",
-            "- Ties: two algorithms tie when the CI of P(X > Y) contains 0.5; no correction "
-            "for multiple comparisons.",
+            "- Ties: two algorithms tie unless a permutation test of P(X > Y) (runs relabelled "
+            "within each load pattern; exact for small samples) rejects equality at "
+            f"{1 - settings.confidence:.0%}. With 3 seeds against 3 no difference can be "
+            "shown (the smallest p-value is 0.1). Each pair of a table is tested at that "
+            "level; the first sentence's winners are corrected together (Holm).",
             "- Rank: 1 + the number of algorithms shown better; rank 1 is every algorithm "
             "nothing was shown to beat (the contenders, named together, never one of them).",
             "- Test return: reward summed over one evaluation episode on a held-out test seed; "

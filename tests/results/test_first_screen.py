@@ -9,10 +9,13 @@ from rlbench.tracking import links
 
 
 def table(load: str, rows: list[tuple[str, int, float, float, float]]) -> pd.DataFrame:
-    """A per-load comparison: (algo, rank, iqm, lo, hi) per row."""
+    """A per-load comparison: (algo, rank, iqm, lo, hi) per row; a lone rank-1 algorithm's
+    claim to beat the others has p = 0.001, the others' p = 1."""
+    alone = sum(r == 1 for _, r, *_ in rows) == 1
     return pd.DataFrame(
         [{"env": "autoscaling", "load": load, "algo": a, "rank": r, "iqm": i, "iqm_lo": lo,
-          "iqm_hi": hi} for a, r, i, lo, hi in rows]
+          "iqm_hi": hi, "p_claim": 0.001 if r == 1 and alone else 1.0}
+         for a, r, i, lo, hi in rows]
     )  # fmt: skip
 
 
@@ -83,3 +86,41 @@ def test_no_overall_winner_is_named_among_algorithms_that_never_shared_a_task():
     sentence = verdict(PER_LOAD, overall, pd.Series([5, 5, 5, 5, 5]), min_seeds=3)
     assert "no overall winner: not every algorithm ran on every task" in sentence.lower()
     assert "best overall" not in sentence and "told apart overall" not in sentence
+
+
+def test_the_sentences_winners_are_corrected_together():
+    """Six load patterns, each with a lone rank-1 algorithm at p_claim = 0.02: uncorrected,
+    the sentence named six winners (among identical algorithms half the reports named one);
+    Holm over the six claims needs 0.05/6 for the first, so none is named. At p = 0.001 all are."""
+    loads = ["a", "b", "c", "d", "e", "f"]
+
+    def patterns(p_claim: float) -> pd.DataFrame:
+        frames = [table(load, [("ppo", 1, -1, -2, 0), ("dqn", 2, -5, -6, -4)]) for load in loads]
+        out = pd.concat(frames, ignore_index=True)
+        out["p_claim"] = [p_claim if r == 1 else 1.0 for r in out["rank"]]
+        return out
+
+    seeds = pd.Series([5] * 12)
+    weak = verdict(patterns(0.02), None, seeds, min_seeds=3)
+    assert "clear winners" not in weak and "no single winner on a, b, c, d, e and f" in weak.lower()
+    strong = verdict(patterns(0.001), None, seeds, min_seeds=3)
+    assert strong.startswith("Clear winners per load pattern: ppo on a, b, c, d, e and f.")
+
+
+def test_a_first_overall_not_shown_after_correction_is_said_so():
+    overall = pd.DataFrame(
+        [{"env": "autoscaling", "algo": "ppo", "rank": 1, "iqm": 0.9, "iqm_lo": 0.8,
+          "iqm_hi": 1.0, "mean": 0.9, "p_claim": 0.04},
+         {"env": "autoscaling", "algo": "dqn", "rank": 2, "iqm": 0.5, "iqm_lo": 0.4,
+          "iqm_hi": 0.6, "mean": 0.5, "p_claim": 1.0}]
+    )  # fmt: skip
+    per_load = pd.concat(
+        [table(load, [("ppo", 1, -1, -2, 0), ("dqn", 1, -2, -3, -1)]) for load in ("a", "b")],
+        ignore_index=True,
+    )
+    sentence = verdict(per_load, overall, pd.Series([5] * 4), min_seeds=3)
+    # three claims (two patterns, overall): 0.04 > 0.05/3
+    assert sentence.startswith("**ppo** ranks first overall but is not shown better than every")
+    overall.loc[0, "p_claim"] = 0.001
+    sentence = verdict(per_load, overall, pd.Series([5] * 4), min_seeds=3)
+    assert sentence.startswith("**ppo** is best overall (normalised score 0.900 [0.800, 1.000]")

@@ -11,11 +11,13 @@ from rlbench.errors import UserError
 from rlbench.results.stats import (
     compare,
     curve_intervals,
+    holm,
     interval_estimates,
     iqm,
     normalise_scores,
     outlier_runs,
     performance_profile,
+    permutation_p_value,
     probability_of_improvement,
     probability_of_improvement_table,
     rank_algorithms,
@@ -93,8 +95,8 @@ def test_probability_of_improvement_table_is_complementary_and_averages_tasks():
     frame = runs(
         {
             # spike: x beats y in every pair -> 1. steady: [3,4] vs [1,3,5] -> 3.5/6 (above).
-            ("spike", "x"): [10, 11, 12],
-            ("spike", "y"): [1, 2, 3],
+            ("spike", "x"): [10, 11, 12, 13],
+            ("spike", "y"): [1, 2, 3, 4],
             ("steady", "x"): [3, 4],
             ("steady", "y"): [1, 3, 5],
             # sine: fully separated again, but two seeds each.
@@ -106,8 +108,10 @@ def test_probability_of_improvement_table_is_complementary_and_averages_tasks():
         ["load", "algo_x", "algo_y"]
     )
     assert per_task.loc[("spike", "x", "y"), "p"] == pytest.approx(1.0)
-    # Fully separated samples: every bootstrap replicate is 1, and 3 seeds each are enough.
+    # Fully separated samples: every bootstrap replicate is 1; the permutation test: 2 of the
+    # C(8, 4) = 70 splits are as extreme (x all high, or all low), p = 2/70 < 0.05.
     assert per_task.loc[("spike", "x", "y"), ["p_lo", "p_hi"]].tolist() == [1.0, 1.0]
+    assert per_task.loc[("spike", "x", "y"), "p_value"] == pytest.approx(2 / 70)
     assert per_task.loc[("spike", "x", "y"), "distinguishable"]
     assert per_task.loc[("steady", "y", "x"), "p"] == pytest.approx(1 - 3.5 / 6)
     # On sine the interval is [1, 1] too, but two seeds are fewer than min_seeds=3.
@@ -117,6 +121,52 @@ def test_probability_of_improvement_table_is_complementary_and_averages_tasks():
     row = overall[(overall["algo_x"] == "x") & (overall["algo_y"] == "y")].iloc[0]
     assert row["p"] == pytest.approx((1.0 + 3.5 / 6 + 1.0) / 3)
     assert row["n_tasks"] == 3
+
+
+def test_three_seeds_against_three_can_never_be_told_apart():
+    """Fully separated, yet 2 of C(6, 3) = 20 splits are as extreme: p = 0.1. The percentile
+    bootstrap of P(X > Y) gave [1, 1] here and called the pair different."""
+    frame = runs({("spike", "x"): [10, 11, 12], ("spike", "y"): [1, 2, 3]})
+    row = probability_of_improvement_table(frame, reps=300).iloc[0]
+    assert row["p_value"] == pytest.approx(0.1) and not row["distinguishable"]
+    assert compare(frame, reps=300)["rank"].tolist() == [1, 1]
+
+
+def test_identical_algorithms_are_told_apart_at_most_at_the_tests_level():
+    """Two algorithms drawn from one distribution, 5 seeds, one task: the bootstrap rule told
+    them apart 9% of the time (nominal 5%); the exact test's level is 8/252 = 3.2% at most."""
+    rng = np.random.default_rng(7)
+    told = 0
+    for _ in range(300):
+        a, b = rng.normal(size=5), rng.normal(size=5)
+        table = probability_of_improvement_table(
+            runs({("spike", "a"): list(a), ("spike", "b"): list(b)}), reps=100
+        )
+        told += bool(table["distinguishable"].iloc[0])
+    assert told / 300 <= 0.05
+
+
+def test_the_stratified_test_is_exact_or_drawn_and_both_hold_the_level():
+    """Across tasks the labels are shuffled within each task: two tasks of 3 + 3 runs have
+    20 * 20 splits (exact); six tasks of 5 + 5 have 252**6 (9,999 seeded draws)."""
+    rng = np.random.default_rng(0)
+    high, low = [np.array([10.0, 11, 12]), np.array([5.0, 6, 7])], [np.array([1.0, 2, 3])] * 2
+    assert permutation_p_value(high, low, rng) == pytest.approx(2 / 400)  # both tasks extreme
+    x = [rng.normal(size=5) + 3 for _ in range(6)]
+    y = [rng.normal(size=5) for _ in range(6)]
+    assert permutation_p_value(x, y, np.random.default_rng(1)) == pytest.approx(1 / 10_000)
+    same = [
+        permutation_p_value([rng.normal(size=5) for _ in range(6)],
+                            [rng.normal(size=5) for _ in range(6)], rng)
+        for _ in range(60)
+    ]  # fmt: skip
+    assert np.mean(np.array(same) <= 0.05) <= 0.12  # 5% nominal; 60 draws
+
+
+def test_holm_rejects_in_order_until_one_fails():
+    # m = 3: 0.01 <= 0.05/3 yes; 0.03 <= 0.05/2 no -> stop; 0.04 is not tested.
+    assert holm([0.01, 0.04, 0.03], 0.05) == [True, False, False]
+    assert holm([0.01, 0.02, 0.03], 0.05) == [True, True, True]
 
 
 def test_rank_is_one_plus_the_algorithms_shown_better():
