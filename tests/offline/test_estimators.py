@@ -229,3 +229,69 @@ def test_the_bounds_difference_is_decisive_only_where_the_log_shows_both_policie
     diff = ope.compare(log0, good, bad, ["pdis_bounds", "pdis"], n_boot=100, reward_range=(0, 1))
     assert diff["pdis_bounds"].low < 0 < diff["pdis_bounds"].high
     assert diff["pdis"].low == diff["pdis"].high == 0  # the truth is +0.8
+
+
+def test_ordinary_is_without_weight_is_zero_and_self_normalised_ones_say_they_have_no_interval(
+    tmp_path,
+):
+    """20 two-step episodes, target always action 1; only episode 0 took it twice (W = 4,
+    G = 3). IS = 4 * 3 / 20 = 0.6; a resample without episode 0 (a share (19/20)^20 = 36% of
+    them) has every weight 0, so IS is 0 there (not undefined: dropping those replicates made
+    the interval cover the truth half of the time). WIS = 3, but undefined in those resamples:
+    no interval, and the share is said."""
+    eps = [[(0, 1, 0.5, 1.0, 1), (1, 1, 0.5, 2.0, 0)]]
+    eps += [[(0, 0, 0.5, 0.0, 1), (1, 1, 0.5, 1.0, 0)]] * 19
+    log = write_episodes(tmp_path / "log", eps)
+    names = ["is", "pdis", "wis", "pdwis", "wdr"]
+    est, _ = ope.evaluate(log, Fixed([0.0, 1.0]), names, n_boot=200, warn=False, features=onehot2)
+    assert est["is"].value == pytest.approx(0.6)
+    assert est["is"].undefined_share == 0 and est["is"].low == 0 < est["is"].high
+    assert est["pdis"].undefined_share == 0 and est["pdis"].low == 0 < est["pdis"].high
+    for name in ("wis", "pdwis", "wdr"):
+        e = est[name]
+        assert e.value == pytest.approx(3.0), name
+        assert 0.2 < e.undefined_share < 0.5, name
+        assert np.isnan(e.low) and np.isnan(e.high), name
+        assert e.notes[0].startswith(f"no interval: undefined in {100 * e.undefined_share:.0f}%")
+
+
+def test_no_weight_at_all_is_zero_with_no_interval(tmp_path):
+    """No logged episode took the target's action: IS and PDIS are 0 (every weight is 0), but a
+    [0, 0] interval would claim certainty; WIS is undefined. The log earns -4 an episode, so 0
+    is also outside the returns it can produce, [-6, -2]: said, as FQE's 0 (its model has no
+    data on action 1 and extrapolates)."""
+    log = write_episodes(tmp_path / "log", [[(0, 0, 0.5, -1.0, 1), (1, 0, 0.5, -3.0, 0)]] * 5)
+    names = ["is", "pdis", "wis", "fqe"]
+    est, _ = ope.evaluate(log, Fixed([0.0, 1.0]), names, n_boot=20, warn=False, features=onehot2)
+    for name in ("is", "pdis"):
+        e = est[name]
+        assert e.value == 0 and np.isnan(e.low) and np.isnan(e.high), name
+        assert e.notes[0].startswith("no interval: no logged decision"), name
+        assert (
+            "0 is outside the returns the log can produce [-6, -2]: the importance weights"
+            in (e.notes[1])
+        )
+    assert np.isnan(est["wis"].value) and est["wis"].undefined_share == 1.0
+    assert est["fqe"].value == pytest.approx(0.0, abs=1e-6)
+    assert est["fqe"].notes == [
+        f"{est['fqe'].value:.4g} is outside the returns the log can produce [-6, -2]: the "
+        "model extrapolates"
+    ]
+    diff = ope.compare(log, Fixed([0.0, 1.0]), Fixed([1.0, 0.0]), ["is", "fqe"], n_boot=20,
+                       features=onehot2)  # fmt: skip
+    assert np.isnan(diff["is"].low)  # one side has no weight: no interval of the difference
+    # 0 - (-4) = 4 is the largest difference [-6, -2] allows: on the edge, not outside
+    assert diff["fqe"].value == pytest.approx(4.0, abs=0.01) and diff["fqe"].notes == []
+
+
+def test_ips_outside_the_logged_rewards_is_said(tmp_path):
+    """Every session took action 1 at 0.5 and earned 1; the target always takes 1: IPS = 2,
+    which no policy can earn here (rewards [1, 1]): the weights average 2, not 1."""
+    log = write_episodes(tmp_path / "log", [[(0, 1, 0.5, 1.0, 0)]] * 8)
+    est, _ = ope.evaluate(log, Fixed([0.0, 1.0]), ["ips", "snips"], n_boot=20, warn=False)
+    assert est["ips"].value == pytest.approx(2.0)
+    assert est["ips"].notes == [
+        "2 is outside the rewards the log can produce [1, 1]: the importance weights do not "
+        "average 1 on this log"
+    ]
+    assert est["snips"].value == pytest.approx(1.0) and est["snips"].notes == []
