@@ -22,6 +22,53 @@ from rlbench import cli
 from rlbench.errors import UserError
 
 
+class _Progress:
+    """How far a long collection or bootstrap got, on stderr: a tqdm bar on a terminal (shown
+    only after a second, so a quick command stays quiet), elsewhere a line once the work has
+    run ``SLOW_AFTER_S`` seconds and then every ``REPEAT_S`` (as rlbench-report's phases)."""
+
+    def __init__(self, total: int, desc: str, unit: str) -> None:
+        import time
+
+        from rlbench.results.progress import SLOW_AFTER_S, _is_terminal
+
+        self.total, self.desc, self.unit, self.done = total, desc, unit, 0
+        self._clock = time.monotonic
+        self._start, self._next = self._clock(), SLOW_AFTER_S
+        self._bar = None
+        if _is_terminal():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit=unit, delay=1.0, leave=False)
+
+    def advance(self, n: int) -> None:
+        """``n`` more units done."""
+        from rlbench.results.progress import REPEAT_S
+
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            return
+        elapsed = self._clock() - self._start
+        if elapsed >= self._next and self.done < self.total:
+            print(f"{self.desc}: {self.done}/{self.total} {self.unit} ({elapsed:.0f} s)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            self._next = elapsed + REPEAT_S
+
+    def say(self, text: str, err: bool = False) -> None:
+        """Print a line (to stderr with ``err``) without tearing the bar."""
+        out = sys.stderr if err else sys.stdout
+        if self._bar is not None:
+            self._bar.write(text, file=out)
+        else:
+            print(text, file=out)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 def _compose(env: str, algo: str | None, overrides: Sequence[str]) -> Any:
     from rlbench.offline.collect import compose
 
@@ -115,11 +162,16 @@ def collect_command(argv: Sequence[str] | None = None) -> None:
         out, env_id=env_id, obs_shape=venv.observation_space.shape,
         n_actions=int(venv.action_space.n), batch_size=args.batch_size, meta=meta,
     )  # fmt: skip
-    with writer:
-        result = collect(
-            venv, behaviour, writer, episodes=args.episodes, seed=seed, start_ts=start,
-            seconds_per_step=args.seconds_per_step, run_name=f"{name}-s{args.seed}{nth}",
-        )  # fmt: skip
+    progress = _Progress(args.episodes, f"collecting {name}", "episodes")
+    try:
+        with writer:
+            result = collect(
+                venv, behaviour, writer, episodes=args.episodes, seed=seed, start_ts=start,
+                seconds_per_step=args.seconds_per_step, run_name=f"{name}-s{args.seed}{nth}",
+                progress=progress.advance,
+            )  # fmt: skip
+    finally:
+        progress.close()
     returns = result["returns"]
     more = f"; collection {earlier + 1} there, seed {seed}" if earlier else ""
     print(
@@ -258,39 +310,56 @@ def ope_command(argv: Sequence[str] | None = None) -> None:
                                           args.overrides)  # fmt: skip
         label = name if name not in targets else f"{name}-{len(targets)}"
         targets[label] = Behaviour(agent, "epsilon", args.epsilon, name=label)
-    rows = []
-    for label, target in targets.items():
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ope.SupportWarning)
-            est, diag = ope.evaluate(data, target, names, gamma=args.gamma, n_boot=args.boot,
-                                     seed=args.seed, clip=args.clip,
-                                     reward_range=reward_range)  # fmt: skip
-        for w in caught:
-            print(f"warning: {label}: {w.message}", file=sys.stderr)
-        print(f"{label}: {diag.n_decisions} decisions, {diag.n_episodes} episodes, ESS "
-              f"{diag.ess_episodes:.1f} episodes / {diag.ess_decisions:.0f} decisions, "
-              f"max ratio {diag.max_ratio:.3g}")  # fmt: skip
-        rows += [(label, e) for e in est.values()]
     labels = list(targets)
-    if len(labels) >= 2:
-        diff = ope.compare(data, targets[labels[0]], targets[labels[1]], names, gamma=args.gamma,
-                           n_boot=args.boot, seed=args.seed, clip=args.clip,
-                           reward_range=reward_range)  # fmt: skip
-        rows += [(f"{labels[0]} - {labels[1]}", e) for e in diff.values()]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'policy'.ljust(width)}  {'estimator':11}  {'value':>10}  95% interval")
-    for label, e in rows:
-        shown = (
-            f"{e.value:10.4g}  [{e.low:.4g}, {e.high:.4g}]"
-            if e.value == e.value
-            else f"{'undefined':>10}  (no logged weight under the target)"
-        )
-        print(f"{label.ljust(width)}  {e.name:11}  {shown}")
+    total = args.boot * (len(labels) + (2 if len(labels) >= 2 else 0))
+    progress = _Progress(total, "bootstrap", "replicates")
+    rows = []
+    try:
+        for label, target in targets.items():
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ope.SupportWarning)
+                est, diag = ope.evaluate(data, target, names, gamma=args.gamma,
+                                         n_boot=args.boot, seed=args.seed, clip=args.clip,
+                                         reward_range=reward_range,
+                                         progress=progress.advance)  # fmt: skip
+            for w in caught:
+                progress.say(f"warning: {label}: {w.message}", err=True)
+            progress.say(f"{label}: {diag.n_decisions} decisions, {diag.n_episodes} episodes, "
+                         f"ESS {diag.ess_episodes:.1f} episodes / {diag.ess_decisions:.0f} "
+                         f"decisions, max ratio {diag.max_ratio:.3g}")  # fmt: skip
+            rows += [(label, e) for e in est.values()]
+        if len(labels) >= 2:
+            diff = ope.compare(data, targets[labels[0]], targets[labels[1]], names,
+                               gamma=args.gamma, n_boot=args.boot, seed=args.seed,
+                               clip=args.clip, reward_range=reward_range,
+                               progress=progress.advance)  # fmt: skip
+            rows += [(f"{labels[0]} - {labels[1]}", e) for e in diff.values()]
+    finally:
+        progress.close()
+    print_table(rows)
     if not args.no_track:
         from rlbench.offline.tracking import record_evaluation
 
         run_id = record_evaluation(args.tracking_uri, data, args.log, rows, vars(args))
         print(f"mlflow run: {run_id}")
+
+
+def print_table(rows: list) -> None:
+    """The estimates, one line each: value, interval (or why there is none), the share of
+    bootstrap replicates in which the estimator was undefined, and a ``!`` on a row whose
+    notes (no interval, a value outside what the log's rewards allow) follow the table."""
+    width = max(len(r[0]) for r in rows)
+    print(f"{'policy'.ljust(width)}  {'estimator':11}  {'value':>10}  "
+          f"{'95% interval':24}  undefined")  # fmt: skip
+    for label, e in rows:
+        value = f"{e.value:10.4g}" if e.value == e.value else f"{'undefined':>10}"
+        interval = f"[{e.low:.4g}, {e.high:.4g}]" if e.low == e.low else "no interval"
+        share = f"{100 * e.undefined_share:.0f}%" if e.undefined_share > 0 else "-"
+        mark = "  !" if e.notes else ""
+        print(f"{label.ljust(width)}  {e.name:11}  {value}  {interval:24}  {share:>9}{mark}")
+    for label, e in rows:
+        for note in e.notes:
+            print(f"! {label} {e.name}: {note}")
 
 
 def _reward_range(text: str | None) -> tuple[float, float] | None:

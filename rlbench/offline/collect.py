@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,11 +105,13 @@ def collect(
     start_ts: float | None = None,
     seconds_per_step: float = 1.0,
     run_name: str = "collect",
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``behaviour`` in the batched ``venv`` until ``episodes`` episodes have finished; write
     every decision of them to ``writer`` (None: only return them). Decision times are
     ``start_ts + seconds_per_step * (batched step)``; each copy's episode is one session whose
-    context ``user_id`` is its simulated user. Returns the columns and the episode returns."""
+    context ``user_id`` is its simulated user. Returns the columns and the episode returns.
+    ``progress(k)`` is called whenever ``k`` more episodes have finished."""
     if episodes < 1:
         raise UserError(f"episodes must be a positive integer, got {episodes}")
     rng = np.random.default_rng(seed)
@@ -153,6 +155,7 @@ def collect(
                 rows[k].append(rec[k])
         ret += rewards
         step += 1
+        before = len(finished)
         for i in np.flatnonzero(dones):
             if ep_of[i] < episodes:
                 finished.append(float(ret[i]))
@@ -160,6 +163,8 @@ def collect(
             step[i] = 0
             ep_of[i] = next_ep
             next_ep += 1
+        if progress is not None and len(finished) > before:
+            progress(len(finished) - before)
         obs = new_obs
         t += 1
     return {"returns": finished, "rows": rows}

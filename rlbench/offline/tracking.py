@@ -72,7 +72,8 @@ def record_evaluation(
     uri: str | None, data: InteractionLog, path: str | Path, rows: list, settings: dict
 ) -> str:
     """One MLflow run of an off-policy evaluation: the settings as params, every estimate and
-    interval as ``ope/...`` metrics, the table as ``ope.csv``, the log as its dataset input."""
+    interval (and the share of undefined bootstrap replicates, when not 0) as ``ope/...``
+    metrics, the table with its notes as ``ope.csv``, the log as its dataset input."""
     import csv
     import tempfile
 
@@ -102,15 +103,19 @@ def record_evaluation(
             client.log_param(run_id, key, str(value)[:500])
         for label, est in rows:
             key = label.replace(" - ", "_minus_").replace(" ", "_")
-            for part, value in (("", est.value), ("low", est.low), ("high", est.high)):
-                if value == value:  # not NaN
+            share = est.undefined_share
+            for part, value in (("", est.value), ("low", est.low), ("high", est.high),
+                                ("undefined_share", share if share > 0 else None)):  # fmt: skip
+                if value is not None and value == value:  # not NaN
                     client.log_metric(run_id, schema.ope_metric(key, est.name, part), value)
         with tempfile.TemporaryDirectory() as tmp:
             table = Path(tmp) / schema.OPE_TABLE_FILE
             with table.open("w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(["policy", "estimator", "value", "low", "high"])
-                w.writerows([label, e.name, e.value, e.low, e.high] for label, e in rows)
+                w.writerow(["policy", "estimator", "value", "low", "high", "undefined_share",
+                            "notes"])  # fmt: skip
+                w.writerows([label, e.name, e.value, e.low, e.high, e.undefined_share,
+                             "; ".join(e.notes)] for label, e in rows)  # fmt: skip
             client.log_artifact(run_id, str(table))
         log_dataset_input(uri, run_id, data, path, schema.EVALUATION_CONTEXT)
         client.set_terminated(run_id, "FINISHED")

@@ -173,3 +173,44 @@ def test_the_commands_exit_2_with_one_line(tmp_path):
         assert done.returncode == 2, done.stderr
         assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_ope_shows_what_the_log_cannot_say(tmp_path, mlflow_store, capsys):
+    """Logged with epsilon 0.3 over 16 steps, a greedy target has no whole episode of weight
+    (0.8^16 per episode): IS is 0 with no interval, WIS undefined in every replicate, and the
+    table says so (the share as a column and a metric, the notes under the table); 0 is also
+    outside the (negative) returns the log can produce."""
+    collect_command(["--policy", "threshold", "--epsilon", "0.3", "--out", str(tmp_path / "a"),
+                     *FAST])  # fmt: skip
+    capsys.readouterr()
+    ope_command([str(tmp_path / "a"), "--policy", "threshold", "--estimators", "is,wis,pdis_bounds",
+                 "--boot", "20", "--tracking-uri", mlflow_store.uri, "env.horizon=16"])  # fmt: skip
+    out = capsys.readouterr().out
+    rows = {r.split()[1]: r.split() for r in out.splitlines() if r.startswith("threshold  ")}
+    assert rows["is"][2:] == ["0", "no", "interval", "-", "!"]
+    assert rows["wis"][2:] == ["undefined", "no", "interval", "100%", "!"]
+    assert rows["pdis_bounds"][-1] == "-"  # an interval, no note
+    assert "! threshold is: no interval: no logged decision (at some step) has weight" in out
+    assert "! threshold is: 0 is outside the returns the log can produce [" in out
+    (run,) = mlflow_store.runs()
+    assert run.data.metrics["ope/threshold/wis_undefined_share"] == 1.0
+    assert "ope/threshold/is_undefined_share" not in run.data.metrics  # 0: not logged
+
+
+def test_long_commands_say_how_far_they_got(tmp_path, capsys, monkeypatch):
+    """Off a terminal, a line once the work has run SLOW_AFTER_S seconds (0 here); nothing
+    when it is quicker than that (the default 10 s)."""
+    from rlbench.results import progress
+
+    argv = ["--policy", "threshold", "--epsilon", "0.3", *FAST]
+    collect_command([*argv, "--out", str(tmp_path / "a")])
+    ope_argv = [str(tmp_path / "a"), "--policy", "threshold", "--epsilon", "0.3", "--no-track",
+                "--estimators", "is", "--boot", "130", "env.horizon=16"]  # fmt: skip
+    ope_command(ope_argv)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(progress, "SLOW_AFTER_S", 0.0)
+    collect_command([*argv, "--out", str(tmp_path / "b")])
+    ope_command(ope_argv)
+    err = capsys.readouterr().err
+    assert "collecting threshold: 3/6 episodes (" in err  # three copies finish together
+    assert "bootstrap: 64/130 replicates (" in err  # after the first chunk of 64
