@@ -25,11 +25,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rlbench.errors import UserError, first_line
 from rlbench.tracking.schema import (
+    CODE_TAG,
     CONFIG_ARTIFACT,
     EPISODES_ARTIFACT,
+    GIT_COMMIT_TAG,
+    INPUTS_TAG,
     PRUNED_TAG,
     RESUMED_FROM_STEP_TAG,
     RESUMED_TAG,
+    SWEEP_PARENT_ROLE,
+    SWEEP_ROLE_TAG,
 )
 
 # keys of a logged config that describe the bookkeeping of the original job, not what it learned
@@ -45,6 +50,7 @@ class Reproduction:
     seeds: list[int]
     logged: np.ndarray
     rerun: np.ndarray
+    code_note: str = ""  # how the logged run's code differs from this checkout's, if it does
 
     @property
     def matched(self) -> bool:
@@ -75,7 +81,7 @@ class Reproduction:
             )
         return (
             f"run {self.run_id} did NOT reproduce: {detail}; mean {self.score:.6g}, logged "
-            f"{float(np.mean(self.logged)):.6g}"
+            f"{float(np.mean(self.logged)):.6g}{self.code_note}"
         )
 
 
@@ -85,13 +91,47 @@ def reproduce(cfg: DictConfig) -> Reproduction:
 
     run_id = str(cfg.reproduce).strip()
     _refuse_other_overrides()
-    logged_cfg, seeds, returns = _logged_run(run_id, cfg.tracking)
+    logged_cfg, seeds, returns, tags = _logged_run(run_id, cfg.tracking)
     with tempfile.TemporaryDirectory(prefix="rlbench-reproduce-") as tmp:
         rerun_cfg = _rerun_config(logged_cfg, cfg, Path(tmp))
+        _refuse_changed_inputs(run_id, tags, rerun_cfg)
         outcome = train(rerun_cfg)
     if outcome.returns is None:
         raise UserError(f"the rerun of {run_id} was pruned: it has no final evaluation")
-    return Reproduction(run_id, seeds, returns, np.asarray(outcome.returns, dtype=np.float64))
+    rerun = np.asarray(outcome.returns, dtype=np.float64)
+    return Reproduction(run_id, seeds, returns, rerun, _code_note(tags))
+
+
+def _refuse_changed_inputs(run_id: str, tags: dict[str, str], rerun_cfg: DictConfig) -> None:
+    """``UserError`` when a file the run read has other content now (a grown log, a newly
+    registered forecaster behind the same alias): the rerun would call other data a match or
+    a mismatch. Runs logged before ``rlbench.inputs`` existed are not checked."""
+    from rlbench.run.inputs import input_digests, read_tag
+
+    logged = read_tag(tags.get(INPUTS_TAG))
+    now = input_digests(rerun_cfg)
+    changed = [k for k, v in logged.items() if now.get(k) != v]
+    if changed:
+        key = changed[0]
+        raise UserError(
+            f"run {run_id} read {key}={OmegaConf.select(rerun_cfg, key)} with content "
+            f"{logged[key][:19]}..., which is now {now.get(key, 'missing')[:19]}...: a rerun "
+            "would train on other data; restore that input to reproduce the run"
+        )
+
+
+def _code_note(tags: dict[str, str]) -> str:
+    """Why a rerun may differ: the logged run's code is not this checkout's (or either had
+    uncommitted changes, which cannot be compared)."""
+    from rlbench.tracking.provenance import code_version, git_state
+
+    commit, dirty = git_state()
+    now = code_version(commit, dirty)
+    if now is not None and tags.get(CODE_TAG) == now:
+        return ""
+    dirty_text = " with uncommitted changes"
+    then = tags.get(CODE_TAG) or tags.get(GIT_COMMIT_TAG, "unknown") + dirty_text
+    return f" (the run was made by {then}; this checkout is {now or commit + dirty_text})"
 
 
 def _refuse_other_overrides() -> None:
@@ -108,8 +148,10 @@ def _refuse_other_overrides() -> None:
             )
 
 
-def _logged_run(run_id: str, tracking: DictConfig) -> tuple[DictConfig, list[int], np.ndarray]:
-    """The run's logged config, evaluation seeds and returns, read from its MLflow store."""
+def _logged_run(
+    run_id: str, tracking: DictConfig
+) -> tuple[DictConfig, list[int], np.ndarray, dict[str, str]]:
+    """The run's logged config, evaluation seeds, returns and tags, from its MLflow store."""
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
@@ -124,6 +166,11 @@ def _logged_run(run_id: str, tracking: DictConfig) -> tuple[DictConfig, list[int
         ) from None
     except OSError as err:  # requests' connection errors derive from OSError
         raise UserError(f"the MLflow store {uri} is unreachable ({first_line(err)})") from None
+    if run.data.tags.get(SWEEP_ROLE_TAG) == SWEEP_PARENT_ROLE:
+        raise UserError(
+            f"run {run_id} is a sweep's parent run: it trained nothing itself; reproduce one "
+            "of its trials (its child runs)"
+        )
     if run.info.status != "FINISHED":
         raise UserError(f"run {run_id} is {run.info.status}, not FINISHED: nothing to compare")
     if run.data.tags.get(PRUNED_TAG) == "true":
@@ -157,7 +204,7 @@ def _logged_run(run_id: str, tracking: DictConfig) -> tuple[DictConfig, list[int
             ) from None
     if not isinstance(logged_cfg, DictConfig) or "algo" not in logged_cfg:
         raise UserError(f"run {run_id}: {CONFIG_ARTIFACT} is not an rlbench-train config")
-    return logged_cfg, seeds, returns
+    return logged_cfg, seeds, returns, dict(run.data.tags)
 
 
 def _client(tracking: DictConfig) -> tuple[str, Any]:

@@ -152,10 +152,15 @@ def train(cfg: DictConfig) -> TrainOutcome:
     # First, so MLflow warms up in its helper process while torch and the agent load here.
     tracker = make_tracker(cfg.tracking)
     from rlbench.run.checkpoints import run_key
+    from rlbench.run.inputs import input_digests
     from rlbench.run.trial import TrialContext
     from rlbench.tracking.claims import claim_run_key
 
-    flat = flatten_config(cfg)
+    # the files the config names, by content: a grown log or a new forecaster version is
+    # another job (run key, checkpoints, resume=true) and is recorded as such
+    flat = flatten_config(cfg) | {
+        schema.INPUTS_PARAM_PREFIX + k: v for k, v in input_digests(cfg).items()
+    }
     trial = TrialContext.from_cfg(cfg)
     register = _registry_name(cfg, trial)
     user_tags = {str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}
@@ -227,7 +232,7 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags, phases) -> Tr
         )  # fmt: skip
 
     tags = run_tags(cfg, device) | {schema.RUN_KEY_TAG: ckpt.path.name}
-    tags |= user_tags | forecaster
+    tags |= user_tags | forecaster | _inputs_tag(flat)
     if trial is not None:
         tags |= trial.mlflow_tags()
     ckpt.stamp = {"code": tags.get(schema.CODE_TAG), "versions": package_versions()}
@@ -278,6 +283,15 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags, phases) -> Tr
         tracker.end(status, error=error)
         venv.close()
     return _register(outcome, register, tracker)
+
+
+def _inputs_tag(flat: dict[str, Any]) -> dict[str, str]:
+    """``rlbench.inputs``: the digests of the files the run read (see rlbench.run.inputs)."""
+    from rlbench.run.inputs import as_tag
+
+    prefix = schema.INPUTS_PARAM_PREFIX
+    digests = {k.removeprefix(prefix): str(v) for k, v in flat.items() if k.startswith(prefix)}
+    return {schema.INPUTS_TAG: as_tag(digests)} if digests else {}
 
 
 def _forecaster_tag(env: Any) -> dict[str, str]:

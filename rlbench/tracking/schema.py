@@ -181,6 +181,9 @@ REPLACED_VERSION_TAG = "rlbench.registry.replaced_version"  # what rollback retu
 # written to hydra.sweep.dir (and the parent run's optuna/ folder) as hydra-optuna-sweeper does
 OPTIMIZATION_RESULTS_FILE = "optimization_results.yaml"
 SEARCH_SPACE_ATTR = "rlbench.search_space"  # study user attribute: {param: distribution JSON}
+# study user attributes: what its trials learned beside the searched keys, and their code
+FIXED_SETTINGS_ATTR = "rlbench.fixed_settings"  # {dotted key: value}, volatile keys left out
+STUDY_CODE_ATTR = "rlbench.code"  # rlbench.tracking.provenance.code_version() at its start
 MLFLOW_RUN_ATTR = "rlbench.mlflow_run_id"  # trial user attribute: the MLflow run of its job
 # parameter importance, everywhere (parent run plot, notebook 02, README): fANOVA on the first
 # objective as it is (not flipped), with this seed, so that the three agree on one study
@@ -232,6 +235,8 @@ FORECAST_KIND = "forecaster"  # KIND_TAG of a forecaster's training run
 FORECASTER_DIR = "forecaster"  # the run's forecaster folder; a registered version's files
 FORECAST_MODEL_NAME = "load-forecaster"  # the registered model's default name
 FORECASTER_TAG = "rlbench.forecaster"  # a run's env.forecast=lstm weights: sha256:<hex>
+INPUTS_TAG = "rlbench.inputs"  # JSON {config key: sha256:<hex>} of the files the run read
+INPUTS_PARAM_PREFIX = "inputs."  # the same digests as params: part of the run key
 FORECAST_PREFIX = "forecast/"  # forecast/<series>/<forecaster>/<stat>: held-out accuracy
 
 

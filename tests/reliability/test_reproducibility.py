@@ -123,3 +123,36 @@ def test_a_resumed_run_is_not_offered_as_reproducible(cli, mlflow_store):
     again = cli(*mlflow_store.overrides(), f"+reproduce={run_id}")
     assert again.code == 2
     assert f"run {run_id} was resumed from a checkpoint at step 1024" in again.err
+
+
+def test_a_changed_input_file_is_another_job_and_cannot_be_reproduced(cli, mlflow_store, tmp_path):
+    """The same config over another request trace (or a grown log, a new forecaster behind an
+    alias) is another job: its run key differs, so resume=true cannot reuse the old run, and
+    +reproduce refuses instead of calling a rerun on other data a match or a mismatch."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from rlbench.run.inputs import path_digest
+
+    trace = tmp_path / "requests.csv"
+    trace.write_text("".join(f"{800 + 10 * (i % 50)}\n" for i in range(400)))
+    args = (*mlflow_store.overrides(), "algo=threshold", "debug=fast", "env.load=trace",
+            f"env.trace_path={trace}")  # fmt: skip
+    first = cli(*args)
+    assert first.code == 0, first.err
+    run_id = re.search(r"mlflow run: (\w+)", first.out)[1]
+    client = MlflowClient(mlflow_store.uri)
+    tags = client.get_run(run_id).data.tags
+    assert json.loads(tags["rlbench.inputs"]) == {"env.trace_path": path_digest(trace)}
+
+    trace.write_text("".join(f"{1600 + 10 * (i % 50)}\n" for i in range(400)))  # the load doubled
+    refused = cli(*mlflow_store.overrides(), f"+reproduce={run_id}")
+    assert refused.code == 2, refused.err
+    assert f"run {run_id} read env.trace_path={trace} with content sha256:" in refused.err
+    assert "restore that input to reproduce the run" in refused.err
+
+    second = cli(*args)
+    assert second.code == 0, second.err
+    other = re.search(r"mlflow run: (\w+)", second.out)[1]
+    assert client.get_run(other).data.tags["rlbench.run_key"] != tags["rlbench.run_key"]
