@@ -33,11 +33,13 @@ from rlbench.tracking.databases import with_driver
 from rlbench.tracking.schema import (
     DUPLICATE_ATTR,
     FIXED_OVERRIDES_ATTR,
+    FIXED_SETTINGS_ATTR,
     IGNORED_ATTR,
     PRUNED_ATTR,
     PRUNER_ATTR,
     SCORE_METRIC,
     SEARCH_SPACE_ATTR,
+    STUDY_CODE_ATTR,
 )
 
 from ._parent_run import ParentRun, summary_lines, write_results
@@ -235,8 +237,9 @@ class OptunaSweep:
 
         job = compose({})
         from rlbench.config import SEED_MAX, is_train_config
-        from rlbench.run.job_checks import check_job
+        from rlbench.run.job_checks import check_job, learned_settings
 
+        self.fixed_settings = None
         if not is_train_config(job):
             self._check_sweep_dir()
             return
@@ -257,6 +260,8 @@ class OptunaSweep:
             for key, p in space.params.items()
             for value in _values_to_check(p.distribution)
         ]
+        searched = [*space.params, self.seed_key] if self.trial_seeds > 1 else list(space.params)
+        self.fixed_settings = learned_settings(job, searched)
         for key, changed in variants:
             variant = job if not changed else self._variant(job, changed, compose)
             with open_dict(variant):
@@ -311,6 +316,7 @@ class OptunaSweep:
         )
         study = self._study(self.rdb, pruner, self.sampler_spec.make(None, self.grid))
         self._check_space(study, space)
+        self._check_fixed_settings(study)
         with storage_lock(self.storage_url):  # parallel starters: each configuration once
             for i, values in enumerate(self.enqueue_trials):
                 fixed = space.fixed_params(dict(values), f"hydra.sweeper.enqueue_trials[{i}]")
@@ -616,6 +622,42 @@ class OptunaSweep:
             )
         if study.user_attrs.get(SEARCH_SPACE_ATTR) is None:
             study.set_user_attr(SEARCH_SPACE_ATTR, wanted)
+
+    def _check_fixed_settings(self, study: optuna.Study) -> None:
+        """A stored study keeps the settings its trials learned with, beside the searched keys:
+        continuing it with ``env.horizon=288`` or ``debug=fast`` added would rank trials of two
+        problems together. Other code is allowed (a fix between launches) but said."""
+        from rlbench.tracking.provenance import code_version
+
+        if self.fixed_settings is None:  # not rlbench-train's config
+            return
+        stored = study.user_attrs.get(FIXED_SETTINGS_ATTR)
+        if stored is not None and stored != self.fixed_settings and self._counted(study):
+            differ = sorted(
+                k for k in set(stored) | set(self.fixed_settings)
+                if stored.get(k) != self.fixed_settings.get(k)
+            )  # fmt: skip
+            shown = ", ".join(
+                f"{k}: {stored.get(k, '(unset)')} -> {self.fixed_settings.get(k, '(unset)')}"
+                for k in differ[:3]
+            ) + (", ..." if len(differ) > 3 else "")
+            raise SweepError(
+                f"study {study.study_name!r} in {redact(self.storage_url)} was run with other "
+                f"settings ({shown}): give another hydra.sweeper.study_name for these, or the "
+                "study's own settings to continue it"
+            )
+        if stored != self.fixed_settings:
+            study.set_user_attr(FIXED_SETTINGS_ATTR, self.fixed_settings)
+        code = code_version() or "uncommitted changes"
+        before = study.user_attrs.get(STUDY_CODE_ATTR)
+        if before is not None and before != code and self._counted(study):
+            log.warning(
+                "study %r: its earlier trials were made by %s, these by %s: they are ranked "
+                "together (give another hydra.sweeper.study_name to keep them apart)",
+                study.study_name, before, code,
+            )  # fmt: skip
+        if before is None or not self._counted(study):
+            study.set_user_attr(STUDY_CODE_ATTR, code)
 
     @staticmethod
     def _counted(study: optuna.Study) -> bool:

@@ -1,5 +1,7 @@
 """What a sweeper checks of a job before its first one runs: the values rlbench-train refuses.
 
+:func:`learned_settings` is what a continued study must share with its earlier trials.
+
 A sweep launched with a searched value that cannot work (``algo.n_epochs=choice(0,5)``) used to
 find out at that trial, with the study already made and earlier trials spent. The sweepers
 call :func:`check_job` on the jobs they compose up front (the grid: every value of every swept
@@ -8,6 +10,8 @@ exists, with the same message the job would have given.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from omegaconf import DictConfig
 
@@ -25,3 +29,27 @@ def check_job(job: DictConfig) -> None:
     name = job.algo.get("name")
     if name:
         agent_class(str(name)).check_settings(job.algo)
+
+
+def learned_settings(job: DictConfig, searched: Iterable[str]) -> dict[str, str]:
+    """The job's settings that decide what its trials learn, minus the ``searched`` keys: what
+    every trial of one study must share (a study continued with ``env.horizon`` changed would
+    rank trials of two problems together). Where runs are stored, progress, resume and the
+    checkpoint folder do not count (:data:`rlbench.run.checkpoints.VOLATILE_KEYS`). Values as
+    written, interpolations unresolved (some name the job's number, unknown before it runs)."""
+    from omegaconf import OmegaConf
+
+    from rlbench.run.checkpoints import VOLATILE_KEYS
+
+    skip = (*VOLATILE_KEYS, "train.checkpoint_dir", "hydra", "reproduce", *searched)
+    out: dict[str, str] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        elif not any(prefix[:-1] == p or prefix.startswith(p + ".") for p in skip):
+            out[prefix[:-1]] = str(node)
+
+    walk(OmegaConf.to_container(job, resolve=False), "")
+    return out

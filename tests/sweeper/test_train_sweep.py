@@ -67,6 +67,26 @@ def test_threshold_search_beats_or_matches_the_seed_rule(tmp_path, mlflow_store)
     assert {"optuna/trials.csv", "optuna/optimization_history.png"} <= logged
 
 
+def test_a_study_is_continued_only_with_the_settings_its_trials_learned_with(tmp_path):
+    """Rerunning a sweep with another episode length used to add its trials to the same study,
+    ranked with the others; now the command is refused and names what differs."""
+    sweep = (search("threshold"), "tracking.enabled=false", "hydra.sweeper.pruner.name=none",
+             *BUDGET)  # fmt: skip
+    train(tmp_path, *sweep, "hydra.sweeper.n_trials=2")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    other = subprocess.run(
+        [*TRAIN, "-m", *sweep, "hydra.sweeper.n_trials=3", "env.horizon=48"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert other.returncode == 2, other.stderr[-2000:]
+    assert "was run with other settings (env.horizon: 288 -> 48)" in other.stderr
+    assert "give another hydra.sweeper.study_name" in other.stderr
+    study = load(tmp_path, "threshold-autoscaling-sine_curve")
+    assert len(study.trials) == 2  # nothing was added
+    train(tmp_path, *sweep, "hydra.sweeper.n_trials=3")  # the study's own settings continue it
+    assert len(load(tmp_path, "threshold-autoscaling-sine_curve").trials) == 3
+
+
 def test_pruned_trials_log_fewer_steps_when_run_by_joblib(tmp_path, mlflow_store):
     train(
         tmp_path,
