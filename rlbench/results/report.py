@@ -604,6 +604,7 @@ def compose(
         "algorithm: "
         + ", ".join(f"{a} {r['size']} ({r['nunique']})" for a, r in per_algo.iterrows()),
         *_best_entries_line(scores),
+        *_code_line(data),
         f"- left out: {_counts(data.excluded)}" if data.excluded else "- left out: none",
         f"- outlier runs: {len(outliers)}"
         + (" (see [Outlier runs](#outlier-runs))" if len(outliers) else ""),
@@ -748,6 +749,27 @@ def _every_run_section(doc: Document, data: ReportData, settings: ReportSettings
             rows.append(row)
         doc.heading(3, f"Runs: {task_label(env, load)}")
         doc.table(["algorithm", *(f"seed {s}" for s in seeds)], rows)
+
+
+def _code_line(data: ReportData) -> list[str]:
+    """Which code made the compared runs: one commit, several, or uncommitted changes (whose
+    code cannot be named), so a comparison mixing them says so on its first page."""
+    runs = data.runs.set_index("run_id")
+    commit_col, dirty_col = f"tags.{schema.GIT_COMMIT_TAG}", f"tags.{schema.GIT_DIRTY_TAG}"
+    if commit_col not in runs:
+        return []
+    used = runs.loc[runs.index.intersection(data.scores["run_id"])]
+    commits = used[commit_col].fillna("unknown").astype(str).str[:8]
+    dirty = used.get(dirty_col, pd.Series("false", index=used.index)).astype(str) == "true"
+    labels = commits.where(~dirty, commits + " with uncommitted changes")
+    counts = labels.value_counts()
+    text = ", ".join(f"{label} ({n} runs)" for label, n in counts.items())
+    if len(counts) == 1 and not dirty.any():
+        return [f"- code: every run at commit {text}"]
+    return [
+        f"- code: **mixed**: {text}; runs of other code, or of uncommitted changes, may not "
+        "be comparable (filter them with `filter=\"tags.`git.commit` = '<commit>'\"`)"
+    ]
 
 
 def _best_entries_line(scores: pd.DataFrame) -> list[str]:

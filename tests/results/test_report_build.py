@@ -464,3 +464,20 @@ def test_runs_scored_on_their_best_weights_are_their_own_entry_and_said_so(
     ranked = table_rows(text, "### autoscaling/steady")
     assert [name for _, name in ranked] == ["dqn@best", "dqn", "random"]
     assert "- `dqn@best`: scored on the weights that validated best during training" in text
+
+
+def test_the_first_page_says_when_the_runs_were_made_by_different_code():
+    """A dirty run beside clean ones used to be compared silently (and, newest, could stand
+    for its configuration): the facts line names the commits and says 'mixed'."""
+    from rlbench.results.report import ReportData, _code_line
+
+    runs = pd.DataFrame({
+        "run_id": ["a", "b", "c"],
+        "tags.git.commit": ["c0ae0c0123", "c0ae0c0123", "c0ae0c0123"],
+        "tags.git.dirty": ["false", "false", "true"],
+    })  # fmt: skip
+    scores = pd.DataFrame({"run_id": ["a", "b", "c"]})
+    (line,) = _code_line(ReportData(runs=runs, scores=scores, excluded={}))
+    assert line.startswith("- code: **mixed**: c0ae0c01 (2 runs), c0ae0c01 with uncommitted")
+    clean = ReportData(runs=runs.iloc[:2], scores=scores.iloc[:2], excluded={})
+    assert _code_line(clean) == ["- code: every run at commit c0ae0c01 (2 runs)"]
