@@ -663,10 +663,11 @@ def compare(
 ) -> pd.DataFrame:
     """The report's comparison table (:func:`rlbench.results.stats.compare`) for a runs frame.
 
-    ``frame`` needs ``env``, ``load``, ``algo``, ``seed``, ``score``; a :func:`load_runs` frame
-    is reduced with :func:`score_table` first. ``by=("env", "load")`` ranks per load pattern,
-    ``by=("env",)`` across load patterns on normalised scores. Keyword arguments (``reps``,
-    ``seed``, ``baseline``, ``min_seeds``, ...) go to the statistics unchanged.
+    ``frame`` needs ``env``, ``load``, ``algo``, ``seed``, ``score``, one row per seed; a
+    :func:`load_runs` frame is reduced with :func:`score_table` first (without sweep trials).
+    ``by=("env", "load")`` ranks per load pattern, ``by=("env",)`` across load patterns on
+    normalised scores. Keyword arguments (``reps``, ``seed``, ``baseline``, ``min_seeds``, ...)
+    go to the statistics unchanged.
     """
     from rlbench.results.stats import compare as _compare
 
@@ -684,10 +685,11 @@ def outliers(frame: pd.DataFrame, **kwargs: Any) -> pd.DataFrame:
 
 
 def _scores(frame: pd.DataFrame) -> pd.DataFrame:
-    """A :func:`load_runs` frame (it has ``status``) reduced by :func:`score_table`; a score
-    frame as it is."""
+    """A :func:`load_runs` frame (it has ``status``) reduced by :func:`score_table` as the
+    report does (a sweep's trials try other settings: they are not seeds of one algorithm); a
+    score frame as it is."""
     _require_frame(frame, "a load_runs() or score_table() frame")
-    return score_table(frame) if "status" in frame.columns else frame
+    return score_table(frame, sweep_trials=False) if "status" in frame.columns else frame
 
 
 def _require_frame(frame: Any, what: str, column: str | None = None) -> None:

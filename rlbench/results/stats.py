@@ -235,6 +235,16 @@ def _check_frame(frame: pd.DataFrame, required: Sequence[str]) -> None:
             f"{int(unnamed.sum())} run(s) have no {' / '.join(keys)} value (e.g. row "
             f"{frame.index[unnamed][0]!r}): fill or drop them before comparing"
         )
+    if "seed" in required:  # a seed twice is one run counted twice (pseudo-replication)
+        twice = frame.duplicated([*keys, "seed"], keep=False).to_numpy() & frame["seed"].notna()
+        if twice.any():
+            first = frame[twice].iloc[0]
+            raise UserError(
+                f"{int(twice.sum())} rows repeat a ({', '.join([*keys, 'seed'])}) (e.g. "
+                f"{', '.join(str(first[c]) for c in [*keys, 'seed'])}): one row per run and "
+                "seed, or a seed counts twice; average or drop them (score_table keeps the "
+                "newest run of a configuration)"
+            )
     scores = pd.to_numeric(frame["score"], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(scores)
     if bad.any():

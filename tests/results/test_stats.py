@@ -329,3 +329,13 @@ def test_outlier_runs_worked_by_hand():
 def test_no_outlier_gives_an_empty_frame():
     frame = runs({("steady", "ppo"): [-5.0, -5.1, -5.2, -5.3, -5.4]})
     assert outlier_runs(frame).empty
+
+
+def test_a_seed_given_twice_is_refused_not_counted_twice():
+    """Two rows of one (task, algorithm, seed) are one run counted twice: its interval would
+    be narrower than the evidence (a hand-made notebook frame did this silently)."""
+    frame = runs({("spike", "a"): [1.0, 2.0, 3.0], ("spike", "b"): [0.0, 1.0, 2.0]})
+    twice = pd.concat([frame, frame.iloc[[0]]], ignore_index=True)
+    with pytest.raises(UserError, match=r"2 rows repeat a \(env, load, algo, seed\) \(e\.g\. "
+                                        r"autoscaling, spike, a, 0\)"):  # fmt: skip
+        compare(twice)
