@@ -45,6 +45,9 @@ Definitions (all intervals are percentile bootstrap intervals, 95 % by default):
   and ``hi`` the best algorithm's mean score, so random is 0 and the best observed is 1. When the
   baseline is itself the best (``hi == lo``), the scale becomes ``lo - worst mean`` (the worst
   algorithm maps to -1); when all algorithms have the same mean, the scale is 1 (plain offsets).
+  When the best beats the baseline by less than :data:`SMALL_SCALE` of the best-to-worst range,
+  the scale is that range (the best maps to just above 0, the worst to just above -1): a best
+  0.001 ahead of random made an algorithm 0.5 behind score -500 and swamp every mean.
 - **performance profile**: the fraction of runs whose normalised score exceeds τ, for a grid of τ
   (rliable's run-score distribution), with stratified bootstrap bands.
 - **outlier run**: a run whose score lies further from its algorithm's median on its task than
@@ -70,6 +73,7 @@ from rlbench.errors import UserError
 TASK_COLS: tuple[str, ...] = ("env", "load")
 METRICS: tuple[str, ...] = ("iqm", "mean", "median")
 DEFAULT_REPS = 2000
+SMALL_SCALE = 0.05  # best - baseline below this share of best - worst: use best - worst
 EXACT_SPLITS = 20_000  # label splits a permutation test enumerates exactly, at most
 PERMUTATIONS = 9_999  # random label splits beyond that (p-value resolution 1e-4)
 
@@ -312,6 +316,8 @@ def normalise_scores(
         scale = best - low
         if scale <= tol:
             scale = low - worst if low - worst > tol else 1.0
+        elif scale < SMALL_SCALE * (best - worst):  # random nearly the best: scores would blow up
+            scale = best - worst
         lows[_as_tuple(task)], scales[_as_tuple(task)] = float(low), float(scale)
     keys = list(out[task_cols].itertuples(index=False, name=None))
     out["norm_low"] = [lows[k] for k in keys]

@@ -339,3 +339,13 @@ def test_a_seed_given_twice_is_refused_not_counted_twice():
     with pytest.raises(UserError, match=r"2 rows repeat a \(env, load, algo, seed\) \(e\.g\. "
                                         r"autoscaling, spike, a, 0\)"):  # fmt: skip
         compare(twice)
+
+
+def test_a_baseline_nearly_the_best_does_not_blow_up_the_normalised_scores():
+    """spike: a beats random by 0.001 and b is 0.5 behind. best - random as the scale made b's
+    normalised score about -500; the best-to-worst range keeps it near -1."""
+    frame = runs({("spike", "random"): [0.0, 0.0], ("spike", "a"): [0.001, 0.001],
+                  ("spike", "b"): [-0.5, -0.5]})  # fmt: skip
+    out = normalise_scores(frame).groupby("algo")["normalised_score"].mean()
+    assert out["b"] == pytest.approx(-0.5 / 0.501) and out["a"] == pytest.approx(0.001 / 0.501)
+    assert out["random"] == 0.0
