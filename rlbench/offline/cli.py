@@ -156,8 +156,17 @@ def collect_command(argv: Sequence[str] | None = None) -> None:
     agent, name, version = load_policy(args.policy, cfg.algo, venv, seed, args.tracking_uri)
     behaviour = Behaviour(agent, args.explore, args.epsilon, args.temperature, name, version)
     behaviour.action_probabilities(venv.reset())  # softmax without Q-values fails here, early
+    from omegaconf import OmegaConf
+
+    from rlbench.tracking.provenance import code_version, git_tags, package_versions
+
+    # everything that made these decisions: a log read back months later says how it was made
     meta = {"env_kwargs": env_kwargs, "behaviour": name, "explore": args.explore}
-    meta |= {COLLECTION_KEY: earlier + 1, "seed": seed}
+    meta |= {COLLECTION_KEY: earlier + 1, "seed": seed, "base_seed": args.seed}
+    meta |= {"epsilon": args.epsilon, "temperature": args.temperature, "copies": args.copies}
+    meta |= {"policy": args.policy, "policy_version": version, "overrides": list(args.overrides)}
+    meta |= {"algo": OmegaConf.to_container(cfg.algo, resolve=True)}
+    meta |= {"code": code_version(), **git_tags(), "versions": package_versions()}
     writer = LogWriter(
         out, env_id=env_id, obs_shape=venv.observation_space.shape,
         n_actions=int(venv.action_space.n), batch_size=args.batch_size, meta=meta,

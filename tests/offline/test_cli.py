@@ -27,6 +27,14 @@ def test_a_seed_fixes_the_collection(tmp_path):
         assert np.array_equal(getattr(a, col), getattr(b, col)), col
     assert set(np.round(a.propensity, 6)) <= {0.8, 0.1}  # 0.7 + 0.3/3 greedy, 0.3/3 others
     assert a.done.sum() == 6 and not a.terminal.any()  # time-limit ends, not terminal
+    # the header says how the log was made: exploration, copies, the policy's own settings, code
+    import json
+
+    part = next((tmp_path / "a").rglob("part-*.jsonl"))
+    header = json.loads(part.read_text().splitlines()[0])
+    assert header["epsilon"] == 0.3 and header["copies"] >= 1 and header["base_seed"] == 4
+    assert header["algo"]["name"] == "threshold" and "upper" in header["algo"]
+    assert header["git.commit"] and header["versions"]["numpy"]
 
 
 def test_a_collection_added_to_a_log_folder_keeps_its_episodes_apart(tmp_path, capsys):
