@@ -313,12 +313,14 @@ def ope_command(argv: Sequence[str] | None = None) -> None:
     data = _whole_episodes(data)
     lengths = np.bincount(data.episode)
     names = names_given or list(ope.BANDIT if lengths.max() == 1 else ope.SEQUENTIAL)
-    targets = {}
+    targets, resolved = {}, {}
     for spec in args.policy:
-        agent, name, _ = policy_from_spec(spec, args.env, venv, 0, args.tracking_uri,
-                                          args.overrides)  # fmt: skip
+        agent, name, version = policy_from_spec(spec, args.env, venv, 0, args.tracking_uri,
+                                                args.overrides)  # fmt: skip
         label = name if name not in targets else f"{name}-{len(targets)}"
         targets[label] = Behaviour(agent, "epsilon", args.epsilon, name=label)
+        named = version in (None, "file", "config")  # a rule, an algo option, a file
+        resolved[f"policy.{label}"] = spec if named else f"{spec} -> version {version}"
     labels = list(targets)
     total = args.boot * (len(labels) + (2 if len(labels) >= 2 else 0))
     progress = _Progress(total, "bootstrap", "replicates")
@@ -349,7 +351,9 @@ def ope_command(argv: Sequence[str] | None = None) -> None:
     if not args.no_track:
         from rlbench.offline.tracking import record_evaluation
 
-        run_id = record_evaluation(args.tracking_uri, data, args.log, rows, vars(args))
+        # an alias names another version after a promote: record the one evaluated
+        settings = vars(args) | resolved
+        run_id = record_evaluation(args.tracking_uri, data, args.log, rows, settings)
         print(f"mlflow run: {run_id}")
 
 

@@ -163,6 +163,9 @@ def test_ope_records_a_run_with_the_log_as_its_evaluation_input(rec_log, mlflow_
     (run,) = mlflow_store.runs()
     assert run.data.tags["rlbench.kind"] == "ope" and run.info.status == "FINISHED"
     assert "ope/recommender_rule/snips_low" in run.data.metrics
+    # what was evaluated (an alias is recorded with the version it named) and by which code
+    assert run.data.params["policy.recommender_rule"] == "recommender_rule"
+    assert run.data.tags["git.commit"] and run.data.tags["version.rlbench"]
     assert "ope/recommender_rule_minus_random/dr_bandit" in run.data.metrics
     (inp,) = run.inputs.dataset_inputs
     assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "evaluation"
