@@ -14,6 +14,7 @@ is the run's mean over its evaluation episodes (``test/`` = held-out test seeds)
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,8 @@ def main() -> None:
     runs = finished(args.benchmark, args.tracking_uri)
     missing = [m for m in args.metrics if f"metrics.{m}" not in runs.columns]
     if missing:
-        raise SystemExit(f"error: no run logged {', '.join(missing)}")
+        print(f"error: no run logged {', '.join(missing)}", file=sys.stderr)
+        raise SystemExit(2)
     rng = np.random.default_rng(0)
     print("| algorithm | seeds | " + " | ".join(args.metrics) + " |")
     print("|" + " --- |" * (len(args.metrics) + 2))
@@ -73,7 +75,8 @@ def finished(benchmark: str, uri: str | None) -> pd.DataFrame:
     pruned, a configuration trained twice counted once by its newest run), all their metrics."""
     runs = load_runs(filter=f"tags.benchmark = '{benchmark}'", tracking_uri=uri, status="FINISHED")
     if runs.empty:
-        raise SystemExit(f"error: no finished runs tagged benchmark={benchmark}")
+        print(f"error: no finished runs tagged benchmark={benchmark}", file=sys.stderr)
+        raise SystemExit(2)
     return runs[runs["run_id"].isin(score_table(runs)["run_id"])]
 
 

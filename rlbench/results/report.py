@@ -250,9 +250,12 @@ def _excluded(runs: pd.DataFrame, scores: pd.DataFrame, metric: str) -> dict[str
     pruned = runs.get(f"tags.{schema.PRUNED_TAG}", pd.Series("", index=runs.index))
     pruned = pruned.fillna("") == "true"
     named = scored & ~pruned & runs["algo"].notna()
+    role = runs.get(f"tags.{schema.SWEEP_ROLE_TAG}", pd.Series("", index=runs.index))
+    parent = role.fillna("") == schema.SWEEP_PARENT_ROLE  # trains nothing: not a missing score
     counts = {
         "not finished": int((~finished).sum()),
-        f"without {metric}": int((finished & runs["score"].isna()).sum()),
+        "sweep parent runs": int((finished & runs["score"].isna() & parent).sum()),
+        f"without {metric}": int((finished & runs["score"].isna() & ~parent).sum()),
         "pruned": int((scored & pruned).sum()),
         "without algo.name": int((scored & ~pruned & runs["algo"].isna()).sum()),
     }
