@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
 import errno
 import math
@@ -35,11 +36,84 @@ _WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENO
 _user_wants_traceback: bool | None = None  # while run_app runs: what the user asked for
 
 
+@dataclasses.dataclass(frozen=True)
+class StoreOptions:
+    """How the running command names its MLflow store (``key``) and, if it can run without
+    one, the option that says so (``off``). Every hint about the store is written with these,
+    so that following a hint never meets an option the command lacks (rlbench-report has no
+    ``tracking.enabled``, rlbench-verify no ``tracking.uri=``)."""
+
+    key: str  # "tracking.uri" (a Hydra key), "--tracking-uri" (a flag), "MLFLOW_TRACKING_URI"
+    off: str | None = None  # the whole option: "tracking.enabled=false", "--no-track"
+
+    def set_to(self, value: str) -> str:
+        """The option naming the store ``value``: ``--tracking-uri V`` or ``tracking.uri=V``."""
+        return f"{self.key} {value}" if self.key.startswith("-") else f"{self.key}={value}"
+
+    def alternatives(self) -> str:
+        """``, or <another store>[, or <no store>]``: what else to do, to end a hint with."""
+        text = f", or {self.set_to('sqlite:///outputs/mlflow.db')}"
+        return text + (f", or {self.off}" if self.off else "")
+
+
+#: a Hydra app that reads ``tracking.uri`` and needs a store (rlbench-report, rlbench-live)
+HYDRA_STORE = StoreOptions("tracking.uri")
+#: outside any command (a notebook, a script): the environment names the store
+LIBRARY_STORE = StoreOptions("MLFLOW_TRACKING_URI")
+_store_options: StoreOptions | None = None  # the running command's (see store_options)
+_parsing = False  # an ArgumentParser's parse is under way (a subcommand's parser runs inside)
+_flags_seen: set[str] = set()  # the flags of the parsers of that parse
+
+
+def set_store_options(options: StoreOptions | None) -> None:
+    """Declare the running command's store options (None: back to the default)."""
+    global _store_options
+    _store_options = options
+
+
+def store_options() -> StoreOptions:
+    """The running command's store options: those it declared (a Hydra app) or its argparse
+    parser has (``--tracking-uri``, ``--no-track``/``--no-tracking``); inside another Hydra
+    job ``tracking.uri``; else ``MLFLOW_TRACKING_URI``."""
+    if _store_options is not None:
+        return _store_options
+    hydra_config = sys.modules.get("hydra.core.hydra_config")  # not imported: no Hydra job
+    if hydra_config is not None and hydra_config.HydraConfig.initialized():
+        return HYDRA_STORE
+    return LIBRARY_STORE
+
+
+def _options_of(flags: set[str]) -> StoreOptions:
+    """The store options a command with argparse ``flags`` has."""
+    key = "--tracking-uri" if "--tracking-uri" in flags else LIBRARY_STORE.key
+    off = next((flag for flag in ("--no-track", "--no-tracking") if flag in flags), None)
+    return StoreOptions(key, off)
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose mistakes are a ``UserError`` (one line, exit 2), not usage text."""
+    """argparse whose mistakes are a ``UserError`` (one line, exit 2), not usage text.
+
+    A parse also declares the command's store options (:func:`store_options`) from the flags
+    of the parsers it ran: the command's and its subcommand's (rlbench-forecast train has
+    ``--no-tracking``, rlbench-forecast evaluate does not).
+    """
 
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        global _parsing
+        outer = not _parsing
+        if outer:
+            _flags_seen.clear()
+            _parsing = True
+        _flags_seen.update(self._option_string_actions)
+        try:
+            return super().parse_known_args(args, namespace)
+        finally:
+            if outer:
+                _parsing = False
+                set_store_options(_options_of(_flags_seen))
 
 
 def wants_traceback() -> bool:
@@ -129,6 +203,7 @@ def run_app(app: Callable[[], Any], wrap_stdout: Callable[[Any], Any] | None = N
     notebook) see the environment they had.
     """
     global _user_wants_traceback
+    set_store_options(None)  # the app declares its own (or its parser does)
     saved = os.environ.get("HYDRA_FULL_ERROR")
     _user_wants_traceback = saved == "1"
     if _user_wants_traceback:
@@ -161,6 +236,7 @@ def run_app(app: Callable[[], Any], wrap_stdout: Callable[[Any], Any] | None = N
         sys.stdout, sys.stderr = stdout, stderr
         argparse.ArgumentParser.error = parser_error
         _user_wants_traceback = None
+        set_store_options(None)  # an in-process caller's next command declares its own
         if saved is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:

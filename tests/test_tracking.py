@@ -198,7 +198,18 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_an_unreachable_server_is_one_quick_user_error():
+@pytest.fixture
+def as_train():
+    """Store hints as rlbench-train gives them (its app declares its options)."""
+    from rlbench import cli
+    from rlbench.run.main import STORE_OPTIONS
+
+    cli.set_store_options(STORE_OPTIONS)
+    yield
+    cli.set_store_options(None)
+
+
+def test_an_unreachable_server_is_one_quick_user_error(as_train):
     uri = f"http://127.0.0.1:{_closed_port()}"
     started = time.monotonic()
     with pytest.raises(UserError) as err:
@@ -207,6 +218,13 @@ def test_an_unreachable_server_is_one_quick_user_error():
     message = str(err.value)
     assert uri in message and "\n" not in message
     assert "mlflow server" in message and "tracking.enabled=false" in message
+
+
+def test_outside_a_command_the_hint_names_the_environment_variable():
+    """A notebook or script has no command-line options: the environment names the store."""
+    with pytest.raises(UserError) as err:
+        tracking.check_store(f"http://127.0.0.1:{_closed_port()}")
+    assert str(err.value).endswith(", or MLFLOW_TRACKING_URI=sqlite:///outputs/mlflow.db")
 
 
 def test_an_explicit_uri_beats_mlflow_tracking_uri(mlflow_store, tmp_path, monkeypatch):
@@ -241,7 +259,7 @@ def test_a_relative_sqlite_uri_is_under_the_working_directory(tmp_path, monkeypa
     assert (tmp_path / "outputs").is_dir()  # the store's directory is created
 
 
-def test_an_unwritable_sqlite_path_is_a_user_error(tmp_path):
+def test_an_unwritable_sqlite_path_is_a_user_error(tmp_path, as_train):
     blocker = tmp_path / "outputs"
     blocker.write_text("a file where the store's directory should be")
     uri = f"sqlite:///{blocker}/mlflow.db"

@@ -91,6 +91,7 @@ def run_filter(cfg: DictConfig) -> str | None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
 def app(cfg: DictConfig) -> None:
     """Build the report, print its path; user errors are one line and exit code 2."""
+    cli.set_store_options(cli.HYDRA_STORE)  # a report reads runs: no running without a store
     for noisy in ("mlflow", "alembic", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

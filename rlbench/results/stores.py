@@ -16,13 +16,18 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+from rlbench.cli import store_options
 from rlbench.errors import UserError, first_line
 from rlbench.tracking.store import sqlite_path, sqlite_tables
 
 #: tables every MLflow store has (its schema has more; these tell an MLflow store from others)
 MLFLOW_TABLES = frozenset({"experiments", "runs", "params", "metrics", "tags", "alembic_version"})
 SQLITE_MAGIC = b"SQLite format 3\x00"
-DAMAGED_HINT = "restore it from a backup, or point tracking.uri at another MLflow store"
+
+
+def damaged_hint() -> str:
+    """What to do about a damaged store, in the running command's own options."""
+    return f"restore it from a backup, or point {store_options().key} at another MLflow store"
 
 
 def check_readable_store(uri: str) -> None:
@@ -39,24 +44,24 @@ def check_readable_store(uri: str) -> None:
         raise UserError(f"cannot read the MLflow store {db}: {first_line(err)}") from None
     except sqlite3.DatabaseError as err:
         raise UserError(
-            f"the MLflow store {db} is damaged ({first_line(err)}): {DAMAGED_HINT}"
+            f"the MLflow store {db} is damaged ({first_line(err)}): {damaged_hint()}"
         ) from None
     if not tables:
         raise UserError(
             f"the MLflow store {db} is an empty SQLite database (no runs yet): train something "
-            "first (rlbench-train ...), or point tracking.uri at your MLflow store"
+            f"first (rlbench-train ...), or point {store_options().key} at your MLflow store"
         )
     missing = MLFLOW_TABLES - tables
     if missing == MLFLOW_TABLES:
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise UserError(
             f"{db} is a SQLite database but not an MLflow store (its tables: {shown}): point "
-            "tracking.uri at your MLflow store (it was left untouched)"
+            f"{store_options().key} at your MLflow store (it was left untouched)"
         )
     if missing:
         raise UserError(
             f"the MLflow store {db} is incomplete (no table {', '.join(sorted(missing))}): "
-            f"{DAMAGED_HINT}"
+            f"{damaged_hint()}"
         )
 
 
@@ -71,12 +76,12 @@ def _check_header(db: Path) -> None:
     if size == 0:
         raise UserError(
             f"the MLflow store {db} is an empty file (no runs yet): train something first "
-            "(rlbench-train ...), or point tracking.uri at your MLflow store"
+            f"(rlbench-train ...), or point {store_options().key} at your MLflow store"
         )
     if not header.startswith(SQLITE_MAGIC) or len(header) < 100:
         raise UserError(
             f"the MLflow store {db} is not a SQLite database (it does not start with SQLite's "
-            f"header): {DAMAGED_HINT}"
+            f"header): {damaged_hint()}"
         )
     page_size = struct.unpack(">H", header[16:18])[0]
     page_size = 65536 if page_size == 1 else page_size
@@ -88,7 +93,7 @@ def _check_header(db: Path) -> None:
     if pages and valid_for == change_counter and size < pages * page_size:
         raise UserError(
             f"the MLflow store {db} is truncated ({size} bytes; its header says "
-            f"{pages * page_size}): {DAMAGED_HINT}"
+            f"{pages * page_size}): {damaged_hint()}"
         )
 
 
@@ -149,4 +154,4 @@ def _from_the_database(err: BaseException) -> bool:
 
 def _damaged(uri: str | None, err: BaseException) -> str:
     where = sqlite_path(uri) if uri else None
-    return f"the MLflow store {where or uri} is damaged ({first_line(err)}): {DAMAGED_HINT}"
+    return f"the MLflow store {where or uri} is damaged ({first_line(err)}): {damaged_hint()}"

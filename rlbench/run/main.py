@@ -24,10 +24,14 @@ from rlbench.run.train import in_multirun, train
 from rlbench.tracking.links import ui_command
 from rlbench.tracking.redaction import MaskingStream
 
+#: what store hints suggest: rlbench-train can also run without a store
+STORE_OPTIONS = cli.StoreOptions("tracking.uri", off="tracking.enabled=false")
+
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def app(cfg: DictConfig) -> float:
     """Hydra task: train, print the score and the MLflow run id, return the score."""
+    cli.set_store_options(STORE_OPTIONS)  # here: a joblib worker runs this, not main()
     try:
         if OmegaConf.select(cfg, "reproduce") is not None:
             return _reproduce(cfg)

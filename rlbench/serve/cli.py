@@ -28,7 +28,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="rlbench-serve", description="Serve a registered policy's decisions over HTTP."
     )
     parser.add_argument("model_uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: embedded)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--capacity", type=int, default=100, help="waiting requests (100)")

@@ -20,24 +20,36 @@ from rlbench import cli
 from rlbench.cli import EXIT_USER_ERROR
 from rlbench.errors import UserError
 
+STORE_HELP = "MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db)"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
         prog="rlbench-registry",
         description="Register trained policies as MLflow models; promote and roll back versions.",
     )
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: embedded)")
+    parser.add_argument("--tracking-uri", default=None, help=STORE_HELP)
+    # the store may also follow the subcommand (rlbench-registry list --tracking-uri URI)
+    store = cli.ArgumentParser(add_help=False)
+    store.add_argument("--tracking-uri", default=argparse.SUPPRESS, help=STORE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-    reg = sub.add_parser("register", help="register a run's final model as a new version")
+    reg = sub.add_parser(
+        "register", parents=[store], help="register a run's final model as a new version"
+    )
     reg.add_argument("run_id")
     reg.add_argument("name")
     reg.add_argument("--reason", default=None)
-    sub.add_parser("list", help="versions with their aliases").add_argument("name", nargs="?")
-    pro = sub.add_parser("promote", help="make a version (default: the challenger) champion")
+    listing = sub.add_parser("list", parents=[store], help="versions with their aliases")
+    listing.add_argument("name", nargs="?")
+    pro = sub.add_parser(
+        "promote", parents=[store], help="make a version (default: the challenger) champion"
+    )
     pro.add_argument("name")
     pro.add_argument("version", nargs="?")
     pro.add_argument("--reason", default=None)
-    back = sub.add_parser("rollback", help="make the replaced version champion again")
+    back = sub.add_parser(
+        "rollback", parents=[store], help="make the replaced version champion again"
+    )
     back.add_argument("name")
     back.add_argument("--reason", default=None)
     return parser

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlbench.cli import store_options
 from rlbench.errors import UserError, first_line
 from rlbench.tracking.redaction import display_uri, mask_passwords
 from rlbench.tracking.store import HTTP_ENV_DEFAULTS, check_store, resolve_uri, sqlite_path
@@ -21,10 +22,16 @@ from rlbench.tracking.store import HTTP_ENV_DEFAULTS, check_store, resolve_uri, 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-NO_STORE_HINT = (
-    "train something first (rlbench-train ...) or point tracking.uri / MLFLOW_TRACKING_URI at "
-    "your store"
-)
+
+def no_store_hint() -> str:
+    """The end of "no MLflow store at ...": how the running command is pointed at a store."""
+    options = store_options()
+    named = (
+        options.key
+        if options.key == "MLFLOW_TRACKING_URI"
+        else f"{options.key} / MLFLOW_TRACKING_URI"
+    )
+    return f"train something first (rlbench-train ...) or point {named} at your store"
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -35,10 +42,11 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return resolve_uri(uri or None)
 
 
-def mlflow_client(uri: str | None = None, *, missing_hint: str = NO_STORE_HINT) -> MlflowClient:
+def mlflow_client(uri: str | None = None, *, missing_hint: str | None = None) -> MlflowClient:
     """An ``MlflowClient`` on an existing store; :class:`UserError` rather than creating one.
 
-    ``missing_hint`` ends the message for a SQLite file that does not exist. HTTP requests give
+    ``missing_hint`` ends the message for a SQLite file that does not exist (default: the
+    running command's own way to name a store, :func:`no_store_hint`). HTTP requests give
     up after seconds (MLflow's default retries for minutes); artifact downloads show no
     progress bar (one per file floods a report's log).
     """
@@ -46,7 +54,8 @@ def mlflow_client(uri: str | None = None, *, missing_hint: str = NO_STORE_HINT) 
     db = sqlite_path(uri)
     if db is not None:
         if not db.is_file():
-            raise UserError(f"no MLflow store at {display_uri(db)}: {missing_hint}")
+            hint = missing_hint or no_store_hint()
+            raise UserError(f"no MLflow store at {display_uri(db)}: {hint}")
         _require_mlflow_tables(db)  # MLflow would make any file it opens a store
     elif not uri.startswith("sqlite:"):
         check_store(uri)  # a tracking server that does not answer fails in seconds, not minutes
@@ -73,7 +82,7 @@ def _require_mlflow_tables(db: Path) -> None:
     if "experiments" not in tables:
         raise UserError(
             f"no MLflow store at {display_uri(db)} ({why or 'no MLflow tables in it'}): point "
-            "the tracking URI at your MLflow store (the file was left untouched)"
+            f"{store_options().key} at your MLflow store (the file was left untouched)"
         )
 
 

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rlbench.cli import store_options
 from rlbench.errors import UserError, first_line, storage_message
 from rlbench.tracking import schema
 from rlbench.tracking.databases import is_postgres, mlflow_pool_env, server_message, with_driver
@@ -49,7 +50,6 @@ FLUSH_EVERY_S = 10.0
 TRUNCATED = "...[truncated]"
 # the helper's HTTP client gives up after seconds, not MLflow's default of minutes of retries
 HTTP_ENV_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
-HELP = "or tracking.uri=sqlite:///outputs/mlflow.db, or tracking.enabled=false"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -132,9 +132,11 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
     A tracking server is asked for ``/health`` with the credentials MLflow will send
     (``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` or ``MLFLOW_TRACKING_TOKEN``): any answer means
     it is reachable; a refusal of the credentials (401, 403) is its own error. Messages show
-    the URI with its secrets masked.
+    the URI with its secrets masked and end with the running command's own options
+    (:func:`rlbench.cli.store_options`).
     """
     shown = display_uri(uri)
+    alternatives = store_options().alternatives()
     db = sqlite_path(uri)
     if db is not None:
         if db.exists():  # a directory, another file: said before any lock file is made
@@ -143,11 +145,13 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserError(
-                f"cannot create {db.parent} for the MLflow store tracking.uri={shown} "
-                f"({err.strerror or err}): choose a writable path, {HELP}"
+                f"cannot create {db.parent} for the MLflow store {shown} "
+                f"({err.strerror or err}): choose a writable path{alternatives}"
             ) from None
         if not os.access(db if db.exists() else db.parent, os.W_OK):
-            raise UserError(f"the MLflow store tracking.uri={shown} is not writable: {HELP}")
+            raise UserError(
+                f"the MLflow store {shown} is not writable: choose a writable path{alternatives}"
+            )
     elif is_postgres(uri):
         check_database(uri, "the MLflow store", timeout)
     elif uri.startswith(("http://", "https://")):
@@ -182,7 +186,7 @@ def check_store(uri: str, timeout: float = 3.0) -> None:
                 reason = mask_passwords(str(getattr(err, "reason", err)))
                 raise UserError(
                     f"MLflow tracking server {shown} is unreachable ({reason}): start it "
-                    f"(mlflow server --host 127.0.0.1 --port PORT), {HELP}"
+                    f"(mlflow server --host 127.0.0.1 --port PORT){alternatives}"
                 ) from None
     else:
         _check_kind(uri, shown)
@@ -231,9 +235,10 @@ def _check_kind(uri: str, shown: str) -> None:
 
 def refused_credentials(shown: str, status: str) -> str:
     """The line for a tracking server that refused the credentials (``status``: "401 ...")."""
+    key = store_options().key
     return (
         f"MLflow tracking server {shown} refused the credentials ({status}): check the user and "
-        "password in tracking.uri (http://USER:PASSWORD@host) or MLFLOW_TRACKING_USERNAME/PASSWORD"
+        f"password in {key} (http://USER:PASSWORD@host) or MLFLOW_TRACKING_USERNAME/PASSWORD"
     )
 
 
@@ -266,9 +271,10 @@ def artifact_uri(location: str | None, tracking_uri: str) -> str | None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        off = store_options().off
         raise UserError(
             f"cannot create tracking.artifact_location={location} ({err.strerror or err}): "
-            "choose a writable directory, or tracking.enabled=false"
+            f"choose a writable directory{f', or {off}' if off else ''}"
         ) from None
     return path.as_uri()
 
@@ -679,10 +685,12 @@ def _drop_note(run_id: str) -> None:
 def check_sqlite_store(db: Path, uri: str) -> None:
     """One line naming the problem when ``db`` cannot be an MLflow store: a directory, a file
     that is not SQLite, or a store an interrupted migration left behind."""
+    options = store_options()
     if db.is_dir():
+        inside = options.set_to(f"sqlite:///{db / 'mlflow.db'}")
         raise UserError(
-            f"tracking.uri={uri} names a directory, not a database file: "
-            f"use sqlite:///{db / 'mlflow.db'}, or another path"
+            f"the MLflow store {uri} names a directory, not a database file: use {inside}, "
+            "or another path"
         )
     try:
         with db.open("rb") as handle:
@@ -694,7 +702,7 @@ def check_sqlite_store(db: Path, uri: str) -> None:
     if header and header != SQLITE_HEADER:
         raise UserError(
             f"{db} is not a SQLite database, so it cannot be the MLflow store: move it away "
-            "or choose another tracking.uri"
+            f"or choose another {options.key}"
         )
     leftovers = _alembic_leftovers(db)
     if leftovers:
@@ -741,7 +749,7 @@ def _alembic_leftovers(db: Path) -> list[str]:
             return []  # a long write holds it: busy, not broken
         raise UserError(
             f"{db} is not a usable SQLite database ({err}): move it away or choose another "
-            "tracking.uri"
+            f"{store_options().key}"
         ) from None
     return sorted(name for name in tables if name.startswith("_alembic_tmp_"))
 
