@@ -34,6 +34,11 @@ EXIT_INTERRUPTED = 130
 # an output folder that cannot be written: read-only, full, or a file in the way
 _WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR, errno.EEXIST}
 _user_wants_traceback: bool | None = None  # while run_app runs: what the user asked for
+_app_config: tuple[str, str] | None = None  # while run_app runs a Hydra app: (conf dir, name)
+_NO_GROUP = re.compile(r"Could not override '([^']+)'\. No match in the defaults list")
+_ADDED_TWICE = re.compile(
+    r"Multiple values for (\S+)\. To override a value use 'override \S+: (\S+)'"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +153,14 @@ def describe(err: BaseException) -> str:
             else ""
         )
         return f"the config reads the environment variable {name}, which is not set{hint}"
+    no_group = _NO_GROUP.search(str(err))
+    if no_group:
+        return no_such_group(no_group.group(1))
+    added_twice = _ADDED_TWICE.search(str(err))
+    if added_twice:  # +debug=fast where the defaults list already has debug
+        group, option = added_twice.groups()
+        app = Path(sys.argv[0]).name or "this command"
+        return f"{app} already has the config group {group!r}: write {group}={option} (no +)"
     if isinstance(err, MissingConfigException) and err.options is not None:
         group, _, option = str(err.missing_cfg_file or "").rpartition("/")
         known = ", ".join(err.options)
@@ -159,7 +172,7 @@ def describe(err: BaseException) -> str:
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         key = str(cause.full_key)
         parent = getattr(cause, "parent_node", None)
-        known = [str(k) for k in parent] if parent is not None else []
+        known = [str(k) for k in parent if k != "hydra"] if parent is not None else []
         prefix = key.rpartition(".")[0]
         if "not in struct" in str(cause) or "Could not override" in str(err):
             dotted = [f"{prefix}.{k}" if prefix else k for k in known]
@@ -172,6 +185,8 @@ def describe(err: BaseException) -> str:
         return f"bad value for {key!r}: {first_line(cause)}"
     if _is_flag_conflict(err):
         return f"{first_line(err)} (--cfg/--info print the config of one run: drop -m)"
+    if (completion := _completion_misuse(err)) is not None:
+        return completion
     if isinstance(err, OverrideParseException):
         return f"malformed override: {first_line(err)} (see https://hydra.cc/docs/advanced/override_grammar/basic/)"
     if isinstance(err, OSError) and err.filename is not None:
@@ -187,23 +202,88 @@ def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {first_line(err)}"
 
 
+def no_such_group(group: str) -> str:
+    """The line for a config group the running Hydra app does not have (Hydra's "Could not
+    override 'algo'. No match in the defaults list", or a group added with ``+``): the app's
+    own groups and settings, read from its primary config (conf/ holds rlbench-train's groups
+    beside rlbench-report's config, so a group can exist on disk and still not be the app's)."""
+    app = Path(sys.argv[0]).name or "this command"
+    if _app_config is None:
+        return f"{app} has no config group {group!r} (see {app} --help)"
+    groups, keys = config_surface(*_app_config)
+    where = f"its groups: {', '.join(groups)}" if groups else "it has no config groups"
+    return (
+        f"{app} has no config group {group!r}{did_you_mean(group, groups)} ({where}; its "
+        f"settings: {', '.join(keys)}; see {app} --help)"
+    )
+
+
+def config_surface(conf_dir: str, config_name: str) -> tuple[list[str], list[str]]:
+    """The groups (its defaults list, Hydra's own left out) and settings (``key=`` for a value,
+    ``key.*`` for a block) of a Hydra app's primary config file."""
+    from omegaconf import DictConfig, OmegaConf
+
+    raw = OmegaConf.load(Path(conf_dir) / f"{config_name}.yaml")
+    groups: list[str] = []
+    for entry in raw.get("defaults") or []:
+        name = next(iter(entry)) if isinstance(entry, DictConfig) else str(entry)
+        name = str(name).removeprefix("override ").lstrip("+/")
+        if name != "_self_" and not name.startswith("hydra/") and name not in groups:
+            groups.append(name)
+    keys = [
+        f"{key}.*" if isinstance(raw._get_node(key), DictConfig) else f"{key}="
+        for key in raw
+        if key not in ("defaults", "hydra")
+    ]
+    return groups, keys
+
+
+def version_line() -> str:
+    """``rlbench-train 0.1.0 (Hydra 1.3.8)``: what ``--version`` prints for a Hydra app."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from hydra import __version__ as hydra_version
+
+    try:
+        ours = version("rlbench")  # (the package's own module is a layer above this one)
+    except PackageNotFoundError:  # a checkout that was never installed
+        ours = "(not installed)"
+    return f"{Path(sys.argv[0]).name or 'rlbench'} {ours} (Hydra {hydra_version})"
+
+
+def _is_hydra_app(app: Callable[[], Any]) -> bool:
+    """True for a ``@hydra.main`` function (its code is Hydra's wrapper), not a plain main."""
+    code = getattr(app, "__code__", None)
+    return code is not None and Path(code.co_filename).parts[-2:] == ("hydra", "main.py")
+
+
 def _prints_config(args: list[str]) -> bool:
     """True for Hydra's ``--cfg``/``-c`` (print the composed config) and ``--info``."""
     return any(a in ("--cfg", "-c", "--info") or a.startswith(("--cfg=", "--info=")) for a in args)
 
 
-def run_app(app: Callable[[], Any], wrap_stdout: Callable[[Any], Any] | None = None) -> None:
+def run_app(
+    app: Callable[[], Any],
+    wrap_stdout: Callable[[Any], Any] | None = None,
+    config: tuple[str, str] | None = None,
+) -> None:
     """Run a ``@hydra.main`` function; print mistakes as one line and exit non-zero.
 
     ``wrap_stdout`` wraps ``sys.stdout`` while Hydra prints the config (``--cfg``, ``--info``):
     the apps pass a stream that masks passwords, which ``--cfg job --resolve`` would show.
+    ``config`` (its conf dir and primary config's name) lets a group the app does not have be
+    answered with the groups and settings it does have (:func:`no_such_group`).
 
     Exit codes: 2 bad input (config, files, services), 3 training diverged, 1 anything else,
     130 Ctrl-C. ``HYDRA_FULL_ERROR`` is restored afterwards, so in-process callers (tests, a
     notebook) see the environment they had.
     """
-    global _user_wants_traceback
+    global _user_wants_traceback, _app_config
+    if _is_hydra_app(app) and "--version" in sys.argv[1:]:  # Hydra's own says "Hydra 1.3.8"
+        print(version_line())
+        return
     set_store_options(None)  # the app declares its own (or its parser does)
+    _app_config = config
     saved = os.environ.get("HYDRA_FULL_ERROR")
     _user_wants_traceback = saved == "1"
     if _user_wants_traceback:
@@ -237,6 +317,7 @@ def run_app(app: Callable[[], Any], wrap_stdout: Callable[[Any], Any] | None = N
         argparse.ArgumentParser.error = parser_error
         _user_wants_traceback = None
         set_store_options(None)  # an in-process caller's next command declares its own
+        _app_config = None
         if saved is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
@@ -268,6 +349,23 @@ class _FailedJobLine:
         return getattr(self._stream, name)
 
 
+def _completion_misuse(err: BaseException) -> str | None:
+    """The line for Hydra's shell-completion flag (``-sc``) used without what it should do, or
+    for a shell Hydra has no completion for (Hydra raises a ValueError: a bug's exit code)."""
+    if not isinstance(err, ValueError):
+        return None
+    text = str(err)
+    app = Path(sys.argv[0]).name or "this command"
+    usage = f'eval "$({app} -sc install=bash)" (uninstall=bash removes it)'
+    if text.startswith("Expecting one subcommand from ['install', 'uninstall', 'query']"):
+        return f"-sc needs one of install=SHELL, uninstall=SHELL, query=SHELL: {usage}"
+    unknown = re.match(r"No completion plugin for '([^']*)' found, available :(.*)", text, re.S)
+    if unknown:
+        shells = ", ".join(unknown.group(2).split())
+        return f"no shell completion for {unknown.group(1)!r}: choose one of {shells}: {usage}"
+    return None
+
+
 def _is_flag_conflict(err: BaseException) -> bool:
     """Hydra's ValueError for two of --run, --multirun, --cfg, --info at once."""
     return isinstance(err, ValueError) and str(err).startswith("Only one of --run")
@@ -282,7 +380,7 @@ def exit_code(err: BaseException) -> int:
         return int(err.exit_code)
     if isinstance(err, UserError | HydraException | OmegaConfBaseException):
         return EXIT_USER_ERROR
-    if _is_flag_conflict(err):
+    if _is_flag_conflict(err) or _completion_misuse(err) is not None:
         return EXIT_USER_ERROR
     if storage_message(err) is not None:  # a full disk, a size limit: the machine's, not a bug
         return EXIT_USER_ERROR

@@ -88,6 +88,16 @@ def run_filter(cfg: DictConfig) -> str | None:
     return " and ".join(parts) or None
 
 
+def refuse_added_groups() -> None:
+    """``+debug=fast`` composes one of rlbench-train's groups (conf/ is shared) into a config
+    the report never reads: refused rather than silently ignored."""
+    from hydra.core.hydra_config import HydraConfig
+
+    added = [g for g in HydraConfig.get().runtime.choices if not g.startswith("hydra/")]
+    if added:
+        raise UserError(cli.no_such_group(added[0]))
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
 def app(cfg: DictConfig) -> None:
     """Build the report, print its path; user errors are one line and exit code 2."""
@@ -95,6 +105,7 @@ def app(cfg: DictConfig) -> None:
     for noisy in ("mlflow", "alembic", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        refuse_added_groups()
         from rlbench.results.report import build_report
 
         path = build_report(settings_from(cfg))
@@ -108,7 +119,7 @@ def app(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The ``rlbench-report`` console script."""
-    cli.run_app(app, wrap_stdout=MaskingStream)
+    cli.run_app(app, wrap_stdout=MaskingStream, config=(CONF_DIR, "report"))
 
 
 def console() -> None:

@@ -77,7 +77,7 @@ def main() -> None:
     from rlbench.run import timing
 
     timing.expect_startup()  # the first job's time/startup_s is this process's start-up
-    cli.run_app(app, wrap_stdout=MaskingStream)
+    cli.run_app(app, wrap_stdout=MaskingStream, config=(CONF_DIR, "train"))
 
 
 def console() -> None:
