@@ -193,3 +193,39 @@ def test_killed_run_resumes_from_its_last_checkpoint(mlflow_store, tmp_path):
     assert runs[0].data.metrics["train/total_steps"] == 20 * 1024
     assert runs[0].data.tags["rlbench.resumed_from_step"] == match[1]
     assert not state_files[0].parent.exists(), "a finished run keeps no checkpoint behind"
+
+
+def test_progress_past_the_budget_ends_at_the_steps_reached(caplog):
+    """PPO collects whole rollouts: a 20000-step budget reaches 20480. The bar's total and the
+    log's must be the steps reached (tqdm dropped a bar past its total; "102%" was shown)."""
+    import logging
+
+    from rlbench.run.progress import Progress
+
+    bar = Progress(20000, "ppo", "bar")
+    for done in (2048, 18432, 20480):
+        bar.update(done, episode_return=-1.0)
+    assert (bar._bar.n, bar._bar.total) == (20480, 20480)
+    assert bar._bar.postfix.endswith("asked=20000")
+    bar.close()
+
+    caplog.set_level(logging.INFO, logger="rlbench")
+    lines = Progress(2000, "cql", "log")
+    lines.update(1024)
+    lines.update(2048)
+    assert "cql: 1024/2000 steps (51%" in caplog.messages[0]
+    assert "cql: 2048/2048 steps (100%" in caplog.messages[-1]
+    assert "2000 asked, rounded up to whole rollouts/batches" in caplog.messages[-1]
+
+
+def test_a_run_past_its_budget_logs_no_share_above_100(tmp_path):
+    proc = rlbench_train(
+        "debug=fast", "algo=ppo", "train.total_steps=3000", "train.progress=log",
+        "tracking.enabled=false", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = int(re.search(r"^score: \S+\s+steps: (\d+)", proc.stdout, re.M).group(1))
+    assert steps > 3000  # whole rollouts of 4 copies x algo.n_steps
+    shares = [int(s) for s in re.findall(r"steps \((\d+)%", proc.stdout + proc.stderr)]
+    assert shares and max(shares) == 100, proc.stdout + proc.stderr
+    assert f"{steps}/{steps} steps (100%" in proc.stdout + proc.stderr
