@@ -11,11 +11,13 @@ at training time, and the decision server (which follows an alias).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
+import logging
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -131,7 +133,7 @@ def log_policy(run_id: str, tracking_uri: str | None = None) -> str:
         # happens (an interrupted registration left a FINISHED run RUNNING or FAILED)
         before = client.get_run(run_id).info
         try:
-            with using_store(uri), mlflow.start_run(run_id=run_id):
+            with using_store(uri), mlflow.start_run(run_id=run_id), _quiet_example_check():
                 info = mlflow.pyfunc.log_model(
                     name=schema.POLICY_MODEL_NAME,
                     python_model=str(CODE_FILE),
@@ -143,6 +145,30 @@ def log_policy(run_id: str, tracking_uri: str | None = None) -> str:
         finally:
             client.set_terminated(run_id, status=before.status, end_time=before.end_time)
     return info.model_uri
+
+
+#: what MLflow says, at INFO on stderr, for every model logged with an input example
+EXAMPLE_CHECK = "Validating input example against model signature"
+
+
+class _DropExampleCheck(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(EXAMPLE_CHECK)
+
+
+@contextlib.contextmanager
+def _quiet_example_check() -> Iterator[None]:
+    """Without MLflow's "Validating input example ..." line while a policy is logged: printed
+    on every registration (a training run's, rlbench-registry's, rlbench-live's), it says
+    nothing a user acts on. Only that line of ``mlflow.pyfunc`` is dropped; its warnings and
+    errors (a failing example) still show."""
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    quiet = _DropExampleCheck()
+    pyfunc_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        pyfunc_log.removeFilter(quiet)
 
 
 #: what rlbench logs (log_policy): MLflow's models-from-code loader, rlbench's code file, and

@@ -60,11 +60,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
              *extra],
             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ))  # fmt: skip
-    runs = []
+    runs, printed = [], []
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
         runs.append(out.split("mlflow run: ")[1].split()[0])
+        printed.append(out + err)
     from rlbench.tracking import registry
 
     before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
@@ -78,7 +79,16 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "runs": runs,
         "versions": [first, second],
         "environment": (before, after),
+        "printed": printed,
     }
+
+
+def test_registering_at_training_prints_no_mlflow_example_check(store):
+    """MLflow logs "Validating input example against model signature" at INFO for every
+    model with an input example: nothing a user acts on, on every registration."""
+    registered_at_training = store["printed"][0]  # stdout and stderr
+    assert "registered as" in registered_at_training  # (the run did register)
+    assert "Validating input example" not in registered_at_training
 
 
 def test_registering_leaves_the_process_environment_as_it_was(store):
