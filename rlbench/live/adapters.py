@@ -14,7 +14,7 @@ and returns what followed. Three come with rlbench:
   commands as feedback (the script-scheduler seed).
 
 A user's own system (a real autoscaling API, say) implements :class:`Adapter` and is named in
-the config as ``live.adapter._target_=my_package.MyAdapter``.
+the config as ``source._target_=my_package.MyAdapter``.
 """
 
 from __future__ import annotations

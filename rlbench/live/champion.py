@@ -83,7 +83,7 @@ class ServedPolicy:
 
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
-            raise UserError(f"live.serve_url={url!r}: write http://HOST:PORT of rlbench-serve")
+            raise UserError(f"serve_url={url!r}: write http://HOST:PORT of rlbench-serve")
         self.url, self.n_actions = url, n_actions
         self._conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
         self.version = "?"

@@ -77,7 +77,7 @@ def paired_gate(
         features = "poly2" if dim <= POLY2_MAX_DIM else "quadratic"
     if estimator not in ope.SEQUENTIAL + ope.BANDIT:
         raise UserError(
-            f"live.gate.estimator={estimator!r} is not an estimator; choose one of "
+            f"gate.estimator={estimator!r} is not an estimator; choose one of "
             f"{', '.join(ope.SEQUENTIAL + ope.BANDIT)}"
         )
     with warnings.catch_warnings():  # the diagnostics below carry the support warnings
@@ -98,7 +98,7 @@ def paired_gate(
         why = (
             f"{estimator}: challenger - champion = {interval} on {holdout.n_episodes} held-out "
             f"episode(s), fewer than gate.min_episodes={min_episodes}: too few for an interval "
-            "to mean anything; raise live.retrain.window or live.retrain.holdout"
+            "to mean anything; raise retrain.window or retrain.holdout"
         )
     elif promote:
         why = f"{estimator}: challenger - champion = {interval}, lower bound above {margin:g}"

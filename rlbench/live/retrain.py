@@ -39,16 +39,22 @@ def split_window(log: InteractionLog, window: int, holdout: float, seed: int) ->
     """The episodes with a decision among the latest ``window`` (by time), whole, shuffled by
     ``seed`` into training and held-out parts (``holdout``: the held-out share of episodes)."""
     if not 0.0 < holdout < 1.0:
-        raise UserError(f"live.retrain.holdout must be in (0, 1), got {holdout}")
+        raise UserError(f"retrain.holdout must be in (0, 1), got {holdout}")
     newest = np.argsort(log.ts, kind="stable")[-int(window) :]  # part files are not in time order
     recent = np.unique(log.episode[newest])
     inside = np.isin(log.episode, recent)  # every episode with a decision in the window, whole
     data = log.subset(inside)
     n = data.n_episodes
+    if n < 2 and len(log) < int(window):  # the session is young: more decisions will come
+        raise UserError(
+            f"the log holds {len(log)} decisions in {n} episode(s), fewer than retrain.window="
+            f"{window}: a retraining needs at least 2 episodes (one to train on, one to hold "
+            "out); wait for more decisions"
+        )
     if n < 2:
         raise UserError(
             f"the last {window} decisions hold {n} episode(s): a retraining needs at least 2 "
-            "(one to train on, one to hold out); raise live.retrain.window"
+            "(one to train on, one to hold out); raise retrain.window"
         )
     order = np.random.default_rng(seed).permutation(n)
     n_hold = min(n - 1, max(1, round(holdout * n)))

@@ -70,10 +70,10 @@ class CountTrigger(Trigger):
         success_value: float = 1.0,
     ) -> None:
         if int(min_decisions) < 1:
-            raise UserError(f"live.triggers.count.min_decisions must be >= 1, got {min_decisions}")
+            raise UserError(f"triggers.count.min_decisions must be >= 1, got {min_decisions}")
         if max_success_rate is not None and not 0.0 < float(max_success_rate) <= 1.0:
             raise UserError(
-                f"live.triggers.count.max_success_rate must be in (0, 1], got {max_success_rate}"
+                f"triggers.count.max_success_rate must be in (0, 1], got {max_success_rate}"
             )
         self.min_decisions = int(min_decisions)
         self.max_rate = None if max_success_rate is None else float(max_success_rate)
@@ -122,7 +122,7 @@ class ElapsedTrigger(Trigger):
 
     def __init__(self, seconds: float) -> None:
         if not float(seconds) > 0:
-            raise UserError(f"live.triggers.elapsed_s must be > 0, got {seconds}")
+            raise UserError(f"triggers.elapsed_s must be > 0, got {seconds}")
         self.seconds = float(seconds)
         self.elapsed = 0.0
 
@@ -154,7 +154,7 @@ class DriftTrigger(Trigger):
     def __init__(self, window: int, blocks: int = 10, z: float = 3.0) -> None:
         if int(blocks) < 2 or int(window) < 2 * int(blocks):
             raise UserError(
-                f"live.triggers.drift needs blocks >= 2 and window >= 2 * blocks, got "
+                f"triggers.drift needs blocks >= 2 and window >= 2 * blocks, got "
                 f"window={window}, blocks={blocks}"
             )
         self.blocks, self.z = int(blocks), float(z)
@@ -217,7 +217,7 @@ class FileTrigger(Trigger):
 
 
 def build_triggers(cfg: Mapping[str, Any], control_dir: Path) -> list[Trigger]:
-    """The triggers ``live.triggers`` enables (any combination)."""
+    """The triggers ``triggers`` enables (any combination)."""
     out: list[Trigger] = []
     count = cfg.get("count") or {}
     if count.get("enabled", False):
@@ -239,7 +239,7 @@ def build_triggers(cfg: Mapping[str, Any], control_dir: Path) -> list[Trigger]:
     unknown = set(cfg) - {"count", "elapsed_s", "drift", "file"}
     if unknown:
         raise UserError(
-            f"live.triggers.{sorted(unknown)[0]}: unknown trigger; the triggers are count, "
+            f"triggers.{sorted(unknown)[0]}: unknown trigger; the triggers are count, "
             "elapsed_s, drift and file"
         )
     return out

@@ -50,7 +50,7 @@ def test_one_held_out_episode_never_promotes_though_its_interval_has_zero_width(
     result = gate(log_of(tmp_path, [1]))
     assert result.low == result.high == result.diff > 0
     assert not result.promote
-    assert "fewer than gate.min_episodes" in result.why and "live.retrain.window" in result.why
+    assert "fewer than gate.min_episodes" in result.why and "raise retrain.window" in result.why
 
 
 def test_the_minimum_is_a_setting(tmp_path):

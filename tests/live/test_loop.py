@@ -242,7 +242,52 @@ def test_too_little_data_skips_a_retraining_and_the_session_goes_on(make_session
     )  # fmt: skip
     state = session.run()
     assert state.decisions == 20 and state.history[0]["verdict"] == "skipped"
-    assert "at least 2" in state.history[0]["why"] and not registry.moves
+    why = state.history[0]["why"]
+    assert "at least 2" in why and not registry.moves
+    # 20 decisions, a window of 1200: the remedy is time, not a wider window
+    assert "wait for more decisions" in why and "raise retrain.window" not in why
+
+
+def test_a_window_narrower_than_two_episodes_says_to_raise_it(tmp_path):
+    from rlbench.errors import UserError
+    from rlbench.live.retrain import split_window
+    from rlbench.offline.log import LogWriter
+
+    with LogWriter(tmp_path / "log", env_id="t/T-v0", obs_shape=(1,), n_actions=2) as w:
+        for i in range(40):  # 4 episodes of 10 decisions
+            w.append({"ts": 1e9 + i, "episode": f"e{i // 10}", "step": i % 10, "obs": [0.0],
+                      "action": 0, "propensity": 1.0, "reward": 0.0, "next_obs": [0.0],
+                      "done": i % 10 == 9, "terminal": False, "policy": "p",
+                      "policy_version": "1", "context": {}})  # fmt: skip
+    log = read_log(tmp_path / "log")
+    with pytest.raises(UserError, match=r"raise retrain\.window$"):
+        split_window(log, 5, 0.3, 0)  # 40 decisions, the last 5 inside one episode
+    with pytest.raises(UserError, match="wait for more decisions"):
+        split_window(log.subset(log.episode == 0), 100, 0.3, 0)
+
+
+def test_messages_name_the_keys_a_user_sets(tmp_path):
+    """Every setting a message names is the key in conf_live/live.yaml (there is no live.)."""
+    from rlbench.errors import UserError
+    from rlbench.live.champion import ServedPolicy
+    from rlbench.live.gate import paired_gate
+    from rlbench.live.retrain import split_window
+    from rlbench.live.triggers import CountTrigger, DriftTrigger, ElapsedTrigger, build_triggers
+
+    cases = {
+        "triggers.count.min_decisions": lambda: CountTrigger(0),
+        "triggers.count.max_success_rate": lambda: CountTrigger(1, 2.0),
+        "triggers.elapsed_s": lambda: ElapsedTrigger(0),
+        "triggers.drift": lambda: DriftTrigger(5, 10),
+        "triggers.foo": lambda: build_triggers({"foo": 1}, tmp_path),
+        "retrain.holdout": lambda: split_window(None, 10, 1.5, 0),
+        "gate.estimator": lambda: paired_gate(None, None, None, estimator="xx", features="x"),
+        "serve_url": lambda: ServedPolicy("ftp://x", 3),
+    }
+    for key, call in cases.items():
+        with pytest.raises(UserError) as err:
+            call()
+        assert str(err.value).startswith(key), (key, str(err.value))
 
 
 def test_a_rerun_resumes_counts_triggers_and_unique_episode_ids(make_session, tmp_path):
