@@ -3,7 +3,7 @@ runs it (:mod:`rlbench.live.loop`).
 
     rlbench-live session=demo decisions=20000
     rlbench-live experiment=drift
-    rlbench-live source=scheduler env=scheduler source.schedule=jobs.yaml
+    rlbench-live source=scheduler source.schedule=jobs.yaml   (env=scheduler comes with it)
 
 Its config lives in ``conf_live/`` (apart from ``rlbench-train``'s, whose ``--help`` it must not
 clutter); ``env=`` and ``retrain.algo=`` name options of ``conf/env`` and ``conf/algo``.
@@ -49,8 +49,13 @@ def make_adapter(cfg: DictConfig, env_id: str, env_kwargs: dict[str, Any]) -> Ad
     if kind not in SOURCES:
         raise UserError(f"source.kind={kind!r}: choose one of {', '.join(SOURCES)}")
     if kind == "scheduler":
-        from rlbench.live.scheduler import SchedulerAdapter
+        from rlbench.live.scheduler import ENV_ID, SchedulerAdapter
 
+        if env_id != ENV_ID:  # source=scheduler sets env=scheduler; an explicit env= overrode it
+            raise UserError(
+                f"source=scheduler needs env=scheduler (its policies act in {ENV_ID}), but "
+                f"env={cfg.env} is {env_id}: drop env= or set env=scheduler"
+            )
         return SchedulerAdapter(
             src.schedule, Path(cfg.folder) / "scheduler", script=src.get("script"),
             step_seconds=float(src.step_seconds), timeout_s=float(src.timeout_s),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,15 @@ CASES = {
         ["+env_args.horizon=12", "+env_args.forecast=naive", "forecast.queue=0"],
         r"forecast\.queue must be",
     ),
+    "a scheduler source with another env": (
+        ["env=autoscaling", "source=scheduler", "source.schedule=jobs.yaml"],
+        r"source=scheduler needs env=scheduler .*env=autoscaling is rlbench/Autoscaling-v0",
+    ),
+    "a drift window shorter than two blocks": (
+        ["triggers.drift.window=5"],
+        r"error: triggers\.drift needs blocks >= 2 and window >= 2 \* blocks",
+    ),
+    "an unknown trigger": (["+triggers.foo=1"], r"error: triggers\.foo: unknown trigger"),
     "a schedule that is not there": (
         ["env=scheduler", "source=scheduler", "source.schedule=missing.yaml"],
         r"cannot read the schedule file missing\.yaml",
@@ -119,4 +129,33 @@ def test_the_first_champion_and_the_fallback_are_the_envs_own_rule():
         with initialize_config_dir(config_dir=CONF_LIVE_DIR, version_base="1.3"):
             cfg = compose("live", overrides=[f"env={env}"])
         assert (cfg.initial, cfg.fallback) == (rule, rule), env
+    GlobalHydra.instance().clear()
+
+
+def test_every_example_of_the_help_builds_its_source(tmp_path):
+    """The commands `rlbench-live --help` shows compose and give an adapter (source=scheduler
+    used to need an env=scheduler the example did not show, and failed on the env's arguments)."""
+    import yaml
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rlbench.config import CONF_LIVE_DIR
+    from rlbench.live.cli import _env, make_adapter
+
+    header = yaml.safe_load((Path(CONF_LIVE_DIR) / "live.yaml").read_text())["hydra"]["help"]
+    examples = [ln.split()[1:] for ln in header["header"].splitlines() if "rlbench-live " in ln]
+    assert len(examples) == 3 and any("source=scheduler" in e for e in examples)
+    schedule = tmp_path / "jobs.yaml"
+    schedule.write_text("scripts:\n  - {name: job, command: [/bin/true], interval_minutes: 60}\n")
+    for args in examples:
+        args = [a.replace("jobs.yaml", str(schedule)) for a in args]
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONF_LIVE_DIR, version_base="1.3"):
+            cfg = compose("live", overrides=[*args, f"folder={tmp_path / 'f'}"])
+        env_id, kwargs, _ = _env(cfg)
+        adapter = make_adapter(cfg, env_id, kwargs)
+        try:
+            assert adapter.env_id == env_id, args
+        finally:
+            adapter.close()
     GlobalHydra.instance().clear()
