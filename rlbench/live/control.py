@@ -10,7 +10,8 @@
     rlbench-live-ctl reject --session demo     # or refuse it
 
 Session verbs create or remove a file in the session's ``control/`` folder
-(:data:`rlbench.live.loop.CONTROL_FILES`), which the session reads between decisions.
+(:data:`rlbench.live.loop.CONTROL_FILES`), which the session reads between decisions (the kill
+switch every ``CONTROL_EVERY_S``: the next decision of any system slower than that obeys it).
 
 What it owns: the command line. The protocol (a command is a file renamed into the script's
 command folder; the adapter applies it exactly once) is :mod:`rlbench.live.scheduler`'s, which

@@ -234,6 +234,60 @@ def test_the_kill_switch_hands_decisions_to_the_fallback_rule(make_session):
     assert set(log.policy) == {"fallback:threshold:rule"} and set(log.action) == {1}
 
 
+class KillsAt(Scaler):
+    """The threshold rule that, deciding its ``at``-th decision, creates ``control/kill`` and
+    takes ``seconds`` over it (a system whose decisions are that far apart)."""
+
+    def __init__(self, kill: Path, at: int, seconds: float) -> None:
+        super().__init__()
+        self.kill, self.at, self.seconds, self.calls = kill, at, seconds, 0
+        self.created = 0.0
+
+    def action_probabilities(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        self.calls += 1
+        if self.calls == self.at:
+            self.kill.touch()
+            self.created = time.time()
+            time.sleep(self.seconds)
+        return super().action_probabilities(obs)
+
+
+def test_a_kill_mid_session_acts_at_the_next_decision(make_session, tmp_path):
+    """Decisions further apart than the control period: the very next one is the fallback's
+    (the switch was looked at every 50 decisions: 50 half-hour decisions of a scheduler)."""
+    session, _ = make_session(Fixed(1), [], "decisions=200", "explore.epsilon=0")
+    champion = KillsAt(session.control / "kill", at=101, seconds=2 * loop_module.CONTROL_EVERY_S)
+    session.load_policy = lambda spec: champion if spec.startswith("models:/") else Fixed(1)
+    session.run()
+    policy = list(read_log(session.folder / "log").policy)
+    assert set(policy[:101]) == {"autoscaling-live:1"}  # decision 101 was decided, then killed
+    assert set(policy[101:]) == {"fallback:threshold:rule"}
+
+
+def test_a_kill_in_a_fast_session_acts_within_the_control_period(make_session):
+    """Decisions faster than the control period: every decision that started a period after the
+    kill file appeared is the fallback's."""
+    session, _ = make_session(Fixed(1), [], "decisions=3000", "explore.epsilon=0")
+    champion = KillsAt(session.control / "kill", at=1010, seconds=0.0)
+    session.load_policy = lambda spec: champion if spec.startswith("models:/") else Fixed(1)
+    session.run()
+    log = read_log(session.folder / "log")
+    order = np.argsort(log.ts, kind="stable")
+    ts, policy = log.ts[order], np.asarray(log.policy)[order]
+    late = np.flatnonzero(ts[:-1] >= champion.created + loop_module.CONTROL_EVERY_S) + 1
+    assert len(late) > 0 and set(policy[late]) == {"fallback:threshold:rule"}
+
+
+def test_the_dashboard_rate_is_measured_from_the_first_refresh(make_session):
+    """The decisions/s the view shows before the first live/* report (report_every=500: it
+    showed 0 for the first 500 decisions, a whole scheduler session)."""
+    session, _ = make_session(Fixed(1), [], "decisions=300", "report_every=100000")
+    shown: list[float] = []
+    session.view = lambda snap: shown.append(snap["rate"])
+    session.run()
+    assert shown and all(rate > 0 for rate in shown), shown
+
+
 def test_too_little_data_skips_a_retraining_and_the_session_goes_on(make_session):
     session, registry = make_session(
         Fixed(1), [], "decisions=20", "triggers.count.enabled=true",
