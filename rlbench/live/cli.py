@@ -165,9 +165,12 @@ NUMBERS: dict[str, tuple[type, float | None, float | None, bool]] = {
     "shadow.decisions": (int, 0, None, False),
     "rollback.window": (int, 0, None, False),
     "rollback.margin": (float, None, None, False),
+    "rollback.alpha": (float, 0, 1, False),
+    "rollback.blocks": (int, 2, None, False),
 }
 #: ends that are not allowed themselves (a share of 0 or 1, an alpha of 0 or 1)
-OPEN_ENDS = {"retrain.holdout", "gate.alpha", "triggers.drift.z", "explore.temperature"}
+OPEN_ENDS = {"retrain.holdout", "gate.alpha", "rollback.alpha", "triggers.drift.z",
+             "explore.temperature"}  # fmt: skip
 #: on/off settings: true or false, never a word read as true
 SWITCHES = (
     "log.fsync", "triggers.count.enabled", "triggers.drift.enabled", "triggers.file",

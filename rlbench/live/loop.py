@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from omegaconf import OmegaConf
+from scipy import stats
 
 from rlbench.errors import UserError, first_line
 from rlbench.live.adapters import Adapter
@@ -49,7 +50,7 @@ from rlbench.live.retrain import (
     train_overrides,
     write_training_split,
 )
-from rlbench.live.triggers import Trigger, build_triggers
+from rlbench.live.triggers import Trigger, block_means, build_triggers, welch
 from rlbench.offline.collect import Behaviour
 from rlbench.offline.log import COLLECTION_KEY, LogWriter, collections_in, read_log
 from rlbench.tracking import schema
@@ -58,6 +59,25 @@ log = logging.getLogger(__name__)
 CONTROL_EVERY_S = 0.01  # wall seconds between looks at the kill switch
 VIEW_EVERY_S = 0.25  # wall seconds between dashboard refreshes
 CONTROL_FILES = ("kill", "retrain", "approve", "reject")
+
+
+def worse_live(
+    reference: list[float], blocks: list[float], margin: float, alpha: float
+) -> tuple[bool, str]:
+    """Is the new champion worse than the old one by more than ``margin``, at level ``alpha``?
+    A one-sided Welch t-test on block means (the drift trigger's statistic), so a champion as
+    good as the old one is rolled back ``alpha`` of the time, not half of it as a comparison
+    of two noisy means was. ``(verdict, the test in words)``; fewer than 2 blocks on either side
+    is no evidence (a window of 0 turns the rollback off)."""
+    if len(reference) < 2 or len(blocks) < 2:
+        return False, f"{len(reference)} and {len(blocks)} blocks: too few to test"
+    t, df = welch(reference, blocks, shift=margin)
+    p = float(stats.t.cdf(t, df))
+    verdict = "<" if p < alpha else ">="
+    return p < alpha, (
+        f"one-sided Welch t on {len(reference)} and {len(blocks)} block means: t = {t:.2f}, "
+        f"p = {p:.3g} {verdict} rollback.alpha={alpha:g}"
+    )
 
 
 @dataclass
@@ -295,8 +315,7 @@ class LiveSession:
                 for trig in self.triggers:
                     trig.observe(reward, info, seconds)
                 if self.state.watch is not None:
-                    self.state.watch["n"] += 1
-                    self.state.watch["sum"] += reward
+                    self._watch(reward)
                 step += 1
                 if done:
                     self.state.episodes += 1
@@ -560,14 +579,33 @@ class LiveSession:
         return False
 
     def _promote(self, challenger: PolicyHandle, why: str) -> None:
+        """Promote, and watch the new champion: its live rewards in blocks of ``size``
+        decisions, against the same blocks of the last ``rollback.window`` before it."""
         previous = self.champion
         self.registry.promote(self.model, challenger.version, why)
         baseline = float(np.mean(self.recent)) if self.recent else math.nan
+        size = self._block_size()
         self.state.watch = {
             "version": challenger.version, "previous": previous.version if previous else None,
-            "baseline": baseline, "n": 0, "sum": 0.0,
+            "baseline": baseline, "n": 0, "sum": 0.0, "size": size, "block_sum": 0.0,
+            "reference": block_means(list(self.recent), size).tolist(), "blocks": [],
         }  # fmt: skip
         self.champion = challenger
+
+    def _block_size(self) -> int:
+        return max(1, int(self.cfg.rollback.window) // int(self.cfg.rollback.blocks))
+
+    def _watch(self, reward: float) -> None:
+        """One decision of the watched champion, into its current block."""
+        w = self.state.watch
+        if "size" not in w:  # a watch saved before blocks: no baseline to test against
+            w.update(size=self._block_size(), block_sum=0.0, reference=[], blocks=[])
+        w["n"] += 1
+        w["sum"] += reward
+        w["block_sum"] += reward
+        if w["n"] % w["size"] == 0:
+            w["blocks"].append(w["block_sum"] / w["size"])
+            w["block_sum"] = 0.0
 
     def _end_shadow(self) -> bool:
         sh = self.state.shadow
@@ -589,13 +627,14 @@ class LiveSession:
         w = self.state.watch
         self.state.watch = None
         mean = w["sum"] / max(w["n"], 1)
-        margin = float(self.cfg.rollback.margin)
-        if not (math.isfinite(w["baseline"]) and mean < w["baseline"] - margin):
+        margin, alpha = float(self.cfg.rollback.margin), float(self.cfg.rollback.alpha)
+        worse, test = worse_live(w.get("reference", []), w.get("blocks", []), margin, alpha)
+        if not worse:
             self._event(f"v{w['version']} kept: mean reward {mean:.4g} over {w['n']} decisions "
-                        f"(before it {w['baseline']:.4g})")  # fmt: skip
+                        f"(before it {w['baseline']:.4g}; {test})")  # fmt: skip
             return False
         why = (f"live reward {mean:.4g} over {w['n']} decisions below the previous champion's "
-               f"{w['baseline']:.4g} by more than {margin:g}")  # fmt: skip
+               f"{w['baseline']:.4g} by more than {margin:g} ({test})")  # fmt: skip
         self.registry.rollback(self.model, why)
         self.champion = self._load_champion()
         for entry in reversed(self.state.history):

@@ -22,13 +22,35 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rlbench.errors import UserError
+
+
+def block_means(values: Sequence[float], size: int) -> np.ndarray:
+    """Means of the latest whole blocks of ``size`` consecutive values (an incomplete oldest
+    block is left out): nearly independent where consecutive values are not."""
+    n = len(values) // size * size
+    return np.asarray(values, dtype=float)[len(values) - n :].reshape(-1, size).mean(axis=1)
+
+
+def welch(
+    reference: Sequence[float], recent: Sequence[float], shift: float = 0.0
+) -> tuple[float, float]:
+    """Welch's t of ``mean(recent) - mean(reference) + shift`` and its Welch-Satterthwaite
+    degrees of freedom (each sample needs 2 values). With no spread at all t is -inf, 0 or +inf
+    by the difference's sign: identical constants are no evidence either way."""
+    a, b = np.asarray(reference, dtype=float), np.asarray(recent, dtype=float)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    diff = float(b.mean() - a.mean() + shift)
+    if va + vb == 0.0:
+        return (-math.inf if diff < 0 else (math.inf if diff > 0 else 0.0)), len(a) + len(b) - 2.0
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return diff / math.sqrt(va + vb), float(df)
 
 
 class Trigger:
@@ -171,13 +193,8 @@ class DriftTrigger(Trigger):
         """Welch's t of recent minus reference block means (nan until both windows are full)."""
         if len(self.recent) < self.window:
             return math.nan
-        a = np.asarray(self.reference).reshape(self.blocks, -1).mean(axis=1)
-        b = np.asarray(self.recent).reshape(self.blocks, -1).mean(axis=1)
-        se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
-        diff = float(b.mean() - a.mean())
-        if se == 0.0:
-            return -math.inf if diff < 0 else (math.inf if diff > 0 else 0.0)
-        return diff / se
+        size = self.window // self.blocks
+        return welch(block_means(self.reference, size), block_means(self.recent, size))[0]
 
     def fired(self) -> str | None:
         t = self.statistic()

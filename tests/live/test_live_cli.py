@@ -18,6 +18,7 @@ CASES = {
     "tracking off": (["tracking.enabled=false"], r"needs a tracking store"),
     "no decisions": (["decisions=0"], r"decisions must be an integer >= 1"),
     "a gate alpha outside (0, 1)": (["gate.alpha=2"], r"gate\.alpha must be a number strictly"),
+    "a rollback alpha of 1": (["rollback.alpha=1"], r"rollback\.alpha must be a number strictly"),
     "a report period of 0": (["report_every=0"], r"report_every must be an integer >= 1"),
     "decisions that are no number": (["decisions=abc"], r"decisions must be an integer"),
     "too few bootstrap replicates": (["gate.n_boot=0"], r"gate\.n_boot must be an integer >= 10"),
