@@ -345,6 +345,8 @@ class LiveSession:
                 self.feed.close()
             writer.close()
             self._save(durable=True)
+        if self.state.decisions > n_view:  # the decisions since the last refresh
+            self._rate = (self.state.decisions - n_view) / max(time.monotonic() - t_view, 1e-9)
         self.view(self.snapshot())
         return self.state
 
