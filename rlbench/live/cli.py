@@ -29,6 +29,7 @@ from rlbench.live.adapters import Adapter, SimAdapter
 from rlbench.live.champion import Registry
 from rlbench.live.dashboard import make_view
 from rlbench.live.forecast_feed import build_feed
+from rlbench.live.gate import sequential_risk
 from rlbench.live.loop import LiveSession, State
 from rlbench.tracking import schema
 from rlbench.tracking.redaction import MaskingStream
@@ -231,7 +232,9 @@ def run_session(cfg: DictConfig, view: Any = "config") -> State:
     _check(cfg)
     folder = Path(cfg.folder)
     folder.mkdir(parents=True, exist_ok=True)
-    env_id, env_kwargs, _ = _env(cfg)
+    env_id, env_kwargs, train_cfg = _env(cfg)
+    horizon = OmegaConf.select(train_cfg, "env.horizon", default=None)
+    risk = sequential_risk(str(cfg.gate.estimator), None if horizon is None else int(horizon))
     adapter = make_adapter(cfg, env_id, env_kwargs)
     feed = None
     try:  # a mistake found from here on still releases the adapter (the scheduler's lock)
@@ -273,6 +276,8 @@ def run_session(cfg: DictConfig, view: Any = "config") -> State:
     try:
         if resumed:
             log.info("resuming session %s at decision %d", cfg.session, session.state.decisions)
+        if risk:
+            log.warning("%s", risk)
         if not registry.exists(str(cfg.model)):
             session.bootstrap()
         state = session.run()

@@ -7,9 +7,14 @@ that interval is above ``margin`` (0 by default); otherwise it is rejected with 
 Fewer than ``min_episodes`` held-out episodes never promote: a bootstrap over one episode has
 zero width (its "interval" is the point estimate), over a handful it is far narrower than the
 truth's spread, so the gate would pass a challenger on luck.
-The estimator is the config's choice: ``experiments/ope-validation`` measured which estimators'
-intervals cover the truth (``dr_bandit`` on the recommender; none reached 85% on autoscaling's
-long episodes, so a gate there is only as good as the log's support).
+The estimator is the config's choice, ``pdis_bounds`` by default: on episodes longer than one
+decision it is the only estimator whose interval covers the truth (``experiments/ope-validation``:
+every other one's covered at most 55% on autoscaling, ``dr`` included, so a gate on them can
+promote a truly worse challenger). Its interval is conservative: it widens where the held-out
+log does not follow both policies, so it promotes only where the log shows the gain. A session
+on another estimator logs :func:`sequential_risk` once at its start (``experiment=drift`` keeps
+``dr``: its README measured 0 wrong promotions in 25 there). ``dr_bandit`` suits one-decision
+episodes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,20 @@ from rlbench.offline.log import InteractionLog
 
 POLY2_MAX_DIM = 12  # observation entries up to which the gate's model has all cross terms
 MIN_EPISODES = 10  # held-out episodes below which the gate does not promote (gate.min_episodes)
+
+
+def sequential_risk(estimator: str, horizon: int | None) -> str | None:
+    """The one-line warning for a gate whose interval is not known to cover on this log's
+    episodes (``horizon`` decisions each; None: unknown, taken as more than one), else None."""
+    if estimator in ope.BOUNDED or horizon == 1:
+        return None
+    episodes = f"{horizon}-decision" if horizon else "multi-decision"
+    return (
+        f"gate.estimator={estimator} on {episodes} episodes: its interval is not calibrated on "
+        "sequential logs (experiments/ope-validation: every estimator but pdis_bounds covered "
+        "the truth at most 55% of the time), so the gate may promote a worse challenger; "
+        "gate.estimator=pdis_bounds covers (conservatively)"
+    )
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlbench.live.gate import MIN_EPISODES, paired_gate
+from rlbench.live.gate import MIN_EPISODES, paired_gate, sequential_risk
 from rlbench.offline.log import LogWriter, read_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "offline"))
@@ -58,3 +58,29 @@ def test_the_minimum_is_a_setting(tmp_path):
     assert not gate(log).promote  # 5 < MIN_EPISODES
     assert MIN_EPISODES > 5
     assert gate(log, min_episodes=2).promote  # what a user who accepts the risk asks for
+
+
+def test_a_gate_not_known_to_cover_on_episodes_is_named_with_the_alternative():
+    """pdis_bounds is the default and the only sequential estimator whose interval covered;
+    dr on 12-decision episodes gets one line naming the risk and pdis_bounds; one-decision
+    episodes (the recommender's bandit estimators) get none."""
+    warning = sequential_risk("dr", 12)
+    assert "\n" not in warning and "12-decision" in warning
+    assert "gate.estimator=pdis_bounds" in warning and "worse challenger" in warning
+    assert "multi-decision" in sequential_risk("wdr", None)
+    assert sequential_risk("pdis_bounds", 288) is None and sequential_risk("ips_bounds", 48) is None
+    assert sequential_risk("dr_bandit", 1) is None
+
+
+def test_the_default_gate_covers():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rlbench.config import CONF_LIVE_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_LIVE_DIR, version_base="1.3"):
+        default = compose("live").gate.estimator
+        drift = compose("live", overrides=["experiment=drift"]).gate.estimator
+    GlobalHydra.instance().clear()
+    assert (default, drift) == ("pdis_bounds", "dr")  # drift keeps the dr its README measured

@@ -40,6 +40,8 @@ def test_a_drifting_load_triggers_a_gated_promotion_and_the_reward_recovers(mlfl
     )
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
+    # the preset's dr gate is not calibrated on 12-decision episodes: said once, at the start
+    assert out.count("gate.estimator=dr on 12-decision episodes") == 1, out
     folder = tmp_path / "outputs" / "live" / "drift"
     state = json.loads((folder / schema.LIVE_STATE_FILE).read_text())
     verdicts = [h["verdict"] for h in state["history"]]
