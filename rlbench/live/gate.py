@@ -121,8 +121,9 @@ def paired_gate(
         )
     elif promote:
         why = f"{estimator}: challenger - champion = {interval}, lower bound above {margin:g}"
-    elif not math.isfinite(low):
-        why = f"{estimator}: the difference is undefined on the held-out log ({interval})"
+    elif not math.isfinite(low):  # ope's notes say why (no weighted episode, undefined share)
+        reason = diff.notes[0] if diff.notes else "the difference is undefined on the held-out log"
+        why = f"{estimator}: {reason} ({interval})"
     else:
         why = f"{estimator}: challenger - champion = {interval}, lower bound not above {margin:g}"
     notes = [w for w in diag.warnings if estimator in ("is", "wis") or "trajectory" not in w]
