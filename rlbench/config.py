@@ -62,6 +62,20 @@ def is_train_config(cfg: DictConfig) -> bool:
     return all(isinstance(cfg.get(g), DictConfig) for g in ("env", "algo", "train", "tracking"))
 
 
+def check_seed_overlap(cfg: DictConfig) -> None:
+    """``UserError`` when the test seeds would be training seeds: the README promises a score
+    on held-out seeds (``eval.seed_offset=0`` evaluated seed 0's run on seeds 0, 1, ...). Run
+    after the memory check, which says more about an absurd ``train.num_envs``."""
+    offset = OmegaConf.select(cfg, "eval.seed_offset", default=0)
+    first_eval = offset + 1000 * cfg.seed  # rlbench.run.evaluate.evaluation_seeds
+    if first_eval < cfg.seed + cfg.train.num_envs:
+        raise UserError(
+            f"eval.seed_offset={offset} makes the evaluation seeds (from {first_eval}) overlap "
+            f"the training copies' seeds ({cfg.seed}..{cfg.seed + cfg.train.num_envs - 1}): "
+            "the score would not be on held-out seeds; leave it at its default (1000000)"
+        )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Reject budgets and settings that cannot work, before anything is built or logged."""
     for group in ("env", "algo", "train", "eval", "tracking"):
@@ -97,13 +111,6 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(
             f"eval.seed_offset must be an integer from 0 to 2**62-1 (evaluation seeds are "
             f"seed_offset + 1000 * seed + episode), got {offset!r}"
-        )
-    first_eval = offset + 1000 * cfg.seed  # rlbench.run.evaluate.evaluation_seeds
-    if first_eval < cfg.seed + cfg.train.num_envs:
-        raise UserError(
-            f"eval.seed_offset={offset} makes the evaluation seeds (from {first_eval}) overlap "
-            f"the training copies' seeds ({cfg.seed}..{cfg.seed + cfg.train.num_envs - 1}): "
-            "the score would not be on held-out seeds; leave it at its default (1000000)"
         )
     _check_kinds(cfg)
     progress = OmegaConf.select(cfg, "train.progress", default="auto")

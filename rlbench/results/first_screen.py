@@ -14,6 +14,7 @@ import pandas as pd
 
 from rlbench.tracking.links import number
 
+OVERALL = "overall:"  # the key of an env's overall claim among the task labels
 RANK1_MARK = "★"  # beside a cell whose algorithm is in the rank-1 group of that column
 NO_RUNS = "–"
 
@@ -101,7 +102,7 @@ def verdict(
     )
     compared = overall is not None and len(overall) > 1
     apart = compared and tasks.nunique() > 1  # some algorithms never shared a task
-    claims: dict[str, tuple[str, float]] = {}  # task label (or "") -> (algo, p_claim)
+    claims: dict[str, tuple[str, float]] = {}  # task label or OVERALL + env -> (algo, p_claim)
     tied, family = [], 0  # family: the hypotheses tested, one per compared load pattern
     for (env, load), group in per_load.groupby(["env", "load"], sort=True):
         if len(group) < 2:
@@ -113,35 +114,43 @@ def verdict(
             claims[label] = (first[0], _p_claim(group, first[0]))
         else:
             tied.append(label)
+    overall_groups: list[tuple[str, pd.DataFrame]] = []  # one overall table per env
     if compared and not apart:
+        split = overall.groupby("env", sort=True) if "env" in overall else [("", overall)]
+        overall_groups = [(str(e) if many_envs else "", g) for e, g in split if len(g) > 1]
+    for env, group in overall_groups:
         family += 1
-        if len(rank1(overall)) == 1:
-            claims[""] = (rank1(overall)[0], _p_claim(overall, rank1(overall)[0]))
+        first = rank1(group)
+        if len(first) == 1:
+            claims[OVERALL + env] = (first[0], _p_claim(group, first[0]))
     shown = _holm_claims(claims, family, 1.0 - confidence)
     parts = []
     if apart:
         # threshold on autoscaling and user_feedback on the scheduler were never compared
         parts.append("no overall winner: not every algorithm ran on every task")
-    elif compared:
-        first = rank1(overall)
-        if "" in shown:
-            best = overall[overall["algo"] == first[0]].iloc[0]
+    for env, group in overall_groups:
+        where = f" on {env}" if env else ""
+        first = rank1(group)
+        if OVERALL + env in shown:
+            best = group[group["algo"] == first[0]].iloc[0]
             parts.append(
-                f"**{first[0]}** is best overall (normalised score {interval(best)}, "
-                "0 = baseline, 1 = best mean per pattern)" + _larger_mean(overall, best)
+                f"**{first[0]}** is best overall{where} (normalised score {interval(best)}, "
+                "0 = baseline, 1 = best mean per pattern)" + _larger_mean(group, best)
             )
         elif len(first) == 1:
             parts.append(
-                f"**{first[0]}** ranks first overall but is not shown better than every other "
-                f"algorithm once this sentence's {family} claims are corrected together"
+                f"**{first[0]}** ranks first overall{where} but is not shown better than every "
+                f"other algorithm once this sentence's {family} claims are corrected together"
             )
         else:
-            parts.append(f"{names(first)} cannot be told apart overall")
+            parts.append(f"{names(first)} cannot be told apart overall{where}")
     clear: dict[str, list[str]] = {}
     for label, (algo, _) in claims.items():
-        if label and label in shown:
+        if label.startswith(OVERALL):
+            continue
+        if label in shown:
             clear.setdefault(algo, []).append(label)
-        elif label:
+        else:
             tied.append(label)
     if clear:
         wins = "; ".join(f"{a} on {names(sorted(t), bold=False)}" for a, t in clear.items())

@@ -254,7 +254,8 @@ def plot_intervals(
     zooms to the rank-1 and rank-2 intervals and marks the others at its edge with their value.
     """
     stat_cols = [c for m in METRICS for c in (m, f"{m}_lo", f"{m}_hi")]
-    own = {"algo", "rank", "behind", "tied_with", "n_runs", "n_tasks", "normalised", *stat_cols}
+    own = {"algo", "rank", "behind", "tied_with", "n_runs", "n_tasks", "normalised", "p_claim"}
+    own |= set(stat_cols)
     _require(summary, ["algo", "rank", *stat_cols], "the comparison table")
     colors = dict(colors or algo_colors(summary["algo"]))
     cols = _group_cols(summary, own)

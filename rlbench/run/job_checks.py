@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from omegaconf import DictConfig
 
-from rlbench.config import check_config
+from rlbench.config import check_config, check_seed_overlap
 
 
 def check_job(job: DictConfig) -> None:
@@ -24,6 +24,7 @@ def check_job(job: DictConfig) -> None:
     env (:meth:`rlbench.agents.Agent.check_settings`: SB3's ranges, Q-learning's, unknown keys).
     Imports the algorithm's module (torch for PPO/DQN), as the job itself will."""
     check_config(job)
+    check_seed_overlap(job)
     from rlbench.agents import agent_class
 
     name = job.algo.get("name")

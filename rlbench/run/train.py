@@ -23,7 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlbench.config import check_config, env_spec
+from rlbench.config import check_config, check_seed_overlap, env_spec
 from rlbench.envs import core_of
 from rlbench.errors import UserError
 from rlbench.run import divergence
@@ -212,6 +212,7 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags, phases) -> Tr
     num_envs = int(cfg.train.num_envs)
     probe = build_env(env_id, env_kwargs, 1, cfg.seed)  # one copy: the observation's size
     check_memory(cfg.algo, num_envs, tuple(probe.observation_space.shape or ()))
+    check_seed_overlap(cfg)
     forecaster = _forecaster_tag(probe)
     probe.close()
     with slow_phase(f"building {num_envs} copies of {env_id}"):
