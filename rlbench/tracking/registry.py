@@ -187,7 +187,6 @@ def load_version(name: str, version: str, tracking_uri: str | None = None) -> tu
     ``policy`` artifact is read by rlbench's own loader (SB3 zip with ``weights_only``, NPZ,
     JSON); rlbench's own code does the rest."""
     import mlflow
-    import yaml
 
     from rlbench.agents import load_agent
     from rlbench.envs import make_vec
@@ -200,10 +199,10 @@ def load_version(name: str, version: str, tracking_uri: str | None = None) -> tu
                 local = Path(
                     mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp)
                 )
-            meta = yaml.safe_load((local / "MLmodel").read_text())
+            text = (local / "MLmodel").read_text()
         except Exception as err:
-            raise UserError(f"cannot load {what}: {first_line(err)}") from None
-        flavor = (meta or {}).get("flavors", {}).get("python_function") or {}
+            raise UserError(f"cannot load {what}: {_stored(first_line(err), tmp)}") from None
+        flavor = _flavor(text, what)
         artifacts = flavor.get("artifacts") or {}
         ours = flavor.get("loader_module") == CODE_LOADER and set(artifacts) == POLICY_ARTIFACTS
         if not ours or any(local.rglob("*.pkl")):
@@ -212,20 +211,62 @@ def load_version(name: str, version: str, tracking_uri: str | None = None) -> tu
                 "tracking.register); it is not loaded: another MLflow model could run "
                 "arbitrary code when loaded"
             )
-        paths = [a.get("path", "") if isinstance(a, dict) else "" for a in artifacts.values()]
-        inside = [(local / str(path)).resolve() for path in paths]
+        paths = {
+            k: str(a.get("path", "")) if isinstance(a, dict) else "" for k, a in artifacts.items()
+        }
+        inside = [(local / path).resolve() for path in paths.values()]
         if not all(p.is_relative_to(local.resolve()) for p in inside):
             raise UserError(f"{what}: its artifacts point outside the model: it is not loaded")
+        env_path, policy_path = paths["env"], paths["policy"]
         try:
-            spec = json.loads((local / artifacts["env"]["path"]).read_text())
+            spec = json.loads((local / env_path).read_text())
             venv = make_vec(spec["env_id"], 1, **spec["env_kwargs"])
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise UserError(f"cannot load {what}: its env artifact ({first_line(err)})") from None
+            reason = _stored(first_line(err), local)
+            raise UserError(f"cannot load {what}: its artifact {env_path} ({reason})") from None
+        if not (local / policy_path).is_file():
+            venv.close()
+            raise UserError(f"cannot load {what}: its artifact {policy_path} is missing")
         try:
-            agent = load_agent(local / artifacts["policy"]["path"], venv, device="cpu")
+            agent = load_agent(local / policy_path, venv, device="cpu")
         except UserError as err:
-            raise UserError(f"cannot load {what}: {err}") from None
+            venv.close()
+            reason = str(err).replace(str(local / policy_path), f"its artifact {policy_path}")
+            raise UserError(f"cannot load {what}: {_stored(reason, local)}") from None
     return agent, venv
+
+
+#: keys MLflow writes into every MLmodel file: ``utc_time_created`` sorts last, so a file cut
+#: short anywhere before its end lacks it
+MLMODEL_KEYS = ("flavors", "utc_time_created")
+
+
+def _flavor(text: str, what: str) -> dict[str, Any]:
+    """The ``python_function`` flavor of an MLmodel file's text; ``UserError`` naming a file
+    that does not parse or is cut short (a damaged copy, not a foreign model)."""
+    import yaml
+
+    try:
+        meta = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        problem = f"it does not parse: {first_line(err)}"
+    else:
+        missing = [k for k in MLMODEL_KEYS if not isinstance(meta, dict) or not meta.get(k)]
+        flavors = meta.get("flavors") if isinstance(meta, dict) else None
+        if not missing and isinstance(flavors, dict):
+            flavor = flavors.get("python_function")
+            return flavor if isinstance(flavor, dict) else {}
+        problem = f"it lacks {', '.join(missing) or 'its flavors'} (cut short?)"
+    raise UserError(
+        f"cannot load {what}: its MLmodel file is unreadable or damaged ({problem}): restore "
+        "it in the artifact store, or serve another version"
+    )
+
+
+def _stored(text: str, folder: str | Path) -> str:
+    """``text`` with the temporary download folder taken out of its paths: what is left names
+    the file inside the stored model (the folder is deleted by the time anyone reads this)."""
+    return text.replace(f"{folder}/", "").replace(str(folder), "the downloaded model")
 
 
 def register(
@@ -255,7 +296,10 @@ def register(
     for key, value in _who_when_why("registered", reason).items():
         client.set_model_version_tag(name, mv.version, key, value)
     alias = schema.CHALLENGER if _alias_version(client, name, schema.CHAMPION) else schema.CHAMPION
-    client.set_registered_model_alias(name, alias, mv.version)
+    try:
+        _move_alias(client, name, alias, str(mv.version), tracking_uri)
+    except UserError as err:  # the stored copy of a file that loaded a moment ago
+        raise UserError(f"registered as version {mv.version} of {name}, but {err}") from None
     return _version(client, name, mv.version)
 
 
@@ -273,12 +317,10 @@ def promote(
     if version is None:
         raise UserError(f"{name} has no {schema.CHALLENGER}: name the version to promote")
     version = _require_version(client, name, str(version))
-    # a version that is not rlbench's form is never made champion (a server would load it)
-    load_version(name, version, tracking_uri)[1].close()
     previous = _alias_version(client, name, schema.CHAMPION)
     if previous == str(version):
         raise UserError(f"version {version} of {name} is already the {schema.CHAMPION}")
-    client.set_registered_model_alias(name, schema.CHAMPION, str(version))
+    _move_alias(client, name, schema.CHAMPION, str(version), tracking_uri)
     tags = _who_when_why("promoted", reason)
     if previous is not None:
         tags[schema.REPLACED_VERSION_TAG] = previous
@@ -302,7 +344,7 @@ def rollback(name: str, reason: str | None = None, tracking_uri: str | None = No
             f"version {current} of {name} replaced no earlier champion: nothing to roll back to "
             "(promote a version by number instead)"
         )
-    client.set_registered_model_alias(name, schema.CHAMPION, previous)
+    _move_alias(client, name, schema.CHAMPION, previous, tracking_uri)
     for key, value in _who_when_why("rolled_back", reason).items():
         client.set_model_version_tag(name, current, key, value)
     return _version(client, name, previous)
@@ -360,6 +402,19 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
         if name and version.isdigit():
             return name, version, None
     raise UserError(f"{uri!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
+
+
+def _move_alias(client: Any, name: str, alias: str, version: str, tracking_uri: str | None) -> None:
+    """Point ``alias`` at ``version`` once it loads as a server would load it: every alias move
+    (register, promote, rollback, the live loop's) goes through here, so the registry never
+    names a champion that servers refuse while they keep serving another."""
+    try:
+        load_version(name, version, tracking_uri)[1].close()
+    except UserError as err:
+        now = _alias_version(client, name, alias)
+        stays = f"stays version {now}" if now else "is not set"
+        raise UserError(f"{err} (the {alias} {stays})") from None
+    client.set_registered_model_alias(name, alias, version)
 
 
 def _alias_version(client: Any, name: str, alias: str) -> str | None:

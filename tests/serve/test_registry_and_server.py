@@ -176,6 +176,58 @@ def test_registry_cli_lists_promotes_and_rolls_back(store, console):
     assert rolled.tags["rlbench.registry.rolled_back_why"] == "worse in production"
 
 
+def stored_model_folder(uri: str, version: str) -> Path:
+    """Where the store keeps version ``version``'s files (its logged model's artifacts)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    source = client.get_model_version(NAME, version).source  # models:/m-<id>
+    stored = client.get_logged_model(source.removeprefix("models:/")).artifact_location
+    return Path(urlparse(stored).path)
+
+
+def test_no_alias_move_names_a_version_that_does_not_load(store, console):
+    """rollback moved the champion to a version with a damaged model file (exit 0) while servers
+    refused it and kept serving the old one; now every move loads its target first, with one
+    line naming the stored file (not a deleted temporary path) and a damaged MLmodel file
+    called damaged (not "not an rlbench policy")."""
+    from rlbench.live.champion import Registry
+    from rlbench.serve import registry_cli
+    from rlbench.tracking import registry
+
+    uri = store["uri"]
+    if registry.resolve_alias(f"models:/{NAME}@champion", uri) != "1":
+        registry.promote(NAME, "1", reason="test start", tracking_uri=uri)
+    registry.promote(NAME, "2", reason="rollback test", tracking_uri=uri)  # replaces 1
+    folder = stored_model_folder(uri, "1")
+    model, mlmodel = folder / "artifacts" / "model.zip", folder / "MLmodel"
+    saved = {path: path.read_bytes() for path in (model, mlmodel)}
+    try:
+        model.write_bytes(saved[model][:1000])  # a truncated upload
+        back = console(registry_cli.main, "--tracking-uri", uri, "rollback", NAME)
+        assert back.returncode == 2
+        assert back.stderr.strip().splitlines() == [
+            f"error: cannot load {NAME} version 1: its artifact artifacts/model.zip is not a "
+            "valid rlbench model: not a readable zip archive (File is not a zip file) "
+            "(the champion stays version 2)"
+        ]
+        with pytest.raises(UserError, match="the champion stays version 2"):
+            Registry(uri).rollback(NAME, "live reward fell")  # the live loop's rollback
+        with pytest.raises(UserError, match="the champion stays version 2"):
+            registry.promote(NAME, "1", reason="by number", tracking_uri=uri)
+        model.write_bytes(saved[model])
+        mlmodel.write_bytes(saved[mlmodel][: len(saved[mlmodel]) // 2])
+        back = console(registry_cli.main, "--tracking-uri", uri, "rollback", NAME)
+        assert back.returncode == 2
+        assert "its MLmodel file is unreadable or damaged" in back.stderr
+        assert "not an rlbench policy" not in back.stderr
+        assert registry.resolve_alias(f"models:/{NAME}@champion", uri) == "2"
+    finally:
+        for path, data in saved.items():
+            path.write_bytes(data)
+    assert registry.rollback(NAME, "undamaged", uri).version == "1"
+
+
 @pytest.fixture
 def served(store):
     """A real ``rlbench-serve`` process on a free loopback port, following the champion."""
