@@ -118,6 +118,12 @@ class Agent(abc.ABC):
         pi = self.action_probabilities(obs, deterministic=deterministic)
         return self.predict(obs, deterministic=deterministic), pi
 
+    def outputs(self, obs: np.ndarray) -> np.ndarray | None:
+        """The raw numbers a batch's decisions are made from (logits, Q-values), one row per
+        observation, or None for a policy without a network. A decision server checks them:
+        an argmax over NaN picks action 0 with a confident-looking probability."""
+        return None
+
     def history_setting(self) -> str | None:
         """The setting that makes this policy's decision depend on its own past (a rule's
         cooldown), or None: a log's propensities and off-policy estimates are pi(a|s) of the

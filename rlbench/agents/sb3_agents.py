@@ -247,6 +247,24 @@ class SB3Agent(Agent):
         """The feature extractor and the modules whose outputs' argmax is the greedy action."""
         raise NotImplementedError
 
+    def outputs(self, obs: np.ndarray) -> np.ndarray:
+        """The greedy network's outputs (PPO's logits, DQN's Q-values); in numpy when it is a
+        plain MLP (:meth:`_numpy_net`), else through torch."""
+        obs = np.asarray(obs)
+        net = self._numpy_net()
+        if net is not None:
+            return numpy_mlp.forward(obs, *net)
+        from stable_baselines3.common.preprocessing import preprocess_obs
+
+        policy = self.model.policy
+        extractor, modules = self._greedy_net()
+        obs_t, _ = policy.obs_to_tensor(obs)
+        with torch.no_grad():
+            h = extractor(preprocess_obs(obs_t, policy.observation_space, policy.normalize_images))
+            for module in modules:
+                h = module(h)
+        return h.cpu().numpy()
+
     def _numpy_net(self) -> tuple[numpy_mlp.Layers, Any] | None:
         """The greedy network (:meth:`_greedy_net`) as numpy arrays and its activation, or None
         when it is not the plain flatten + MLP this copies (then torch decides). A few

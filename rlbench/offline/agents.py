@@ -221,6 +221,9 @@ class _TorchOfflineAgent(Agent):
     def _update(self, b: dict[str, Any]) -> dict[str, float]:
         raise NotImplementedError
 
+    def outputs(self, obs: np.ndarray) -> np.ndarray:
+        return self._scores(obs)
+
     def _scores(self, obs: np.ndarray) -> np.ndarray:
         """The network's outputs, computed in numpy from a copy of the weights taken after the
         last update: one decision costs ~10 us instead of torch's ~200 us per call (the live

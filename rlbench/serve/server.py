@@ -16,12 +16,20 @@ backlog drains in a fraction of the time deciding it would take.
 
 Endpoints: ``POST /decide`` (``{"observations": [[...], ...]}`` or ``{"observation": [...]}``,
 optional ``"deterministic": false``), ``GET /healthz``, ``GET /metrics`` (Prometheus text).
+Every error, on any path, is ``{"error": "<one line>"}``.
+
+What a policy is asked is checked before it answers: observations beyond the bounds of its
+observation space by more than ``bounds_tolerance`` of the bound's range are refused (400,
+naming the index and the bounds: a policy trained on ``[0, 1]`` answers ``1e6`` with a
+confident guess), and an answer computed from non-finite network outputs is never sent (422:
+an argmax over NaN is action 0, stated with the probability of a sure thing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import json
 import logging
 import math
@@ -32,8 +40,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException
 
 from rlbench.errors import UserError, first_line
 from rlbench.serve.metrics import ServerMetrics
@@ -43,6 +52,7 @@ log = logging.getLogger(__name__)
 RETRY_REFUSED_S = 60.0  # a version that failed to load is tried again after this long
 LAG_TICK = 0.005  # seconds between the event loop's lag measurements
 OVERLOADED = b'{"error":"overloaded: this request waited too long; retry"}'
+ENDPOINTS = {"/decide": "POST", "/healthz": "GET", "/metrics": "GET"}
 
 
 @dataclass
@@ -58,6 +68,9 @@ class ServeSettings:
     max_rows: int = 1024  # observations in one request
     poll_interval: float = 5.0  # seconds between looks at the alias (0: never)
     shed_after_ms: float = 10.0  # event-loop lag beyond which waiting decisions get 503 (0: never)
+    # how far beyond a bounded observation space a value may lie, as a share of the bound's
+    # range (0: exactly within; inf: never refused)
+    bounds_tolerance: float = 0.1
 
     def check(self) -> None:
         for key in ("capacity", "max_batch", "max_rows"):
@@ -68,16 +81,38 @@ class ServeSettings:
             raise UserError(f"poll interval must be >= 0 seconds, got {self.poll_interval}")
         if not math.isfinite(self.shed_after_ms) or self.shed_after_ms < 0:
             raise UserError(f"shed-after must be >= 0 ms, got {self.shed_after_ms}")
+        if math.isnan(self.bounds_tolerance) or self.bounds_tolerance < 0:
+            raise UserError(
+                f"bounds tolerance must be >= 0 (a share of each bound's range; inf: never "
+                f"refuse), got {self.bounds_tolerance}"
+            )
 
 
 @dataclass
 class Policy:
-    """One loaded version: the agent acts, ``shape`` is one observation's shape."""
+    """One loaded version: the agent acts, ``shape`` is one observation's shape, ``low`` and
+    ``high`` the bounds of its observation space (None: not a Box)."""
 
     name: str
     version: str
     agent: Any
     shape: tuple[int, ...]
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+    def accepted(self, tolerance: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """The values accepted per element: the bounds widened by ``tolerance`` of their
+        range (an infinite bound stays infinite); None when nothing is bounded."""
+        if self.low is None or self.high is None:
+            return None
+        low, high = self.low.astype(np.float64), self.high.astype(np.float64)
+        if not (np.isfinite(low).any() or np.isfinite(high).any()):
+            return None
+        span = high - low
+        with np.errstate(invalid="ignore", over="ignore"):
+            margin = np.where(np.isfinite(span), tolerance * span, np.inf)
+        margin = np.nan_to_num(margin, nan=0.0, posinf=np.inf)  # 0 * inf: no margin
+        return low - margin, high + margin
 
 
 @dataclass
@@ -111,7 +146,10 @@ def load_policy(model_uri: str, tracking_uri: str | None) -> Policy:
             f"cannot serve {name} version {version}: rlbench-serve answers discrete actions, "
             f"and its policy acts in {venv.action_space}"
         )
-    return Policy(name, version, agent, tuple(venv.observation_space.shape))
+    space = venv.observation_space
+    box = isinstance(space, spaces.Box)
+    low, high = (np.asarray(space.low), np.asarray(space.high)) if box else (None, None)
+    return Policy(name, version, agent, tuple(space.shape), low, high)
 
 
 class DecisionServer:
@@ -123,6 +161,8 @@ class DecisionServer:
         self.queue: BoundedQueue[Pending] = BoundedQueue(settings.capacity)
         self.metrics = ServerMetrics()
         self._next: Policy | None = None  # loaded, waiting for the next batch boundary
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bounds: tuple[str, tuple[np.ndarray, np.ndarray] | None] | None = None
         self._refused: dict[str, float] = {}  # the alias's version that failed to load: when
         self._stop = threading.Event()
         self._poller_thread: threading.Thread | None = None
@@ -137,6 +177,7 @@ class DecisionServer:
         """Start the batcher (a task on the server's event loop) and the alias poller (a thread:
         loading a model must not stall requests)."""
         self._work = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._batcher_task = asyncio.create_task(self._batcher())
         if self.settings.shed_after_ms > 0:
             self._watch_task = asyncio.create_task(self._watch_lag())
@@ -159,22 +200,35 @@ class DecisionServer:
             self._poller_thread.join(timeout=10)
 
     # -- requests -----------------------------------------------------------------------------
+    def body_limit(self) -> int:
+        """The largest request body: ``max_rows`` observations written out at length."""
+        return self.settings.max_rows * (32 * math.prod(self.policy.shape) + 8) + 4096
+
+    def too_large(self, size: int, exact: bool = True) -> BadRequest:
+        limit = self.body_limit()
+        said = f"{size} bytes" if exact else f"more than {limit} bytes"
+        return BadRequest(
+            413,
+            f"request body of {said}; at most {limit} ({self.settings.max_rows} observations)",
+        )
+
     def parse(self, body: bytes) -> tuple[np.ndarray, bool]:
         """Observations ``(N, *shape)`` and ``deterministic`` of a request body, or BadRequest."""
-        limit = self.settings.max_rows * (32 * math.prod(self.policy.shape) + 8) + 4096
-        if len(body) > limit:  # refused before parsing: a huge body must not stall the others
-            raise BadRequest(
-                413,
-                f"request body of {len(body)} bytes; at most {limit} ({self.settings.max_rows} "
-                "observations)",
-            )
+        if len(body) > self.body_limit():  # refused before parsing: it must not stall the others
+            raise self.too_large(len(body))
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError) as err:
             raise BadRequest(400, f"malformed JSON: {first_line(err)}") from None
-        if not isinstance(data, dict) or not ({"observations", "observation"} & data.keys()):
+        keys = {"observations", "observation"} & data.keys() if isinstance(data, dict) else set()
+        if not keys:
             raise BadRequest(
                 400, 'expected {"observations": [[...], ...]} or {"observation": [...]}'
+            )
+        if len(keys) == 2:
+            raise BadRequest(
+                400,
+                'give one of "observation" (one) and "observations" (a batch), not both',
             )
         one = "observations" not in data
         raw = data["observation"] if one else data["observations"]
@@ -182,7 +236,8 @@ class DecisionServer:
             values = np.asarray(raw)
             if values.dtype.kind not in "iuf":  # "0.5" or true is no number here
                 raise TypeError(values.dtype)
-            obs = values.astype(np.float32)
+            with np.errstate(over="ignore"):  # 1e39 becomes inf: refused below
+                obs = values.astype(np.float32)
         except (ValueError, TypeError, OverflowError):
             raise BadRequest(400, "observations must be arrays of numbers") from None
         if one:
@@ -197,10 +252,37 @@ class DecisionServer:
             )
         if not np.isfinite(obs).all():
             raise BadRequest(400, "observations must be finite numbers (no NaN or inf)")
+        self._check_bounds(obs, one)
         deterministic = data.get("deterministic", True)
         if not isinstance(deterministic, bool):
             raise BadRequest(400, f"deterministic must be true or false, got {deterministic!r}")
         return obs, deterministic
+
+    def _check_bounds(self, obs: np.ndarray, one: bool) -> None:
+        """BadRequest for the first value beyond the observation space's bounds (widened by the
+        tolerance): the policy never saw such values, and would answer them with confidence."""
+        policy = self.policy
+        if self._bounds is None or self._bounds[0] != policy.version:
+            self._bounds = (policy.version, policy.accepted(self.settings.bounds_tolerance))
+        accepted = self._bounds[1]
+        if accepted is None:
+            return
+        low, high = accepted
+        outside = (obs < low) | (obs > high)
+        if not outside.any():
+            return
+        row, *index = (int(i) for i in np.argwhere(outside)[0])
+        where = "" if one else f"observation {row}, "
+        at = index[0] if len(index) == 1 else tuple(index)
+        lo, hi = policy.low[tuple(index)], policy.high[tuple(index)]  # type: ignore[index]
+        tolerance = self.settings.bounds_tolerance
+        raise BadRequest(
+            400,
+            f"{where}index {at}: {float(obs[row][tuple(index)]):g} is outside the observation "
+            f"space [{float(lo):g}, {float(hi):g}] by more than {tolerance:g} of its range: "
+            "send what the policy was trained on (rlbench-serve --bounds-tolerance widens "
+            "the margin)",
+        )
 
     async def decide(self, obs: np.ndarray, deterministic: bool) -> tuple[int, dict[str, Any]]:
         """Queue the request and wait for its answer: ``(status, body)``."""
@@ -258,27 +340,39 @@ class DecisionServer:
         batch = self.queue.get_batch(self.settings.max_batch, timeout=0)
         if not batch:
             return False
-        if self._next is not None:  # between two batches: no request sees a half-loaded model
-            self.policy, self._next = self._next, None
-            log.info("now serving %s version %s", self.policy.name, self.policy.version)
+        self._swap()
         self._run(batch)
         return True
+
+    def _swap(self) -> None:
+        """Serve the version the poller loaded. Only on the event loop, where batches run whole:
+        no request sees a half-loaded model, and the swap comes as soon as the loop is free
+        (so ``/healthz`` names the new version at once, traffic or not)."""
+        if self._next is not None:
+            self.policy, self._next = self._next, None
+            log.info("now serving %s version %s", self.policy.name, self.policy.version)
 
     def _run(self, batch: list[Entry[Pending]]) -> None:
         policy = self.policy
         for deterministic in (True, False):
             part = [e for e in batch if e.item.deterministic is deterministic]
+            if part:
+                part = self._finite_only(policy, part)
             if not part:
                 continue
             obs = np.concatenate([e.item.obs for e in part])
             try:
                 actions, pi = policy.agent.decide(obs, deterministic=deterministic)
                 actions = np.asarray(actions)
+                pi = np.asarray(pi)
             except Exception as err:  # the server never dies of a request
                 log.error("the policy failed on a batch: %s", first_line(err))
                 for e in part:
                     self._answer_error(e.item, 500, f"the policy failed: {first_line(err)}")
                 continue
+            finite = np.isfinite(pi).all(axis=1)
+            if not finite.all():  # a distribution of NaN: no answer to give (the rows, alone)
+                part, actions, pi = self._drop_rows(policy, part, finite, actions, pi)
             chosen = pi[np.arange(len(actions)), actions]
             start = 0
             for e in part:
@@ -294,6 +388,56 @@ class DecisionServer:
                 start += n
                 self.metrics.decided(policy.version, n)
                 self._answer(e.item, 200, body)
+
+    def _finite_only(self, policy: Policy, part: list[Entry[Pending]]) -> list[Entry[Pending]]:
+        """The requests whose network outputs are finite; the others are answered 422 (checked
+        before deciding: sampling from NaN fails the whole batch)."""
+        outputs = getattr(policy.agent, "outputs", None)
+        if outputs is None:
+            return part
+        obs = np.concatenate([e.item.obs for e in part])
+        try:
+            with np.errstate(all="ignore"):  # overflow is what this looks for
+                raw = outputs(obs)
+        except Exception:  # the decision itself says what is wrong
+            return part
+        if raw is None:
+            return part
+        finite = np.isfinite(np.asarray(raw, dtype=np.float64).reshape(len(obs), -1)).all(axis=1)
+        if finite.all():
+            return part
+        return self._drop_rows(policy, part, finite)[0]
+
+    def _drop_rows(
+        self, policy: Policy, part: list[Entry[Pending]], finite: np.ndarray, *arrays: np.ndarray
+    ) -> tuple[Any, ...]:
+        """Answer 422 every request with a row that is not ``finite``; the other requests and
+        their rows of ``arrays``."""
+        keep, rows, start = [], [], 0
+        for e in part:
+            n = len(e.item.obs)
+            ok = finite[start : start + n]
+            if ok.all():
+                keep.append(e)
+                rows.extend(range(start, start + n))
+            else:
+                row = int(np.flatnonzero(~ok)[0])
+                self._answer_error(e.item, 422, self._not_finite(policy, e.item.obs, row))
+            start += n
+        return (keep, *(a[rows] for a in arrays))
+
+    @staticmethod
+    def _not_finite(policy: Policy, obs: np.ndarray, row: int) -> str:
+        where = f"observation {row}" if len(obs) > 1 else "this observation"
+        biggest = float(np.abs(obs[row]).max())
+        space = ""
+        if policy.low is not None and policy.high is not None:
+            lo, hi = float(policy.low.min()), float(policy.high.max())
+            space = f" (its observation space spans [{lo:g}, {hi:g}])"
+        return (
+            f"the policy's outputs are not finite for {where} (values up to {biggest:g}): it "
+            f"cannot decide there; send observations of the size it was trained on{space}"
+        )
 
     def _answer(self, request: Pending, status: int, body: dict[str, Any]) -> None:
         if not request.future.done():  # on the loop's thread: handlers and batcher share it
@@ -334,13 +478,19 @@ class DecisionServer:
                 continue
             self._next = loaded
             self._refused = {}
+            if self._loop is not None:  # swapped in as soon as the loop is between batches
+                with contextlib.suppress(RuntimeError):  # the loop has closed: shutting down
+                    self._loop.call_soon_threadsafe(self._swap)
 
     # -- views --------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
+        """The version that answers the next request (a loaded one waiting for the loop counts:
+        no request is answered by the old one after it), the queue, a refused version."""
         stats = self.queue.stats()
+        policy = self._next or self.policy
         out = {
             "status": "ok",
-            "policy": {"name": self.policy.name, "version": self.policy.version},
+            "policy": {"name": policy.name, "version": policy.version},
             "queue": {"depth": stats.depth, "capacity": stats.capacity, "dropped": stats.dropped},
         }
         refused = list(self._refused)  # one read: the poller replaces the dict
@@ -357,7 +507,13 @@ class DecisionRoute:
     While the server is overloaded a decision is answered 503 before any other work (no body
     read), so a backlog of requests drains in a fraction of the time deciding it would take and
     requests that arrive after it are answered in time. The event loop runs requests in arrival
-    order: the ones shed are the oldest waiting."""
+    order: the ones shed are the oldest waiting.
+
+    A body larger than the server takes is refused from its ``Content-Length`` before a byte of
+    it is read (the connection stays open and drops the rest as it arrives, nothing kept: a
+    client that sends its whole body before reading still gets the 413, where a close would
+    reset the connection under it), or, sent chunked, as soon as what arrived passes the limit
+    (then the connection is closed: such a body has no announced end)."""
 
     def __init__(self, app: Any, server: DecisionServer) -> None:
         self.app, self.server = app, server
@@ -367,8 +523,11 @@ class DecisionRoute:
             await self.app(scope, receive, send)
             return
         started = time.monotonic()
+        headers: list[tuple[bytes, bytes]] = []
         if scope["method"] != "POST":
-            status, body = 405, {"error": "use POST /decide"}
+            status = 405
+            body = {"error": f"{scope['method']} /decide is not allowed: use POST /decide"}
+            headers.append((b"allow", b"POST"))
         elif self.server.overloaded():
             self.server.metrics.shed += 1
             self.server.metrics.answered(503, 0.0)
@@ -376,32 +535,78 @@ class DecisionRoute:
             return
         else:
             try:
-                obs, deterministic = self.server.parse(await _read_body(receive))
+                raw = await _read_body(scope, receive, self.server)
+                obs, deterministic = self.server.parse(raw)
                 status, body = await self.server.decide(obs, deterministic)
+            except BodyTooLarge as err:
+                status, body = err.status, {"error": str(err)}
+                if err.close:
+                    headers.append((b"connection", b"close"))
             except BadRequest as err:
                 status, body = err.status, {"error": str(err)}
-        await _respond(send, status, json.dumps(body, separators=(",", ":")).encode())
+        encoded = json.dumps(body, separators=(",", ":")).encode()
+        await _respond(send, status, encoded, headers)
         self.server.metrics.answered(status, time.monotonic() - started)
 
 
-async def _read_body(receive: Any) -> bytes:
-    chunks, more = [], True
+class BodyTooLarge(BadRequest):
+    """A 413 given before the whole body was read; ``close``: end the connection after it."""
+
+    def __init__(self, message: str, close: bool) -> None:
+        super().__init__(413, message)
+        self.close = close
+
+
+async def _read_body(scope: dict, receive: Any, server: DecisionServer) -> bytes:
+    """The request body, read no further than the server's limit (``BodyTooLarge`` beyond it):
+    a 400 MB body used to be read whole first, stalling every other client."""
+    limit = server.body_limit()
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise BodyTooLarge(str(server.too_large(int(value))), close=False)
+    chunks, size, more = [], 0, True
     while more:
         message = await receive()
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(str(server.too_large(size, exact=False)), close=True)
+        chunks.append(chunk)
         more = message.get("more_body", False)
     return b"".join(chunks)
 
 
-async def _respond(send: Any, status: int, body: bytes) -> None:
+async def _respond(
+    send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
+    )
     await send({"type": "http.response.body", "body": body})
+
+
+def _endpoints() -> str:
+    return ", ".join(f"{method} {path}" for path, method in ENDPOINTS.items())
+
+
+def _error_message(method: str, path: str, status: int, detail: Any) -> str:
+    """One line for an HTTP error outside ``/decide``: what is wrong and what to send."""
+    if status == 404:
+        tidy = "/" + "/".join(part for part in path.split("/") if part)
+        close = [tidy] if tidy in ENDPOINTS else difflib.get_close_matches(path, ENDPOINTS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close and close[0] != path else ""
+        return f"no endpoint {path}{hint}: the endpoints are {_endpoints()}"
+    if status == 405:
+        allowed = ENDPOINTS.get(path, "GET")
+        return f"{method} {path} is not allowed: use {allowed} {path}"
+    return first_line(str(detail)) if detail else f"HTTP {status}"
 
 
 def make_app(server: DecisionServer) -> Any:
     """The FastAPI app: ``/healthz``, ``/metrics`` and the server's lifespan; ``/decide`` is
-    :class:`DecisionRoute` in front of it."""
+    :class:`DecisionRoute` in front of it. No OpenAPI schema, docs or slash redirects: a
+    decision server answers its three endpoints, and every error as ``{"error": ...}``."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -411,8 +616,25 @@ def make_app(server: DecisionServer) -> Any:
         finally:
             await server.stop()
 
-    app = FastAPI(title="rlbench decision server", lifespan=lifespan, docs_url=None)
+    app = FastAPI(
+        title="rlbench decision server",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        redirect_slashes=False,
+    )
     app.add_middleware(DecisionRoute, server=server)  # POST /decide
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        message = _error_message(request.method, request.url.path, exc.status_code, exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def failure(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed: %s", request.method, request.url.path, first_line(exc))
+        return JSONResponse({"error": f"the server failed: {first_line(exc)}"}, status_code=500)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

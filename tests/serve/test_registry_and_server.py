@@ -294,6 +294,9 @@ BAD_REQUESTS = [
     (b'{"observation": [true, false, true, false, true, false, true]}', 400, "arrays of numbers"),
     (b'{"observation": ' + b"[" * 2500 + b"]" * 2500 + b"}", 400, "malformed JSON"),  # deep
     (json.dumps({"observations": [[0.5] * 7] * 10_000}).encode(), 413, "request body of"),
+    (b'{"observation": [5, -3, 100, 1e6, -1e6, 2, 9]}', 400, "index 0: 5 is outside the obs"),
+    (b'{"observation": [3e38, 0, 0, 0, 0, 0, 0]}', 400, "space [0, 1] by more than 0.1"),
+    (b'{"observation": [0, 0, 0, 0, 0, 0, 0], "observations": []}', 400, "not both"),
 ]
 
 
