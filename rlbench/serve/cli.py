@@ -7,6 +7,10 @@
 Binds 127.0.0.1 unless ``--host`` says otherwise. Follows the alias: a version promoted while
 it runs is loaded in the background and swapped in between two batches (``--poll-interval``).
 Bad input (an unknown model or alias, a port in use) is one ``error:`` line and exit code 2.
+
+SIGTERM (``kill``, a container stop) is a graceful stop: no new connections, requests in flight
+are answered, exit 0. Ctrl-C does the same, then says ``interrupted`` and exits 130, as every
+rlbench command does; a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Sequence
+from types import FrameType
+from typing import Any
 
 from rlbench import cli
 from rlbench.cli import EXIT_USER_ERROR
@@ -44,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="answer 503 at once while requests wait longer than this (0: never)",
+    )
+    parser.add_argument(
+        "--bounds-tolerance",
+        type=float,
+        default=0.1,
+        help="refuse observations beyond the observation space by more than this share of "
+        "its range (0.1; 0: exactly within; inf: never refuse)",
     )
     return parser
 
@@ -89,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_rows=args.max_rows,
         poll_interval=args.poll_interval,
         shed_after_ms=args.shed_after_ms,
+        bounds_tolerance=args.bounds_tolerance,
     )
     try:
         settings.check()
@@ -114,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # no proxy-header middleware (one more ASGI layer per request; we bind loopback by
     # default) and no access log: a burst is answered 503 by the thousand, cheaply
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -124,7 +139,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_header=False,
         http=shedding_protocol(server, OVERLOADED),
     )
+    stopping = _graceful_server(uvicorn)(config)
+    stopping.run()
+    if not stopping.started and stopping.stopped_by is None:  # uvicorn logged why
+        raise UserError(f"the server did not start on {args.host}:{args.port} (see above)")
+    if stopping.stopped_by == signal.SIGINT:
+        raise KeyboardInterrupt  # "interrupted", exit 130 (cli.run_app)
     return 0
+
+
+def _graceful_server(uvicorn: Any) -> type:
+    """uvicorn's server, remembering the signal that stopped it instead of raising it again
+    once stopped: uvicorn's run() swallows Ctrl-C (exit 0, no word) and re-raises SIGTERM at
+    itself (exit 143, as if killed mid-request, after a clean stop)."""
+
+    class GracefulServer(uvicorn.Server):
+        stopped_by: int | None = None
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.stopped_by is None:
+                self.stopped_by = sig
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True  # a second Ctrl-C: stop waiting for requests
+            else:
+                self.should_exit = True
+
+    return GracefulServer
 
 
 def console() -> None:

@@ -160,7 +160,7 @@ def test_models_are_loaded_only_from_places_the_user_names():
 
 def test_the_only_network_server_is_rlbench_serve_and_it_binds_localhost_by_default():
     servers = re.compile(
-        r"\.bind\(|\.listen\(|serve_forever|make_server|HTTPServer|uvicorn\.run|"
+        r"\.bind\(|\.listen\(|serve_forever|make_server|HTTPServer|uvicorn\.(run|Config)\b|"
         r"gunicorn|run_server|subprocess\.\w+\(\[[^\]]*(\"server\"|\"ui\")"
     )
     hits = [

@@ -254,10 +254,46 @@ def served(store):
                 time.sleep(0.2)
         raise AssertionError("the server did not answer within 60 s")
 
+    start.procs = started
     yield start
     for proc in started:
-        proc.terminate()
-        proc.wait(timeout=20)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def test_a_body_announced_too_large_is_refused_at_once(served):
+    """A client announcing 400 MB and sending a little gets its 413 at once: nothing waits for
+    (or stores) the rest; the server still decides after."""
+    url = served("--poll-interval", "0")
+    port = urlparse(url).port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(
+            b"POST /decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 400000000\r\n\r\n{"observations": ['
+        )
+        started = time.monotonic()
+        answer = raw.recv(65536).decode()
+        waited = time.monotonic() - started
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert '"error":"request body of 400000000 bytes; at most' in answer
+    assert waited < 2.0
+    code, _ = post(url + "/decide", json.dumps({"observation": [0.1] * 7}).encode())
+    assert code == 200
+
+
+def test_sigterm_stops_gracefully_and_ctrl_c_says_interrupted(store, served):
+    """uvicorn.run swallowed Ctrl-C (exit 0, no word) and re-raised SIGTERM (exit 143)."""
+    import signal
+
+    served("--poll-interval", "0")
+    served("--poll-interval", "0")
+    term, interrupt = served.procs
+    term.send_signal(signal.SIGTERM)
+    interrupt.send_signal(signal.SIGINT)
+    assert term.wait(timeout=30) == 0
+    assert interrupt.wait(timeout=30) == 130
+    assert interrupt.stdout.read().strip().splitlines()[-1] == "interrupted"
 
 
 def test_decisions_equal_the_policys_own_predict(store, served):
