@@ -101,17 +101,16 @@ class Policy:
     high: np.ndarray | None = None
 
     def accepted(self, tolerance: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """The values accepted per element: the bounds widened by ``tolerance`` of their
-        range (an infinite bound stays infinite); None when nothing is bounded."""
-        if self.low is None or self.high is None:
+        """The values accepted per element: the bounds widened by ``tolerance`` of their range
+        (by ``tolerance`` itself where only one side is bounded; an infinite bound stays
+        infinite); None when nothing is bounded or the tolerance is infinite."""
+        if self.low is None or self.high is None or math.isinf(tolerance):
             return None
         low, high = self.low.astype(np.float64), self.high.astype(np.float64)
         if not (np.isfinite(low).any() or np.isfinite(high).any()):
             return None
         span = high - low
-        with np.errstate(invalid="ignore", over="ignore"):
-            margin = np.where(np.isfinite(span), tolerance * span, np.inf)
-        margin = np.nan_to_num(margin, nan=0.0, posinf=np.inf)  # 0 * inf: no margin
+        margin = np.where(np.isfinite(span), tolerance * np.nan_to_num(span), tolerance)
         return low - margin, high + margin
 
 
@@ -276,10 +275,11 @@ class DecisionServer:
         at = index[0] if len(index) == 1 else tuple(index)
         lo, hi = policy.low[tuple(index)], policy.high[tuple(index)]  # type: ignore[index]
         tolerance = self.settings.bounds_tolerance
+        share = " of its range" if np.isfinite(hi - lo) else ""
         raise BadRequest(
             400,
             f"{where}index {at}: {float(obs[row][tuple(index)]):g} is outside the observation "
-            f"space [{float(lo):g}, {float(hi):g}] by more than {tolerance:g} of its range: "
+            f"space [{float(lo):g}, {float(hi):g}] by more than {tolerance:g}{share}: "
             "send what the policy was trained on (rlbench-serve --bounds-tolerance widens "
             "the margin)",
         )

@@ -226,6 +226,7 @@ def test_healthz_names_a_promoted_version_without_any_decision(monkeypatch):
 
 
 def bounded(tolerance: float = 0.1) -> DecisionServer:
+    """A policy on [0, 1] x [0, 1] x [0, inf)."""
     low, high = np.zeros(3, np.float32), np.array([1.0, 1.0, np.inf], np.float32)
     settings = ServeSettings("models:/x@champion", bounds_tolerance=tolerance)
     return DecisionServer(settings, Policy("x", "1", Echo(), (3,), low, high))
@@ -240,7 +241,12 @@ def test_observations_beyond_the_space_are_refused_naming_index_and_bounds():
 
     server = bounded()
     obs, _ = server.parse(json.dumps({"observation": [1.05, -0.05, 1e30]}).encode())
-    assert obs.shape == (1, 3)  # within 10% of the range; the third is unbounded
+    assert obs.shape == (1, 3)  # within 10% of the range; the third is unbounded above
+    with pytest.raises(
+        BadRequest,
+        match=r"^index 2: -5 is outside the observation space \[0, inf\] by more than 0.1: ",
+    ):
+        server.parse(json.dumps({"observation": [0, 0, -5]}).encode())  # but not below
     with pytest.raises(BadRequest) as refused:
         server.parse(json.dumps({"observation": [5, -3, 100]}).encode())
     assert refused.value.status == 400
