@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from rlbench.results.stats import holm
 from rlbench.tracking.links import number
 
 OVERALL = "overall:"  # the key of an env's overall claim among the task labels
@@ -180,14 +181,10 @@ def _p_claim(table: pd.DataFrame, algo: str) -> float:
 
 def _holm_claims(claims: dict[str, tuple[str, float]], family: int, alpha: float) -> set[str]:
     """The claims that survive Holm's correction over ``family`` hypotheses (one per compared
-    load pattern and the overall one; patterns without a single leader count, never pass)."""
-    labels = sorted(claims, key=lambda k: claims[k][1])
-    shown = set()
-    for step, label in enumerate(labels):
-        if not claims[label][1] <= alpha / (family - step):
-            break
-        shown.add(label)
-    return shown
+    load pattern and per overall table; a pattern without a single leader counts, with p = 1)."""
+    labels = list(claims)
+    p_values = [claims[k][1] for k in labels] + [1.0] * (family - len(labels))
+    return {k for k, kept in zip(labels, holm(p_values, alpha)[: len(labels)], strict=True) if kept}
 
 
 def _larger_mean(overall: pd.DataFrame, best: pd.Series) -> str:
