@@ -18,7 +18,9 @@ Durability: the log is fsynced in batches (a killed session loses at most the un
 is written, so it never counts a decision the log lacks; the champion is
 always read back from the registry, whose alias moves are single atomic updates, so a kill
 between two steps never leaves a half-promoted model. Rerunning the same command resumes the
-session: the same MLflow parent run, counts and triggers, the log continued in new part files.
+session: the same MLflow parent run, counts and triggers, the log continued in new part files;
+decisions logged after the last save of ``session.json`` (a kill between the two) are counted
+in, and a retraining a kill interrupted is owed (``redo``, saved) until one reaches a verdict.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,6 +56,7 @@ from rlbench.live.triggers import Trigger, block_means, build_triggers, welch
 from rlbench.offline.collect import Behaviour
 from rlbench.offline.log import COLLECTION_KEY, LogWriter, collections_in, read_log
 from rlbench.tracking import schema
+from rlbench.tracking.provenance import process_tag
 
 log = logging.getLogger(__name__)
 CONTROL_EVERY_S = 0.01  # wall seconds between looks at the kill switch
@@ -80,6 +83,40 @@ def worse_live(
     )
 
 
+def _logged_after(root: Path, collection: int, skip: int) -> Iterator[dict[str, Any]]:
+    """The records collection ``collection`` wrote into the log ``root``, in the order it wrote
+    them, after its first ``skip``: read line by line (one start's files can be large) and
+    parsed only past ``skip``. A torn last line (a write cut short) is no record."""
+    files = []
+    for path in root.rglob("part-*.jsonl") if root.is_dir() else ():
+        with path.open("rb") as f:
+            try:
+                header = json.loads(f.readline() or b"{}")
+            except ValueError:
+                continue
+        if isinstance(header, dict) and header.get(COLLECTION_KEY) == collection:
+            counter = path.stem.rsplit("-", 1)[-1]  # part-<pid>-<n>: n counts up in one writer
+            files.append((int(counter) if counter.isdigit() else 0, path))
+    seen = 0
+    for _, path in sorted(files):
+        with path.open("rb") as f:
+            f.readline()  # the header
+            for line in f:
+                if not line.endswith(b"\n") or not line.strip():
+                    continue
+                seen += 1
+                if seen <= skip:
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    raise UserError(
+                        f"{path}: record {seen} is not valid JSON (a corrupt log): move the file "
+                        "away to resume without its decisions"
+                    ) from None
+                yield record
+
+
 @dataclass
 class State:
     """What a resumed session needs (``session.json``)."""
@@ -95,6 +132,8 @@ class State:
     watch: dict[str, Any] | None = None  # the rollback watch of a new champion
     shadow: dict[str, Any] | None = None  # a gated challenger deciding in shadow
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per retraining
+    # the count when the latest start began: what its log files hold beyond it is in the state
+    decisions_at_start: int | None = None
 
     def save(self, path: Path, durable: bool = False) -> None:
         """Replace ``path`` atomically (write a temporary file, rename it over)."""
@@ -125,7 +164,7 @@ class State:
         "run_id": (str, type(None)), "starts": (int,), "decisions": (int,), "episodes": (int,),
         "retrainings": (int,), "last_retrain": (int, type(None)), "reward_sum": (int, float),
         "triggers": (dict,), "watch": (dict, type(None)), "shadow": (dict, type(None)),
-        "history": (list,),
+        "history": (list,), "decisions_at_start": (int, type(None)),
     }  # fmt: skip
     WATCH_KEYS: ClassVar[tuple[str, ...]] = ("version", "baseline", "n", "sum")
     SHADOW_KEYS: ClassVar[tuple[str, ...]] = ("version", "run_id", "n", "agree", "until")
@@ -201,17 +240,36 @@ class LiveSession:
         self.last_event = ""
         self.writer: LogWriter | None = None  # the session's log while it runs
         self._running = False  # while the writer is open
-        self._redo: str | None = None  # a retraining a killed session did not finish
+        self._redo: str | None = None  # a retraining to do again now (see _pending_redo)
+        self._awaiting: str | None = None  # the challenger's version while it awaits approval
         self._rate = 0.0  # decisions per wall second, measured at each dashboard refresh
 
     # ------------------------------------------------------------------ the policies
     def _load_champion(self) -> PolicyHandle:
-        version = self.registry.resolve_alias(f"models:/{self.model}@{schema.CHAMPION}")
+        version = str(self.registry.resolve_alias(f"models:/{self.model}@{schema.CHAMPION}"))
         if self.cfg.get("serve_url"):  # rlbench-serve decides; it follows the alias itself
-            n = int(self.adapter.action_space.n)
-            return PolicyHandle(ServedPolicy(str(self.cfg.serve_url), n), str(version), self.model)
+            served = self.champion.agent if self._served() else None
+            if served is None:
+                n = int(self.adapter.action_space.n)
+                served = ServedPolicy(str(self.cfg.serve_url), n, version=version)
+            return PolicyHandle(served, version, self.model)
         agent = self.load_policy(f"models:/{self.model}/{version}")
-        return PolicyHandle(agent, str(version), f"{self.model}")
+        return PolicyHandle(agent, version, f"{self.model}")
+
+    def _served(self) -> bool:
+        """Whether rlbench-serve decides for the champion (``serve_url=``)."""
+        return self.champion is not None and isinstance(self.champion.agent, ServedPolicy)
+
+    def _answered(self, acting: Behaviour) -> str:
+        """The version that decided: rlbench-serve's answer names it (the server follows the
+        alias on its own clock); an in-process policy is the version it was loaded as. The
+        champion's handle follows the answer, so the view and the records say the same."""
+        if not isinstance(acting.agent, ServedPolicy):
+            return acting.version
+        version = acting.agent.version
+        if self.champion is not None and self.champion.agent is acting.agent:
+            self.champion.version = version
+        return version
 
     def _behaviour(self, handle: PolicyHandle) -> Behaviour:
         ex = self.cfg.explore
@@ -229,9 +287,11 @@ class LiveSession:
         (self.control / schema.LIVE_AWAITING_FILE).unlink(missing_ok=True)  # a killed wait's
         last = self.state.history[-1] if self.state.history else None
         if last is not None and "verdict" not in last:  # killed while it trained: do it again
-            last.update(verdict="interrupted", why="the session stopped while it trained")
-            self._redo = f"again, after an interrupted retraining {last['k']} ({last['trigger']})"
-            self._event(f"retraining {last['k']} was interrupted: it runs again now")
+            last.update(verdict="interrupted", why="the session stopped while it trained",
+                        redo=True)  # fmt: skip
+        self._redo = self._pending_redo()
+        self._recount_unsaved()
+        self.state.decisions_at_start = self.state.decisions
         self._save(durable=True)
         self.champion = self._load_champion()
         if self.state.shadow:
@@ -278,6 +338,7 @@ class LiveSession:
                 acting = fallback_behaviour if self.killed else behaviour
                 assert acting is not None
                 probs = acting.action_probabilities(obs[None])[0]
+                version = self._answered(acting)
                 action = int(np.searchsorted(np.cumsum(probs), self.rng.random() * probs.sum()))
                 action = min(action, len(probs) - 1)
                 context: dict[str, Any] = {}
@@ -303,7 +364,7 @@ class LiveSession:
                         "done": done,
                         "terminal": bool(terminated),
                         "policy": acting.name,
-                        "policy_version": acting.version,
+                        "policy_version": version,
                         "context": context,
                     }
                 )
@@ -314,8 +375,8 @@ class LiveSession:
                 window_rewards.append(reward)
                 for trig in self.triggers:
                     trig.observe(reward, info, seconds)
-                if self.state.watch is not None:
-                    self._watch(reward)
+                if self.state.watch is not None and version == self.state.watch["version"]:
+                    self._watch(reward)  # only the watched champion's own decisions count
                 step += 1
                 if done:
                     self.state.episodes += 1
@@ -359,7 +420,7 @@ class LiveSession:
         if shadow is not None and self.state.decisions >= shadow["until"]:
             return self._end_shadow()
         reason = self._redo or self._due()
-        self._redo = None
+        self._redo = None  # the flag in the state stays until a retraining reaches its verdict
         if not reason:
             return False
         try:
@@ -370,6 +431,52 @@ class LiveSession:
                 last.update(verdict="failed", why=first_line(err))
                 self._save(durable=True)
             raise
+
+    def _pending_redo(self) -> str | None:
+        """Why a retraining runs again now: the latest interrupted one whose ``redo`` flag is
+        still set. The flag is saved with the verdict and cleared only when a retraining reaches
+        its own verdict, so a session killed again before the redo finished still owes it."""
+        owed = [e for e in self.state.history if e.get("redo")]
+        if not owed:
+            return None
+        last = owed[-1]
+        self._event(f"retraining {last['k']} was interrupted: it runs again now")
+        return f"again, after an interrupted retraining {last['k']} ({last['trigger']})"
+
+    def _settle_redo(self) -> None:
+        """A retraining reached its verdict: no interrupted one is owed any more."""
+        for entry in self.state.history:
+            entry.pop("redo", None)
+
+    def _recount_unsaved(self) -> None:
+        """Count in the decisions the previous start logged after its last state save (a kill
+        between a batch written and ``session.json`` replaced): their rewards, episodes, the
+        triggers (from the reward alone: the log keeps no step info) and the rollback watch
+        and shadow, so the state again counts exactly the log's decisions."""
+        at = self.state.decisions_at_start
+        if at is None or self.state.starts < 2:  # no earlier start of this state to look at
+            return
+        counted = self.state.decisions - at  # of the previous start's logged decisions
+        extra = list(_logged_after(self.folder / "log", self.state.starts - 1, counted))
+        if not extra:
+            return
+        seconds = float(getattr(self.adapter, "step_seconds", 1.0))
+        s = self.state
+        for rec in extra:
+            reward = float(rec.get("reward") or 0.0)
+            s.decisions += 1
+            s.reward_sum += reward
+            s.episodes += bool(rec.get("done"))
+            for trig in self.triggers:
+                trig.observe(reward, {}, seconds)
+            if s.watch is not None and str(rec.get("policy_version")) == s.watch["version"]:
+                self._watch(reward)
+            shadow_action = (rec.get("context") or {}).get("shadow_action")
+            if s.shadow is not None and shadow_action is not None:
+                s.shadow["n"] += 1
+                s.shadow["agree"] += int(shadow_action == rec.get("action"))
+        self._event(f"{len(extra)} decisions logged after the last save of {schema.LIVE_STATE_FILE}"
+                    " (the session was killed): counted in")  # fmt: skip
 
     def _reset(self) -> np.ndarray:
         seed = int(np.random.default_rng([int(self.cfg.seed), self.state.episodes]).integers(2**31))
@@ -447,6 +554,7 @@ class LiveSession:
             split = split_window(data, int(rc.window), float(rc.holdout), int(self.cfg.seed) + k)
         except UserError as err:  # too little data yet: the session goes on with its champion
             entry.update(verdict="skipped", why=str(err))
+            self._settle_redo()
             self._event(f"retraining {k} skipped: {err}")
             self._save(durable=True)
             return False
@@ -464,8 +572,11 @@ class LiveSession:
         version = self.registry.version_of_run(self.model, run_id)
         challenger = self._version_handle(version)
         gc = self.cfg.gate
+        champion = self.champion.agent
+        if self._served():  # the served version, in process (the server takes 1024 rows a call)
+            champion = self._version_handle(self.champion.version).agent
         result = paired_gate(
-            split.holdout, challenger.agent, self.champion.agent, estimator=str(gc.estimator),
+            split.holdout, challenger.agent, champion, estimator=str(gc.estimator),
             n_boot=int(gc.n_boot), alpha=float(gc.alpha), margin=float(gc.margin),
             gamma=float(gc.gamma), features=str(gc.features), seed=int(self.cfg.seed) + k,
             min_episodes=int(gc.min_episodes),
@@ -489,7 +600,11 @@ class LiveSession:
         elif verdict == "promoted":
             self._promote(challenger, result.why)
             changed = True
+        not_promoted = verdict in ("rejected", "refused")
+        if not_promoted and self.registry.clear_challenger(self.model, version):
+            self._event(f"v{version} is no longer the {schema.CHALLENGER} (it was not promoted)")
         entry["verdict"] = verdict
+        self._settle_redo()
         self._record(run_id, reason, verdict if verdict != "shadow" else "promoted", result)
         self._event(f"retraining {k} ({seconds:.1f} s): v{version} {verdict}: {result.why}")
         self._save(durable=True)
@@ -560,7 +675,10 @@ class LiveSession:
         approve.unlink(missing_ok=True)
         reject.unlink(missing_ok=True)
         self.control.mkdir(parents=True, exist_ok=True)
-        awaiting.write_text(f"{version}\n")  # rlbench-live-ctl approve|reject needs it there
+        # rlbench-live-ctl approve|reject reads the version, and the process that waits: a
+        # killed session's file is no wait (its ctl says so instead of queueing an answer)
+        awaiting.write_text(f"{version}\n{process_tag()}\n")
+        self._awaiting = version
         self._event(f"challenger v{version} passed the gate: waiting for approval "
                     f"(rlbench-live-ctl approve|reject, or touch {approve})")  # fmt: skip
         timeout = self.cfg.gate.approval_timeout_s
@@ -577,6 +695,7 @@ class LiveSession:
                 time.sleep(0.2)
         finally:
             awaiting.unlink(missing_ok=True)
+            self._awaiting = None
         self._event(f"no approval within {timeout} s: v{version} not promoted")
         return False
 
@@ -592,7 +711,10 @@ class LiveSession:
             "baseline": baseline, "n": 0, "sum": 0.0, "size": size, "block_sum": 0.0,
             "reference": block_means(list(self.recent), size).tolist(), "blocks": [],
         }  # fmt: skip
-        self.champion = challenger
+        if self._served():  # rlbench-serve follows the alias: it goes on deciding
+            self.champion = PolicyHandle(previous.agent, challenger.version, previous.label)
+        else:
+            self.champion = challenger
 
     def _block_size(self) -> int:
         return max(1, int(self.cfg.rollback.window) // int(self.cfg.rollback.blocks))
@@ -686,6 +808,8 @@ class LiveSession:
             "watch": dict(s.watch) if s.watch else None,
             "triggers": {t.name: t.state() for t in self.triggers},
             "retrainings": list(s.history[-5:]),
+            "retraining_count": len(s.history),
+            "awaiting": self._awaiting,
             "log_written": self.writer.written if self.writer else 0,
             "log_flushed": self.writer.flushed if self.writer else 0,
             "event": self.last_event,

@@ -8,6 +8,7 @@ policy, so the tests check the loop's logic in a second or two each.
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -66,6 +67,7 @@ class FakeRegistry:
     def __init__(self, champion: Any) -> None:
         self.agents = {"1": champion}
         self.champion, self.replaced = "1", {}
+        self.challenger: str | None = None  # the alias a registered version gets
         self.run_versions: dict[str, str] = {}
         self.notes: dict[str, dict[str, Any]] = {}
         self.moves: list[tuple[str, str]] = []
@@ -82,6 +84,14 @@ class FakeRegistry:
         self.replaced[version] = self.champion
         self.champion = version
         self.moves.append(("promote", version))
+        if self.challenger == version:
+            self.challenger = None
+
+    def clear_challenger(self, model: str, version: str) -> bool:
+        if self.challenger != version:
+            return False
+        self.challenger = None
+        return True
 
     def rollback(self, model: str, why: str) -> None:
         self.champion = self.replaced[self.champion]
@@ -121,6 +131,7 @@ def make_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             registry.trainings.append(train_overrides)
             version = str(len(registry.agents) + 1)
             registry.agents[version] = next(trained)
+            registry.challenger = version  # registered beside a champion
             run_id = f"run-{version}"
             registry.run_versions[run_id] = version
             return run_id, 0.0
@@ -468,3 +479,281 @@ def test_a_simulated_retraining_from_a_rule_champion_starts_from_scratch(make_se
     session.run()
     (overrides,) = registry.trainings
     assert not any(o.startswith("init_from=") for o in overrides)
+
+
+# ---------------------------------------------------------------------- rlbench-serve deciding
+class FakeServe:
+    """``rlbench-serve`` in a thread: ``POST /decide`` answered by the registry's champion (it
+    follows the alias, as the real server does), ``policy.version`` naming it. ``drop`` answers
+    close the connection afterwards without saying so (uvicorn's idle keep-alive timeout);
+    ``busy`` answers are 503 (overloaded); ``at`` maps a request number to a callable run
+    first (a promotion by hand while the session runs)."""
+
+    def __init__(self, registry: FakeRegistry, drop: int = 0, busy: int = 0) -> None:
+        import http.server
+
+        self.registry, self.drop, self.busy = registry, drop, busy
+        self.requests, self.connections = 0, 0
+        self.at: dict[int, Any] = {}
+        serve = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # kept alive, as uvicorn's
+            disable_nagle_algorithm = True  # one answer, one packet: no 40 ms delayed ACK
+
+            def setup(self) -> None:
+                super().setup()
+                serve.connections += 1
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                serve.requests += 1
+                serve.at.pop(serve.requests, lambda: None)()
+                if serve.busy:
+                    serve.busy -= 1
+                    return self._send(503, {"error": "overloaded: this request waited; retry"})
+                version = serve.registry.champion
+                agent = serve.registry.agents[version]
+                actions = agent.predict(np.asarray(body["observations"], dtype=np.float32))
+                self._send(200, {"actions": [int(a) for a in actions],
+                                 "policy": {"version": version}})  # fmt: skip
+                if serve.drop:
+                    serve.drop -= 1
+                    self.close_connection = True  # closed, though the answer said keep-alive
+
+            def _send(self, status: int, answer: dict) -> None:
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_serve():
+    servers: list[FakeServe] = []
+
+    def start(registry: FakeRegistry, **kw: int) -> FakeServe:
+        servers.append(FakeServe(registry, **kw))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_each_served_decision_names_the_version_that_answered(make_session, fake_serve):
+    """A promotion by hand (rlbench-registry promote) while a serve_url session runs: the
+    server follows the alias, and every decision from then on is logged as the new version's
+    (all were logged as the version the session started with), and the view shows it."""
+    session, registry = make_session(Fixed(1), [], "decisions=400", "explore.epsilon=0")
+    registry.agents["2"] = Fixed(2)
+    server = fake_serve(registry)
+    session.cfg.serve_url = server.url
+    server.at[150] = lambda: setattr(registry, "champion", "2")
+    shown: list[str] = []
+    session.view = lambda snap: shown.append(snap["champion"])
+    session.run()
+    log = read_log(session.folder / "log")
+    versions = [p.rsplit(":", 1)[1] for p in log.policy]
+    assert versions == ["1"] * 149 + ["2"] * 251
+    assert list(log.action[149:]) == [2] * 251  # the answer's action and its version agree
+    assert shown[-1] == "2" and session.champion.version == "2"
+
+
+def test_a_served_session_keeps_deciding_through_the_server_after_a_promotion(
+    make_session, fake_serve
+):
+    """The live loop promotes a challenger: the server follows the alias and goes on answering
+    (the session swapped in its own copy of the challenger and left the server)."""
+    session, registry = make_session(
+        Fixed(1), [Fixed(2)], "decisions=1000", "gate.margin=-1e9", "rollback.margin=1e9",
+        "explore.epsilon=0", *EVERY_600,
+    )  # fmt: skip
+    server = fake_serve(registry)
+    session.cfg.serve_url = server.url
+    state = session.run()
+    assert registry.moves == [("promote", "2")] and state.history[0]["verdict"] == "promoted"
+    assert server.requests == 1000  # every decision, and the gate's champion in process
+    log = read_log(session.folder / "log")
+    versions = [p.rsplit(":", 1)[1] for p in log.policy]
+    assert versions == ["1"] * 600 + ["2"] * 400 and set(log.action[600:]) == {2}
+    assert state.watch is None and "v2 kept" in session.last_event  # the watch saw v2 decide
+
+
+def test_a_dropped_connection_is_reconnected_and_a_503_retried(fake_serve):
+    """uvicorn closes a kept-alive connection idle for 5 s (a retraining's pause): the next
+    decision died of a broken pipe; one 503 (overloaded) ended the session too."""
+    from rlbench.live.champion import ServedPolicy
+
+    registry = FakeRegistry(Fixed(2))
+    server = fake_serve(registry, drop=3, busy=0)
+    served = ServedPolicy(server.url, 3, version="1")
+    obs = np.zeros((1, 4), dtype=np.float32)
+    for _ in range(5):
+        assert served.predict(obs)[0] == 2
+    assert server.connections >= 4  # a new connection after each dropped one
+    server.busy = 2
+    assert served.predict(obs)[0] == 2 and server.requests == 8  # two 503s, then the answer
+
+
+def test_a_server_that_stays_overloaded_or_away_is_one_error(fake_serve):
+    from rlbench.errors import UserError
+    from rlbench.live.champion import ServedPolicy
+
+    server = fake_serve(FakeRegistry(Fixed(2)), busy=100)
+    served = ServedPolicy(server.url, 3, delays=(0.0, 0.01, 0.02))
+    obs = np.zeros((1, 4), dtype=np.float32)
+    with pytest.raises(UserError, match=r"answered 503: .*overloaded.*asked 3 times") as err:
+        served.predict(obs)
+    assert server.requests == 3 and "\n" not in str(err.value)
+    server.close()
+    away = ServedPolicy(server.url, 3, delays=(0.0, 0.01))
+    with pytest.raises(UserError, match=r"did not answer: .*asked 2 times.*start it"):
+        away.predict(obs)
+
+
+# ---------------------------------------------------------------------- kills and restarts
+class Killed(BaseException):
+    """SIGKILL, as far as the session can tell: no except clause of its own catches it."""
+
+
+def test_an_interrupted_retraining_is_redone_however_often_the_restart_is_killed(
+    make_session, monkeypatch
+):
+    """Retraining 1 killed mid-training; the next start marks it interrupted and is killed
+    before the redo runs; a third start must still redo it (it saw a verdict and skipped it)."""
+    session, _ = make_session(Fixed(1), [], "decisions=700", *EVERY_600)
+
+    def killed_training(overrides: list[str]) -> tuple[str, float]:
+        raise Killed
+
+    monkeypatch.setattr(loop_module, "run_training", killed_training)
+    with pytest.raises(Killed):
+        session.run()
+    for _ in range(2):  # two starts killed during startup, before their first decision
+        again, registry = make_session(Fixed(1), [], "decisions=800", *EVERY_600)
+        monkeypatch.setattr(registry, "resolve_alias", killed_training)
+        with pytest.raises(Killed):
+            again.run()
+    saved = json.loads((session.state_path).read_text())
+    assert saved["history"][0]["verdict"] == "interrupted" and saved["history"][0]["redo"]
+    last, _ = make_session(Fixed(1), [Fixed(1)], "decisions=800", *EVERY_600)
+    state = last.run()
+    assert len(state.history) == 2, state.history
+    redo = state.history[1]
+    assert redo["trigger"].startswith("again, after an interrupted retraining 1")
+    assert redo["at"] == 601 and redo["verdict"] in ("promoted", "rejected")
+    assert not any("redo" in entry for entry in state.history)  # owed no more
+    assert len(make_session(Fixed(1), [], "decisions=850")[0].run().history) == 2  # done once
+
+
+def test_decisions_logged_after_the_last_state_save_are_counted_on_resume(make_session):
+    """A kill between a batch written to the log and session.json replaced: the log held 50
+    decisions the state never counted (not in the reward, the triggers or the target)."""
+    counting = ("log.batch=50", "triggers.count.enabled=true", "triggers.count.min_decisions=5000",
+                "triggers.count.max_success_rate=null")  # fmt: skip
+    session, _ = make_session(Fixed(1), [], "decisions=1000", *counting)
+    real_save = session._save
+
+    def save(durable: bool = False) -> None:
+        if session.state.decisions >= 650 and not durable:
+            session._save = lambda durable=False: None  # nothing more: the process is gone
+            raise Killed
+        real_save(durable)
+
+    session._save = save
+    with pytest.raises(Killed):
+        session.run()
+    saved = json.loads(session.state_path.read_text())
+    assert saved["decisions"] == 600 and len(read_log(session.folder / "log")) == 650
+    again, _ = make_session(Fixed(1), [], "decisions=700", *counting)
+    state = again.run()
+    log = read_log(session.folder / "log")
+    assert state.decisions == len(log) == 700
+    assert state.reward_sum == pytest.approx(float(log.reward.sum()))
+    assert state.triggers["count"]["decisions"] == 700
+    assert state.episodes == int(log.done.sum())
+
+
+# ---------------------------------------------------------------------- what a user sees
+def test_a_rejected_challenger_is_no_longer_the_registrys_challenger(make_session):
+    """rlbench-registry promote NAME promotes the challenger by default: a rejected one kept
+    the alias and was promoted by it, without a word."""
+    session, registry = make_session(Scaler(), [Fixed(0)], "decisions=700", *EVERY_600,
+                                     drift=True)  # fmt: skip
+    state = session.run()
+    assert state.history[0]["verdict"] == "rejected" and registry.challenger is None
+
+
+def test_the_views_count_every_retraining_and_show_a_wait_for_approval(make_session, caplog):
+    from rich.console import Console
+
+    from rlbench.live.dashboard import LogView, RichView
+
+    session, registry = make_session(
+        Fixed(1), [Fixed(2)] * 8, "decisions=800", "gate.margin=-1e9", "gate.approval=true",
+        "gate.approval_timeout_s=60", "triggers.count.enabled=true", "retrain.min_interval=0",
+        "triggers.count.min_decisions=100", "triggers.count.max_success_rate=null",
+    )  # fmt: skip
+    awaiting = session.control / schema.LIVE_AWAITING_FILE
+    seen: list[str] = []
+    done = threading.Event()
+
+    def reject_when_asked() -> None:
+        while not done.is_set():
+            if awaiting.exists():
+                console = Console(record=True, width=160, file=io.StringIO())
+                console.print(RichView.render(session.snapshot()))
+                seen.append(console.export_text() + awaiting.read_text())
+                (session.control / "reject").touch()
+                while awaiting.exists():
+                    time.sleep(0.01)
+            time.sleep(0.01)
+
+    threading.Thread(target=reject_when_asked, daemon=True).start()
+    try:
+        state = session.run()
+    finally:
+        done.set()
+    assert len(state.history) == 8 and "refused" in {e["verdict"] for e in state.history}
+    assert seen and "waiting for approval" in seen[0] and "training" not in seen[0]
+    from rlbench.tracking.provenance import process_tag
+
+    assert seen[0].splitlines()[-1] == process_tag()  # who waits: rlbench-live-ctl checks it
+    assert registry.challenger is None  # refused: not the challenger either
+    caplog.set_level("INFO", logger="rlbench.live")
+    view = LogView()
+    view(session.snapshot())
+    assert "8 retrainings" in caplog.text, caplog.text
+
+
+def test_the_registry_clears_only_its_own_rejected_challenger(mlflow_store, tmp_path):
+    """The session's Registry against a real store: the alias goes when it still names the
+    rejected version, and stays when another version was registered since."""
+    from rlbench.live.champion import Registry
+
+    client = mlflow_store.client()
+    client.create_registered_model("m")
+    for _ in range(3):
+        client.create_model_version("m", (tmp_path / "model").as_uri())
+    client.set_registered_model_alias("m", schema.CHAMPION, "1")
+    client.set_registered_model_alias("m", schema.CHALLENGER, "3")
+    registry = Registry(mlflow_store.uri)
+    assert not registry.clear_challenger("m", "2")  # v3 came since: not the session's to clear
+    assert client.get_registered_model("m").aliases == {"champion": 1, "challenger": 3}
+    assert registry.clear_challenger("m", "3")
+    assert client.get_registered_model("m").aliases == {"champion": 1}
+    assert not registry.clear_challenger("m", "3")  # nothing left to clear
