@@ -36,6 +36,7 @@ from rlbench import cli
 from rlbench.errors import UserError
 from rlbench.live.scheduler import VERBS, WORKDIR_ENV, known_scripts, load_schedule, send_command
 from rlbench.tracking import schema
+from rlbench.tracking.provenance import process_alive
 
 LIVE_ROOT = "outputs/live"  # where sessions live (conf_live/live.yaml: folder)
 #: session verb -> the control file it creates (release removes kill)
@@ -110,18 +111,33 @@ def _session_command(verb: str, folder: Path | None) -> None:
         print(f"kill switch off for {folder}: the champion acts again")
         return
     if verb in ("approve", "reject"):
-        try:
-            version = (control / schema.LIVE_AWAITING_FILE).read_text().strip()
-        except FileNotFoundError:
-            raise UserError(
-                f"{folder}: no challenger is waiting for approval (one waits only while its "
-                "session runs with gate.approval=true and it has passed the gate)"
-            ) from None
+        version = _awaiting(folder, control)
         verb_said = f"{verb} v{version}"
     else:
         verb_said = verb
     (control / SESSION_VERBS[verb]).touch()
     print(f"{verb_said}: {control / SESSION_VERBS[verb]}")
+
+
+def _awaiting(folder: Path, control: Path) -> str:
+    """The version waiting for approval; UserError when none waits, or when the session that
+    waited is no longer running (killed: the file outlived it, and an answer would be read by
+    nobody; its next start runs the interrupted retraining again)."""
+    try:
+        version, _, owner = (control / schema.LIVE_AWAITING_FILE).read_text().partition("\n")
+    except FileNotFoundError:
+        raise UserError(
+            f"{folder}: no challenger is waiting for approval (one waits only while its "
+            "session runs with gate.approval=true and it has passed the gate)"
+        ) from None
+    owner = owner.strip()
+    if owner and not process_alive(owner):  # a file of an older rlbench-live names no process
+        raise UserError(
+            f"{folder}: no session is running there (v{version.strip()} waited for approval in "
+            f"process {owner.partition(':')[0]}, which has ended): rerun its rlbench-live "
+            "command; the interrupted retraining runs again and its challenger waits anew"
+        )
+    return version.strip()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

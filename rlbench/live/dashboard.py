@@ -36,11 +36,13 @@ class LogView:
             self._last = None
 
     def _print(self, s: dict[str, Any]) -> None:
+        awaiting = s.get("awaiting")
         log.info(
-            "%s: %d decisions (%s/s), reward %s recent / %s mean, champion v%s%s, %d retrainings",
+            "%s: %d decisions (%s/s), reward %s recent / %s mean, champion v%s%s, %d retrainings%s",
             s["session"], s["decisions"], _fmt(s["rate"], ",.0f"), _fmt(s["reward_recent"]),
             _fmt(s["reward_mean"]), s["champion"], " (KILL SWITCH: fallback acts)"
-            if s["acting"] == "fallback" else "", len(s["retrainings"]),
+            if s["acting"] == "fallback" else "", _retraining_count(s),
+            f" (v{awaiting} waiting for approval)" if awaiting is not None else "",
         )  # fmt: skip
 
     def close(self) -> None:
@@ -99,7 +101,7 @@ class RichView:
         for r in s["retrainings"]:
             runs.add_row(
                 str(r.get("k")), f"{r.get('at', 0):,}", str(r.get("version", "...")),
-                str(r.get("verdict", "training")), str(r.get("why", r.get("trigger", "")))[:90],
+                _verdict_text(r, s.get("awaiting")), str(r.get("why", r.get("trigger", "")))[:90],
             )  # fmt: skip
         return Panel(
             Group(head, trig, runs, s["event"] or ""), title=f"rlbench-live: {s['session']}"
@@ -107,6 +109,20 @@ class RichView:
 
     def close(self) -> None:
         self._live.stop()
+
+
+def _retraining_count(s: dict[str, Any]) -> int:
+    """All of the session's retrainings (the snapshot lists only the last few)."""
+    return int(s.get("retraining_count", len(s["retrainings"])))
+
+
+def _verdict_text(entry: dict[str, Any], awaiting: str | None) -> str:
+    """A retraining's verdict, or what it is doing while it has none."""
+    if "verdict" in entry:
+        return str(entry["verdict"])
+    if awaiting is not None and str(entry.get("version")) == str(awaiting):
+        return "waiting for approval"
+    return "training"
 
 
 def _trigger_text(state: dict[str, Any]) -> str:

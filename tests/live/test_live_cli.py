@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from rlbench.tracking import schema
+
 CASES = {
     "unknown retrain algo": (["retrain.algo=nope"], r"retrain\.algo=nope: unknown algo option"),
     "unknown gate estimator": (["gate.estimator=xx"], r"gate\.estimator='xx': choose one of"),
@@ -160,3 +162,32 @@ def test_every_example_of_the_help_builds_its_source(tmp_path):
         finally:
             adapter.close()
     GlobalHydra.instance().clear()
+
+
+def test_ctl_approve_says_when_the_waiting_session_has_ended(tmp_path, capsys):
+    """A session SIGKILLed while its challenger waited leaves control/awaiting_approval: ctl
+    printed "approve v106" and queued an answer nobody would read."""
+    import subprocess
+
+    from rlbench.live.control import main as ctl
+    from rlbench.tracking.provenance import process_tag
+
+    folder = tmp_path / "s"
+    (folder / "control").mkdir(parents=True)
+    (folder / schema.LIVE_STATE_FILE).write_text("{}")
+    awaiting = folder / "control" / schema.LIVE_AWAITING_FILE
+    gone = subprocess.Popen(["sleep", "30"])
+    tag = process_tag(gone.pid)
+    gone.kill()
+    gone.wait()
+    awaiting.write_text(f"106\n{tag}\n")
+    with pytest.raises(SystemExit) as caught:
+        ctl(["approve", "--folder", str(folder)])
+    assert caught.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {folder}: no session is running there (v106 waited")
+    assert "rerun" in line and not (folder / "control" / "approve").exists()
+    awaiting.write_text(f"106\n{process_tag()}\n")  # a session that runs: the answer is queued
+    ctl(["reject", "--folder", str(folder)])
+    assert capsys.readouterr().out.startswith("reject v106: ")
+    assert (folder / "control" / "reject").exists()
