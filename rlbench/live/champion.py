@@ -44,24 +44,8 @@ class Registry:
     def clear_challenger(self, model: str, version: str) -> bool:
         """Remove the ``challenger`` alias if it still names ``version`` (a challenger the session
         registered and then rejected): ``rlbench-registry promote NAME`` promotes the challenger
-        by default, and a rejected one must not be it. True when the alias was removed.
-
-        Through MLflow's client: :mod:`rlbench.tracking.registry` has no call for it."""
-        from mlflow.exceptions import MlflowException
-
-        from rlbench.tracking.client import mlflow_client
-        from rlbench.tracking.store import resolve_uri
-
-        client = mlflow_client(resolve_uri(self.uri))
-        try:
-            if str(client.get_model_version_by_alias(model, schema.CHALLENGER).version) != str(
-                version
-            ):
-                return False  # another version was registered since: not ours to clear
-            client.delete_registered_model_alias(model, schema.CHALLENGER)
-        except MlflowException:
-            return False  # no challenger (any more)
-        return True
+        by default, and a rejected one must not be it. True when the alias was removed."""
+        return registry.clear_alias(model, schema.CHALLENGER, str(version), self.uri)
 
     def version_of_run(self, model: str, run_id: str) -> str:
         """The version of ``model`` registered from ``run_id``."""

@@ -350,6 +350,19 @@ def rollback(name: str, reason: str | None = None, tracking_uri: str | None = No
     return _version(client, name, previous)
 
 
+def clear_alias(
+    name: str, alias: str, only_version: str | None = None, tracking_uri: str | None = None
+) -> bool:
+    """Remove ``alias`` from ``name`` (only while it names ``only_version``, when given: a
+    version registered since is not ours to clear). True when it was removed."""
+    _, client = _mlflow(tracking_uri)
+    current = _alias_version(client, name, alias)
+    if current is None or (only_version is not None and current != str(only_version)):
+        return False
+    client.delete_registered_model_alias(name, alias)
+    return True
+
+
 def versions(name: str | None = None, tracking_uri: str | None = None) -> list[Version]:
     """Every version of ``name`` (of every registered model when None), newest first."""
     _, client = _mlflow(tracking_uri)
