@@ -269,9 +269,9 @@ class OptunaSweep:
             try:
                 check_job(variant)
             except UserError as err:
-                searched = key or next((k for k in space.params if f"{k} " in f"{err} "), None)
+                culprit = key or next((k for k in space.params if f"{k} " in f"{err} "), None)
                 value = f": {changed[key].split('=', 1)[1]}" if key else ""
-                where = f" (a value in the searched range of {searched}{value})" if searched else ""
+                where = f" (a value in the searched range of {culprit}{value})" if culprit else ""
                 raise SweepError(f"{err}{where}") from None
         self._check_sweep_dir()
 
