@@ -24,6 +24,8 @@ CONF_LIVE_DIR = str(Path(__file__).resolve().parent.parent / "conf_live")
 ``rlbench-train --help``."""
 PROGRESS_MODES = ("auto", "bar", "log", "off")  # train.progress
 EVAL_POLICIES = ("final", "best")  # eval.policy: the weights the final evaluation scores
+#: tag names a run's own record uses (provenance, bookkeeping): tracking.tags may not set them
+RESERVED_TAG_PREFIXES = ("git.", "version.", "rlbench.", "mlflow.", "hydra.")
 SEED_MAX = 2**63 - 1  # seeds are 0..2**63-1: numpy's int64, in which reports hold them
 NET_ARCH_FORM = (
     "a list of layer widths, e.g. algo.policy_kwargs.net_arch=[64,64], or SB3's dict form "
@@ -172,6 +174,13 @@ def _check_kinds(cfg: DictConfig) -> None:
         raise UserError(
             "tracking.tags must map tag names to values (+tracking.tags.benchmark=quick), got "
             f"{_override_text(plain)}"
+        )
+    reserved = sorted(k for k in plain if str(k).startswith(RESERVED_TAG_PREFIXES))
+    if reserved:  # they would overwrite the run's provenance (git.commit, rlbench.code, ...)
+        raise UserError(
+            f"tracking.tags.{reserved[0]}: tags starting with "
+            f"{', '.join(RESERVED_TAG_PREFIXES)} are rlbench's and MLflow's own record of the "
+            "run; choose another name"
         )
 
 

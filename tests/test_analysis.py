@@ -434,3 +434,17 @@ def test_notebook_mixups_are_one_user_error_each(tmp_path):
         analysis.load_study(storage=f"sqlite:///{db}")
     with sqlite3.connect(db) as con:  # a reader wrote nothing into it
         assert [r[0] for r in con.execute("select name from sqlite_master")] == ["mine"]
+
+
+def test_an_infinite_score_is_no_score():
+    """MLflow stores inf as the largest float: read back, it must not rank as a real score."""
+    from rlbench.results.analysis import _runs_frame
+
+    rows = [
+        {"run_id": r, "run_name": r, "experiment_id": "1", "status": "FINISHED",
+         "start_time": 0, "end_time": 1, "params.algo.name": "x", "params.env.name": "e",
+         "params.seed": str(i), "metrics.test/mean_return": v}
+        for i, (r, v) in enumerate([("a", 1.7976931348623157e308), ("b", -3.0)])
+    ]  # fmt: skip
+    frame = _runs_frame(rows, "test/mean_return")
+    assert frame["score"].isna().tolist() == [True, False]

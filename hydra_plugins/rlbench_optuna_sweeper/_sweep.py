@@ -262,6 +262,9 @@ class OptunaSweep:
         ]
         searched = [*space.params, self.seed_key] if self.trial_seeds > 1 else list(space.params)
         self.fixed_settings = learned_settings(job, searched)
+        # the objective is the mean over this many seeds from this one: part of the problem
+        self.fixed_settings["hydra.sweeper.trial_seeds"] = str(self.trial_seeds)
+        self.fixed_settings[self.seed_key] = str(self.base_seed)
         for key, changed in variants:
             variant = job if not changed else self._variant(job, changed, compose)
             with open_dict(variant):

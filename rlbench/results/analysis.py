@@ -215,7 +215,9 @@ def _runs_frame(rows: list[dict[str, Any]], metric: str) -> pd.DataFrame:
         frame["env"] = frame["env"].where(~generic, env_id)
     frame["load"] = frame["load"].astype(object).where(frame["load"].notna(), NO_LOAD)
     frame["seed"] = _seeds(frame["seed"])
-    frame["score"] = pd.to_numeric(_metric_or_legacy(frame, metric), errors="coerce").astype(float)
+    score = pd.to_numeric(_metric_or_legacy(frame, metric), errors="coerce").astype(float)
+    # MLflow stores inf as the largest float: a diverged score, not a real one
+    frame["score"] = score.where(np.abs(score) < np.finfo(float).max)
     return frame[[*RUN_COLUMNS, *prefixed]]
 
 

@@ -98,11 +98,13 @@ def verdict(
     uncorrected claims named a winner among identical algorithms in half the reports.
     """
     many_envs = per_load["env"].nunique() > 1
-    tasks = per_load.groupby("algo")[["env", "load"]].apply(
-        lambda g: frozenset(map(tuple, g.to_numpy().tolist()))
-    )
     compared = overall is not None and len(overall) > 1
-    apart = compared and tasks.nunique() > 1  # some algorithms never shared a task
+    # per env: did every algorithm there run on every one of its load patterns?
+    covered = {
+        env: group.groupby("algo")["load"].apply(frozenset).nunique() == 1
+        for env, group in per_load.groupby("env", sort=True)
+    }
+    apart = compared and not all(covered.values())
     claims: dict[str, tuple[str, float]] = {}  # task label or OVERALL + env -> (algo, p_claim)
     tied, family = [], 0  # family: the hypotheses tested, one per compared load pattern
     for (env, load), group in per_load.groupby(["env", "load"], sort=True):
@@ -115,10 +117,14 @@ def verdict(
             claims[label] = (first[0], _p_claim(group, first[0]))
         else:
             tied.append(label)
-    overall_groups: list[tuple[str, pd.DataFrame]] = []  # one overall table per env
-    if compared and not apart:
+    overall_groups: list[tuple[str, pd.DataFrame]] = []  # one overall table per covered env
+    if compared:
         split = overall.groupby("env", sort=True) if "env" in overall else [("", overall)]
-        overall_groups = [(str(e) if many_envs else "", g) for e, g in split if len(g) > 1]
+        overall_groups = [
+            (str(e) if many_envs else "", g)
+            for e, g in split
+            if len(g) > 1 and covered.get(e, len(covered) == 1 and all(covered.values()))
+        ]
     for env, group in overall_groups:
         family += 1
         first = rank1(group)
@@ -126,9 +132,10 @@ def verdict(
             claims[OVERALL + env] = (first[0], _p_claim(group, first[0]))
     shown = _holm_claims(claims, family, 1.0 - confidence)
     parts = []
-    if apart:
-        # threshold on autoscaling and user_feedback on the scheduler were never compared
-        parts.append("no overall winner: not every algorithm ran on every task")
+    if apart:  # e.g. threshold ran on some load patterns only: an overall rank would mislead
+        where = [e for e, ok in covered.items() if not ok]
+        on = f" on {names(where, bold=False)}" if many_envs else ""
+        parts.append(f"no overall winner{on}: not every algorithm ran on every load pattern")
     for env, group in overall_groups:
         where = f" on {env}" if env else ""
         first = rank1(group)
@@ -141,21 +148,24 @@ def verdict(
         elif len(first) == 1:
             parts.append(
                 f"**{first[0]}** ranks first overall{where} but is not shown better than every "
-                f"other algorithm once this sentence's {family} claims are corrected together"
+                f"other algorithm once {_family_text(family)} are corrected together"
             )
         else:
             parts.append(f"{names(first)} cannot be told apart overall{where}")
     clear: dict[str, list[str]] = {}
+    leads: dict[str, list[str]] = {}  # ranked first alone, but not after the correction
     for label, (algo, _) in claims.items():
-        if label.startswith(OVERALL):
-            continue
-        if label in shown:
-            clear.setdefault(algo, []).append(label)
-        else:
-            tied.append(label)
+        if not label.startswith(OVERALL):
+            (clear if label in shown else leads).setdefault(algo, []).append(label)
     if clear:
         wins = "; ".join(f"{a} on {names(sorted(t), bold=False)}" for a, t in clear.items())
         parts.append(f"clear winners per load pattern: {wins}")
+    if leads:
+        first = "; ".join(f"{a} on {names(sorted(t), bold=False)}" for a, t in leads.items())
+        parts.append(
+            f"ranked first alone but not shown once {_family_text(family)} are corrected "
+            f"together: {first}"
+        )
     if tied:
         parts.append(f"no single winner on {names(sorted(tied), bold=False)} (see the ★ cells)")
     if not parts:
@@ -172,6 +182,11 @@ def verdict(
     if not sentence.startswith("*"):  # a bold algorithm name keeps its case
         sentence = sentence[0].upper() + sentence[1:]
     return f"{sentence}. {caveat}"
+
+
+def _family_text(family: int) -> str:
+    """What Holm corrected over: the compared load patterns and overall rankings."""
+    return f"the {family} winner claims this sentence could make" if family > 1 else "it"
 
 
 def _p_claim(table: pd.DataFrame, algo: str) -> float:

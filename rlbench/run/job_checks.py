@@ -32,6 +32,12 @@ def check_job(job: DictConfig) -> None:
         agent_class(str(name)).check_settings(job.algo)
 
 
+#: settings that change what a run writes or how fast, not what it learns or scores
+NOT_LEARNED = (
+    "train.checkpoint_dir", "train.checkpoint_every", "train.threads", "eval.trajectory_plot",
+)  # fmt: skip
+
+
 def learned_settings(job: DictConfig, searched: Iterable[str]) -> dict[str, str]:
     """The job's settings that decide what its trials learn, minus the ``searched`` keys: what
     every trial of one study must share (a study continued with ``env.horizon`` changed would
@@ -42,7 +48,8 @@ def learned_settings(job: DictConfig, searched: Iterable[str]) -> dict[str, str]
 
     from rlbench.run.checkpoints import VOLATILE_KEYS
 
-    skip = (*VOLATILE_KEYS, "train.checkpoint_dir", "hydra", "reproduce", *searched)
+    kept = set(VOLATILE_KEYS) - {"tuned"}  # tuned=false trains without the env's preset
+    skip = (*kept, *NOT_LEARNED, "hydra", "reproduce", *searched)
     out: dict[str, str] = {}
 
     def walk(node: object, prefix: str) -> None:
@@ -53,4 +60,10 @@ def learned_settings(job: DictConfig, searched: Iterable[str]) -> dict[str, str]
             out[prefix[:-1]] = str(node)
 
     walk(OmegaConf.to_container(job, resolve=False), "")
-    return out
+    from rlbench.run.inputs import input_digests
+
+    try:  # the files the config names, by content: a changed trace is another problem
+        digests = input_digests(job)
+    except Exception:  # an unresolvable interpolation: the job itself will say what is wrong
+        digests = {}
+    return out | {f"inputs.{k}": v for k, v in digests.items()}

@@ -41,6 +41,7 @@ PACKAGES: dict[str, str] = {
 #: where rlbench's code lives: the package, its Hydra plugins and its configs
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 SOURCE_PARTS = ("rlbench", "hydra_plugins", "conf", "conf_live")
+SOURCE_SUFFIXES = (".py", ".yaml", ".csv", ".json")  # code, configs and bundled data (traces)
 
 
 def _git(repo: Path, *args: str) -> str | None:
@@ -117,7 +118,7 @@ def source_digest() -> str:
     digest = hashlib.sha256()
     for part in SOURCE_PARTS:
         for path in sorted((SOURCE_ROOT / part).rglob("*")):
-            if path.suffix in (".py", ".yaml") and path.is_file():
+            if path.suffix in SOURCE_SUFFIXES and path.is_file():
                 digest.update(str(path.relative_to(SOURCE_ROOT)).encode() + b"\0")
                 digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()

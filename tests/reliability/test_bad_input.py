@@ -147,6 +147,9 @@ CASES: dict[str, tuple[list[str], str, int]] = {
     ),
     "a list for a name": (["tracking.run_name=[a]"], "tracking.run_name must be a name", 2),
     "tags that are not a mapping": (["tracking.tags=5"], "tracking.tags must map tag names", 2),
+    "a tag that would overwrite the run's provenance": (
+        ["+tracking.tags={git.commit: deadbeef}"], "tracking.tags.git.commit: tags starting", 2,
+    ),
     "an SB3 count of zero": (["algo=ppo", "algo.n_epochs=0"], "algo.n_epochs must be >= 1", 2),
     "a DQN minibatch of zero": (
         ["algo=dqn", "algo.batch_size=0"], "algo.batch_size must be >= 1, got 0 (dqn)", 2,

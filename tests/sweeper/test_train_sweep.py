@@ -85,6 +85,14 @@ def test_a_study_is_continued_only_with_the_settings_its_trials_learned_with(tmp
     assert len(study.trials) == 2  # nothing was added
     train(tmp_path, *sweep, "hydra.sweeper.n_trials=3")  # the study's own settings continue it
     assert len(load(tmp_path, "threshold-autoscaling-sine_curve").trials) == 3
+    # what a trial reads by content and how many seeds make its objective are settings too
+    seeds = subprocess.run(
+        [*TRAIN, "-m", *sweep, "hydra.sweeper.n_trials=4", "hydra.sweeper.trial_seeds=2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert seeds.returncode == 2 and "hydra.sweeper.trial_seeds: 1 -> 2" in seeds.stderr
+    # but what only changes how a run is written is not
+    train(tmp_path, *sweep, "hydra.sweeper.n_trials=4", "eval.trajectory_plot=false")
 
 
 def test_pruned_trials_log_fewer_steps_when_run_by_joblib(tmp_path, mlflow_store):
