@@ -189,9 +189,8 @@ def _plain(value: Any) -> Any:
 
 
 def _check_net_arch(value: Any) -> None:
-    """``algo.policy_kwargs.net_arch``: a list of integer widths, or a dict of such lists.
-
-    Negative widths are left to the network's constructor, which names the dimension."""
+    """``algo.policy_kwargs.net_arch``: a list of integer widths >= 1, or a dict of such lists
+    (a width of -3 reached torch as "negative dimension" at the first trial of a sweep)."""
     key = "algo.policy_kwargs.net_arch"
     if value is None:
         return
@@ -202,7 +201,7 @@ def _check_net_arch(value: Any) -> None:
         lists = {key: arch}
     for where, widths in lists.items():
         bad = not isinstance(widths, list)
-        bad = bad or any(not isinstance(w, int) or isinstance(w, bool) for w in widths)
+        bad = bad or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths)
         if bad:
             raise UserError(f"{where} must be {NET_ARCH_FORM}; got {_override_text(widths)}")
 

@@ -266,11 +266,13 @@ class OptunaSweep:
         self.fixed_settings["hydra.sweeper.trial_seeds"] = str(self.trial_seeds)
         self.fixed_settings[self.seed_key] = str(self.base_seed)
         for key, changed in variants:
-            variant = job if not changed else self._variant(job, changed, compose)
-            with open_dict(variant):
-                variant.pop("hydra", None)
-            try:
-                check_job(variant)
+            try:  # a group option (algo=dqn) is composed here: its errors name the key too
+                variant = job if not changed else self._variant(job, changed, compose)
+                with open_dict(variant):
+                    variant.pop("hydra", None)
+                # the env is built for the job and for the values of env keys: others cannot
+                # change whether it builds
+                check_job(variant, env=key is None or key.split(".")[0] == "env")
             except UserError as err:
                 culprit = key or next((k for k in space.params if f"{k} " in f"{err} "), None)
                 value = f": {changed[key].split('=', 1)[1]}" if key else ""

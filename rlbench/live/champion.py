@@ -80,7 +80,7 @@ class Registry:
 #: waits before each retry of a decision rlbench-serve did not answer, or answered 503: a dropped
 #: idle connection (uvicorn closes kept-alive ones after 5 s, e.g. over a retraining) is
 #: reconnected at once; an overloaded or restarting server gets ~3 s in all before the error
-RETRY_DELAYS_S = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+RETRY_DELAYS_S = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)  # ~13 s: a server restart
 
 
 class ServedPolicy:

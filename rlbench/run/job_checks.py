@@ -18,11 +18,12 @@ from omegaconf import DictConfig
 from rlbench.config import check_config, check_seed_overlap
 
 
-def check_job(job: DictConfig) -> None:
-    """``UserError`` for what rlbench-train would refuse before building anything: the config's
-    values (:func:`rlbench.config.check_config`) and the algorithm's settings, judged without an
-    env (:meth:`rlbench.agents.Agent.check_settings`: SB3's ranges, Q-learning's, unknown keys).
-    Imports the algorithm's module (torch for PPO/DQN), as the job itself will."""
+def check_job(job: DictConfig, *, env: bool = True) -> None:
+    """``UserError`` for what rlbench-train would refuse before learning anything: the config's
+    values (:func:`rlbench.config.check_config`), the algorithm's settings judged without an
+    env (:meth:`rlbench.agents.Agent.check_settings`: SB3's ranges, Q-learning's, unknown keys)
+    and, with ``env``, one copy of the environment built (``env.load=bogus`` is refused by its
+    constructor). Imports the algorithm's module (torch for PPO/DQN), as the job itself will."""
     check_config(job)
     check_seed_overlap(job)
     from rlbench.agents import agent_class
@@ -30,6 +31,12 @@ def check_job(job: DictConfig) -> None:
     name = job.algo.get("name")
     if name:
         agent_class(str(name)).check_settings(job.algo)
+    if env:
+        from rlbench.config import env_spec
+        from rlbench.run.train import build_env
+
+        env_id, env_kwargs = env_spec(job.env)
+        build_env(env_id, env_kwargs, 1, int(job.seed)).close()
 
 
 #: settings that change what a run writes or how fast, not what it learns or scores

@@ -51,7 +51,7 @@ CASES: dict[str, tuple[list[str], str, int]] = {
     ),
     "impossible network size": (
         ["algo=ppo", "algo.policy_kwargs.net_arch=[64,-1]"],
-        "algo (ppo): invalid settings (Trying to create tensor with negative dimension", 2,
+        "algo.policy_kwargs.net_arch must be a list of layer widths", 2,
     ),
     "unknown device": (["algo=ppo", "device=tpu"], "unknown device 'tpu'", 2),
     "dqn on a continuous action space": (
@@ -198,6 +198,15 @@ CASES: dict[str, tuple[list[str], str, int]] = {
     "a Q-learning range whose far end cannot work": (
         ["-m", "search=qlearning", "algo.learning_rate=interval(0.5,1.5)"],
         "algo.learning_rate must be in (0, 1], got 1.5 (a value in the searched range of", 2,
+    ),
+    "an env value a sweep would reach late": (
+        ["-m", "search=threshold", "env.load=choice(spike,bogus)"],
+        "load must be one of steady, sine_curve, sinusoidal, spike, poisson, random, trace; got "
+        "'bogus' (a value in the searched range of env.load: 'bogus')", 2,
+    ),
+    "an env value late in a checked grid": (
+        ["-m", "hydra/sweeper=rlbench_grid", "env.load=spike,bogus"],
+        "got 'bogus' (in the job with overrides ['env.load=bogus'", 2,
     ),
     "trial seeds past the largest seed": (
         ["-m", "search=threshold", "hydra.sweeper.trial_seeds=3", "seed=9223372036854775806"],
