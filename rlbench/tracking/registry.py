@@ -422,12 +422,42 @@ def _move_alias(client: Any, name: str, alias: str, version: str, tracking_uri: 
     (register, promote, rollback, the live loop's) goes through here, so the registry never
     names a champion that servers refuse while they keep serving another."""
     try:
-        load_version(name, version, tracking_uri)[1].close()
+        target = _acts_in(name, version, tracking_uri)
+        champion = _alias_version(client, name, schema.CHAMPION)
+        if champion is not None and champion != str(version):
+            current = _acts_in(name, champion, tracking_uri)
+            if target != current:  # a server of this model would answer its clients with it
+                raise UserError(
+                    f"{name} version {version} acts in {_shown(target)}, but the champion, "
+                    f"version {champion}, in {_shown(current)}: the model's clients send the "
+                    "champion's observations; register it under another model name"
+                )
     except UserError as err:
         now = _alias_version(client, name, alias)
         stays = f"stays version {now}" if now else "is not set"
         raise UserError(f"{err} (the {alias} {stays})") from None
     client.set_registered_model_alias(name, alias, version)
+
+
+def _acts_in(name: str, version: str, tracking_uri: str | None) -> tuple[str, str, str]:
+    """The env a version decides in, as far as its clients can tell: its class, observation
+    shape and actions (loading the version, as a server would)."""
+    from rlbench.agents.base import env_signature
+    from rlbench.envs import core_of
+
+    _, venv = load_version(name, version, tracking_uri)
+    try:
+        signature = env_signature(venv)
+        core = core_of(getattr(venv, "unwrapped", venv))
+        kind = type(core).__name__ if core is not None else type(venv).__name__
+        return kind, str(signature["observation_shape"]), str(signature["actions"])
+    finally:
+        venv.close()
+
+
+def _shown(acts_in: tuple[str, str, str]) -> str:
+    kind, shape, actions = acts_in
+    return f"{kind} (observations {shape}, actions {actions})"
 
 
 def _alias_version(client: Any, name: str, alias: str) -> str | None:

@@ -574,3 +574,25 @@ def test_the_report_names_the_registered_versions_of_its_runs(store, tmp_path):
     run = store["runs"][0]
     assert f"`models:/{NAME}/1`" in text
     assert f"[`{run}`](" in text and f"/runs/{run}" in text  # the run id opens its MLflow page
+
+
+def test_no_alias_names_a_version_for_another_env(store, tmp_path):
+    """A gym_scaling policy registered under an autoscaling model became its champion (exit 0)
+    and servers refused it, or, with equal shapes, answered the model's clients from another
+    env's policy. Every alias move now compares the env the version acts in with the
+    champion's."""
+    from rlbench.tracking import registry
+
+    done = subprocess.run(
+        [sys.executable, "-m", "rlbench.run.main", "env=gym_scaling", "algo=threshold",
+         "debug=fast", "train.progress=off", f"tracking.artifact_location={store['root']}/art"],
+        cwd=tmp_path, env=store["env"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_id = done.stdout.split("mlflow run: ")[1].split()[0]
+    champion = registry.resolve_alias(f"models:/{NAME}@champion", store["uri"])
+    with pytest.raises(UserError, match=r"acts in GymScalingCompat\w* \(observations \[5\], "
+                                        r"actions \d+\), but the champion, version \d+, in "
+                                        r"Autoscaling\w* \(observations \[7\]"):  # fmt: skip
+        registry.register(run_id, NAME, reason="wrong env", tracking_uri=store["uri"])
+    assert registry.resolve_alias(f"models:/{NAME}@champion", store["uri"]) == champion
