@@ -291,6 +291,7 @@ class LiveSession:
                         redo=True)  # fmt: skip
         self._redo = self._pending_redo()
         self._recount_unsaved()
+        self._restore_recent()
         self.state.decisions_at_start = self.state.decisions
         self._save(durable=True)
         self.champion = self._load_champion()
@@ -699,6 +700,19 @@ class LiveSession:
         self._event(f"no approval within {timeout} s: v{version} not promoted")
         return False
 
+    def _restore_recent(self) -> None:
+        """The rollback watch's reference window, from the log's newest rewards: it lived in
+        memory only, so a resumed session promoted its owed retraining against one decision's
+        reward and never rolled back."""
+        if self.state.decisions == 0:
+            return
+        try:
+            data = read_log(self.folder / "log")
+        except UserError:  # no readable log yet: the window fills as the session decides
+            return
+        newest = np.argsort(data.ts, kind="stable")[-int(self.recent.maxlen or 0) :]
+        self.recent.extend(float(r) for r in data.reward[newest])
+
     def _promote(self, challenger: PolicyHandle, why: str) -> None:
         """Promote, and watch the new champion: its live rewards in blocks of ``size``
         decisions, against the same blocks of the last ``rollback.window`` before it."""
@@ -711,6 +725,10 @@ class LiveSession:
             "baseline": baseline, "n": 0, "sum": 0.0, "size": size, "block_sum": 0.0,
             "reference": block_means(list(self.recent), size).tolist(), "blocks": [],
         }  # fmt: skip
+        if len(self.state.watch["reference"]) < 2:  # Welch's test needs two blocks a side
+            self._event(f"v{challenger.version} promoted unwatched: {len(self.recent)} decisions "
+                        f"before it, fewer than two blocks of {size} (rollback.window / "
+                        "rollback.blocks): no rollback can be tested")  # fmt: skip
         if self._served():  # rlbench-serve follows the alias: it goes on deciding
             self.champion = PolicyHandle(previous.agent, challenger.version, previous.label)
         else:

@@ -688,6 +688,21 @@ def test_decisions_logged_after_the_last_state_save_are_counted_on_resume(make_s
     assert state.episodes == int(log.done.sum())
 
 
+def test_a_resumed_session_watches_its_next_promotion_against_the_logs_recent_rewards(
+    make_session,
+):
+    """The rollback watch's reference window lived in memory: after a restart the owed (or
+    next) promotion was compared with one decision's reward and never rolled back."""
+    first, _ = make_session(Fixed(1), [], "decisions=400")
+    first.run()
+    again, _ = make_session(Fixed(1), [], "decisions=401")
+    again.run()
+    log = read_log(again.folder / "log")
+    newest = log.reward[np.argsort(log.ts, kind="stable")][-300:]  # rollback.window=300
+    assert len(again.recent) == 300
+    assert list(again.recent) == pytest.approx(list(newest))  # the log's 300 newest
+
+
 # ---------------------------------------------------------------------- what a user sees
 def test_a_rejected_challenger_is_no_longer_the_registrys_challenger(make_session):
     """rlbench-registry promote NAME promotes the challenger by default: a rejected one kept
