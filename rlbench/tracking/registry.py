@@ -418,20 +418,23 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
 
 
 def _move_alias(client: Any, name: str, alias: str, version: str, tracking_uri: str | None) -> None:
-    """Point ``alias`` at ``version`` once it loads as a server would load it: every alias move
+    """Point ``alias`` at ``version`` once it loads as a server would load it, and acts in the
+    same kind of env as the champion (class, observation shape, actions): every alias move
     (register, promote, rollback, the live loop's) goes through here, so the registry never
-    names a champion that servers refuse while they keep serving another."""
+    names a version that servers refuse, or that answers the model's clients from another env."""
     try:
         target = _acts_in(name, version, tracking_uri)
         champion = _alias_version(client, name, schema.CHAMPION)
+        current = None
         if champion is not None and champion != str(version):
-            current = _acts_in(name, champion, tracking_uri)
-            if target != current:  # a server of this model would answer its clients with it
-                raise UserError(
-                    f"{name} version {version} acts in {_shown(target)}, but the champion, "
-                    f"version {champion}, in {_shown(current)}: the model's clients send the "
-                    "champion's observations; register it under another model name"
-                )
+            with contextlib.suppress(UserError):  # a damaged champion: moving away from it is
+                current = _acts_in(name, champion, tracking_uri)  # the repair, never refused
+        if current is not None and target != current:  # its clients send the champion's kind
+            raise UserError(
+                f"{name} version {version} acts in {_shown(target)}, but the champion, "
+                f"version {champion}, in {_shown(current)}: the model's clients send the "
+                "champion's observations; register it under another model name"
+            )
     except UserError as err:
         now = _alias_version(client, name, alias)
         stays = f"stays version {now}" if now else "is not set"

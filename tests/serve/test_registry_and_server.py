@@ -590,6 +590,8 @@ def test_no_alias_names_a_version_for_another_env(store, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     run_id = done.stdout.split("mlflow run: ")[1].split()[0]
+    if registry.resolve_alias(f"models:/{NAME}@champion", store["uri"]) != "1":
+        registry.promote(NAME, "1", reason="a champion that loads", tracking_uri=store["uri"])
     champion = registry.resolve_alias(f"models:/{NAME}@champion", store["uri"])
     with pytest.raises(UserError, match=r"acts in GymScalingCompat\w* \(observations \[5\], "
                                         r"actions \d+\), but the champion, version \d+, in "
