@@ -1,12 +1,11 @@
 """What a sweeper checks of a job before its first one runs: the values rlbench-train refuses.
 
-:func:`learned_settings` is what a continued study must share with its earlier trials.
-
 A sweep launched with a searched value that cannot work (``algo.n_epochs=choice(0,5)``) used to
 find out at that trial, with the study already made and earlier trials spent. The sweepers
 call :func:`check_job` on the jobs they compose up front (the grid: every value of every swept
 key; Optuna: every choice and both ends of every range), so the command stops before anything
-exists, with the same message the job would have given.
+exists, with the same message the job would have given. :func:`learned_settings` is what a
+continued study must share with its earlier trials.
 """
 
 from __future__ import annotations
@@ -55,8 +54,8 @@ def learned_settings(job: DictConfig, searched: Iterable[str]) -> dict[str, str]
 
     from rlbench.run.checkpoints import VOLATILE_KEYS
 
-    kept = set(VOLATILE_KEYS) - {"tuned"}  # tuned=false trains without the env's preset
-    skip = (*kept, *NOT_LEARNED, "hydra", "reproduce", *searched)
+    volatile = set(VOLATILE_KEYS) - {"tuned"}  # tuned=false trains without the env's preset
+    skip = (*volatile, *NOT_LEARNED, "hydra", "reproduce", *searched)
     out: dict[str, str] = {}
 
     def walk(node: object, prefix: str) -> None:
