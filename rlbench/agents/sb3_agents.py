@@ -205,6 +205,7 @@ class SB3Agent(Agent):
         if remaining <= 0:
             return
         forward = _Forward(self, callback, max(self.report_every, 1))
+        _silent_logger(self.model)
         with self._own_rng(), _no_distribution_checks():
             self.model.learn(total_timesteps=remaining, reset_num_timesteps=False, callback=forward)
 
@@ -617,6 +618,17 @@ def _check_range(algo: str, key: str, value: Any) -> None:
     if not low <= value <= high:
         want = f">= {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
         raise UserError(f"algo.{key} must be {want}, got {value!r} ({algo})")
+
+
+def _silent_logger(model: BaseAlgorithm) -> None:
+    """An in-memory logger for a quiet model (no tensorboard, verbose 0): SB3's own default
+    makes an empty ``/tmp/SB3-<time>`` folder at every learn() (a 180-run demo left 120 of
+    them; a test suite thousands). The statistics are still recorded for the run's metrics."""
+    from stable_baselines3.common.logger import Logger
+
+    quiet = model.tensorboard_log is None and not model.verbose
+    if quiet and not getattr(model, "_custom_logger", False):
+        model.set_logger(Logger(folder=None, output_formats=[]))
 
 
 def _capture_rng() -> dict[str, Any]:
