@@ -11,7 +11,6 @@ key (so checkpoints and finished runs are matched by content too) and onto the r
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -39,21 +38,14 @@ def input_digests(cfg: DictConfig) -> dict[str, str]:
 
 def path_digest(path: Path) -> str:
     """SHA-256 over a file's bytes, or a folder's files (relative names and bytes, sorted)."""
+    from rlbench.tracking.provenance import files_sha256
+
     if path.is_file():
-        files = [path]
-    elif path.is_dir():
+        return f"sha256:{files_sha256([path])}"
+    if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
-    else:
-        return "missing"
-    digest = hashlib.sha256()
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with file.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return f"sha256:{digest.hexdigest()}"
+        return f"sha256:{files_sha256(files, path)}"
+    return "missing"
 
 
 def _forecaster_digest(model: str) -> str:

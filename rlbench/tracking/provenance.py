@@ -16,7 +16,7 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -115,12 +115,27 @@ def code_version(commit: str | None = None, dirty: str | None = None) -> str | N
 def source_digest() -> str:
     """SHA-256 over rlbench's own files (:data:`SOURCE_PARTS`): names the code outside git,
     where an edited copy keeps the installed version number (a few milliseconds)."""
+    files = [
+        path
+        for part in SOURCE_PARTS
+        for path in sorted((SOURCE_ROOT / part).rglob("*"))
+        if path.suffix in SOURCE_SUFFIXES and path.is_file()
+    ]
+    return files_sha256(files, SOURCE_ROOT)
+
+
+def files_sha256(files: Iterable[Path], root: Path | None = None) -> str:
+    """SHA-256 over ``files`` in the order given: each file's name relative to ``root`` (none
+    without a root) and its bytes, each followed by a NUL. The code's digest and the digests
+    of a run's input files (:mod:`rlbench.run.inputs`) are both this."""
     digest = hashlib.sha256()
-    for part in SOURCE_PARTS:
-        for path in sorted((SOURCE_ROOT / part).rglob("*")):
-            if path.suffix in SOURCE_SUFFIXES and path.is_file():
-                digest.update(str(path.relative_to(SOURCE_ROOT)).encode() + b"\0")
-                digest.update(path.read_bytes() + b"\0")
+    for file in files:
+        if root is not None:
+            digest.update(str(file.relative_to(root)).encode() + b"\0")
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
     return digest.hexdigest()
 
 
