@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,19 @@ VOLATILE_KEYS = ("resume", "tracking", "train.progress", "trial", "cluster", "tu
 
 def run_key(flat_config: Mapping[str, str]) -> str:
     """A short stable hash of the parts of a flattened config that decide what is learned."""
-    kept = {
+    kept = without_keys(flat_config, VOLATILE_KEYS)
+    return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def without_keys(flat_config: Mapping[str, str], prefixes: Iterable[str]) -> dict[str, str]:
+    """``flat_config`` minus each key in ``prefixes`` and everything under it, key order
+    sorted."""
+    dotted = tuple(prefixes)
+    return {
         k: v
         for k, v in sorted(flat_config.items())
-        if not any(k == p or k.startswith(p + ".") for p in VOLATILE_KEYS)
+        if not any(k == p or k.startswith(p + ".") for p in dotted)
     }
-    return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class CheckpointDir:

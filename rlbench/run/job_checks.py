@@ -50,24 +50,13 @@ def learned_settings(job: DictConfig, searched: Iterable[str]) -> dict[str, str]
     rank trials of two problems together). Where runs are stored, progress, resume and the
     checkpoint folder do not count (:data:`rlbench.run.checkpoints.VOLATILE_KEYS`). Values as
     written, interpolations unresolved (some name the job's number, unknown before it runs)."""
-    from omegaconf import OmegaConf
-
-    from rlbench.run.checkpoints import VOLATILE_KEYS
+    from rlbench.run.checkpoints import VOLATILE_KEYS, without_keys
+    from rlbench.run.inputs import input_digests
+    from rlbench.tracking import flatten_config
 
     volatile = set(VOLATILE_KEYS) - {"tuned"}  # tuned=false trains without the env's preset
     skip = (*volatile, *NOT_LEARNED, "hydra", "reproduce", *searched)
-    out: dict[str, str] = {}
-
-    def walk(node: object, prefix: str) -> None:
-        if isinstance(node, dict) and node:
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}.")
-        elif not any(prefix[:-1] == p or prefix.startswith(p + ".") for p in skip):
-            out[prefix[:-1]] = str(node)
-
-    walk(OmegaConf.to_container(job, resolve=False), "")
-    from rlbench.run.inputs import input_digests
-
+    out = without_keys(flatten_config(job, resolve=False), skip)
     try:  # the files the config names, by content: a changed trace is another problem
         digests = input_digests(job)
     except Exception:  # an unresolvable interpolation: the job itself will say what is wrong

@@ -63,14 +63,15 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def flatten_config(cfg: Any) -> dict[str, str]:
+def flatten_config(cfg: Any, resolve: bool = True) -> dict[str, str]:
     """The resolved config as dotted keys: ``{"algo.name": "ppo", "seed": "3", ...}``.
 
-    Lists stay one value (``"[64, 64]"``); an empty mapping is kept as ``"{}"``.
+    Lists stay one value (``"[64, 64]"``); an empty mapping is kept as ``"{}"``. With
+    ``resolve=False`` interpolations stay as written (a sweep compares jobs before they run).
     """
     from omegaconf import OmegaConf
 
-    container = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+    container = OmegaConf.to_container(cfg, resolve=resolve) if OmegaConf.is_config(cfg) else cfg
     flat: dict[str, str] = {}
 
     def walk(node: Any, prefix: str) -> None:
