@@ -26,6 +26,9 @@ PROGRESS_MODES = ("auto", "bar", "log", "off")  # train.progress
 EVAL_POLICIES = ("final", "best")  # eval.policy: the weights the final evaluation scores
 #: tag names a run's own record uses (provenance, bookkeeping): tracking.tags may not set them
 RESERVED_TAG_PREFIXES = ("git.", "version.", "rlbench.", "mlflow.", "hydra.")
+#: seeds ``seed_offset + TRAINING_SEED_SPAN * seed + i`` evaluate a run trained with ``seed``
+#: (rlbench.run.evaluate.evaluation_seeds); the overlap check reads the same layout
+TRAINING_SEED_SPAN = 1000
 SEED_MAX = 2**63 - 1  # seeds are 0..2**63-1: numpy's int64, in which reports hold them
 NET_ARCH_FORM = (
     "a list of layer widths, e.g. algo.policy_kwargs.net_arch=[64,64], or SB3's dict form "
@@ -69,7 +72,7 @@ def check_seed_overlap(cfg: DictConfig) -> None:
     on held-out seeds (``eval.seed_offset=0`` evaluated seed 0's run on seeds 0, 1, ...). Run
     after the memory check, which says more about an absurd ``train.num_envs``."""
     offset = OmegaConf.select(cfg, "eval.seed_offset", default=0)
-    first_eval = offset + 1000 * cfg.seed  # rlbench.run.evaluate.evaluation_seeds
+    first_eval = offset + TRAINING_SEED_SPAN * cfg.seed  # evaluate.evaluation_seeds' start
     if first_eval < cfg.seed + cfg.train.num_envs:
         raise UserError(
             f"eval.seed_offset={offset} makes the evaluation seeds (from {first_eval}) overlap "

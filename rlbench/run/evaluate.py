@@ -19,11 +19,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rlbench.config import TRAINING_SEED_SPAN
 from rlbench.envs import ENVIRONMENTS, core_of, env_class, make_vec
 from rlbench.tracking import schema
-
-TRAINING_SEED_SPAN = 1000
-"""Seeds ``seed_offset + 1000 * seed + i`` evaluate a run trained with ``seed``."""
 
 
 class Policy(Protocol):
