@@ -53,6 +53,7 @@ RETRY_REFUSED_S = 60.0  # a version that failed to load is tried again after thi
 LAG_TICK = 0.005  # seconds between the event loop's lag measurements
 OVERLOADED = b'{"error":"overloaded: this request waited too long; retry"}'
 ENDPOINTS = {"/decide": "POST", "/healthz": "GET", "/metrics": "GET"}
+REQUEST_KEYS = frozenset({"observation", "observations", "deterministic"})  # of a /decide body
 
 
 @dataclass
@@ -228,6 +229,15 @@ class DecisionServer:
             raise BadRequest(
                 400,
                 'give one of "observation" (one) and "observations" (a batch), not both',
+            )
+        unknown = sorted(set(data) - REQUEST_KEYS)
+        if unknown:  # a misspelt "deterministic" silently decided greedily
+            close = difflib.get_close_matches(unknown[0], REQUEST_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise BadRequest(
+                400,
+                f"unknown key {unknown[0]!r}{hint}: a request takes "
+                f"{', '.join(repr(k) for k in sorted(REQUEST_KEYS))}",
             )
         one = "observations" not in data
         raw = data["observation"] if one else data["observations"]

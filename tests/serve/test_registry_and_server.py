@@ -338,6 +338,11 @@ BAD_REQUESTS = [
     (b'{"observation": [5, -3, 100, 1e6, -1e6, 2, 9]}', 400, "index 0: 5 is outside the obs"),
     (b'{"observation": [3e38, 0, 0, 0, 0, 0, 0]}', 400, "space [0, 1] by more than 0.1"),
     (b'{"observation": [0, 0, 0, 0, 0, 0, 0], "observations": []}', 400, "not both"),
+    (
+        b'{"observation": [0, 0, 0, 0, 0, 0, 0], "determinstic": false}',
+        400,
+        "unknown key 'determinstic' (did you mean 'deterministic'?)",
+    ),
 ]
 
 
