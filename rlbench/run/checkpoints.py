@@ -17,13 +17,23 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from rlbench.tracking import schema
+
 # not what is learned (tuned: the settings a preset applied are in the config itself)
 VOLATILE_KEYS = ("resume", "tracking", "train.progress", "trial", "cluster", "tuned")
 
 
 def run_key(flat_config: Mapping[str, str]) -> str:
-    """A short stable hash of the parts of a flattened config that decide what is learned."""
-    kept = without_keys(flat_config, VOLATILE_KEYS)
+    """A short stable hash of the parts of a flattened config that decide what is learned.
+
+    An input file or folder with a content digest (``inputs.<key>``, :mod:`rlbench.run.inputs`)
+    is keyed by that digest alone, not by its path: ``logs/a``, ``logs/a/`` and its absolute
+    path were three jobs over one log."""
+    prefix = schema.INPUTS_PARAM_PREFIX
+    by_content = [
+        k[len(prefix) :] for k, v in flat_config.items() if k.startswith(prefix) and v != "missing"
+    ]
+    kept = without_keys(flat_config, (*VOLATILE_KEYS, *by_content))
     return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from omegaconf import DictConfig
 
 from rlbench.config import check_config, check_seed_overlap
+from rlbench.tracking import schema
 
 
 def check_job(job: DictConfig, *, env: bool = True) -> None:
@@ -61,4 +62,7 @@ def learned_settings(job: DictConfig, searched: Iterable[str]) -> dict[str, str]
         digests = input_digests(job)
     except Exception:  # an unresolvable interpolation: the job itself will say what is wrong
         digests = {}
-    return out | {f"inputs.{k}": v for k, v in digests.items()}
+    for key, digest in digests.items():  # by content: how its path is spelt does not count
+        if digest != "missing":
+            out.pop(key, None)
+    return out | {f"{schema.INPUTS_PARAM_PREFIX}{k}": v for k, v in digests.items()}

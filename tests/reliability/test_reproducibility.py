@@ -156,3 +156,40 @@ def test_a_changed_input_file_is_another_job_and_cannot_be_reproduced(cli, mlflo
     assert second.code == 0, second.err
     other = re.search(r"mlflow run: (\w+)", second.out)[1]
     assert client.get_run(other).data.tags["rlbench.run_key"] != tags["rlbench.run_key"]
+
+
+def test_an_input_is_keyed_by_its_content_not_how_its_path_is_spelt():
+    """``logs/a``, ``logs/a/`` and the absolute path of one log are one job (resume=true
+    reuses its run); another content under the same path is another job."""
+    from rlbench.run.checkpoints import run_key
+
+    def flat(path: str, digest: str) -> dict[str, str]:
+        return {"algo.name": "cql", "algo.data": path, "seed": "0", "inputs.algo.data": digest}
+
+    same = {run_key(flat(p, "sha256:aa")) for p in ("logs/a", "logs/a/", "/home/u/logs/a")}
+    assert len(same) == 1
+    assert run_key(flat("logs/a", "sha256:bb")) not in same
+    # a path that does not exist has no content: its spelling is all there is to key on
+    assert run_key(flat("logs/x", "missing")) != run_key(flat("logs/y", "missing"))
+
+
+def test_a_study_sees_an_input_by_content_not_by_how_its_path_is_spelt(tmp_path, monkeypatch):
+    """A sweep continued with the same trace named another way continues its study; a trace
+    with other content is another problem."""
+    from omegaconf import OmegaConf
+
+    from rlbench.run.job_checks import learned_settings
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "traces").mkdir()
+    trace = tmp_path / "traces" / "load.csv"
+    trace.write_text("800\n900\n")
+
+    def settings(path: str) -> dict[str, str]:
+        job = OmegaConf.create({"seed": 0, "env": {"load": "trace", "trace_path": path}})
+        return learned_settings(job, [])
+
+    assert settings("traces/load.csv") == settings(str(trace)) == settings("./traces/load.csv")
+    before = settings("traces/load.csv")
+    trace.write_text("1600\n1800\n")
+    assert settings("traces/load.csv") != before
