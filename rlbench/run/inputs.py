@@ -5,8 +5,8 @@ A config names some inputs by path or alias: the interaction log of an offline a
 forecaster (``env.forecast_model``, e.g. ``models:/load-forecaster@latest``). The same config over
 a grown log or a newly registered forecaster is another job: ``resume=true`` reused the old run
 and ``+reproduce`` called a rerun on other data a reproduction. Their digests go into the run
-key (so checkpoints and finished runs are matched by content too) and onto the run as the tag
-``rlbench.inputs``.
+key in place of the paths (checkpoints and finished runs are matched by content: ``logs/a``
+and its absolute path are one job) and onto the run as the tag ``rlbench.inputs``.
 """
 
 from __future__ import annotations
