@@ -115,6 +115,9 @@ def log_policy(run_id: str, tracking_uri: str | None = None) -> str:
         try:
             load_agent(model, venv, "cpu")  # refuse a file that would not load when served
             example = np.asarray(venv.reset(), dtype=np.float32)
+        except UserError as err:  # named as the run's artifact: the download is gone after
+            where = f"run {run_id}'s artifact {schema.MODEL_DIR}/{model.name}"
+            raise UserError(str(err).replace(str(model), where)) from None
         finally:
             venv.close()
         env_file = Path(tmp) / schema.POLICY_ENV_FILE

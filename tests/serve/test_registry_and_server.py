@@ -603,3 +603,26 @@ def test_no_alias_names_a_version_for_another_env(store, tmp_path):
                                         r"Autoscaling\w* \(observations \[7\]"):  # fmt: skip
         registry.register(run_id, NAME, reason="wrong env", tracking_uri=store["uri"])
     assert registry.resolve_alias(f"models:/{NAME}@champion", store["uri"]) == champion
+
+
+def test_registering_a_damaged_run_names_the_runs_artifact(store, tmp_path):
+    """The message named the temporary download, deleted by the time a user read it."""
+    import mlflow
+
+    from rlbench.tracking import registry, schema
+
+    client = mlflow.MlflowClient(store["uri"])
+    source = store["runs"][1]
+    config = client.download_artifacts(source, schema.CONFIG_ARTIFACT, str(tmp_path))
+    experiment = client.get_run(source).info.experiment_id
+    run = client.create_run(experiment, run_name="damaged")
+    (tmp_path / schema.MODEL_DIR).mkdir()
+    damaged = tmp_path / schema.MODEL_DIR / f"{schema.MODEL_STEM}.zip"
+    damaged.write_bytes(b"not a zip")
+    client.log_artifact(run.info.run_id, str(damaged), schema.MODEL_DIR)
+    client.log_artifact(run.info.run_id, config)
+    client.set_terminated(run.info.run_id)
+    with pytest.raises(UserError) as err:
+        registry.log_policy(run.info.run_id, store["uri"])
+    where = f"run {run.info.run_id}'s artifact {schema.MODEL_DIR}/{schema.MODEL_STEM}.zip"
+    assert where in str(err.value) and "rlbench-register-" not in str(err.value)
