@@ -17,9 +17,24 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlbench.errors import UserError
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+PACKAGE_DIR = Path(__file__).resolve().parent  # rlbench/, in a checkout or in site-packages
+
+
+def config_dir(name: str, package: Path = PACKAGE_DIR) -> str:
+    """Where the Hydra config folder ``name`` (``conf`` or ``conf_live``) is.
+
+    A wheel (``pip install .``) ships it inside the package, ``rlbench/<name>/`` (setup.py puts
+    it there); a checkout and ``make setup``'s editable install have only the top-level
+    ``<name>/`` beside ``rlbench/``, which users and the docs edit. The package's copy wins, so
+    that an installed rlbench never reads a ``conf/`` another distribution left in site-packages.
+    """
+    shipped = package / name
+    return str(shipped if shipped.is_dir() else package.parent / name)
+
+
+CONF_DIR = config_dir("conf")
 """``conf/``: ``train.yaml`` (rlbench-train), ``report.yaml`` (rlbench-report) and their groups."""
-CONF_LIVE_DIR = str(Path(__file__).resolve().parent.parent / "conf_live")
+CONF_LIVE_DIR = config_dir("conf_live")
 """``conf_live/``: ``live.yaml`` (rlbench-live) and its groups, apart so that they never show in
 ``rlbench-train --help``."""
 PROGRESS_MODES = ("auto", "bar", "log", "off")  # train.progress
