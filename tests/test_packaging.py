@@ -115,6 +115,27 @@ def test_installed_wheel_composes_its_configs_outside_the_checkout(
         assert done.returncode == 0, done.stdout + done.stderr
         assert group in done.stdout, done.stdout
 
+    # the code's name outside git covers rlbench's files only: another distribution's Hydra
+    # plugin or top-level conf/ beside it in site-packages does not change it
+    digest = "from rlbench.tracking.provenance import source_digest; print(source_digest())"
+
+    def code_digest() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", digest], cwd=work, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    before = code_digest()
+    (site / "hydra_plugins" / "other_plugin").mkdir()
+    (site / "hydra_plugins" / "other_plugin" / "plugin.py").write_text("X = 1\n")
+    (site / "conf").mkdir()
+    (site / "conf" / "other.yaml").write_text("x: 1\n")
+    assert code_digest() == before
+    with (site / "rlbench" / "conf" / "algo" / "ppo.yaml").open("a") as f:
+        f.write("# edited\n")
+    assert code_digest() != before
+
 
 def test_config_dir_prefers_the_copy_a_wheel_ships_in_the_package(tmp_path: Path) -> None:
     site = tmp_path / "site-packages"

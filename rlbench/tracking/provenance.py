@@ -38,9 +38,16 @@ PACKAGES: dict[str, str] = {
     "hydra-core": "hydra",
     "omegaconf": "omegaconf",
 }
-#: where rlbench's code lives: the package, its Hydra plugins and its configs
+#: where rlbench's code lives: the package, its own Hydra plugins (site-packages'
+#: ``hydra_plugins/`` holds other distributions' too) and its configs (inside the package when
+#: installed from a wheel, beside it in a checkout)
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
-SOURCE_PARTS = ("rlbench", "hydra_plugins", "conf", "conf_live")
+SOURCE_PARTS = (
+    "rlbench",
+    "hydra_plugins/rlbench_grid_sweeper",
+    "hydra_plugins/rlbench_optuna_sweeper",
+    *(() if (SOURCE_ROOT / "rlbench" / "conf").is_dir() else ("conf", "conf_live")),
+)
 SOURCE_SUFFIXES = (".py", ".yaml", ".csv", ".json")  # code, configs and bundled data (traces)
 
 
