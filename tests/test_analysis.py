@@ -448,3 +448,21 @@ def test_an_infinite_score_is_no_score():
     ]  # fmt: skip
     frame = _runs_frame(rows, "test/mean_return")
     assert frame["score"].isna().tolist() == [True, False]
+
+
+def test_load_study_creates_no_file_in_any_sqlite_spelling(tmp_path):
+    """sqlite+pysqlite:/// is SQLite too: a reader must not create the file Optuna would."""
+    db = tmp_path / "none.db"
+    with pytest.raises(UserError, match="no Optuna storage at"):
+        analysis.load_study(storage=f"sqlite+pysqlite:///{db}")
+    assert not db.exists()
+
+
+def test_load_study_errors_show_no_password():
+    """A storage that refuses is named with its password masked, and why it refused."""
+    pytest.importorskip("psycopg")
+    with pytest.raises(UserError) as err:
+        analysis.load_study(storage="postgresql://team:Pw0rdXyz@127.0.0.1:1/optuna")
+    assert "Pw0rdXyz" not in str(err.value)
+    assert "team:***@127.0.0.1:1/optuna" in str(err.value)
+    assert "unreachable" in str(err.value)

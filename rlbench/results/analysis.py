@@ -523,28 +523,34 @@ def load_study(
     """
     import optuna
 
+    from rlbench.tracking.databases import server_message, with_driver
+    from rlbench.tracking.redaction import display_uri
+
     storage = storage or DEFAULT_STORAGE
-    if storage.startswith("sqlite:///"):
-        path = Path(storage.removeprefix("sqlite:///").partition("?")[0])
+    path = _sqlite_file(storage)
+    if path is not None:
         if not path.is_file():
             raise UserError(
                 f"no Optuna storage at {path}: run a sweep first (rlbench-train -m search=...)"
             )
         _require_optuna_tables(path)
+    storage = with_driver(storage)
+    shown = display_uri(storage)
     try:
         summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
     except Exception as err:  # SQLAlchemy / connection errors have no common base we import
-        raise UserError(f"cannot open the Optuna storage {storage}: {first_line(err)}") from None
+        reason = server_message(err, storage) or display_uri(first_line(err))
+        raise UserError(f"cannot open the Optuna storage {shown}: {reason}") from None
     if name is None:
         if not summaries:
-            raise UserError(f"no Optuna study in {storage}: run a sweep first")
+            raise UserError(f"no Optuna study in {shown}: run a sweep first")
         earliest = dt.datetime.min
         newest = max(summaries, key=lambda s: (s.datetime_start or earliest, s.study_name))
         name = newest.study_name
     names = {s.study_name for s in summaries}
     if name not in names:
         raise UserError(
-            f"no Optuna study {name!r} in {storage} (studies there: "
+            f"no Optuna study {name!r} in {shown} (studies there: "
             f"{', '.join(sorted(names)) or 'none'})"
         )
     study = optuna.load_study(study_name=name, storage=storage)
@@ -557,6 +563,20 @@ def load_study(
     else:
         frame = frame.rename(columns={f"values_{n}": f"values_{i}" for i, n in enumerate(names)})
     return study, frame
+
+
+def _sqlite_file(storage: str) -> Path | None:
+    """The database file of a SQLite storage URL in any of SQLAlchemy's spellings
+    (``sqlite:///``, ``sqlite+pysqlite:///``); None for other databases and in-memory ones."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(storage)
+    except Exception:  # not a URL: Optuna says so below
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
 
 
 def _require_optuna_tables(path: Path) -> None:
