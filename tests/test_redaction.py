@@ -81,3 +81,16 @@ def test_a_sweep_records_no_password(mlflow_store, tmp_path):
     text = table.read_text()
     # the sweep's overrides name the environment variable that holds the password
     assert "alice:${oc.env:RLBENCH_SECRET_" in text and "s3cr" not in text
+
+
+def test_a_raw_at_sign_in_a_password_is_named_not_shown():
+    """postgresql://u:pa@ss@host/db: SQLAlchemy reads 'ss@host' as the host; the message
+    must not show that tail of the password, and should say how to write the URL."""
+    from rlbench.tracking.databases import server_message
+
+    said = server_message(
+        OSError("could not translate host name: name or service not known"),
+        "postgresql://team:Hid@Den77@db.internal:5432/optuna",
+    )
+    assert said is not None and "Den77" not in said
+    assert "%40" in said

@@ -118,6 +118,12 @@ def server_message(err: BaseException, url: str) -> str | None:
         return _missing_driver(parsed.drivername, missing.group(1) if missing else None)
     if parsed.get_backend_name() != "postgresql":
         return None
+    if "@" in (parsed.host or ""):  # the host would show the password's tail
+        return (
+            "the password in the URL contains a raw '@', so the part after it was read as the "
+            "host: percent-encode the password's special characters ('@' as %40, '/' as %2F, "
+            "':' as %3A, '%' as %25)"
+        )
     user, db = parsed.username or "(none)", parsed.database or "(none)"
     where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
     if "password authentication failed" in low or "no password supplied" in low:
