@@ -193,6 +193,7 @@ def load_version(name: str, version: str, tracking_uri: str | None = None) -> tu
 
     from rlbench.agents import load_agent
     from rlbench.envs import make_vec
+    from rlbench.envs.lstm_forecaster import META_FILE as FORECASTER_META
 
     uri = resolve_tracking_uri(tracking_uri)
     what = f"{name} version {version}"
@@ -202,9 +203,17 @@ def load_version(name: str, version: str, tracking_uri: str | None = None) -> tu
                 local = Path(
                     mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp)
                 )
-            text = (local / "MLmodel").read_text()
+            forecaster = (local / FORECASTER_META).is_file() and not (local / "MLmodel").exists()
+            text = "" if forecaster else (local / "MLmodel").read_text()
         except Exception as err:
             raise UserError(f"cannot load {what}: {_stored(first_line(err), tmp)}") from None
+        if forecaster:
+            raise UserError(
+                f"{what} is a load forecaster (registered by rlbench-forecast), not a policy: "
+                f"use it as env.forecast_model=models:/{name}/{version}; rlbench-registry, "
+                "rlbench-serve and rlbench-collect take policies (rlbench-registry register "
+                "RUN_ID NAME with an rlbench-train run)"
+            )
         flavor = _flavor(text, what)
         artifacts = flavor.get("artifacts") or {}
         ours = flavor.get("loader_module") == CODE_LOADER and set(artifacts) == POLICY_ARTIFACTS

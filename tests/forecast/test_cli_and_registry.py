@@ -67,6 +67,15 @@ def test_train_tracks_registers_and_the_env_loads_it_by_alias(
     assert proc.returncode == 0, proc.stderr
     assert "spike" in proc.stdout and "last_value" in proc.stdout
 
+    # the policy registry's commands name a forecaster version as such, not "No such file: MLmodel"
+    from rlbench.errors import UserError
+    from rlbench.tracking import registry
+
+    for call in (registry.promote, registry.load_version):
+        with pytest.raises(UserError, match="is a load forecaster") as excinfo:
+            call("fc", "1", tracking_uri=mlflow_store.uri)
+        assert "MLmodel" not in str(excinfo.value) and "\n" not in str(excinfo.value)
+
     # a training run whose observation carries the registered forecaster records its weights
     cmd = [str(Path(sys.executable).parent / "rlbench-train"), *mlflow_store.overrides()]
     cmd += [
