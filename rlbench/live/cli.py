@@ -164,6 +164,9 @@ NUMBERS: dict[str, tuple[type, float | None, float | None, bool]] = {
     "gate.margin": (float, None, None, False),
     "gate.approval_timeout_s": (float, 0, None, True),
     "shadow.decisions": (int, 0, None, False),
+    "canary.episodes": (int, 0, None, False),
+    "canary.share": (float, 0, 1, False),
+    "canary.alpha": (float, 0, 1, False),
     "rollback.window": (int, 0, None, False),
     "rollback.margin": (float, None, None, False),
     "rollback.alpha": (float, 0, 1, False),
@@ -171,7 +174,7 @@ NUMBERS: dict[str, tuple[type, float | None, float | None, bool]] = {
 }
 #: ends that are not allowed themselves (a share of 0 or 1, an alpha of 0 or 1)
 OPEN_ENDS = {"retrain.holdout", "gate.alpha", "rollback.alpha", "triggers.drift.z",
-             "explore.temperature"}  # fmt: skip
+             "explore.temperature", "canary.share", "canary.alpha"}  # fmt: skip
 #: on/off settings: true or false, never a word read as true
 SWITCHES = (
     "log.fsync", "triggers.count.enabled", "triggers.drift.enabled", "triggers.file",
@@ -220,6 +223,10 @@ def _check_numbers(cfg: DictConfig) -> None:
                 bounds = ""
             null = " (or null)" if nullable else ""
             raise UserError(f"{key} must be {what}{bounds}{null}, got {value!r}")
+    episodes = OmegaConf.select(cfg, "canary.episodes")
+    if episodes == 1:  # one episode an arm has no spread to test against
+        raise UserError("canary.episodes must be 0 (off) or an integer >= 2 (episodes per arm), "
+                        "got 1")  # fmt: skip
 
 
 def run_session(cfg: DictConfig, view: Any = "config") -> State:

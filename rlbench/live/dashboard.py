@@ -1,7 +1,8 @@
 """The live view of a session: a rich terminal dashboard, or log lines where there is no terminal.
 
 Both take the session's :meth:`~rlbench.live.loop.LiveSession.snapshot` (decisions, reward,
-the log's written and fsynced counts, triggers, the champion, the last retrainings) a few times
+the log's written and fsynced counts, triggers, the champion, a challenger in shadow or on
+canary with its episodes per arm, the last retrainings) a few times
 per second; the log view prints at most every ``every_s`` seconds so CI logs stay short.
 """
 
@@ -38,10 +39,12 @@ class LogView:
     def _print(self, s: dict[str, Any]) -> None:
         awaiting = s.get("awaiting")
         log.info(
-            "%s: %d decisions (%s/s), reward %s recent / %s mean, champion v%s%s, %d retrainings%s",
+            "%s: %d decisions (%s/s), reward %s recent / %s mean, champion v%s%s%s, %d "
+            "retrainings%s",
             s["session"], s["decisions"], _fmt(s["rate"], ",.0f"), _fmt(s["reward_recent"]),
             _fmt(s["reward_mean"]), s["champion"], " (KILL SWITCH: fallback acts)"
-            if s["acting"] == "fallback" else "", _retraining_count(s),
+            if s["acting"] == "fallback" else "", _canary_text(s.get("canary"), ", "),
+            _retraining_count(s),
             f" (v{awaiting} waiting for approval)" if awaiting is not None else "",
         )  # fmt: skip
 
@@ -78,6 +81,9 @@ class RichView:
         )  # fmt: skip
         head.add_row("acting", acting, "shadow", f"v{s['shadow']}" if s["shadow"] else "-")
         head.add_row("log written", f"{s['log_written']:,}", "fsynced", f"{s['log_flushed']:,}")
+        if s.get("canary"):
+            c = s["canary"]
+            head.add_row("canary", _canary_text(c), "episodes per arm", str(c["episodes"]))
         if s["watch"]:
             w = s["watch"]
             head.add_row(
@@ -101,7 +107,8 @@ class RichView:
         for r in s["retrainings"]:
             runs.add_row(
                 str(r.get("k")), f"{r.get('at', 0):,}", str(r.get("version", "...")),
-                _verdict_text(r, s.get("awaiting")), str(r.get("why", r.get("trigger", "")))[:90],
+                _verdict_text(r, s.get("awaiting")),
+                str(r.get("canary_why", r.get("why", r.get("trigger", ""))))[:90],
             )  # fmt: skip
         return Panel(
             Group(head, trig, runs, s["event"] or ""), title=f"rlbench-live: {s['session']}"
@@ -114,6 +121,16 @@ class RichView:
 def _retraining_count(s: dict[str, Any]) -> int:
     """All of the session's retrainings (the snapshot lists only the last few)."""
     return int(s.get("retraining_count", len(s["retrainings"])))
+
+
+def _canary_text(canary: dict[str, Any] | None, prefix: str = "") -> str:
+    """A challenger on canary and its completed episodes per arm so far ('' without one)."""
+    if not canary:
+        return ""
+    return (
+        f"{prefix}canary v{canary['version']}: {canary['challenger']}/{canary['episodes']} "
+        f"challenger, {canary['champion']}/{canary['episodes']} champion episodes"
+    )
 
 
 def _verdict_text(entry: dict[str, Any], awaiting: str | None) -> str:

@@ -15,18 +15,26 @@ log does not follow both policies, so it promotes only where the log shows the g
 on another estimator logs :func:`sequential_risk` once at its start (``experiment=drift`` keeps
 ``dr``: its README measured 0 wrong promotions in 25 there). ``dr_bandit`` suits one-decision
 episodes.
+
+Because the calibrated interval is so wide on sequential logs (12-decision episodes, epsilon 0.3:
+about 180 wide, no promotion in 86 retrainings), a challenger the gate neither promotes nor shows
+worse can be tried on-policy: the live loop's canary (``canary.episodes``) lets it act in a
+random ``canary.share`` of episodes and decides by :func:`canary_verdict` on their returns.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from rlbench.errors import UserError
+from rlbench.live.triggers import welch
 from rlbench.offline import ope
 from rlbench.offline.log import InteractionLog
 
@@ -64,6 +72,7 @@ class GateResult:
     ess_episodes: float  # the challenger's effective sample size on the held-out log
     promote: bool
     why: str
+    enough: bool = True  # at least gate.min_episodes held-out episodes
 
     def metrics(self) -> dict[str, float]:
         """The numbers for MLflow (``gate/<name>``)."""
@@ -142,4 +151,53 @@ def paired_gate(
         ess_episodes=diag.ess_episodes,
         promote=promote,
         why=why,
+        enough=enough,
     )
+
+
+def shown_worse(result: GateResult) -> bool:
+    """Did the gate show the challenger worse: its interval's upper bound below the margin, on
+    enough held-out episodes? Only then is a challenger the gate did not promote rejected
+    outright; an undefined interval or too few episodes is no evidence either way (the canary
+    decides)."""
+    return result.enough and math.isfinite(result.high) and result.high < result.margin
+
+
+def canary_verdict(
+    challenger_returns: Sequence[float],
+    champion_returns: Sequence[float],
+    margin: float,
+    alpha: float,
+) -> tuple[bool, str, dict[str, float]]:
+    """Promote the challenger after an on-policy canary? A one-sided Welch t-test of
+    ``mean(challenger) - mean(champion) > margin`` on the episodes' returns, at level
+    ``alpha``. The arm of each episode was drawn at random, so the episodes are independent
+    draws from each policy's return distribution and an equally good challenger passes about
+    ``alpha`` of the time (the OPE gate's calibrated interval was too wide to promote at all).
+    Fewer than 2 episodes in an arm is no evidence. ``(promote, the test in words, metrics)``."""
+    ch = np.asarray(challenger_returns, dtype=float)
+    cp = np.asarray(champion_returns, dtype=float)
+    metrics = {
+        "challenger": float(ch.mean()) if len(ch) else math.nan,
+        "champion": float(cp.mean()) if len(cp) else math.nan,
+        "challenger_episodes": float(len(ch)),
+        "champion_episodes": float(len(cp)),
+        "margin": float(margin),
+    }
+    metrics["diff"] = metrics["challenger"] - metrics["champion"]
+    if len(ch) < 2 or len(cp) < 2:
+        why = (
+            f"canary: {len(ch)} challenger and {len(cp)} champion episode(s), fewer than 2 in an "
+            "arm: too few to test"
+        )
+        return False, why, metrics | {"t": math.nan, "df": math.nan, "p": math.nan}
+    t, df = welch(cp, ch, shift=-margin)
+    p = float(stats.t.sf(t, df))
+    metrics |= {"t": float(t), "df": float(df), "p": p}
+    promote = p < alpha
+    why = (
+        f"canary: challenger - champion = {metrics['diff']:+.4g} per episode on {len(ch)} and "
+        f"{len(cp)} on-policy episodes, one-sided Welch t = {t:.2f}, p = {p:.3g} "
+        f"{'<' if promote else '>='} canary.alpha={alpha:g} (margin {margin:g})"
+    )
+    return promote, why, metrics

@@ -11,7 +11,12 @@ trigger fires (and at least ``retrain.min_interval`` decisions passed since the 
 the session retrains (:mod:`rlbench.live.retrain`), gates (:mod:`rlbench.live.gate`) and then,
 by config, waits for a manual approval, runs the challenger in shadow (it decides beside the
 champion, logged in the decision's ``context``, not acted on), and promotes it through the
-registry.
+registry. A challenger the gate neither promotes nor shows worse (its calibrated interval is
+too wide on sequential logs to promote) goes to the canary (``canary.episodes``): each episode's
+acting policy is drawn at random, the challenger with probability ``canary.share``, and once
+both arms completed ``canary.episodes`` episodes a one-sided Welch t-test on their returns
+(:func:`rlbench.live.gate.canary_verdict`) promotes it (on through approval and shadow, as a
+gate-passed one) or rejects it. No retraining starts during a canary or a shadow.
 
 Durability: the log is fsynced in batches (a killed session loses at most the unflushed batch);
 ``session.json`` (counts, triggers, the rollback watch) is replaced atomically after each batch
@@ -21,6 +26,9 @@ between two steps never leaves a half-promoted model. Rerunning the same command
 session: the same MLflow parent run, counts and triggers, the log continued in new part files;
 decisions logged after the last save of ``session.json`` (a kill between the two) are counted
 in, and a retraining a kill interrupted is owed (``redo``, saved) until one reaches a verdict.
+A canary's per-arm returns are saved with the state; an episode a kill cut short (or one the
+kill switch's fallback acted in) is not counted, and a resumed canary draws each episode's arm
+from ``(seed, retraining, episode)``, the same draw as before the kill.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from rlbench.errors import UserError, first_line
 from rlbench.live.adapters import Adapter
 from rlbench.live.champion import ServedPolicy
 from rlbench.live.forecast_feed import ForecastFeed
-from rlbench.live.gate import GateResult, paired_gate
+from rlbench.live.gate import GateResult, canary_verdict, paired_gate, shown_worse
 from rlbench.live.retrain import (
     OFFLINE_ALGOS,
     run_training,
@@ -131,6 +139,7 @@ class State:
     triggers: dict[str, Any] = field(default_factory=dict)
     watch: dict[str, Any] | None = None  # the rollback watch of a new champion
     shadow: dict[str, Any] | None = None  # a gated challenger deciding in shadow
+    canary: dict[str, Any] | None = None  # a challenger acting in a share of episodes (A/B)
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per retraining
     # the count when the latest start began: what its log files hold beyond it is in the state
     decisions_at_start: int | None = None
@@ -164,10 +173,13 @@ class State:
         "run_id": (str, type(None)), "starts": (int,), "decisions": (int,), "episodes": (int,),
         "retrainings": (int,), "last_retrain": (int, type(None)), "reward_sum": (int, float),
         "triggers": (dict,), "watch": (dict, type(None)), "shadow": (dict, type(None)),
-        "history": (list,), "decisions_at_start": (int, type(None)),
+        "canary": (dict, type(None)), "history": (list,), "decisions_at_start": (int, type(None)),
     }  # fmt: skip
     WATCH_KEYS: ClassVar[tuple[str, ...]] = ("version", "baseline", "n", "sum")
     SHADOW_KEYS: ClassVar[tuple[str, ...]] = ("version", "run_id", "n", "agree", "until")
+    CANARY_KEYS: ClassVar[tuple[str, ...]] = (
+        "version", "run_id", "k", "champion", "challenger_returns", "champion_returns",
+    )  # fmt: skip
 
     def _check(self) -> None:
         """ValueError for a field of the wrong kind (a hand-edited or foreign file)."""
@@ -177,10 +189,17 @@ class State:
                 raise ValueError(f"{name} is {value!r}")
             if name != "reward_sum" and isinstance(value, int) and value < 0:
                 raise ValueError(f"{name} is negative ({value})")
-        for name, keys in (("watch", self.WATCH_KEYS), ("shadow", self.SHADOW_KEYS)):
+        for name, keys in (
+            ("watch", self.WATCH_KEYS), ("shadow", self.SHADOW_KEYS), ("canary", self.CANARY_KEYS),
+        ):  # fmt: skip
             node = getattr(self, name)
             if node is not None and not set(keys) <= set(node):
                 raise ValueError(f"{name} lacks {', '.join(sorted(set(keys) - set(node)))}")
+        c = self.canary
+        if c is not None and not all(
+            isinstance(c[arm], list) for arm in ("challenger_returns", "champion_returns")
+        ):
+            raise ValueError("canary's returns are not lists")
         if not all(isinstance(e, dict) and "k" in e and "trigger" in e for e in self.history):
             raise ValueError("history holds an entry that is not a retraining")
 
@@ -233,6 +252,7 @@ class LiveSession:
         self.model = str(cfg.model)
         self.champion: PolicyHandle | None = None
         self.shadow: PolicyHandle | None = None
+        self.canary: PolicyHandle | None = None  # the challenger on trial (state.canary)
         self.fallback: PolicyHandle | None = None
         self.killed = False
         self.recent = collections.deque(maxlen=int(cfg.rollback.window))
@@ -297,6 +317,11 @@ class LiveSession:
         self.champion = self._load_champion()
         if self.state.shadow:
             self.shadow = self._version_handle(self.state.shadow["version"])
+        if self.state.canary:
+            self.canary = self._version_handle(self.state.canary["version"])
+            c = self.state.canary
+            self._event(f"canary of v{c['version']} resumed: {len(c['challenger_returns'])} "
+                        f"challenger, {len(c['champion_returns'])} champion episodes")  # fmt: skip
         behaviour = self._behaviour(self.champion)
         fallback_behaviour: Behaviour | None = None
         target = math.inf if self.cfg.decisions is None else int(self.cfg.decisions)
@@ -324,6 +349,8 @@ class LiveSession:
         report_every = int(self.cfg.report_every)
         window_rewards: list[float] = []
         saved_written = 0
+        arm: str | None = None  # the canary arm acting in this episode (None: no canary)
+        arm_return, arm_clean = 0.0, True  # its return so far; whether only the arm acted
         try:
             while self.state.decisions < target:
                 now = time.monotonic()
@@ -336,6 +363,11 @@ class LiveSession:
                     if self.killed and fallback_behaviour is None:
                         self.fallback = self._fallback()
                         fallback_behaviour = self._behaviour(self.fallback)
+                if step == 0:  # an episode starts: a canary draws the policy acting in it
+                    arm = self._canary_arm()
+                    if arm is not None:
+                        behaviour = self._behaviour(self._arm_handle(arm))
+                    arm_return, arm_clean = 0.0, True
                 acting = fallback_behaviour if self.killed else behaviour
                 assert acting is not None
                 probs = acting.action_probabilities(obs[None])[0]
@@ -371,7 +403,11 @@ class LiveSession:
                 )
                 self.state.decisions += 1
                 self.state.reward_sum += reward
-                self.recent.append(reward)
+                if arm is not None:
+                    arm_return += reward
+                    arm_clean = arm_clean and version == self._arm_handle(arm).version
+                if arm != "challenger":  # the rollback's baseline is the champion's reward
+                    self.recent.append(reward)
                 self.view_rewards.append(reward)
                 window_rewards.append(reward)
                 for trig in self.triggers:
@@ -380,6 +416,8 @@ class LiveSession:
                     self._watch(reward)  # only the watched champion's own decisions count
                 step += 1
                 if done:
+                    if arm is not None:
+                        self._canary_episode(arm, arm_return, arm_clean)
                     self.state.episodes += 1
                     obs, step = self._reset(), 0
                 else:
@@ -413,13 +451,17 @@ class LiveSession:
         return self.state
 
     def _events(self) -> bool:
-        """The rollback watch, the end of a shadow, a due retraining; True when the champion
-        changed."""
-        watch, shadow = self.state.watch, self.state.shadow
+        """The rollback watch, the end of a shadow or a canary, a due retraining; True when the
+        acting policy changed (the champion, or a canary's end)."""
+        watch, shadow, canary = self.state.watch, self.state.shadow, self.state.canary
         if watch is not None and watch["n"] >= self.recent.maxlen:
             return self._check_rollback()
         if shadow is not None and self.state.decisions >= shadow["until"]:
             return self._end_shadow()
+        if canary is not None and min(
+            len(canary["challenger_returns"]), len(canary["champion_returns"])
+        ) >= int(self.cfg.canary.episodes):
+            return self._end_canary()
         reason = self._redo or self._due()
         self._redo = None  # the flag in the state stays until a retraining reaches its verdict
         if not reason:
@@ -525,7 +567,7 @@ class LiveSession:
         last = self.state.last_retrain
         if last is not None and self.state.decisions - last < int(self.cfg.retrain.min_interval):
             return None
-        if self.state.shadow is not None:  # one challenger at a time
+        if self.state.shadow is not None or self.state.canary is not None:  # one at a time
             return None
         for trig in self.triggers:
             why = trig.fired()
@@ -585,31 +627,118 @@ class LiveSession:
         seconds = time.perf_counter() - t0
         entry.update(run_id=run_id, version=version, score=score, seconds=seconds)
         entry.update(gate=result.metrics(), why=result.why)
-        verdict = "promoted" if result.promote else "rejected"
-        if result.promote and self.cfg.gate.approval and not self._approved(version):
-            verdict = "refused"
-        changed = False
-        if verdict == "promoted" and int(self.cfg.shadow.decisions) > 0:
-            verdict = "shadow"
-            self.shadow = challenger
-            self.state.shadow = {
-                "version": version, "run_id": run_id, "n": 0, "agree": 0,
-                "until": self.state.decisions + int(self.cfg.shadow.decisions),
-            }  # fmt: skip
-            self._event(f"challenger v{version} passed the gate; in shadow for "
-                        f"{int(self.cfg.shadow.decisions)} decisions")  # fmt: skip
-        elif verdict == "promoted":
-            self._promote(challenger, result.why)
-            changed = True
-        not_promoted = verdict in ("rejected", "refused")
-        if not_promoted and self.registry.clear_challenger(self.model, version):
-            self._event(f"v{version} is no longer the {schema.CHALLENGER} (it was not promoted)")
+        if result.promote:
+            verdict, changed = self._passed(challenger, run_id, result.why, "the gate")
+        elif int(self.cfg.canary.episodes) > 0 and not shown_worse(result):
+            verdict, changed = "canary", False  # the next episode's policy is drawn
+            self._start_canary(challenger, run_id, k)
+        else:
+            verdict, changed = "rejected", False
+        self._clear_unpromoted(verdict, version)
         entry["verdict"] = verdict
         self._settle_redo()
         self._record(run_id, reason, verdict if verdict != "shadow" else "promoted", result)
         self._event(f"retraining {k} ({seconds:.1f} s): v{version} {verdict}: {result.why}")
         self._save(durable=True)
         return changed
+
+    def _passed(self, challenger: PolicyHandle, run_id: str, why: str, by: str) -> tuple[str, bool]:
+        """A challenger that passed ``by`` (the gate or the canary) goes on: a manual approval
+        (``gate.approval``), a shadow (``shadow.decisions``), then the promotion.
+        ``(verdict, whether the champion changed)``."""
+        version = challenger.version
+        if self.cfg.gate.approval and not self._approved(version, by):
+            return "refused", False
+        if int(self.cfg.shadow.decisions) > 0:
+            self.shadow = challenger
+            self.state.shadow = {
+                "version": version, "run_id": run_id, "n": 0, "agree": 0,
+                "until": self.state.decisions + int(self.cfg.shadow.decisions), "passed": by,
+            }  # fmt: skip
+            self._event(f"challenger v{version} passed {by}; in shadow for "
+                        f"{int(self.cfg.shadow.decisions)} decisions")  # fmt: skip
+            return "shadow", False
+        self._promote(challenger, why)
+        return "promoted", True
+
+    def _clear_unpromoted(self, verdict: str, version: str) -> None:
+        """A rejected or refused challenger loses the registry's challenger alias."""
+        if verdict not in ("rejected", "refused"):
+            return
+        if self.registry.clear_challenger(self.model, version):
+            self._event(f"v{version} is no longer the {schema.CHALLENGER} (it was not promoted)")
+
+    # ------------------------------------------------------------------ the canary
+    def _start_canary(self, challenger: PolicyHandle, run_id: str, k: int) -> None:
+        """The challenger acts in a random ``canary.share`` of the episodes from the next one
+        on (the current one goes on with the champion)."""
+        cc = self.cfg.canary
+        self.canary = challenger
+        self.state.canary = {
+            "version": challenger.version, "run_id": run_id, "k": k,
+            "champion": self.champion.version, "challenger_returns": [], "champion_returns": [],
+            "skipped": 0,
+        }  # fmt: skip
+        self._event(f"challenger v{challenger.version}: the gate could not tell; canary: it acts "
+                    f"in {float(cc.share):.0%} of the episodes until each arm has "
+                    f"{int(cc.episodes)}")  # fmt: skip
+
+    def _canary_arm(self) -> str | None:
+        """The arm acting in the episode starting now: ``challenger`` with probability
+        ``canary.share``, else ``champion``; None without a canary. Drawn from (seed,
+        retraining, episode), so a resumed canary draws what the killed one would have. A
+        champion that changed since the canary began (a rollback, a promotion by hand) restarts
+        the champion arm: its episodes were another policy's."""
+        c = self.state.canary
+        if c is None:
+            return None
+        if self.champion.version != c["champion"]:
+            self._event(f"the champion is v{self.champion.version}, no longer v{c['champion']}: "
+                        f"the canary's champion arm starts again")  # fmt: skip
+            c.update(champion=self.champion.version, champion_returns=[])
+        rng = np.random.default_rng([int(self.cfg.seed), int(c["k"]), self.state.episodes])
+        return "challenger" if rng.random() < float(self.cfg.canary.share) else "champion"
+
+    def _arm_handle(self, arm: str) -> PolicyHandle:
+        return self.canary if arm == "challenger" else self.champion
+
+    def _canary_episode(self, arm: str, episode_return: float, clean: bool) -> None:
+        """A canary episode ended: its return counts for ``arm`` if the arm made every one of
+        its decisions (not the kill switch's fallback, not a champion that changed midway)."""
+        c = self.state.canary
+        if c is None:
+            return
+        if clean:
+            c[f"{arm}_returns"].append(float(episode_return))
+        else:
+            c["skipped"] = int(c.get("skipped", 0)) + 1
+
+    def _end_canary(self) -> bool:
+        """Both arms have ``canary.episodes`` episodes: test, then promote (through approval and
+        shadow) or reject. True: the champion acts in every episode again."""
+        c, handle = self.state.canary, self.canary
+        self.state.canary, self.canary = None, None
+        promote, why, metrics = canary_verdict(
+            c["challenger_returns"], c["champion_returns"], float(self.cfg.gate.margin),
+            float(self.cfg.canary.alpha),
+        )  # fmt: skip
+        verdict = "rejected"
+        if promote:
+            verdict, _ = self._passed(handle, c["run_id"], why, "the canary")
+        self._clear_unpromoted(verdict, c["version"])
+        for entry in reversed(self.state.history):
+            if entry.get("k") == c["k"]:
+                entry.update(verdict=verdict, canary=metrics, canary_why=why)
+                break
+        recorded = verdict if verdict != "shadow" else "promoted"
+        self._tag(
+            c["run_id"],
+            {schema.LIVE_GATE_TAG: recorded, schema.LIVE_GATE_WHY_TAG: why[:4000]},
+            {schema.canary_metric(k): v for k, v in metrics.items() if math.isfinite(v)},
+        )
+        self._event(f"canary of v{c['version']} done: {verdict}: {why}")
+        self._save(durable=True)
+        return True
 
     def bootstrap(self) -> None:
         """The session's model does not exist yet: train ``initial`` and register it (the
@@ -668,7 +797,7 @@ class LiveSession:
         agent = self.load_policy(f"models:/{self.model}/{version}")
         return PolicyHandle(agent, str(version), self.model)
 
-    def _approved(self, version: str) -> bool:
+    def _approved(self, version: str, by: str = "the gate") -> bool:
         """Wait for ``control/approve`` or ``control/reject`` (manual approval)."""
         approve, reject = self.control / "approve", self.control / "reject"
         awaiting = self.control / schema.LIVE_AWAITING_FILE
@@ -680,7 +809,7 @@ class LiveSession:
         # killed session's file is no wait (its ctl says so instead of queueing an answer)
         awaiting.write_text(f"{version}\n{process_tag()}\n")
         self._awaiting = version
-        self._event(f"challenger v{version} passed the gate: waiting for approval "
+        self._event(f"challenger v{version} passed {by}: waiting for approval "
                     f"(rlbench-live-ctl approve|reject, or touch {approve})")  # fmt: skip
         timeout = self.cfg.gate.approval_timeout_s
         deadline = math.inf if timeout is None else time.monotonic() + float(timeout)
@@ -710,7 +839,11 @@ class LiveSession:
             data = read_log(self.folder / "log")
         except UserError:  # no readable log yet: the window fills as the session decides
             return
-        newest = np.argsort(data.ts, kind="stable")[-int(self.recent.maxlen or 0) :]
+        order = np.argsort(data.ts, kind="stable")
+        if self.state.canary is not None:  # the champion's rewards only, as while it ran
+            trial = str(self.state.canary["version"])
+            order = order[[data.policy[i].rpartition(":")[2] != trial for i in order]]
+        newest = order[-int(self.recent.maxlen or 0) :]
         self.recent.extend(float(r) for r in data.reward[newest])
 
     def _promote(self, challenger: PolicyHandle, why: str) -> None:
@@ -755,7 +888,8 @@ class LiveSession:
         self.state.shadow, handle = None, self.shadow
         self.shadow = None
         self._event(f"shadow of v{sh['version']} done (agreed {agree:.0%}); promoting")
-        why = f"passed the gate, then {sh['n']} decisions in shadow ({agree:.0%} agreed)"
+        why = (f"passed {sh.get('passed', 'the gate')}, then {sh['n']} decisions in shadow "
+               f"({agree:.0%} agreed)")  # fmt: skip
         self._promote(handle, why)
         self._tag(sh["run_id"], {schema.LIVE_GATE_TAG: "promoted"})
         for entry in reversed(self.state.history):
@@ -810,6 +944,16 @@ class LiveSession:
     def _tag(self, run_id: str, tags: dict[str, str], metrics: dict[str, float] | None = None):
         self.registry.annotate_run(run_id, tags, metrics or {})
 
+    def _canary_view(self) -> dict[str, Any] | None:
+        """The canary as the dashboard shows it: its version and episodes per arm so far."""
+        c = self.state.canary
+        if c is None:
+            return None
+        return {
+            "version": c["version"], "episodes": int(self.cfg.canary.episodes),
+            "challenger": len(c["challenger_returns"]), "champion": len(c["champion_returns"]),
+        }  # fmt: skip
+
     def snapshot(self) -> dict[str, Any]:
         """What the dashboard shows."""
         s = self.state
@@ -823,6 +967,7 @@ class LiveSession:
             "champion": self.champion.version if self.champion else "-",
             "acting": "fallback" if self.killed else "champion",
             "shadow": s.shadow["version"] if s.shadow else None,
+            "canary": self._canary_view(),
             "watch": dict(s.watch) if s.watch else None,
             "triggers": {t.name: t.state() for t in self.triggers},
             "retrainings": list(s.history[-5:]),

@@ -211,10 +211,11 @@ LIVE_SESSION_TAG = "rlbench.live.session"  # the session's name, on the parent a
 LIVE_ROLE_TAG = "rlbench.live.role"
 RETRAINING_ROLE = "retraining"  # LIVE_ROLE_TAG of a session's child run: one challenger
 LIVE_TRIGGER_TAG = "rlbench.live.trigger"  # why a retraining ran (the trigger's sentence)
-LIVE_GATE_TAG = "rlbench.live.gate"  # the gate's verdict: promoted|rejected|refused|rolled_back
+LIVE_GATE_TAG = "rlbench.live.gate"  # promoted|rejected|refused|rolled_back|canary (on trial)
 LIVE_GATE_WHY_TAG = "rlbench.live.gate_why"  # the verdict's numbers in words
 LIVE_PREFIX = "live/"  # the parent's series: live/reward, live/decisions_per_s, ...
 GATE_PREFIX = "gate/"  # a retraining's gate: gate/diff, gate/low, gate/high, gate/champion, ...
+CANARY_PREFIX = "canary/"  # its on-policy canary: canary/diff, canary/p, canary/challenger, ...
 LIVE_STATE_FILE = "session.json"  # a live session folder's resumable state
 LIVE_AWAITING_FILE = "awaiting_approval"  # control/: a challenger's version while it waits
 
@@ -227,6 +228,11 @@ def live_metric(name: str) -> str:
 def gate_metric(name: str) -> str:
     """A retraining's gate value: ``gate/<name>``."""
     return GATE_PREFIX + name
+
+
+def canary_metric(name: str) -> str:
+    """A retraining's canary value (the on-policy A/B after the gate): ``canary/<name>``."""
+    return CANARY_PREFIX + name
 
 
 # --------------------------------------------------------------------------- forecasting (issue 19)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlbench.live.gate import MIN_EPISODES, paired_gate, sequential_risk
+from rlbench.live.gate import MIN_EPISODES, canary_verdict, paired_gate, sequential_risk
 from rlbench.offline.log import LogWriter, read_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "offline"))
@@ -84,3 +84,34 @@ def test_the_default_gate_covers():
         drift = compose("live", overrides=["experiment=drift"]).gate.estimator
     GlobalHydra.instance().clear()
     assert (default, drift) == ("pdis_bounds", "dr")  # drift keeps the dr its README measured
+
+
+def test_the_canary_errs_at_its_level_and_finds_a_real_gain():
+    """canary_verdict on simulated episode returns: equally good arms (normal, or skewed like a
+    cost, with unequal counts and spreads: canary.share 0.3) pass at most about alpha of the
+    time; a challenger better by exactly gate.margin too; one better by two standard
+    deviations nearly always; fewer than two episodes an arm never."""
+    rng = np.random.default_rng(0)
+
+    def rate(draw, n_ch: int, n_cp: int, gap: float, margin: float = 0.0, trials: int = 3000):
+        wins = [
+            canary_verdict(draw(n_ch) + gap, draw(n_cp), margin, 0.05)[0] for _ in range(trials)
+        ]
+        return float(np.mean(wins))
+
+    def normal(n: int) -> np.ndarray:
+        return rng.normal(-50.0, 10.0, n)
+
+    def cost(n: int) -> np.ndarray:  # a skewed return: -(a gamma cost)
+        return -rng.gamma(2.0, 10.0, n)
+
+    assert rate(normal, 10, 10, 0.0) <= 0.065
+    assert rate(cost, 10, 10, 0.0) <= 0.07
+    assert rate(normal, 10, 23, 0.0) <= 0.065  # share 0.3: unequal arms
+    assert rate(normal, 10, 10, 5.0, margin=5.0) <= 0.065
+    assert rate(normal, 10, 10, 20.0, trials=300) >= 0.95
+    assert rate(cost, 10, 10, 30.0, trials=300) >= 0.95
+    promote, why, metrics = canary_verdict([1.0], [0.0, 0.0], 0.0, 0.05)
+    assert not promote and "too few" in why and metrics["challenger_episodes"] == 1
+    promote, why, metrics = canary_verdict([3.0, 5.0, 4.0], [1.0, 2.0, 0.0], 0.0, 0.05)
+    assert promote and metrics["diff"] == 3.0 and "canary.alpha=0.05" in why

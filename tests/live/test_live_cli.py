@@ -27,6 +27,17 @@ CASES = {
     "no training steps": (["retrain.steps=0"], r"retrain\.steps must be an integer >= 1"),
     "a holdout share above one": (["retrain.holdout=1.5"], r"retrain\.holdout must be a number"),
     "a wrong key": (["gate.estimatr=dr"], r"gate\.estimatr"),
+    "a canary of one episode an arm": (
+        ["canary.episodes=1"],
+        r"canary\.episodes must be 0 \(off\) or an integer >= 2 .*got 1$",
+    ),
+    "a negative canary": (["canary.episodes=-3"], r"canary\.episodes must be an integer >= 0"),
+    "a canary share of 1": (
+        ["canary.share=1"],
+        r"canary\.share must be a number strictly between 0 and 1, got 1$",
+    ),
+    "a canary alpha of 0": (["canary.alpha=0"], r"canary\.alpha must be a number strictly"),
+    "a canary count that is no number": (["canary.episodes=abc"], r"canary\.episodes must be"),
     "a forecast feed for the oracle": (
         ["+env_args.horizon=12", "+env_args.forecast=oracle"],
         r"env_args\.forecast=oracle reads the true future",

@@ -121,7 +121,8 @@ class FakeRegistry:
 @pytest.fixture
 def make_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """``make_session(champion, challengers, *overrides)``: a session whose k-th retraining
-    "trains" ``challengers[k-1]``."""
+    "trains" ``challengers[k-1]``. The canary is off unless a test turns it on
+    (``canary.episodes=N``): most tests check the off-policy gate's own verdicts."""
 
     def make(champion: Any, challengers: list[Any], *overrides: str, drift: bool = False):
         registry = FakeRegistry(champion)
@@ -144,14 +145,14 @@ def make_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                 overrides=[
                     f"folder={tmp_path / 'session'}", "session=t", "retrain.algo=threshold",
                     "triggers.drift.enabled=false", "report_every=100", "retrain.window=1200",
-                    "rollback.window=300", "gate.n_boot=50", *overrides,
+                    "rollback.window=300", "gate.n_boot=50", "canary.episodes=0", *overrides,
                 ],
             )  # fmt: skip
         adapter = SimAdapter(
             "rlbench/Autoscaling-v0", ENV, seed=0,
             drift_at=300 if drift else None, drift_kwargs={"base_load": 2000.0},
         )  # fmt: skip
-        return LiveSession(cfg, adapter, tmp_path / "session", Tracker(), registry,
+        return LiveSession(cfg, adapter, Path(cfg.folder), Tracker(), registry,
                            registry.load), registry  # fmt: skip
 
     return make
@@ -772,3 +773,113 @@ def test_the_registry_clears_only_its_own_rejected_challenger(mlflow_store, tmp_
     assert registry.clear_challenger("m", "3")
     assert client.get_registered_model("m").aliases == {"champion": 1}
     assert not registry.clear_challenger("m", "3")  # nothing left to clear
+
+
+# ---------------------------------------------------------------------- the canary
+CANARY = ("canary.episodes=6", "canary.share=0.5", "rollback.margin=1e9")
+
+
+def versions_of(log) -> list[str]:
+    order = np.argsort(log.ts, kind="stable")
+    return [log.policy[i].rsplit(":", 1)[1] for i in order]
+
+
+def test_a_challenger_the_gate_cannot_judge_is_promoted_by_the_canary(make_session):
+    """Hold everything on a load that needs twice the instances, against the threshold rule:
+    pdis_bounds' interval is too wide to promote (the log rarely follows the rule for 12
+    decisions), but in the episodes the canary gives it the rule is plainly better."""
+    session, registry = make_session(
+        Fixed(1), [Scaler()], "decisions=1400", *EVERY_600, *CANARY, drift=True
+    )
+    state = session.run()
+    entry = state.history[0]
+    assert entry["gate"]["low"] <= 0 <= entry["gate"]["high"]  # the gate could not tell
+    assert entry["verdict"] == "promoted" and registry.moves == [("promote", "2")], entry
+    assert entry["canary"]["challenger_episodes"] >= 6 <= entry["canary"]["champion_episodes"]
+    assert entry["canary"]["p"] < 0.05 and "canary" in entry["canary_why"]
+    tags, metrics = registry.notes["run-2"]["tags"], registry.notes["run-2"]["metrics"]
+    assert tags[schema.LIVE_GATE_TAG] == "promoted" and tags[schema.LIVE_GATE_WHY_TAG].startswith(
+        "canary: "
+    )
+    assert metrics[schema.canary_metric("diff")] == pytest.approx(entry["canary"]["diff"])
+    episodes = int(entry["canary"]["challenger_episodes"] + entry["canary"]["champion_episodes"])
+    versions = versions_of(read_log(session.folder / "log"))
+    during = [versions[i : i + 12] for i in range(600, 600 + 12 * episodes, 12)]
+    assert all(len(set(ep)) == 1 for ep in during)  # one policy acts in a canary episode
+    assert {ep[0] for ep in during} == {"1", "2"}  # both acted, each record names its own
+    assert sorted(ep[0] for ep in during).count("2") == entry["canary"]["challenger_episodes"]
+    assert set(versions[600 + 12 * episodes :]) == {"2"} and state.canary is None
+
+
+def test_a_challenger_the_gate_shows_worse_is_rejected_without_a_canary(make_session):
+    session, registry = make_session(
+        Fixed(1), [Scaler()], "decisions=800", "gate.margin=1e9", *EVERY_600, *CANARY
+    )
+    state = session.run()
+    (entry,) = state.history
+    assert entry["gate"]["high"] < 1e9 and entry["verdict"] == "rejected"
+    assert state.canary is None and "canary" not in entry and registry.challenger is None
+    assert set(versions_of(read_log(session.folder / "log"))) == {"1"}  # never acted
+
+
+def test_a_canary_of_an_equally_good_challenger_rejects_it_and_clears_the_alias(make_session):
+    session, registry = make_session(Fixed(1), [Fixed(1)], "decisions=1100", *EVERY_600, *CANARY)
+    state = session.run()
+    (entry,) = state.history
+    assert entry["verdict"] == "rejected" and entry["canary"]["p"] >= 0.05, entry
+    assert not registry.moves and registry.challenger is None and state.canary is None
+    assert registry.notes["run-2"]["tags"][schema.LIVE_GATE_TAG] == "rejected"
+    assert {"1", "2"} <= set(versions_of(read_log(session.folder / "log"))[612:])
+
+
+def test_a_canary_stopped_midway_resumes_with_its_counts(make_session, tmp_path):
+    """The session stops (decisions=) in the middle of a canary; the same command with more
+    decisions goes on with the episodes already counted (not the one the stop cut short) and
+    the same draws of the arms: it ends on the same episode as one uninterrupted run."""
+    from rich.console import Console
+
+    from rlbench.live.dashboard import RichView
+
+    args = ("decisions=690", *EVERY_600, *CANARY)
+    session, _ = make_session(Fixed(1), [Fixed(1)], *args)
+    state = session.run()
+    saved = json.loads(session.state_path.read_text())["canary"]
+    before = (saved["challenger_returns"], saved["champion_returns"])
+    assert state.history[0]["verdict"] == "canary" and sum(map(len, before)) == 7
+    console = Console(record=True, width=160, file=io.StringIO())
+    console.print(RichView.render(session.snapshot()))
+    shown = f"canary v2: {len(before[0])}/6 challenger, {len(before[1])}/6 champion episodes"
+    assert shown in console.export_text()  # the dashboard shows the canary's progress
+
+    again, registry = make_session(Fixed(1), [], *args, "decisions=1400")
+    registry.agents["2"] = Fixed(1)
+    state = again.run()
+    (entry,) = state.history
+    assert entry["verdict"] == "rejected" and state.canary is None, entry
+    whole, _ = make_session(Fixed(1), [Fixed(1)], *args, "decisions=1400",
+                            f"folder={tmp_path / 'whole'}")  # fmt: skip
+    (uninterrupted,) = whole.run().history
+    for arm in ("challenger_episodes", "champion_episodes"):
+        assert entry["canary"][arm] == uninterrupted["canary"][arm] >= 6
+    cut = versions_of(read_log(session.folder / "log"))  # 6 decisions of episode 57 again
+    assert len(cut) == 1400 and set(cut[684:690]) == set(cut[690:696])
+
+
+def test_episodes_the_kill_switch_took_over_do_not_count_for_the_canary(make_session, monkeypatch):
+    """The kill switch from the canary's first decision on: every episode ends with the
+    fallback rule acting, none counts (not even in the champion's arm, though the rule and the
+    champion both hold here), and the canary waits."""
+    monkeypatch.setattr(loop_module, "CONTROL_EVERY_S", 0.0)  # looked at every decision
+    session, _ = make_session(Fixed(1), [Fixed(1)], "decisions=800", *EVERY_600, *CANARY)
+    real = session._canary_arm
+
+    def arm_then_kill() -> str | None:
+        arm = real()
+        if arm is not None:  # the canary runs: from now on the fallback rule decides
+            (session.control / "kill").touch()
+        return arm
+
+    session._canary_arm = arm_then_kill
+    state = session.run()
+    assert state.history[0]["verdict"] == "canary" and state.canary["skipped"] >= 10
+    assert state.canary["challenger_returns"] == state.canary["champion_returns"] == []
