@@ -883,3 +883,17 @@ def test_episodes_the_kill_switch_took_over_do_not_count_for_the_canary(make_ses
     state = session.run()
     assert state.history[0]["verdict"] == "canary" and state.canary["skipped"] >= 10
     assert state.canary["challenger_returns"] == state.canary["champion_returns"] == []
+
+
+def test_a_served_sessions_canary_runs_the_challenger_in_process(make_session, fake_serve):
+    """serve_url=: the champion's canary episodes are answered by rlbench-serve, the
+    challenger's decided in process (the server follows the alias: it has no challenger)."""
+    session, registry = make_session(
+        Fixed(1), [Fixed(2)], "decisions=1000", "explore.epsilon=0", *EVERY_600, *CANARY
+    )
+    server = fake_serve(registry)
+    session.cfg.serve_url = server.url
+    state = session.run()
+    versions = versions_of(read_log(session.folder / "log"))
+    assert state.history[0]["verdict"] == "rejected" and "canary" in state.history[0]
+    assert "2" in versions[600:] and server.requests == versions.count("1")
