@@ -433,6 +433,8 @@ class LiveSession:
                     window_rewards.clear()
                 if self._events():
                     behaviour = self._behaviour(self.champion)
+                    if self.state.canary is None:  # a canary ended: the champion acts on
+                        arm = None
                 now = time.monotonic()
                 if now >= next_view:  # the rate since the last refresh, not since a report
                     self._rate = (self.state.decisions - n_view) / max(now - t_view, 1e-9)

@@ -897,3 +897,24 @@ def test_a_served_sessions_canary_runs_the_challenger_in_process(make_session, f
     versions = versions_of(read_log(session.folder / "log"))
     assert state.history[0]["verdict"] == "rejected" and "canary" in state.history[0]
     assert "2" in versions[600:] and server.requests == versions.count("1")
+
+
+def test_a_canary_complete_when_the_session_stopped_ends_at_the_resume(make_session):
+    """Its last episode counted, the session stopped before the verdict: the resumed session
+    decides it at its first decision and goes on with the champion in every episode (the
+    episode that first decision began must not keep acting as a canary arm)."""
+    args = ("decisions=690", *EVERY_600, *CANARY)
+    session, _ = make_session(Fixed(1), [Fixed(1)], *args)
+    session.run()
+    saved = json.loads(session.state_path.read_text())
+    saved["canary"]["challenger_returns"] = [-1.0] * 6
+    saved["canary"]["champion_returns"] = [-1.0] * 6
+    session.state_path.write_text(json.dumps(saved))
+
+    # the challenger draws the resumed session's first episode
+    again, registry = make_session(Fixed(1), [], *args, "decisions=720", "canary.share=0.999")
+    registry.agents["2"] = Fixed(1)
+    state = again.run()
+    (entry,) = state.history
+    assert entry["verdict"] == "rejected" and state.canary is None and state.decisions == 720
+    assert set(versions_of(read_log(session.folder / "log"))[691:]) == {"1"}
