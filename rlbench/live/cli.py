@@ -229,6 +229,16 @@ def _check_numbers(cfg: DictConfig) -> None:
                         "got 1")  # fmt: skip
 
 
+def _given(key: str) -> bool:
+    """Whether the command line set ``key`` (False outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    task = HydraConfig.get().overrides.task
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in task)
+
+
 def run_session(cfg: DictConfig, view: Any = "config") -> State:
     """Build and run the session ``cfg`` describes; the session's state at the end.
 
@@ -287,6 +297,9 @@ def run_session(cfg: DictConfig, view: Any = "config") -> State:
             log.warning("%s", risk)
         if not registry.exists(str(cfg.model)):
             session.bootstrap()
+        elif _given("initial"):  # it only names the first champion of a new model
+            log.warning("initial=%s is not used: %s is registered and has its champion (a new "
+                        "model=NAME starts from initial)", cfg.initial, cfg.model)  # fmt: skip
         state = session.run()
         status = "FINISHED"
         return state

@@ -69,6 +69,7 @@ from rlbench.tracking.provenance import process_tag
 log = logging.getLogger(__name__)
 CONTROL_EVERY_S = 0.01  # wall seconds between looks at the kill switch
 VIEW_EVERY_S = 0.25  # wall seconds between dashboard refreshes
+REDO_PREFIX = "again, after an interrupted retraining "  # + its number (its trigger)
 CONTROL_FILES = ("kill", "retrain", "approve", "reject")
 
 
@@ -486,7 +487,10 @@ class LiveSession:
             return None
         last = owed[-1]
         self._event(f"retraining {last['k']} was interrupted: it runs again now")
-        return f"again, after an interrupted retraining {last['k']} ({last['trigger']})"
+        trigger = str(last["trigger"])
+        while trigger.startswith(REDO_PREFIX) and trigger.endswith(")"):  # a redo's redo
+            trigger = trigger[trigger.index("(") + 1 : -1]  # names the first trigger, once
+        return f"{REDO_PREFIX}{last['k']} ({trigger})"
 
     def _settle_redo(self) -> None:
         """A retraining reached its verdict: no interrupted one is owed any more."""

@@ -98,10 +98,12 @@ def test_a_killed_session_loses_no_flushed_decision_and_the_same_command_resumes
     log = read_log(folder / "log")
     assert len(log) >= flushed  # nothing written before the kill is lost (or half-written)
 
-    again = live(*args[:3], "decisions=" + str(flushed + 500), *args[4:], store=mlflow_store,
-                 cwd=tmp_path)  # fmt: skip
+    # initial= names only a new model's first champion: said, not silently ignored
+    again = live(*args[:3], "decisions=" + str(flushed + 500), *args[4:], "initial=random",
+                 store=mlflow_store, cwd=tmp_path)  # fmt: skip
     out, _ = again.communicate(timeout=120)
     assert again.returncode == 0, out
+    assert "initial=random is not used: autoscaling-live is registered" in out
     resumed = json.loads((folder / schema.LIVE_STATE_FILE).read_text())
     assert resumed["run_id"] == state["run_id"] and resumed["starts"] == 2
     assert resumed["decisions"] == flushed + 500

@@ -918,3 +918,16 @@ def test_a_canary_complete_when_the_session_stopped_ends_at_the_resume(make_sess
     (entry,) = state.history
     assert entry["verdict"] == "rejected" and state.canary is None and state.decisions == 720
     assert set(versions_of(read_log(session.folder / "log"))[691:]) == {"1"}
+
+
+def test_a_redo_of_a_redo_names_the_first_trigger_once(make_session):
+    """Each kill during a redo wrapped the reason once more ("again, after ... 2 (again, after
+    ... 1 (count ...))"); the reason names the latest interrupted retraining and the trigger."""
+    session, _ = make_session(Fixed(1), [], "decisions=10")
+    first = "count: success rate 0.5 < 0.8 (1000 decisions)"
+    session.state.history = [
+        {"k": 1, "trigger": first, "verdict": "interrupted"},
+        {"k": 2, "trigger": f"again, after an interrupted retraining 1 ({first})",
+         "verdict": "interrupted", "redo": True},
+    ]  # fmt: skip
+    assert session._pending_redo() == f"again, after an interrupted retraining 2 ({first})"
