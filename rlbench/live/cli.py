@@ -167,6 +167,7 @@ NUMBERS: dict[str, tuple[type, float | None, float | None, bool]] = {
     "canary.episodes": (int, 0, None, False),
     "canary.share": (float, 0, 1, False),
     "canary.alpha": (float, 0, 1, False),
+    "canary.stop_alpha": (float, 0, 1, True),
     "rollback.window": (int, 0, None, False),
     "rollback.margin": (float, None, None, False),
     "rollback.alpha": (float, 0, 1, False),
@@ -174,7 +175,8 @@ NUMBERS: dict[str, tuple[type, float | None, float | None, bool]] = {
 }
 #: ends that are not allowed themselves (a share of 0 or 1, an alpha of 0 or 1)
 OPEN_ENDS = {"retrain.holdout", "gate.alpha", "rollback.alpha", "triggers.drift.z",
-             "explore.temperature", "canary.share", "canary.alpha"}  # fmt: skip
+             "explore.temperature", "canary.share", "canary.alpha",
+             "canary.stop_alpha"}  # fmt: skip
 #: on/off settings: true or false, never a word read as true
 SWITCHES = (
     "log.fsync", "triggers.count.enabled", "triggers.drift.enabled", "triggers.file",

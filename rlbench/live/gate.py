@@ -40,6 +40,7 @@ from rlbench.offline.log import InteractionLog
 
 POLY2_MAX_DIM = 12  # observation entries up to which the gate's model has all cross terms
 MIN_EPISODES = 10  # held-out episodes below which the gate does not promote (gate.min_episodes)
+CANARY_STOP_AFTER = 3  # episodes an arm needs before a canary can stop early (canary_stop)
 
 
 def sequential_risk(estimator: str, horizon: int | None) -> str | None:
@@ -201,3 +202,30 @@ def canary_verdict(
         f"{'<' if promote else '>='} canary.alpha={alpha:g} (margin {margin:g})"
     )
     return promote, why, metrics
+
+
+def canary_stop(
+    challenger_returns: Sequence[float], champion_returns: Sequence[float], alpha: float
+) -> str | None:
+    """Stop a canary early because the challenger is worse? A one-sided Welch t-test of
+    ``mean(champion) - mean(challenger) > 0`` at level ``alpha`` once each arm has
+    ``CANARY_STOP_AFTER`` episodes; the reason in words, or None to go on.
+
+    Asked after every counted episode, so an equally good challenger is stopped more often than
+    ``alpha`` (repeated looks); that costs only a rejection, which a later retraining can undo.
+    A promotion is never decided early: the canary's false-promotion rate stays
+    ``canary.alpha``, while a clearly worse challenger stops acting on live traffic after a few
+    episodes instead of the whole canary."""
+    ch = np.asarray(challenger_returns, dtype=float)
+    cp = np.asarray(champion_returns, dtype=float)
+    if min(len(ch), len(cp)) < CANARY_STOP_AFTER:
+        return None
+    t, df = welch(ch, cp)  # of mean(champion) - mean(challenger)
+    p = float(stats.t.sf(t, df))
+    if not p < alpha:
+        return None
+    return (
+        f"canary stopped early: challenger - champion = {ch.mean() - cp.mean():+.4g} per episode "
+        f"on {len(ch)} and {len(cp)} on-policy episodes, worse by a one-sided Welch t = "
+        f"{t:.2f}, p = {p:.3g} < canary.stop_alpha={alpha:g}"
+    )

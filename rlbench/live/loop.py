@@ -52,7 +52,13 @@ from rlbench.errors import UserError, first_line
 from rlbench.live.adapters import Adapter
 from rlbench.live.champion import ServedPolicy
 from rlbench.live.forecast_feed import ForecastFeed
-from rlbench.live.gate import GateResult, canary_verdict, paired_gate, shown_worse
+from rlbench.live.gate import (
+    GateResult,
+    canary_stop,
+    canary_verdict,
+    paired_gate,
+    shown_worse,
+)
 from rlbench.live.retrain import (
     OFFLINE_ALGOS,
     run_training,
@@ -461,9 +467,11 @@ class LiveSession:
             return self._check_rollback()
         if shadow is not None and self.state.decisions >= shadow["until"]:
             return self._end_shadow()
-        if canary is not None and min(
-            len(canary["challenger_returns"]), len(canary["champion_returns"])
-        ) >= int(self.cfg.canary.episodes):
+        if canary is not None and (
+            canary.get("stop")
+            or min(len(canary["challenger_returns"]), len(canary["champion_returns"]))
+            >= int(self.cfg.canary.episodes)
+        ):
             return self._end_canary()
         reason = self._redo or self._due()
         self._redo = None  # the flag in the state stays until a retraining reaches its verdict
@@ -714,20 +722,27 @@ class LiveSession:
         c = self.state.canary
         if c is None:
             return
-        if clean:
-            c[f"{arm}_returns"].append(float(episode_return))
-        else:
+        if not clean:
             c["skipped"] = int(c.get("skipped", 0)) + 1
+            return
+        c[f"{arm}_returns"].append(float(episode_return))
+        stop_alpha = self.cfg.canary.get("stop_alpha")
+        if stop_alpha is not None:  # a clearly worse challenger stops acting now
+            c["stop"] = canary_stop(c["challenger_returns"], c["champion_returns"],
+                                    float(stop_alpha))  # fmt: skip
 
     def _end_canary(self) -> bool:
         """Both arms have ``canary.episodes`` episodes: test, then promote (through approval and
-        shadow) or reject. True: the champion acts in every episode again."""
+        shadow) or reject; or the challenger was shown worse early (``canary.stop_alpha``):
+        rejected. True: the champion acts in every episode again."""
         c, handle = self.state.canary, self.canary
         self.state.canary, self.canary = None, None
         promote, why, metrics = canary_verdict(
             c["challenger_returns"], c["champion_returns"], float(self.cfg.gate.margin),
             float(self.cfg.canary.alpha),
         )  # fmt: skip
+        if c.get("stop"):
+            promote, why = False, str(c["stop"])
         verdict = "rejected"
         if promote:
             verdict, _ = self._passed(handle, c["run_id"], why, "the canary")

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rlbench.live.gate import MIN_EPISODES, canary_verdict, paired_gate, sequential_risk
+from rlbench.live.gate import (
+    MIN_EPISODES,
+    canary_stop,
+    canary_verdict,
+    paired_gate,
+    sequential_risk,
+)
 from rlbench.offline.log import LogWriter, read_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "offline"))
@@ -115,3 +121,31 @@ def test_the_canary_errs_at_its_level_and_finds_a_real_gain():
     assert not promote and "too few" in why and metrics["challenger_episodes"] == 1
     promote, why, metrics = canary_verdict([3.0, 5.0, 4.0], [1.0, 2.0, 0.0], 0.0, 0.05)
     assert promote and metrics["diff"] == 3.0 and "canary.alpha=0.05" in why
+
+
+def test_the_canary_stops_a_worse_challenger_early_and_rarely_an_equal_one():
+    """canary_stop after every episode of simulated 10-a-side canaries (arms drawn at 0.5):
+    equally good arms are stopped in a few percent (repeated looks at 0.01); a challenger worse
+    by 1.5 standard deviations is stopped in most canaries, before its arm is full."""
+    rng = np.random.default_rng(7)
+
+    def canary(gap: float) -> tuple[bool, int]:
+        ch: list[float] = []
+        cp: list[float] = []
+        while min(len(ch), len(cp)) < 10:
+            if rng.random() < 0.5:
+                ch.append(rng.normal(-gap))
+            else:
+                cp.append(rng.normal())
+            if canary_stop(ch, cp, 0.01):
+                return True, len(ch)
+        return False, len(ch)
+
+    equal = [canary(0.0)[0] for _ in range(1500)]
+    assert np.mean(equal) < 0.08
+    worse = [canary(1.5) for _ in range(500)]
+    assert np.mean([s for s, _ in worse]) > 0.75
+    assert np.mean([n for s, n in worse if s]) < 9
+    assert canary_stop([-9.0, -9.5], [0.0, 0.1], 0.01) is None  # 3 an arm first
+    why = canary_stop([-9.0, -9.5, -9.2], [0.0, 0.1, -0.1], 0.01)
+    assert why is not None and why.startswith("canary stopped early") and "0.01" in why

@@ -37,6 +37,7 @@ CASES = {
         r"canary\.share must be a number strictly between 0 and 1, got 1$",
     ),
     "a canary alpha of 0": (["canary.alpha=0"], r"canary\.alpha must be a number strictly"),
+    "an early stop at 1": (["canary.stop_alpha=1"], r"canary\.stop_alpha must be a number"),
     "a canary count that is no number": (["canary.episodes=abc"], r"canary\.episodes must be"),
     "a forecast feed for the oracle": (
         ["+env_args.horizon=12", "+env_args.forecast=oracle"],

@@ -931,3 +931,25 @@ def test_a_redo_of_a_redo_names_the_first_trigger_once(make_session):
          "verdict": "interrupted", "redo": True},
     ]  # fmt: skip
     assert session._pending_redo() == f"again, after an interrupted retraining 2 ({first})"
+
+
+def test_a_clearly_worse_challenger_is_stopped_early_by_the_canary(make_session, tmp_path):
+    """Hold everything against the threshold rule on a load that needs more instances: the
+    challenger is worse in every episode it acts; the canary rejects it after a few episodes
+    rather than giving it half the traffic for all of them (canary.stop_alpha)."""
+    session, registry = make_session(
+        Scaler(), [Fixed(1)], "decisions=1400", *EVERY_600, *CANARY, drift=True
+    )
+    state = session.run()
+    (entry,) = state.history
+    assert entry["verdict"] == "rejected" and state.canary is None, entry
+    assert entry["canary_why"].startswith("canary stopped early"), entry["canary_why"]
+    assert 3 <= entry["canary"]["challenger_episodes"] < 6  # CANARY: 6 an arm in full
+    assert not registry.moves and registry.challenger is None
+    assert registry.notes["run-2"]["tags"][schema.LIVE_GATE_TAG] == "rejected"
+    # with the early stop off the same canary runs to its end and rejects it then
+    whole, _ = make_session(Scaler(), [Fixed(1)], "decisions=1400", *EVERY_600, *CANARY,
+                            "canary.stop_alpha=null", f"folder={tmp_path / 'whole'}",
+                            drift=True)  # fmt: skip
+    (full,) = whole.run().history
+    assert full["verdict"] == "rejected" and full["canary"]["challenger_episodes"] >= 6
