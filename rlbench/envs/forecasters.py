@@ -18,18 +18,22 @@ load series.
 A ``models:/<name>/<version>`` or ``models:/<name>@<alias>`` reference to a registered forecaster
 is resolved to local files by the function named in :data:`URI_RESOLVERS` (as :data:`ENVIRONMENTS
 <rlbench.envs.ENVIRONMENTS>` names classes): the registry lives in a higher layer, which this
-module must not import, and a plain folder needs none of it.
+module must not import, and a plain folder needs none of it. The store it is looked up in is the
+caller's (``store``); a command that knows its store turns the reference into the local folder
+once (:func:`with_local_model`) before it builds environments, so every copy it builds reads
+the same files whatever the alias names later, and no copy looks in another store.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
+import math
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+DEFAULT_PERIOD = 288  # the environment's default (its horizon), where rlbench-forecast trains
 MODES = ("none", "naive", "last_value", "lstm", "oracle")
 """``env.forecast`` values: ``naive`` is :class:`SeasonalNaive`; ``oracle`` the true future."""
 
@@ -85,9 +89,12 @@ class SeasonalNaive:
         return np.array(np.asarray(history, dtype=np.float64)[:, : self.steps], copy=True)
 
 
-def make_forecaster(mode: str, steps: int, period: float, model: str | None) -> Forecaster | None:
+def make_forecaster(
+    mode: str, steps: int, period: float, model: str | None, store: str | None = None
+) -> Forecaster | None:
     """The forecaster of ``env.forecast=mode`` (None for ``none`` and ``oracle``, which need
-    none); ``ValueError`` naming the setting that is wrong."""
+    none); ``ValueError`` naming the setting that is wrong. ``store``: the tracking store a
+    ``models:/`` reference is looked up in (None: ``MLFLOW_TRACKING_URI``, else the default)."""
     mode = str(mode).strip().lower()
     if mode not in MODES:
         raise ValueError(f"forecast must be one of {', '.join(MODES)}; got {mode!r}")
@@ -99,7 +106,8 @@ def make_forecaster(mode: str, steps: int, period: float, model: str | None) -> 
             )
         from rlbench.envs.lstm_forecaster import load_forecaster
 
-        forecaster = load_forecaster(resolve_model(str(model)))
+        forecaster = load_forecaster(resolve_model(str(model), store))
+        _check_period(forecaster.meta.get("period"), period, model)
         if forecaster.steps < int(steps):
             raise ValueError(
                 f"forecast_steps ({steps}) exceeds what the forecaster {model!r} predicts "
@@ -113,14 +121,46 @@ def make_forecaster(mode: str, steps: int, period: float, model: str | None) -> 
     return None
 
 
-@functools.lru_cache(maxsize=32)
-def resolve_model(reference: str) -> Path:
-    """A local forecaster folder for ``reference`` (a path, or a URI with a resolver)."""
+def _check_period(trained: object, period: float, model: object) -> None:
+    """``ValueError`` when the forecaster learned another period than the environment's: its
+    time-of-day inputs (``sin``/``cos`` of ``t / period``) would then mean another time of day,
+    and its forecasts would be wrong without any error."""
+    if not isinstance(trained, int | float) or isinstance(trained, bool):
+        return  # a forecaster description without a period is refused when it is read
+    if not math.isclose(float(trained), float(period)):
+        raise ValueError(
+            f"forecast_model: the forecaster {model!r} was trained at period {trained:g} steps, "
+            f"but this environment's period is {float(period):g} (env.period, else env.horizon): "
+            f"set env.period={trained:g}, or use a forecaster trained at period {float(period):g} "
+            f"(rlbench-forecast train makes them at the default period, {DEFAULT_PERIOD})"
+        )
+
+
+def is_uri(reference: str) -> bool:
+    """Whether ``reference`` names a registered forecaster (a resolver's prefix), not a folder."""
+    return any(str(reference).startswith(prefix) for prefix in URI_RESOLVERS)
+
+
+def resolve_model(reference: str, store: str | None = None) -> Path:
+    """A local forecaster folder for ``reference`` (a path, or a URI with a resolver), looked
+    up in ``store``. Not cached here: an alias is read anew each time (a long-lived process
+    follows it), and the resolver caches the version's files on disk."""
     for prefix, entry in URI_RESOLVERS.items():
         if reference.startswith(prefix):
             module, name = entry.split(":")
-            return Path(getattr(importlib.import_module(module), name)(reference))
+            return Path(getattr(importlib.import_module(module), name)(reference, store))
     return Path(reference).expanduser()
+
+
+def with_local_model(env_kwargs: dict, store: str | None) -> dict:
+    """``env_kwargs`` with a registered ``forecast_model`` replaced by its local folder, looked
+    up in ``store`` (the command's own); other settings unchanged. Environments built from the
+    result read those files, never the registry."""
+    model = env_kwargs.get("forecast_model")
+    lstm = str(env_kwargs.get("forecast") or "none").strip().lower() == "lstm"
+    if not lstm or not model or not is_uri(str(model)):
+        return dict(env_kwargs)
+    return {**env_kwargs, "forecast_model": str(resolve_model(str(model), store))}
 
 
 def _positive(name: str, value: object) -> int:

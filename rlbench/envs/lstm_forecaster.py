@@ -244,6 +244,12 @@ def _read_meta(path: Path) -> dict[str, Any]:
         value = meta.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{path}: {key} must be an integer >= 1, got {value!r}; {RETRAIN}")
+    period = meta.get("period")  # the time-of-day inputs' cycle: the env's must be the same
+    if isinstance(period, bool) or not isinstance(period, int | float) or not period > 0:
+        raise UserError(
+            f"{path}: period must be a number of steps > 0, got {period!r} (a corrupt "
+            f"forecaster); {RETRAIN}"
+        )
     scale = meta.get("scale")
     floor = scale.get("floor") if isinstance(scale, dict) else None
     if isinstance(floor, bool) or not isinstance(floor, int | float) or not floor > 0:

@@ -7,16 +7,23 @@ optionally under an alias. :func:`local_model_dir` turns ``models:/NAME/VERSION`
 ``latest`` as an alias name, so it is resolved here) into that version's folder, downloaded once
 into ``~/.cache/rlbench/forecasters`` (``$XDG_CACHE_HOME``) under a key of the tracking store,
 the name, the version and its source; the environment's ``env.forecast_model=models:/...``
-goes through it (:data:`rlbench.envs.forecasters.URI_RESOLVERS`). The store is
-``MLFLOW_TRACKING_URI``, else ``sqlite:///outputs/mlflow.db``, unless a caller names one.
+goes through it (:data:`rlbench.envs.forecasters.URI_RESOLVERS`). The store is the one the
+caller names (a command's ``tracking.uri`` / ``--tracking-uri``), else ``MLFLOW_TRACKING_URI``,
+else ``sqlite:///outputs/mlflow.db``; every message about a missing model names it.
+
+:func:`pinned_reference` turns an alias into the version it names now (a training run keeps
+that version); :func:`pin_policy_forecaster` finds the forecaster a policy was trained with,
+by its weights' digest, so that a registered policy always acts with it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,13 +100,10 @@ def local_model_dir(uri: str, tracking_uri: str | None = None) -> Path:
     """The local folder of the registered forecaster ``uri`` (downloaded once, then cached);
     a one-line :class:`UserError` if the store, model, version or alias does not exist or the
     tracking server is unreachable."""
-    name, version, alias = parse(uri)
+    name, _, _ = parse(uri)
     store = resolve_tracking_uri(tracking_uri)
     client = mlflow_client(store, missing_hint=NO_STORE_HINT)
-    if alias is not None and alias.lower() == LATEST:
-        version = _newest_version(client, store, name)
-    else:
-        version = mlflow_call(store, "resolving the model", registry.resolve_alias, uri, store)
+    version = _version_now(client, store, uri)
     found = mlflow_call(store, "reading the model version", client.get_model_version, name, version)
     key = hashlib.sha256(f"{store}\n{name}\n{version}\n{found.source}".encode()).hexdigest()
     folder = cache_dir() / "forecasters" / f"{_safe(name)}-v{version}-{key[:16]}"
@@ -138,6 +142,111 @@ def local_model_dir(uri: str, tracking_uri: str | None = None) -> Path:
                 shutil.rmtree(folder, ignore_errors=True)
                 local.rename(folder)
     return folder
+
+
+def _version_now(client: Any, store: str, uri: str) -> str:
+    """The version number ``uri`` (an alias, ``latest`` or a version) names now in ``store``."""
+    name, _, alias = parse(uri)
+    if alias is not None and alias.lower() == LATEST:
+        return _newest_version(client, store, name)
+    return str(mlflow_call(store, "resolving the model", registry.resolve_alias, uri, store))
+
+
+def pinned_reference(uri: str, tracking_uri: str | None = None) -> str:
+    """``models:/NAME/VERSION`` of the version ``uri`` names now in the store: what a training
+    run records, so that it, its reruns and a policy registered from it keep that forecaster
+    after the alias moves on."""
+    name, _, _ = parse(uri)
+    store = resolve_tracking_uri(tracking_uri)
+    client = mlflow_client(store, missing_hint=NO_STORE_HINT)
+    return f"models:/{name}/{_version_now(client, store, uri)}"
+
+
+def weights_sha256(folder: Path) -> str | None:
+    """The weights' digest a forecaster folder's description records (None if unreadable)."""
+    try:
+        found = json.loads((Path(folder) / META_FILE).read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
+
+
+def version_with_weights(name: str, sha256: str, tracking_uri: str | None = None) -> str | None:
+    """The newest version of forecaster ``name`` whose weights have digest ``sha256`` (each
+    version's small folder is downloaded once into the cache); None when none has them."""
+    from mlflow.exceptions import MlflowException
+
+    store = resolve_tracking_uri(tracking_uri)
+    client = mlflow_client(store, missing_hint=NO_STORE_HINT)
+    try:
+        found = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    for version in sorted((int(v.version) for v in found), reverse=True):
+        try:
+            folder = local_model_dir(f"models:/{name}/{version}", store)
+        except UserError:  # not a forecaster's version: not the one
+            continue
+        if weights_sha256(folder) == sha256:
+            return str(version)
+    return None
+
+
+@dataclass(frozen=True)
+class PinnedForecaster:
+    """A policy's env settings with its forecaster pinned: ``env_kwargs`` to record (a
+    registered forecaster as ``models:/NAME/VERSION``), ``local_kwargs`` to build the env with
+    (the forecaster's local folder) and the weights' digest (None: no trained forecaster)."""
+
+    env_kwargs: dict[str, Any]
+    local_kwargs: dict[str, Any]
+    sha256: str | None
+
+
+def pin_policy_forecaster(
+    env_kwargs: dict[str, Any], trained_sha256: str | None, tracking_uri: str | None = None
+) -> PinnedForecaster:
+    """The forecaster of a policy's env, pinned to the weights it was trained with
+    (``trained_sha256``; None when unknown: the reference as it resolves now).
+
+    A reference whose weights are no longer those (an alias moved on since: versions
+    registered before references were pinned) is replaced by the version of the same model
+    that has them; :class:`UserError` when none has them, or a folder was overwritten: the
+    policy would act with a forecaster it never learned with."""
+    from rlbench.envs.forecasters import is_uri, resolve_model
+
+    model = env_kwargs.get("forecast_model")
+    lstm = str(env_kwargs.get("forecast") or "none").strip().lower() == "lstm"
+    if not lstm or not model:
+        return PinnedForecaster(dict(env_kwargs), dict(env_kwargs), None)
+    model = str(model)
+    store = resolve_tracking_uri(tracking_uri)
+    pinned = pinned_reference(model, store) if is_uri(model) else model
+    folder = resolve_model(pinned, store)
+    sha = weights_sha256(folder)
+    if trained_sha256 and sha != trained_sha256:
+        if not is_uri(model):
+            raise UserError(
+                f"its forecaster folder {model} now holds other weights (sha256 "
+                f"{str(sha)[:12]}...) than it was trained with ({trained_sha256[:12]}...): "
+                "restore that folder, or retrain the policy with this forecaster"
+            )
+        name = parse(model)[0]
+        version = version_with_weights(name, trained_sha256, store)
+        if version is None:
+            raise UserError(
+                f"it was trained with forecaster weights sha256 {trained_sha256[:12]}..., which "
+                f"no version of {name} in {display_uri(store)} has ({model} names "
+                f"{str(sha)[:12]}...): register that forecaster again, or retrain the policy "
+                "with this one"
+            )
+        pinned, sha = f"models:/{name}/{version}", trained_sha256
+        folder = resolve_model(pinned, store)
+    return PinnedForecaster(
+        {**env_kwargs, "forecast_model": pinned},
+        {**env_kwargs, "forecast_model": str(folder)},
+        sha,
+    )
 
 
 def _newest_version(client: Any, store: str, name: str) -> str:

@@ -369,10 +369,15 @@ class ForecastFeed:
 
 
 def build_feed(
-    fc: Mapping[str, Any] | None, env_kwargs: Mapping[str, Any], obs_shape: tuple[int, ...]
+    fc: Mapping[str, Any] | None,
+    env_kwargs: Mapping[str, Any],
+    obs_shape: tuple[int, ...],
+    tracking_uri: str | None = None,
 ) -> ForecastFeed | None:
     """The feed ``rlbench-live``'s ``forecast`` settings ask for on an environment with
-    ``env_kwargs`` (None when there is none to run); ``UserError`` naming the setting."""
+    ``env_kwargs`` (None when there is none to run); ``UserError`` naming the setting.
+    ``tracking_uri``: the session's store, where a ``models:/`` forecaster is looked up (None:
+    ``MLFLOW_TRACKING_URI``, else the default)."""
     from rlbench.envs.forecasters import make_forecaster
 
     fc = dict(fc or {})
@@ -400,7 +405,8 @@ def build_feed(
     period = float(env_kwargs.get("period") or horizon)
     scale = float(env_kwargs.get("max_instances") or 50) * float(env_kwargs.get("capacity") or 100)
     try:
-        forecaster = make_forecaster(forecast, steps, period, env_kwargs.get("forecast_model"))
+        model = env_kwargs.get("forecast_model")
+        forecaster = make_forecaster(forecast, steps, period, model, tracking_uri)
     except ValueError as err:
         raise UserError(f"env_args: {err}") from None
     if not obs_shape or obs_shape[-1] < steps + 1:

@@ -149,7 +149,10 @@ def collect_command(argv: Sequence[str] | None = None) -> None:
     earlier = collections_in(out)
     nth = f"-c{earlier + 1}" if earlier else ""
     seed = args.seed if not earlier else collection_seed(args.seed, earlier + 1)
-    try:
+    from rlbench.envs.forecasters import with_local_model
+
+    try:  # a registered forecaster is looked up in this command's store
+        env_kwargs = with_local_model(env_kwargs, args.tracking_uri)
         venv = make_vec(env_id, args.copies, seed=seed, **env_kwargs)
     except (ValueError, TypeError) as err:
         raise UserError(f"env ({env_id}): {err}") from None
@@ -301,7 +304,10 @@ def ope_command(argv: Sequence[str] | None = None) -> None:
 
         check_store(resolve_uri(args.tracking_uri))
     cfg = _compose(args.env, None, args.overrides)
+    from rlbench.envs.forecasters import with_local_model
+
     env_id, env_kwargs = env_spec(cfg.env)
+    env_kwargs = with_local_model(env_kwargs, args.tracking_uri)  # in this command's store
     venv = make_vec(env_id, 1, seed=0, **env_kwargs)
     data = read_log(args.log, env_id=env_id, obs_shape=venv.observation_space.shape,
                     n_actions=int(venv.action_space.n))  # fmt: skip

@@ -28,6 +28,7 @@ from rlbench.errors import UserError, first_line
 from rlbench.tracking.schema import (
     CONFIG_ARTIFACT,
     EPISODES_ARTIFACT,
+    FORECASTER_TAG,
     MODEL_DIR,
     MODEL_STEM,
     PRUNED_TAG,
@@ -135,6 +136,7 @@ def verify_model(client: Any, run: dict[str, Any], artifact: str, device: str = 
         if "env" not in cfg:
             raise ValueError("the run logged neither config.yaml nor env.* params")
         env_id, env_kwargs = env_spec(cfg.env)
+        env_kwargs = _trained_forecaster_env(client, run, env_kwargs)
         # a final model must reproduce what it logged; a pruned trial stopped before its test
         pruned = str(run.get(f"tags.{PRUNED_TAG}")).lower() == "true"
         final = Path(artifact).stem == MODEL_STEM and not pruned
@@ -176,6 +178,15 @@ def verify_model(client: Any, run: dict[str, Any], artifact: str, device: str = 
             f"valid actions; reproduces its {len(seeds)} logged evaluation episodes "
             f"(mean return {returns.mean():.6g})"
         )
+
+
+def _trained_forecaster_env(client: Any, run: dict[str, Any], env_kwargs: dict) -> dict:
+    """``env_kwargs`` reading the forecaster the run trained with (by its recorded weights),
+    from the run's own store: an alias that moved on would replay another observation."""
+    from rlbench.forecast.registry import pin_policy_forecaster
+
+    digest = str(run.get(f"tags.{FORECASTER_TAG}") or "").removeprefix("sha256:") or None
+    return pin_policy_forecaster(env_kwargs, digest, client.tracking_uri).local_kwargs
 
 
 def _reason(err: BaseException) -> str:

@@ -32,7 +32,8 @@ def input_digests(cfg: DictConfig) -> dict[str, str]:
             found[key] = path_digest(Path(str(value)).expanduser())
     model = OmegaConf.select(cfg, FORECAST_KEY, default=None)
     if model and str(OmegaConf.select(cfg, "env.forecast", default="none")).lower() == "lstm":
-        found[FORECAST_KEY] = _forecaster_digest(str(model))
+        store = OmegaConf.select(cfg, "tracking.uri", default=None)
+        found[FORECAST_KEY] = _forecaster_digest(str(model), store)
     return found
 
 
@@ -48,12 +49,13 @@ def path_digest(path: Path) -> str:
     return "missing"
 
 
-def _forecaster_digest(model: str) -> str:
-    """The digest of the forecaster folder ``model`` resolves to (an alias: its version now)."""
+def _forecaster_digest(model: str, store: str | None) -> str:
+    """The digest of the forecaster folder ``model`` resolves to in the run's store (an alias:
+    its version now)."""
     from rlbench.envs.forecasters import resolve_model
 
     try:
-        return path_digest(resolve_model(model))
+        return path_digest(resolve_model(model, store))
     except Exception:  # an unreachable registry or a bad alias: building the env says so
         return "missing"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rlbench.config import check_config, check_seed_overlap
 from rlbench.tracking import schema
@@ -33,10 +33,12 @@ def check_job(job: DictConfig, *, env: bool = True) -> None:
         agent_class(str(name)).check_settings(job.algo)
     if env:
         from rlbench.config import env_spec
+        from rlbench.envs.forecasters import with_local_model
         from rlbench.run.train import build_env
 
         env_id, env_kwargs = env_spec(job.env)
-        build_env(env_id, env_kwargs, 1, int(job.seed)).close()
+        store = OmegaConf.select(job, "tracking.uri", default=None)
+        build_env(env_id, with_local_model(env_kwargs, store), 1, int(job.seed)).close()
 
 
 #: settings that change what a run writes or how fast, not what it learns or scores

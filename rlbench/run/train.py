@@ -140,6 +140,7 @@ def train(cfg: DictConfig) -> TrainOutcome:
     phases.begin("setup")
     cfg, env_preset = apply_env_preset(cfg)  # conf/env_presets.yaml's block for this env, if any
     check_config(cfg)  # the preset's values too
+    _pin_forecaster(cfg)
     _check_writable(Path(cfg.train.checkpoint_dir), "train.checkpoint_dir")
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.train.threads))
     # numpy's BLAS started with a thread per core before that was read: a forecaster's matmuls
@@ -182,6 +183,25 @@ def train(cfg: DictConfig) -> TrainOutcome:
         return _with_link(outcome, cfg, tracker)
 
 
+def _pin_forecaster(cfg: DictConfig) -> None:
+    """``env.forecast_model=models:/NAME@ALIAS`` (or ``@latest``) becomes ``models:/NAME/N``,
+    the version the alias names now in the run's own store (``tracking.uri``). The run key, the
+    logged config and params, a rerun and a policy registered from the run then name the
+    forecaster it trained with, whatever the alias names later."""
+    from rlbench.envs.forecasters import is_uri
+
+    model = OmegaConf.select(cfg, "env.forecast_model", default=None)
+    forecast = str(OmegaConf.select(cfg, "env.forecast", default="none")).strip().lower()
+    if forecast != "lstm" or not model or not is_uri(str(model)):
+        return
+    from rlbench.forecast.registry import pinned_reference
+
+    pinned = pinned_reference(str(model), cfg.tracking.get("uri"))
+    if pinned != str(model):
+        log.info("env.forecast_model=%s is %s now: the run uses that version", model, pinned)
+        cfg.env.forecast_model = pinned
+
+
 def _with_link(outcome: TrainOutcome, cfg: DictConfig, tracker: Any) -> TrainOutcome:
     """``outcome`` with its run's page in MLflow's UI (``tracking.ui_url``), when tracked."""
     from rlbench.tracking import links
@@ -195,10 +215,13 @@ def _with_link(outcome: TrainOutcome, cfg: DictConfig, tracker: Any) -> TrainOut
 
 def _train_claimed(cfg, tracker, flat, trial, register, user_tags, phases) -> TrainOutcome:
     """The job once its run key is claimed: build, learn, evaluate, record."""
+    from rlbench.envs.forecasters import with_local_model
     from rlbench.run.checkpoints import CheckpointDir, run_key
     from rlbench.tracking import run_tags
 
     env_id, env_kwargs = env_spec(cfg.env)
+    # every copy (training, validation, evaluation) reads the pinned forecaster's local files
+    given, env_kwargs = env_kwargs, with_local_model(env_kwargs, cfg.tracking.get("uri"))
     algo_name = str(cfg.algo.name)
     device = "cpu"
     if algo_name in TORCH_ALGOS:
@@ -210,7 +233,11 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags, phases) -> Tr
         device = resolve_device(str(cfg.device), cfg.algo)
 
     num_envs = int(cfg.train.num_envs)
-    probe = build_env(env_id, env_kwargs, 1, cfg.seed)  # one copy: the observation's size
+    try:  # one copy: the observation's size
+        probe = build_env(env_id, env_kwargs, 1, cfg.seed)
+    except UserError as err:  # named as the config names it, not by its cached folder
+        local, model = env_kwargs.get("forecast_model"), given.get("forecast_model")
+        raise UserError(str(err).replace(str(local), str(model))) from None
     check_memory(cfg.algo, num_envs, tuple(probe.observation_space.shape or ()))
     check_seed_overlap(cfg)
     forecaster = _forecaster_tag(probe)

@@ -26,6 +26,7 @@ from typing import Any
 from rlbench.errors import UserError, first_line
 from rlbench.tracking import schema
 from rlbench.tracking.client import mlflow_client, resolve_tracking_uri, using_store
+from rlbench.tracking.redaction import display_uri
 
 CODE_FILE = Path(__file__).with_name("policy_model.py")
 SEARCH_PAGE = 10_000  # model versions read at once (MLflow's own upper bound per page)
@@ -73,16 +74,32 @@ def _pip_requirements() -> list[str]:
     return pins
 
 
-def _run_policy(client: Any, run_id: str, tmp: Path) -> tuple[Path, dict[str, Any]]:
-    """The run's final model file and its environment (from the run's config.yaml)."""
-    from omegaconf import OmegaConf
-
-    from rlbench.config import env_spec
-
+def _policy_run(client: Any, run_id: str) -> Any:
+    """The MLflow run ``run_id``; :class:`UserError` when there is none, or it trained a load
+    forecaster (rlbench-forecast), which is no policy."""
     try:
         run = client.get_run(run_id)
     except Exception as err:
         raise UserError(f"no MLflow run {run_id!r}: {first_line(err)}") from None
+    if run.data.tags.get(schema.KIND_TAG) == schema.FORECAST_KIND:
+        raise UserError(
+            f"run {run_id} trained a load forecaster (rlbench-forecast), not a policy: "
+            "rlbench-registry registers rlbench-train runs (register a forecaster with "
+            "rlbench-forecast train --register NAME)"
+        )
+    return run
+
+
+def _run_policy(
+    client: Any, uri: str, run_id: str, tmp: Path
+) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """The run's final model file, its environment as a policy records it (its forecaster
+    pinned: from the run's config.yaml, see :func:`_pinned_env`) and the kwargs to build it."""
+    from omegaconf import OmegaConf
+
+    from rlbench.config import env_spec
+
+    run = _policy_run(client, run_id)
     if run.info.status != "FINISHED":
         raise UserError(f"run {run_id} is {run.info.status}: only a FINISHED run can be registered")
     files = [f.path for f in client.list_artifacts(run_id, schema.MODEL_DIR) if not f.is_dir]
@@ -95,7 +112,32 @@ def _run_policy(client: Any, run_id: str, tmp: Path) -> tuple[Path, dict[str, An
     model = Path(client.download_artifacts(run_id, final[0], str(tmp)))
     config = client.download_artifacts(run_id, schema.CONFIG_ARTIFACT, str(tmp))
     env_id, env_kwargs = env_spec(OmegaConf.load(config).env)
-    return model, {"env_id": env_id, "env_kwargs": env_kwargs}
+    trained = _trained_forecaster(run.data.tags)
+    try:
+        pinned = _pinned_env(env_kwargs, trained, uri)
+    except UserError as err:
+        raise UserError(f"run {run_id} cannot be registered: {err}") from None
+    spec: dict[str, Any] = {"env_id": env_id, "env_kwargs": pinned.env_kwargs}
+    if pinned.sha256:
+        spec[FORECASTER_SHA256] = pinned.sha256
+    return model, spec, pinned.local_kwargs
+
+
+#: env.json's key for the weights' digest of the forecaster the policy was trained with
+FORECASTER_SHA256 = "forecaster_sha256"
+
+
+def _trained_forecaster(tags: dict[str, str]) -> str | None:
+    """The forecaster weights' digest a training run recorded (``rlbench.forecaster``)."""
+    value = str(tags.get(schema.FORECASTER_TAG) or "")
+    return value.removeprefix("sha256:") or None
+
+
+def _pinned_env(env_kwargs: dict[str, Any], trained: str | None, uri: str) -> Any:
+    """A policy's env settings with its trained forecaster pinned (:mod:`rlbench.forecast`)."""
+    from rlbench.forecast.registry import pin_policy_forecaster
+
+    return pin_policy_forecaster(env_kwargs, trained, uri)
 
 
 def log_policy(run_id: str, tracking_uri: str | None = None) -> str:
@@ -110,8 +152,8 @@ def log_policy(run_id: str, tracking_uri: str | None = None) -> str:
 
     uri, client = _mlflow(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="rlbench-register-") as tmp:
-        model, env = _run_policy(client, run_id, Path(tmp))
-        venv = make_vec(env["env_id"], 2, seed=0, **env["env_kwargs"])
+        model, env, local_kwargs = _run_policy(client, uri, run_id, Path(tmp))
+        venv = make_vec(env["env_id"], 2, seed=0, **local_kwargs)
         try:
             load_agent(model, venv, "cpu")  # refuse a file that would not load when served
             example = np.asarray(venv.reset(), dtype=np.float32)
@@ -232,7 +274,10 @@ def load_version(name: str, version: str, tracking_uri: str | None = None) -> tu
         env_path, policy_path = paths["env"], paths["policy"]
         try:
             spec = json.loads((local / env_path).read_text())
-            venv = make_vec(spec["env_id"], 1, **spec["env_kwargs"])
+            env_kwargs = _acting_env(spec, name, version, uri)
+            venv = make_vec(spec["env_id"], 1, **env_kwargs)
+        except UserError as err:
+            raise UserError(f"cannot load {what}: {err}") from None
         except (OSError, ValueError, KeyError, TypeError) as err:
             reason = _stored(first_line(err), local)
             raise UserError(f"cannot load {what}: its artifact {env_path} ({reason})") from None
@@ -246,6 +291,22 @@ def load_version(name: str, version: str, tracking_uri: str | None = None) -> tu
             reason = str(err).replace(str(local / policy_path), f"its artifact {policy_path}")
             raise UserError(f"cannot load {what}: {_stored(reason, local)}") from None
     return agent, venv
+
+
+def _acting_env(spec: dict[str, Any], name: str, version: str, uri: str) -> dict[str, Any]:
+    """The kwargs to build a version's env with: its forecaster, by the digest its env.json
+    records (versions registered before it did: the run's tag), read from the local folder of
+    the forecaster it was trained with, looked up in ``uri`` (the command's store)."""
+    kwargs = dict(spec["env_kwargs"])
+    if str(kwargs.get("forecast") or "none").strip().lower() != "lstm":
+        return kwargs
+    trained = spec.get(FORECASTER_SHA256)
+    if not trained:
+        run_id = mlflow_client(uri).get_model_version(name, version).run_id
+        trained = (
+            _trained_forecaster(mlflow_client(uri).get_run(run_id).data.tags) if run_id else None
+        )
+    return _pinned_env(kwargs, trained, uri).local_kwargs
 
 
 #: keys MLflow writes into every MLmodel file: ``utc_time_created`` sorts last, so a file cut
@@ -294,6 +355,7 @@ def register(
             f"model name {name!r}: give a non-empty name without '/' or ':' (MLflow's rule), "
             "e.g. autoscaler"
         )
+    _policy_run(_mlflow(tracking_uri)[1], run_id)  # before "already registered": a forecaster's
     earlier = [v for v in versions_of_runs([run_id], tracking_uri) if v.name == name]
     if earlier:
         return earlier[0]
@@ -323,12 +385,12 @@ def promote(
 ) -> Version:
     """Make ``version`` (default: the ``challenger``) the ``champion``; the replaced champion is
     remembered on the new one, for :func:`rollback`."""
-    _, client = _mlflow(tracking_uri)
-    _require_model(client, name)
+    uri, client = _mlflow(tracking_uri)
+    _require_model(client, name, uri)
     version = version or _alias_version(client, name, schema.CHALLENGER)
     if version is None:
         raise UserError(f"{name} has no {schema.CHALLENGER}: name the version to promote")
-    version = _require_version(client, name, str(version))
+    version = _require_version(client, name, str(version), uri)
     previous = _alias_version(client, name, schema.CHAMPION)
     if previous == str(version):
         raise UserError(f"version {version} of {name} is already the {schema.CHAMPION}")
@@ -345,8 +407,8 @@ def promote(
 
 def rollback(name: str, reason: str | None = None, tracking_uri: str | None = None) -> Version:
     """Move ``champion`` back to the version the current champion replaced."""
-    _, client = _mlflow(tracking_uri)
-    _require_model(client, name)
+    uri, client = _mlflow(tracking_uri)
+    _require_model(client, name, uri)
     current = _alias_version(client, name, schema.CHAMPION)
     if current is None:
         raise UserError(f"{name} has no {schema.CHAMPION} to roll back")
@@ -377,10 +439,10 @@ def clear_alias(
 
 def versions(name: str | None = None, tracking_uri: str | None = None) -> list[Version]:
     """Every version of ``name`` (of every registered model when None), newest first."""
-    _, client = _mlflow(tracking_uri)
+    uri, client = _mlflow(tracking_uri)
     names = [name] if name else [m.name for m in client.search_registered_models()]
     if name:
-        _require_model(client, name)
+        _require_model(client, name, uri)
     out = []
     for model_name in names:
         for mv in client.search_model_versions(f"name = '{model_name}'"):
@@ -402,15 +464,15 @@ def versions_of_runs(run_ids: Iterable[str], tracking_uri: str | None = None) ->
 
 def resolve_alias(model_uri: str, tracking_uri: str | None = None) -> str:
     """The version number a ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``) URI names now."""
-    _, client = _mlflow(tracking_uri)
+    uri, client = _mlflow(tracking_uri)
     name, version, alias = parse_model_uri(model_uri)
-    _require_model(client, name)
+    _require_model(client, name, uri)
     if alias is not None:
         found = _alias_version(client, name, alias)
         if found is None:
-            raise UserError(f"{name} has no alias {alias!r}")
+            raise UserError(f"{name} has no alias {alias!r} in {display_uri(uri)}")
         return found
-    return _require_version(client, name, str(version))
+    return _require_version(client, name, str(version), uri)
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -484,24 +546,28 @@ def _alias_version(client: Any, name: str, alias: str) -> str | None:
         return None
 
 
-def _require_model(client: Any, name: str) -> None:
+def _require_model(client: Any, name: str, uri: str) -> None:
+    """``UserError`` naming the store searched (password masked) and the models it has: a
+    command pointed at another store than meant says so."""
     from mlflow.exceptions import MlflowException
 
     try:
         client.get_registered_model(name)
     except MlflowException:
         known = ", ".join(sorted(m.name for m in client.search_registered_models())) or "none"
-        raise UserError(f"no registered model {name!r} (registered: {known})") from None
+        raise UserError(
+            f"no registered model {name!r} in {display_uri(uri)} (registered: {known})"
+        ) from None
 
 
-def _require_version(client: Any, name: str, version: str) -> str:
+def _require_version(client: Any, name: str, version: str, uri: str) -> str:
     """``version`` as the registry writes it ("02" is version "2"); ``UserError`` if none."""
     from mlflow.exceptions import MlflowException
 
     try:
         return str(client.get_model_version(name, version).version)
     except MlflowException:
-        raise UserError(f"{name} has no version {version!r}") from None
+        raise UserError(f"{name} has no version {version!r} in {display_uri(uri)}") from None
 
 
 def _version(client: Any, name: str, version: str) -> Version:

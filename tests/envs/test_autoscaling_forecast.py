@@ -89,7 +89,7 @@ def test_seasonal_history_continues_the_pattern() -> None:
 @pytest.fixture(scope="module")
 def lstm_folder(tmp_path_factory) -> str:
     """An untrained LSTM forecaster folder (random weights): the env's plumbing, not accuracy."""
-    meta = {"window": 12, "steps": 6, "hidden": 8}
+    meta = {"window": 12, "steps": 6, "hidden": 8, "period": 288}
     rng = np.random.default_rng(0)
     weights = {k: rng.normal(0, 0.3, s) for k, s in expected_shapes(meta).items()}
     return str(save_forecaster(tmp_path_factory.mktemp("lstm") / "f", weights, meta))
@@ -100,6 +100,8 @@ def test_batched_equals_single_copies_with_forecasts(mode: str, lstm_folder: str
     """Bit for bit, the LSTM's forecasts included (each copy's made in a call of its own)."""
     kwargs = dict(load="random", noise=0.1, horizon=37, provision_delay=1, forecast=mode)
     kwargs["forecast_model"] = lstm_folder
+    if mode == "lstm":  # the forecaster's period (a forecaster of another one is refused)
+        kwargs["period"] = 288
     episodes = run_batched_against_singles(ENV, 6, 120, 5, 3, **kwargs, forecast_steps=3)
     assert episodes == 6 * (120 // 37)
 

@@ -22,9 +22,7 @@ TINY = ["--patterns", "sine_curve", "--window", "8", "--hidden", "4", "--epochs"
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    forecasters.resolve_model.cache_clear()
-    yield tmp_path / "cache"
-    forecasters.resolve_model.cache_clear()
+    return tmp_path / "cache"
 
 
 def test_train_tracks_registers_and_the_env_loads_it_by_alias(
@@ -83,13 +81,14 @@ def test_train_tracks_registers_and_the_env_loads_it_by_alias(
         "debug=fast",
         "env.forecast=lstm",
         "env.forecast_model=models:/fc@prod",
+        "env.period=288",  # the forecaster's (debug=fast's horizon, 64, would be refused)
     ]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     (run,) = mlflow_store.runs()
     digest = json.loads((out / "forecaster.json").read_text())["weights_sha256"]
     assert run.data.tags[schema.FORECASTER_TAG] == f"sha256:{digest}"
-    assert run.data.params["env.forecast_model"] == "models:/fc@prod"
+    assert run.data.params["env.forecast_model"] == "models:/fc/1"  # pinned: the alias's now
 
 
 def test_a_missing_store_is_one_line(tmp_path, cache):

@@ -17,7 +17,13 @@ from rlbench.envs.lstm_forecaster import (
     save_forecaster,
 )
 
-META = {"window": 24, "steps": 6, "hidden": 32, "scale": {"kind": "window mean", "floor": 1.0}}
+META = {
+    "window": 24,
+    "steps": 6,
+    "hidden": 32,
+    "period": 288,
+    "scale": {"kind": "window mean", "floor": 1.0},
+}
 
 
 def random_weights(meta=META, seed=0):

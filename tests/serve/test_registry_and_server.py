@@ -149,6 +149,7 @@ def test_registry_cli_lists_promotes_and_rolls_back(store, console):
     """``rlbench-registry`` as its console script runs it (in this process: each command as a
     process of its own cost 5 s of imports)."""
     from rlbench.serve import registry_cli
+    from rlbench.tracking.redaction import display_uri
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return console(registry_cli.main, "--tracking-uri", store["uri"], *args)
@@ -159,7 +160,8 @@ def test_registry_cli_lists_promotes_and_rolls_back(store, console):
     missing = cli("promote", "nosuchmodel")
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [
-        f"error: no registered model 'nosuchmodel' (registered: {NAME})"
+        f"error: no registered model 'nosuchmodel' in {display_uri(store['uri'])} "
+        f"(registered: {NAME})"
     ]
     no_history = cli("rollback", NAME)
     assert no_history.returncode == 2 and "nothing to roll back to" in no_history.stderr

@@ -1,0 +1,145 @@
+"""A registered policy acts with the forecaster it was trained with, every command looks a
+forecaster up in its own store, and a forecaster is refused where it does not fit (a
+forecaster's run as a policy, another period)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlbench.envs import core_of, forecasters
+from rlbench.errors import UserError
+from rlbench.forecast import cli
+from rlbench.tracking import registry, schema
+
+TINY = ["--patterns", "sine_curve", "--window", "8", "--hidden", "4", "--epochs", "1"]
+
+
+def _train_forecaster(console, store, out: Path, seed: int) -> None:
+    args = ["train", *TINY, "--seed", str(seed), "--out", str(out), "--tracking-uri", store]
+    proc = console(cli.main, *args, "--register", "fc", "--alias", "prod")
+    assert proc.returncode == 0, proc.stderr
+
+
+def _sha(folder: Path) -> str:
+    return json.loads((folder / "forecaster.json").read_text())["weights_sha256"]
+
+
+def _forecaster_sha(venv) -> str:
+    return core_of(venv).forecaster.meta["weights_sha256"]
+
+
+@pytest.fixture
+def policy(mlflow_store, console, tmp_path, monkeypatch):
+    """fc v1 (alias prod), a threshold policy trained with models:/fc@prod and registered as
+    polfc, then fc v2 under prod; MLFLOW_TRACKING_URI names another, empty store."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _train_forecaster(console, mlflow_store.uri, tmp_path / "f1", seed=0)
+    cmd = [str(Path(sys.executable).parent / "rlbench-train"), *mlflow_store.overrides()]
+    cmd += ["algo=threshold", "debug=fast", "train.total_steps=2000", "env.forecast=lstm"]
+    cmd += ["env.forecast_model=models:/fc@prod", "env.period=288"]
+    other = f"sqlite:///{tmp_path}/other.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": other}
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]  # resolved in tracking.uri, not the env's
+    (run,) = mlflow_store.runs()
+    assert run.data.params["env.forecast_model"] == "models:/fc/1"
+    registry.register(run.info.run_id, "polfc", tracking_uri=mlflow_store.uri)
+    _train_forecaster(console, mlflow_store.uri, tmp_path / "f2", seed=1)
+    assert _sha(tmp_path / "f1") != _sha(tmp_path / "f2")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    return mlflow_store, run, tmp_path
+
+
+def test_a_registered_policy_acts_with_the_forecaster_it_was_trained_with(policy):
+    store, run, tmp_path = policy
+    v1 = _sha(tmp_path / "f1")
+    assert run.data.tags[schema.FORECASTER_TAG] == f"sha256:{v1}"
+    # rlbench-serve, rlbench-collect and the live loop load through load_version; promote and
+    # rollback check the version with it too
+    _, venv = registry.load_version("polfc", "1", tracking_uri=store.uri)
+    assert _forecaster_sha(venv) == v1  # not v2, which prod names now
+    venv.close()
+    # its env.json pins the version and the weights
+    from mlflow.artifacts import download_artifacts
+
+    from rlbench.tracking.client import using_store
+
+    with using_store(store.uri):
+        local = Path(download_artifacts("models:/polfc/1", dst_path=str(tmp_path / "dl")))
+    (spec_file,) = local.rglob(schema.POLICY_ENV_FILE)
+    spec = json.loads(spec_file.read_text())
+    assert spec["env_kwargs"]["forecast_model"] == "models:/fc/1"
+    assert spec["forecaster_sha256"] == v1
+
+
+def test_a_version_registered_before_pinning_still_gets_its_forecaster(policy):
+    """env.json with the alias and no digest (registered before this fix): the run's tag finds
+    the version with the weights it was trained with."""
+    from rlbench.forecast.registry import pin_policy_forecaster
+
+    store, _, tmp_path = policy
+    v1 = _sha(tmp_path / "f1")
+    kwargs = {"forecast": "lstm", "forecast_steps": 6, "forecast_model": "models:/fc@prod"}
+    pinned = pin_policy_forecaster(kwargs, v1, store.uri)
+    assert pinned.env_kwargs["forecast_model"] == "models:/fc/1" and pinned.sha256 == v1
+    with pytest.raises(UserError, match="no version of fc") as excinfo:
+        pin_policy_forecaster(kwargs, "0" * 64, store.uri)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_every_lookup_is_in_the_store_given_and_follows_the_alias(policy):
+    store, _, tmp_path = policy
+    # an alias is read anew in a long-lived process (it names v2 now), in the store given
+    folder = forecasters.resolve_model("models:/fc@prod", store.uri)
+    assert _sha(folder) == _sha(tmp_path / "f2")
+    f = forecasters.make_forecaster("lstm", 6, 288, "models:/fc/1", store.uri)
+    assert f.meta["weights_sha256"] == _sha(tmp_path / "f1")
+    with pytest.raises(ValueError) as excinfo:
+        forecasters.make_forecaster("lstm", 6, 288, "models:/fcb@prod", store.uri)
+    said = str(excinfo.value)
+    assert "no registered model 'fcb'" in said and str(store.db_path) in said
+    assert "(registered: fc, polfc)" in said and "\n" not in said
+    # the live loop's feed, given its session's store
+    from rlbench.live.forecast_feed import build_feed
+
+    kwargs = {"forecast": "lstm", "forecast_steps": 6, "forecast_model": "models:/fc/1"}
+    feed = build_feed({}, kwargs, (13,), store.uri)
+    assert feed is not None
+    feed.close()
+
+
+def test_a_forecasters_run_is_not_registered_as_a_policy(policy):
+    store, _, _ = policy
+    (fc_run, *_) = store.runs(schema.FORECAST_EXPERIMENT)
+    with pytest.raises(UserError, match="trained a load forecaster") as excinfo:
+        registry.register(fc_run.info.run_id, "fc", tracking_uri=store.uri)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_a_forecaster_of_another_period_is_refused(tmp_path, console):
+    out = tmp_path / "f"
+    assert console(cli.main, "train", *TINY, "--no-tracking", "--out", str(out)).returncode == 0
+    with pytest.raises(ValueError) as excinfo:
+        forecasters.make_forecaster("lstm", 3, 100, str(out))
+    said = str(excinfo.value)
+    assert "period 288" in said and "period is 100" in said and "env.period=288" in said
+    cmd = [str(Path(sys.executable).parent / "rlbench-train"), "tracking.enabled=false"]
+    cmd += ["algo=threshold", "debug=fast", "env.forecast=lstm", f"env.forecast_model={out}"]
+    cmd += ["env.period=100", "env.forecast_steps=3"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "period 288" in done.stderr
+
+    for bad in (0, -5, None):
+        meta = json.loads((out / "forecaster.json").read_text())
+        meta["period"] = bad
+        (out / "forecaster.json").write_text(json.dumps(meta))
+        with pytest.raises(ValueError, match="period must be a number of steps > 0"):
+            forecasters.make_forecaster("lstm", 3, 288, str(out))
