@@ -36,8 +36,8 @@ from rlbench.tracking.store_template import cache_dir
 
 LATEST = "latest"
 NO_STORE_HINT = (
-    "register a forecaster first (rlbench-forecast train --register NAME) or point "
-    "MLFLOW_TRACKING_URI at the store that has it"
+    "register a forecaster first (rlbench-forecast train --register NAME) or name the store "
+    "that has it (tracking.uri=, or --tracking-uri; else MLFLOW_TRACKING_URI)"
 )
 
 

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlbench import cli
 from rlbench.config import CONF_LIVE_DIR, SEED_MAX, env_spec, override_value
+from rlbench.envs.forecasters import with_local_model
 from rlbench.errors import UserError, first_line
 from rlbench.live.adapters import Adapter, SimAdapter
 from rlbench.live.champion import Registry
@@ -252,6 +253,9 @@ def run_session(cfg: DictConfig, view: Any = "config") -> State:
     folder = Path(cfg.folder)
     folder.mkdir(parents=True, exist_ok=True)
     env_id, env_kwargs, train_cfg = _env(cfg)
+    # a registered forecaster is looked up in the session's own store, once: the source, the
+    # shape check and the feed all read that version's files
+    env_kwargs = with_local_model(env_kwargs, str(cfg.tracking.uri))
     horizon = OmegaConf.select(train_cfg, "env.horizon", default=None)
     risk = sequential_risk(str(cfg.gate.estimator), None if horizon is None else int(horizon))
     adapter = make_adapter(cfg, env_id, env_kwargs)
@@ -270,7 +274,9 @@ def run_session(cfg: DictConfig, view: Any = "config") -> State:
                 "act on it (a forecast adds env_args.forecast_steps entries: give the source "
                 "the same env_args)"
             )
-        feed = build_feed(cfg.get("forecast"), env_kwargs, adapter.observation_space.shape)
+        feed = build_feed(
+            cfg.get("forecast"), env_kwargs, adapter.observation_space.shape, str(cfg.tracking.uri)
+        )
         tracker = make_tracker(cfg.tracking)
         registry = Registry(tracker.uri)
         session = LiveSession(

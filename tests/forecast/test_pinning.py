@@ -143,3 +143,16 @@ def test_a_forecaster_of_another_period_is_refused(tmp_path, console):
         (out / "forecaster.json").write_text(json.dumps(meta))
         with pytest.raises(ValueError, match="period must be a number of steps > 0"):
             forecasters.make_forecaster("lstm", 3, 288, str(out))
+
+
+def test_a_live_session_reads_its_forecaster_from_its_own_store(policy):
+    """rlbench-live with tracking.uri= looked models:/fc@prod up in MLFLOW_TRACKING_URI's
+    store (another, empty one here): 'no registered model'. The session's policy is polfc,
+    which acts with the forecaster's observation."""
+    store, _, tmp_path = policy
+    cmd = [sys.executable, "-m", "rlbench.live.cli", "session=fc", "model=polfc",
+           "decisions=60", "dashboard=log", *store.overrides(), "+env_args.forecast=lstm",
+           "+env_args.forecast_model=models:/fc@prod", "+env_args.period=288"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "decisions" in done.stdout + done.stderr
