@@ -485,6 +485,7 @@ def command(argv: Sequence[str] | None = None) -> DemoResult:
     """Parse and check everything, run the demo (live when on a terminal), write and print."""
     from rlbench.config import env_spec
     from rlbench.envs import load_patterns, make_vec
+    from rlbench.envs.forecasters import with_local_model
     from rlbench.offline.cli import _compose
 
     args = parser().parse_intermixed_args(argv)
@@ -514,7 +515,8 @@ def command(argv: Sequence[str] | None = None) -> DemoResult:
             ) from None
         overrides.append(f"env.load={pattern}")
     env_id, env_kwargs = env_spec(_compose("autoscaling", None, overrides).env)
-    try:
+    try:  # a registered forecaster: from --tracking-uri's store, the same for every policy
+        env_kwargs = with_local_model(env_kwargs, args.tracking_uri)
         make_vec(env_id, 1, **env_kwargs).close()  # a bad env setting: one line, before the run
     except (ValueError, TypeError) as err:
         raise UserError(f"env ({env_id}): {err}") from None
