@@ -147,6 +147,7 @@ def truth(seeds: list[int], work: Path, episodes: int) -> tuple[pd.DataFrame, pd
             "seed": seed, "decisions": len(reward), "reward_before_drift": reward[:DRIFT_AT].mean(),
             "reward_drift_to_first_promotion": _mean_between(reward, DRIFT_AT, first),
             "first_promotion_at": first if first < len(reward) else np.nan,
+            "reward_after_drift": reward[DRIFT_AT:].mean(),
             "reward_last_3000": reward[-3000:].mean(), "static_champion_after_drift": static,
             "last_promoted_after_drift": promoted, "threshold_rule_after_drift": threshold,
             "promotions": sum(h.get("verdict") == "promoted" for h in state["history"]),
