@@ -424,7 +424,7 @@ class LiveSession:
                 step += 1
                 if done:
                     if arm is not None:
-                        self._canary_episode(arm, arm_return, arm_clean)
+                        self._canary_episode(arm, arm_return, arm_clean, step)
                     self.state.episodes += 1
                     obs, step = self._reset(), 0
                 else:
@@ -656,10 +656,18 @@ class LiveSession:
         self._save(durable=True)
         return changed
 
-    def _passed(self, challenger: PolicyHandle, run_id: str, why: str, by: str) -> tuple[str, bool]:
+    def _passed(
+        self,
+        challenger: PolicyHandle,
+        run_id: str,
+        why: str,
+        by: str,
+        reference: list[float] | None = None,
+    ) -> tuple[str, bool]:
         """A challenger that passed ``by`` (the gate or the canary) goes on: a manual approval
-        (``gate.approval``), a shadow (``shadow.decisions``), then the promotion.
-        ``(verdict, whether the champion changed)``."""
+        (``gate.approval``), a shadow (``shadow.decisions``), then the promotion (``reference``:
+        the rollback watch's, see :meth:`_promote`). ``(verdict, whether the champion
+        changed)``."""
         version = challenger.version
         if self.cfg.gate.approval and not self._approved(version, by):
             return "refused", False
@@ -672,7 +680,7 @@ class LiveSession:
             self._event(f"challenger v{version} passed {by}; in shadow for "
                         f"{int(self.cfg.shadow.decisions)} decisions")  # fmt: skip
             return "shadow", False
-        self._promote(challenger, why)
+        self._promote(challenger, why, reference)
         return "promoted", True
 
     def _clear_unpromoted(self, verdict: str, version: str) -> None:
@@ -709,16 +717,18 @@ class LiveSession:
         if self.champion.version != c["champion"]:
             self._event(f"the champion is v{self.champion.version}, no longer v{c['champion']}: "
                         f"the canary's champion arm starts again")  # fmt: skip
-            c.update(champion=self.champion.version, champion_returns=[])
+            c.update(champion=self.champion.version, champion_returns=[], champion_means=[])
         rng = np.random.default_rng([int(self.cfg.seed), int(c["k"]), self.state.episodes])
         return "challenger" if rng.random() < float(self.cfg.canary.share) else "champion"
 
     def _arm_handle(self, arm: str) -> PolicyHandle:
         return self.canary if arm == "challenger" else self.champion
 
-    def _canary_episode(self, arm: str, episode_return: float, clean: bool) -> None:
-        """A canary episode ended: its return counts for ``arm`` if the arm made every one of
-        its decisions (not the kill switch's fallback, not a champion that changed midway)."""
+    def _canary_episode(self, arm: str, episode_return: float, clean: bool, steps: int) -> None:
+        """A canary episode of ``steps`` decisions ended: its return counts for ``arm`` if the
+        arm made every one of its decisions (not the kill switch's fallback, not a champion that
+        changed midway). The champion's mean reward per decision in it is kept too: a promoted
+        challenger's rollback watch compares against those (same load, same time)."""
         c = self.state.canary
         if c is None:
             return
@@ -726,6 +736,8 @@ class LiveSession:
             c["skipped"] = int(c.get("skipped", 0)) + 1
             return
         c[f"{arm}_returns"].append(float(episode_return))
+        if arm == "champion":
+            c.setdefault("champion_means", []).append(float(episode_return) / max(steps, 1))
         stop_alpha = self.cfg.canary.get("stop_alpha")
         if stop_alpha is not None:  # a clearly worse challenger stops acting now
             c["stop"] = canary_stop(c["challenger_returns"], c["champion_returns"],
@@ -745,7 +757,8 @@ class LiveSession:
             promote, why = False, str(c["stop"])
         verdict = "rejected"
         if promote:
-            verdict, _ = self._passed(handle, c["run_id"], why, "the canary")
+            reference = c.get("champion_means")
+            verdict, _ = self._passed(handle, c["run_id"], why, "the canary", reference)
         self._clear_unpromoted(verdict, c["version"])
         for entry in reversed(self.state.history):
             if entry.get("k") == c["k"]:
@@ -867,17 +880,28 @@ class LiveSession:
         newest = order[-int(self.recent.maxlen or 0) :]
         self.recent.extend(float(r) for r in data.reward[newest])
 
-    def _promote(self, challenger: PolicyHandle, why: str) -> None:
+    def _promote(
+        self, challenger: PolicyHandle, why: str, reference: list[float] | None = None
+    ) -> None:
         """Promote, and watch the new champion: its live rewards in blocks of ``size``
-        decisions, against the same blocks of the last ``rollback.window`` before it."""
+        decisions, against the same blocks of the last ``rollback.window`` before it, or
+        against ``reference`` (a canary's champion episodes, mean reward per decision each):
+        the window before a canary's promotion can reach back across the drift that started
+        the retraining, a baseline the new champion cannot meet however good it is (the drift
+        rerun came within p = 0.053 of rolling back a champion 26 per episode better)."""
         previous = self.champion
         self.registry.promote(self.model, challenger.version, why)
-        baseline = float(np.mean(self.recent)) if self.recent else math.nan
         size = self._block_size()
+        if reference is not None and len(reference) >= 2:
+            blocks = [float(r) for r in reference]
+            baseline = float(np.mean(blocks))
+        else:
+            blocks = block_means(list(self.recent), size).tolist()
+            baseline = float(np.mean(self.recent)) if self.recent else math.nan
         self.state.watch = {
             "version": challenger.version, "previous": previous.version if previous else None,
             "baseline": baseline, "n": 0, "sum": 0.0, "size": size, "block_sum": 0.0,
-            "reference": block_means(list(self.recent), size).tolist(), "blocks": [],
+            "reference": blocks, "blocks": [],
         }  # fmt: skip
         if len(self.state.watch["reference"]) < 2:  # Welch's test needs two blocks a side
             self._event(f"v{challenger.version} promoted unwatched: {len(self.recent)} decisions "

@@ -953,3 +953,28 @@ def test_a_clearly_worse_challenger_is_stopped_early_by_the_canary(make_session,
                             drift=True)  # fmt: skip
     (full,) = whole.run().history
     assert full["verdict"] == "rejected" and full["canary"]["challenger_episodes"] >= 6
+
+
+def test_a_canary_promotion_is_watched_against_the_champions_canary_episodes(make_session):
+    """The rollback's reference after a canary is the champion's own canary episodes (the same
+    load at the same time), not the window before the promotion, which can reach back across
+    the drift that started the retraining."""
+    session, _ = make_session(Fixed(1), [Scaler()], "decisions=1400", *EVERY_600, *CANARY,
+                              "rollback.window=3000", drift=True)  # fmt: skip
+    watched = []
+    promote = session._promote
+
+    def spy(challenger, why, reference=None):
+        promote(challenger, why, reference)
+        watched.append((reference, dict(session.state.watch)))
+
+    session._promote = spy
+    state = session.run()
+    (entry,) = state.history
+    assert entry["verdict"] == "promoted", entry
+    ((reference, watch),) = watched
+    assert len(reference) == entry["canary"]["champion_episodes"]
+    assert watch["reference"] == reference
+    # each the champion's mean reward per decision in a 12-decision episode
+    assert np.mean(reference) * 12 == pytest.approx(entry["canary"]["champion"])
+    assert watch["baseline"] == pytest.approx(np.mean(reference))
