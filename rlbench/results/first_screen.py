@@ -8,6 +8,7 @@ comparison tables: they return text and table cells; :mod:`rlbench.results.repor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -178,10 +179,23 @@ def verdict(
     )
     if low < min_seeds:
         caveat += f" Cells with fewer than {min_seeds} seeds are never called different."
+    elif _smallest_p(low) > 1.0 - confidence:  # e.g. 3 against 3: p >= 2/20 = 0.1 > 5%
+        enough = next(k for k in range(low, 64) if _smallest_p(k) <= 1.0 - confidence)
+        caveat += (
+            f" With {low} seeds against {low}, no difference on one load pattern can be shown at "
+            f"{1.0 - confidence:.0%} however large (the smallest p-value of the permutation test "
+            f"is {_smallest_p(low):.2g}): train {enough} or more seeds."
+        )
     sentence = "; ".join(parts)
     if not sentence.startswith("*"):  # a bold algorithm name keeps its case
         sentence = sentence[0].upper() + sentence[1:]
     return f"{sentence}. {caveat}"
+
+
+def _smallest_p(seeds: int) -> float:
+    """The smallest two-sided p-value an exact permutation test of ``seeds`` runs against
+    ``seeds`` runs on one load pattern can give: the two extreme splits of C(2n, n)."""
+    return min(1.0, 2.0 / math.comb(2 * seeds, seeds))
 
 
 def _family_text(family: int) -> str:
@@ -220,7 +234,8 @@ def _larger_mean(overall: pd.DataFrame, best: pd.Series) -> str:
 def degenerate_note(per_load: pd.DataFrame, scores: pd.DataFrame) -> str | None:
     """Why some intervals have zero width, or None when none has.
 
-    A deterministic policy on a deterministic load pattern replays the same episode for every
+    A cell of one run has nothing to resample: its interval is that run's score. Otherwise a
+    deterministic policy on a deterministic load pattern replays the same episode for every
     test seed (standard deviation 0), and when its training seeds also agree, every bootstrap
     resample is the same number.
     """
@@ -228,18 +243,33 @@ def degenerate_note(per_load: pd.DataFrame, scores: pd.DataFrame) -> str | None:
     if flat.empty:
         return None
     many_envs = per_load["env"].nunique() > 1
-    cells = [f"{r.algo} on {task_label(r.env, r.load, many_envs)}" for r in flat.itertuples()]
-    same = ""
-    if "std_return" in scores:
-        n = int((scores["std_return"].fillna(1.0) == 0).sum())
-        same = (
-            f" {n} of {len(scores)} runs scored the same on every test episode "
-            "(standard deviation 0)."
+    single = flat["n_runs"] == 1 if "n_runs" in flat else pd.Series(False, index=flat.index)
+
+    def listed(rows: pd.DataFrame) -> str:
+        cells = [f"{r.algo} on {task_label(r.env, r.load, many_envs)}" for r in rows.itertuples()]
+        return f"{len(cells)}: {', '.join(cells[:6])}{', ...' if len(cells) > 6 else ''}"
+
+    parts = []
+    agreed = flat[~single]
+    if len(agreed):
+        same = ""
+        if "std_return" in scores:
+            n = int((scores["std_return"].fillna(1.0) == 0).sum())
+            same = (
+                f" {n} of {len(scores)} runs scored the same on every test episode "
+                "(standard deviation 0)."
+            )
+        parts.append(
+            f"**Zero-width intervals** ({listed(agreed)}): a deterministic policy on a "
+            "deterministic load pattern plays the same episode on every test seed, and its seeds "
+            "agreed, so every bootstrap resample gives the same value." + same + " Zero width "
+            "means these runs did not vary, not that the algorithm's score is known exactly on "
+            "other loads or seeds."
         )
-    return (
-        f"**Zero-width intervals** ({len(flat)}: {', '.join(cells[:6])}"
-        f"{', ...' if len(cells) > 6 else ''}): a deterministic policy on a deterministic load "
-        "pattern plays the same episode on every test seed, and its seeds agreed, so every "
-        "bootstrap resample gives the same value." + same + " Zero width means these runs "
-        "did not vary, not that the algorithm's score is known exactly on other loads or seeds."
-    )
+    if single.any():
+        parts.append(
+            f"**Zero-width intervals of a single run** ({listed(flat[single])}): one run per "
+            "cell, so the bootstrap can only return that run's score; the width says nothing "
+            "about how much the score varies over seeds. Train more seeds."
+        )
+    return " ".join(parts)

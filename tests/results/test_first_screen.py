@@ -58,6 +58,35 @@ def test_zero_width_intervals_are_explained():
     assert degenerate_note(PER_LOAD[PER_LOAD["load"] == "poisson"], scores) is None
 
 
+def test_a_zero_width_interval_of_one_run_is_not_explained_as_agreeing_seeds():
+    """One run per cell (rlbench-train -m env=a,b algo=x,y seed=0): the bootstrap has one value
+    to draw, whatever the policy; it must not be put down to a deterministic policy."""
+    per_load = pd.concat(
+        [
+            table("steady", [("threshold", 1, -241.3, -241.3, -241.3)]).assign(n_runs=3),
+            table("spike", [("qlearning", 1, 64.5, 64.5, 64.5)]).assign(n_runs=1),
+        ],
+        ignore_index=True,
+    )
+    note = degenerate_note(per_load, pd.DataFrame({"std_return": [0.0, 1.5]}))
+    assert note.startswith("**Zero-width intervals** (1: threshold on steady): a deterministic")
+    assert "**Zero-width intervals of a single run** (1: qlearning on spike): one run" in note
+    only_single = degenerate_note(per_load[per_load["n_runs"] == 1], pd.DataFrame())
+    assert "deterministic" not in only_single and "Train more seeds" in only_single
+
+
+def test_the_caveat_says_when_the_seed_count_can_never_show_a_difference():
+    """3 runs against 3: the exact two-sided permutation test's smallest p-value is 2/20 = 0.1,
+    so two algorithms are tied however far apart; the first screen says so (4 seeds can)."""
+    three = verdict(PER_LOAD, None, pd.Series([3, 3, 3, 3]), min_seeds=3)
+    assert "With 3 seeds against 3, no difference on one load pattern can be shown at 5%" in three
+    assert "(the smallest p-value of the permutation test is 0.1): train 4 or more seeds." in three
+    four = verdict(PER_LOAD, None, pd.Series([4, 4, 5, 4]), min_seeds=3)
+    assert "can be shown" not in four
+    two = verdict(PER_LOAD, None, pd.Series([2, 3, 3, 3]), min_seeds=3)
+    assert "never called different" in two and "can be shown" not in two
+
+
 def test_links_open_mlflow_on_the_runs_in_training_mode():
     assert links.ui_url(None, "sqlite:///outputs/mlflow.db") == "http://127.0.0.1:5000"
     assert links.ui_url(None, "http://alice:secret@host:5000/") == "http://host:5000"
