@@ -155,6 +155,12 @@ class RunbookAgent(_FixedPolicy):
         s = self._settings()
         self.limits = {k: float(s[k]) for k in ("dependency_below", "cpu_above", "memory_above",
                                                 "error_above")}  # fmt: skip
+        for key, value in self.limits.items():  # the signals are normalised to 0-1
+            if not 0.0 <= value <= 1.0:  # also refuses nan
+                raise UserError(
+                    f"algo.{key} must be in [0, 1] (the self-healing signals are normalised), "
+                    f"got {s[key]}"
+                )
         self.retry_after = int(s["retry_after"])
         if self.retry_after < 1:
             raise UserError(f"algo.retry_after must be >= 1, got {self.retry_after}")

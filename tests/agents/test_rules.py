@@ -131,6 +131,15 @@ def test_rules_keep_their_settings_through_a_model_file(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("key", "value"), [("dependency_below", 5), ("cpu_above", -0.5), ("error_above", "nan")]
+)
+def test_a_runbook_limit_outside_the_normalised_signals_is_refused(key, value):
+    """dependency_below=5 made every step "dependency down" (fail over forever) and scored."""
+    with pytest.raises(UserError, match=rf"algo\.{key} must be in \[0, 1\] .*, got {value}$"):
+        agent("runbook", SELFHEALING, **{key: value})
+
+
+@pytest.mark.parametrize(
     ("algo", "needs"),
     [("user_feedback", "scheduler"), ("recommender_rule", "recommender"),
      ("runbook", "selfhealing")],
