@@ -75,6 +75,10 @@ class StaticAgent(_FixedPolicy):
         return np.full(len(obs), self.action, dtype=np.int64)
 
 
+#: what a user whose env cannot run the threshold rule (rlbench-train's default algo) does instead
+OTHER_CHOICE = "pick an autoscaling env, or another algo (random, qlearning, ppo, dqn)"
+
+
 class ThresholdAgent(_FixedPolicy):
     """The seed project's autoscaling rule, per copy, on ``env.core.signals(obs)``.
 
@@ -113,7 +117,8 @@ class ThresholdAgent(_FixedPolicy):
             raise UserError(f"algo.cooldown must be >= 0, got {self.cooldown}")
         if self._discrete_actions() != 3:
             raise UserError(
-                f"threshold needs 3 actions (remove, hold, add); the env has {env.action_space}"
+                f"threshold needs 3 actions (remove, hold, add); the env has {env.action_space}: "
+                f"{OTHER_CHOICE}"
             )
         core = core_of(env)
         self._signals = getattr(core, "signals", None)
@@ -130,7 +135,7 @@ class ThresholdAgent(_FixedPolicy):
             raise UserError(
                 f"threshold needs an env that reports load and queue; {what} reports "
                 f"{', '.join(sorted(self._signals(probe)))} (no {', '.join(sorted(missing))}): "
-                "pick an autoscaling env, or another algo (random, qlearning, ppo, dqn)"
+                f"{OTHER_CHOICE}"
             )
         self._cool = np.zeros(0, dtype=np.int64)
 

@@ -150,3 +150,19 @@ def test_a_rule_on_another_env_is_one_clear_error(algo, needs):
     assert str(err.value) == (
         f"{algo} needs the {needs} environment (env={needs}); got AutoscalingCore"
     )
+
+
+@pytest.mark.parametrize(
+    ("env_id", "why"),
+    [(RECOMMENDER, "needs 3 actions"), (SELFHEALING, "needs 3 actions"),
+     (SCHEDULER, "reports load and queue")],
+)  # fmt: skip
+def test_threshold_on_another_seed_env_says_what_to_pick_instead(env_id, why):
+    """threshold is rlbench-train's default algo, so `rlbench-train env=recommender` meets this
+    first: each refusal ends by naming what to run instead."""
+    with pytest.raises(UserError) as err:
+        agent("threshold", env_id)
+    assert why in str(err.value)
+    assert str(err.value).endswith(
+        ": pick an autoscaling env, or another algo (random, qlearning, ppo, dqn)"
+    )
