@@ -143,7 +143,10 @@ def _group_cols(frame: pd.DataFrame, known: Iterable[str]) -> list[str]:
 
 
 def _label(cols: Sequence[str], key: tuple) -> str:
-    return ", ".join(f"{c}={v}" for c, v in zip(cols, key, strict=True)) or "all tasks"
+    """A panel's title: ``env=autoscaling, load=spike``; an env without load patterns (its load
+    is analysis.NO_LOAD, "-") is named alone, ``env=scheduler``, not ``load=-``."""
+    shown = [(c, v) for c, v in zip(cols, key, strict=True) if not (c == "load" and v == "-")]
+    return ", ".join(f"{c}={v}" for c, v in shown) or "all tasks"
 
 
 def _groups(frame: pd.DataFrame, cols: list[str]) -> list[tuple[tuple, pd.DataFrame]]:

@@ -95,3 +95,11 @@ def test_colours_are_fixed_per_algorithm_across_subsets():
     subset = plots.algo_colors(["random", "ppo"])
     assert subset == {"random": everything["random"], "ppo": everything["ppo"]}
     assert len(set(everything.values())) == 5
+
+
+def test_a_panel_of_an_env_without_load_patterns_is_titled_by_the_env_alone():
+    """scheduler, recommender and self-healing have no load patterns (load "-"): their panels
+    read env=scheduler, not env=scheduler, load=-."""
+    assert plots._label(["env", "load"], ("scheduler", "-")) == "env=scheduler"
+    assert plots._label(["env", "load"], ("autoscaling", "spike")) == "env=autoscaling, load=spike"
+    assert plots._label([], ()) == "all tasks"
