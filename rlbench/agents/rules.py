@@ -30,9 +30,24 @@ def require_core(agent: str, env: VecEnv, core_cls: type, env_name: str) -> Any:
     """The env's core if it is a ``core_cls``; else a one-line ``UserError`` naming the env."""
     core = core_of(env)
     if not isinstance(core, core_cls):
-        what = type(core if core is not None else env).__name__
-        raise UserError(f"{agent} needs the {env_name} environment (env={env_name}); got {what}")
+        raise UserError(
+            f"{agent} needs the {env_name} environment (env={env_name}); got {_env_id(env, core)}"
+        )
     return core
+
+
+def _env_id(env: VecEnv, core: Any) -> str:
+    """The id a user gave for ``env`` (``rlbench/ScriptScheduler-v0``, ``CartPole-v1``), not
+    the name of a class inside it."""
+    from rlbench.envs import ENVIRONMENTS, env_class
+
+    for env_id in ENVIRONMENTS:
+        if core is not None and getattr(env_class(env_id), "core_cls", None) is type(core):
+            return env_id
+    try:
+        return str(env.get_attr("spec")[0].id)
+    except Exception:  # no gymnasium spec: the class is all there is
+        return type(core if core is not None else env).__name__
 
 
 class UserFeedbackAgent(_FixedPolicy):

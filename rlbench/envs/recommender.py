@@ -141,7 +141,12 @@ class RecommenderCore(Core):
         self.horizon = int(horizon)
         if not (personas is None or hasattr(personas, "__len__")):
             raise ValueError(f"personas must be a list of 5-trait rows or null, got {personas!r}")
-        if personas is None or len(personas) == 0:
+        if personas is not None and len(personas) == 0:  # it read as the broad population
+            raise ValueError(
+                "personas is empty: give rows of 5 traits, or null for the broad population "
+                "(traits ~ N(trait_mean, trait_sd))"
+            )
+        if personas is None:
             self.personas = None
         else:
             self.personas = _table("personas", personas, (len(personas), 5))

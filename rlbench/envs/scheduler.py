@@ -88,7 +88,11 @@ class ScriptSchedulerCore(Core):
         if self.increase_factor == 1.0:
             raise ValueError(f"increase_factor must be > 1, got {increase_factor!r}")
         self.ideal_low = _number("ideal_low", ideal_low, positive=True)
-        self.ideal_high = _number("ideal_high", ideal_high, low=self.ideal_low)
+        self.ideal_high = _number("ideal_high", ideal_high, positive=True)
+        if self.ideal_low > self.ideal_high:  # named together: either may be the one to change
+            raise ValueError(
+                f"ideal_low ({self.ideal_low:g}) must not exceed ideal_high ({self.ideal_high:g})"
+            )
         self.drift = _number("drift", drift, low=0.0)
         self.manual_rate = _number("manual_rate", manual_rate, low=0.0)
         self.preference_ratio = _number("preference_ratio", preference_ratio, low=1.0)

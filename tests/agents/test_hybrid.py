@@ -118,7 +118,7 @@ def test_wrong_env_and_bad_settings_are_one_clear_error():
     with pytest.raises(UserError) as err:
         build_agent({"name": "hybrid"}, make_vec("rlbench/Recommender-v0", 1), seed=0)
     assert str(err.value) == (
-        "hybrid needs the scheduler environment (env=scheduler); got RecommenderCore"
+        "hybrid needs the scheduler environment (env=scheduler); got rlbench/Recommender-v0"
     )
     with pytest.raises(UserError, match=r"algo.ratio_range must be > 1"):
         hybrid(ratio_range=0.5)

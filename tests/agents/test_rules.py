@@ -148,7 +148,7 @@ def test_a_rule_on_another_env_is_one_clear_error(algo, needs):
     with pytest.raises(UserError) as err:
         agent(algo, "rlbench/Autoscaling-v0")
     assert str(err.value) == (
-        f"{algo} needs the {needs} environment (env={needs}); got AutoscalingCore"
+        f"{algo} needs the {needs} environment (env={needs}); got rlbench/Autoscaling-v0"
     )
 
 

@@ -191,6 +191,7 @@ def test_config_lists_every_constructor_argument() -> None:
         ({"personas": [[50.0] * 4]}, "personas"),
         ({"personas": [[150.0] * 5]}, "personas"),
         ({"personas": 3}, "personas"),
+        ({"personas": []}, "personas is empty: .* or null for the broad population"),
         ({"persona_jitter": -1}, "persona_jitter"),
         ({"trait_mean": 120}, "trait_mean"),
         ({"trait_sd": -1}, "trait_sd"),

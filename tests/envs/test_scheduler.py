@@ -190,7 +190,11 @@ def test_config_lists_every_constructor_argument() -> None:
         ({"initial_interval": 2000}, "initial_interval"),
         ({"decrease_factor": 1.2}, "decrease_factor"),
         ({"increase_factor": 0.9}, "increase_factor"),
-        ({"ideal_low": 50, "ideal_high": 20}, "ideal_high"),
+        (
+            {"ideal_low": 50, "ideal_high": 20},
+            r"ideal_low \(50\) must not exceed ideal_high \(20\)",
+        ),
+        ({"ideal_low": 300}, r"ideal_low \(300\) must not exceed ideal_high \(240\)"),
         ({"preference_prob": 1.5}, "preference_prob"),
         ({"preference_ratio": 0.5}, "preference_ratio"),
         ({"manual_window": 0}, "manual_window"),
