@@ -15,7 +15,7 @@ import numpy as np
 
 from rlbench.agents.base import Agent, LearnCallback, call_back, one_hot
 from rlbench.agents.checkpoint_io import Checkpoint
-from rlbench.envs import core_of
+from rlbench.envs import core_of, env_id_of
 from rlbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -123,17 +123,15 @@ class ThresholdAgent(_FixedPolicy):
         core = core_of(env)
         self._signals = getattr(core, "signals", None)
         if not callable(self._signals):
-            what = type(core).__name__ if core is not None else type(env).__name__
             raise UserError(
-                f"threshold needs an env that reports load and queue (a core with signals()); "
-                f"{what} has none"
+                f"threshold needs an env that reports load and queue; {env_id_of(env)} does not: "
+                f"{OTHER_CHOICE}"
             )
         probe = np.zeros((1, *(env.observation_space.shape or ())), dtype=np.float32)
         missing = {"load_pct", "queue"} - set(self._signals(probe))
         if missing:  # e.g. the scheduler's signals are intervals and manual runs
-            what = type(core).__name__
             raise UserError(
-                f"threshold needs an env that reports load and queue; {what} reports "
+                f"threshold needs an env that reports load and queue; {env_id_of(env)} reports "
                 f"{', '.join(sorted(self._signals(probe)))} (no {', '.join(sorted(missing))}): "
                 f"{OTHER_CHOICE}"
             )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from rlbench.agents.baselines import _FixedPolicy
-from rlbench.envs import core_of
+from rlbench.envs import core_of, env_id_of
 from rlbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -31,23 +31,9 @@ def require_core(agent: str, env: VecEnv, core_cls: type, env_name: str) -> Any:
     core = core_of(env)
     if not isinstance(core, core_cls):
         raise UserError(
-            f"{agent} needs the {env_name} environment (env={env_name}); got {_env_id(env, core)}"
+            f"{agent} needs the {env_name} environment (env={env_name}); got {env_id_of(env)}"
         )
     return core
-
-
-def _env_id(env: VecEnv, core: Any) -> str:
-    """The id a user gave for ``env`` (``rlbench/ScriptScheduler-v0``, ``CartPole-v1``), not
-    the name of a class inside it."""
-    from rlbench.envs import ENVIRONMENTS, env_class
-
-    for env_id in ENVIRONMENTS:
-        if core is not None and getattr(env_class(env_id), "core_cls", None) is type(core):
-            return env_id
-    try:
-        return str(env.get_attr("spec")[0].id)
-    except Exception:  # no gymnasium spec: the class is all there is
-        return type(core if core is not None else env).__name__
 
 
 class UserFeedbackAgent(_FixedPolicy):

@@ -42,6 +42,19 @@ def env_class(env_id: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def env_id_of(env: Any) -> str:
+    """The id a user gave for ``env`` (``rlbench/ScriptScheduler-v0``, ``CartPole-v1``), for
+    messages: the name of a class inside it means nothing to them."""
+    core = core_of(env)
+    for env_id in ENVIRONMENTS:
+        if core is not None and getattr(env_class(env_id), "core_cls", None) is type(core):
+            return env_id
+    try:
+        return str(env.get_attr("spec")[0].id)
+    except Exception:  # no gymnasium spec: the class is all there is
+        return type(core if core is not None else env).__name__
+
+
 def core_of(env: Any) -> Core | None:
     """The numpy :class:`~rlbench.envs.base.Core` behind ``env``: a :func:`make_vec` env or a
     single copy, also inside SB3 ``VecEnv`` wrappers (they forward attributes); None for any

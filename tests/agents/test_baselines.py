@@ -66,7 +66,7 @@ def test_threshold_cooldown_holds_after_each_scaling_action():
 
 
 def test_threshold_needs_an_env_with_signals():
-    with pytest.raises(UserError, match="signals"):
+    with pytest.raises(UserError, match=r"reports load and queue; .* does not: pick an autoscal"):
         build_agent({"name": "threshold"}, make_fake(core=NoSignalsCore), seed=0)
 
 
