@@ -162,6 +162,32 @@ def test_load_curves_long_format(store):
     assert list(cost["value"]) == [4.5]
 
 
+def test_wrong_names_are_errors_naming_the_choices_not_empty_frames(store):
+    """A misspelt metric, a run id the store lacks and a status MLflow does not have each used
+    to give an empty frame (which a notebook then plots as nothing, silently)."""
+    uri, ids = store["uri"], store["ids"]
+    runs = analysis.load_runs(tracking_uri=uri)
+    typo = r"metric='val/mean_retrn' was logged by none of the 3 runs \(did you mean "
+    with pytest.raises(UserError, match=typo + r"'val/mean_return'\?\); their metrics: "):
+        analysis.load_curves(runs, metric="val/mean_retrn")
+    with pytest.raises(UserError, match=r"logged by none of the 1 runs \(did you mean 'test/c"):
+        analysis.load_curves([ids["ppo"]], metric="test/cots", tracking_uri=uri)
+    assert analysis.load_curves(runs, metric="val/mean_retrn", missing_ok=True).empty
+    for unknown in ("<unknown id>", "0" * 32):
+        message = rf"1 of the 2 run ids .* are not runs of the MLflow store .*: '{unknown}'; "
+        with pytest.raises(UserError, match=message.replace("<", ".").replace(">", ".")):
+            analysis.load_curves([ids["ppo"], unknown], tracking_uri=uri)
+    for status in ("finished", "Finished", " FINISHED"):
+        assert list(analysis.load_runs(tracking_uri=uri, status=status)["run_id"]) == [
+            ids["threshold"], ids["ppo"]
+        ]  # fmt: skip
+    assert list(analysis.load_runs(tracking_uri=uri, status="failed")["run_id"]) == [ids["dqn"]]
+    for bad, hint in (("DONE", ""), ("finishd", r" \(did you mean 'FINISHED'\?\)"), (1, "")):
+        message = rf"status={bad!r} is not an MLflow run status{hint}; choose one of FINISHED, "
+        with pytest.raises(UserError, match=re.escape(message).replace(re.escape(hint), hint)):
+            analysis.load_runs(tracking_uri=uri, status=bad)
+
+
 def test_score_table_keeps_comparable_runs_and_compare_delegates(store):
     runs = analysis.load_runs(tracking_uri=store["uri"])
     table = analysis.score_table(runs)

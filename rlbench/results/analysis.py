@@ -83,6 +83,8 @@ BEST_SUFFIX = "@best"  # the entry of runs scored with eval.policy=best: dqn@bes
 #: the param of an observation's load forecast: ``ppo`` with ``env.forecast=lstm`` is ``ppo+lstm``
 FORECAST_PARAM = "env.forecast"
 INT64_MIN = -(2**63)
+#: the states of an MLflow run (mlflow.entities.RunStatus), for ``load_runs(status=...)``
+RUN_STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
 
 
 # --------------------------------------------------------------------------- runs
@@ -120,9 +122,27 @@ def load_runs(
     """
     if not isinstance(filter, str | None):
         raise UserError(f"filter must be an MLflow filter string, got {filter!r}")
+    status = _run_status(status)
     uri = resolve_tracking_uri(tracking_uri)
     with reading_store(uri):
         return _load_runs(uri, experiment, filter, status, include_reports, metric)
+
+
+def _run_status(status: str | None) -> str | None:
+    """``status`` as MLflow spells it (``finished`` is ``FINISHED``); a :class:`UserError` for
+    anything else: MLflow's filter would match no run and the frame would just be empty."""
+    if status is None or status == "":
+        return None
+    from rlbench.cli import did_you_mean
+
+    word = status.strip().upper() if isinstance(status, str) else None
+    if word not in RUN_STATUSES:
+        raise UserError(
+            f"status={status!r} is not an MLflow run status"
+            f"{did_you_mean(str(word or status), RUN_STATUSES)}; choose one of "
+            f"{', '.join(RUN_STATUSES)} (any case)"
+        )
+    return word
 
 
 def _load_runs(
@@ -380,6 +400,7 @@ def load_curves(
     tracking_uri: str | None = None,
     *,
     threads: int = 8,
+    missing_ok: bool = False,
 ) -> pd.DataFrame:
     """Every logged value of ``metric`` for ``runs``, long: one row per (run, step).
 
@@ -396,6 +417,10 @@ def load_curves(
     One ``get_metric_history`` call per run (MLflow's public API): ~0.6 ms a run on SQLite
     (0.3 s for 500 runs), so its private bulk query would save little; over HTTP, where each call
     is a round trip, ``threads`` calls run at once.
+
+    A run id the store does not have, or a ``metric`` none of the runs logged (a misspelt
+    name), is a :class:`UserError` naming it, not an empty frame; ``missing_ok=True`` (and the
+    default metric, which runs still training have not logged yet) allows the latter.
     """
     if isinstance(runs, str):  # one run id, not its characters
         runs = [runs]
@@ -405,10 +430,12 @@ def load_curves(
     _require_frame(frame, "a runs frame or a list of run ids", "run_id")
     uri = resolve_tracking_uri(tracking_uri or frame.attrs.get("tracking_uri"))
     with reading_store(uri):
-        return _load_curves(frame, metric, uri, threads)
+        return _load_curves(frame, metric, uri, threads, missing_ok)
 
 
-def _load_curves(frame: pd.DataFrame, metric: str, uri: str, threads: int) -> pd.DataFrame:
+def _load_curves(
+    frame: pd.DataFrame, metric: str, uri: str, threads: int, missing_ok: bool
+) -> pd.DataFrame:
     client = open_store(uri)
     ids = list(dict.fromkeys(frame["run_id"]))
 
@@ -431,6 +458,10 @@ def _load_curves(frame: pd.DataFrame, metric: str, uri: str, threads: int) -> pd
     else:
         parts = [history(run_id) for run_id in ids]
     values = [row for part in parts for row in part]
+    without = [run_id for run_id, part in zip(ids, parts, strict=True) if not part]
+    if without:  # a run id not in the store, or a misspelt metric, would just give no rows
+        exempt = missing_ok or bool(values) or metric == CURVE_METRIC
+        _check_curve_inputs(client, uri, without, len(ids), metric, check_metric=not exempt)
     curves = pd.DataFrame(values, columns=["run_id", "step", "value", "timestamp"])
     curves["step"] = curves["step"].astype("int64")
     curves["value"] = curves["value"].astype(float)
@@ -441,6 +472,58 @@ def _load_curves(frame: pd.DataFrame, metric: str, uri: str, threads: int) -> pd
         curves = curves.join(lookup, on="run_id")
     curves = curves.sort_values(["run_id", "step", "timestamp"], kind="stable")
     return curves[["run_id", *groups, "step", "value", "timestamp"]].reset_index(drop=True)
+
+
+def _check_curve_inputs(
+    client: MlflowClient,
+    uri: str,
+    run_ids: list[str],
+    given: int,
+    metric: str,
+    *,
+    check_metric: bool,
+) -> None:
+    """A :class:`UserError` for ``run_ids`` (those of the ``given`` runs without a point of
+    ``metric``) that the store does not have; with ``check_metric``, also when none of them
+    logged ``metric`` at all."""
+    from rlbench.cli import did_you_mean
+    from rlbench.tracking.redaction import display_uri
+
+    found = {run_id: _run_or_none(client, uri, run_id) for run_id in run_ids}
+    unknown = [run_id for run_id, run in found.items() if run is None]
+    if unknown:
+        shown = ", ".join(repr(r) for r in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        raise UserError(
+            f"{len(unknown)} of the {given} run ids given to load_curves are not runs "
+            f"of the MLflow store {display_uri(uri)}: {shown}; give the run_id column of "
+            "load_runs() (or its frame) on that store"
+        )
+    names = sorted({name for run in found.values() if run for name in run.data.metrics})
+    legacy = LEGACY_NAMES.get(metric)
+    if not check_metric or metric in names or (legacy is not None and legacy in names):
+        return
+    raise UserError(
+        f"metric={metric!r} was logged by none of the {len(run_ids)} runs"
+        f"{did_you_mean(metric, names)}; their metrics: "
+        f"{', '.join(names[:12]) or 'none'}{', ...' if len(names) > 12 else ''}"
+    )
+
+
+def _run_or_none(client: MlflowClient, uri: str, run_id: str) -> Any:
+    """Run ``run_id`` of the store, or None when the store has no such run (or the id is not
+    one MLflow accepts); other failures as :func:`mlflow_call` says them."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_call(uri, f"reading run {run_id}", client.get_run, run_id)
+    except UserError as err:
+        cause = err.__context__
+        if isinstance(cause, MlflowException) and cause.error_code in (
+            "RESOURCE_DOES_NOT_EXIST",
+            "INVALID_PARAMETER_VALUE",
+        ):
+            return None
+        raise
 
 
 # --------------------------------------------------------------------------- episodes

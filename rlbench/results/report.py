@@ -513,7 +513,9 @@ def draw_figures(
                 name="probability_of_improvement_overall")  # fmt: skip
         add("profiles", plots.plot_performance_profiles, analysis.profiles, colors=colors)
     curve = schema.curve_metric(settings.metric)
-    curves = load_curves(data.scores, curve, data.runs.attrs.get("tracking_uri"))
+    # runs without a history of the curve are said in words (a section's note), not an error
+    tracking_uri = data.runs.attrs.get("tracking_uri")
+    curves = load_curves(data.scores, curve, tracking_uri, missing_ok=True)
     if settings.direction == "minimize":
         curves["value"] = -curves["value"]
     if len(curves):
