@@ -140,7 +140,12 @@ def test_a_missing_store_file_is_named_with_the_commands_own_option(tmp_path):
         "report": run(["rlbench-report", f"tracking.uri={missing}"], tmp_path).stderr,
         "verify": run(["rlbench-verify", "--tracking-uri", missing], tmp_path).stderr,
         "registry": run(["rlbench-registry", "list", "--tracking-uri", missing], tmp_path).stderr,
+        "forecast evaluate": run(
+            ["rlbench-forecast", "evaluate", MODEL, "--tracking-uri", missing], tmp_path
+        ).stderr,
     }
     assert "point tracking.uri / MLFLOW_TRACKING_URI at your store" in said["report"]
     for case in ("verify", "registry"):
         assert "point --tracking-uri / MLFLOW_TRACKING_URI at your store" in said[case], said
+    # its own hint (register a forecaster first) used to send the user to the variable alone
+    assert "point --tracking-uri / MLFLOW_TRACKING_URI at the store" in said["forecast evaluate"]

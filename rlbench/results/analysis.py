@@ -606,7 +606,7 @@ def load_study(
     """
     import optuna
 
-    from rlbench.tracking.databases import server_message, with_driver
+    from rlbench.tracking.databases import server_message, sql_backend, with_driver
     from rlbench.tracking.redaction import display_uri
 
     storage = storage or DEFAULT_STORAGE
@@ -617,6 +617,8 @@ def load_study(
                 f"no Optuna storage at {path}: run a sweep first (rlbench-train -m search=...)"
             )
         _require_optuna_tables(path)
+    elif sql_backend(storage) is not None:
+        _require_optuna_database(storage)
     storage = with_driver(storage)
     shown = display_uri(storage)
     try:
@@ -672,6 +674,26 @@ def _require_optuna_tables(path: Path) -> None:
         raise UserError(
             f"{path} is not an Optuna storage ({why or 'no studies table'}; it was left "
             "untouched): name the sweep's storage, e.g. sqlite:///outputs/optuna.db"
+        )
+
+
+def _require_optuna_database(storage: str) -> None:
+    """As :func:`_require_optuna_tables`, for a server database (PostgreSQL, MySQL, ...): its
+    catalogue is read, nothing is created."""
+    from rlbench.tracking.databases import database_tables, table_list
+    from rlbench.tracking.redaction import display_uri
+
+    tables = database_tables(storage, "the Optuna storage")
+    shown = display_uri(storage)
+    if not tables:
+        raise UserError(
+            f"no Optuna storage at {shown} (an empty database; it was left untouched): run a "
+            "sweep first (rlbench-train -m search=... hydra.sweeper.storage=<this URL>)"
+        )
+    if "studies" not in tables:
+        raise UserError(
+            f"{shown} is not an Optuna storage (its tables: {table_list(tables)}; it was left "
+            "untouched): name the sweep's storage (its hydra.sweeper.storage)"
         )
 
 

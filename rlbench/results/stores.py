@@ -110,7 +110,9 @@ def reading_store(uri: str | None) -> Iterator[None]:
             from rlbench.tracking.databases import server_message
             from rlbench.tracking.redaction import mask_passwords
 
-            said = server_message(err, uri)
+            # a UserError's own text already holds the reason: read the error behind it
+            origin = err.__context__ if isinstance(err, UserError) else err
+            said = server_message(origin, uri) if origin is not None else None
             if said is not None:
                 raise UserError(
                     f"cannot read the MLflow store {mask_passwords(uri)}: {said}"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlbench.cli import store_options
 from rlbench.errors import UserError, first_line
+from rlbench.tracking.databases import database_tables, sql_backend, table_list
 from rlbench.tracking.redaction import display_uri, mask_passwords
 from rlbench.tracking.store import HTTP_ENV_DEFAULTS, check_store, resolve_uri, sqlite_path
 
@@ -51,12 +53,14 @@ def mlflow_client(uri: str | None = None, *, missing_hint: str | None = None) ->
     progress bar (one per file floods a report's log).
     """
     uri = resolve_tracking_uri(uri)
+    hint = _in_command_terms(missing_hint) if missing_hint else no_store_hint()
     db = sqlite_path(uri)
     if db is not None:
         if not db.is_file():
-            hint = missing_hint or no_store_hint()
             raise UserError(f"no MLflow store at {display_uri(db)}: {hint}")
         _require_mlflow_tables(db)  # MLflow would make any file it opens a store
+    elif sql_backend(uri) is not None:
+        _require_mlflow_database(uri, hint)  # connects, and MLflow would make it a store
     elif not uri.startswith("sqlite:"):
         check_store(uri)  # a tracking server that does not answer fails in seconds, not minutes
     for key, value in HTTP_ENV_DEFAULTS.items():
@@ -84,6 +88,34 @@ def _require_mlflow_tables(db: Path) -> None:
             f"no MLflow store at {display_uri(db)} ({why or 'no MLflow tables in it'}): point "
             f"{store_options().key} at your MLflow store (the file was left untouched)"
         )
+
+
+def _require_mlflow_database(uri: str, hint: str) -> None:
+    """``UserError`` unless the server database ``uri`` (PostgreSQL, MySQL, ...) holds MLflow's
+    tables: its catalogue is read, nothing is created (MLflow would create its 65 tables in an
+    empty database, or stumble over another program's, as over an Optuna storage's
+    ``alembic_version``)."""
+    tables = database_tables(uri, "the MLflow store")
+    shown = display_uri(uri)
+    if not tables:
+        raise UserError(
+            f"no MLflow store at {shown} (an empty database): {hint} (it was left untouched)"
+        )
+    if "experiments" not in tables or "runs" not in tables:
+        raise UserError(
+            f"{shown} is not an MLflow store (its tables: {table_list(tables)}): point "
+            f"{store_options().key} at your MLflow store (it was left untouched)"
+        )
+
+
+def _in_command_terms(hint: str) -> str:
+    """A caller's hint with a bare ``MLFLOW_TRACKING_URI`` written as the running command names
+    its store (``--tracking-uri / MLFLOW_TRACKING_URI``): a command given ``--tracking-uri``
+    must not send its user to the variable alone."""
+    key = store_options().key
+    if key == "MLFLOW_TRACKING_URI" or key in hint:
+        return hint
+    return re.sub(r"(?<![/\w])MLFLOW_TRACKING_URI", f"{key} / MLFLOW_TRACKING_URI", hint)
 
 
 @contextlib.contextmanager

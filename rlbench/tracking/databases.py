@@ -42,6 +42,51 @@ def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql", "postgres:"))
 
 
+#: SQLAlchemy backends a store or storage may live in besides SQLite (MLflow's database engines)
+SQL_BACKENDS = frozenset({"postgresql", "mysql", "mssql", "oracle"})
+
+
+def sql_backend(url: str) -> str | None:
+    """The database backend of a server database URL (``postgresql``, ``mysql``, ...); None
+    for SQLite files, tracking servers and anything that is not a database URL."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        backend = make_url(url).get_backend_name()
+    except Exception:  # http://, a bare path, databricks: not SQLAlchemy's
+        return None
+    return backend if backend in SQL_BACKENDS else None
+
+
+def database_tables(url: str, what: str, timeout: float = CONNECT_TIMEOUT_S) -> set[str]:
+    """The tables of the database behind ``url`` (its default schema), read from the server's
+    catalogue: nothing is created or changed. A :class:`UserError` naming ``what`` and the URL
+    (password masked) when the server cannot be read."""
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.pool import NullPool
+
+    from rlbench.errors import UserError, first_line
+    from rlbench.tracking.redaction import display_uri, mask_passwords
+
+    driven = with_driver(url)
+    args = {"connect_timeout": int(timeout)} if is_postgres(driven) else {}
+    try:
+        engine = create_engine(driven, poolclass=NullPool, connect_args=args)
+        try:
+            return set(inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+    except Exception as err:
+        reason = server_message(err, driven) or mask_passwords(first_line(err))
+        raise UserError(f"cannot open {what} {display_uri(url)}: {reason}") from None
+
+
+def table_list(tables: set[str], most: int = 5) -> str:
+    """A few of ``tables`` for a message: ``runs, studies, ...``."""
+    names = sorted(tables)
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
+
+
 def engine_kwargs(url: str) -> dict[str, Any]:
     """SQLAlchemy engine arguments: a busy timeout for SQLite; for PostgreSQL a small pool
     whose connections are checked before use, and a connect timeout."""
@@ -138,7 +183,8 @@ def server_message(err: BaseException, url: str) -> str | None:
             "or name another one in the URL"
         )
     if "permission denied" in low or "insufficientprivilege" in low or "must be owner" in low:
-        found = re.search(r"permission denied for [^\n(]*", text, flags=re.IGNORECASE)
+        # up to the end of the driver's clause: not into a message already formatted around it
+        found = re.search(r"permission denied for [^\n():]*", text, flags=re.IGNORECASE)
         what = found.group(0).strip().rstrip(".") if found else "permission denied"
         return (
             f"user {user} may not create or write the tables in database {db} on {where} "
