@@ -23,6 +23,13 @@ SECRET_URL = "postgresql+psycopg2://alice:s3cr%40t@db.example.org:5432/optuna"
         ("sqlite:///outputs/optuna.db", "sqlite:///outputs/optuna.db"),  # nothing to hide
         ("http://127.0.0.1:5000/path@x", "http://127.0.0.1:5000/path@x"),  # a port, not a password
         ("https://user@host/x", "https://user@host/x"),  # a user without a password
+        # a secret query value in a sentence leaves the sentence's punctuation (it ate ':')
+        ("Optuna study 's' in postgresql://h/popt?password=pw: 1 trials in total",
+         "Optuna study 's' in postgresql://h/popt?password=***: 1 trials in total"),
+        ("at https://h/x?token=abc, then (postgresql://h/d?sslmode=a&password=p) done.",
+         "at https://h/x?token=***, then (postgresql://h/d?sslmode=a&password=***) done."),
+        ("postgresql://h/popt?password=pw:x", "postgresql://h/popt?password=***"),  # one URL
+        ("postgresql://h/popt?password=pw:", "postgresql://h/popt?password=***"),  # its end too
     ],
 )  # fmt: skip
 def test_mask_passwords(text, expected):

@@ -49,6 +49,7 @@ MIN_LITERAL = 4  # shorter known secrets are masked only where a URL's shape sho
 
 _SCHEME = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://")
 _END = re.compile(r"""[\s'"`<>]""")  # where a URL in a text ends
+_PROSE_END = re.compile(r"[:,;.!?)\]]+$")  # a sentence's punctuation after a URL
 _HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-%~]*)(?::\d*)?$")
 _REMEMBERED: set[str] = set()
 
@@ -109,9 +110,16 @@ def _spans(token: str) -> Iterator[tuple[int, int]]:
 
 
 def _url_tokens(text: str) -> Iterator[tuple[int, str]]:
+    """``(start, url)`` of each URL in ``text``. A URL that more text follows gives up its
+    trailing punctuation to the sentence (``in URL?password=x: 3 trials``): a secret query
+    value must not swallow the colon after it. A URL that ends the text keeps it (a config
+    value is one URL, and its secret may end in any character)."""
     for m in _SCHEME.finditer(text):
         end = _END.search(text, m.start())
-        yield m.start(), text[m.start() : end.start() if end else len(text)]
+        token = text[m.start() : end.start() if end else len(text)]
+        if end is not None:
+            token = _PROSE_END.sub("", token)
+        yield m.start(), token
 
 
 def url_secrets(text: str) -> list[str]:
