@@ -35,6 +35,11 @@ EXIT_INTERRUPTED = 130
 _WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR, errno.EEXIST}
 _user_wants_traceback: bool | None = None  # while run_app runs: what the user asked for
 _app_config: tuple[str, str] | None = None  # while run_app runs a Hydra app: (conf dir, name)
+#: a cluster= preset's keys for its launcher, composed onto another launcher's config
+_LAUNCHER_CLASH = re.compile(
+    r"In 'cluster/([\w-]+)': ConfigKeyError raised while composing config:\s*"
+    r"Key '([^']+)' not in '(\w+)'"
+)
 _NO_GROUP = re.compile(r"Could not override '([^']+)'\. No match in the defaults list")
 _ADDED_TWICE = re.compile(
     r"Multiple values for (\S+)\. To override a value use 'override \S+: (\S+)'"
@@ -145,14 +150,13 @@ def describe(err: BaseException) -> str:
         return storage
     missing_env = re.search(r"Environment variable '([^']+)' not found", str(err))
     if missing_env:
+        from rlbench.config import env_hint
+
         name = missing_env.group(1)
-        hint = (
-            ": a cluster= preset reads the team's stores from RLBENCH_OPTUNA_STORAGE and "
-            "MLFLOW_TRACKING_URI (docs/scale-out.md)"
-            if name in ("RLBENCH_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI")
-            else ""
-        )
-        return f"the config reads the environment variable {name}, which is not set{hint}"
+        return f"the config reads the environment variable {name}, which is not set{env_hint(name)}"
+    clash = _LAUNCHER_CLASH.search(str(err))
+    if clash:
+        return launcher_clash(*clash.groups())
     no_group = _NO_GROUP.search(str(err))
     if no_group:
         return no_such_group(no_group.group(1))
@@ -200,6 +204,42 @@ def describe(err: BaseException) -> str:
             text += " (is the folder writable? choose another output folder)"
         return text
     return f"{type(err).__name__}: {first_line(err)}"
+
+
+def launcher_clash(preset: str, key: str, launcher_conf: str) -> str:
+    """The line for ``cluster=<preset>`` beside a ``hydra/launcher=`` of another kind: the
+    preset sets its launcher's keys (``hydra.launcher.n_jobs``), which the other lacks."""
+    from rlbench.config import CONF_DIR
+
+    conf_dir = Path(_app_config[0] if _app_config else CONF_DIR)
+    launchers = _preset_launchers(conf_dir / "cluster")
+    chosen = next(
+        (a.partition("=")[2] for a in sys.argv[1:] if a.lstrip("+~").startswith("hydra/launcher=")),
+        launcher_conf,
+    )
+    own = f"the {launchers[preset]} launcher" if preset in launchers else "a launcher of its own"
+    fits = [name for name, launcher in launchers.items() if launcher == chosen]
+    if fits:
+        fix = f"or for {chosen} use {' or '.join(f'cluster={n}' for n in fits)}"
+    else:
+        known = ", ".join(f"{n} ({launcher})" for n, launcher in launchers.items())
+        fix = f"but no cluster= preset uses {chosen} (presets and their launchers: {known})"
+    return (
+        f"cluster={preset} runs its jobs through {own} and sets hydra.launcher.{key}, "
+        f"which hydra/launcher={chosen} does not have: drop hydra/launcher={chosen} (the preset "
+        f"sets the launcher itself), {fix}"
+    )
+
+
+def _preset_launchers(folder: Path) -> dict[str, str]:
+    """``{preset: launcher}`` of the cluster= presets in ``folder`` (their defaults list's
+    ``override /hydra/launcher: X``)."""
+    found = {}
+    for file in sorted(folder.glob("*.yaml")):
+        match = re.search(r"override /?hydra/launcher:\s*([\w-]+)", file.read_text())
+        if match:
+            found[file.stem] = match.group(1)
+    return found
 
 
 def no_such_group(group: str) -> str:

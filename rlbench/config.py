@@ -96,8 +96,50 @@ def check_seed_overlap(cfg: DictConfig) -> None:
         )
 
 
+#: a value that is only a required environment variable (``${oc.env:NAME}``, no default)
+_REQUIRED_ENV = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)\}")
+#: the variables the cluster= presets read the team's stores from
+CLUSTER_ENV = ("RLBENCH_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI")
+
+
+def env_hint(name: str) -> str:
+    """What a variable the cluster= presets read is for (empty for other variables)."""
+    if name not in CLUSTER_ENV:
+        return ""
+    return (
+        ": a cluster= preset reads the team's stores from RLBENCH_OPTUNA_STORAGE and "
+        "MLFLOW_TRACKING_URI (docs/scale-out.md)"
+    )
+
+
+def check_env_values(cfg: DictConfig) -> None:
+    """A :class:`UserError` for a config value that is only ``${oc.env:NAME}`` (the variable is
+    required) while ``NAME`` is set but empty. OmegaConf reads it as ``''``: a cluster= preset's
+    storage would be "not a database URL: ''", and its ``tracking.uri`` silently the local
+    default store instead of the team's (which is what the preset exists to share)."""
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+        elif isinstance(node, str) and (found := _REQUIRED_ENV.fullmatch(node.strip())):
+            name = found.group(1)
+            if os.environ.get(name) == "":
+                what = "the team's store URL" if name in CLUSTER_ENV else "a value"
+                raise UserError(
+                    f"{path} reads the environment variable {name}, which is set but empty: "
+                    f"give it {what} (export {name}=...){env_hint(name)}"
+                )
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Reject budgets and settings that cannot work, before anything is built or logged."""
+    check_env_values(cfg)
     for group in ("env", "algo", "train", "eval", "tracking"):
         node = cfg.get(group)
         if not isinstance(node, DictConfig):

@@ -156,6 +156,54 @@ def test_cluster_presets_set_storage_tracking_and_launcher(cli, monkeypatch, pre
         assert "environment variable RLBENCH_OPTUNA_STORAGE, which is not set" in missing.err
 
 
+@pytest.mark.parametrize(
+    ("preset", "launcher", "fix"),
+    [
+        ("team", "submitit_local", "or for submitit_local use cluster=slurm_local"),
+        ("slurm", "joblib", "or for joblib use cluster=team"),
+        ("team", "basic", "but no cluster= preset uses basic (presets and their launchers: "),
+    ],
+)
+def test_a_cluster_preset_beside_another_launcher_names_the_preset_that_fits(
+    cli, monkeypatch, preset, launcher, fix
+):
+    """It used to be Hydra's "ConfigKeyError ... Key 'n_jobs' not in 'LocalQueueConf'"."""
+    monkeypatch.setenv("RLBENCH_OPTUNA_STORAGE", "postgresql://u@db.example/optuna")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    done = cli("-m", "search=threshold", f"cluster={preset}", f"hydra/launcher={launcher}")
+    errors = [line for line in done.err.splitlines() if line.startswith("error: ")]
+    assert done.code == 2 and len(errors) == 1, done.err
+    assert errors[0].startswith(f"error: cluster={preset} runs its jobs through the "), errors
+    assert (
+        f"drop hydra/launcher={launcher} (the preset sets the launcher itself), {fix}"
+        in (errors[0])
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "key", "args"),
+    [
+        ("RLBENCH_OPTUNA_STORAGE", "cluster.storage", ["-m", "search=threshold"]),
+        ("MLFLOW_TRACKING_URI", "tracking.uri", ["debug=fast", "train.progress=off"]),
+    ],
+)
+def test_a_cluster_preset_refuses_a_store_variable_set_but_empty(
+    cli, monkeypatch, tmp_path, variable, key, args
+):
+    """An empty RLBENCH_OPTUNA_STORAGE was "not a database URL: ''" without naming it; an
+    empty MLFLOW_TRACKING_URI sent a team's runs to the local sqlite:///outputs/mlflow.db."""
+    monkeypatch.setenv("RLBENCH_OPTUNA_STORAGE", "postgresql://u@db.example/optuna")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    monkeypatch.setenv(variable, "")
+    done = cli(*args, "cluster=team")
+    assert done.code == 2, done.err
+    assert (
+        f"error: {key} reads the environment variable {variable}, which is set but empty: "
+        f"give it the team's store URL (export {variable}=...)"
+    ) in done.err
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
 # --------------------------------------------------------------------------- on the servers
 
 
