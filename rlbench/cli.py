@@ -60,6 +60,12 @@ class StoreOptions:
         """The option naming the store ``value``: ``--tracking-uri V`` or ``tracking.uri=V``."""
         return f"{self.key} {value}" if self.key.startswith("-") else f"{self.key}={value}"
 
+    def named(self) -> str:
+        """How a user points this command at a store: its own option, and the variable every
+        command also reads (``--tracking-uri / MLFLOW_TRACKING_URI``)."""
+        key = "MLFLOW_TRACKING_URI"
+        return key if self.key == key else f"{self.key} / {key}"
+
     def alternatives(self) -> str:
         """``, or <another store>[, or <no store>]``: what else to do, to end a hint with."""
         text = f", or {self.set_to('sqlite:///outputs/mlflow.db')}"

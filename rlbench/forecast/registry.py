@@ -35,10 +35,17 @@ from rlbench.tracking.redaction import display_uri
 from rlbench.tracking.store_template import cache_dir
 
 LATEST = "latest"
-NO_STORE_HINT = (
-    "register a forecaster first (rlbench-forecast train --register NAME) or name the store "
-    "that has it (tracking.uri=, or --tracking-uri; else MLFLOW_TRACKING_URI)"
-)
+
+
+def no_store_hint() -> str:
+    """What to do when the store holds no forecaster, in the running command's own terms
+    (``tracking.uri``, ``--tracking-uri`` or ``MLFLOW_TRACKING_URI``)."""
+    from rlbench.cli import store_options
+
+    return (
+        "register a forecaster first (rlbench-forecast train --register NAME) or point "
+        f"{store_options().named()} at the store that has it"
+    )
 
 
 def register_forecaster(
@@ -102,7 +109,7 @@ def local_model_dir(uri: str, tracking_uri: str | None = None) -> Path:
     tracking server is unreachable."""
     name, _, _ = parse(uri)
     store = resolve_tracking_uri(tracking_uri)
-    client = mlflow_client(store, missing_hint=NO_STORE_HINT)
+    client = mlflow_client(store, missing_hint=no_store_hint())
     version = _version_now(client, store, uri)
     found = mlflow_call(store, "reading the model version", client.get_model_version, name, version)
     key = hashlib.sha256(f"{store}\n{name}\n{version}\n{found.source}".encode()).hexdigest()
@@ -158,7 +165,7 @@ def pinned_reference(uri: str, tracking_uri: str | None = None) -> str:
     after the alias moves on."""
     name, _, _ = parse(uri)
     store = resolve_tracking_uri(tracking_uri)
-    client = mlflow_client(store, missing_hint=NO_STORE_HINT)
+    client = mlflow_client(store, missing_hint=no_store_hint())
     return f"models:/{name}/{_version_now(client, store, uri)}"
 
 
@@ -177,7 +184,7 @@ def version_with_weights(name: str, sha256: str, tracking_uri: str | None = None
     from mlflow.exceptions import MlflowException
 
     store = resolve_tracking_uri(tracking_uri)
-    client = mlflow_client(store, missing_hint=NO_STORE_HINT)
+    client = mlflow_client(store, missing_hint=no_store_hint())
     try:
         found = client.search_model_versions(f"name = '{name}'")
     except MlflowException:

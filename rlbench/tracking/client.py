@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,12 +26,7 @@ if TYPE_CHECKING:
 
 def no_store_hint() -> str:
     """The end of "no MLflow store at ...": how the running command is pointed at a store."""
-    options = store_options()
-    named = (
-        options.key
-        if options.key == "MLFLOW_TRACKING_URI"
-        else f"{options.key} / MLFLOW_TRACKING_URI"
-    )
+    named = store_options().named()
     return f"train something first (rlbench-train ...) or point {named} at your store"
 
 
@@ -53,7 +47,7 @@ def mlflow_client(uri: str | None = None, *, missing_hint: str | None = None) ->
     progress bar (one per file floods a report's log).
     """
     uri = resolve_tracking_uri(uri)
-    hint = _in_command_terms(missing_hint) if missing_hint else no_store_hint()
+    hint = missing_hint or no_store_hint()
     db = sqlite_path(uri)
     if db is not None:
         if not db.is_file():
@@ -106,16 +100,6 @@ def _require_mlflow_database(uri: str, hint: str) -> None:
             f"{shown} is not an MLflow store (its tables: {table_list(tables)}): point "
             f"{store_options().key} at your MLflow store (it was left untouched)"
         )
-
-
-def _in_command_terms(hint: str) -> str:
-    """A caller's hint with a bare ``MLFLOW_TRACKING_URI`` written as the running command names
-    its store (``--tracking-uri / MLFLOW_TRACKING_URI``): a command given ``--tracking-uri``
-    must not send its user to the variable alone."""
-    key = store_options().key
-    if key == "MLFLOW_TRACKING_URI" or key in hint:
-        return hint
-    return re.sub(r"(?<![/\w])MLFLOW_TRACKING_URI", f"{key} / MLFLOW_TRACKING_URI", hint)
 
 
 @contextlib.contextmanager
