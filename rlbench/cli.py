@@ -335,8 +335,10 @@ def run_app(
     if _user_wants_traceback:
         try:
             app()
-        finally:
+        finally:  # as below: an in-process caller's next command starts clean
             _user_wants_traceback = None
+            set_store_options(None)
+            _app_config = None
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us rather than Hydra's printer
     stdout, stderr, parser_error = sys.stdout, sys.stderr, argparse.ArgumentParser.error
