@@ -149,3 +149,19 @@ def test_a_missing_store_file_is_named_with_the_commands_own_option(tmp_path):
         assert "point --tracking-uri / MLFLOW_TRACKING_URI at your store" in said[case], said
     # its own hint (register a forecaster first) used to send the user to the variable alone
     assert "point --tracking-uri / MLFLOW_TRACKING_URI at the store" in said["forecast evaluate"]
+
+
+def test_the_ui_hint_names_the_store_the_run_went_to(monkeypatch, tmp_path):
+    """MLFLOW_TRACKING_URI set but empty: the run went to the embedded store, and the hint
+    said "the tracking server's UI" (no server) instead of how to start the UI on it."""
+    from omegaconf import OmegaConf
+
+    from rlbench.run.main import ui_hint
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    hint = ui_hint(OmegaConf.create({"tracking": {"uri": ""}}))
+    assert hint.startswith("start it with: ") and f"sqlite:///{tmp_path}/outputs/mlflow.db" in hint
+    assert ui_hint(OmegaConf.create({"tracking": {"uri": "http://mlflow:5000"}})) == (
+        "the tracking server's UI"
+    )

@@ -53,7 +53,9 @@ def app(cfg: DictConfig) -> float:
 
 def ui_hint(cfg: DictConfig) -> str:
     """How to start the UI the link points at, for a SQLite store (a server serves its own)."""
-    uri = str(cfg.tracking.uri)
+    from rlbench.tracking.store import resolve_uri
+
+    uri = resolve_uri(cfg.tracking.uri or None)  # the store the run went to ("" is the default)
     if not uri.startswith("sqlite:"):
         return "the tracking server's UI"
     return f"start it with: {ui_command(uri)}"
