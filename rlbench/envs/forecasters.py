@@ -39,6 +39,8 @@ MODES = ("none", "naive", "last_value", "lstm", "oracle")
 
 #: URI prefix -> "module:function" turning such a reference into a local model folder
 URI_RESOLVERS: dict[str, str] = {"models:/": "rlbench.forecast.registry:local_model_dir"}
+#: pins a registered policy's forecaster to the weights it trained with (the registry's layer)
+POLICY_PINNER = "rlbench.forecast.registry:pin_policy_forecaster"
 
 
 @runtime_checkable
@@ -150,6 +152,14 @@ def resolve_model(reference: str, store: str | None = None) -> Path:
             module, name = entry.split(":")
             return Path(getattr(importlib.import_module(module), name)(reference, store))
     return Path(reference).expanduser()
+
+
+def pin_policy_forecaster(env_kwargs: dict, trained_sha256: str | None, store: str | None):
+    """A policy's env settings with its forecaster pinned to the weights it was trained with
+    (:data:`POLICY_PINNER`, imported by name like the resolvers): the policy registry calls
+    it, a layer below the forecasters' registry."""
+    module, name = POLICY_PINNER.split(":")
+    return getattr(importlib.import_module(module), name)(env_kwargs, trained_sha256, store)
 
 
 def with_local_model(env_kwargs: dict, store: str | None) -> dict:

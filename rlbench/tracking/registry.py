@@ -135,7 +135,7 @@ def _trained_forecaster(tags: dict[str, str]) -> str | None:
 
 def _pinned_env(env_kwargs: dict[str, Any], trained: str | None, uri: str) -> Any:
     """A policy's env settings with its trained forecaster pinned (:mod:`rlbench.forecast`)."""
-    from rlbench.forecast.registry import pin_policy_forecaster
+    from rlbench.envs.forecasters import pin_policy_forecaster
 
     return pin_policy_forecaster(env_kwargs, trained, uri)
 
