@@ -40,6 +40,19 @@ class AutoscalingCore(Core):
         "queue": "mean",
         "load_pct": "mean",
     }
+    info_units: ClassVar[dict[str, str]] = {
+        "cost": "instance cost ($ per episode)",
+        "sla_violation": "SLA violations (steps per episode)",
+        "utilisation": "utilisation (0-1, mean)",
+        "dropped": "dropped (requests per episode)",
+        "instances": "instances (running, mean)",
+        "queue": "queue (requests waiting, mean)",
+        "load_pct": "load (%, mean)",
+        "scale_action": "scale actions (per episode)",
+    }
+    return_meaning: ClassVar[str] = (
+        "minus dollars (instances, waiting and dropped requests, scaling), so closer to 0 is better"
+    )
     # running instances, utilisation, queue: 25 x 10 x 5 = 1250 states; q_init about the
     # return scale (pessimistic), so untried actions do not look best (measured: with 0 the
     # greedy policy sometimes walked into unvisited states and collapsed to about -1700).

@@ -43,6 +43,11 @@ class Core(abc.ABC):
     ``render_keys`` names the ``info`` entries that the ``rgb_array`` plot draws, one panel each;
     ``info_aggregates`` says how evaluation summarises each ``info`` entry over an episode
     (``"sum"``: totals such as cost or violations; ``"mean"``: levels such as utilisation).
+    ``info_units`` says, once for every reader (the report's operations table), what each
+    aggregate means with its unit and summary: ``"cost ($ per episode)"``, ``"utilisation
+    (0-1, mean)"``; every ``info_aggregates`` key has one (tested), in the order the report
+    shows them. ``return_meaning`` is one short clause on what an episode's return measures
+    (``"minus dollars, so closer to 0 is better"``), for reports that compare returns.
     ``tabular_hint`` suggests a discretisation for tabular agents (``obs_indices``, ``bins``,
     ``low``, ``high``, ``q_init``), used where the ``algo`` config leaves them unset.
     """
@@ -51,6 +56,8 @@ class Core(abc.ABC):
     action_space: spaces.Discrete
     render_keys: ClassVar[tuple[str, ...]] = ()
     info_aggregates: ClassVar[dict[str, str]] = {}
+    info_units: ClassVar[dict[str, str]] = {}
+    return_meaning: ClassVar[str] = ""
     tabular_hint: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, num_envs: int) -> None:

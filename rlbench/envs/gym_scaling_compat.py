@@ -59,6 +59,18 @@ class GymScalingCompatCore(Core):
         "instances": "mean",
         "queue": "mean",
     }
+    info_units: ClassVar[dict[str, str]] = {
+        "cost": "billed cost ($ per episode, gym-scaling's billing)",
+        "instances": "instances (mean)",
+        "load_pct": "load (%, mean)",
+        "queue": "queue (requests waiting, mean)",
+        "scale_action": "scale actions (per episode)",
+        "penalty": "out-of-range penalty (reward per episode, -0.1 each)",
+    }
+    return_meaning: ClassVar[str] = (
+        "gym-scaling's unitless reward: minus idle capacity, a queue term and range penalties "
+        "per step, so closer to 0 is better"
+    )
     # n/max, load/100 and the raw queue (binned over 0..1000 requests).
     tabular_hint: ClassVar[dict[str, Any]] = {
         "obs_indices": [0, 1, 4],

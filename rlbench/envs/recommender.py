@@ -101,6 +101,21 @@ class RecommenderCore(Core):
         "match": "mean",
         "best_action": "mean",
     }
+    info_units: ClassVar[dict[str, str]] = {
+        "liked": "liked (share, 0-1)",
+        "disliked": "disliked (share, 0-1)",
+        "completed": "completed (share, 0-1)",
+        "skipped": "skipped (share, 0-1)",
+        "shared": "shared (share, 0-1)",
+        "completion": "completion (0-1, mean)",
+        "match": "match (1 - level distance / 6, 0-1, mean)",
+        "best_action": "best strategy chosen (share, 0-1)",
+        "mood_change": "mood change (-0.5 to 0.5, mean)",
+    }
+    return_meaning: ClassVar[str] = (
+        "the seed's reward summed over a session (likes, completions, shares and mood gains "
+        "earn; dislikes and skips cost), so higher is better"
+    )
     # every context value is evenly spaced, so these bins give back the seed's discrete state
     tabular_hint: ClassVar[dict[str, Any]] = {"bins": [5, 5, 5, 5, 5, 3, 5, 4]}
 

@@ -43,6 +43,20 @@ class ScriptSchedulerCore(Core):
         "runs": "sum",
         "at_floor": "sum",
     }
+    info_units: ClassVar[dict[str, str]] = {
+        "regret": "regret (abs(interval - ideal) / ideal, mean)",
+        "interval": "run interval (minutes, mean)",
+        "ideal": "user's ideal interval (minutes, mean)",
+        "runs": "script runs (scheduled + manual, per episode)",
+        "manual_runs": "manual runs (per episode)",
+        "requests": "preference requests (per episode)",
+        "preference": "preference (+1 more often, -1 less often; mean)",
+        "at_floor": "steps at min_interval (per episode)",
+    }
+    return_meaning: ClassVar[str] = (
+        "minus the run interval's relative error to the user's hidden ideal and a cost per run, "
+        "so closer to 0 is better (reward_mode=seed: the seed's reward instead)"
+    )
 
     def __init__(
         self,

@@ -155,6 +155,20 @@ class SelfHealingCore(Core):
         "mean_recovery_time": "sum",
         "utilisation": "mean",
     }
+    info_units: ClassVar[dict[str, str]] = {
+        "success_rate": "success rate (heals / attempts, 0-1)",
+        "mean_recovery_time": "mean recovery time (seconds per heal)",
+        "healed": "incidents healed (per episode)",
+        "incident": "healing attempts (per episode)",
+        "failed_action": "failed attempts (per episode)",
+        "escalated": "escalated to an operator (per episode)",
+        "recovery_time": "recovery time (seconds summed per episode)",
+        "utilisation": "utilisation (load / replicas, mean)",
+    }
+    return_meaning: ClassVar[str] = (
+        "the seed's healing reward (+10 a heal, -10 a failed attempt, -5 more for repeats, "
+        "-1 an action on a healthy service), so higher is better"
+    )
     # the symptoms that tell the failures apart: cpu, memory, error rate, dependency health
     tabular_hint: ClassVar[dict[str, Any]] = {"obs_indices": [0, 1, 2, 5], "bins": 2}
 

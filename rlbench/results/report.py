@@ -19,10 +19,10 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -54,11 +54,12 @@ from rlbench.tracking.links import number
 from rlbench.tracking.redaction import mask_passwords
 from rlbench.tracking.schema import SCORE_METRIC, TRAJECTORY_ARTIFACT
 
+if TYPE_CHECKING:
+    from rlbench.envs.base import Core
+
 log = logging.getLogger(__name__)
 
 DECISION_COLUMNS = ("step", "influx", "capacity", "instances", "queue")
-# final test/* aggregates shown in the operations table when the runs logged them
-OPS_METRICS = ("cost", "sla_violation", "utilisation", "dropped", "instances", "queue")
 # score_table columns that are not an environment aggregate
 NOT_OPS = {
     "run_id",
@@ -272,11 +273,55 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
 
+def env_cores(data: ReportData) -> dict[str, type[Core] | None]:
+    """Each compared environment's numpy core, which says what its aggregates and return mean
+    (``info_units``, ``return_meaning``): found by the ``env.id`` its runs logged, else by its
+    ``conf/env/<name>.yaml``; None for an environment rlbench does not implement (a gymnasium
+    id such as CartPole-v1)."""
+    runs = data.runs
+    ids: dict[str, str] = {}
+    if {"env", "params.env.id"} <= set(runs.columns):
+        logged = runs[["env", "params.env.id"]].dropna().drop_duplicates("env")
+        ids = dict(zip(logged["env"].astype(str), logged["params.env.id"].astype(str), strict=True))
+    envs = sorted(data.scores["env"].astype(str).unique())
+    return {env: _core_class(ids.get(env) or _conf_env_id(env)) for env in envs}
+
+
+def _conf_env_id(name: str) -> str | None:
+    """The ``id`` of ``conf/env/<name>.yaml`` (runs logged without ``env.id``), or None."""
+    from omegaconf import OmegaConf
+
+    from rlbench.config import CONF_DIR
+
+    path = Path(CONF_DIR) / "env" / f"{name}.yaml"
+    if not re.fullmatch(r"\w+", name) or not path.is_file():
+        return None
+    env_id = OmegaConf.load(path).get("id")
+    return str(env_id) if env_id else None
+
+
+def _core_class(env_id: str | None) -> type[Core] | None:
+    from rlbench.envs import ENVIRONMENTS, env_class
+
+    return env_class(env_id).core_cls if env_id in ENVIRONMENTS else None
+
+
+def draws_decisions(core: type[Core] | None) -> bool:
+    """Whether the decisions panel fits an environment: it plots a load against capacity, the
+    instances and the queue (autoscaling's and gym_scaling's ``render_keys``)."""
+    return core is not None and set(DECISION_COLUMNS[1:]) <= set(core.render_keys)
+
+
 def _gather_trajectories(data: ReportData, settings: ReportSettings) -> None:
-    """One evaluation episode per (env, load, algo): the representative run's trajectory."""
+    """One evaluation episode per (env, load, algo): the representative run's trajectory, for
+    the environments a decisions panel fits (:func:`draws_decisions`)."""
+    fits = [env for env, core in env_cores(data).items() if draws_decisions(core)]
+    scores = data.scores[data.scores["env"].isin(fits)]
+    if scores.empty:
+        return
     uri = data.runs.attrs.get("tracking_uri", settings.tracking_uri)
-    episodes = load_trajectories(data.scores, uri)
-    chosen = representative_runs(data.scores)
+    episodes = load_trajectories(scores, uri)
+    chosen = representative_runs(scores)
     for run in chosen.itertuples(index=False):
         frame = episodes[episodes["run_id"] == run.run_id]
         if frame.empty or not set(DECISION_COLUMNS) <= set(frame.columns):
@@ -439,27 +484,18 @@ def _stats_table(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-OPS_UNITS = {
-    "cost": "cost ($ per episode)",
-    "sla_violation": "SLA violations (steps per episode)",
-    "dropped": "dropped (requests per episode)",
-    "scale_action": "scale actions (per episode)",
-    "utilisation": "utilisation (0-1, mean)",
-    "instances": "instances (mean)",
-    "queue": "queue (requests, mean)",
-    "load_pct": "load (%, mean)",
-}
-
-
-def _ops_table(scores: pd.DataFrame, order: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+def _ops_table(
+    scores: pd.DataFrame, order: Sequence[str], units: Mapping[str, str]
+) -> tuple[list[str], list[list[str]]]:
     """Mean of every environment aggregate the runs logged (cost, like rate, recovery time...),
-    each headed with its unit where rlbench knows it."""
-    first = [c for c in OPS_METRICS if c in scores.columns]
+    each headed with what it means and its unit as the environment declares them (``units``,
+    its ``info_units``, in their order); any other one by its name, after them."""
+    first = [c for c in units if c in scores.columns]
     rest = sorted(c for c in scores.columns if c not in NOT_OPS and c not in first)
     cols = [c for c in [*first, *rest] if pd.api.types.is_numeric_dtype(scores[c])]
     cols = [c for c in cols if scores[c].notna().any()]
     means = scores.groupby("algo")[cols].mean()
-    header = ["algorithm", *(OPS_UNITS.get(c, c) for c in cols)]
+    header = ["algorithm", *(units.get(c, c) for c in cols)]
     shown = [a for a in order if a in means.index]
     return header, [[a, *(number(means.loc[a, c]) for c in cols)] for a in shown]
 
@@ -561,11 +597,13 @@ def compose(
     """The report, winners first."""
     doc = Document()
     scores = data.scores
+    cores = env_cores(data)
     doc.heading(1, f"rlbench report: {settings.name}")
+    returns = settings.metric == SCORE_METRIC and settings.direction == "maximize"
     unit = (
         "the run's test return: reward summed over one evaluation episode, averaged over its "
-        "held-out test episodes (autoscaling: minus dollars, so closer to 0 is better)"
-        if settings.metric == SCORE_METRIC and settings.direction == "maximize"
+        "held-out test episodes"
+        if returns
         else f"{_metric_label(settings)}, the final value of each run (higher is better)"
     )
     seeds = scores.groupby(["env", "load", "algo"]).size()
@@ -582,6 +620,8 @@ def compose(
         f"score is {unit}; overall, 0 = `{settings.baseline}`'s mean and 1 = the best mean on "
         "each pattern."
     )
+    if returns:
+        _return_meanings(doc, cores)
     note = degenerate_note(analysis.per_load, scores)
     if note:
         doc.para(note)
@@ -638,7 +678,8 @@ def compose(
         doc.heading(3, task_label(env, load))
         doc.table(*_stats_table(group))
         cell = scores[(scores["env"] == env) & (scores["load"] == load)]
-        header, rows = _ops_table(cell, list(group.sort_values("rank")["algo"]))
+        units = getattr(cores.get(env), "info_units", {})
+        header, rows = _ops_table(cell, list(group.sort_values("rank")["algo"]), units)
         if len(header) > 1:
             doc.para("Operations metrics of the final evaluation (mean over runs):")
             doc.table(header, rows)
@@ -690,19 +731,7 @@ def compose(
     else:
         doc.para(f"No run logged a history of `{schema.curve_metric(settings.metric)}`.")
 
-    doc.heading(2, "Decisions")
-    doc.para(
-        "One evaluation episode per algorithm (the run closest to its median score), best "
-        "ranked first: demand against capacity, running instances, queued requests."
-    )
-    for path in figures["decisions"]:
-        doc.image(path, path.stem.replace("_", " "))
-    if data.missing_trajectories:
-        doc.para(
-            "Decision panels plot autoscaling episodes (columns "
-            f"{', '.join(DECISION_COLUMNS)} of `{TRAJECTORY_ARTIFACT}`); none for: "
-            + "; ".join(data.missing_trajectories)
-        )
+    _decisions_section(doc, data, cores, figures["decisions"])
     _every_run_section(doc, data, settings)
     doc.heading(2, "Definitions")
     doc.lines(
@@ -724,6 +753,46 @@ def compose(
         ]
     )
     return doc
+
+
+def _return_meanings(doc: Document, cores: Mapping[str, type[Core] | None]) -> None:
+    """What the return measures on each compared environment, as the environment says
+    (``return_meaning``): a sentence for one, a list for several; nothing for an environment
+    that does not say (a gymnasium id)."""
+    said = {env: core.return_meaning for env, core in cores.items() if core and core.return_meaning}
+    if len(said) == 1:
+        ((env, meaning),) = said.items()
+        doc.para(f"On {env} the return is {meaning}.")
+    elif said:
+        doc.para("What the return measures:")
+        doc.lines([f"- **{env}**: {meaning}" for env, meaning in said.items()])
+
+
+def _decisions_section(
+    doc: Document, data: ReportData, cores: Mapping[str, type[Core] | None], paths: list[Path]
+) -> None:
+    """The decisions panels, described only when drawn, and the environments they do not fit."""
+    doc.heading(2, "Decisions")
+    if paths:
+        drawn = sorted({env for env, _ in data.trajectories})
+        doc.para(
+            f"One evaluation episode per algorithm on {names(drawn, bold=False)} (the run "
+            "closest to its median score), best ranked first: demand against capacity, running "
+            "instances, queued requests."
+        )
+        for path in paths:
+            doc.image(path, path.stem.replace("_", " "))
+    if data.missing_trajectories:
+        doc.para(
+            f"No episode to draw (columns {', '.join(DECISION_COLUMNS)} of "
+            f"`{TRAJECTORY_ARTIFACT}`) for: " + "; ".join(data.missing_trajectories)
+        )
+    others = [env for env, core in cores.items() if not draws_decisions(core)]
+    if others:
+        doc.para(
+            "Decision panels plot a load against capacity, instances and queue; "
+            f"{names(others, bold=False)} {'has' if len(others) == 1 else 'have'} none."
+        )
 
 
 def _every_run_section(doc: Document, data: ReportData, settings: ReportSettings) -> None:

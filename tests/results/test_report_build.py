@@ -62,15 +62,20 @@ def _trajectory(tmp: Path, instances: int) -> Path:
 
 
 def log_run(client, exp_id, tmp, *, algo, load, seed, score, status="FINISHED", tags=None,
-            metric=True, trajectory=True, legacy=False) -> str:  # fmt: skip
+            metric=True, trajectory=True, legacy=False, env="autoscaling",
+            env_id="rlbench/Autoscaling-v0", aggregates=None) -> str:  # fmt: skip
     """One training run as rlbench-train logs it (the parts the report reads); ``legacy``: as it
-    logged runs before validation and test were split (one ``eval/`` name for both)."""
+    logged runs before validation and test were split (one ``eval/`` name for both);
+    ``load=None``: an environment without load patterns; ``aggregates``: its final ``test/*``
+    aggregates (default: autoscaling's cost)."""
     from mlflow.entities import Metric, Param
 
     tags = {"rlbench.run_key": f"{algo}-{load}-{seed}", **(tags or {})}
     run_id = client.create_run(exp_id, run_name=f"{algo}-{load}-s{seed}", tags=tags).info.run_id
-    params = {"algo.name": algo, "env.name": "autoscaling", "env.load": load, "seed": seed,
-              "env.id": "rlbench/Autoscaling-v0", "train.total_steps": STEPS[-1]}  # fmt: skip
+    params = {"algo.name": algo, "env.name": env, "env.load": load, "seed": seed,
+              "env.id": env_id, "train.total_steps": STEPS[-1]}  # fmt: skip
+    params = {k: v for k, v in params.items() if v is not None}
+    aggregates = {"cost": -score / 2} if aggregates is None else aggregates
     metrics = []
     if metric and legacy:
         # a learning curve rising to the final score; the last value is the score
@@ -81,8 +86,8 @@ def log_run(client, exp_id, tmp, *, algo, load, seed, score, status="FINISHED", 
         # a validation curve rising towards the score, then the held-out test score
         metrics = [Metric(CURVE_METRIC, score * (1 + 0.5 * (3 - i)), 0, s)
                    for i, s in enumerate(STEPS[:-1], start=1)]  # fmt: skip
-        metrics += [Metric(SCORE_METRIC, score, 0, STEPS[-1]),
-                    Metric(held_out_metric("cost"), -score / 2, 0, STEPS[-1])]  # fmt: skip
+        metrics += [Metric(SCORE_METRIC, score, 0, STEPS[-1])]
+        metrics += [Metric(held_out_metric(k), v, 0, STEPS[-1]) for k, v in aggregates.items()]
     client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
     if trajectory:
         client.log_artifact(run_id, str(_trajectory(tmp, 10 + seed)), "eval")
@@ -481,3 +486,80 @@ def test_the_first_page_says_when_the_runs_were_made_by_different_code():
     assert line.startswith("- code: **mixed**: c0ae0c01 (2 runs), c0ae0c01 with uncommitted")
     clean = ReportData(runs=runs.iloc[:2], scores=scores.iloc[:2], excluded={})
     assert _code_line(clean) == ["- code: every run at commit c0ae0c01 (2 runs)"]
+
+
+def section(text: str, heading: str) -> str:
+    """The text of the report's ``## heading`` section, without its heading."""
+    return text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0].strip()
+
+
+def test_every_environment_says_what_its_aggregates_and_its_return_mean():
+    """The report heads each aggregate with what the environment declares (``info_units``)
+    and says what its return is (``return_meaning``): one declaration per environment, so
+    none may be missing."""
+    from rlbench.envs import ENVIRONMENTS, env_class
+
+    for env_id in ENVIRONMENTS:
+        core = env_class(env_id).core_cls
+        assert set(core.info_units) == set(core.info_aggregates), env_id
+        for key, unit in core.info_units.items():  # a name and, in brackets, unit and summary
+            assert unit.endswith(")") and "(" in unit and "|" not in unit, (env_id, key, unit)
+        assert core.return_meaning and "better" in core.return_meaning, env_id
+
+
+def test_autoscaling_report_heads_its_aggregates_with_units_and_says_what_its_return_is(report):
+    _, text = report
+    assert "| algorithm | instance cost ($ per episode) |" in text
+    assert "On autoscaling the return is minus dollars" in first_screen(text)
+    decisions = section(text, "Decisions")
+    assert decisions.startswith("One evaluation episode per algorithm on autoscaling (the run")
+    assert "none" not in decisions  # every environment here has decision panels
+
+
+@pytest.fixture(scope="module")
+def recommender_report(mlflow_template, tmp_path_factory):
+    """A report of recommender runs only (no load patterns, no decision panels)."""
+    from mlflow.tracking import MlflowClient
+
+    from rlbench.envs.recommender import RecommenderCore
+
+    root = tmp_path_factory.mktemp("recommender-store")
+    shutil.copyfile(mlflow_template, root / "mlflow.db")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("rlbench", artifact_location=(root / "art").as_uri())
+    for algo, base in (("qlearning", 50.0), ("random", 20.0)):
+        for seed in range(4):
+            aggregates = {key: 0.1 * (seed + 1) for key in RecommenderCore.info_aggregates}
+            log_run(client, exp_id, root, algo=algo, load=None, seed=seed, score=base + seed,
+                    trajectory=False, env="recommender", env_id="rlbench/Recommender-v0",
+                    aggregates=aggregates)  # fmt: skip
+    settings = {"name": "rec", "output_dir": root / "r", "tracking_uri": uri, "reps": 200}
+    path = build_report(ReportSettings(**settings, log_to_mlflow=False))
+    return path.read_text(), RecommenderCore
+
+
+def test_a_recommender_report_speaks_of_recommendations_not_of_autoscaling(recommender_report):
+    text, core = recommender_report
+    assert "autoscaling" not in text and "dollars" not in text
+    assert "On recommender the return is the seed's reward summed over a session" in first_screen(
+        text
+    )
+    header = next(line for line in text.splitlines() if line.startswith("| algorithm | liked"))
+    assert header == "| algorithm | " + " | ".join(core.info_units.values()) + " |"
+    decisions = section(text, "Decisions")
+    assert "demand against capacity" not in decisions  # no panel, so no panel described
+    assert decisions.endswith("recommender has none.")
+
+
+def test_environments_are_found_by_their_logged_id_or_their_config():
+    from rlbench.envs.gym_scaling_compat import GymScalingCompatCore
+    from rlbench.envs.scheduler import ScriptSchedulerCore
+    from rlbench.results.report import env_cores
+
+    scores = pd.DataFrame({"env": ["scheduler", "CartPole-v1", "mine"]})
+    runs = pd.DataFrame({"env": ["mine"], "params.env.id": ["rlbench/GymScalingCompat-v0"]})
+    cores = env_cores(ReportData(runs=runs, scores=scores, excluded={}))
+    assert cores == {
+        "CartPole-v1": None, "mine": GymScalingCompatCore, "scheduler": ScriptSchedulerCore
+    }  # fmt: skip
