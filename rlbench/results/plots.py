@@ -297,7 +297,7 @@ def plot_intervals(
             ax.xaxis.set_major_locator(MaxNLocator(4))
             ax.grid(axis="x", alpha=0.3)
     fig.suptitle(
-        f"Final scores ({unit}) with 95% stratified bootstrap CIs\n"
+        f"Final scores with 95% stratified bootstrap CIs: {unit}\n"
         "shared rank: not told apart; ◀ ▶ algorithms beyond a zoomed panel, with their value"
     )
     _legend(fig, colors, sorted(summary["algo"].unique()))
@@ -361,9 +361,10 @@ def plot_probability_of_improvement(
     cols = _group_cols(poi, own)
     groups = _groups(poi, cols)
     n_algos = max(len(set(g["algo_x"]) | set(g["algo_y"])) for _, g in groups)
-    side = 1.0 + 0.85 * n_algos
-    fig, axes = _grid(len(groups), 2, (side + 1.2, side))
+    side = 1.0 + n_algos  # an inch a cell: room for "[0.00, 0.00]" on one line
+    fig, axes = _grid(len(groups), 2, (side + 0.4, side + 1.0))  # + the colour bar below
     image = None
+    cells = []  # (text, the same on three lines) of every cell
     # one row order for every panel: by P averaged over all panels, best first
     every = list(poi.groupby("algo_x")["p"].mean().sort_values(ascending=False).index)
     every += sorted(set(poi["algo_y"]) - set(every))
@@ -379,19 +380,41 @@ def plot_probability_of_improvement(
             text = f"{r['p']:.2f}\n[{r['p_lo']:.2f}, {r['p_hi']:.2f}]"
             color = "white" if abs(r["p"] - 0.5) > 0.35 else "black"
             weight = "bold" if bold else "normal"
-            ax.text(j, i, text, ha="center", va="center", fontsize=MIN_FONT_PT, color=color,
-                    weight=weight)  # fmt: skip
+            drawn = ax.text(j, i, text, ha="center", va="center", fontsize=MIN_FONT_PT,
+                            color=color, weight=weight)  # fmt: skip
+            cells.append((drawn, text.replace(", ", ",\n")))
         image = ax.imshow(matrix, cmap="RdBu", vmin=0.0, vmax=1.0)
         ax.set_xticks(range(len(order)), order, rotation=35, ha="right")
         ax.set_yticks(range(len(order)), order)
         ax.set_xlabel("algorithm Y (column)")
         ax.set_ylabel("algorithm X (row)")
         ax.set_title(_label(cols, key))
-    fig.colorbar(
-        image, ax=axes, shrink=0.6, label="P(X > Y): probability that a run of X beats one of Y"
-    )
+    # below the panels: a label along a short colour bar beside them ran into the title
+    label = "P(X > Y): probability that a run of X beats one of Y"
+    fig.colorbar(image, ax=axes, location="bottom", shrink=0.6, aspect=30, label=label)
     fig.suptitle("Probability of improvement with 95% CI (bold: told apart by a permutation test)")
+    _fit_cells(fig, cells)
     return [_save(fig, out_dir, name)]
+
+
+def _fit_cells(fig: Figure, cells: Sequence[tuple[Any, str]]) -> None:
+    """Put every cell's interval on two lines when one cell's is wider than its cell (many
+    algorithms, or panels side by side): neighbouring intervals ran together. The font stays
+    :data:`MIN_FONT_PT`, the smallest legible."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not cells:
+        return
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the canvas savefig draws PNGs on
+    fig.draw_without_rendering()  # lays the figure out, so the sizes below are final
+
+    def too_wide(text: Any) -> bool:
+        cell = text.axes.get_window_extent(renderer).width / len(text.axes.get_xticks())
+        return text.get_window_extent(renderer).width > 0.9 * cell
+
+    if any(too_wide(text) for text, _ in cells):
+        for text, wrapped in cells:
+            text.set_text(wrapped)
 
 
 # --------------------------------------------------------------------------- decisions panel

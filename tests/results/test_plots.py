@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,69 @@ def test_interval_plots_per_load_and_overall(frame, tmp_path):
     overall = compare(frame, by=["env"], reps=100)
     assert_png(plots.plot_intervals(overall, tmp_path, name="intervals_overall"))
     assert {p.name for p in tmp_path.iterdir()} == {"intervals.png", "intervals_overall.png"}
+
+
+@pytest.fixture
+def figures(monkeypatch) -> list:
+    """The figures the plot functions save (after saving: laid out as in the PNG)."""
+    kept = []
+    save = plots._save
+
+    def keep(fig, out_dir, name):
+        path = save(fig, out_dir, name)
+        kept.append(fig)
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return kept
+
+
+def extents(fig, texts) -> list:
+    """Where ``texts`` are drawn in ``fig``, in pixels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw_without_rendering()
+    return [t.get_window_extent(renderer) for t in texts]
+
+
+def scores(n_algos: int, loads: tuple[str, ...]) -> pd.DataFrame:
+    """``n_algos`` algorithms 10 apart, each seed of one beating every seed of the next."""
+    algos = ["ppo", "dqn", "threshold", "random", "qlearning", "static", "a", "b"][:n_algos]
+    rows = [{"env": "autoscaling", "load": load, "algo": a, "seed": s, "score": -10.0 * i + s}
+            for load in loads for i, a in enumerate(algos) for s in range(4)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_the_interval_title_names_the_score_without_nested_brackets(frame, tmp_path, figures):
+    """It read "Final scores (test return (reward summed per episode)) with ..."."""
+    plots.plot_intervals(compare(frame, reps=100), tmp_path)
+    title = figures[0].get_suptitle()
+    assert plots.RETURN_LABEL in title
+    depth = list(itertools.accumulate({"(": 1, ")": -1}.get(c, 0) for c in title))
+    assert max(depth) == 1 and depth[-1] == 0, title
+
+
+@pytest.mark.parametrize(("n_algos", "loads"), [(2, ("spike",)), (4, ("spike", "steady")),
+                                                (8, ("spike", "steady"))])  # fmt: skip
+def test_no_text_of_the_improvement_matrix_runs_into_another(n_algos, loads, tmp_path, figures):
+    """With 2 algorithms the colour bar's label ran into the title; with 4 side by side the
+    bold "[0.00, 0.00]" of neighbouring cells ran together."""
+    from matplotlib.text import Text
+
+    poi = probability_of_improvement_table(scores(n_algos, loads), reps=100)
+    assert_png(plots.plot_probability_of_improvement(poi, tmp_path))
+    (fig,) = figures
+    shown = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    title = next(t for t in shown if t.get_text() == fig.get_suptitle())
+    others = [t for t in shown if t is not title]
+    box, *boxes = extents(fig, [title, *others])
+    assert not [t.get_text() for t, b in zip(others, boxes, strict=True) if box.overlaps(b)]
+    for ax in fig.axes:
+        cells = extents(fig, ax.texts)
+        assert len(ax.texts) in (0, n_algos * (n_algos - 1))
+        for i, a in enumerate(cells):
+            assert not [ax.texts[j].get_text() for j in range(i) if a.overlaps(cells[j])]
 
 
 def test_performance_profiles(frame, tmp_path):
