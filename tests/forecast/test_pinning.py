@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import MlflowStore
 
 from rlbench.envs import core_of, forecasters
 from rlbench.errors import UserError
@@ -20,10 +22,9 @@ from rlbench.tracking import registry, schema
 TINY = ["--patterns", "sine_curve", "--window", "8", "--hidden", "4", "--epochs", "1"]
 
 
-def _train_forecaster(console, store, out: Path, seed: int) -> None:
+def _train_forecaster(store: str, out: Path, seed: int) -> None:
     args = ["train", *TINY, "--seed", str(seed), "--out", str(out), "--tracking-uri", store]
-    proc = console(cli.main, *args, "--register", "fc", "--alias", "prod")
-    assert proc.returncode == 0, proc.stderr
+    assert cli.main([*args, "--register", "fc", "--alias", "prod"]) == 0
 
 
 def _sha(folder: Path) -> str:
@@ -34,26 +35,44 @@ def _forecaster_sha(venv) -> str:
     return core_of(venv).forecaster.meta["weights_sha256"]
 
 
-@pytest.fixture
-def policy(mlflow_store, console, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def trained(mlflow_template: Path, tmp_path_factory: pytest.TempPathFactory):
     """fc v1 (alias prod), a threshold policy trained with models:/fc@prod and registered as
-    polfc, then fc v2 under prod; MLFLOW_TRACKING_URI names another, empty store."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    _train_forecaster(console, mlflow_store.uri, tmp_path / "f1", seed=0)
-    cmd = [str(Path(sys.executable).parent / "rlbench-train"), *mlflow_store.overrides()]
-    cmd += ["algo=threshold", "debug=fast", "train.total_steps=2000", "env.forecast=lstm"]
-    cmd += ["env.forecast_model=models:/fc@prod", "env.period=288"]
-    other = f"sqlite:///{tmp_path}/other.db"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": other}
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]  # resolved in tracking.uri, not the env's
-    (run,) = mlflow_store.runs()
-    assert run.data.params["env.forecast_model"] == "models:/fc/1"
-    registry.register(run.info.run_id, "polfc", tracking_uri=mlflow_store.uri)
-    _train_forecaster(console, mlflow_store.uri, tmp_path / "f2", seed=1)
-    assert _sha(tmp_path / "f1") != _sha(tmp_path / "f2")
+    polfc, then fc v2 under prod: built once for the module (two forecasters and a training
+    run; the tests only read it)."""
+    root = tmp_path_factory.mktemp("pinning")
+    (root / "mlflow").mkdir()
+    shutil.copyfile(mlflow_template, root / "mlflow" / "mlflow.db")
+    (root / "mlflow" / "mlartifacts").mkdir()
+    store = MlflowStore(f"sqlite:///{root}/mlflow/mlflow.db", root / "mlflow" / "mlflow.db",
+                        root / "mlflow" / "mlartifacts")  # fmt: skip
+    other = f"sqlite:///{root}/other.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        _train_forecaster(store.uri, root / "f1", seed=0)
+        cmd = [str(Path(sys.executable).parent / "rlbench-train"), *store.overrides()]
+        cmd += ["algo=threshold", "debug=fast", "train.total_steps=2000", "env.forecast=lstm"]
+        cmd += ["env.forecast_model=models:/fc@prod", "env.period=288"]
+        env = {**os.environ, "MLFLOW_TRACKING_URI": other}
+        done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=180, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]  # resolved in tracking.uri, not env's
+        (run,) = store.runs()
+        assert run.data.params["env.forecast_model"] == "models:/fc/1"
+        registry.register(run.info.run_id, "polfc", tracking_uri=store.uri)
+        _train_forecaster(store.uri, root / "f2", seed=1)
+    assert _sha(root / "f1") != _sha(root / "f2")
+    return store, run, root, other
+
+
+@pytest.fixture
+def policy(trained, monkeypatch):
+    """The module's store, with MLFLOW_TRACKING_URI naming another, empty store."""
+    store, run, root, other = trained
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
-    return mlflow_store, run, tmp_path
+    return store, run, root
 
 
 def test_a_registered_policy_acts_with_the_forecaster_it_was_trained_with(policy):
