@@ -98,7 +98,7 @@ def _require_mlflow_database(uri: str, hint: str) -> None:
     if "experiments" not in tables or "runs" not in tables:
         raise UserError(
             f"{shown} is not an MLflow store (its tables: {table_list(tables)}): point "
-            f"{store_options().key} at your MLflow store (it was left untouched)"
+            f"{store_options().named()} at your MLflow store (it was left untouched)"
         )
 
 
