@@ -46,7 +46,6 @@ _FREE_COLORS = (
 METRIC_LABELS = {"iqm": "IQM", "mean": "mean", "median": "median"}
 RETURN_LABEL = "test return (reward summed per episode)"
 CURVE_LABEL = "validation return (reward summed per episode)"
-NORMALISED_LABEL = "normalised score (0 = random, 1 = best mean)"
 DPI = 110
 SHOWN_WIDTH_PX = 1160  # the report's content width (HTML body 1200 px minus padding)
 MAX_WIDTH_IN = SHOWN_WIDTH_PX / DPI  # 10.5 in: a figure is never shown smaller than drawn
@@ -62,6 +61,11 @@ STYLE = {
     "legend.fontsize": 9,
     "figure.titlesize": 11,
 }
+
+
+def normalised_label(baseline: str = "random") -> str:
+    """The axis label of normalised scores: 0 is ``baseline``'s mean (the report's setting)."""
+    return f"normalised score (0 = {baseline}, 1 = best mean)"
 
 
 def _styled(fn: Callable[..., list[Path]]) -> Callable[..., list[Path]]:
@@ -248,8 +252,10 @@ def plot_intervals(
     *,
     name: str = "intervals",
     colors: Mapping[str, str] | None = None,
+    baseline: str = "random",
 ) -> list[Path]:
-    """IQM, mean and median with 95 % CI whiskers from :func:`~rlbench.results.stats.compare`.
+    """IQM, mean and median with 95 % CI whiskers from :func:`~rlbench.results.stats.compare`
+    (``baseline``: the algorithm at 0 of normalised scores).
 
     One row of panels per group of the summary (per load pattern, or one row overall), algorithms
     listed best first with their rank (shared ranks mark algorithms that cannot be told apart).
@@ -264,7 +270,7 @@ def plot_intervals(
     cols = _group_cols(summary, own)
     groups = _groups(summary, cols)
     normalised = bool(summary["normalised"].any()) if "normalised" in summary else False
-    unit = NORMALISED_LABEL if normalised else RETURN_LABEL
+    unit = normalised_label(baseline) if normalised else RETURN_LABEL
     n_algos = max(len(g) for _, g in groups)
     height = (0.3 * n_algos + 1.0) * len(groups) + 0.8
     fig = Figure(figsize=(MAX_WIDTH_IN, height), layout="constrained")
@@ -312,8 +318,10 @@ def plot_performance_profiles(
     *,
     name: str = "performance_profiles",
     colors: Mapping[str, str] | None = None,
+    baseline: str = "random",
 ) -> list[Path]:
-    """Fraction of runs above each normalised-score threshold τ, with 95 % bands; panel per group.
+    """Fraction of runs above each normalised-score threshold τ, with 95 % bands; panel per group
+    (``baseline``: the algorithm at 0).
 
     ``profiles`` is :func:`~rlbench.results.stats.performance_profile`'s output.
     """
@@ -333,7 +341,7 @@ def plot_performance_profiles(
             pad = 0.05 * max(float(moving.max() - moving.min()), 1e-9)
             ax.set_xlim(float(moving.min()) - pad, float(moving.max()) + pad)
         ax.set_title(_label(cols, key))
-        ax.set_xlabel("threshold τ on the " + NORMALISED_LABEL)
+        ax.set_xlabel("threshold τ on the " + normalised_label(baseline))
         ax.set_ylabel("fraction of runs with score > τ")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)

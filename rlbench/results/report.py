@@ -543,11 +543,12 @@ def draw_figures(
         add("poi", plots.plot_probability_of_improvement, analysis.poi_per_load)
     if analysis.overall is not None:
         add("overall", plots.plot_intervals, analysis.overall, name="intervals_overall",
-            colors=colors)  # fmt: skip
+            colors=colors, baseline=settings.baseline)  # fmt: skip
         if analysis.poi_overall is not None and len(analysis.poi_overall):
             add("overall", plots.plot_probability_of_improvement, analysis.poi_overall,
                 name="probability_of_improvement_overall")  # fmt: skip
-        add("profiles", plots.plot_performance_profiles, analysis.profiles, colors=colors)
+        add("profiles", plots.plot_performance_profiles, analysis.profiles, colors=colors,
+            baseline=settings.baseline)  # fmt: skip
     curve = schema.curve_metric(settings.metric)
     # runs without a history of the curve are said in words (a section's note), not an error
     tracking_uri = data.runs.attrs.get("tracking_uri")

@@ -167,3 +167,21 @@ def test_a_panel_of_an_env_without_load_patterns_is_titled_by_the_env_alone():
     assert plots._label(["env", "load"], ("scheduler", "-")) == "env=scheduler"
     assert plots._label(["env", "load"], ("autoscaling", "spike")) == "env=autoscaling, load=spike"
     assert plots._label([], ()) == "all tasks"
+
+
+def test_normalised_axes_name_the_reports_baseline(frame, tmp_path, monkeypatch):
+    """baseline=threshold: the profile's axis said "0 = random" all the same."""
+    drawn = []
+    save = plots._save
+
+    def keep(fig, out_dir, name):
+        drawn.append(fig)
+        return save(fig, out_dir, name)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_performance_profiles(
+        performance_profile(frame, reps=50), tmp_path, baseline="threshold"
+    )
+    labels = [ax.get_xlabel() for ax in drawn[0].axes]
+    assert any("0 = threshold" in label for label in labels), labels
+    assert not any("random" in label for label in labels)
