@@ -69,6 +69,19 @@ def unavailable() -> str | None:
     return None
 
 
+def start_or_skip() -> Postgres:
+    """A started server, or the calling test (or fixture) skipped saying why there is none."""
+    import pytest
+
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    try:
+        return Postgres.start()
+    except (OSError, subprocess.SubprocessError) as err:
+        pytest.skip(f"PostgreSQL could not start: {err}")
+
+
 def url(user: str, password: str, port: int, db: str, driver: str = "postgresql") -> str:
     return f"{driver}://{user}:{quote(password, safe='')}@127.0.0.1:{port}/{db}"
 

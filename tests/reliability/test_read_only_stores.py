@@ -25,7 +25,7 @@ from scale_out_kit import (
     TEAM_PASSWORD,
     TEAM_USER,
     Postgres,
-    unavailable,
+    start_or_skip,
 )
 
 from rlbench.errors import UserError
@@ -43,13 +43,7 @@ COMMANDS = {
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[Postgres]:
-    reason = unavailable()
-    if reason:
-        pytest.skip(reason)
-    try:
-        server = Postgres.start()
-    except (OSError, subprocess.SubprocessError) as err:
-        pytest.skip(f"PostgreSQL could not start: {err}")
+    server = start_or_skip()
     yield server
     server.stop()
 

@@ -35,7 +35,7 @@ from scale_out_kit import (
     MlflowServer,
     Postgres,
     free_port,
-    unavailable,
+    start_or_skip,
 )
 
 pytestmark = pytest.mark.slow
@@ -62,13 +62,7 @@ class Servers:
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    reason = unavailable()
-    if reason:
-        pytest.skip(reason)
-    try:
-        pg = Postgres.start()
-    except (OSError, subprocess.SubprocessError) as err:
-        pytest.skip(f"PostgreSQL could not start: {err}")
+    pg = start_or_skip()
     root = tmp_path_factory.mktemp("mlflow-server")
     found = Servers(pg, threading.Thread(daemon=True))
 
