@@ -27,6 +27,7 @@ exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -116,7 +117,26 @@ def _session_command(verb: str, folder: Path | None) -> None:
     else:
         verb_said = verb
     (control / SESSION_VERBS[verb]).touch()
-    print(f"{verb_said}: {control / SESSION_VERBS[verb]}")
+    print(f"{verb_said}: {control / SESSION_VERBS[verb]}{_waits(verb, folder)}")
+
+
+def _waits(verb: str, folder: Path) -> str:
+    """Why a retraining asked for now waits (a challenger is on trial: one at a time), as the
+    session's saved state says; "" when it does not."""
+    if verb != "retrain":
+        return ""
+    try:
+        state = json.loads((folder / schema.LIVE_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return ""
+    for phase in ("canary", "shadow"):
+        trial = state.get(phase) if isinstance(state, dict) else None
+        if isinstance(trial, dict):
+            return (
+                f" (v{trial.get('version')} is in its {phase}: the retraining starts when that "
+                "ends, one challenger at a time)"
+            )
+    return ""
 
 
 def _awaiting(folder: Path, control: Path) -> str:

@@ -469,8 +469,9 @@ class LiveSession:
             return self._end_shadow()
         if canary is not None and (
             canary.get("stop")
+            or int(self.cfg.canary.episodes) == 0
             or min(len(canary["challenger_returns"]), len(canary["champion_returns"]))
-            >= int(self.cfg.canary.episodes)
+            >= int(canary.get("episodes") or self.cfg.canary.episodes)
         ):
             return self._end_canary()
         reason = self._redo or self._due()
@@ -699,7 +700,7 @@ class LiveSession:
         self.state.canary = {
             "version": challenger.version, "run_id": run_id, "k": k,
             "champion": self.champion.version, "challenger_returns": [], "champion_returns": [],
-            "skipped": 0,
+            "skipped": 0, "episodes": int(cc.episodes),  # a resume with another count keeps it
         }  # fmt: skip
         self._event(f"challenger v{challenger.version}: the gate could not tell; canary: it acts "
                     f"in {float(cc.share):.0%} of the episodes until each arm has "
@@ -748,17 +749,21 @@ class LiveSession:
         shadow) or reject; or the challenger was shown worse early (``canary.stop_alpha``):
         rejected. True: the champion acts in every episode again."""
         c, handle = self.state.canary, self.canary
-        self.state.canary, self.canary = None, None
         promote, why, metrics = canary_verdict(
             c["challenger_returns"], c["champion_returns"], float(self.cfg.gate.margin),
             float(self.cfg.canary.alpha),
         )  # fmt: skip
         if c.get("stop"):
             promote, why = False, str(c["stop"])
+        if int(self.cfg.canary.episodes) == 0:  # turned off since it began (a resumed session)
+            promote = False
+            why = f"canary.episodes=0: the canary was turned off before its end ({why})"
         verdict = "rejected"
-        if promote:
+        if promote:  # the canary stays in the state until this returns: a session killed while
+            # it waits for approval asks again when it resumes, its episodes kept
             reference = c.get("champion_means")
             verdict, _ = self._passed(handle, c["run_id"], why, "the canary", reference)
+        self.state.canary, self.canary = None, None
         self._clear_unpromoted(verdict, c["version"])
         for entry in reversed(self.state.history):
             if entry.get("k") == c["k"]:
@@ -995,7 +1000,7 @@ class LiveSession:
         if c is None:
             return None
         return {
-            "version": c["version"], "episodes": int(self.cfg.canary.episodes),
+            "version": c["version"], "episodes": int(c.get("episodes") or self.cfg.canary.episodes),
             "challenger": len(c["challenger_returns"]), "champion": len(c["champion_returns"]),
         }  # fmt: skip
 

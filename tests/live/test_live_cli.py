@@ -203,3 +203,21 @@ def test_ctl_approve_says_when_the_waiting_session_has_ended(tmp_path, capsys):
     ctl(["reject", "--folder", str(folder)])
     assert capsys.readouterr().out.startswith("reject v106: ")
     assert (folder / "control" / "reject").exists()
+
+
+def test_ctl_retrain_during_a_canary_says_it_waits(tmp_path, capsys):
+    """The retraining asked for during a canary was postponed without a word."""
+    import json
+
+    from rlbench.live.control import main as ctl
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / schema.LIVE_STATE_FILE).write_text(json.dumps({"canary": {"version": "4"}}))
+    ctl(["retrain", "--folder", str(folder)])
+    out = capsys.readouterr().out
+    assert "v4 is in its canary: the retraining starts when that ends" in out
+    assert (folder / "control" / "retrain").exists()
+    (folder / schema.LIVE_STATE_FILE).write_text(json.dumps({"canary": None, "shadow": None}))
+    ctl(["retrain", "--folder", str(folder)])
+    assert "canary" not in capsys.readouterr().out

@@ -978,3 +978,48 @@ def test_a_canary_promotion_is_watched_against_the_champions_canary_episodes(mak
     # each the champion's mean reward per decision in a 12-decision episode
     assert np.mean(reference) * 12 == pytest.approx(entry["canary"]["champion"])
     assert watch["baseline"] == pytest.approx(np.mean(reference))
+
+
+def test_a_kill_while_a_passed_canary_waits_for_approval_keeps_the_canary(make_session):
+    """Ctrl-C during the approval wait after a canary passed: the canary (its episodes) was
+    dropped from the saved state, the challenger never promoted nor rejected; now the resumed
+    session asks again, and an approval promotes it."""
+    args = ("decisions=1400", *EVERY_600, *CANARY, "gate.approval=true",
+            "gate.approval_timeout_s=60")  # fmt: skip
+    session, _ = make_session(Fixed(1), [Scaler()], *args, drift=True)
+
+    def interrupted(version: str, by: str = "the gate") -> bool:
+        raise KeyboardInterrupt
+
+    session._approved = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        session.run()
+    saved = json.loads(session.state_path.read_text())
+    assert saved["canary"] is not None and saved["history"][0]["verdict"] == "canary"
+
+    again, registry = make_session(Fixed(1), [], *args, drift=True)
+    registry.agents["2"] = Scaler()
+    again._approved = lambda version, by="the gate": True
+    state = again.run()
+    assert state.history[0]["verdict"] == "promoted" and state.canary is None
+    assert registry.moves == [("promote", "2")]
+
+
+def test_a_canary_keeps_its_episode_count_and_stops_when_turned_off(make_session, tmp_path):
+    """Resumed with a lower canary.episodes, a canary judged itself at once on 2 episodes an
+    arm; with canary.episodes=0 ("off") it ran a Welch test all the same."""
+    args = ("decisions=690", *EVERY_600, *CANARY)
+    session, _ = make_session(Fixed(1), [Fixed(1)], *args)
+    session.run()
+    assert json.loads(session.state_path.read_text())["canary"]["episodes"] == 6
+    lower, registry = make_session(Fixed(1), [], *args, "decisions=700", "canary.episodes=2")
+    registry.agents["2"] = Fixed(1)
+    state = lower.run()
+    assert state.canary is not None and state.canary["episodes"] == 6  # still under way
+    off, registry = make_session(Fixed(1), [], *args, "decisions=710", "canary.episodes=0")
+    registry.agents["2"] = Fixed(1)
+    state = off.run()
+    (entry,) = state.history
+    assert state.canary is None and entry["verdict"] == "rejected"
+    assert entry["canary_why"].startswith("canary.episodes=0: the canary was turned off")
+    assert not registry.moves
