@@ -316,7 +316,11 @@ def _from_run(run_id: str, venv: Any, tracking_uri: str | None):
     from rlbench.agents import load_agent
 
     path = run_model_file(run_id, tempfile.mkdtemp(prefix="rlbench-collect-"), tracking_uri)
-    return load_agent(path, venv), f"run-{run_id[:8]}", run_id
+    try:
+        agent = load_agent(path, venv)
+    except UserError as err:  # named as the run's model: the download is a temporary file
+        raise UserError(str(err).replace(str(path), f"run {run_id}'s model")) from None
+    return agent, f"run-{run_id[:8]}", run_id
 
 
 def run_model_file(run_id: str, folder: str | Path, tracking_uri: str | None) -> Path:

@@ -628,3 +628,17 @@ def test_registering_a_damaged_run_names_the_runs_artifact(store, tmp_path):
         registry.log_policy(run.info.run_id, store["uri"])
     where = f"run {run.info.run_id}'s artifact {schema.MODEL_DIR}/{schema.MODEL_STEM}.zip"
     assert where in str(err.value) and "rlbench-register-" not in str(err.value)
+
+
+def test_collect_from_a_run_of_another_env_names_the_run_not_a_temporary_file(store, tmp_path):
+    """rlbench-collect --policy runs:/<id> in an env the run did not train in: the message named
+    /tmp/rlbench-collect-<x>/model.zip, gone when the user read it."""
+    from rlbench.offline.cli import collect_command
+
+    run_id = store["runs"][1]
+    args = ["--policy", f"runs:/{run_id}", "--episodes", "1", "--out", str(tmp_path / "log"),
+            "--tracking-uri", store["uri"], "--env", "recommender"]  # fmt: skip
+    with pytest.raises(UserError) as err:
+        collect_command(args)
+    said = str(err.value)
+    assert f"run {run_id}'s model" in said and "rlbench-collect-" not in said, said
