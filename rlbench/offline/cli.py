@@ -109,6 +109,19 @@ def collect_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _refuse_env_settings(policy: str, argv: Sequence[str], overrides: Sequence[str]) -> None:
+    """A registered policy is collected in the env its version records (its forecaster
+    pinned): ``--env`` or ``env.*`` given with it is one line, not silently another env (its
+    log would hold decisions the policy never made, or it failed in its network)."""
+    given = [a for a in argv if a == "--env" or a.startswith("--env=")]
+    given += [o for o in overrides if o.lstrip("+~").startswith("env.")]
+    if given:
+        raise UserError(
+            f"--policy {policy} acts in the env its version was registered with (its settings "
+            f"and forecaster are stored with it): drop {', '.join(given)}"
+        )
+
+
 def _check_exploration(explore: str, epsilon: float, temperature: float) -> None:
     from rlbench.offline.collect import EXPLORE
 
@@ -124,7 +137,14 @@ def collect_command(argv: Sequence[str] | None = None) -> None:
     """Parse, check everything, then write the log and print a one-line summary."""
     from rlbench.config import env_spec
     from rlbench.envs import make_vec
-    from rlbench.offline.collect import Behaviour, collect, is_model_spec, load_policy, parse_time
+    from rlbench.offline.collect import (
+        Behaviour,
+        collect,
+        is_model_spec,
+        load_policy,
+        parse_time,
+        registered_policy,
+    )
     from rlbench.offline.log import COLLECTION_KEY, LogWriter, collections_in
 
     args = collect_parser().parse_intermixed_args(argv)
@@ -151,12 +171,20 @@ def collect_command(argv: Sequence[str] | None = None) -> None:
     seed = args.seed if not earlier else collection_seed(args.seed, earlier + 1)
     from rlbench.envs.forecasters import with_local_model
 
+    registered = None
+    if args.policy.startswith("models:/"):  # it acts in the env it was registered with
+        _refuse_env_settings(args.policy, argv or sys.argv[1:], args.overrides)
+        registered = registered_policy(args.policy, args.tracking_uri)
+        env_id, env_kwargs = registered[3], registered[4]
     try:  # a registered forecaster is looked up in this command's store
         env_kwargs = with_local_model(env_kwargs, args.tracking_uri)
         venv = make_vec(env_id, args.copies, seed=seed, **env_kwargs)
     except (ValueError, TypeError) as err:
         raise UserError(f"env ({env_id}): {err}") from None
-    agent, name, version = load_policy(args.policy, cfg.algo, venv, seed, args.tracking_uri)
+    if registered is not None:
+        name, version, agent = registered[0], registered[1], registered[2]
+    else:
+        agent, name, version = load_policy(args.policy, cfg.algo, venv, seed, args.tracking_uri)
     behaviour = Behaviour(agent, args.explore, args.epsilon, args.temperature, name, version)
     behaviour.action_probabilities(venv.reset())  # softmax without Q-values fails here, early
     from omegaconf import OmegaConf

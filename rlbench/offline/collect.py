@@ -301,13 +301,20 @@ def load_policy(spec: str, algo_cfg: Any, venv: Any, seed: int, tracking_uri: st
 
 
 def _registered(spec: str, tracking_uri: str | None):
+    name, version, agent, _, _ = registered_policy(spec, tracking_uri)
+    return agent, name, version
+
+
+def registered_policy(spec: str, tracking_uri: str | None) -> tuple[str, str, Any, str, dict]:
+    """``(name, version, agent, env id, env settings)`` of ``models:/NAME@ALIAS``: the env the
+    version acts in, its forecaster pinned (a log of it must be collected there)."""
     from rlbench.tracking import registry
 
     name, _, _ = registry.parse_model_uri(spec)
     version = registry.resolve_alias(spec, tracking_uri)
-    agent, venv = registry.load_version(name, version, tracking_uri)
+    agent, venv, env_id, env_kwargs = registry.load_version_env(name, version, tracking_uri)
     venv.close()
-    return agent, name, str(version)
+    return name, str(version), agent, env_id, env_kwargs
 
 
 def _from_run(run_id: str, venv: Any, tracking_uri: str | None):

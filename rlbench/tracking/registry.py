@@ -223,8 +223,18 @@ POLICY_ARTIFACTS = {"policy", "env"}
 
 
 def load_version(name: str, version: str, tracking_uri: str | None = None) -> tuple[Any, Any]:
-    """The agent of version ``version`` of ``name`` and the single-copy env it acts in, read
-    from the version's artifacts without running anything stored with it.
+    """The agent of version ``version`` of ``name`` and the single-copy env it acts in (see
+    :func:`load_version_env`)."""
+    agent, venv, _, _ = load_version_env(name, version, tracking_uri)
+    return agent, venv
+
+
+def load_version_env(
+    name: str, version: str, tracking_uri: str | None = None
+) -> tuple[Any, Any, str, dict[str, Any]]:
+    """The agent of version ``version`` of ``name``, the single-copy env it acts in, and that
+    env's id and settings (its forecaster pinned, as a local folder: build more copies with
+    them), read from the version's artifacts without running anything stored with it.
 
     ``mlflow.pyfunc.load_model`` would unpickle a cloudpickled model, or execute the code file
     stored with a models-from-code one: anyone who can register a version could run code in a
@@ -290,7 +300,7 @@ def load_version(name: str, version: str, tracking_uri: str | None = None) -> tu
             venv.close()
             reason = str(err).replace(str(local / policy_path), f"its artifact {policy_path}")
             raise UserError(f"cannot load {what}: {_stored(reason, local)}") from None
-    return agent, venv
+    return agent, venv, str(spec["env_id"]), env_kwargs
 
 
 def _acting_env(spec: dict[str, Any], name: str, version: str, uri: str) -> dict[str, Any]:

@@ -175,3 +175,26 @@ def test_a_live_session_reads_its_forecaster_from_its_own_store(policy):
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "decisions" in done.stdout + done.stderr
+
+
+def test_collect_with_a_registered_policy_logs_in_its_own_env(policy, tmp_path):
+    """rlbench-collect --policy models:/polfc@champion built the env from its own --env
+    (autoscaling without a forecast: the network failed on 7 inputs for 13), and with env.*
+    given it ran the policy on prod's forecaster, not the one it was trained with."""
+    from rlbench.offline.cli import collect_command
+    from rlbench.offline.log import read_log
+
+    store, _, root = policy
+    out = tmp_path / "log"
+    args = ["--policy", "models:/polfc@champion", "--episodes", "1", "--copies", "1",
+            "--out", str(out), "--tracking-uri", store.uri]  # fmt: skip
+    collect_command(args)
+    log = read_log(out)
+    assert log.obs_shape == (13,)  # 7 + the 6 forecast steps
+    (part,) = out.rglob("*.jsonl")
+    header = json.loads(part.read_text().splitlines()[0])
+    used = Path(header["env_kwargs"]["forecast_model"])  # v1's files, not v2's (prod now)
+    assert _sha(used) == _sha(root / "f1") != _sha(root / "f2")
+    with pytest.raises(UserError, match=r"acts in the env its version was registered with .*"
+                                        r"drop env\.forecast_model=models:/fc@prod"):  # fmt: skip
+        collect_command([*args, "--out", str(tmp_path / "x"), "env.forecast_model=models:/fc@prod"])
