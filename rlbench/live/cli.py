@@ -232,6 +232,39 @@ def _check_numbers(cfg: DictConfig) -> None:
                         "got 1")  # fmt: skip
 
 
+def _pin_forecaster(cfg: DictConfig, folder: Path) -> dict[str, str] | None:
+    """``env_args.forecast_model=models:/NAME@ALIAS`` becomes the version it named at the
+    session's first start (saved in its state), in ``cfg`` itself: the source, the feed, every
+    retraining and every later start then use that version, as a training run keeps its
+    forecaster (a resumed session read the alias anew: its log mixed two forecasters'
+    observations). ``{"given", "pinned"}`` to save, or None without a registered forecaster."""
+    from rlbench.envs.forecasters import is_uri
+    from rlbench.forecast.registry import pinned_reference
+
+    args = cfg.get("env_args") or {}
+    given = args.get("forecast_model")
+    if str(args.get("forecast") or "none").strip().lower() != "lstm" or not given:
+        return None
+    if not is_uri(str(given)):
+        return None
+    path = folder / schema.LIVE_STATE_FILE
+    saved = State.load(path).forecast_model if path.exists() else None
+    if saved and saved.get("given") == str(given):
+        pinned = saved["pinned"]
+        now = pinned_reference(str(given), str(cfg.tracking.uri))
+        if now != pinned:
+            log.info("env_args.forecast_model=%s names %s now; the session keeps %s, the "
+                     "version it began with", given, now, pinned)  # fmt: skip
+    else:
+        pinned = pinned_reference(str(given), str(cfg.tracking.uri))
+        if saved:  # the user named another forecaster: said, then used
+            log.warning("env_args.forecast_model=%s (the session began with %s, %s): the "
+                        "session goes on with %s", given, saved.get("given"),
+                        saved.get("pinned"), pinned)  # fmt: skip
+    OmegaConf.update(cfg, "env_args.forecast_model", pinned, force_add=True)
+    return {"given": str(given), "pinned": pinned}
+
+
 def _given(key: str) -> bool:
     """Whether the command line set ``key`` (False outside a Hydra app)."""
     from hydra.core.hydra_config import HydraConfig
@@ -252,6 +285,7 @@ def run_session(cfg: DictConfig, view: Any = "config") -> State:
     _check(cfg)
     folder = Path(cfg.folder)
     folder.mkdir(parents=True, exist_ok=True)
+    pinned = _pin_forecaster(cfg, folder)
     env_id, env_kwargs, train_cfg = _env(cfg)
     # a registered forecaster is looked up in the session's own store, once: the source, the
     # shape check and the feed all read that version's files
@@ -296,6 +330,7 @@ def run_session(cfg: DictConfig, view: Any = "config") -> State:
     shown = make_view(str(cfg.dashboard)) if view == "config" else view
     session.view = shown or (lambda snapshot: None)
     session.state.run_id = run_id
+    session.state.forecast_model = pinned or session.state.forecast_model
     session.state.save(session.state_path, durable=True)
     status, error = "FAILED", None
     try:

@@ -148,6 +148,9 @@ class State:
     shadow: dict[str, Any] | None = None  # a gated challenger deciding in shadow
     canary: dict[str, Any] | None = None  # a challenger acting in a share of episodes (A/B)
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per retraining
+    # the registered forecaster as given and the version it named at the first start: every
+    # start, retraining and log of the session keeps that version (an alias moves on)
+    forecast_model: dict[str, str] | None = None
     # the count when the latest start began: what its log files hold beyond it is in the state
     decisions_at_start: int | None = None
 
@@ -181,6 +184,7 @@ class State:
         "retrainings": (int,), "last_retrain": (int, type(None)), "reward_sum": (int, float),
         "triggers": (dict,), "watch": (dict, type(None)), "shadow": (dict, type(None)),
         "canary": (dict, type(None)), "history": (list,), "decisions_at_start": (int, type(None)),
+        "forecast_model": (dict, type(None)),
     }  # fmt: skip
     WATCH_KEYS: ClassVar[tuple[str, ...]] = ("version", "baseline", "n", "sum")
     SHADOW_KEYS: ClassVar[tuple[str, ...]] = ("version", "run_id", "n", "agree", "until")

@@ -175,6 +175,20 @@ def test_a_live_session_reads_its_forecaster_from_its_own_store(policy):
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "decisions" in done.stdout + done.stderr
+    # the session keeps the version prod named at its first start, after prod moves on
+    state_file = tmp_path / "outputs" / "live" / "fc" / schema.LIVE_STATE_FILE
+    first = json.loads(state_file.read_text())["forecast_model"]
+    assert first == {"given": "models:/fc@prod", "pinned": "models:/fc/2"}
+    client = store.client()
+    client.set_registered_model_alias("fc", "prod", "1")
+    try:
+        cmd[cmd.index("decisions=60")] = "decisions=120"
+        again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    finally:
+        client.set_registered_model_alias("fc", "prod", "2")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "names models:/fc/1 now; the session keeps models:/fc/2" in again.stdout + again.stderr
+    assert json.loads(state_file.read_text())["forecast_model"] == first
 
 
 def test_collect_with_a_registered_policy_logs_in_its_own_env(policy, tmp_path):
