@@ -150,7 +150,7 @@ def test_models_are_loaded_only_from_places_the_user_names():
         # serve, collect, live and promote: a registered version's policy artifact, read by
         # rlbench's loader once the version is checked to be rlbench's form (nothing it stores
         # is unpickled or executed)
-        ("rlbench/tracking/registry.py", "load_version", "load_agent"),
+        ("rlbench/tracking/registry.py", "load_version_env", "load_agent"),
         # rlbench-collect / rlbench-ope: the model file (--policy PATH) or the run's model
         # (--policy runs:/<id>) the user names as the behaviour or target policy
         ("rlbench/offline/collect.py", "load_policy", "load_agent"),
