@@ -170,6 +170,16 @@ def console(
 
 
 @pytest.fixture(autouse=True)
+def _no_store_options_left_behind():
+    """A command called in-process (``collect_command([...])``, not its console script) leaves
+    its parser's store options declared; the next test's messages would name its flags."""
+    yield
+    from rlbench import cli
+
+    cli.set_store_options(None)
+
+
+@pytest.fixture(autouse=True)
 def _ctrl_c_as_from_a_terminal():
     """Every test starts with Ctrl-C handled as Python's default: some earlier test can leave
     the xdist worker with SIGINT ignored, every child a test starts then inherits that, and
