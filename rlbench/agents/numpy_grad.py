@@ -5,7 +5,9 @@ are most of an update's time, not the arithmetic. :class:`MLPView` sees a torch 
 layers with one tanh or ReLU activation between them) through numpy views of its parameters
 and of their ``.grad`` tensors: no copies either way, so the network's torch optimizer (fused
 Adam by default) steps on gradients written here exactly as after ``loss.backward()``, and the
-weights it changes are the ones the next forward pass reads. CPU tensors only.
+weights it changes are the ones the next forward pass reads. CPU tensors only. The arithmetic
+(forward, backward, clipping, Adam's formula) is :mod:`rlbench.agents.numpy_mlp`'s, shared with
+the torch-free DQN.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from rlbench.agents.numpy_mlp import MLP, adam_update, clip_grad_norm  # noqa: F401 - re-exported
 
 ACTIVATIONS = (torch.nn.Tanh, torch.nn.ReLU)
 #: optimizer -> its AdamStep (see AdamStep.of)
@@ -35,7 +39,7 @@ def supported(modules: Iterable[Any]) -> bool:
     )
 
 
-class MLPView:
+class MLPView(MLP):
     """Numpy views of a torch MLP's parameters (and, with ``grads``, of their gradients)."""
 
     def __init__(self, modules: Sequence[Any], *, grads: bool = False) -> None:
@@ -53,56 +57,6 @@ class MLPView:
         self.flat_grad = (
             _flat_view(self.params[0].grad, [p.grad for p in self.params]) if grads else None
         )
-
-    def forward(self, x: np.ndarray) -> list[np.ndarray]:
-        """The input of every layer, then the output (what :meth:`backward` needs).
-
-        ``x`` and the output are (batch, features); the hidden layers' activations are kept
-        the other way round, (features, batch), because ``W @ a`` is BLAS's fast case and
-        ``a @ W.T`` (a transposed right-hand operand) is ~20% slower for 256-wide layers."""
-        acts = [x]
-        h = x.T
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(self.weights):
-            h = w @ h
-            h += b[:, None]
-            if i < last:
-                h = np.maximum(h, 0, out=h) if self.relu else np.tanh(h, out=h)
-            acts.append(h)
-        acts[-1] = h.T
-        return acts
-
-    def output(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(np.asarray(x, dtype=np.float32).reshape(len(x), -1))[-1]
-
-    def backward(self, acts: list[np.ndarray], grad_out: np.ndarray) -> None:
-        """Write d(loss)/d(parameters) into the gradient views, given d(loss)/d(output)
-        (batch, outputs) and :meth:`forward`'s activations."""
-        g = np.asarray(grad_out, dtype=np.float32).T  # (outputs, batch), as the activations
-        for i in range(len(self.weights) - 1, -1, -1):
-            gw, gb = self.grads[i]
-            np.matmul(g, acts[i] if i == 0 else acts[i].T, out=gw)
-            np.sum(g, axis=1, out=gb)
-            if i == 0:
-                break
-            g = self.weights[i][0].T @ g
-            h = acts[i]
-            g *= (h > 0) if self.relu else (1 - h * h)
-
-
-def clip_grad_norm(nets: Iterable[MLPView], max_norm: float) -> float:
-    """Scale the nets' gradients to a total 2-norm of at most ``max_norm``, as
-    ``torch.nn.utils.clip_grad_norm_`` does (coefficient ``max_norm / (norm + 1e-6)``);
-    return the norm before clipping."""
-    grads = []
-    for net in nets:  # one array a net where its gradients are one buffer: fewer calls
-        grads += [net.flat_grad] if net.flat_grad is not None else [g for p in net.grads for g in p]
-    norm = float(np.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads)))
-    coef = max_norm / (norm + 1e-6)
-    if coef < 1.0:
-        for g in grads:
-            g *= np.float32(coef)
-    return norm
 
 
 def flatten_parameters(optimizer: torch.optim.Optimizer) -> bool:
@@ -304,16 +258,4 @@ class AdamStep:
         group: dict[str, Any],
     ) -> None:
         """torch's Adam/AdamW formula on arrays of any shape (one parameter or a flat group)."""
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-        decay = group["weight_decay"]
-        if decay and self.decoupled:
-            param *= np.float32(1 - lr * decay)
-        elif decay:
-            grad = grad + np.float32(decay) * param
-        m += np.float32(1 - beta1) * (grad - m)  # torch: exp_avg.lerp_(grad, 1 - beta1)
-        v *= np.float32(beta2)
-        v += np.float32(1 - beta2) * grad * grad
-        bias1, bias2 = 1 - beta1**step, 1 - beta2**step
-        denom = np.sqrt(v) / np.float32(np.sqrt(bias2))
-        denom += np.float32(eps)
-        param -= np.float32(lr / bias1) * m / denom
+        adam_update(param, grad, m, v, step, group, self.decoupled)
