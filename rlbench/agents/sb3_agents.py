@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
-import math
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -46,17 +45,17 @@ from rlbench.agents.base import (
     Agent,
     LearnCallback,
     call_back,
-    check_finite_settings,
     config_to_dict,
     epsilon_greedy,
     one_hot,
-    unknown_key_error,
 )
 from rlbench.agents.checkpoint_io import Checkpoint
 from rlbench.agents.device import resolve_device
 from rlbench.agents.dqn_loop import LeanDQN
 from rlbench.agents.ppo_loop import LeanPPO
 from rlbench.agents.sb3_logger import SB3_TRAIN_GROUP
+from rlbench.agents.sb3_settings import LinearSchedule as LinearSchedule  # re-exported
+from rlbench.agents.sb3_settings import check_policy_kwarg_names, check_sb3_settings
 from rlbench.agents.torch_startup import optimizers_without_dynamo
 from rlbench.envs import core_of
 from rlbench.envs.vec_base import register_with_sb3
@@ -67,6 +66,7 @@ register_with_sb3()  # our envs are SB3 VecEnvs without importing SB3 themselves
 if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
 
+# Keyed by sb3_settings.ACTIVATION_NAMES / OPTIMIZER_NAMES, in their order (a test checks).
 ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
     "tanh": torch.nn.Tanh,
     "relu": torch.nn.ReLU,
@@ -82,8 +82,6 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
     "sgd": torch.optim.SGD,
 }
-# Constructor arguments we set ourselves, not from config.
-_OURS = {"self", "env", "seed", "device", "_init_setup_model"}
 
 
 @contextlib.contextmanager
@@ -180,23 +178,12 @@ class SB3Agent(Agent):
 
     @classmethod
     def _sb3_kwargs(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
-        """The SB3 constructor arguments from config, checked against its signature."""
-        settings = {k: v for k, v in cfg.items() if k != "name" and k not in cls.own_keys}
-        check_finite_settings(cls.name, settings)
+        """The SB3 constructor arguments from config, checked against its signature
+        (:func:`~rlbench.agents.sb3_settings.check_sb3_settings`), class names made classes."""
         params = inspect.signature(cls._loop_class(cfg).__init__).parameters
-        known = [p for p in params if p not in _OURS] + list(cls.own_keys)
-        for key, value in list(settings.items()):
-            if key not in known:
-                raise unknown_key_error(cls.name, key, known)
-            if key in SCHEDULED and isinstance(value, str):
-                settings[key] = LinearSchedule.parse(cls.name, key, value)
-                continue
-            settings[key] = _coerce(cls.name, key, value, params[key])
-            _check_range(cls.name, key, settings[key])
+        settings = check_sb3_settings(cls.name, cfg, params, cls.own_keys)
         if settings.get("policy_kwargs") is not None:
             settings["policy_kwargs"] = _policy_kwargs(cls.name, settings["policy_kwargs"])
-        if isinstance(settings.get("train_freq"), list):  # YAML has no tuples: [4, step]
-            settings["train_freq"] = tuple(settings["train_freq"])
         return settings
 
     # -- the protocol ------------------------------------------------------------------------
@@ -511,113 +498,14 @@ class _Forward(BaseCallback):
             self.stop = True
 
 
-SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")  # SB3 takes a schedule for these
-
-
-class LinearSchedule:
-    """``lin_<start>`` (rl-zoo3's notation, so its tuned values carry over as written): the
-    value falls linearly from ``start`` to 0 over training. SB3 calls a schedule with the
-    progress remaining, 1 at the start and 0 at the end."""
-
-    def __init__(self, start: float) -> None:
-        self.start = start
-
-    def __call__(self, progress_remaining: float) -> float:
-        return progress_remaining * self.start
-
-    def __repr__(self) -> str:
-        return f"lin_{self.start}"
-
-    @classmethod
-    def parse(cls, algo: str, key: str, text: str) -> LinearSchedule:
-        head, _, number = text.partition("_")
-        try:
-            start = float(number)
-        except ValueError:
-            start = float("nan")
-        if head != "lin" or not math.isfinite(start) or start < 0:
-            raise UserError(
-                f"algo.{key}={text!r} must be a number or lin_<start> (a linear decay from "
-                f"start to 0 over training, e.g. lin_0.001) ({algo})"
-            )
-        return cls(start)
-
-
 def _policy_kwargs(algo: str, value: Mapping[str, Any]) -> dict[str, Any]:
-    """``policy_kwargs`` with class names turned into torch classes."""
-    kwargs = dict(value)
+    """``policy_kwargs`` with class names (checked by sb3_settings) turned into torch classes."""
+    kwargs = check_policy_kwarg_names(algo, value)
     for key, table in (("activation_fn", ACTIVATIONS), ("optimizer_class", OPTIMIZERS)):
         name = kwargs.get(key)
         if isinstance(name, str):
-            cls = table.get(name.lower())
-            if cls is None:
-                raise UserError(
-                    f"algo.policy_kwargs.{key}={name!r} is unknown for {algo}; "
-                    f"choose one of {', '.join(table)}"
-                )
-            kwargs[key] = cls
+            kwargs[key] = table[name.lower()]
     return kwargs
-
-
-def _coerce(algo: str, key: str, value: Any, param: inspect.Parameter) -> Any:
-    """Check a setting against the type of its SB3 default: ``UserError`` for a string or bool
-    where SB3 wants a number (or the reverse); ``1e6`` for an integer setting becomes ``1000000``
-    (a setting annotated ``float`` takes any number, though its default is written ``10``).
-    Values of other types (lists, dicts, schedules) are left to SB3."""
-    default = param.default
-    if param.annotation in (float, "float") and isinstance(default, int):
-        default = float(default)
-    if value is None or default is None or default is inspect.Parameter.empty:
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise UserError(f"algo.{key}={value!r} must be true or false ({algo})")
-    elif isinstance(default, int | float):
-        if isinstance(value, str | bool):
-            raise UserError(f"algo.{key}={value!r} must be a number ({algo})")
-        if isinstance(default, int) and isinstance(value, float):
-            if not value.is_integer():
-                raise UserError(f"algo.{key}={value!r} must be an integer ({algo})")
-            return int(value)
-    return value
-
-
-#: SB3 settings -> (lowest, highest) value that can work; SB3 itself asserts on few of them,
-#: and the others (``n_epochs=0``, a DQN ``batch_size=0``) fail later as a NaN loss, which
-#: would be reported as divergence. ``gradient_steps=-1`` is SB3's "as many as steps".
-RANGES: dict[str, tuple[float, float]] = {
-    "n_steps": (1, math.inf),
-    "batch_size": (1, math.inf),
-    "n_epochs": (1, math.inf),
-    "buffer_size": (1, math.inf),
-    "learning_starts": (0, math.inf),
-    "target_update_interval": (1, math.inf),
-    "gradient_steps": (-1, math.inf),
-    "gamma": (0, 1),
-    "gae_lambda": (0, 1),
-    "tau": (0, 1),
-    "exploration_fraction": (0, 1),
-    "exploration_initial_eps": (0, 1),
-    "exploration_final_eps": (0, 1),
-    "ent_coef": (0, math.inf),
-    "vf_coef": (0, math.inf),
-    "max_grad_norm": (0, math.inf),
-    "learning_rate": (0, math.inf),
-    "clip_range": (0, math.inf),
-}
-
-
-def _check_range(algo: str, key: str, value: Any) -> None:
-    """``UserError`` for a number outside what :data:`RANGES` says can work."""
-    bounds = RANGES.get(key)
-    if bounds is None or isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    low, high = bounds
-    if key == "gradient_steps" and value == 0:
-        raise UserError(f"algo.gradient_steps must be >= 1 (or -1: one per step), got 0 ({algo})")
-    if not low <= value <= high:
-        want = f">= {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
-        raise UserError(f"algo.{key} must be {want}, got {value!r} ({algo})")
 
 
 def _silent_logger(model: BaseAlgorithm) -> None:
