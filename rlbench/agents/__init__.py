@@ -30,7 +30,7 @@ AGENTS: dict[str, str] = {
     "threshold": "rlbench.agents.baselines:ThresholdAgent",
     "qlearning": "rlbench.agents.qlearning:QLearningAgent",
     "ppo": "rlbench.agents.sb3_agents:PPOAgent",
-    "dqn": "rlbench.agents.sb3_agents:DQNAgent",
+    "dqn": "rlbench.agents.numpy_dqn:NumpyDQNAgent",  # SB3's DQNAgent where numpy cannot
     "hybrid": "rlbench.agents.hybrid:HybridAgent",
     "ucb": "rlbench.agents.ucb:UCBAgent",
     "user_feedback": "rlbench.agents.rules:UserFeedbackAgent",
@@ -77,7 +77,7 @@ def build_agent(algo_cfg: Mapping[str, Any], env: VecEnv, seed: int, device: str
     name = algo_cfg.get("name") if algo_cfg is not None else None
     if not name:
         raise UserError(f"the algo config has no name; known: {', '.join(sorted(AGENTS))}")
-    cls = agent_class(str(name))
+    cls = agent_class(str(name)).variant(algo_cfg, env, device)
     return cls(env, algo_cfg, seed, device)
 
 

@@ -95,6 +95,12 @@ class Agent(abc.ABC):
         self.num_steps = 0
 
     @classmethod
+    def variant(cls, cfg: Mapping[str, Any], env: VecEnv, device: str) -> type[Agent]:
+        """The class that builds ``cfg`` on ``env``: this one, unless an algorithm has a fast
+        path for some configs and another class for the rest (``dqn``: numpy or SB3's)."""
+        return cls
+
+    @classmethod
     def check_settings(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
         """``UserError`` for settings that cannot work, judged without an env, so a sweep can
         check every value of its searched ranges before its first trial; the settings over
@@ -164,7 +170,8 @@ class Agent(abc.ABC):
         require(ckpt, path, ["cfg", "seed", "num_steps", "env", "state"])
         check_env_matches(ckpt, path, env)
         try:
-            agent = cls(env, ckpt.meta["cfg"], int(ckpt.meta["seed"]), device)
+            built = cls.variant(ckpt.meta["cfg"], env, device)
+            agent = built(env, ckpt.meta["cfg"], int(ckpt.meta["seed"]), device)
             agent._restore(ckpt)
             agent.num_steps = int(ckpt.meta["num_steps"])
         except UserError:

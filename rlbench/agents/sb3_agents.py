@@ -338,16 +338,20 @@ class SB3Agent(Agent):
         return state, {"numpy_global_keys": np_state[1]}, blobs
 
     def _restore(self, ckpt: Checkpoint) -> None:
-        for name in ("policy.pt", "optimizer.pt", "torch_rng.pt"):
-            if name not in ckpt.blobs:
-                raise KeyError(f"missing {name}")
         policy = self.model.policy
-        policy.load_state_dict(_torch_load(ckpt.blobs["policy.pt"], self.device))
-        policy.optimizer.load_state_dict(_torch_load(ckpt.blobs["optimizer.pt"], self.device))
         state = ckpt.meta["state"]
+        if "policy.pt" not in ckpt.blobs and "optimizer" in state:  # the numpy DQN's arrays
+            self._restore_arrays(ckpt)
+            torch_state = self._current_rng()["torch"]  # none saved: DQN draws none after init
+        else:
+            for name in ("policy.pt", "optimizer.pt", "torch_rng.pt"):
+                if name not in ckpt.blobs:
+                    raise KeyError(f"missing {name}")
+            policy.load_state_dict(_torch_load(ckpt.blobs["policy.pt"], self.device))
+            policy.optimizer.load_state_dict(_torch_load(ckpt.blobs["optimizer.pt"], self.device))
+            torch_state = _torch_load(ckpt.blobs["torch_rng.pt"], "cpu")["cpu"]
         for name in self._counters():
             setattr(self.model, name, type(getattr(self.model, name))(state[name]))
-        torch_state = _torch_load(ckpt.blobs["torch_rng.pt"], "cpu")["cpu"]
         kind, pos, has_gauss, cached = state["numpy_global"]
         keys = np.asarray(ckpt.arrays["numpy_global_keys"], dtype=np.uint32)
         numpy_state = (kind, keys, int(pos), int(has_gauss), float(cached))
@@ -412,6 +416,29 @@ class DQNAgent(SB3Agent):
 
     def _counters(self) -> list[str]:
         return [*super()._counters(), "_n_calls", "exploration_rate"]
+
+    def _restore_arrays(self, ckpt: Checkpoint) -> None:
+        """Networks and Adam's state from a file :mod:`rlbench.agents.numpy_dqn` wrote: arrays
+        named by this policy's ``state_dict`` keys, the moments flat in parameter order."""
+        policy = self.model.policy
+        names = dict(policy.state_dict())
+        tensors = {k: torch.as_tensor(ckpt.arrays[f"policy/{k}"]).to(self.device) for k in names}
+        policy.load_state_dict(tensors)
+        optimizer, saved = policy.optimizer, ckpt.meta["state"]["optimizer"]
+        params = optimizer.param_groups[0]["params"]
+        flat = {k: np.asarray(ckpt.arrays[f"optimizer/{k}"], np.float32).reshape(-1)
+                for k in ("exp_avg", "exp_avg_sq")}  # fmt: skip
+        sizes = [p.numel() for p in params]
+        if any(len(v) != sum(sizes) for v in flat.values()):
+            raise ValueError(f"Adam's moments do not have {sum(sizes)} values")
+        state, start = {}, 0
+        for i, (p, size) in enumerate(zip(params, sizes, strict=True)):
+            moments = {k: torch.from_numpy(v[start : start + size].copy()).view(p.shape)
+                       for k, v in flat.items()}  # fmt: skip
+            state[i] = {"step": torch.tensor(float(saved["step"])), **moments}
+            start += size
+        groups = [{**optimizer.state_dict()["param_groups"][0], "lr": float(saved["lr"])}]
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
 
     def _distribution(self, obs_t: Any, n: int, deterministic: bool) -> np.ndarray:
         # SB3's DQN.predict explores with probability exploration_rate (uniform over actions)

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from rlbench.tracking.provenance import package_versions
 from rlbench.tracking.redaction import mask_passwords
 
 log = logging.getLogger(__name__)
-TORCH_ALGOS = {"ppo", "dqn", "hybrid"}
+TORCH_ALGOS = {"ppo", "dqn", "hybrid"}  # neural agents: they resolve a device (dqn mostly in numpy)
 
 
 @dataclass
@@ -225,11 +226,8 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags, phases) -> Tr
     algo_name = str(cfg.algo.name)
     device = "cpu"
     if algo_name in TORCH_ALGOS:
-        import torch
-
         from rlbench.agents.device import resolve_device
 
-        torch.set_num_threads(int(cfg.train.threads))
         device = resolve_device(str(cfg.device), cfg.algo)
 
     num_envs = int(cfg.train.num_envs)
@@ -258,6 +256,9 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags, phases) -> Tr
             logging.DEBUG if in_multirun() else logging.INFO,
             "resume=true: no checkpoint in %s, starting from step 0", ckpt.path,
         )  # fmt: skip
+
+    if "torch" in sys.modules:  # imported by the agent (the numpy DQN never imports it)
+        sys.modules["torch"].set_num_threads(int(cfg.train.threads))
 
     tags = run_tags(cfg, device) | {schema.RUN_KEY_TAG: ckpt.path.name}
     tags |= user_tags | forecaster | _inputs_tag(flat)

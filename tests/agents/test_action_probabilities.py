@@ -39,7 +39,7 @@ def agent_and_observations(algo: str, n: int = 5):
     for _ in range(7):  # a few steps in, so the copies differ
         obs, *_ = venv.step(rng.integers(venv.action_space.n, size=n))
     if algo == "dqn":  # a fresh DQN has not started its exploration schedule
-        agent.model.exploration_rate = 0.3
+        agent.exploration_rate = 0.3
     if algo == "ppo":  # a fresh network is near uniform: skew it so a wrong pi would show
         import torch
 

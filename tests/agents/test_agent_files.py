@@ -75,34 +75,50 @@ def test_a_checkpoint_saved_from_the_callback_matches_that_moment(algo, tmp_path
     np.testing.assert_array_equal(loaded.predict(OBS), seen["actions"])
 
 
-def test_dqn_file_keeps_exploration_and_update_counters(tmp_path):
-    agent = trained("dqn", steps=200)
+def _dqn(agent):
+    """What both DQN agents keep, read alike: SB3's model, or the numpy agent itself."""
+    model = getattr(agent, "model", agent)
+    if hasattr(agent, "model"):
+        params = np.concatenate([p.detach().numpy().ravel() for p in model.policy.parameters()])
+        moments = model.policy.optimizer.state_dict()["state"]
+        adam = np.concatenate([m["exp_avg"].numpy().ravel() for m in moments.values()])
+        return model, params, adam, model.replay_buffer.size()
+    params = np.concatenate([agent.q_net.flat, agent.q_net_target.flat])
+    return model, params, agent.adam_m, agent.replay.size()
+
+
+@pytest.mark.parametrize("loop", ["numpy", "sb3"])
+def test_dqn_file_keeps_exploration_and_update_counters(tmp_path, loop):
+    agent = build_agent({**CONFIGS["dqn"], "loop": loop}, make_fake(n=4, seed=5), 5, "cpu")
+    agent.learn(200)
     agent.save(tmp_path / "m")
     loaded = load_agent(tmp_path / "m", make_fake(n=4))
+    assert type(loaded) is type(agent)
+    (model, params, adam, _), (again, params2, adam2, _) = _dqn(agent), _dqn(loaded)
     for name in ("exploration_rate", "_n_calls", "_n_updates"):
-        assert getattr(loaded.model, name) == getattr(agent.model, name)
+        assert getattr(again, name) == getattr(model, name)
     # DQN collects train_freq=4 batched steps of 4 copies (16 env steps) between updates, so
     # a target of 200 ends at 208 steps = 52 batched steps
-    assert agent.num_steps == 208 and agent.model._n_calls == 52
-    assert agent.model._n_updates > 0
-    params = zip(loaded.model.policy.parameters(), agent.model.policy.parameters(), strict=True)
-    assert all(torch.equal(a, b) for a, b in params)
-    assert loaded.model.policy.optimizer.state_dict()["state"].keys() == (
-        agent.model.policy.optimizer.state_dict()["state"].keys()
-    )
+    assert agent.num_steps == 208 and model._n_calls == 52
+    assert model._n_updates > 0
+    np.testing.assert_array_equal(params2, params)
+    np.testing.assert_array_equal(adam2, adam)
 
 
-def test_a_resumed_dqn_refills_its_replay_buffer_before_updating(tmp_path):
-    agent = trained("dqn", steps=200)  # learning_starts=20
+@pytest.mark.parametrize("loop", ["numpy", "sb3"])
+def test_a_resumed_dqn_refills_its_replay_buffer_before_updating(tmp_path, loop):
+    agent = build_agent({**CONFIGS["dqn"], "loop": loop}, make_fake(n=4, seed=5), 5, "cpu")
+    agent.learn(200)  # learning_starts=20
     agent.save(tmp_path / "m")
     loaded = load_agent(tmp_path / "m", make_fake(n=4))
-    start, updates = loaded.num_steps, loaded.model._n_updates
+    model = _dqn(loaded)[0]
+    start, updates = loaded.num_steps, model._n_updates
     loaded.learn(start + 16)  # 16 new transitions: fewer than learning_starts
-    assert loaded.model._n_updates == updates
-    assert loaded.model.replay_buffer.size() == 4  # 4 batched steps of 4 copies
+    assert model._n_updates == updates
+    assert _dqn(loaded)[3] == 4  # 4 batched steps of 4 copies
     loaded.learn(start + 64)
-    assert loaded.model._n_updates > updates
-    assert loaded.model.learning_starts == 20
+    assert model._n_updates > updates
+    assert model.learning_starts == 20
 
 
 def test_qlearning_file_is_an_npz_of_its_table(tmp_path):

@@ -68,15 +68,13 @@ def test_ppo_seed_preset_is_sb3_2x_default_ppo():
 
 def test_dqn_seed_preset_is_sb3_2x_default_dqn():
     agent = build_agent(OmegaConf.load(CONF / "dqn_seed.yaml"), _env(), seed=0, device="cpu")
-    m = agent.model
-    assert (m.learning_rate, m.buffer_size, m.learning_starts, m.batch_size) == (
+    assert (agent.lr_schedule(1.0), agent.replay.buffer_size, agent.learning_starts) == (
         1e-4,
-        1_000_000,
+        1_000_000,  # one copy
         100,
-        32,
     )
-    assert (m.train_freq.frequency, m.target_update_interval) == (4, 10_000)
-    assert (m.exploration_fraction, m.exploration_final_eps, m.gamma) == (0.1, 0.05, 0.99)
+    assert (agent.batch_size, agent.train_freq, agent.target_update_interval) == (32, 4, 10_000)
+    assert agent.exploration_schedule(0.85) == 0.05 and agent.gamma == 0.99  # after 10%
 
 
 def _env():

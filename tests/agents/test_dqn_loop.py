@@ -11,15 +11,15 @@ import torch
 from agent_fakes import make_fake
 from stable_baselines3 import DQN
 
-from rlbench.agents import build_agent
 from rlbench.agents.dqn_loop import LeanDQN, lean_enough
+from rlbench.agents.sb3_agents import DQNAgent  # SB3's: algo=dqn is mostly rlbench's numpy DQN
 
 BASE = {"name": "dqn", "learning_starts": 20, "buffer_size": 500, "batch_size": 16}
 
 
 def filled(settings: dict, seed: int = 0):
     """An agent (4 fake copies) after 200 steps: a replay buffer to sample, weights moved."""
-    agent = build_agent({**BASE, **settings}, make_fake(n=4, seed=seed), seed, "cpu")
+    agent = DQNAgent(make_fake(n=4, seed=seed), {**BASE, **settings}, seed, "cpu")
     agent.learn(200)
     return agent
 
@@ -98,7 +98,7 @@ def test_a_run_learns_and_repeats_exactly():
         settings = {**BASE, "learning_starts": 200, "buffer_size": 5000, "batch_size": 32}
         settings |= {"exploration_fraction": 0.5, "target_update_interval": 50, "gamma": 0.9}
         settings["learning_rate"] = 1e-3
-        agent = build_agent(settings, make_fake(n=4, seed=1), 1, "cpu")
+        agent = DQNAgent(make_fake(n=4, seed=1), settings, 1, "cpu")
         reports = []
         agent.learn(8000, lambda n, stats: reports.append(stats))
         return agent, reports

@@ -8,6 +8,7 @@ import torch
 from agent_fakes import BoxActionCore, make_fake
 
 from rlbench.agents import build_agent
+from rlbench.agents.sb3_agents import DQNAgent, PPOAgent
 from rlbench.errors import UserError
 
 TINY = {
@@ -17,8 +18,11 @@ TINY = {
 OBS = np.random.default_rng(0).random((9, 2)).astype(np.float32)
 
 
+SB3 = {"ppo": PPOAgent, "dqn": DQNAgent}  # build_agent's dqn is mostly numpy: test_numpy_dqn.py
+
+
 def tiny(algo: str, seed: int = 0, n: int = 4, **overrides):
-    return build_agent({**TINY[algo], **overrides}, make_fake(n=n, seed=seed), seed, "cpu")
+    return SB3[algo](make_fake(n=n, seed=seed), {**TINY[algo], **overrides}, seed, "cpu")
 
 
 @pytest.mark.parametrize("algo", ["ppo", "dqn"])
