@@ -2,7 +2,8 @@
 
 ``build_agent(cfg.algo, env, seed)`` makes a fresh agent; ``load_agent(path, env)`` reads the
 algorithm from a saved model file and rebuilds it. Classes are imported on first use, so the
-baselines never pay for importing torch.
+baselines never pay for importing torch (nor does DQN on a small MLP: ``Agent.variant`` picks
+the numpy DQN or SB3's for a config).
 
 May import :mod:`rlbench.errors`, :mod:`rlbench.config` and ``envs`` only: agents know nothing of
 tracking or runs (their training statistics are plain names; the run namespaces them).

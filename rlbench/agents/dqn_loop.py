@@ -12,7 +12,10 @@ replaced, same algorithm and same random streams:
   state it gives SB3's parameters to float32 rounding (tests/agents/test_dqn_loop.py).
 
 Both fall back to SB3's own methods for anything else (image or dict observations, custom
-policies, a GPU): :func:`lean_enough` says which.
+policies, a GPU): :func:`lean_enough` says which. ``algo=dqn`` runs most configs without SB3 or
+torch (:mod:`rlbench.agents.numpy_dqn`, the same parameters); this class serves the rest that
+are still small MLPs (n-step returns, another replay buffer, tensorboard logs) and is the
+reference those parameters are tested against.
 """
 
 from __future__ import annotations

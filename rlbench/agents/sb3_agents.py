@@ -1,5 +1,8 @@
 """PPO and DQN from stable-baselines3 behind the :class:`~rlbench.agents.base.Agent` protocol.
 
+``algo=dqn`` is built here only where :mod:`rlbench.agents.numpy_dqn` (no torch) does not
+apply; its model files (arrays instead of torch blobs) load here too, and this DQN's there.
+
 Every key of the ``algo`` group except ``name`` and ``loop`` (``numpy``: rlbench's forward
 passes and gradients for small MLPs, rlbench/agents/{ppo,dqn}_loop.py; ``sb3``: SB3's own) is an
 SB3 constructor argument

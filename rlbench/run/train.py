@@ -229,6 +229,10 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags, phases) -> Tr
         from rlbench.agents.device import resolve_device
 
         device = resolve_device(str(cfg.device), cfg.algo)
+    if algo_name in TORCH_ALGOS - {"dqn"}:  # they import torch: one thread from the start
+        import torch
+
+        torch.set_num_threads(int(cfg.train.threads))
 
     num_envs = int(cfg.train.num_envs)
     try:  # one copy: the observation's size
@@ -257,7 +261,7 @@ def _train_claimed(cfg, tracker, flat, trial, register, user_tags, phases) -> Tr
             "resume=true: no checkpoint in %s, starting from step 0", ckpt.path,
         )  # fmt: skip
 
-    if "torch" in sys.modules:  # imported by the agent (the numpy DQN never imports it)
+    if "torch" in sys.modules:  # SB3's DQN imported it (the numpy DQN never does)
         sys.modules["torch"].set_num_threads(int(cfg.train.threads))
 
     tags = run_tags(cfg, device) | {schema.RUN_KEY_TAG: ckpt.path.name}
