@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import difflib
 import math
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -249,3 +250,50 @@ def call_back(callback: LearnCallback | None, num_steps: int, stats: dict[str, f
     if callback is None:
         return True
     return callback(int(num_steps), stats) is not False
+
+
+class LearnReporter:
+    """Calls ``callback(num_steps, stats)`` between chunks of a learning loop: at a rollout's
+    start once ``every`` steps have passed (after the previous update, so a checkpoint written
+    by the callback holds the weights that match ``num_steps``), and once more at the end. Stats:
+    the agent's :meth:`Agent.training_stats`, steps per second, and the mean return and length
+    of the episodes that ended since the last report (their ``episode`` infos). ``stop`` turns
+    True when the callback returns False."""
+
+    def __init__(self, agent: Agent, callback: LearnCallback | None, every: int) -> None:
+        self.agent, self.callback, self.every = agent, callback, every
+        self.stop = False
+        self.returns: list[float] = []
+        self.lengths: list[float] = []
+        self.last_steps, self.t0 = agent.num_steps, time.perf_counter()
+
+    def rollout_start(self) -> None:
+        if not self.stop and self.agent.num_steps - self.last_steps >= self.every:
+            self._report()
+
+    def step(self, dones: np.ndarray, infos: list[dict[str, Any]]) -> bool:
+        """Note the episodes that ended at this step; False when learning should stop."""
+        if dones.any():
+            for i in np.flatnonzero(dones):
+                episode = infos[i].get("episode")
+                if episode is not None:
+                    self.returns.append(float(episode["r"]))
+                    self.lengths.append(float(episode["l"]))
+        return not self.stop
+
+    def training_end(self) -> None:
+        if not self.stop and self.agent.num_steps > self.last_steps:
+            self._report()
+
+    def _report(self) -> None:
+        now = time.perf_counter()
+        stats = self.agent.training_stats()
+        steps = self.agent.num_steps
+        stats["steps_per_second"] = (steps - self.last_steps) / max(now - self.t0, 1e-9)
+        if self.returns:
+            stats["episode_return"] = float(np.mean(self.returns))
+            stats["episode_length"] = float(np.mean(self.lengths))
+        self.returns, self.lengths = [], []
+        self.last_steps, self.t0 = steps, now
+        if not call_back(self.callback, steps, stats):
+            self.stop = True

@@ -36,6 +36,7 @@ from rlbench.agents.numpy_grad import (
     flatten_parameters,
     supported,
 )
+from rlbench.agents.replay import huber_td_gradient, sample_replay
 from rlbench.agents.sb3_logger import record_training
 
 
@@ -108,18 +109,8 @@ class LeanDQN(DQN):
         q_net, target = self._train_views()
         losses = []
         for _ in range(gradient_steps):
-            obs, actions, next_obs, dones, rewards, discounts = self._sample(batch_size)
-            next_q = target.forward(next_obs)[-1].max(axis=1)
-            targets = rewards + (1 - dones) * discounts * next_q
-
-            acts = q_net.forward(obs)
-            rows = np.arange(batch_size)
-            diff = acts[-1][rows, actions] - targets
-            small = np.abs(diff) < 1.0  # smooth_l1 with beta 1: quadratic inside, linear out
-            losses.append(float(np.where(small, 0.5 * diff * diff, np.abs(diff) - 0.5).mean()))
-            grad_out = np.zeros_like(acts[-1])
-            grad_out[rows, actions] = np.where(small, diff, np.sign(diff)) / batch_size
-            q_net.backward(acts, grad_out)
+            *minibatch, discounts = self._sample(batch_size)
+            losses.append(huber_td_gradient(q_net, target, tuple(minibatch), discounts))
             clip_grad_norm([q_net], self.max_grad_norm)
             optimizer_step()
 
@@ -147,25 +138,8 @@ class LeanDQN(DQN):
         read straight from its arrays for the plain buffer; through SB3 for any other."""
         buf = self.replay_buffer
         plain = type(buf) is ReplayBuffer and not buf.optimize_memory_usage
-        if plain and self._vec_normalize_env is None:
-            upper = buf.buffer_size if buf.full else buf.pos
-            rows = np.random.randint(0, upper, size=batch_size)
-            envs = np.random.randint(0, high=buf.n_envs, size=(batch_size,))
-            at = rows * buf.n_envs + envs  # (row, env) as one index: take() on flat views
-            n = buf.buffer_size * buf.n_envs  # is a third faster than [rows, envs] indexing
-
-            def take(array: np.ndarray) -> np.ndarray:
-                return array.reshape(n, -1).take(at, axis=0)
-
-            dones = take(buf.dones)[:, 0] * (1 - take(buf.timeouts)[:, 0])
-            return (
-                take(buf.observations),
-                take(buf.actions).reshape(-1).astype(np.int64),
-                take(buf.next_observations),
-                dones.astype(np.float32, copy=False),
-                take(buf.rewards)[:, 0].astype(np.float32, copy=False),
-                self.gamma,
-            )
+        if plain and self._vec_normalize_env is None:  # its arrays, read straight
+            return (*sample_replay(buf, batch_size, np.random), self.gamma)
         data = buf.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
         discounts = self.gamma if data.discounts is None else data.discounts.numpy()[:, 0]
         return (

@@ -28,14 +28,9 @@ import numpy as np
 from gymnasium import spaces
 
 from rlbench.agents import numpy_mlp
-from rlbench.agents.base import (
-    Agent,
-    LearnCallback,
-    call_back,
-    config_to_dict,
-    epsilon_greedy,
-)
+from rlbench.agents.base import Agent, LearnCallback, LearnReporter, config_to_dict, epsilon_greedy
 from rlbench.agents.checkpoint_io import Checkpoint
+from rlbench.agents.replay import ReplayBuffer, huber_td_gradient
 from rlbench.agents.sb3_settings import DQN_PARAMETERS, LinearSchedule, check_sb3_settings
 from rlbench.envs import core_of
 from rlbench.errors import UserError
@@ -150,63 +145,6 @@ class FlatMLP(numpy_mlp.MLP):
                 view[...] = value
 
 
-class ReplayBuffer:
-    """SB3's ``ReplayBuffer`` (``handle_timeout_termination``, no memory optimisation): its
-    arrays, shapes and dtypes, its ``add``, and its ``sample``'s random draws."""
-
-    def __init__(self, size: int, n_envs: int, obs_space: spaces.Box) -> None:
-        self.buffer_size = max(size // n_envs, 1)  # per copy, as SB3 divides it
-        self.n_envs, self.pos, self.full = n_envs, 0, False
-        shape = (self.buffer_size, n_envs)
-        self.observations = np.zeros((*shape, *obs_space.shape), dtype=obs_space.dtype)
-        self.next_observations = np.zeros_like(self.observations)
-        self.actions = np.zeros((*shape, 1), dtype=np.int64)
-        self.rewards = np.zeros(shape, dtype=np.float32)
-        self.dones = np.zeros(shape, dtype=np.float32)
-        self.timeouts = np.zeros(shape, dtype=np.float32)
-
-    def size(self) -> int:
-        return self.buffer_size if self.full else self.pos
-
-    def add(
-        self,
-        obs: np.ndarray,
-        next_obs: np.ndarray,
-        action: np.ndarray,
-        reward: np.ndarray,
-        done: np.ndarray,
-        infos: list[dict[str, Any]],
-    ) -> None:
-        self.observations[self.pos] = np.array(obs)
-        self.next_observations[self.pos] = np.array(next_obs)
-        self.actions[self.pos] = np.array(action).reshape(self.n_envs, 1)
-        self.rewards[self.pos] = np.array(reward)
-        self.dones[self.pos] = np.array(done)
-        self.timeouts[self.pos] = np.array([i.get("TimeLimit.truncated", False) for i in infos])
-        self.pos += 1
-        if self.pos == self.buffer_size:
-            self.full, self.pos = True, 0
-
-    def sample(self, batch_size: int, rng: np.random.RandomState) -> tuple[np.ndarray, ...]:
-        """Observations, actions, next observations, dones (not time-outs), rewards."""
-        rows = rng.randint(0, self.size(), size=batch_size)
-        envs = rng.randint(0, high=self.n_envs, size=(batch_size,))
-        at = rows * self.n_envs + envs  # (row, copy) as one index into flat views
-        n = self.buffer_size * self.n_envs
-
-        def take(array: np.ndarray) -> np.ndarray:
-            return array.reshape(n, -1).take(at, axis=0)
-
-        dones = take(self.dones)[:, 0] * (1 - take(self.timeouts)[:, 0])
-        return (
-            take(self.observations),
-            take(self.actions).reshape(-1).astype(np.int64),
-            take(self.next_observations),
-            dones.astype(np.float32, copy=False),
-            take(self.rewards)[:, 0].astype(np.float32, copy=False),
-        )
-
-
 class NumpyDQNAgent(Agent):
     """Deep Q-Network in numpy (SB3's algorithm); reports about every 1000 steps."""
 
@@ -314,7 +252,7 @@ class NumpyDQNAgent(Agent):
         total = self.num_steps + remaining
         if self._last_obs is None:
             self._last_obs = self.env.reset()
-        report = _Reporter(self, callback, self.report_every)
+        report = LearnReporter(self, callback, self.report_every)
         while self.num_steps < total:
             report.rollout_start()
             if not self._collect(total, warmup, report):
@@ -327,7 +265,7 @@ class NumpyDQNAgent(Agent):
                     self.train(steps)
         report.training_end()
 
-    def _collect(self, total: int, warmup: int, report: _Reporter) -> bool:
+    def _collect(self, total: int, warmup: int, report: LearnReporter) -> bool:
         """One rollout of ``train_freq`` batched steps into the replay buffer; False when the
         callback asked to stop (as SB3, before storing that step's transition)."""
         n = self.env.num_envs
@@ -374,19 +312,10 @@ class NumpyDQNAgent(Agent):
         Huber loss, gradient-norm clipping, one Adam step per gradient step."""
         self.adam["lr"] = float(self.lr_schedule(self._progress_remaining))
         q_net, target, batch = self.q_net, self.q_net_target, self.batch_size
-        rows = np.arange(batch)
         losses = []
         for _ in range(gradient_steps):
-            obs, actions, next_obs, dones, rewards = self.replay.sample(batch, self.rng)
-            next_q = target.forward(next_obs)[-1].max(axis=1)
-            targets = rewards + (1 - dones) * self.gamma * next_q
-            acts = q_net.forward(obs)
-            diff = acts[-1][rows, actions] - targets
-            small = np.abs(diff) < 1.0  # smooth_l1 with beta 1: quadratic inside, linear out
-            losses.append(float(np.where(small, 0.5 * diff * diff, np.abs(diff) - 0.5).mean()))
-            grad_out = np.zeros_like(acts[-1])
-            grad_out[rows, actions] = np.where(small, diff, np.sign(diff)) / batch
-            q_net.backward(acts, grad_out)
+            minibatch = self.replay.sample(batch, self.rng)
+            losses.append(huber_td_gradient(q_net, target, minibatch, self.gamma))
             numpy_mlp.clip_grad_norm([q_net], self.max_grad_norm)
             self.adam_step += 1
             numpy_mlp.adam_update(q_net.flat, q_net.flat_grad, self.adam_m, self.adam_v,
@@ -479,50 +408,6 @@ class NumpyDQNAgent(Agent):
         if state.get("action_space_rng") is not None:
             self.action_space.np_random.bit_generator.state = state["action_space_rng"]
         self._actor_cache = None
-
-
-class _Reporter:
-    """Calls ``callback(num_steps, stats)`` between chunks of work, as SB3Agent's ``_Forward``
-    does: at a rollout's start once ``every`` steps have passed, and once more at the end."""
-
-    def __init__(self, agent: NumpyDQNAgent, callback: LearnCallback | None, every: int) -> None:
-        import time
-
-        self.agent, self.callback, self.every, self.clock = agent, callback, every, time
-        self.stop = False
-        self.returns: list[float] = []
-        self.lengths: list[float] = []
-        self.last_steps, self.t0 = agent.num_steps, time.perf_counter()
-
-    def rollout_start(self) -> None:
-        if not self.stop and self.agent.num_steps - self.last_steps >= self.every:
-            self._report()
-
-    def step(self, dones: np.ndarray, infos: list[dict[str, Any]]) -> bool:
-        if dones.any():
-            for i in np.flatnonzero(dones):
-                episode = infos[i].get("episode")
-                if episode is not None:
-                    self.returns.append(float(episode["r"]))
-                    self.lengths.append(float(episode["l"]))
-        return not self.stop
-
-    def training_end(self) -> None:
-        if not self.stop and self.agent.num_steps > self.last_steps:
-            self._report()
-
-    def _report(self) -> None:
-        now = self.clock.perf_counter()
-        stats = self.agent.training_stats()
-        steps = self.agent.num_steps
-        stats["steps_per_second"] = (steps - self.last_steps) / max(now - self.t0, 1e-9)
-        if self.returns:
-            stats["episode_return"] = float(np.mean(self.returns))
-            stats["episode_length"] = float(np.mean(self.lengths))
-        self.returns, self.lengths = [], []
-        self.last_steps, self.t0 = steps, now
-        if not call_back(self.callback, steps, stats):
-            self.stop = True
 
 
 def _schedule(value: Any) -> Callable[[float], float]:

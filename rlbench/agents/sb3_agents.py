@@ -31,7 +31,6 @@ import contextlib
 import inspect
 import io
 import random
-import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -47,7 +46,7 @@ from rlbench.agents import numpy_mlp
 from rlbench.agents.base import (
     Agent,
     LearnCallback,
-    call_back,
+    LearnReporter,
     config_to_dict,
     epsilon_greedy,
     one_hot,
@@ -476,56 +475,28 @@ class DQNAgent(SB3Agent):
 
 
 class _Forward(BaseCallback):
-    """Calls our ``callback(num_steps, stats)`` between chunks of SB3 work; stops SB3 on False.
-
-    It reports at the start of a rollout (after the previous update, so a checkpoint written by
-    the callback holds the weights that match ``num_steps``) once ``every`` steps have passed,
-    and once more at the end of training.
-    """
+    """SB3's callback hooks turned into :class:`~rlbench.agents.base.LearnReporter`'s calls
+    (our ``callback(num_steps, stats)`` between chunks of SB3 work); stops SB3 on False."""
 
     def __init__(self, agent: SB3Agent, callback: LearnCallback | None, every: int) -> None:
         super().__init__(verbose=0)
         self.agent, self.user_callback, self.every = agent, callback, every
-        self.stop = False
-        self.returns: list[float] = []
-        self.lengths: list[float] = []
+        self.reporter: LearnReporter | None = None
 
     def _on_training_start(self) -> None:
-        self.last_steps = self.num_timesteps
-        self.t0 = time.perf_counter()
+        self.reporter = LearnReporter(self.agent, self.user_callback, self.every)
 
     def _on_rollout_start(self) -> None:
-        if not self.stop and self.num_timesteps - self.last_steps >= self.every:
-            self._report()
+        self.reporter.rollout_start()
 
     def _on_step(self) -> bool:
         dones = self.locals.get("dones")
-        if dones is not None and dones.any():
-            infos = self.locals["infos"]
-            for i in np.flatnonzero(dones):
-                episode = infos[i].get("episode")
-                if episode is not None:
-                    self.returns.append(float(episode["r"]))
-                    self.lengths.append(float(episode["l"]))
-        return not self.stop
+        if dones is None:
+            return not self.reporter.stop
+        return self.reporter.step(dones, self.locals["infos"])
 
     def _on_training_end(self) -> None:
-        if not self.stop and self.num_timesteps > self.last_steps:
-            self._report()
-
-    def _report(self) -> None:
-        now = time.perf_counter()
-        stats = self.agent.training_stats()
-        stats["steps_per_second"] = (self.num_timesteps - self.last_steps) / max(
-            now - self.t0, 1e-9
-        )
-        if self.returns:
-            stats["episode_return"] = float(np.mean(self.returns))
-            stats["episode_length"] = float(np.mean(self.lengths))
-        self.returns, self.lengths = [], []
-        self.last_steps, self.t0 = self.num_timesteps, now
-        if not call_back(self.user_callback, self.num_timesteps, stats):
-            self.stop = True
+        self.reporter.training_end()
 
 
 def _policy_kwargs(algo: str, value: Mapping[str, Any]) -> dict[str, Any]:
