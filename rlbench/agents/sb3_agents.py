@@ -415,6 +415,13 @@ class DQNAgent(SB3Agent):
             raise UserError(
                 f"dqn needs a discrete action space; {env_name(env)} has {env.action_space}"
             )
+        freq = self.cfg.get("train_freq")
+        if isinstance(freq, list | tuple) and freq[1:] == ["episode"] and env.num_envs > 1:
+            raise UserError(  # SB3 asserts it once learning starts
+                f"algo.train_freq={list(freq)} counts episodes, which SB3's DQN does with one "
+                f"env copy only; this env has {env.num_envs}: set train.num_envs=1, or count "
+                "steps (algo.train_freq=4)"
+            )
 
     def _counters(self) -> list[str]:
         return [*super()._counters(), "_n_calls", "exploration_rate"]

@@ -23,14 +23,17 @@ from rlbench.errors import UserError
 
 __all__ = [
     "ACTIVATION_NAMES",
+    "ADAM_NAMES",
     "DQN_PARAMETERS",
     "OPTIMIZER_NAMES",
     "RANGES",
     "SCHEDULED",
     "LinearSchedule",
+    "check_adam_options",
     "check_policy_kwarg_names",
     "check_range",
     "check_sb3_settings",
+    "check_train_freq",
     "coerce",
 ]
 
@@ -106,8 +109,11 @@ def check_sb3_settings(
             continue
         settings[key] = coerce(algo, key, value, parameters[key])
         check_range(algo, key, settings[key])
+        if key == "train_freq":
+            check_train_freq(algo, settings[key])
     if settings.get("policy_kwargs") is not None:
         settings["policy_kwargs"] = check_policy_kwarg_names(algo, settings["policy_kwargs"])
+        settings["policy_kwargs"] = check_adam_options(algo, settings["policy_kwargs"])
     if isinstance(settings.get("train_freq"), list):  # YAML has no tuples: [4, step]
         settings["train_freq"] = tuple(settings["train_freq"])
     return settings
@@ -155,6 +161,66 @@ def check_policy_kwarg_names(algo: str, policy_kwargs: Mapping[str, Any]) -> dic
                 f"choose one of {', '.join(names)}"
             )
     return kwargs
+
+
+#: ``policy_kwargs.optimizer_class`` names whose ``optimizer_kwargs`` :func:`check_adam_options`
+#: checks (SB3's policies build Adam when none is named).
+ADAM_NAMES = ("adam", "adamw")
+
+
+def check_adam_options(algo: str, policy_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``policy_kwargs`` with Adam's (or AdamW's) ``optimizer_kwargs`` checked as torch checks
+    them when it builds the optimizer: ``eps`` and ``weight_decay`` numbers >= 0, ``betas`` two
+    numbers in [0, 1) (made floats: torch refuses an int), ``fused``/``foreach`` true, false or
+    null and not both true. The numpy DQN never builds torch's Adam: without this, it trained
+    on what SB3's agent refused (``eps=-1``, a beta of 1.5) or crashed (``eps=abc``)."""
+    options = policy_kwargs.get("optimizer_kwargs")
+    name = policy_kwargs.get("optimizer_class", "adam")
+    if not isinstance(options, Mapping) or str(name).lower() not in ADAM_NAMES:
+        return dict(policy_kwargs)
+    key, options = "algo.policy_kwargs.optimizer_kwargs", dict(options)
+    for option in ("eps", "weight_decay"):
+        value = options.get(option)
+        if option in options and (not _is_number(value) or not value >= 0):
+            raise UserError(f"{key}.{option} must be a number >= 0, got {value!r} ({algo})")
+    if "betas" in options:
+        betas = options["betas"]
+        pair = isinstance(betas, list | tuple) and len(betas) == 2
+        if not pair or not all(_is_number(b) and 0 <= b < 1 for b in betas):
+            raise UserError(
+                f"{key}.betas must be two numbers from 0 to below 1, e.g. [0.9, 0.999]; "
+                f"got {betas!r} ({algo})"
+            )
+        options["betas"] = (float(betas[0]), float(betas[1]))
+    for option in ("fused", "foreach"):
+        if options.get(option) not in (None, True, False):
+            raise UserError(
+                f"{key}.{option} must be true, false or null, got {options[option]!r} ({algo})"
+            )
+    if options.get("fused") and options.get("foreach"):
+        raise UserError(
+            f"{key}.fused and {key}.foreach cannot both be true (torch runs one Adam kernel or "
+            f"the other): set one of them to false ({algo})"
+        )
+    return {**policy_kwargs, "optimizer_kwargs": options}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_train_freq(algo: str, value: Any) -> None:
+    """``UserError`` unless ``train_freq`` is SB3's form: ``N`` steps or ``[N, step|episode]``
+    with ``N >= 1`` (SB3 asserts ``N > 0`` only once training has started; a numpy loop that
+    collects no step between updates would never end)."""
+    pair = isinstance(value, list | tuple) and len(value) == 2
+    count = value[0] if pair else value
+    ok = isinstance(count, int) and not isinstance(count, bool) and count >= 1
+    if not ok or (pair and value[1] not in ("step", "episode")):
+        raise UserError(
+            f"algo.train_freq must be N or [N, step] or [N, episode] with N >= 1 (how many "
+            f"steps or episodes between updates); got {value!r} ({algo})"
+        )
 
 
 def coerce(algo: str, key: str, value: Any, param: inspect.Parameter) -> Any:

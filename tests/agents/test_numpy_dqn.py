@@ -3,6 +3,7 @@ parameters bit for bit from one seed, files either can read, and no torch in a D
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from itertools import pairwise
@@ -18,6 +19,7 @@ from rlbench.agents import build_agent, load_agent
 from rlbench.agents.numpy_dqn import NumpyDQNAgent, torch_linear_init
 from rlbench.agents.sb3_agents import DQNAgent
 from rlbench.envs import make_vec
+from rlbench.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 DQN_YAML = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "algo" / "dqn.yaml"))
@@ -125,3 +127,59 @@ def test_a_dqn_run_never_imports_torch(tmp_path):
                           cwd=tmp_path, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "imported: []" in done.stdout, done.stdout[-2000:]
+
+
+def _adam(**options):
+    """conf/algo/dqn.yaml's policy_kwargs with these Adam options added."""
+    kwargs = DQN_YAML["policy_kwargs"]
+    return {
+        "policy_kwargs": {**kwargs, "optimizer_kwargs": {**kwargs["optimizer_kwargs"], **options}}
+    }
+
+
+TRAIN_FREQ = "algo.train_freq must be N or [N, step] or [N, episode] with N >= 1"
+BETAS = "optimizer_kwargs.betas must be two numbers from 0 to below 1"
+
+
+@pytest.mark.parametrize("loop", ["numpy", "sb3"])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"train_freq": 0}, f"{TRAIN_FREQ} (how many steps or episodes between updates); got 0"),
+        ({"train_freq": -2}, TRAIN_FREQ),
+        ({"train_freq": [0, "step"]}, TRAIN_FREQ),
+        ({"train_freq": [4]}, TRAIN_FREQ),
+        ({"train_freq": [4, "stepz"]}, TRAIN_FREQ),
+        ({"train_freq": [1, "episode"]}, "counts episodes, which SB3's DQN does with one env copy"),
+        (_adam(eps=-1), "algo.policy_kwargs.optimizer_kwargs.eps must be a number >= 0, got -1"),
+        (_adam(eps="abc"), "optimizer_kwargs.eps must be a number >= 0, got 'abc'"),
+        (_adam(weight_decay=-1), "optimizer_kwargs.weight_decay must be a number >= 0, got -1"),
+        (_adam(betas=[1.5, 0.9]), BETAS),
+        (_adam(betas=[0.9, 1.0]), BETAS),
+        (_adam(betas=[0.9, 0.99, 1]), BETAS),
+        (_adam(betas=[0.9, "abc"]), BETAS),
+        (_adam(foreach="abc"), "optimizer_kwargs.foreach must be true, false or null, got 'abc'"),
+        (_adam(foreach=True), "fused and algo.policy_kwargs.optimizer_kwargs.foreach cannot both"),
+    ],
+)  # fmt: skip
+def test_what_sb3_or_torch_refused_both_dqn_agents_refuse_alike(settings, message, loop):
+    """The numpy DQN builds no torch Adam and no SB3 DQN: it trained on a negative eps or a
+    beta of 1.5, crashed on eps=abc, and looped forever collecting train_freq=0 steps. Both
+    agents (and a sweep's check before its first trial) give one UserError, as SB3's did."""
+    cfg = {**DQN_YAML, **settings, "loop": loop}
+    with pytest.raises(UserError, match=re.escape(message)):
+        build_agent(cfg, make_vec(ENV, 2, seed=0), 0, "cpu")
+    if settings.get("train_freq") != [1, "episode"]:  # judged on the env: not before a sweep
+        with pytest.raises(UserError, match=re.escape(message)):
+            NumpyDQNAgent.check_settings(cfg)
+
+
+def test_betas_written_as_integers_work_in_both_agents():
+    """torch's Adam refuses ``betas=[0, 0.9]`` (an int beside a float); they become floats."""
+    cfg = {**DQN_YAML, **_adam(betas=[0, 0.9]), "learning_starts": 0}
+    ours, theirs = (build_agent({**cfg, "loop": loop}, make_vec(ENV, 2, seed=0), 0, "cpu")
+                    for loop in ("numpy", "sb3"))  # fmt: skip
+    assert (type(ours), type(theirs)) == (NumpyDQNAgent, DQNAgent)
+    for agent in (ours, theirs):
+        agent.learn(64)
+    assert theirs.model.policy.optimizer.param_groups[0]["betas"] == (0.0, 0.9)

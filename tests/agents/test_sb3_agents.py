@@ -120,7 +120,7 @@ def test_dqn_on_a_continuous_action_space_is_a_user_error():
         ({"name": "dqn", "exploration_fraction": "lots"}, "exploration_fraction='lots' must be a"),
         ({"name": "ppo", "normalize_advantage": 1}, "normalize_advantage=1 must be true or false"),
         ({"name": "ppo", "n_steps": 64.5}, "n_steps=64.5 must be an integer"),
-        ({"name": "dqn", "train_freq": [4, "days"]}, "dqn: invalid settings .*'days'"),
+        ({"name": "dqn", "train_freq": [4, "days"]}, r"algo.train_freq must be .*\[4, 'days'\]"),
     ],
 )
 def test_bad_settings_are_one_line_user_errors(cfg, message):
