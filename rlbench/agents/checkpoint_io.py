@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,9 @@ def read_checkpoint(path: str | Path, expected_algo: str | None = None) -> Check
                     blobs[name] = data
     except UserError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+    # zlib.error: damaged bytes inside a member that its CRC check never reaches (the member
+    # fails to inflate first)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as exc:
         raise invalid(f"not a readable zip archive ({exc})") from exc
     except (ValueError, UnicodeDecodeError) as exc:  # bad JSON, bad .npy, pickled arrays
         raise invalid(str(exc)) from exc
