@@ -84,6 +84,8 @@ class Agent(abc.ABC):
     name: ClassVar[str]
     #: Suffix for model files of this agent (train.py names its files with it).
     file_suffix: ClassVar[str] = ".zip"
+    #: Model file format version this agent writes (:mod:`checkpoint_io`).
+    file_version: ClassVar[int] = 1
     #: Settings this agent understands, with their defaults (``None``: no fixed key list).
     defaults: ClassVar[dict[str, Any] | None] = None
 
@@ -162,7 +164,7 @@ class Agent(abc.ABC):
             "env": env_signature(self.env),
             "state": state,
         }
-        write_checkpoint(path, self.name, meta, arrays, blobs)
+        write_checkpoint(path, self.name, meta, arrays, blobs, version=self.file_version)
 
     @classmethod
     def load(cls, path: str | Path, env: VecEnv, device: str = "cpu") -> Agent:

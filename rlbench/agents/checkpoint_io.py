@@ -26,6 +26,9 @@ from rlbench.errors import UserError
 
 FORMAT = "rlbench-agent"
 VERSION = 1
+#: versions this code reads: 2 is a file whose torch tensors are arrays (the numpy DQN's), so
+#: that an older rlbench, which reads 1 only, names the version rather than a missing blob
+VERSIONS = (1, 2)
 META = "meta.json"
 
 
@@ -45,11 +48,12 @@ def write_checkpoint(
     meta: Mapping[str, Any],
     arrays: Mapping[str, np.ndarray] | None = None,
     blobs: Mapping[str, bytes] | None = None,
+    version: int = VERSION,
 ) -> Path:
     """Write one model file atomically; ``arrays`` keys become ``<key>.npy`` members."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"format": FORMAT, "version": VERSION, "algo": algo, **meta}
+    header = {"format": FORMAT, "version": version, "algo": algo, **meta}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -99,8 +103,11 @@ def read_checkpoint(path: str | Path, expected_algo: str | None = None) -> Check
             meta = json.loads(zf.read(META).decode("utf-8"))
             if not isinstance(meta, dict) or meta.get("format") != FORMAT:
                 raise invalid(f"{META} does not describe an {FORMAT} file")
-            if meta.get("version") != VERSION:
-                raise invalid(f"format version {meta.get('version')!r}, expected {VERSION}")
+            if meta.get("version") not in VERSIONS:
+                raise invalid(
+                    f"format version {meta.get('version')!r}, expected one of {list(VERSIONS)} "
+                    "(a file from a newer rlbench: upgrade to read it)"
+                )
             algo = meta.get("algo")
             if not isinstance(algo, str):
                 raise invalid("no algorithm name in it")

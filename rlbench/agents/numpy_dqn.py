@@ -151,6 +151,7 @@ class NumpyDQNAgent(Agent):
     name: ClassVar[str] = "dqn"
     report_every: ClassVar[int] = 1000
     own_keys: ClassVar[tuple[str, ...]] = ("loop",)
+    file_version: ClassVar[int] = 2  # tensors as arrays: an rlbench before it names the version
 
     # -- which class builds a config ---------------------------------------------------------
     @classmethod

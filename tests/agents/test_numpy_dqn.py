@@ -183,3 +183,26 @@ def test_betas_written_as_integers_work_in_both_agents():
     for agent in (ours, theirs):
         agent.learn(64)
     assert theirs.model.policy.optimizer.param_groups[0]["betas"] == (0.0, 0.9)
+
+
+def test_its_files_say_version_2_and_a_newer_version_is_named(tmp_path):
+    """An rlbench that reads version 1 only names the version of a numpy DQN's file (not a
+    missing torch blob); this one reads 1 and 2 and names anything newer."""
+    import json
+    import zipfile
+
+    from rlbench.errors import UserError
+
+    agent = build_agent(DQN_YAML, make_vec(ENV, 2, seed=0), 0, "cpu")
+    agent.save(tmp_path / "m.zip")
+    with zipfile.ZipFile(tmp_path / "m.zip") as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    meta = json.loads(members["meta.json"])
+    assert meta["version"] == 2
+    meta["version"] = 3
+    members["meta.json"] = json.dumps(meta).encode()
+    with zipfile.ZipFile(tmp_path / "newer.zip", "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(UserError, match=r"format version 3.*newer rlbench"):
+        load_agent(tmp_path / "newer.zip", make_vec(ENV, 2, seed=0))
