@@ -111,7 +111,7 @@ def _postgres_cpu(pg) -> float:
 
 def _throughput(tmp: Path, pg, server, workers: int, trials: int, tag: str) -> dict:
     args = [
-        "-m", "search=qlearning", "debug=fast", "train.total_steps=100000", "train.eval_every=0",
+        "-m", "search=qlearning", "debug=fast", "train.total_steps=180000", "train.eval_every=0",
         "train.checkpoint_every=0", "train.progress=off", "++eval.trajectory_plot=false",
         "hydra.sweeper.pruner.name=none", f"hydra.sweeper.n_trials={trials}",
         f"hydra.sweeper.study_name=throughput-{tag}", f"hydra.sweeper.storage={pg.url('optuna')}",
