@@ -98,7 +98,8 @@ def torch_linear_init(sizes: list[int], seed: int) -> numpy_mlp.Layers:
 
     layers = []
     for fan_in, fan_out in pairwise(sizes):
-        weight_bound = math.sqrt(3.0) * math.sqrt(2.0 / 6.0) / math.sqrt(fan_in)
+        gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))  # torch's expressions, in its order
+        weight_bound = math.sqrt(3.0) * (gain / math.sqrt(fan_in))
         w = uniform(fan_in * fan_out, weight_bound).reshape(fan_out, fan_in)
         b = uniform(fan_out, 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0)
         layers.append((w, b))
