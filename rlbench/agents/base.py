@@ -216,6 +216,23 @@ class Agent(abc.ABC):
         return int(space.n)
 
 
+def env_name(env: VecEnv) -> str:
+    """A readable name for an env in error messages (its core's class, else the VecEnv's)."""
+    from rlbench.envs import core_of
+
+    env = getattr(env, "unwrapped", env)
+    core = core_of(env)
+    return type(core if core is not None else env).__name__
+
+
+def require_discrete_actions(algo: str, env: VecEnv) -> None:
+    """``UserError`` naming the env unless its actions are ``Discrete`` (DQN's Q-values are one
+    per action)."""
+    if not isinstance(env.action_space, spaces.Discrete):
+        raise UserError(f"{algo} needs a discrete action space; {env_name(env)} has "
+                        f"{env.action_space}")  # fmt: skip
+
+
 def one_hot(actions: np.ndarray, n_actions: int) -> np.ndarray:
     """``(N, n_actions)`` float64 rows with a 1 at each action: a deterministic policy's pi."""
     actions = np.asarray(actions, dtype=np.int64).reshape(-1)

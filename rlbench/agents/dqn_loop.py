@@ -32,10 +32,10 @@ from stable_baselines3.dqn.policies import DQNPolicy
 from rlbench.agents.numpy_grad import (
     AdamStep,
     MLPView,
-    clip_grad_norm,
     flatten_parameters,
     supported,
 )
+from rlbench.agents.numpy_mlp import clip_grad_norm
 from rlbench.agents.replay import huber_td_gradient, sample_replay
 from rlbench.agents.sb3_logger import record_training
 

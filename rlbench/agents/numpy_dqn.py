@@ -28,12 +28,17 @@ import numpy as np
 from gymnasium import spaces
 
 from rlbench.agents import numpy_mlp
-from rlbench.agents.base import Agent, LearnCallback, LearnReporter, config_to_dict, epsilon_greedy
+from rlbench.agents.base import (
+    Agent,
+    LearnCallback,
+    LearnReporter,
+    config_to_dict,
+    epsilon_greedy,
+    require_discrete_actions,
+)
 from rlbench.agents.checkpoint_io import Checkpoint
 from rlbench.agents.replay import ReplayBuffer, huber_td_gradient
 from rlbench.agents.sb3_settings import DQN_PARAMETERS, LinearSchedule, check_sb3_settings
-from rlbench.envs import core_of
-from rlbench.errors import UserError
 
 if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
@@ -195,10 +200,7 @@ class NumpyDQNAgent(Agent):
     def __init__(self, env: VecEnv, cfg: Mapping[str, Any], seed: int, device: str = "cpu") -> None:
         super().__init__(env, cfg, seed, device)
         self.device = "cpu"
-        if not isinstance(env.action_space, spaces.Discrete):
-            core = core_of(getattr(env, "unwrapped", env))
-            name = type(core if core is not None else env).__name__
-            raise UserError(f"dqn needs a discrete action space; {name} has {env.action_space}")
+        require_discrete_actions(self.name, env)
         s = {name: p.default for name, p in DQN_PARAMETERS.items()}
         s.update(self._checked(self.cfg))
         self.learning_starts, self.batch_size = int(s["learning_starts"]), int(s["batch_size"])

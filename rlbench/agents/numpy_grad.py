@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlbench.agents.numpy_mlp import MLP, adam_update, clip_grad_norm  # noqa: F401 - re-exported
+from rlbench.agents.numpy_mlp import MLP, adam_update
 
 ACTIVATIONS = (torch.nn.Tanh, torch.nn.ReLU)
 #: optimizer -> its AdamStep (see AdamStep.of)

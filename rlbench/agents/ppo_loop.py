@@ -37,10 +37,10 @@ from stable_baselines3.common.vec_env import VecEnv
 from rlbench.agents.numpy_grad import (
     AdamStep,
     MLPView,
-    clip_grad_norm,
     flatten_parameters,
     supported,
 )
+from rlbench.agents.numpy_mlp import clip_grad_norm
 from rlbench.agents.sb3_logger import record_training
 
 

@@ -62,8 +62,7 @@ def sample_replay(buffer: Any, batch_size: int, rng: Any) -> tuple[np.ndarray, .
     """A minibatch of SB3's plain ``ReplayBuffer`` (or :class:`ReplayBuffer`, the same arrays):
     observations, actions, next observations, dones (not time-outs), rewards, drawn as its
     ``sample`` draws them from ``rng`` (numpy's global generator for SB3: ``np.random``)."""
-    upper = buffer.buffer_size if buffer.full else buffer.pos
-    rows = rng.randint(0, upper, size=batch_size)
+    rows = rng.randint(0, buffer.size(), size=batch_size)
     envs = rng.randint(0, high=buffer.n_envs, size=(batch_size,))
     at = rows * buffer.n_envs + envs  # (row, copy) as one index: take() on flat views
     n = buffer.buffer_size * buffer.n_envs  # is a third faster than [rows, envs] indexing

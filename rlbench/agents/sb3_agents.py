@@ -50,6 +50,7 @@ from rlbench.agents.base import (
     config_to_dict,
     epsilon_greedy,
     one_hot,
+    require_discrete_actions,
 )
 from rlbench.agents.checkpoint_io import Checkpoint
 from rlbench.agents.device import resolve_device
@@ -57,9 +58,8 @@ from rlbench.agents.dqn_loop import LeanDQN
 from rlbench.agents.ppo_loop import LeanPPO
 from rlbench.agents.sb3_logger import SB3_TRAIN_GROUP
 from rlbench.agents.sb3_settings import LinearSchedule as LinearSchedule  # re-exported
-from rlbench.agents.sb3_settings import check_policy_kwarg_names, check_sb3_settings
+from rlbench.agents.sb3_settings import check_sb3_settings
 from rlbench.agents.torch_startup import optimizers_without_dynamo
-from rlbench.envs import core_of
 from rlbench.envs.vec_base import register_with_sb3
 from rlbench.errors import UserError
 
@@ -99,13 +99,6 @@ def _no_distribution_checks() -> Iterator[None]:
         yield
     finally:
         Distribution.set_default_validate_args(previous)
-
-
-def env_name(env: VecEnv) -> str:
-    """A readable name for an env in error messages (its core's class, else the VecEnv's)."""
-    env = getattr(env, "unwrapped", env)
-    core = core_of(env)
-    return type(core if core is not None else env).__name__
 
 
 class SB3Agent(Agent):
@@ -185,7 +178,7 @@ class SB3Agent(Agent):
         params = inspect.signature(cls._loop_class(cfg).__init__).parameters
         settings = check_sb3_settings(cls.name, cfg, params, cls.own_keys)
         if settings.get("policy_kwargs") is not None:
-            settings["policy_kwargs"] = _policy_kwargs(cls.name, settings["policy_kwargs"])
+            settings["policy_kwargs"] = _policy_kwargs(settings["policy_kwargs"])
         return settings
 
     # -- the protocol ------------------------------------------------------------------------
@@ -411,10 +404,7 @@ class DQNAgent(SB3Agent):
     report_every: ClassVar[int] = 1000
 
     def _check_env(self, env: VecEnv) -> None:
-        if not isinstance(env.action_space, spaces.Discrete):
-            raise UserError(
-                f"dqn needs a discrete action space; {env_name(env)} has {env.action_space}"
-            )
+        require_discrete_actions(self.name, env)
         freq = self.cfg.get("train_freq")
         if isinstance(freq, list | tuple) and freq[1:] == ["episode"] and env.num_envs > 1:
             raise UserError(  # SB3 asserts it once learning starts
@@ -506,9 +496,10 @@ class _Forward(BaseCallback):
         self.reporter.training_end()
 
 
-def _policy_kwargs(algo: str, value: Mapping[str, Any]) -> dict[str, Any]:
-    """``policy_kwargs`` with class names (checked by sb3_settings) turned into torch classes."""
-    kwargs = check_policy_kwarg_names(algo, value)
+def _policy_kwargs(value: Mapping[str, Any]) -> dict[str, Any]:
+    """``policy_kwargs`` with class names (checked by :func:`check_sb3_settings`) turned into
+    torch classes."""
+    kwargs = dict(value)
     for key, table in (("activation_fn", ACTIVATIONS), ("optimizer_class", OPTIMIZERS)):
         name = kwargs.get(key)
         if isinstance(name, str):

@@ -16,10 +16,10 @@ import torch
 from rlbench.agents.numpy_grad import (
     AdamStep,
     MLPView,
-    clip_grad_norm,
     flatten_parameters,
     supported,
 )
+from rlbench.agents.numpy_mlp import clip_grad_norm
 
 
 def net(activation=torch.nn.Tanh, sizes=(5, 7, 6, 3)):
